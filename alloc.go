@@ -1,0 +1,543 @@
+// Package pagealloc manages space inside one file for storage engines: blob
+// stores, B-trees, value logs, caches.
+//
+// A Device is one file, mapped once for reading. Every change to the
+// library's own metadata, and any bytes the caller chooses to journal, is
+// made inside a transaction (Txn) whose writes reach a write-ahead journal
+// before their home locations, so that after a crash at any instant Open
+// finds the state of some prefix of the committed transactions, including
+// every transaction whose Commit returned. Commits from many goroutines
+// share one journal write and one fsync (group commit).
+//
+// The caller's bulk data is written with Device.WriteAt, without the
+// journal; it becomes durable at the next Commit or Sync, and a commit never
+// becomes durable before the data written ahead of it.
+package pagealloc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pagealloc/pagealloc/internal/storage"
+)
+
+const (
+	minPageBytesFloor   = 512
+	maxPageBytesCeiling = 1 << 30
+	defaultMinPageBytes = 4096
+	defaultMaxPageBytes = 16 << 20
+)
+
+// defaultMaxSize is the address space a device reserves when Options.MaxSize
+// is zero: 1 TiB where addresses are 64 bits wide, 1 GiB elsewhere.
+var defaultMaxSize int64 = 1 << 30
+
+func init() {
+	if strconv.IntSize == 64 {
+		defaultMaxSize = 1 << 40
+	}
+}
+
+// Options configures Create and Open. A nil *Options means all defaults.
+// Geometry fields (page sizes, JournalSize, RootSize) are fixed at Create
+// and read from the file by Open, which ignores them.
+type Options struct {
+	// MaxSize is the most bytes the device file may ever hold, reserved as
+	// address space at once so that the mapping never moves. Zero means
+	// 1 TiB (1 GiB on 32-bit platforms) at Create, and the size recorded
+	// in the file at Open. Reserving address space costs no memory or disk.
+	MaxSize int64
+
+	// MinPageSize is the smallest page the allocator hands out, a power of
+	// two of at least 512 bytes. Zero means 4 KiB.
+	MinPageSize int64
+
+	// MaxPageSize is the largest page the allocator hands out, a power of
+	// two no smaller than MinPageSize and at most 1 GiB. Zero means 16 MiB.
+	MaxPageSize int64
+
+	// JournalSize is the size of the journal ring, a multiple of 4 KiB of
+	// at least 64 KiB. One transaction may use at most half of it. Zero
+	// means 4 MiB.
+	JournalSize int64
+
+	// RootSize is the size of the caller's root area, a multiple of 4 KiB.
+	// Zero means 4 KiB.
+	RootSize int64
+
+	// NoSync skips every fsync. A crash may then lose or tear anything;
+	// meant for tests and benchmarks only. False (the default) syncs.
+	NoSync bool
+
+	// ReadOnly opens the device without writing to it: the journal is
+	// replayed in memory only, and Begin and WriteAt return ErrReadOnly.
+	// False opens it for writing.
+	ReadOnly bool
+
+	// WritableMap maps the file read-write so that the caller can write
+	// through slices from Slice. False maps it read-only, so a stray write
+	// through a slice faults instead of corrupting metadata.
+	WritableMap bool
+}
+
+// withDefaults returns a copy with zero fields replaced by defaults, or an
+// error naming the first field out of range.
+func (o *Options) withDefaults() (Options, error) {
+	var v Options
+	if o != nil {
+		v = *o
+	}
+	if v.MaxSize == 0 {
+		v.MaxSize = defaultMaxSize
+	}
+	if v.MinPageSize == 0 {
+		v.MinPageSize = defaultMinPageBytes
+	}
+	if v.MaxPageSize == 0 {
+		v.MaxPageSize = defaultMaxPageBytes
+	}
+	if v.JournalSize == 0 {
+		v.JournalSize = defaultJournalBytes
+	}
+	if v.RootSize == 0 {
+		v.RootSize = defaultRootBytes
+	}
+	switch {
+	case v.MaxSize < 0 || int64(int(v.MaxSize)) != v.MaxSize:
+		return v, fmt.Errorf("%w: MaxSize %d does not fit the address space", ErrInvalidArgument, v.MaxSize)
+	case !validPageSize(v.MinPageSize) || v.MinPageSize < minPageBytesFloor:
+		return v, fmt.Errorf("%w: MinPageSize %d is not a power of two >= %d", ErrInvalidArgument, v.MinPageSize, minPageBytesFloor)
+	case !validPageSize(v.MaxPageSize) || v.MaxPageSize < v.MinPageSize || v.MaxPageSize > maxPageBytesCeiling:
+		return v, fmt.Errorf("%w: MaxPageSize %d is not a power of two in [MinPageSize, 1 GiB]", ErrInvalidArgument, v.MaxPageSize)
+	case v.JournalSize < minJournalBytes || v.JournalSize%4096 != 0:
+		return v, fmt.Errorf("%w: JournalSize %d is not a multiple of 4 KiB >= 64 KiB", ErrInvalidArgument, v.JournalSize)
+	case v.RootSize <= 0 || v.RootSize%4096 != 0:
+		return v, fmt.Errorf("%w: RootSize %d is not a positive multiple of 4 KiB", ErrInvalidArgument, v.RootSize)
+	}
+	return v, nil
+}
+
+// Device is one device file. Its methods are safe for concurrent use; a
+// Txn is not, and belongs to the goroutine that began it.
+type Device struct {
+	store    storage.Storage
+	view     []byte // the mapping: capacity bytes, valid below size
+	opts     Options
+	capacity int64
+	geometry superblock // fixed at Create; the journal owns the live copy
+
+	size   atomic.Int64 // bytes the store holds; the mapping is readable below it
+	growMu sync.Mutex
+
+	writer  sync.Mutex // held by the one open writing transaction
+	txSeq   uint64     // sequence of the last committed transaction; under writer
+	pending overlay    // committed writes not yet at their home locations
+	journal *journal
+
+	durableTxSeq atomic.Uint64 // every transaction up to it is durable
+
+	userDirty atomic.Bool // WriteAt since the last sync
+
+	// lifeMu is held shared by every public call that touches the mapping,
+	// and exclusively by Close while it unmaps.
+	lifeMu  sync.RWMutex
+	closeMu sync.Mutex
+	closed  atomic.Bool
+	failure atomic.Pointer[failedError]
+}
+
+// Create creates a device file at path and opens it. It fails with
+// ErrExists if the file exists. Only the headers are written: creating a
+// device of any MaxSize takes the same few writes and the file stays sparse.
+func Create(path string, opts *Options) (*Device, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if o.ReadOnly {
+		return nil, fmt.Errorf("%w: cannot create a device read-only", ErrInvalidArgument)
+	}
+	f, err := storage.CreateFile(path)
+	if errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("%w: %s", ErrExists, path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	d, err := createOn(f, o)
+	if err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	return d, nil
+}
+
+// Open opens the device file at path, replaying its journal: the device
+// then holds every transaction whose Commit returned before a crash.
+func Open(path string, opts *Options) (*Device, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	f, err := storage.OpenFile(path, o.ReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	d, err := openOn(f, &o)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// createOn formats an empty store and opens it.
+func createOn(store storage.Storage, o Options) (*Device, error) {
+	if size, err := store.Size(); err != nil {
+		return nil, err
+	} else if size != 0 {
+		return nil, fmt.Errorf("%w: store is not empty", ErrExists)
+	}
+	root := region{2 * superblockSlotBytes, o.RootSize}
+	journal := region{root.end(), o.JournalSize}
+	state := region{journal.end(), stateBytes}
+	logs := region{state.end(), 0}
+	sb := superblock{
+		version:  formatVersion,
+		deviceID: rand.Uint64(),
+		capacity: o.MaxSize,
+		minPage:  o.MinPageSize,
+		maxPage:  o.MaxPageSize,
+		root:     root,
+		journal:  journal,
+		state:    state,
+		logs:     logs,
+		heapOff:  alignUp(logs.end(), o.MaxPageSize),
+	}
+	if sb.capacity < sb.heapOff {
+		return nil, fmt.Errorf("%w: MaxSize %d is smaller than the %d bytes of headers", ErrInvalidArgument, o.MaxSize, sb.heapOff)
+	}
+	if err := store.Truncate(sb.heapOff); err != nil {
+		return nil, err
+	}
+	// Zero the journal ring once so that journal writes overwrite allocated
+	// blocks: a sync then flushes data alone, where writing a hole also
+	// commits the filesystem's block allocation, which costs about twice
+	// as much.
+	if err := writeZeroes(store, journal); err != nil {
+		return nil, err
+	}
+	// Both copies start valid, so a device never depends on one sector.
+	var slot [superblockBytes]byte
+	for seq := uint64(0); seq < 2; seq++ {
+		sb.seq = seq
+		sb.encode(slot[:])
+		if _, err := store.WriteAt(slot[:], superblockOffset(seq)); err != nil {
+			return nil, err
+		}
+	}
+	if !o.NoSync {
+		if err := store.Sync(); err != nil {
+			return nil, err
+		}
+	}
+	o.MaxSize = 0 // take the capacity just recorded
+	return openOn(store, &o)
+}
+
+func superblockOffset(seq uint64) int64 { return int64(seq%2) * superblockSlotBytes }
+
+// readSuperblock returns the newest copy that verifies.
+func readSuperblock(store storage.Storage, size int64) (superblock, error) {
+	if size < 2*superblockSlotBytes {
+		return superblock{}, corruptf(size, "device header", "a file of at least %d bytes", 2*superblockSlotBytes)
+	}
+	var best superblock
+	var errs [2]error
+	found := false
+	for slot := uint64(0); slot < 2; slot++ {
+		var buf [superblockBytes]byte
+		off := superblockOffset(slot)
+		if _, err := store.ReadAt(buf[:], off); err != nil {
+			return best, err
+		}
+		sb, err := decodeSuperblock(buf[:], off)
+		if err == nil && sb.seq%2 != slot {
+			err = corruptf(off, "superblock", "a sequence number of parity %d, found %d", slot, sb.seq)
+		}
+		if err != nil {
+			errs[slot] = err
+			continue
+		}
+		if !found || sb.seq > best.seq {
+			best, found = sb, true
+		}
+	}
+	if !found {
+		// A newer version in either copy explains both failures best.
+		for _, err := range errs {
+			if errors.Is(err, ErrVersion) {
+				return best, err
+			}
+		}
+		return best, errors.Join(errs[0], errs[1])
+	}
+	return best, nil
+}
+
+// openOn opens a formatted store: it reads the superblock, maps the store,
+// replays the journal and starts the journal writer.
+func openOn(store storage.Storage, opts *Options) (*Device, error) {
+	size, err := store.Size()
+	if err != nil {
+		return nil, err
+	}
+	sb, err := readSuperblock(store, size)
+	if err != nil {
+		return nil, err
+	}
+	if size < sb.heapOff {
+		return nil, corruptf(size, "device header", "a file of at least %d bytes", sb.heapOff)
+	}
+	o := *opts
+	o.MinPageSize, o.MaxPageSize = sb.minPage, sb.maxPage
+	o.JournalSize, o.RootSize = sb.journal.size, sb.root.size
+	capacity := sb.capacity
+	if o.MaxSize != 0 {
+		capacity = o.MaxSize
+	}
+	if o.MaxSize = capacity; capacity < size || int64(int(capacity)) != capacity {
+		return nil, fmt.Errorf("%w: MaxSize %d is smaller than the file's %d bytes", ErrInvalidArgument, capacity, size)
+	}
+	mapper, ok := store.(storage.Mapper)
+	if !ok {
+		return nil, fmt.Errorf("%w: store cannot be mapped", ErrInvalidArgument)
+	}
+	view, err := mapper.Map(capacity, o.WritableMap && !o.ReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	d := &Device{store: store, view: view, opts: o, capacity: capacity, geometry: sb}
+	d.size.Store(size)
+	d.pending.init()
+	d.journal = newJournal(d, sb)
+	if err := d.journal.recover(); err != nil {
+		return nil, err
+	}
+	if !o.ReadOnly {
+		d.journal.start()
+	}
+	return d, nil
+}
+
+// Close waits for the open transaction, if any, to end, writes a
+// checkpoint and closes the file. Slices from Slice are invalid after it.
+// Close is idempotent: later calls return nil.
+func (d *Device) Close() error {
+	d.closeMu.Lock()
+	defer d.closeMu.Unlock()
+	if d.closed.Load() {
+		return nil
+	}
+	// New calls fail from here on; the open transaction may still finish.
+	d.closed.Store(true)
+	d.writer.Lock()
+	defer d.writer.Unlock()
+	var err error
+	if !d.opts.ReadOnly {
+		err = d.journal.stop()
+	}
+	d.lifeMu.Lock()
+	defer d.lifeMu.Unlock()
+	d.view = nil
+	return errors.Join(err, d.store.Close())
+}
+
+// Root returns the offset and size of the caller's root area: a few bytes
+// where a storage engine keeps its own root pointers. Write them only with
+// Txn.Write, so that they change atomically with the rest of a transaction.
+func (d *Device) Root() (off, size int64) { return d.geometry.root.off, d.geometry.root.size }
+
+// ReadAt reads committed state: everything written by transactions whose
+// Commit has been called, and by WriteAt. It implements io.ReaderAt.
+func (d *Device) ReadAt(p []byte, off int64) (int, error) {
+	d.lifeMu.RLock()
+	defer d.lifeMu.RUnlock()
+	if d.closed.Load() {
+		return 0, ErrClosed
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("%w: read at %d", ErrOutOfRange, off)
+	}
+	size := d.size.Load()
+	if off >= size {
+		return 0, io.EOF
+	}
+	n := copy(p, d.view[off:size])
+	d.pending.read(p[:n], off)
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// WriteAt writes the caller's data in place, without the journal. It is
+// accepted only where the caller owns the bytes (allocated pages, log
+// reservations); the root area and the library's own state are refused
+// with ErrProtected. The data is durable once Sync or the next Commit
+// returns. It implements io.WriterAt.
+func (d *Device) WriteAt(p []byte, off int64) (int, error) {
+	d.lifeMu.RLock()
+	defer d.lifeMu.RUnlock()
+	if err := d.usable(); err != nil {
+		return 0, err
+	}
+	if err := d.checkUserWrite(off, int64(len(p)), false); err != nil {
+		return 0, err
+	}
+	d.userDirty.Store(true)
+	n, err := d.store.WriteAt(p, off)
+	if err != nil {
+		return n, d.fail(err)
+	}
+	return n, nil
+}
+
+// Slice returns the n bytes at off as a view into the mapping, without a
+// copy. It shows the bytes at their home location: those of transactions
+// whose Commit returned, and of WriteAt. The view is read-only unless
+// Options.WritableMap is set, and invalid after Close.
+func (d *Device) Slice(off, n int64) ([]byte, error) {
+	d.lifeMu.RLock()
+	defer d.lifeMu.RUnlock()
+	if d.closed.Load() {
+		return nil, ErrClosed
+	}
+	if off < 0 || n < 0 || off > d.size.Load()-n {
+		return nil, fmt.Errorf("%w: [%d, +%d) beyond %d bytes", ErrOutOfRange, off, n, d.size.Load())
+	}
+	return d.view[off : off+n : off+n], nil
+}
+
+// Sync makes every byte written by WriteAt durable. Committed transactions
+// are durable already.
+func (d *Device) Sync() error {
+	d.lifeMu.RLock()
+	defer d.lifeMu.RUnlock()
+	if err := d.usable(); err != nil {
+		return err
+	}
+	if d.userDirty.Swap(false) {
+		if err := d.sync(); err != nil {
+			return d.fail(err)
+		}
+	}
+	return nil
+}
+
+// Begin starts the one writing transaction, waiting until the previous one
+// has called Commit or Rollback. The transaction must end with exactly one
+// of them.
+func (d *Device) Begin() (*Txn, error) {
+	if err := d.usable(); err != nil {
+		return nil, err
+	}
+	d.writer.Lock()
+	if err := d.usable(); err != nil {
+		d.writer.Unlock()
+		return nil, err
+	}
+	return &Txn{d: d, lines: make(map[int64]*line)}, nil
+}
+
+// Update runs fn inside a transaction and commits it if fn returns nil;
+// otherwise, or if fn panics, it rolls the transaction back. It returns
+// fn's error or Commit's.
+func (d *Device) Update(fn func(*Txn) error) (err error) {
+	tx, err := d.Begin()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if !tx.done {
+			tx.Rollback()
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// usable returns why the device cannot be used, or nil.
+func (d *Device) usable() error {
+	if d.closed.Load() {
+		return ErrClosed
+	}
+	if d.opts.ReadOnly {
+		return ErrReadOnly
+	}
+	if f := d.failure.Load(); f != nil {
+		return f
+	}
+	return nil
+}
+
+// fail puts the device into the failed state after an I/O error whose
+// effect on the file is unknown, and returns the error to report.
+func (d *Device) fail(err error) error {
+	d.failure.CompareAndSwap(nil, &failedError{cause: err})
+	return d.failure.Load()
+}
+
+func (d *Device) sync() error {
+	if d.opts.NoSync {
+		return nil
+	}
+	return d.store.Sync()
+}
+
+// checkUserWrite reports whether the caller may write n bytes at off:
+// journaled (Txn.Write) or in place (WriteAt).
+func (d *Device) checkUserWrite(off, n int64, journaled bool) error {
+	if off < 0 || n < 0 || off > d.size.Load()-n {
+		return fmt.Errorf("%w: write of [%d, +%d) beyond %d bytes", ErrOutOfRange, off, n, d.size.Load())
+	}
+	if n == 0 {
+		return nil
+	}
+	if d.geometry.root.contains(off, n) {
+		if !journaled {
+			return fmt.Errorf("%w: the root area takes only journaled writes (Txn.Write)", ErrProtected)
+		}
+		return nil
+	}
+	if off >= d.geometry.heapOff {
+		return nil
+	}
+	return fmt.Errorf("%w: [%d, +%d) holds device headers or the journal", ErrProtected, off, n)
+}
+
+func writeZeroes(store storage.Storage, r region) error {
+	zeroes := make([]byte, min(r.size, 1<<20))
+	for off := r.off; off < r.end(); off += int64(len(zeroes)) {
+		if _, err := store.WriteAt(zeroes[:min(int64(len(zeroes)), r.end()-off)], off); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func alignUp(n, align int64) int64 { return (n + align - 1) &^ (align - 1) }
+
+func fmtVersionError(v uint32) error {
+	return fmt.Errorf("%w: file has format version %d, this package reads up to %d", ErrVersion, v, formatVersion)
+}

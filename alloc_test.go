@@ -1,0 +1,495 @@
+package pagealloc
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// testOptions are small and fast: no fsync, a small journal so that tests
+// wrap the ring and checkpoint, and a modest address space.
+func testOptions() *Options {
+	return &Options{NoSync: true, JournalSize: 64 << 10, MaxSize: 1 << 30, RootSize: 16 << 10}
+}
+
+// createTestDevice creates a device in a temporary directory and closes it
+// when the test ends.
+func createTestDevice(t *testing.T, opts *Options) (*Device, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "device")
+	d, err := Create(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, path
+}
+
+func writeRoot(t *testing.T, d *Device, rel int64, p []byte) {
+	t.Helper()
+	off, _ := d.Root()
+	if err := d.Update(func(tx *Txn) error { return tx.Write(off+rel, p) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readRoot(t *testing.T, d *Device, rel int64, n int) []byte {
+	t.Helper()
+	off, _ := d.Root()
+	p := make([]byte, n)
+	if _, err := d.ReadAt(p, off+rel); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCreateWriteReopen(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	writeRoot(t, d, 100, []byte("root pointer"))
+	if got := readRoot(t, d, 100, 12); string(got) != "root pointer" {
+		t.Fatalf("read back %q", got)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	d, err := Open(path, &Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if got := readRoot(t, d, 100, 12); string(got) != "root pointer" {
+		t.Fatalf("after reopen read %q", got)
+	}
+	if _, size := d.Root(); size != 16<<10 {
+		t.Fatalf("root size %d after reopen, want the size given at Create", size)
+	}
+}
+
+func TestCreateIsSparse(t *testing.T) {
+	if defaultMaxSize < 1<<40 {
+		t.Skip("needs a 64-bit platform")
+	}
+	d, path := createTestDevice(t, &Options{MaxSize: 1 << 40, NoSync: true})
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() != d.geometry.heapOff {
+		t.Fatalf("file is %d bytes, want only the %d bytes of headers", fi.Size(), d.geometry.heapOff)
+	}
+	if d.capacity != 1<<40 {
+		t.Fatalf("capacity %d", d.capacity)
+	}
+}
+
+func TestTxnSeesOwnWritesAndRollback(t *testing.T) {
+	d, _ := createTestDevice(t, testOptions())
+	off, _ := d.Root()
+	writeRoot(t, d, 0, []byte("committed"))
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Write(off+2, []byte("XY")); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 9)
+	if _, err := tx.ReadAt(p, off); err != nil || string(p) != "coXYitted" {
+		t.Fatalf("txn read %q, %v", p, err)
+	}
+	if _, err := d.ReadAt(p, off); err != nil || string(p) != "committed" {
+		t.Fatalf("device read %q before commit, %v", p, err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readRoot(t, d, 0, 9); string(got) != "committed" {
+		t.Fatalf("after rollback %q", got)
+	}
+	if err := tx.Commit(); !errors.Is(err, ErrTxDone) {
+		t.Fatalf("Commit after Rollback: %v", err)
+	}
+	// Update rolls back on error and on panic.
+	boom := errors.New("boom")
+	if err := d.Update(func(tx *Txn) error { tx.Write(off, []byte("lost")); return boom }); err != boom {
+		t.Fatalf("Update returned %v", err)
+	}
+	func() {
+		defer func() { recover() }()
+		d.Update(func(tx *Txn) error { tx.Write(off, []byte("lost")); panic("inside fn") })
+	}()
+	if got := readRoot(t, d, 0, 9); string(got) != "committed" {
+		t.Fatalf("after failed Updates %q", got)
+	}
+}
+
+func TestCommitTwiceAndUseAfterClose(t *testing.T) {
+	d, _ := createTestDevice(t, testOptions())
+	off, _ := d.Root()
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx.Write(off, []byte{1})
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); !errors.Is(err, ErrTxDone) {
+		t.Fatalf("second Commit: %v", err)
+	}
+	if err := tx.Write(off, []byte{2}); !errors.Is(err, ErrTxDone) {
+		t.Fatalf("Write after Commit: %v", err)
+	}
+	if err := tx.Rollback(); !errors.Is(err, ErrTxDone) {
+		t.Fatalf("Rollback after Commit: %v", err)
+	}
+	d.Close()
+	if _, err := d.Begin(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Begin after Close: %v", err)
+	}
+	if _, err := d.ReadAt(make([]byte, 1), off); !errors.Is(err, ErrClosed) {
+		t.Fatalf("ReadAt after Close: %v", err)
+	}
+	if _, err := d.WriteAt(make([]byte, 1), d.geometry.heapOff); !errors.Is(err, ErrClosed) {
+		t.Fatalf("WriteAt after Close: %v", err)
+	}
+	if _, err := d.Slice(off, 1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Slice after Close: %v", err)
+	}
+	if err := d.Sync(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Sync after Close: %v", err)
+	}
+}
+
+func TestWriteBounds(t *testing.T) {
+	d, _ := createTestDevice(t, testOptions())
+	off, size := d.Root()
+	cases := []struct {
+		name string
+		off  int64
+		n    int
+		want error
+	}{
+		{"negative offset", -1, 1, ErrOutOfRange},
+		{"past the end of the device", d.capacity, 1, ErrOutOfRange},
+		{"superblock", 0, 8, ErrProtected},
+		{"journal", d.geometry.journal.off + 100, 8, ErrProtected},
+		{"allocator state", d.geometry.state.off, 8, ErrProtected},
+		{"straddles the root area's end", off + size - 4, 8, ErrProtected},
+	}
+	for _, c := range cases {
+		before := readAll(t, d)
+		err := d.Update(func(tx *Txn) error { return tx.Write(c.off, make([]byte, c.n)) })
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: Write returned %v, want %v", c.name, err, c.want)
+		}
+		if _, err := d.WriteAt(make([]byte, c.n), c.off); !errors.Is(err, c.want) {
+			t.Errorf("%s: WriteAt returned %v, want %v", c.name, err, c.want)
+		}
+		if !bytes.Equal(before, readAll(t, d)) {
+			t.Errorf("%s: a refused write changed the device", c.name)
+		}
+	}
+	if _, err := d.WriteAt([]byte{1}, off); !errors.Is(err, ErrProtected) {
+		t.Errorf("unjournaled write into the root area: %v", err)
+	}
+}
+
+// readAll returns the device's committed bytes below its heap.
+func readAll(t *testing.T, d *Device) []byte {
+	t.Helper()
+	p := make([]byte, d.geometry.heapOff)
+	if _, err := d.ReadAt(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// corruptCopy writes a copy of the device file at src, changed by edit,
+// and returns its path.
+func corruptCopy(t *testing.T, src string, edit func(b []byte) []byte) string {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "copy")
+	if err := os.WriteFile(dst, edit(b), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// rewriteSuperblock decodes the copy at slot, lets edit change it, and
+// encodes it back with a valid checksum.
+func rewriteSuperblock(b []byte, slot uint64, edit func(sb *superblock)) {
+	off := superblockOffset(slot)
+	sb, err := decodeSuperblock(b[off:], off)
+	if err != nil {
+		panic(err)
+	}
+	edit(&sb)
+	sb.encode(b[off:])
+}
+
+func TestOpenBadFiles(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	writeRoot(t, d, 0, []byte("survives"))
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	flip := func(off int) func([]byte) []byte {
+		return func(b []byte) []byte { b[off] ^= 0x40; return b }
+	}
+	cases := []struct {
+		name string
+		edit func([]byte) []byte
+		want error // nil: must open and hold the committed state
+	}{
+		{"empty file", func(b []byte) []byte { return nil }, ErrCorrupt},
+		{"truncated header", func(b []byte) []byte { return b[:5000] }, ErrCorrupt},
+		{"truncated before the heap", func(b []byte) []byte { return b[:len(b)-4096] }, ErrCorrupt},
+		{"wrong magic in both copies", func(b []byte) []byte { b[0], b[superblockSlotBytes] = 'X', 'X'; return b }, ErrCorrupt},
+		{"both superblocks corrupt", func(b []byte) []byte { b[60] ^= 1; b[superblockSlotBytes+60] ^= 1; return b }, ErrCorrupt},
+		{"newer format version", func(b []byte) []byte {
+			for slot := uint64(0); slot < 2; slot++ {
+				rewriteSuperblock(b, slot, func(sb *superblock) { sb.version = formatVersion + 1 })
+			}
+			return b
+		}, ErrVersion},
+		{"impossible geometry", func(b []byte) []byte {
+			for slot := uint64(0); slot < 2; slot++ {
+				rewriteSuperblock(b, slot, func(sb *superblock) { sb.minPage = 3000 })
+			}
+			return b
+		}, ErrCorrupt},
+		{"superblock A corrupt", flip(70), nil},
+		{"superblock B corrupt", flip(superblockSlotBytes + 70), nil},
+		{"journal garbage", func(b []byte) []byte {
+			for i := range 4096 {
+				b[int(d.geometry.journal.off)+i] = byte(i * 7)
+			}
+			return b
+		}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := corruptCopy(t, path, c.edit)
+			before, _ := os.ReadFile(p)
+			d, err := Open(p, &Options{NoSync: true})
+			if c.want == nil {
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				if got := readRoot(t, d, 0, 8); string(got) != "survives" {
+					t.Fatalf("root holds %q", got)
+				}
+				d.Close()
+				return
+			}
+			if err == nil {
+				d.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !errors.Is(err, c.want) {
+				t.Fatalf("Open returned %v, want %v", err, c.want)
+			}
+			var ce *CorruptError
+			if c.want == ErrCorrupt && !errors.As(err, &ce) {
+				t.Fatalf("%v carries no *CorruptError", err)
+			}
+			after, _ := os.ReadFile(p)
+			if !bytes.Equal(before, after) {
+				t.Fatal("a failed Open changed the file")
+			}
+		})
+	}
+	if _, err := Open(filepath.Join(t.TempDir(), "missing"), nil); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+	if _, err := Create(path, nil); !errors.Is(err, ErrExists) {
+		t.Errorf("Create over an existing file: %v", err)
+	}
+	if _, err := Create(filepath.Join(t.TempDir(), "x"), &Options{MinPageSize: 100}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("Create with a bad option: %v", err)
+	}
+}
+
+// journalRecords lists the start offsets and lengths of the records in a
+// device file whose ring starts at ringOff with its head at 0.
+func journalRecords(t *testing.T, b []byte, ringOff int64) (offs []int64, lens []int64) {
+	t.Helper()
+	pos := ringOff
+	for {
+		h, ok := parseRecordHeader(b[pos:], 1<<30)
+		if !ok {
+			return offs, lens
+		}
+		offs, lens = append(offs, pos), append(lens, int64(h.length))
+		pos += int64(h.length)
+	}
+}
+
+// TestJournalTailAndCorruption copies a device file while it is open (a
+// crash that kept every write), then damages its journal.
+func TestJournalTailAndCorruption(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	for i := range 3 {
+		writeRoot(t, d, int64(i)*8, bytes.Repeat([]byte{byte('a' + i)}, 8))
+	}
+	ringOff := d.geometry.journal.off
+	snapshot, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs, lens := journalRecords(t, snapshot, ringOff)
+	if len(offs) != 3 {
+		t.Fatalf("found %d journal records, want 3", len(offs))
+	}
+	wantRoot := func(d *Device, want string) {
+		t.Helper()
+		if got := readRoot(t, d, 0, 24); string(got) != want {
+			t.Fatalf("root holds %q, want %q", got, want)
+		}
+	}
+	rootOff, _ := d.Root()
+	// Each copy loses the home writes, as if the crash came before the
+	// journal applied them: what the root holds comes from replay alone.
+	open := func(edit func(b []byte)) (*Device, error) {
+		p := corruptCopy(t, path, func(b []byte) []byte { clear(b[rootOff : rootOff+24]); edit(b); return b })
+		return Open(p, &Options{NoSync: true})
+	}
+	// Undamaged: all three replay.
+	rd, err := open(func([]byte) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRoot(rd, "aaaaaaaabbbbbbbbcccccccc")
+	rd.Close()
+
+	// A torn or zeroed last record is a torn tail: the first two survive.
+	for name, edit := range map[string]func(b []byte){
+		"torn":   func(b []byte) { b[offs[2]+lens[2]-3] ^= 0xff },
+		"zeroed": func(b []byte) { clear(b[offs[2] : offs[2]+lens[2]]) },
+	} {
+		rd, err := open(edit)
+		if err != nil {
+			t.Fatalf("%s tail: %v", name, err)
+		}
+		wantRoot(rd, "aaaaaaaabbbbbbbb\x00\x00\x00\x00\x00\x00\x00\x00")
+		rd.Close()
+	}
+
+	// A bad record with a good one after it is corruption, reported with
+	// the bad record's offset.
+	_, err = open(func(b []byte) { b[offs[1]+lens[1]-3] ^= 0xff })
+	var ce *CorruptError
+	if !errors.As(err, &ce) || ce.Offset != offs[1] {
+		t.Fatalf("corrupt middle record: %v, want a CorruptError at offset %d", err, offs[1])
+	}
+
+	// A record whose checksum verifies but whose body is impossible.
+	_, err = open(func(b []byte) {
+		rec := b[offs[0] : offs[0]+lens[0]]
+		binary.LittleEndian.PutUint16(rec[recordHeaderBytes+12:], 9) // unknown kind
+		binary.LittleEndian.PutUint32(rec[recordCRCOff:], recordChecksum(rec))
+	})
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("record with a bad entry: %v", err)
+	}
+}
+
+func TestReadOnlyReplaysInMemory(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	writeRoot(t, d, 0, []byte("journaled"))
+	p := corruptCopy(t, path, func(b []byte) []byte { return b })
+	before, _ := os.ReadFile(p)
+	ro, err := Open(p, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readRoot(t, ro, 0, 9); string(got) != "journaled" {
+		t.Fatalf("read-only device shows %q", got)
+	}
+	if _, err := ro.Begin(); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("Begin on a read-only device: %v", err)
+	}
+	if _, err := ro.WriteAt([]byte{1}, ro.geometry.heapOff); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("WriteAt on a read-only device: %v", err)
+	}
+	if err := ro.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(p)
+	if !bytes.Equal(before, after) {
+		t.Fatal("a read-only open changed the file")
+	}
+}
+
+func TestTooLargeTransaction(t *testing.T) {
+	d, _ := createTestDevice(t, &Options{NoSync: true, JournalSize: 64 << 10, RootSize: 64 << 10})
+	off, _ := d.Root()
+	err := d.Update(func(tx *Txn) error { return tx.Write(off, make([]byte, 40<<10)) })
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("40 KiB transaction in a 64 KiB journal: %v", err)
+	}
+	writeRoot(t, d, 0, []byte("still usable"))
+}
+
+// TestNoGoroutineLeft checks that Close stops everything the device started.
+func TestNoGoroutineLeft(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for range 5 {
+		d, _ := createTestDevice(t, testOptions())
+		writeRoot(t, d, 0, []byte("x"))
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// TestCloseWaitsForOpenTxn checks that Close lets the open transaction
+// finish and commits it.
+func TestCloseWaitsForOpenTxn(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	off, _ := d.Root()
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error)
+	go func() { closed <- d.Close() }()
+	time.Sleep(20 * time.Millisecond)
+	tx.Write(off, []byte("last"))
+	if err := tx.Commit(); err != nil {
+		t.Fatalf("Commit during Close: %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	d, err = Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if got := readRoot(t, d, 0, 4); string(got) != "last" {
+		t.Fatalf("root holds %q", got)
+	}
+}

@@ -1,0 +1,92 @@
+package pagealloc
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors returned by pagealloc. Each is a package-level value to be matched
+// with errors.Is; errors that carry detail (an offset, what was expected)
+// wrap one of these.
+var (
+	// ErrClosed is returned by any operation on a closed Device or Pool.
+	ErrClosed = errors.New("pagealloc: closed")
+
+	// ErrCorrupt is returned when on-disk state fails a check: a bad
+	// checksum outside a torn tail, an impossible field, a broken link.
+	// The error that carries it is a *CorruptError naming the offset.
+	ErrCorrupt = errors.New("pagealloc: corrupt device")
+
+	// ErrVersion is returned by Open when the file was written by a newer
+	// format version than this package reads.
+	ErrVersion = errors.New("pagealloc: unsupported format version")
+
+	// ErrReadOnly is returned when a device opened with Options.ReadOnly
+	// is asked to change anything.
+	ErrReadOnly = errors.New("pagealloc: device is read-only")
+
+	// ErrTxDone is returned when a transaction is used after Commit or
+	// Rollback.
+	ErrTxDone = errors.New("pagealloc: transaction already committed or rolled back")
+
+	// ErrExists is returned by Create when the file already exists.
+	ErrExists = errors.New("pagealloc: file already exists")
+
+	// ErrNoSpace is returned when a request cannot be met because the
+	// device (or a region of it) is full.
+	ErrNoSpace = errors.New("pagealloc: no space")
+
+	// ErrTooLarge is returned when a request is larger than anything the
+	// device can ever hold: a page above MaxPageSize, a transaction larger
+	// than half the journal, an entry larger than its log.
+	ErrTooLarge = errors.New("pagealloc: request too large")
+
+	// ErrInvalidFree is returned when Free is given anything that is not a
+	// currently allocated page: a double free, a wrong size, an address
+	// inside another page, misaligned or out of range.
+	ErrInvalidFree = errors.New("pagealloc: invalid free")
+
+	// ErrInvalidArgument is returned for arguments that can never be
+	// valid: a negative length, an option out of range, a nil buffer.
+	ErrInvalidArgument = errors.New("pagealloc: invalid argument")
+
+	// ErrOutOfRange is returned when an offset or length falls outside the
+	// device.
+	ErrOutOfRange = errors.New("pagealloc: offset out of range")
+
+	// ErrProtected is returned when user code writes where the library
+	// keeps its own state (superblocks, journal, allocator metadata, free
+	// pages) or writes unjournaled bytes into the root area.
+	ErrProtected = errors.New("pagealloc: write to a protected region")
+
+	// ErrFailed is returned by every operation after an I/O error left the
+	// device in an unknown state; close it and open it again to recover
+	// from the journal. The error that carries it also wraps the I/O error.
+	ErrFailed = errors.New("pagealloc: device failed")
+)
+
+// CorruptError describes one piece of on-disk state that failed a check.
+// errors.Is(err, ErrCorrupt) reports true for it.
+type CorruptError struct {
+	Offset   int64  // byte offset in the device file where the bad state lies
+	What     string // the structure, e.g. "superblock A" or "journal record"
+	Expected string // what a valid structure holds there
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("pagealloc: corrupt %s at offset %d: expected %s", e.What, e.Offset, e.Expected)
+}
+
+// Unwrap returns ErrCorrupt.
+func (e *CorruptError) Unwrap() error { return ErrCorrupt }
+
+func corruptf(off int64, what, format string, args ...any) error {
+	return &CorruptError{Offset: off, What: what, Expected: fmt.Sprintf(format, args...)}
+}
+
+// failedError wraps the I/O error that put a device into the failed state.
+type failedError struct{ cause error }
+
+func (e *failedError) Error() string { return "pagealloc: device failed: " + e.cause.Error() }
+
+func (e *failedError) Unwrap() []error { return []error{ErrFailed, e.cause} }

@@ -1,0 +1,343 @@
+package pagealloc
+
+// The on-disk format. Every offset, field and constant a device file holds
+// is defined in this file and nowhere else.
+//
+// Do not change: on-disk format. Any change to a constant, a field order or
+// an encoding below needs a new formatVersion.
+//
+// A device file, at byte offsets (all little-endian):
+//
+//	0        4 KiB    8 KiB                                                    heapOff
+//	+--------+--------+-----------+-------------------+-----------+-----------+------------------
+//	| super- | super- | root area | journal ring      | allocator | log       | heap: block 0 |
+//	| block A| block B| (caller's)| (JournalSize)     | state     | regions   | block 1 | ...
+//	+--------+--------+-----------+-------------------+-----------+-----------+------------------
+//	                                                                           ^ aligned to MaxPageSize
+//
+// Superblock (one 4 KiB slot each; the newest copy whose checksum verifies
+// wins, so a torn superblock write never loses the device):
+//
+//	off  size  field
+//	  0     8  magic "PAGEALOC"
+//	  8     4  format version
+//	 12     4  flags (zero)
+//	 16     8  sequence: which copy is newer; copy A holds even, B odd
+//	 24     8  device id (random at Create)
+//	 32     8  capacity: bytes of address space reserved (MaxSize)
+//	 40     8  min page size
+//	 48     8  max page size
+//	 56    16  root area: offset, size
+//	 72    16  journal ring: offset, size
+//	 88    16  allocator state: offset, size
+//	104    16  log regions: offset, size
+//	120     8  heap offset
+//	128     8  journal head: virtual ring offset of the oldest record not yet checkpointed
+//	136     8  journal head sequence: the sequence number the record at the head must carry
+//	144   108  reserved (zero)
+//	252     4  CRC-32C (Castagnoli) of bytes 0..251
+//
+// Journal ring: a byte ring addressed by a virtual offset that only grows
+// (physical = ringOff + virtual mod ringSize). A record may wrap around the
+// ring's end. Records start at 8-byte-aligned virtual offsets, so the first
+// eight bytes of a record (magic, length) always sit in one 512-byte sector
+// and are never torn apart.
+//
+//	record header (32 bytes)
+//	  0  4  magic "PAJR"
+//	  4  4  length of the whole record, header included, a multiple of 8
+//	  8  8  sequence number (one more than the record before it)
+//	 16  8  virtual offset of this record (a stale record from an earlier lap never matches)
+//	 24  4  entry count
+//	 28  4  CRC-32C of bytes 0..27 and of the record after the header
+//	entries, each
+//	  0  8  device offset of the bytes
+//	  8  4  length
+//	 12  2  kind: 1 metadata, 2 free-page link, 3 caller's journaled bytes
+//	 14  2  reserved (zero)
+//	 16  …  the bytes, padded with zeroes to a multiple of 8
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+)
+
+const (
+	formatVersion = 1
+
+	superblockSlotBytes = 4096
+	superblockBytes     = 256 // encoded length inside a slot
+	superblockCRCOff    = superblockBytes - 4
+
+	defaultRootBytes    = 4096
+	defaultJournalBytes = 4 << 20
+	minJournalBytes     = 64 << 10
+	stateBytes          = 64 << 10
+
+	recordHeaderBytes = 32
+	recordCRCOff      = 28
+	entryHeaderBytes  = 16
+
+	// sectorBytes is the unit a power loss may tear writes at.
+	sectorBytes = 512
+)
+
+var (
+	superblockMagic = [8]byte{'P', 'A', 'G', 'E', 'A', 'L', 'O', 'C'}
+	recordMagic     = uint32('P') | uint32('A')<<8 | uint32('J')<<16 | uint32('R')<<24
+	castagnoli      = crc32.MakeTable(crc32.Castagnoli)
+)
+
+// entryKind says how replay treats a journaled write.
+type entryKind uint16
+
+const (
+	// kindMeta is the library's own metadata: superblock-adjacent state,
+	// bitmaps. Always replayed.
+	kindMeta entryKind = 1
+	// kindLink is a free-list link stored inside a free page. Replayed only
+	// if that page is still free when replay ends: had it been allocated
+	// since, its bytes belong to the new owner and must not be overwritten.
+	kindLink entryKind = 2
+	// kindUser is the caller's own journaled bytes (Txn.Write). Always
+	// replayed.
+	kindUser entryKind = 3
+)
+
+// region is a contiguous byte range of the device file.
+type region struct{ off, size int64 }
+
+func (r region) end() int64 { return r.off + r.size }
+
+func (r region) contains(off, n int64) bool { return off >= r.off && n >= 0 && off+n <= r.end() }
+
+func (r region) overlaps(off, n int64) bool { return off < r.end() && off+n > r.off }
+
+// superblock is the decoded form of one superblock copy.
+type superblock struct {
+	version     uint32
+	seq         uint64
+	deviceID    uint64
+	capacity    int64
+	minPage     int64
+	maxPage     int64
+	root        region
+	journal     region
+	state       region
+	logs        region
+	heapOff     int64
+	journalHead uint64
+	headSeq     uint64
+}
+
+func (sb *superblock) encode(dst []byte) {
+	clear(dst[:superblockBytes])
+	copy(dst[0:8], superblockMagic[:])
+	le := binary.LittleEndian
+	le.PutUint32(dst[8:], sb.version)
+	le.PutUint64(dst[16:], sb.seq)
+	le.PutUint64(dst[24:], sb.deviceID)
+	le.PutUint64(dst[32:], uint64(sb.capacity))
+	le.PutUint64(dst[40:], uint64(sb.minPage))
+	le.PutUint64(dst[48:], uint64(sb.maxPage))
+	putRegion(dst[56:], sb.root)
+	putRegion(dst[72:], sb.journal)
+	putRegion(dst[88:], sb.state)
+	putRegion(dst[104:], sb.logs)
+	le.PutUint64(dst[120:], uint64(sb.heapOff))
+	le.PutUint64(dst[128:], sb.journalHead)
+	le.PutUint64(dst[136:], sb.headSeq)
+	le.PutUint32(dst[superblockCRCOff:], crc32.Checksum(dst[:superblockCRCOff], castagnoli))
+}
+
+func putRegion(dst []byte, r region) {
+	binary.LittleEndian.PutUint64(dst, uint64(r.off))
+	binary.LittleEndian.PutUint64(dst[8:], uint64(r.size))
+}
+
+func getRegion(src []byte) region {
+	return region{int64(binary.LittleEndian.Uint64(src)), int64(binary.LittleEndian.Uint64(src[8:]))}
+}
+
+// decodeSuperblock parses and validates the copy stored at slotOff. It
+// returns ErrVersion for a newer format and a *CorruptError for anything
+// else it cannot accept; it never panics on any input.
+func decodeSuperblock(src []byte, slotOff int64) (superblock, error) {
+	var sb superblock
+	what := "superblock"
+	if len(src) < superblockBytes {
+		return sb, corruptf(slotOff, what, "%d bytes, found %d", superblockBytes, len(src))
+	}
+	if [8]byte(src[0:8]) != superblockMagic {
+		return sb, corruptf(slotOff, what, "magic %q", superblockMagic[:])
+	}
+	le := binary.LittleEndian
+	if want, got := le.Uint32(src[superblockCRCOff:]), crc32.Checksum(src[:superblockCRCOff], castagnoli); want != got {
+		return sb, corruptf(slotOff, what, "checksum %#08x, computed %#08x", want, got)
+	}
+	sb.version = le.Uint32(src[8:])
+	if sb.version > formatVersion {
+		return sb, fmtVersionError(sb.version)
+	}
+	if sb.version == 0 {
+		return sb, corruptf(slotOff, what, "format version >= 1")
+	}
+	if le.Uint32(src[12:]) != 0 || !allZero(src[144:superblockCRCOff]) {
+		return sb, corruptf(slotOff, what, "zero flags and reserved bytes in version %d", sb.version)
+	}
+	sb.seq = le.Uint64(src[16:])
+	sb.deviceID = le.Uint64(src[24:])
+	sb.capacity = int64(le.Uint64(src[32:]))
+	sb.minPage = int64(le.Uint64(src[40:]))
+	sb.maxPage = int64(le.Uint64(src[48:]))
+	sb.root = getRegion(src[56:])
+	sb.journal = getRegion(src[72:])
+	sb.state = getRegion(src[88:])
+	sb.logs = getRegion(src[104:])
+	sb.heapOff = int64(le.Uint64(src[120:]))
+	sb.journalHead = le.Uint64(src[128:])
+	sb.headSeq = le.Uint64(src[136:])
+	if err := sb.validate(); err != "" {
+		return sb, corruptf(slotOff, what, "%s", err)
+	}
+	return sb, nil
+}
+
+// validate reports the first impossible field, or "" when the geometry is
+// one this package could have written.
+func (sb *superblock) validate() string {
+	switch {
+	case !validPageSize(sb.minPage) || sb.minPage < minPageBytesFloor:
+		return "a power-of-two min page size of at least 512"
+	case !validPageSize(sb.maxPage) || sb.maxPage < sb.minPage || sb.maxPage > maxPageBytesCeiling:
+		return "a power-of-two max page size between min page size and 1 GiB"
+	case sb.root.off != 2*superblockSlotBytes || sb.root.size <= 0 || sb.root.size%4096 != 0:
+		return "the root area right after the superblocks, a multiple of 4 KiB"
+	case sb.journal.off != sb.root.end() || sb.journal.size < minJournalBytes || sb.journal.size%4096 != 0:
+		return "the journal ring after the root area, a multiple of 4 KiB of at least 64 KiB"
+	case sb.state.off != sb.journal.end() || sb.state.size != stateBytes:
+		return "the allocator state after the journal ring"
+	case sb.logs.off != sb.state.end() || sb.logs.size < 0 || sb.logs.size%4096 != 0:
+		return "the log regions after the allocator state"
+	case sb.heapOff < sb.logs.end() || sb.heapOff%sb.maxPage != 0 || sb.heapOff-sb.logs.end() >= sb.maxPage:
+		return "the heap at the first max-page boundary after the log regions"
+	case sb.capacity < sb.heapOff:
+		return "a capacity at least as large as the headers"
+	case sb.journalHead%8 != 0:
+		return "an 8-byte-aligned journal head"
+	}
+	return ""
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func validPageSize(n int64) bool { return n > 0 && n&(n-1) == 0 }
+
+// recordHeader is the decoded fixed part of a journal record.
+type recordHeader struct {
+	length uint32
+	seq    uint64
+	pos    uint64
+	count  uint32
+	crc    uint32
+}
+
+func putRecordHeader(dst []byte, h recordHeader) {
+	le := binary.LittleEndian
+	le.PutUint32(dst[0:], recordMagic)
+	le.PutUint32(dst[4:], h.length)
+	le.PutUint64(dst[8:], h.seq)
+	le.PutUint64(dst[16:], h.pos)
+	le.PutUint32(dst[24:], h.count)
+	le.PutUint32(dst[28:], h.crc)
+}
+
+// parseRecordHeader decodes a header without verifying the checksum. ok is
+// false when the bytes cannot be the start of a record of at most maxLength
+// bytes: wrong magic, impossible length.
+func parseRecordHeader(src []byte, maxLength uint32) (h recordHeader, ok bool) {
+	if len(src) < recordHeaderBytes {
+		return h, false
+	}
+	le := binary.LittleEndian
+	if le.Uint32(src[0:]) != recordMagic {
+		return h, false
+	}
+	h = recordHeader{
+		length: le.Uint32(src[4:]),
+		seq:    le.Uint64(src[8:]),
+		pos:    le.Uint64(src[16:]),
+		count:  le.Uint32(src[24:]),
+		crc:    le.Uint32(src[28:]),
+	}
+	if h.length < recordHeaderBytes || h.length%8 != 0 || h.length > maxLength {
+		return h, false
+	}
+	return h, true
+}
+
+// recordChecksum computes the checksum a record stores: over the header
+// up to the checksum field, then over everything after the header.
+func recordChecksum(rec []byte) uint32 {
+	c := crc32.Update(0, castagnoli, rec[:recordCRCOff])
+	return crc32.Update(c, castagnoli, rec[recordHeaderBytes:])
+}
+
+// journalEntry is one decoded write of a record. data aliases the record.
+type journalEntry struct {
+	off  int64
+	kind entryKind
+	data []byte
+}
+
+// decodeEntries parses the entries of a record whose checksum verified. A
+// record with a good checksum and a bad body was written by a broken
+// program or damaged in a way the checksum missed: corruption, never a
+// torn tail.
+func decodeEntries(rec []byte, count uint32, capacity int64, recOff int64) ([]journalEntry, error) {
+	entries := make([]journalEntry, 0, min(int(count), len(rec)/entryHeaderBytes))
+	rest := rec[recordHeaderBytes:]
+	le := binary.LittleEndian
+	for i := uint32(0); i < count; i++ {
+		if len(rest) < entryHeaderBytes {
+			return nil, corruptf(recOff, "journal record", "%d entries, found %d", count, i)
+		}
+		off := int64(le.Uint64(rest[0:]))
+		n := int64(le.Uint32(rest[8:]))
+		kind := entryKind(le.Uint16(rest[12:]))
+		padded := (n + 7) &^ 7
+		switch {
+		case kind < kindMeta || kind > kindUser:
+			return nil, corruptf(recOff, "journal record", "entry %d of a known kind, found kind %d", i, kind)
+		case off < 0 || n <= 0 || off > capacity-n:
+			return nil, corruptf(recOff, "journal record", "entry %d inside the device, found [%d, +%d)", i, off, n)
+		case int64(len(rest))-entryHeaderBytes < padded:
+			return nil, corruptf(recOff, "journal record", "entry %d of %d bytes inside the record", i, n)
+		}
+		entries = append(entries, journalEntry{off: off, kind: kind, data: rest[entryHeaderBytes : entryHeaderBytes+n]})
+		rest = rest[entryHeaderBytes+padded:]
+	}
+	if len(rest) != 0 {
+		return nil, corruptf(recOff, "journal record", "no bytes after the last entry, found %d", len(rest))
+	}
+	return entries, nil
+}
+
+// appendEntry appends one encoded entry to a record being built.
+func appendEntry(rec []byte, off int64, kind entryKind, data []byte) []byte {
+	var h [entryHeaderBytes]byte
+	binary.LittleEndian.PutUint64(h[0:], uint64(off))
+	binary.LittleEndian.PutUint32(h[8:], uint32(len(data)))
+	binary.LittleEndian.PutUint16(h[12:], uint16(kind))
+	rec = append(rec, h[:]...)
+	rec = append(rec, data...)
+	var zero [8]byte
+	return append(rec, zero[:(8-len(data)%8)%8]...)
+}

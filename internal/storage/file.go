@@ -1,0 +1,112 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/edsrzf/mmap-go"
+)
+
+// File is a Storage over an operating-system file.
+type File struct {
+	f  *os.File
+	mm mmap.MMap
+}
+
+var (
+	_ Storage     = (*File)(nil)
+	_ Mapper      = (*File)(nil)
+	_ HolePuncher = (*File)(nil)
+)
+
+// CreateFile creates path, failing with an error satisfying
+// errors.Is(err, fs.ErrExist) if it exists, and makes the new directory
+// entry durable.
+func CreateFile(path string) (*File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syncDir(path); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	return &File{f: f}, nil
+}
+
+// OpenFile opens an existing file for reading, and for writing unless
+// readOnly.
+func OpenFile(path string, readOnly bool) (*File, error) {
+	flag := os.O_RDWR
+	if readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &File{f: f}, nil
+}
+
+// ReadAt implements io.ReaderAt with pread.
+func (s *File) ReadAt(p []byte, off int64) (int, error) { return s.f.ReadAt(p, off) }
+
+// WriteAt implements io.WriterAt with pwrite.
+func (s *File) WriteAt(p []byte, off int64) (int, error) { return s.f.WriteAt(p, off) }
+
+// Sync makes earlier writes durable with the cheapest call the platform
+// offers that still is a barrier against power loss (fdatasync on Linux,
+// F_FULLFSYNC on macOS).
+func (s *File) Sync() error { return datasync(s.f) }
+
+// Truncate sets the file size.
+func (s *File) Truncate(size int64) error { return s.f.Truncate(size) }
+
+// Size reports the file size.
+func (s *File) Size() (int64, error) {
+	fi, err := s.f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// Map maps the first length bytes of the file, which may lie past its
+// end: the file can then grow under the mapping without a remap. Touching
+// mapped bytes past the end of the file faults.
+func (s *File) Map(length int64, writable bool) ([]byte, error) {
+	if s.mm != nil {
+		return nil, errors.New("storage: file is already mapped")
+	}
+	if int64(int(length)) != length || length <= 0 {
+		return nil, fmt.Errorf("storage: cannot map %d bytes on this platform", length)
+	}
+	prot := mmap.RDONLY
+	if writable {
+		prot = mmap.RDWR
+	}
+	mm, err := mmap.MapRegion(s.f, int(length), prot, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("storage: mmap %d bytes: %w", length, err)
+	}
+	adviseRandom(mm)
+	s.mm = mm
+	return mm, nil
+}
+
+// PunchHole returns the storage of [off, off+length) to the filesystem; the
+// range reads as zeroes and the size is kept. It returns an error wrapping
+// errors.ErrUnsupported where the platform or filesystem cannot.
+func (s *File) PunchHole(off, length int64) error { return punchHole(s.f, off, length) }
+
+// Close unmaps the file and closes it.
+func (s *File) Close() error {
+	var err error
+	if s.mm != nil {
+		err = s.mm.Unmap()
+		s.mm = nil
+	}
+	return errors.Join(err, s.f.Close())
+}

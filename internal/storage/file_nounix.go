@@ -1,0 +1,9 @@
+//go:build !unix
+
+package storage
+
+// syncDir is a no-op where directories cannot be opened and synced; the
+// platform keeps directory entries durable on its own terms.
+func syncDir(path string) error { return nil }
+
+func adviseRandom(b []byte) {}

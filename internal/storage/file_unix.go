@@ -1,0 +1,25 @@
+//go:build unix
+
+package storage
+
+import (
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// syncDir makes the directory entry of a new file durable: without it a
+// power loss can lose the file even after its contents were synced.
+func syncDir(path string) error {
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// adviseRandom tells the kernel that metadata is read at random, so that
+// faults do not read ahead pages nobody asked for. Purely advisory.
+func adviseRandom(b []byte) { _ = unix.Madvise(b, unix.MADV_RANDOM) }

@@ -1,0 +1,41 @@
+// Package storage is the narrow interface through which a pagealloc device
+// does all of its file I/O, so that tests can put a crash-simulating store
+// where the real file would be.
+package storage
+
+import "errors"
+
+// Storage is the byte store under a device: the real file by default, a
+// simulated one in tests.
+//
+// WriteAt and ReadAt follow io.WriterAt and io.ReaderAt. Nothing written is
+// durable until Sync returns. Implementations must be safe for concurrent use.
+type Storage interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	// Sync makes every earlier WriteAt and Truncate durable.
+	Sync() error
+	// Truncate sets the size; growing exposes zeroes and must not write them.
+	Truncate(size int64) error
+	// Size reports the current size in bytes.
+	Size() (int64, error)
+	// Close releases the store; the mapping returned by Map is gone after it.
+	Close() error
+}
+
+// Mapper is implemented by stores whose contents can be read through one
+// stable memory mapping.
+type Mapper interface {
+	// Map returns a view of the first length bytes. Bytes at or beyond
+	// Size must not be touched (a real file faults there). The view never
+	// moves; it stays valid until Close. writable maps it read-write.
+	Map(length int64, writable bool) ([]byte, error)
+}
+
+// HolePuncher is implemented by stores that can give the storage of a range
+// back while keeping the size; the range reads as zeroes afterwards.
+type HolePuncher interface {
+	PunchHole(off, length int64) error
+}
+
+var errUnsupported = errors.ErrUnsupported

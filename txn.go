@@ -1,0 +1,375 @@
+package pagealloc
+
+import (
+	"fmt"
+	"io"
+	"math/bits"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Transactions keep their writes in 64-byte lines: a copy of the committed
+// bytes of the line, with the written bytes changed and marked. Reads inside
+// the transaction look in its lines first, then in the overlay of writes
+// committed but not yet at home, then in the mapping.
+
+const (
+	lineShift = 6
+	lineBytes = 1 << lineShift
+)
+
+// line is one 64-byte span of the device as a transaction sees it. After
+// the transaction commits its lines never change again, so readers may use
+// them without a lock.
+type line struct {
+	data  [lineBytes]byte
+	dirty uint64 // bit i: byte i was written
+	link  uint64 // bit i: byte i was last written as a free-list link
+	user  uint64 // bit i: byte i was last written by the caller (Txn.Write)
+}
+
+func (l *line) kindAt(i int) entryKind {
+	switch bit := uint64(1) << i; {
+	case l.link&bit != 0:
+		return kindLink
+	case l.user&bit != 0:
+		return kindUser
+	}
+	return kindMeta
+}
+
+// spanMask returns the bits [from, to) of a 64-bit line mask.
+func spanMask(from, to int) uint64 {
+	return (^uint64(0) >> (lineBytes - (to - from))) << from
+}
+
+// Txn is the one writing transaction of a device, begun with Begin or
+// Update. Its writes are visible to its own reads, reach the device
+// atomically at Commit, and vanish at Rollback. A Txn must be used by one
+// goroutine at a time.
+type Txn struct {
+	d     *Device
+	lines map[int64]*line
+	slab  []line // lines are carved from here to allocate less often
+	seq   uint64 // commit order, set by Commit
+	done  bool
+}
+
+// Write journals p at off: it is visible to later reads in tx and reaches
+// the device atomically with the rest of the transaction. The caller may
+// write its root area (see Device.Root) and pages it owns.
+func (tx *Txn) Write(off int64, p []byte) error {
+	if tx.done {
+		return ErrTxDone
+	}
+	if err := tx.d.checkUserWrite(off, int64(len(p)), true); err != nil {
+		return err
+	}
+	tx.write(off, p, kindUser)
+	return nil
+}
+
+// ReadAt reads the device as tx sees it: committed state with tx's own
+// writes on top. It implements io.ReaderAt.
+func (tx *Txn) ReadAt(p []byte, off int64) (int, error) {
+	if tx.done {
+		return 0, ErrTxDone
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("%w: read at %d", ErrOutOfRange, off)
+	}
+	size := tx.d.size.Load()
+	if off >= size {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), size-off))
+	tx.read(p[:n], off)
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// Commit makes the transaction's writes durable and visible to everyone,
+// and ends it. It returns once they are durable, along with every WriteAt
+// that returned before Commit was called. Another transaction may begin
+// while Commit waits for the disk, which is how concurrent commits come to
+// share one journal write.
+func (tx *Txn) Commit() error {
+	if tx.done {
+		return ErrTxDone
+	}
+	tx.done = true
+	d := tx.d
+	if f := d.failure.Load(); f != nil {
+		d.writer.Unlock()
+		return f
+	}
+	if len(tx.lines) == 0 && !d.userDirty.Load() {
+		// Nothing to write, but the state tx read may belong to commits
+		// still on their way to disk: wait for them.
+		g := d.journal.lastGroup()
+		d.writer.Unlock()
+		if g != nil {
+			<-g.done
+			return g.err
+		}
+		return nil
+	}
+	if bound := tx.recordBound(); bound > d.journal.maxRecord {
+		d.writer.Unlock()
+		return fmt.Errorf("%w: transaction needs %d journal bytes, the journal takes %d", ErrTooLarge, bound, d.journal.maxRecord)
+	}
+	d.txSeq++
+	tx.seq = d.txSeq
+	d.pending.add(tx)
+	g := d.journal.enqueue(tx)
+	d.writer.Unlock()
+	<-g.done
+	return g.err
+}
+
+// Rollback discards the transaction's writes and ends it.
+func (tx *Txn) Rollback() error {
+	if tx.done {
+		return ErrTxDone
+	}
+	tx.done = true
+	tx.lines = nil
+	tx.d.writer.Unlock()
+	return nil
+}
+
+// recordBound is an upper bound on the journal bytes tx's writes need.
+func (tx *Txn) recordBound() int64 {
+	// Worst case: every line holds dirty runs of alternating kinds; in
+	// practice runs merge across lines and this is loose by design.
+	return recordHeaderBytes + int64(len(tx.lines))*(lineBytes+4*entryHeaderBytes)
+}
+
+// write records p at off in tx's lines, as kind.
+func (tx *Txn) write(off int64, p []byte, kind entryKind) {
+	for len(p) > 0 {
+		idx := off >> lineShift
+		from := int(off & (lineBytes - 1))
+		n := min(len(p), lineBytes-from)
+		l := tx.lineFor(idx)
+		copy(l.data[from:], p[:n])
+		m := spanMask(from, from+n)
+		l.dirty |= m
+		switch kind {
+		case kindLink:
+			l.link |= m
+			l.user &^= m
+		case kindUser:
+			l.user |= m
+			l.link &^= m
+		default:
+			l.link &^= m
+			l.user &^= m
+		}
+		p = p[n:]
+		off += int64(n)
+	}
+}
+
+// read fills p with the bytes at off as tx sees them.
+func (tx *Txn) read(p []byte, off int64) {
+	for len(p) > 0 {
+		idx := off >> lineShift
+		from := int(off & (lineBytes - 1))
+		n := min(len(p), lineBytes-from)
+		if l, ok := tx.lines[idx]; ok {
+			copy(p[:n], l.data[from:])
+		} else {
+			tx.d.readCommitted(p[:n], off)
+		}
+		p = p[n:]
+		off += int64(n)
+	}
+}
+
+// lineFor returns tx's copy of line idx, making it on first touch.
+func (tx *Txn) lineFor(idx int64) *line {
+	if l, ok := tx.lines[idx]; ok {
+		return l
+	}
+	if len(tx.slab) == 0 {
+		// Most transactions touch a handful of lines; big ones grow the
+		// slab geometrically.
+		tx.slab = make([]line, min(max(2, len(tx.lines)), 256))
+	}
+	l := &tx.slab[0]
+	tx.slab = tx.slab[1:]
+	tx.d.readCommitted(l.data[:], idx<<lineShift)
+	tx.lines[idx] = l
+	return l
+}
+
+// readCommitted fills p, which lies within one line, with committed bytes.
+func (d *Device) readCommitted(p []byte, off int64) {
+	if d.pending.count.Load() != 0 {
+		if l := d.pending.get(off >> lineShift); l != nil {
+			copy(p, l.data[off&(lineBytes-1):])
+			return
+		}
+	}
+	size := d.size.Load()
+	n := copy(p, d.view[min(off, size):size])
+	clear(p[n:]) // past the end of the file: the bytes a later growth exposes
+}
+
+// overlay holds, per line, the newest committed version not yet written to
+// its home location, so that reads see commits the journal has not applied.
+type overlay struct {
+	mu    sync.RWMutex
+	lines map[int64]overlayLine
+	count atomic.Int64 // len(lines), read without the lock on the fast path
+}
+
+type overlayLine struct {
+	l   *line
+	seq uint64 // the transaction that wrote this version
+}
+
+func (o *overlay) init() { o.lines = make(map[int64]overlayLine) }
+
+func (o *overlay) get(idx int64) *line {
+	o.mu.RLock()
+	e, ok := o.lines[idx]
+	o.mu.RUnlock()
+	if !ok {
+		return nil
+	}
+	return e.l
+}
+
+// add publishes a committing transaction's lines.
+func (o *overlay) add(tx *Txn) {
+	o.mu.Lock()
+	for idx, l := range tx.lines {
+		o.lines[idx] = overlayLine{l, tx.seq}
+	}
+	o.count.Store(int64(len(o.lines)))
+	o.mu.Unlock()
+}
+
+// release forgets the lines of idxs whose newest version is no newer than
+// seq, once those versions are at home.
+func (o *overlay) release(idxs []int64, seq uint64) {
+	o.mu.Lock()
+	for _, idx := range idxs {
+		if e, ok := o.lines[idx]; ok && e.seq <= seq {
+			delete(o.lines, idx)
+		}
+	}
+	o.count.Store(int64(len(o.lines)))
+	o.mu.Unlock()
+}
+
+// read lays the overlay's bytes over p, which holds the home bytes at off.
+func (o *overlay) read(p []byte, off int64) {
+	if o.count.Load() == 0 || len(p) == 0 {
+		return
+	}
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	first, last := off>>lineShift, (off+int64(len(p))-1)>>lineShift
+	overlayOne := func(idx int64, l *line) {
+		lo, hi := max(idx<<lineShift, off), min((idx+1)<<lineShift, off+int64(len(p)))
+		copy(p[lo-off:hi-off], l.data[lo-idx<<lineShift:])
+	}
+	if last-first < int64(len(o.lines)) {
+		for idx := first; idx <= last; idx++ {
+			if e, ok := o.lines[idx]; ok {
+				overlayOne(idx, e.l)
+			}
+		}
+		return
+	}
+	for idx, e := range o.lines {
+		if idx >= first && idx <= last {
+			overlayOne(idx, e.l)
+		}
+	}
+}
+
+// mergeLines folds the lines of txs, oldest first, into one version per
+// line: the newest bytes, and for each byte the kind of its last write.
+// It returns the merged lines and their indexes in ascending order.
+func mergeLines(txs []*Txn) (map[int64]*line, []int64) {
+	if len(txs) == 1 {
+		return txs[0].lines, sortedIndexes(txs[0].lines)
+	}
+	merged := make(map[int64]*line)
+	for _, tx := range txs {
+		for idx, l := range tx.lines {
+			m, ok := merged[idx]
+			if !ok {
+				c := *l
+				merged[idx] = &c
+				continue
+			}
+			m.data = l.data
+			m.link = m.link&^l.dirty | l.link
+			m.user = m.user&^l.dirty | l.user
+			m.dirty |= l.dirty
+		}
+	}
+	return merged, sortedIndexes(merged)
+}
+
+func sortedIndexes(lines map[int64]*line) []int64 {
+	idxs := make([]int64, 0, len(lines))
+	for idx := range lines {
+		idxs = append(idxs, idx)
+	}
+	sort.Slice(idxs, func(i, j int) bool { return idxs[i] < idxs[j] })
+	return idxs
+}
+
+// forEachRun calls fn for every maximal run of written bytes in lines,
+// visiting idxs in order and joining runs that touch. With byKind, a run
+// also ends where the kind of write changes. buf is scratch space; the
+// data passed to fn is valid only during the call.
+func forEachRun(lines map[int64]*line, idxs []int64, byKind bool, buf []byte, fn func(off int64, kind entryKind, data []byte) error) ([]byte, error) {
+	runOff, runKind := int64(-1), entryKind(0)
+	buf = buf[:0]
+	for _, idx := range idxs {
+		l := lines[idx]
+		base := idx << lineShift
+		for rest := l.dirty; rest != 0; {
+			from := bits.TrailingZeros64(rest)
+			to := from + bits.TrailingZeros64(^(rest >> from))
+			kind := kindMeta
+			if byKind {
+				kind = l.kindAt(from)
+				for k := from + 1; k < to; k++ {
+					if l.kindAt(k) != kind {
+						to = k
+						break
+					}
+				}
+			}
+			off := base + int64(from)
+			if len(buf) > 0 && (runOff+int64(len(buf)) != off || runKind != kind) {
+				if err := fn(runOff, runKind, buf); err != nil {
+					return buf, err
+				}
+				buf = buf[:0]
+			}
+			if len(buf) == 0 {
+				runOff, runKind = off, kind
+			}
+			buf = append(buf, l.data[from:to]...)
+			rest &^= spanMask(from, to)
+		}
+	}
+	if len(buf) > 0 {
+		if err := fn(runOff, runKind, buf); err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
+}
