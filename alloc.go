@@ -85,6 +85,16 @@ type Options struct {
 	// through slices from Slice. False maps it read-only, so a stray write
 	// through a slice faults instead of corrupting metadata.
 	WritableMap bool
+
+	// LogRegions names and sizes the log-structured regions laid out at
+	// Create (see Device.Log). Nil means none. Ignored by Open.
+	LogRegions []LogRegion
+}
+
+// LogRegion names one log-structured region to lay out at Create.
+type LogRegion struct {
+	Name string // unique within the device, at most 32 bytes
+	Size int64  // bytes of ring, a positive multiple of 4 KiB
 }
 
 // withDefaults returns a copy with zero fields replaced by defaults, or an
@@ -141,9 +151,13 @@ type Device struct {
 	pending overlay    // committed writes not yet at their home locations
 	journal *journal
 
-	durableTxSeq atomic.Uint64 // every transaction up to it is durable
+	durableTxSeq    atomic.Uint64 // every transaction up to it is durable
+	checkpointTxSeq atomic.Uint64 // every transaction up to it is at home and synced
 
 	userDirty atomic.Bool // WriteAt since the last sync
+
+	// Components layered on the journal.
+	logs *logSet // log-structured regions; logstructured.go
 
 	// lifeMu is held shared by every public call that touches the mapping,
 	// and exclusively by Close while it unmaps.
@@ -209,7 +223,11 @@ func createOn(store storage.Storage, o Options) (*Device, error) {
 	root := region{2 * superblockSlotBytes, o.RootSize}
 	journal := region{root.end(), o.JournalSize}
 	state := region{journal.end(), stateBytes}
-	logs := region{state.end(), 0}
+	logsSize, err := logRegionsBytes(o.LogRegions)
+	if err != nil {
+		return nil, err
+	}
+	logs := region{state.end(), logsSize}
 	sb := superblock{
 		version:  formatVersion,
 		deviceID: rand.Uint64(),
@@ -233,6 +251,9 @@ func createOn(store storage.Storage, o Options) (*Device, error) {
 	// commits the filesystem's block allocation, which costs about twice
 	// as much.
 	if err := writeZeroes(store, journal); err != nil {
+		return nil, err
+	}
+	if err := initLogRegions(store, logs, o.LogRegions); err != nil {
 		return nil, err
 	}
 	// Both copies start valid, so a device never depends on one sector.
@@ -335,6 +356,13 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	if !o.ReadOnly {
 		d.journal.start()
 	}
+	if err := d.openLogs(); err != nil {
+		d.closeLogs()
+		if !o.ReadOnly {
+			d.journal.stop()
+		}
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -349,6 +377,9 @@ func (d *Device) Close() error {
 	}
 	// New calls fail from here on; the open transaction may still finish.
 	d.closed.Store(true)
+	// Background work (log GC) stops before the writer slot is taken,
+	// since it runs transactions of its own.
+	d.closeLogs()
 	d.writer.Lock()
 	defer d.writer.Unlock()
 	var err error
@@ -519,6 +550,9 @@ func (d *Device) checkUserWrite(off, n int64, journaled bool) error {
 			return fmt.Errorf("%w: the root area takes only journaled writes (Txn.Write)", ErrProtected)
 		}
 		return nil
+	}
+	if d.geometry.logs.overlaps(off, n) {
+		return d.logWritable(off, n, journaled)
 	}
 	if off >= d.geometry.heapOff {
 		return nil

@@ -41,13 +41,14 @@ type journal struct {
 	recBuf  []byte
 	homeBuf []byte
 
-	mu       sync.Mutex
-	cond     sync.Cond
-	open     *group // the group new commits join
-	last     *group // the newest group, for commits with nothing to write
-	stopping bool
-	stopped  chan struct{}
-	stopErr  error
+	mu             sync.Mutex
+	cond           sync.Cond
+	open           *group // the group new commits join
+	last           *group // the newest group, for commits with nothing to write
+	stopping       bool
+	wantCheckpoint bool
+	stopped        chan struct{}
+	stopErr        error
 }
 
 func newJournal(d *Device, sb superblock) *journal {
@@ -101,12 +102,23 @@ func (j *journal) run() {
 	defer close(j.stopped)
 	for {
 		j.mu.Lock()
-		for j.open == nil && !j.stopping {
+		for j.open == nil && !j.stopping && !j.wantCheckpoint {
 			j.cond.Wait()
 		}
 		g := j.open
 		j.open = nil
+		forced := j.wantCheckpoint
+		j.wantCheckpoint = false
+		stopping := j.stopping
 		j.mu.Unlock()
+		if g == nil && !stopping { // a checkpoint was asked for
+			if j.d.failure.Load() == nil {
+				if err := j.checkpoint(); err != nil {
+					j.d.fail(err)
+				}
+			}
+			continue
+		}
 		if g == nil { // stopping, and nothing left to write
 			if j.d.failure.Load() == nil {
 				if err := j.checkpoint(); err != nil {
@@ -119,7 +131,7 @@ func (j *journal) run() {
 		}
 		g.err = j.commit(g)
 		close(g.done)
-		if g.err == nil && j.tail-j.head > uint64(j.ring.size/2) {
+		if g.err == nil && (forced || j.tail-j.head > uint64(j.ring.size/2)) {
 			if err := j.checkpoint(); err != nil {
 				j.d.fail(err)
 			}
@@ -275,7 +287,17 @@ func (j *journal) checkpoint() error {
 	}
 	j.sb = sb
 	j.head = j.tail
+	d.checkpointTxSeq.Store(d.durableTxSeq.Load())
 	return nil
+}
+
+// requestCheckpoint asks for a checkpoint after the next group, for a
+// component waiting on one (freed pages are reused only after it).
+func (j *journal) requestCheckpoint() {
+	j.mu.Lock()
+	j.wantCheckpoint = true
+	j.mu.Unlock()
+	j.cond.Signal()
 }
 
 // scannedRecord is a record found valid by recovery.

@@ -54,6 +54,32 @@ type Txn struct {
 	slab  []line // lines are carved from here to allocate less often
 	seq   uint64 // commit order, set by Commit
 	done  bool
+
+	// participants are the components whose in-memory state tx changed.
+	participants []participant
+}
+
+// participant is a component that keeps an in-memory copy of on-disk
+// state (list heads, counters, tails) and changes it inside transactions.
+type participant interface {
+	// prepare writes tx's pending changes into tx before it commits; an
+	// error aborts the commit and rolls tx back.
+	prepare(tx *Txn) error
+	// committed adopts tx's changes; tx has its sequence number and its
+	// writes are visible to the next transaction.
+	committed(tx *Txn)
+	// rolledBack forgets tx's changes.
+	rolledBack(tx *Txn)
+}
+
+// join registers p with tx once.
+func (tx *Txn) join(p participant) {
+	for _, q := range tx.participants {
+		if q == p {
+			return
+		}
+	}
+	tx.participants = append(tx.participants, p)
 }
 
 // Write journals p at off: it is visible to later reads in tx and reaches
@@ -100,12 +126,22 @@ func (tx *Txn) Commit() error {
 	if tx.done {
 		return ErrTxDone
 	}
-	tx.done = true
 	d := tx.d
 	if f := d.failure.Load(); f != nil {
-		d.writer.Unlock()
+		tx.Rollback()
 		return f
 	}
+	for _, p := range tx.participants {
+		if err := p.prepare(tx); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	if bound := tx.recordBound(); bound > d.journal.maxRecord {
+		tx.Rollback()
+		return fmt.Errorf("%w: transaction needs %d journal bytes, the journal takes %d", ErrTooLarge, bound, d.journal.maxRecord)
+	}
+	tx.done = true
 	if len(tx.lines) == 0 && !d.userDirty.Load() {
 		// Nothing to write, but the state tx read may belong to commits
 		// still on their way to disk: wait for them.
@@ -117,13 +153,12 @@ func (tx *Txn) Commit() error {
 		}
 		return nil
 	}
-	if bound := tx.recordBound(); bound > d.journal.maxRecord {
-		d.writer.Unlock()
-		return fmt.Errorf("%w: transaction needs %d journal bytes, the journal takes %d", ErrTooLarge, bound, d.journal.maxRecord)
-	}
 	d.txSeq++
 	tx.seq = d.txSeq
 	d.pending.add(tx)
+	for _, p := range tx.participants {
+		p.committed(tx)
+	}
 	g := d.journal.enqueue(tx)
 	d.writer.Unlock()
 	<-g.done
@@ -137,6 +172,9 @@ func (tx *Txn) Rollback() error {
 	}
 	tx.done = true
 	tx.lines = nil
+	for _, p := range tx.participants {
+		p.rolledBack(tx)
+	}
 	tx.d.writer.Unlock()
 	return nil
 }
