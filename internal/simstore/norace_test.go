@@ -1,0 +1,5 @@
+//go:build !race
+
+package simstore
+
+const raceEnabled = false
