@@ -33,6 +33,7 @@ const (
 	maxPageBytesCeiling = 1 << 30
 	defaultMinPageBytes = 4096
 	defaultMaxPageBytes = 16 << 20
+	defaultGrowthStep   = 64 << 20
 )
 
 // defaultMaxSize is the address space a device reserves when Options.MaxSize
@@ -86,6 +87,16 @@ type Options struct {
 	// through a slice faults instead of corrupting metadata.
 	WritableMap bool
 
+	// GrowthStep is how many bytes the file grows by at a time when the
+	// allocator's frontier passes its end. Zero means 64 MiB; it is never
+	// less than MaxPageSize.
+	GrowthStep int64
+
+	// PunchHoles returns the storage of every max page that becomes
+	// wholly free to the filesystem (fallocate punch-hole), keeping only
+	// its first 4 KiB, where its free-list links live. False keeps it.
+	PunchHoles bool
+
 	// LogRegions names and sizes the log-structured regions laid out at
 	// Create (see Device.Log). Nil means none. Ignored by Open.
 	LogRegions []LogRegion
@@ -119,6 +130,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if v.RootSize == 0 {
 		v.RootSize = defaultRootBytes
 	}
+	if v.GrowthStep == 0 {
+		v.GrowthStep = defaultGrowthStep
+	}
 	switch {
 	case v.MaxSize < 0 || int64(int(v.MaxSize)) != v.MaxSize:
 		return v, fmt.Errorf("%w: MaxSize %d does not fit the address space", ErrInvalidArgument, v.MaxSize)
@@ -128,6 +142,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return v, fmt.Errorf("%w: MaxPageSize %d is not a power of two in [MinPageSize, 1 GiB]", ErrInvalidArgument, v.MaxPageSize)
 	case v.JournalSize < minJournalBytes || v.JournalSize%4096 != 0:
 		return v, fmt.Errorf("%w: JournalSize %d is not a multiple of 4 KiB >= 64 KiB", ErrInvalidArgument, v.JournalSize)
+	case v.GrowthStep < 0:
+		return v, fmt.Errorf("%w: GrowthStep %d is negative", ErrInvalidArgument, v.GrowthStep)
 	case v.RootSize <= 0 || v.RootSize%4096 != 0:
 		return v, fmt.Errorf("%w: RootSize %d is not a positive multiple of 4 KiB", ErrInvalidArgument, v.RootSize)
 	}
@@ -157,7 +173,8 @@ type Device struct {
 	userDirty atomic.Bool // WriteAt since the last sync
 
 	// Components layered on the journal.
-	logs *logSet // log-structured regions; logstructured.go
+	alloc *allocator // the buddy allocator; buddy.go
+	logs  *logSet    // log-structured regions; logstructured.go
 
 	// lifeMu is held shared by every public call that touches the mapping,
 	// and exclusively by Close while it unmaps.
@@ -349,9 +366,20 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	d := &Device{store: store, view: view, opts: o, capacity: capacity, geometry: sb}
 	d.size.Store(size)
 	d.pending.init()
+	d.alloc = newAllocator(d)
 	d.journal = newJournal(d, sb)
 	if err := d.journal.recover(); err != nil {
 		return nil, err
+	}
+	d.alloc.load()
+	// The file's growth is not journaled: a crash may have lost it.
+	if frontier := d.alloc.last.frontier; size < frontier {
+		if o.ReadOnly {
+			return nil, corruptf(size, "device file", "a file of at least %d bytes, the allocator's frontier", frontier)
+		}
+		if err := d.growTo(frontier, d.alloc.growStep); err != nil {
+			return nil, err
+		}
 	}
 	if !o.ReadOnly {
 		d.journal.start()
@@ -431,7 +459,7 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 	if err := d.usable(); err != nil {
 		return 0, err
 	}
-	if err := d.checkUserWrite(off, int64(len(p)), false); err != nil {
+	if err := d.checkUserWrite(off, int64(len(p)), nil); err != nil {
 		return 0, err
 	}
 	d.userDirty.Store(true)
@@ -537,8 +565,9 @@ func (d *Device) sync() error {
 }
 
 // checkUserWrite reports whether the caller may write n bytes at off:
-// journaled (Txn.Write) or in place (WriteAt).
-func (d *Device) checkUserWrite(off, n int64, journaled bool) error {
+// journaled by tx (Txn.Write) or, with a nil tx, in place (WriteAt).
+func (d *Device) checkUserWrite(off, n int64, tx *Txn) error {
+	journaled := tx != nil
 	if off < 0 || n < 0 || off > d.size.Load()-n {
 		return fmt.Errorf("%w: write of [%d, +%d) beyond %d bytes", ErrOutOfRange, off, n, d.size.Load())
 	}
@@ -555,9 +584,46 @@ func (d *Device) checkUserWrite(off, n int64, journaled bool) error {
 		return d.logWritable(off, n, journaled)
 	}
 	if off >= d.geometry.heapOff {
-		return nil
+		return d.heapWritable(off, n, tx)
 	}
 	return fmt.Errorf("%w: [%d, +%d) holds device headers or the journal", ErrProtected, off, n)
+}
+
+// growTo grows the file to cover at least size bytes, in steps of step
+// bytes, never past the capacity.
+func (d *Device) growTo(size, step int64) error {
+	d.growMu.Lock()
+	defer d.growMu.Unlock()
+	if size <= d.size.Load() {
+		return nil
+	}
+	target := min(d.capacity, alignUp(size, step))
+	if err := d.store.Truncate(target); err != nil {
+		return d.fail(err)
+	}
+	d.size.Store(target)
+	return nil
+}
+
+// punchFreePage returns the storage of a free max page to the filesystem
+// where it can, keeping the first 4 KiB with the page's links. Failure is
+// harmless: the space simply stays allocated in the file.
+func (d *Device) punchFreePage(off, size int64) {
+	if size <= 4096 {
+		return
+	}
+	if p, ok := d.store.(storage.HolePuncher); ok {
+		_ = p.PunchHole(off+4096, size-4096)
+	}
+}
+
+// readCommittedRange fills p with committed bytes at off.
+func (d *Device) readCommittedRange(p []byte, off int64) {
+	for len(p) > 0 {
+		n := min(len(p), lineBytes-int(off&(lineBytes-1)))
+		d.readCommitted(p[:n], off)
+		p, off = p[n:], off+int64(n)
+	}
 }
 
 func writeZeroes(store storage.Storage, r region) error {

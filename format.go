@@ -56,6 +56,42 @@ package pagealloc
 //	 12  2  kind: 1 metadata, 2 free-page link, 3 caller's journaled bytes
 //	 14  2  reserved (zero)
 //	 16  …  the bytes, padded with zeroes to a multiple of 8
+//
+// Allocator state (the allocator state region; zero on a new device):
+//
+//	  0  8  frontier: end of the heap handed to the allocator so far (0: heap offset)
+//	  8  8  pending queue head (page offset, 0 if empty)
+//	 16  8  pending queue tail
+//	 24  8  allocated pages
+//	 32  8  allocated bytes
+//	 40  8  pending pages
+//	 48  8  pending bytes
+//	 56  8  reserved (zero)
+//	 64  …  per order k from 0: free list head (8), free pages (8)
+//
+// Heap blocks: the heap is cut into blocks of blockBytes (the larger of
+// 1 GiB and twice MaxPageSize). Each block starts with its metadata: for
+// each order k from 0 (MinPageSize) up, two bits per page of that order in
+// the block, packed into little-endian 64-bit words, page i at bits 2i and
+// 2i+1 of word i/32:
+//
+//	bit 2i    free:  on free list k, or (with the allocated bit) pending
+//	bit 2i+1  allocated
+//	00 not a page at this order   10 free   01 allocated   11 pending
+//
+// The metadata rounded up to MinPageSize is never handed out; the rest of
+// the block's first max page is cut into free pages when the frontier
+// reaches it.
+//
+// Page headers, in the first bytes of a free or pending page (written as
+// free-list links, see kindLink):
+//
+//	free page                       pending page
+//	 0  8  previous on the list       0  8  sequence of the transaction that freed it
+//	 8  8  next on the list           8  8  next in the pending queue
+//	16  4  magic "FREE"              16  4  magic "PEND"
+//	20  1  order                     20  1  order
+//	21  3  zero                      21  3  zero
 
 import (
 	"encoding/binary"
@@ -80,6 +116,38 @@ const (
 
 	// sectorBytes is the unit a power loss may tear writes at.
 	sectorBytes = 512
+
+	stateFrontierOff    = 0
+	statePendingHeadOff = 8
+	statePendingTailOff = 16
+	stateAllocPagesOff  = 24
+	stateAllocBytesOff  = 32
+	statePendPagesOff   = 40
+	statePendBytesOff   = 48
+	stateOrdersOff      = 64
+	stateOrderBytes     = 16
+
+	minBlockBytes = 1 << 30
+
+	pageHeaderBytes = 24
+	headerMagicOff  = 16
+	headerOrderOff  = 20
+)
+
+// Page header magics.
+const (
+	freeMagic    = uint32('F') | uint32('R')<<8 | uint32('E')<<16 | uint32('E')<<24
+	pendingMagic = uint32('P') | uint32('E')<<8 | uint32('N')<<16 | uint32('D')<<24
+)
+
+// pageState is a page's two bits at one order.
+type pageState uint8
+
+const (
+	stateNone      pageState = 0b00
+	stateFree      pageState = 0b01 // the free bit (bit 2i)
+	stateAllocated pageState = 0b10 // the allocated bit (bit 2i+1)
+	statePending   pageState = 0b11
 )
 
 var (

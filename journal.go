@@ -47,6 +47,7 @@ type journal struct {
 	last           *group // the newest group, for commits with nothing to write
 	stopping       bool
 	wantCheckpoint bool
+	checkpointed   chan struct{} // closed and replaced at every checkpoint
 	stopped        chan struct{}
 	stopErr        error
 }
@@ -61,6 +62,8 @@ func newJournal(d *Device, sb superblock) *journal {
 		tail:      sb.journalHead,
 		nextSeq:   sb.headSeq,
 		stopped:   make(chan struct{}),
+
+		checkpointed: make(chan struct{}),
 	}
 	j.cond.L = &j.mu
 	return j
@@ -267,6 +270,13 @@ func (j *journal) applyHome(lines map[int64]*line, idxs []int64) error {
 // superblock copy.
 func (j *journal) checkpoint() error {
 	if j.head == j.tail {
+		// Nothing applied since the last one: everything durable is
+		// already covered.
+		j.d.checkpointTxSeq.Store(j.d.durableTxSeq.Load())
+		j.mu.Lock()
+		close(j.checkpointed)
+		j.checkpointed = make(chan struct{})
+		j.mu.Unlock()
 		return nil
 	}
 	d := j.d
@@ -288,6 +298,30 @@ func (j *journal) checkpoint() error {
 	j.sb = sb
 	j.head = j.tail
 	d.checkpointTxSeq.Store(d.durableTxSeq.Load())
+	j.mu.Lock()
+	close(j.checkpointed)
+	j.checkpointed = make(chan struct{})
+	j.mu.Unlock()
+	return nil
+}
+
+// waitCheckpoint asks for a checkpoint and waits until one covers the
+// transaction txSeq, which must have been committed.
+func (j *journal) waitCheckpoint(txSeq uint64) error {
+	for j.d.checkpointTxSeq.Load() < txSeq {
+		j.mu.Lock()
+		ch := j.checkpointed
+		j.mu.Unlock()
+		j.requestCheckpoint()
+		select {
+		case <-ch:
+		case <-j.stopped:
+			return ErrClosed
+		}
+		if f := j.d.failure.Load(); f != nil {
+			return f
+		}
+	}
 	return nil
 }
 
@@ -415,7 +449,3 @@ func (j *journal) recover() error {
 	}
 	return j.checkpoint()
 }
-
-// keepLink reports whether a free-list link journaled at off still belongs
-// to a free page once replay has applied everything else.
-func (d *Device) keepLink(replay *Txn, off int64) bool { return true }

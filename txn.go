@@ -1,6 +1,7 @@
 package pagealloc
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/bits"
@@ -89,7 +90,7 @@ func (tx *Txn) Write(off int64, p []byte) error {
 	if tx.done {
 		return ErrTxDone
 	}
-	if err := tx.d.checkUserWrite(off, int64(len(p)), true); err != nil {
+	if err := tx.d.checkUserWrite(off, int64(len(p)), tx); err != nil {
 		return err
 	}
 	tx.write(off, p, kindUser)
@@ -226,6 +227,50 @@ func (tx *Txn) read(p []byte, off int64) {
 		p = p[n:]
 		off += int64(n)
 	}
+}
+
+// zeroLine backs reads past the end of the file.
+var zeroLine [lineBytes]byte
+
+// lineView returns the 64 bytes of line idx as tx sees them, without a
+// copy. The slice must not be written, and is valid only until tx next
+// writes.
+func (tx *Txn) lineView(idx int64) []byte {
+	if l, ok := tx.lines[idx]; ok {
+		return l.data[:]
+	}
+	return tx.d.committedLine(idx)
+}
+
+// committedLine returns the committed bytes of line idx without a copy.
+// Committed versions never change, so the slice stays valid.
+func (d *Device) committedLine(idx int64) []byte {
+	if d.pending.count.Load() != 0 {
+		if l := d.pending.get(idx); l != nil {
+			return l.data[:]
+		}
+	}
+	off := idx << lineShift
+	if off+lineBytes > d.size.Load() {
+		var l [lineBytes]byte
+		d.readCommitted(l[:], off)
+		return l[:]
+	}
+	return d.view[off : off+lineBytes : off+lineBytes]
+}
+
+// readU64 reads the little-endian word at off, which must be 8-byte
+// aligned, as tx sees it.
+func (tx *Txn) readU64(off int64) uint64 {
+	return binary.LittleEndian.Uint64(tx.lineView(off >> lineShift)[off&(lineBytes-1):])
+}
+
+// writeU64 writes the little-endian word v at off, which must be 8-byte
+// aligned, as kind.
+func (tx *Txn) writeU64(off int64, v uint64, kind entryKind) {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	tx.write(off, b[:], kind)
 }
 
 // lineFor returns tx's copy of line idx, making it on first touch.

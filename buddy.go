@@ -1,0 +1,391 @@
+package pagealloc
+
+import (
+	"fmt"
+	"math/bits"
+	"sync"
+)
+
+// The buddy allocator hands out power-of-two pages from MinPageSize to
+// MaxPageSize. A request takes the smallest free page that fits, splitting
+// larger ones; a freed page merges with its buddy (the neighbour it was
+// split from) for as long as that buddy is free, so free space stays in
+// pages as large as possible.
+//
+// All of its state is on disk: the free lists (freelist.go), two state bits
+// per page per order in each block's metadata (bitmap.go), and a small state
+// region with list heads, the frontier and counters. Memory holds only a
+// copy of that region, so the allocator's Go heap does not grow with the
+// device.
+//
+// The heap is formatted lazily: the frontier marks how far it has been
+// handed to the allocator, one max page at a time, and the file grows only
+// when the frontier passes its end.
+
+// Addr is an allocated page: its offset in the device file, with log2 of
+// its size in the low 6 bits (pages are aligned to at least 512 bytes), so
+// one word says where a page is and how big. Zero is never a valid page.
+type Addr uint64
+
+const addrSizeMask = 63
+
+func makeAddr(off int64, sizeShift uint) Addr { return Addr(uint64(off) | uint64(sizeShift)) }
+
+// Offset returns the byte offset of the page in the device file.
+func (a Addr) Offset() int64 { return int64(a &^ addrSizeMask) }
+
+// Size returns the size of the page in bytes.
+func (a Addr) Size() int64 { return 1 << (a & addrSizeMask) }
+
+func (a Addr) String() string { return fmt.Sprintf("page %d+%d", a.Offset(), a.Size()) }
+
+// Stats describes the allocator's committed state.
+type Stats struct {
+	UsedBytes       int64   // bytes in allocated pages
+	FreeBytes       int64   // bytes in free pages below the frontier
+	PendingBytes    int64   // bytes freed but not yet reusable (awaiting a checkpoint)
+	MetadataBytes   int64   // bytes of block metadata below the frontier
+	AllocatedPages  int64   // pages handed out and not freed
+	PendingPages    int64   // pages freed but not yet reusable
+	FreePages       []int64 // free pages per order; index 0 is MinPageSize
+	LargestFreePage int64   // bytes in the largest free page, 0 if none
+	Frontier        int64   // end of the part of the heap handed to the allocator
+	FileSize        int64   // bytes the device file holds
+	Capacity        int64   // the most bytes the file may grow to (MaxSize)
+}
+
+// allocator is the device's buddy allocator. Its methods run inside the
+// one writing transaction, so it needs no lock of its own.
+type allocator struct {
+	d        *Device
+	g        heapGeometry
+	work     allocState // the state as the joined transaction changed it
+	tx       *Txn       // the transaction work belongs to, if any
+	growStep int64
+
+	lastMu sync.Mutex // guards last against Stats; written only under the writer slot
+	last   allocState // the state of the last committed transaction
+}
+
+// pendingCheckpointBytes is how many bytes may wait in the pending queue
+// before the allocator asks for a checkpoint to make them reusable.
+const pendingCheckpointBytes = 64 << 20
+
+func newAllocator(d *Device) *allocator {
+	a := &allocator{d: d, g: newHeapGeometry(d.geometry, d.capacity)}
+	a.growStep = max(d.opts.GrowthStep, a.g.maxPageBytes())
+	return a
+}
+
+// load reads the committed allocator state after recovery.
+func (a *allocator) load() {
+	b := make([]byte, stateOrdersOff+(a.g.maxOrder+1)*stateOrderBytes)
+	a.d.readCommittedRange(b, a.d.geometry.state.off)
+	a.last = decodeState(b, a.g.maxOrder+1)
+	if a.last.frontier == 0 {
+		a.last.frontier = a.g.heapOff
+	}
+}
+
+// join makes tx's view of the allocator state current and registers the
+// allocator with tx. Pages whose free a checkpoint now covers are released
+// here, by the first transaction that touches the allocator after it.
+func (a *allocator) join(tx *Txn) *allocState {
+	if a.tx != tx {
+		a.work = a.last
+		a.tx = tx
+		tx.join(a)
+		a.releasePending(tx)
+	}
+	return &a.work
+}
+
+func (a *allocator) prepare(tx *Txn) error {
+	if a.work != a.last {
+		orders := a.g.maxOrder + 1
+		now, was := encodeState(&a.work, orders), encodeState(&a.last, orders)
+		for i := 0; i < len(now); i += 8 {
+			if [8]byte(now[i:i+8]) != [8]byte(was[i:i+8]) {
+				tx.write(a.d.geometry.state.off+int64(i), now[i:i+8], kindMeta)
+			}
+		}
+	}
+	return nil
+}
+
+func (a *allocator) committed(tx *Txn) {
+	a.lastMu.Lock()
+	a.last = a.work
+	a.lastMu.Unlock()
+	a.tx = nil
+	if a.last.pendBytes >= pendingCheckpointBytes {
+		a.d.journal.requestCheckpoint()
+	}
+}
+
+func (a *allocator) rolledBack(tx *Txn) { a.tx = nil }
+
+// Alloc allocates a page of at least sizeBytes, rounded up to a power of
+// two no smaller than MinPageSize. It returns ErrInvalidArgument for a size
+// below 1, ErrTooLarge above MaxPageSize and ErrNoSpace when the device is
+// full. The page's contents are undefined.
+func (tx *Txn) Alloc(sizeBytes int64) (Addr, error) {
+	if tx.done {
+		return 0, ErrTxDone
+	}
+	a := tx.d.alloc
+	if sizeBytes < 1 {
+		return 0, fmt.Errorf("%w: Alloc(%d)", ErrInvalidArgument, sizeBytes)
+	}
+	if sizeBytes > a.g.maxPageBytes() {
+		return 0, fmt.Errorf("%w: Alloc(%d) exceeds MaxPageSize %d", ErrTooLarge, sizeBytes, a.g.maxPageBytes())
+	}
+	order := 0
+	if sizeBytes > a.g.pageBytes(0) {
+		order = bits.Len64(uint64(sizeBytes-1)) - int(a.g.minShift)
+	}
+	st := a.join(tx)
+	off, err := a.allocOrder(tx, st, order)
+	if err != nil {
+		return 0, err
+	}
+	return makeAddr(off, a.g.minShift+uint(order)), nil
+}
+
+func (a *allocator) allocOrder(tx *Txn, st *allocState, order int) (int64, error) {
+	for {
+		if avail := st.nonEmpty >> order; avail != 0 {
+			from := order + bits.TrailingZeros64(avail)
+			off := st.pop(tx, from)
+			tx.setPageState(&a.g, from, off, stateNone)
+			for k := from - 1; k >= order; k-- {
+				buddy := off + a.g.pageBytes(k)
+				tx.setPageState(&a.g, k, buddy, stateFree)
+				st.push(tx, k, buddy)
+			}
+			tx.setPageState(&a.g, order, off, stateAllocated)
+			st.allocPages++
+			st.allocBytes += a.g.pageBytes(order)
+			return off, nil
+		}
+		grew, err := a.grow(tx, st)
+		if err != nil {
+			return 0, err
+		}
+		if grew {
+			continue
+		}
+		// Full. Space freed by earlier transactions becomes reusable
+		// once a checkpoint covers them: wait for one.
+		if st.pendHead != 0 {
+			if seq := uint64(tx.readHeader(st.pendHead).word0); seq <= a.d.txSeq {
+				if err := a.d.journal.waitCheckpoint(seq); err != nil {
+					return 0, err
+				}
+				if a.releasePending(tx) > 0 {
+					continue
+				}
+			}
+		}
+		return 0, fmt.Errorf("%w: no free page of %d bytes in a %d-byte device", ErrNoSpace, a.g.pageBytes(order), a.g.capacity)
+	}
+}
+
+// grow hands the next max page at the frontier to the allocator, growing
+// the file if needed. It reports false when the device is at capacity.
+func (a *allocator) grow(tx *Txn, st *allocState) (bool, error) {
+	from := st.frontier
+	to := from + a.g.maxPageBytes()
+	if to > a.g.capacity {
+		return false, nil
+	}
+	if err := a.d.growTo(to, a.growStep); err != nil {
+		return false, err
+	}
+	// A block's first max pages also hold its metadata, which is never
+	// handed out: only the rest becomes free pages.
+	lo := max(from, a.g.blockStart(from)+a.g.metaPad)
+	for lo < to {
+		order := min(a.g.maxOrder, bits.TrailingZeros64(uint64(lo-a.g.heapOff))-int(a.g.minShift), bits.Len64(uint64(to-lo))-1-int(a.g.minShift))
+		tx.setPageState(&a.g, order, lo, stateFree)
+		st.push(tx, order, lo)
+		lo += a.g.pageBytes(order)
+	}
+	st.frontier = to
+	return true, nil
+}
+
+// Free gives the page a back. It is reusable once a checkpoint covers this
+// transaction (never before: a crash must not find the page owned twice).
+// Free of anything that is not an allocated page (a double free, a wrong
+// size, an address inside another page, misaligned or out of range)
+// returns ErrInvalidFree and changes nothing.
+func (tx *Txn) Free(a Addr) error {
+	if tx.done {
+		return ErrTxDone
+	}
+	al := tx.d.alloc
+	order, err := al.validate(tx, a)
+	if err != nil {
+		return err
+	}
+	st := al.join(tx)
+	off, size := a.Offset(), a.Size()
+	tx.setPageState(&al.g, order, off, statePending)
+	st.enqueuePending(tx, order, off, size, tx.d.txSeq+1)
+	st.allocPages--
+	st.allocBytes -= size
+	return nil
+}
+
+// validate returns the order of a if it is an allocated page as tx sees
+// it, or an error wrapping ErrInvalidFree that says what it is instead.
+func (al *allocator) validate(tx *Txn, a Addr) (int, error) {
+	g := &al.g
+	shift := uint(a & addrSizeMask)
+	off := a.Offset()
+	order := int(shift) - int(g.minShift)
+	frontier := al.last.frontier
+	if al.tx == tx {
+		frontier = al.work.frontier
+	}
+	switch {
+	case order < 0 || order > g.maxOrder:
+		return 0, fmt.Errorf("%w: %v: no page size is %d bytes", ErrInvalidFree, a, a.Size())
+	case off < g.heapOff || off >= frontier || off+a.Size() > frontier:
+		return 0, fmt.Errorf("%w: %v lies outside the heap [%d, %d)", ErrInvalidFree, a, g.heapOff, frontier)
+	case off&(a.Size()-1) != 0:
+		return 0, fmt.Errorf("%w: %v is not aligned to its size", ErrInvalidFree, a)
+	case g.isMeta(off):
+		return 0, fmt.Errorf("%w: %v lies in block metadata", ErrInvalidFree, a)
+	}
+	switch s := tx.pageState(g, order, off); s {
+	case stateAllocated:
+		return order, nil
+	case statePending:
+		return 0, fmt.Errorf("%w: %v was already freed (double free)", ErrInvalidFree, a)
+	case stateFree:
+		return 0, fmt.Errorf("%w: %v is free (double free)", ErrInvalidFree, a)
+	}
+	return 0, fmt.Errorf("%w: %v is not an allocated page of that size", ErrInvalidFree, a)
+}
+
+// releasePending moves every pending page whose free a checkpoint covers
+// into the free lists, merging it with free buddies, and returns how many
+// it moved.
+//
+// Why a checkpoint and not durability: until a checkpoint, replay may
+// apply journaled writes made into the page while it was allocated (the
+// caller's Txn.Write, a sub-page header). Had the page been handed to a new
+// owner whose in-place data then came after those records, replay would
+// overwrite that data with the old owner's bytes.
+func (a *allocator) releasePending(tx *Txn) int {
+	st := &a.work
+	covered := a.d.checkpointTxSeq.Load()
+	n := 0
+	// Bounded by the counter, so that a corrupt (cyclic) queue cannot
+	// hang the device; Check reports it.
+	for st.pendHead != 0 && st.pendPages > 0 {
+		if uint64(tx.readHeader(st.pendHead).word0) > covered {
+			break
+		}
+		off, h := st.dequeuePending(tx)
+		st.pendBytes -= a.g.pageBytes(h.order)
+		tx.setPageState(&a.g, h.order, off, stateNone)
+		a.freeMerge(tx, st, h.order, off)
+		n++
+	}
+	return n
+}
+
+// freeMerge puts the page off of the given order on the free lists, first
+// merging it with its buddy for as long as the buddy is free.
+func (a *allocator) freeMerge(tx *Txn, st *allocState, order int, off int64) {
+	for order < a.g.maxOrder {
+		// The heap starts on a max-page boundary, so buddies differ in
+		// exactly the bit of their size.
+		buddy := off ^ a.g.pageBytes(order)
+		if buddy >= st.frontier || tx.pageState(&a.g, order, buddy) != stateFree {
+			break
+		}
+		st.detach(tx, order, buddy)
+		tx.setPageState(&a.g, order, buddy, stateNone)
+		off = min(off, buddy)
+		order++
+	}
+	tx.setPageState(&a.g, order, off, stateFree)
+	st.push(tx, order, off)
+	if order == a.g.maxOrder && a.d.opts.PunchHoles {
+		a.d.punchFreePage(off, a.g.maxPageBytes())
+	}
+}
+
+// keepLink reports whether a free-list link journaled at off still belongs
+// to a free or pending page once replay has applied everything else: then
+// off starts such a page at some order. If not, the page was allocated
+// after the link was written and its bytes are its owner's.
+func (d *Device) keepLink(replay *Txn, off int64) bool {
+	g := &d.alloc.g
+	if off < g.heapOff {
+		return true
+	}
+	for k := 0; k <= g.maxOrder && off&(g.pageBytes(k)-1) == 0; k++ {
+		if replay.pageState(g, k, off)&stateFree != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// heapWritable reports whether the caller may write n bytes at off in the
+// heap: only inside one allocated page. tx is the transaction writing, or
+// nil for an unjournaled write, checked against committed state.
+func (d *Device) heapWritable(off, n int64, tx *Txn) error {
+	g := &d.alloc.g
+	for k := 0; k <= g.maxOrder; k++ {
+		start := off &^ (g.pageBytes(k) - 1)
+		var s pageState
+		if tx != nil {
+			s = tx.pageState(g, k, start)
+		} else {
+			s = d.committedPageState(g, k, start)
+		}
+		if s == stateNone {
+			continue
+		}
+		if s == stateAllocated && off+n <= start+g.pageBytes(k) && !g.isMeta(start) {
+			return nil
+		}
+		break
+	}
+	return fmt.Errorf("%w: [%d, +%d) is not inside one allocated page", ErrProtected, off, n)
+}
+
+// Stats returns the allocator's committed state.
+func (d *Device) Stats() Stats {
+	a := d.alloc
+	a.lastMu.Lock()
+	st := a.last
+	a.lastMu.Unlock()
+	s := Stats{
+		UsedBytes:      st.allocBytes,
+		PendingBytes:   st.pendBytes,
+		AllocatedPages: st.allocPages,
+		PendingPages:   st.pendPages,
+		FreePages:      make([]int64, a.g.maxOrder+1),
+		Frontier:       st.frontier,
+		FileSize:       d.size.Load(),
+		Capacity:       d.capacity,
+	}
+	for k := 0; k <= a.g.maxOrder; k++ {
+		s.FreePages[k] = st.freePages[k]
+		s.FreeBytes += st.freePages[k] * a.g.pageBytes(k)
+		if st.freePages[k] > 0 {
+			s.LargestFreePage = a.g.pageBytes(k)
+		}
+	}
+	for b := a.g.heapOff; b < st.frontier; b += a.g.blockBytes {
+		s.MetadataBytes += min(a.g.metaPad, st.frontier-b)
+	}
+	return s
+}

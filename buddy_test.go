@@ -1,0 +1,347 @@
+package pagealloc
+
+import (
+	"errors"
+	"flag"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+var (
+	buddySeed = flag.Uint64("buddy.seed", 0, "seed for the allocator's random tests (0: time)")
+	buddyOps  = flag.Int("buddy.ops", 100_000, "operations in TestBuddyModel")
+)
+
+// testSeed returns the seed a random test runs with, the flag's value or
+// else the time, and logs it with how to rerun.
+func testSeed(t *testing.T, flagName string, flagValue uint64) uint64 {
+	seed := flagValue
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (rerun with -run '^%s$' -%s=%d)", seed, t.Name(), flagName, seed)
+	return seed
+}
+
+// rollbackOnExit rolls tx back if the test fails while it is open, so that
+// the device's cleanup does not wait for the writer slot forever.
+func rollbackOnExit(tx *Txn) {
+	if !tx.done {
+		tx.Rollback()
+	}
+}
+
+// smallHeapOptions make a device whose heap is 32 MiB of pages from 4 KiB
+// to 64 KiB: small enough to fill, with 5 orders and block metadata that
+// spans two max pages.
+func smallHeapOptions() *Options {
+	return &Options{NoSync: true, MaxPageSize: 64 << 10, JournalSize: 256 << 10, MaxSize: 5<<20 + 32<<20, GrowthStep: 1 << 20}
+}
+
+// allocatedSet returns the allocated pages as the device's bitmaps show
+// them, and checks the device.
+func allocatedSet(t *testing.T, d *Device) map[Addr]bool {
+	t.Helper()
+	got := map[Addr]bool{}
+	d.writer.Lock()
+	err := d.check(func(a Addr) { got[a] = true })
+	d.writer.Unlock()
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	return got
+}
+
+// checkNoOverlap fails if two pages of live share a byte.
+func checkNoOverlap(t *testing.T, live map[Addr]bool) {
+	t.Helper()
+	addrs := slices.SortedFunc(maps.Keys(live), func(a, b Addr) int { return int(a.Offset() - b.Offset()) })
+	for i := 1; i < len(addrs); i++ {
+		if addrs[i-1].Offset()+addrs[i-1].Size() > addrs[i].Offset() {
+			t.Fatalf("%v and %v overlap", addrs[i-1], addrs[i])
+		}
+	}
+}
+
+// TestBuddyModel runs random Alloc/Free/Commit/Rollback against a model that
+// is just the set of live pages; after every commit the device must pass
+// Check and hold exactly the model's pages.
+func TestBuddyModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(testSeed(t, "buddy.seed", *buddySeed), 1))
+	d, _ := createTestDevice(t, smallHeapOptions())
+	g := &d.alloc.g
+	live := map[Addr]bool{} // committed
+	var liveList []Addr
+	ops, commits, rollbacks, noSpace := 0, 0, 0, 0
+	for ops < *buddyOps {
+		tx, err := d.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rollbackOnExit(tx)
+		txLive := maps.Clone(live)
+		freed := map[Addr]bool{}
+		for n := 1 + rng.IntN(60); n > 0; n-- {
+			ops++
+			switch r := rng.IntN(100); {
+			case r < 55: // alloc
+				size := int64(1 + rng.IntN(int(g.maxPageBytes())))
+				a, err := tx.Alloc(size)
+				if errors.Is(err, ErrNoSpace) {
+					noSpace++
+					continue
+				}
+				if err != nil {
+					t.Fatalf("op %d: Alloc(%d): %v", ops, size, err)
+				}
+				if a.Size() < size || a.Size() > max(2*size, g.pageBytes(0)) || a.Offset()%a.Size() != 0 {
+					t.Fatalf("op %d: Alloc(%d) returned %v", ops, size, a)
+				}
+				if txLive[a] {
+					t.Fatalf("op %d: Alloc returned live page %v", ops, a)
+				}
+				txLive[a] = true
+				liveList = append(liveList, a)
+			case r < 95: // free a live page
+				if len(liveList) == 0 {
+					continue
+				}
+				i := rng.IntN(len(liveList))
+				a := liveList[i]
+				if !txLive[a] {
+					liveList = slices.Delete(liveList, i, i+1)
+					continue
+				}
+				if err := tx.Free(a); err != nil {
+					t.Fatalf("op %d: Free(%v): %v", ops, a, err)
+				}
+				delete(txLive, a)
+				freed[a] = true
+			default: // a bad free must change nothing
+				bad := badAddr(rng, g, txLive, freed, d.alloc.work.frontier)
+				if err := tx.Free(bad); !errors.Is(err, ErrInvalidFree) {
+					t.Fatalf("op %d: Free(%v) of a non-allocated page returned %v", ops, bad, err)
+				}
+			}
+		}
+		if rng.IntN(10) == 0 {
+			if err := tx.Rollback(); err != nil {
+				t.Fatal(err)
+			}
+			rollbacks++
+		} else {
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			live = txLive
+			commits++
+		}
+		if got := allocatedSet(t, d); !maps.Equal(got, live) {
+			t.Fatalf("after op %d the device holds %d pages, the model %d", ops, len(got), len(live))
+		}
+		checkNoOverlap(t, live)
+	}
+	t.Logf("%d operations in %d commits and %d rollbacks; %d allocations met ErrNoSpace; %d pages live at the end",
+		ops, commits, rollbacks, noSpace, len(live))
+	if noSpace == 0 {
+		t.Errorf("the heap never filled: the test does not reach ErrNoSpace")
+	}
+}
+
+// badAddr returns an address that is not an allocated page: freed, wrong
+// size, inside another page, misaligned or out of range.
+func badAddr(rng *rand.Rand, g *heapGeometry, live, freed map[Addr]bool, frontier int64) Addr {
+	for {
+		switch rng.IntN(6) {
+		case 0: // double free
+			for a := range freed {
+				return a
+			}
+		case 1: // wrong size
+			for a := range live {
+				if a.Size() < g.maxPageBytes() {
+					return makeAddr(a.Offset(), uint(a&addrSizeMask)+1)
+				}
+			}
+		case 2: // inside another page
+			for a := range live {
+				if a.Size() > g.pageBytes(0) {
+					return makeAddr(a.Offset()+g.pageBytes(0), g.minShift)
+				}
+			}
+		case 3: // misaligned
+			return makeAddr(g.heapOff+g.metaPad+g.pageBytes(0)+512, g.minShift+1)
+		case 4: // out of range
+			return makeAddr(frontier+g.maxPageBytes(), g.minShift)
+		case 5: // garbage
+			if a := Addr(rng.Uint64()); !live[a] {
+				return a
+			}
+		}
+	}
+}
+
+// TestBuddyBadInput checks each kind of bad request: a typed error, and the
+// device exactly as it was.
+func TestBuddyBadInput(t *testing.T) {
+	d, _ := createTestDevice(t, smallHeapOptions())
+	g := &d.alloc.g
+	var big, small Addr
+	if err := d.Update(func(tx *Txn) (err error) {
+		if big, err = tx.Alloc(32 << 10); err != nil {
+			return err
+		}
+		small, err = tx.Alloc(4096)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var freed Addr
+	if err := d.Update(func(tx *Txn) (err error) {
+		if freed, err = tx.Alloc(8192); err != nil {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Update(func(tx *Txn) error { return tx.Free(freed) }); err != nil {
+		t.Fatal(err)
+	}
+	before := allocatedSet(t, d)
+	statsBefore := d.Stats()
+	cases := []struct {
+		name string
+		op   func(tx *Txn) error
+		want error
+	}{
+		{"free of a never-allocated page", func(tx *Txn) error { return tx.Free(makeAddr(small.Offset()+4096*4, g.minShift)) }, ErrInvalidFree},
+		{"double free", func(tx *Txn) error { return tx.Free(freed) }, ErrInvalidFree},
+		{"double free in one transaction", func(tx *Txn) error {
+			if err := tx.Free(small); err != nil {
+				return err
+			}
+			return tx.Free(small)
+		}, ErrInvalidFree},
+		{"free with the wrong size", func(tx *Txn) error { return tx.Free(makeAddr(big.Offset(), 14)) }, ErrInvalidFree},
+		{"address inside another page", func(tx *Txn) error { return tx.Free(makeAddr(big.Offset()+8192, 13)) }, ErrInvalidFree},
+		{"misaligned", func(tx *Txn) error { return tx.Free(makeAddr(big.Offset()+512, 15)) }, ErrInvalidFree},
+		{"out of range", func(tx *Txn) error { return tx.Free(makeAddr(g.capacity+1<<20, 12)) }, ErrInvalidFree},
+		{"block metadata", func(tx *Txn) error { return tx.Free(makeAddr(g.heapOff, 12)) }, ErrInvalidFree},
+		{"no size", func(tx *Txn) error { return tx.Free(Addr(0)) }, ErrInvalidFree},
+		{"Alloc(0)", func(tx *Txn) error { _, err := tx.Alloc(0); return err }, ErrInvalidArgument},
+		{"Alloc(-1)", func(tx *Txn) error { _, err := tx.Alloc(-1); return err }, ErrInvalidArgument},
+		{"Alloc above MaxPageSize", func(tx *Txn) error { _, err := tx.Alloc(g.maxPageBytes() + 1); return err }, ErrTooLarge},
+		{"write into a free page", func(tx *Txn) error { return tx.Write(freed.Offset(), []byte{1}) }, ErrProtected},
+		{"write across two pages", func(tx *Txn) error { return tx.Write(small.Offset()+4090, make([]byte, 16)) }, ErrProtected},
+		{"write into block metadata", func(tx *Txn) error { return tx.Write(g.heapOff+64, []byte{1}) }, ErrProtected},
+	}
+	for _, c := range cases {
+		err := d.Update(c.op)
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+		if got := allocatedSet(t, d); !maps.Equal(got, before) {
+			t.Errorf("%s: the allocated pages changed", c.name)
+		}
+	}
+	if s := d.Stats(); s.UsedBytes != statsBefore.UsedBytes || s.AllocatedPages != statsBefore.AllocatedPages {
+		t.Errorf("stats changed: %+v, was %+v", s, statsBefore)
+	}
+	if _, err := d.WriteAt([]byte{1}, freed.Offset()); !errors.Is(err, ErrProtected) {
+		t.Errorf("WriteAt into a freed page: %v", err)
+	}
+	if _, err := d.WriteAt(make([]byte, 4096), small.Offset()); err != nil {
+		t.Errorf("WriteAt into an allocated page: %v", err)
+	}
+
+	// Out of space: fill the heap, then one more page must fail cleanly.
+	var n int
+	err := d.Update(func(tx *Txn) error {
+		for {
+			if _, err := tx.Alloc(g.maxPageBytes()); err != nil {
+				return err
+			}
+			n++
+		}
+	})
+	if !errors.Is(err, ErrNoSpace) || n == 0 {
+		t.Fatalf("filling the heap ended with %v after %d pages", err, n)
+	}
+	if got := allocatedSet(t, d); !maps.Equal(got, before) {
+		t.Errorf("a rolled-back fill changed the allocated pages")
+	}
+}
+
+// TestFreedPageNotReusedBeforeCheckpoint checks invariant 5: a page freed
+// by a transaction is not handed out again until a checkpoint covers it.
+func TestFreedPageNotReusedBeforeCheckpoint(t *testing.T) {
+	d, _ := createTestDevice(t, smallHeapOptions())
+	var a Addr
+	if err := d.Update(func(tx *Txn) (err error) { a, err = tx.Alloc(4096); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Update(func(tx *Txn) error { return tx.Free(a) }); err != nil {
+		t.Fatal(err)
+	}
+	if d.checkpointTxSeq.Load() >= d.txSeq {
+		t.Fatal("a checkpoint already covers the free; the test proves nothing")
+	}
+	for range 20 {
+		if err := d.Update(func(tx *Txn) error {
+			b, err := tx.Alloc(4096)
+			if b == a {
+				t.Fatalf("%v handed out again before a checkpoint", a)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if s := d.Stats(); s.PendingPages != 0 {
+		t.Fatalf("%d pages still pending after a checkpoint and a new transaction", s.PendingPages)
+	}
+}
+
+// TestBuddyReopen checks that allocator state survives Close and Open.
+func TestBuddyReopen(t *testing.T) {
+	d, path := createTestDevice(t, smallHeapOptions())
+	live := map[Addr]bool{}
+	if err := d.Update(func(tx *Txn) error {
+		for i := range 50 {
+			a, err := tx.Alloc(int64(1+i) * 1000)
+			if err != nil {
+				return err
+			}
+			live[a] = true
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := d.Stats()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(path, &Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if got := allocatedSet(t, d); !maps.Equal(got, live) {
+		t.Fatalf("after reopen %d pages allocated, want %d", len(got), len(live))
+	}
+	after := d.Stats()
+	if after.UsedBytes != before.UsedBytes || after.FreeBytes != before.FreeBytes || after.Frontier != before.Frontier {
+		t.Fatalf("stats after reopen %+v, before %+v", after, before)
+	}
+}

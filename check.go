@@ -1,0 +1,200 @@
+package pagealloc
+
+import (
+	"errors"
+	"fmt"
+)
+
+// maxViolations bounds how many violations Check reports: past it, more
+// detail helps nobody.
+const maxViolations = 100
+
+// Check walks every structure of the device and returns every violation of
+// its invariants it finds, joined (errors.Is(err, ErrCorrupt) holds for
+// each), or nil. It reads committed state and waits for the open
+// transaction to end, so it must not be called while holding one.
+func (d *Device) Check() error {
+	if d.closed.Load() {
+		return ErrClosed
+	}
+	d.writer.Lock()
+	defer d.writer.Unlock()
+	return d.check(nil)
+}
+
+// check runs Check with the writer slot held, telling onAllocated (if not
+// nil) every allocated page.
+func (d *Device) check(onAllocated func(Addr)) error {
+	c := &checker{d: d, g: &d.alloc.g, tx: &Txn{d: d, lines: map[int64]*line{}}, onAllocated: onAllocated}
+	c.st = d.alloc.last
+	c.checkHeap()
+	c.checkFreeLists()
+	c.checkPending()
+	c.checkCounters()
+	return errors.Join(c.errs...)
+}
+
+type checker struct {
+	d    *Device
+	g    *heapGeometry
+	tx   *Txn // an empty transaction: reads committed state
+	st   allocState
+	errs []error
+
+	// onAllocated, if set, is told every allocated page the walk finds.
+	onAllocated func(Addr)
+
+	// What the bitmap walk found.
+	free       [orderLimit]int64
+	pending    int64
+	allocPages int64
+	allocBytes int64
+}
+
+func (c *checker) report(off int64, what, format string, args ...any) {
+	if len(c.errs) < maxViolations {
+		c.errs = append(c.errs, corruptf(off, what, format, args...))
+	}
+}
+
+// checkHeap checks that every byte below the frontier belongs to exactly
+// one of: block metadata, an allocated page, a free page, a pending page.
+func (c *checker) checkHeap() {
+	g, st := c.g, &c.st
+	maxBytes := g.maxPageBytes()
+	if st.frontier < g.heapOff || st.frontier > g.capacity || (st.frontier-g.heapOff)%maxBytes != 0 {
+		c.report(c.d.geometry.state.off, "allocator state", "a frontier on a max-page boundary in [%d, %d], found %d", g.heapOff, g.capacity, st.frontier)
+		return
+	}
+	for off := g.heapOff; off < st.frontier && len(c.errs) < maxViolations; off += maxBytes {
+		c.walk(off, g.maxOrder)
+	}
+}
+
+// walk checks the order-k page at off: either it is a page in one state
+// (and nothing inside it is a page at a lower order), or it is split and
+// each half is checked, or, at order 0, it is metadata.
+func (c *checker) walk(off int64, order int) {
+	g := c.g
+	s := c.tx.pageState(g, order, off)
+	if s == stateNone {
+		if order > 0 {
+			c.walk(off, order-1)
+			c.walk(off+g.pageBytes(order-1), order-1)
+		} else if !g.isMeta(off) {
+			c.report(off, "heap", "a page owning byte %d (it is neither metadata, allocated, free nor pending: leaked)", off)
+		}
+		return
+	}
+	size := g.pageBytes(order)
+	if g.isMeta(off) || g.isMeta(off+size-1) {
+		c.report(off, "heap", "no page over block metadata, found order %d state %02b", order, s)
+		return
+	}
+	switch s {
+	case stateFree:
+		c.free[order]++
+		if order < g.maxOrder {
+			if buddy := off ^ size; buddy < c.st.frontier && c.tx.pageState(g, order, buddy) == stateFree {
+				if off < buddy {
+					c.report(off, "heap", "free buddies at %d and %d of order %d to be merged", off, buddy, order)
+				}
+			}
+		}
+	case statePending:
+		c.pending++
+	case stateAllocated:
+		c.allocPages++
+		c.allocBytes += size
+		if c.onAllocated != nil {
+			c.onAllocated(makeAddr(off, g.minShift+uint(order)))
+		}
+	}
+	c.checkInside(off, order)
+}
+
+// checkInside reports any page state set inside the order-k page at off at
+// a lower order: such a byte would belong to two pages.
+func (c *checker) checkInside(off int64, order int) {
+	g := c.g
+	for k := order - 1; k >= 0; k-- {
+		for sub := off; sub < off+g.pageBytes(order); sub += g.pageBytes(k) {
+			if s := c.tx.pageState(g, k, sub); s != stateNone {
+				c.report(sub, "heap", "nothing inside the order-%d page at %d, found order %d state %02b", order, off, k, s)
+				return
+			}
+		}
+	}
+}
+
+// checkFreeLists walks every free list: each member is a free page of the
+// list's order with a sound header, and links agree both ways.
+func (c *checker) checkFreeLists() {
+	g := c.g
+	for k := 0; k <= g.maxOrder; k++ {
+		n, prev := int64(0), int64(0)
+		what := fmt.Sprintf("free list %d", k)
+		for off := c.st.heads[k]; off != 0; {
+			if n > c.free[k] || !c.inHeap(off, k) {
+				c.report(off, what, "at most %d pages inside the heap (a broken or cyclic link)", c.free[k])
+				break
+			}
+			h := c.tx.readHeader(off)
+			switch {
+			case c.tx.pageState(g, k, off) != stateFree:
+				c.report(off, what, "only pages whose free bit is set at order %d", k)
+			case h.magic != freeMagic || h.order != k:
+				c.report(off+headerMagicOff, what, "a free-page header of order %d, found magic %#x order %d", k, h.magic, h.order)
+			case h.word0 != prev:
+				c.report(off, what, "a back link to %d, found %d", prev, h.word0)
+			}
+			prev, off = off, h.next
+			n++
+		}
+		if n != c.free[k] || n != c.st.freePages[k] {
+			c.report(c.d.geometry.state.off, what, "as many pages on the list (%d) as free bits (%d) and the counter (%d)", n, c.free[k], c.st.freePages[k])
+		}
+	}
+}
+
+// checkPending walks the pending queue.
+func (c *checker) checkPending() {
+	g := c.g
+	n, bytes, last, lastSeq := int64(0), int64(0), int64(0), int64(0)
+	for off := c.st.pendHead; off != 0; {
+		if n > c.pending || off < g.heapOff || off >= c.st.frontier {
+			c.report(off, "pending queue", "at most %d pages inside the heap (a broken or cyclic link)", c.pending)
+			break
+		}
+		h := c.tx.readHeader(off)
+		if h.magic != pendingMagic || h.order < 0 || h.order > g.maxOrder {
+			c.report(off+headerMagicOff, "pending queue", "a pending-page header, found magic %#x order %d", h.magic, h.order)
+			break
+		}
+		if c.tx.pageState(g, h.order, off) != statePending {
+			c.report(off, "pending queue", "only pages whose state at order %d is pending", h.order)
+		}
+		if h.word0 < lastSeq {
+			c.report(off, "pending queue", "pages in the order they were freed, found transaction %d after %d", h.word0, lastSeq)
+		}
+		lastSeq = h.word0
+		bytes += g.pageBytes(h.order)
+		last, off = off, h.next
+		n++
+	}
+	if n != c.pending || n != c.st.pendPages || bytes != c.st.pendBytes || last != c.st.pendTail {
+		c.report(c.d.geometry.state.off, "pending queue", "%d pages / %d bytes ending at %d (bits: %d pages; counters: %d pages, %d bytes, tail %d)",
+			n, bytes, last, c.pending, c.st.pendPages, c.st.pendBytes, c.st.pendTail)
+	}
+}
+
+func (c *checker) checkCounters() {
+	if c.allocPages != c.st.allocPages || c.allocBytes != c.st.allocBytes {
+		c.report(c.d.geometry.state.off, "allocator state", "%d allocated pages of %d bytes as the bits show, found counters %d and %d",
+			c.allocPages, c.allocBytes, c.st.allocPages, c.st.allocBytes)
+	}
+}
+
+func (c *checker) inHeap(off int64, order int) bool {
+	return off >= c.g.heapOff && off < c.st.frontier && off&(c.g.pageBytes(order)-1) == 0
+}
