@@ -155,6 +155,7 @@ func (o *Options) withDefaults() (Options, error) {
 type Device struct {
 	store    storage.Storage
 	view     []byte // the mapping: capacity bytes, valid below size
+	homeView []byte // a writable mapping for applying journaled writes, or nil
 	opts     Options
 	capacity int64
 	geometry superblock // fixed at Create; the journal owns the live copy
@@ -364,14 +365,27 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		return nil, err
 	}
 	d := &Device{store: store, view: view, opts: o, capacity: capacity, geometry: sb}
+	if mw, ok := store.(storage.MapWriter); ok && !o.ReadOnly {
+		// Without it, home writes go through WriteAt: slower, as correct.
+		d.homeView, _ = mw.MapWritable(capacity)
+	}
 	d.size.Store(size)
 	d.pending.init()
 	d.alloc = newAllocator(d)
 	d.journal = newJournal(d, sb)
+	d.setTxSeq(sb.txSeq)
 	if err := d.journal.recover(); err != nil {
 		return nil, err
 	}
 	d.alloc.load()
+	// Transactions replayed since the checkpoint left no sequence number,
+	// but the newest page they freed carries its transaction's: continue
+	// after it, so that sequence numbers only grow across opens.
+	if tail := d.alloc.last.pendTail; tail != 0 {
+		var h [pageHeaderBytes]byte
+		d.readCommittedRange(h[:], tail)
+		d.setTxSeq(max(sb.txSeq, uint64(decodeHeader(h[:]).word0)))
+	}
 	// The file's growth is not journaled: a crash may have lost it.
 	if frontier := d.alloc.last.frontier; size < frontier {
 		if o.ReadOnly {
@@ -392,6 +406,14 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// setTxSeq makes seq the last committed, durable and checkpointed
+// transaction, as it is when a device opens.
+func (d *Device) setTxSeq(seq uint64) {
+	d.txSeq = seq
+	d.durableTxSeq.Store(seq)
+	d.checkpointTxSeq.Store(seq)
 }
 
 // Close waits for the open transaction, if any, to end, writes a
@@ -416,7 +438,7 @@ func (d *Device) Close() error {
 	}
 	d.lifeMu.Lock()
 	defer d.lifeMu.Unlock()
-	d.view = nil
+	d.view, d.homeView = nil, nil
 	return errors.Join(err, d.store.Close())
 }
 

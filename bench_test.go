@@ -2,7 +2,9 @@ package pagealloc
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -111,4 +113,166 @@ func BenchmarkCreate(b *testing.B) {
 			}
 		}
 	})
+}
+
+// allocFreeOptions shape the allocator benchmarks like the peer comparison:
+// pages of 4 KiB to 64 KiB, no fsync.
+func allocFreeOptions() *Options {
+	return &Options{NoSync: true, MaxPageSize: 64 << 10}
+}
+
+// randomPageSize returns a random power of two from 4 KiB to 64 KiB.
+func randomPageSize(rng *rand.Rand) int64 { return 4096 << rng.IntN(5) }
+
+// BenchmarkAllocFree measures the steady state of a device holding `live`
+// pages: each op frees a random live page and allocates one of a random
+// size, committing every 1,000 ops. heap-bytes is the Go heap the device
+// holds beyond the benchmark's own list of pages, after the run.
+func BenchmarkAllocFree(b *testing.B) {
+	for _, live := range []int{1e3, 1e5, 1e6} {
+		b.Run(fmt.Sprintf("live=%.0e", float64(live)), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 2))
+			pages := make([]Addr, live)
+			runtime.GC()
+			var before runtime.MemStats
+			runtime.ReadMemStats(&before)
+			d, _ := createCounted(b, allocFreeOptions())
+			fill(b, d, pages, rng)
+			b.ReportAllocs()
+			b.ResetTimer()
+			tx, _ := d.Begin()
+			for i := 0; i < b.N; i++ {
+				if i%1000 == 999 {
+					if err := tx.Commit(); err != nil {
+						b.Fatal(err)
+					}
+					tx, _ = d.Begin()
+				}
+				j := rng.IntN(live)
+				if err := tx.Free(pages[j]); err != nil {
+					b.Fatal(err)
+				}
+				a, err := tx.Alloc(randomPageSize(rng))
+				if err != nil {
+					b.Fatal(err)
+				}
+				pages[j] = a
+			}
+			if err := tx.Commit(); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			runtime.GC()
+			var after runtime.MemStats
+			runtime.ReadMemStats(&after)
+			b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)), "heap-bytes")
+			runtime.KeepAlive(pages)
+		})
+	}
+}
+
+// fill allocates len(pages) pages of random sizes, 1,000 per transaction.
+func fill(b *testing.B, d *Device, pages []Addr, rng *rand.Rand) {
+	b.Helper()
+	for i := 0; i < len(pages); i += 1000 {
+		err := d.Update(func(tx *Txn) error {
+			for j := i; j < min(i+1000, len(pages)); j++ {
+				a, err := tx.Alloc(randomPageSize(rng))
+				if err != nil {
+					return err
+				}
+				pages[j] = a
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAllocFill measures filling a device with 100,000 pages of random
+// sizes and freeing them all again; ns/page is per page allocated and freed.
+func BenchmarkAllocFill(b *testing.B) {
+	d, _ := createCounted(b, allocFreeOptions())
+	rng := rand.New(rand.NewPCG(1, 2))
+	pages := make([]Addr, 100_000)
+	b.ReportAllocs()
+	for b.Loop() {
+		fill(b, d, pages, rng)
+		for i := 0; i < len(pages); i += 1000 {
+			if err := d.Update(func(tx *Txn) error {
+				for _, a := range pages[i:min(i+1000, len(pages))] {
+					if err := tx.Free(a); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(pages)), "ns/page")
+}
+
+// BenchmarkCommitCost measures one transaction of an alloc, a free and a
+// commit on a device holding 1e3 or 1e6 free pages: the cost must not grow
+// with free space.
+func BenchmarkCommitCost(b *testing.B) {
+	for _, free := range []int{1e3, 1e6} {
+		b.Run(fmt.Sprintf("free=%.0e", float64(free)), func(b *testing.B) {
+			d, _ := createCounted(b, allocFreeOptions())
+			// Allocate 2×free min pages and free every other one: free
+			// pages whose buddies stay allocated cannot merge away.
+			pages := make([]Addr, 2*free)
+			for i := 0; i < len(pages); i += 1000 {
+				if err := d.Update(func(tx *Txn) (err error) {
+					for j := i; j < min(i+1000, len(pages)); j++ {
+						if pages[j], err = tx.Alloc(4096); err != nil {
+							return err
+						}
+					}
+					return nil
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for i := 0; i < len(pages); i += 2000 {
+				if err := d.Update(func(tx *Txn) error {
+					for j := i; j < min(i+2000, len(pages)); j += 2 {
+						if err := tx.Free(pages[j]); err != nil {
+							return err
+						}
+					}
+					return nil
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
+				b.Fatal(err)
+			}
+			prev := pages[1]
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if err := d.Update(func(tx *Txn) error {
+					a, err := tx.Alloc(4096)
+					if err != nil {
+						return err
+					}
+					err = tx.Free(prev)
+					prev = a
+					return err
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if s := d.Stats(); s.FreePages[0] < int64(free)/2 {
+				b.Fatalf("only %d free pages at the end", s.FreePages[0])
+			}
+		})
+	}
 }

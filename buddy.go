@@ -118,12 +118,23 @@ func (a *allocator) committed(tx *Txn) {
 	a.last = a.work
 	a.lastMu.Unlock()
 	a.tx = nil
-	if a.last.pendBytes >= pendingCheckpointBytes {
+	// Ask for a checkpoint once enough space waits to be worth it, or
+	// once more waits than is free (a small device must not starve).
+	if st := &a.last; st.pendBytes >= pendingCheckpointBytes || st.pendBytes > a.freeBytes(st) {
 		a.d.journal.requestCheckpoint()
 	}
 }
 
 func (a *allocator) rolledBack(tx *Txn) { a.tx = nil }
+
+// freeBytes returns the bytes in st's free pages.
+func (a *allocator) freeBytes(st *allocState) int64 {
+	n := int64(0)
+	for k := 0; k <= a.g.maxOrder; k++ {
+		n += st.freePages[k] * a.g.pageBytes(k)
+	}
+	return n
+}
 
 // Alloc allocates a page of at least sizeBytes, rounded up to a power of
 // two no smaller than MinPageSize. It returns ErrInvalidArgument for a size
@@ -322,15 +333,19 @@ func (a *allocator) freeMerge(tx *Txn, st *allocState, order int, off int64) {
 
 // keepLink reports whether a free-list link journaled at off still belongs
 // to a free or pending page once replay has applied everything else: then
-// off starts such a page at some order. If not, the page was allocated
-// after the link was written and its bytes are its owner's.
+// the page whose header holds off starts such a page at some order. If
+// not, the page was allocated after the link was written and its bytes are
+// its owner's.
 func (d *Device) keepLink(replay *Txn, off int64) bool {
 	g := &d.alloc.g
 	if off < g.heapOff {
 		return true
 	}
-	for k := 0; k <= g.maxOrder && off&(g.pageBytes(k)-1) == 0; k++ {
-		if replay.pageState(g, k, off)&stateFree != 0 {
+	// Headers lie in a page's first bytes and pages are at least 512
+	// bytes, so the page is off rounded down to a min page.
+	page := off &^ (g.pageBytes(0) - 1)
+	for k := 0; k <= g.maxOrder && page&(g.pageBytes(k)-1) == 0; k++ {
+		if replay.pageState(g, k, page)&stateFree != 0 {
 			return true
 		}
 	}
@@ -377,9 +392,9 @@ func (d *Device) Stats() Stats {
 		FileSize:       d.size.Load(),
 		Capacity:       d.capacity,
 	}
+	s.FreeBytes = a.freeBytes(&st)
 	for k := 0; k <= a.g.maxOrder; k++ {
 		s.FreePages[k] = st.freePages[k]
-		s.FreeBytes += st.freePages[k] * a.g.pageBytes(k)
 		if st.freePages[k] > 0 {
 			s.LargestFreePage = a.g.pageBytes(k)
 		}

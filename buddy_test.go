@@ -281,34 +281,41 @@ func TestBuddyBadInput(t *testing.T) {
 func TestFreedPageNotReusedBeforeCheckpoint(t *testing.T) {
 	d, _ := createTestDevice(t, smallHeapOptions())
 	var a Addr
-	if err := d.Update(func(tx *Txn) (err error) { a, err = tx.Alloc(4096); return err }); err != nil {
+	if err := d.Update(func(tx *Txn) (err error) {
+		if a, err = tx.Alloc(4096); err != nil {
+			return err
+		}
+		// Grow the heap a little, so that more is free than pending and
+		// the allocator has no reason to ask for a checkpoint at once.
+		_, err = tx.Alloc(4096)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Update(func(tx *Txn) error { return tx.Free(a) }); err != nil {
 		t.Fatal(err)
 	}
-	if d.checkpointTxSeq.Load() >= d.txSeq {
+	freeSeq := d.txSeq
+	if d.checkpointTxSeq.Load() >= freeSeq {
 		t.Fatal("a checkpoint already covers the free; the test proves nothing")
 	}
+	reused := false
 	for range 20 {
 		if err := d.Update(func(tx *Txn) error {
 			b, err := tx.Alloc(4096)
 			if b == a {
-				t.Fatalf("%v handed out again before a checkpoint", a)
+				if d.checkpointTxSeq.Load() < freeSeq {
+					t.Fatalf("%v handed out again before a checkpoint covered its free", a)
+				}
+				reused = true
 			}
 			return err
-		}); err != nil {
+		}); err != nil && !errors.Is(err, ErrNoSpace) {
 			t.Fatal(err)
 		}
 	}
-	if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err }); err != nil {
-		t.Fatal(err)
-	}
-	if s := d.Stats(); s.PendingPages != 0 {
-		t.Fatalf("%d pages still pending after a checkpoint and a new transaction", s.PendingPages)
+	if !reused {
+		t.Fatalf("%v was never reused, though the device filled up", a)
 	}
 }
 

@@ -34,7 +34,8 @@ package pagealloc
 //	120     8  heap offset
 //	128     8  journal head: virtual ring offset of the oldest record not yet checkpointed
 //	136     8  journal head sequence: the sequence number the record at the head must carry
-//	144   108  reserved (zero)
+//	144     8  transaction sequence: the last transaction the checkpoint covers
+//	152   100  reserved (zero)
 //	252     4  CRC-32C (Castagnoli) of bytes 0..251
 //
 // Journal ring: a byte ring addressed by a virtual offset that only grows
@@ -196,6 +197,7 @@ type superblock struct {
 	heapOff     int64
 	journalHead uint64
 	headSeq     uint64
+	txSeq       uint64
 }
 
 func (sb *superblock) encode(dst []byte) {
@@ -215,6 +217,7 @@ func (sb *superblock) encode(dst []byte) {
 	le.PutUint64(dst[120:], uint64(sb.heapOff))
 	le.PutUint64(dst[128:], sb.journalHead)
 	le.PutUint64(dst[136:], sb.headSeq)
+	le.PutUint64(dst[144:], sb.txSeq)
 	le.PutUint32(dst[superblockCRCOff:], crc32.Checksum(dst[:superblockCRCOff], castagnoli))
 }
 
@@ -250,7 +253,7 @@ func decodeSuperblock(src []byte, slotOff int64) (superblock, error) {
 	if sb.version == 0 {
 		return sb, corruptf(slotOff, what, "format version >= 1")
 	}
-	if le.Uint32(src[12:]) != 0 || !allZero(src[144:superblockCRCOff]) {
+	if le.Uint32(src[12:]) != 0 || !allZero(src[152:superblockCRCOff]) {
 		return sb, corruptf(slotOff, what, "zero flags and reserved bytes in version %d", sb.version)
 	}
 	sb.seq = le.Uint64(src[16:])
@@ -265,6 +268,7 @@ func decodeSuperblock(src []byte, slotOff int64) (superblock, error) {
 	sb.heapOff = int64(le.Uint64(src[120:]))
 	sb.journalHead = le.Uint64(src[128:])
 	sb.headSeq = le.Uint64(src[136:])
+	sb.txSeq = le.Uint64(src[144:])
 	if err := sb.validate(); err != "" {
 		return sb, corruptf(slotOff, what, "%s", err)
 	}

@@ -16,7 +16,7 @@ import (
 func goldenSuperblock() []byte {
 	o, _ := (&Options{MaxSize: 1 << 30}).withDefaults()
 	sb := superblock{
-		version: formatVersion, seq: 7, deviceID: 0x1234, capacity: o.MaxSize,
+		version: formatVersion, seq: 7, deviceID: 0x1234, txSeq: 99, capacity: o.MaxSize,
 		minPage: o.MinPageSize, maxPage: o.MaxPageSize,
 		root: region{8192, 4096}, journal: region{12288, 1 << 20},
 	}

@@ -2,6 +2,7 @@ package pagealloc
 
 import (
 	"encoding/binary"
+	"runtime/debug"
 	"sync"
 )
 
@@ -248,9 +249,14 @@ func (j *journal) readRing(p []byte, pos uint64) {
 func (j *journal) applyHome(lines map[int64]*line, idxs []int64) error {
 	d := j.d
 	end := int64(0)
+	size := d.size.Load()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	var err error
 	j.homeBuf, err = forEachRun(lines, idxs, false, j.homeBuf, func(off int64, _ entryKind, data []byte) error {
 		end = max(end, off+int64(len(data)))
+		if off+int64(len(data)) <= size && d.homeView != nil && copyMapped(d.homeView[off:], data) {
+			return nil
+		}
 		_, err := d.store.WriteAt(data, off)
 		return err
 	})
@@ -263,6 +269,21 @@ func (j *journal) applyHome(lines map[int64]*line, idxs []int64) error {
 	}
 	d.growMu.Unlock()
 	return nil
+}
+
+// copyMapped copies src into dst, a writable mapping of the file, and
+// reports whether it could: a fault (the filesystem cannot back the page:
+// out of space, an I/O error) is recovered from, so that the caller can
+// retry with WriteAt and report that error instead of crashing. The caller
+// must have enabled debug.SetPanicOnFault.
+func copyMapped(dst, src []byte) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	copy(dst, src)
+	return true
 }
 
 // checkpoint makes every applied record unnecessary: it syncs the home
@@ -287,6 +308,7 @@ func (j *journal) checkpoint() error {
 	sb.seq++
 	sb.capacity = d.capacity
 	sb.journalHead, sb.headSeq = j.tail, j.nextSeq
+	sb.txSeq = d.durableTxSeq.Load()
 	var buf [superblockBytes]byte
 	sb.encode(buf[:])
 	if _, err := d.store.WriteAt(buf[:], superblockOffset(sb.seq)); err != nil {

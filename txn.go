@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -408,7 +408,7 @@ func sortedIndexes(lines map[int64]*line) []int64 {
 	for idx := range lines {
 		idxs = append(idxs, idx)
 	}
-	sort.Slice(idxs, func(i, j int) bool { return idxs[i] < idxs[j] })
+	slices.Sort(idxs)
 	return idxs
 }
 

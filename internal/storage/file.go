@@ -10,8 +10,9 @@ import (
 
 // File is a Storage over an operating-system file.
 type File struct {
-	f  *os.File
-	mm mmap.MMap
+	f    *os.File
+	mm   mmap.MMap
+	rwMM mmap.MMap // the writable view of MapWritable, if any
 }
 
 var (
@@ -80,19 +81,27 @@ func (s *File) Map(length int64, writable bool) ([]byte, error) {
 	if s.mm != nil {
 		return nil, errors.New("storage: file is already mapped")
 	}
-	if int64(int(length)) != length || length <= 0 {
-		return nil, fmt.Errorf("storage: cannot map %d bytes on this platform", length)
-	}
 	prot := mmap.RDONLY
 	if writable {
 		prot = mmap.RDWR
 	}
-	mm, err := mmap.MapRegion(s.f, int(length), prot, 0, 0)
+	mm, err := mapFile(s.f, length, prot)
+	if err != nil {
+		return nil, err
+	}
+	s.mm = mm
+	return mm, nil
+}
+
+func mapFile(f *os.File, length int64, prot int) (mmap.MMap, error) {
+	if int64(int(length)) != length || length <= 0 {
+		return nil, fmt.Errorf("storage: cannot map %d bytes on this platform", length)
+	}
+	mm, err := mmap.MapRegion(f, int(length), prot, 0, 0)
 	if err != nil {
 		return nil, fmt.Errorf("storage: mmap %d bytes: %w", length, err)
 	}
 	adviseRandom(mm)
-	s.mm = mm
 	return mm, nil
 }
 
@@ -103,10 +112,11 @@ func (s *File) PunchHole(off, length int64) error { return punchHole(s.f, off, l
 
 // Close unmaps the file and closes it.
 func (s *File) Close() error {
-	var err error
-	if s.mm != nil {
-		err = s.mm.Unmap()
-		s.mm = nil
+	var errs []error
+	for _, mm := range []*mmap.MMap{&s.mm, &s.rwMM} {
+		if *mm != nil {
+			errs = append(errs, mm.Unmap())
+		}
 	}
-	return errors.Join(err, s.f.Close())
+	return errors.Join(append(errs, s.f.Close())...)
 }

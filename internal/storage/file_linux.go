@@ -1,7 +1,10 @@
 package storage
 
 import (
+	"errors"
 	"os"
+
+	"github.com/edsrzf/mmap-go"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,4 +24,20 @@ func punchHole(f *os.File, off, length int64) error {
 		return &os.PathError{Op: "fallocate", Path: f.Name(), Err: errUnsupported}
 	}
 	return err
+}
+
+// MapWritable maps the file a second time, read-write. On Linux a shared
+// mapping and pwrite use the same page cache, and fdatasync writes back
+// pages dirtied through either, so the device can apply many small
+// scattered writes with memory copies instead of one system call each.
+func (s *File) MapWritable(length int64) ([]byte, error) {
+	if s.rwMM != nil {
+		return nil, errors.New("storage: file already has a writable mapping")
+	}
+	mm, err := mapFile(s.f, length, mmap.RDWR)
+	if err != nil {
+		return nil, err
+	}
+	s.rwMM = mm
+	return mm, nil
 }

@@ -32,6 +32,16 @@ type Mapper interface {
 	Map(length int64, writable bool) ([]byte, error)
 }
 
+// MapWriter is implemented by stores whose page cache a writable mapping
+// shares with WriteAt and Sync: bytes copied into the mapping are durable
+// after Sync exactly like bytes given to WriteAt. A store whose writes must
+// all be seen (the crash simulation) does not implement it.
+type MapWriter interface {
+	// MapWritable returns a read-write view of the first length bytes,
+	// valid until Close. Writing at or beyond Size faults.
+	MapWritable(length int64) ([]byte, error)
+}
+
 // HolePuncher is implemented by stores that can give the storage of a range
 // back while keeping the size; the range reads as zeroes afterwards.
 type HolePuncher interface {
