@@ -475,6 +475,10 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 // reservations); the root area and the library's own state are refused
 // with ErrProtected. The data is durable once Sync or the next Commit
 // returns. It implements io.WriterAt.
+//
+// Write any one byte either in place or journaled (Txn.Write), not both:
+// until the next checkpoint, replay after a crash would put back the
+// journaled value over a later in-place one.
 func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 	d.lifeMu.RLock()
 	defer d.lifeMu.RUnlock()
@@ -484,8 +488,10 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 	if err := d.checkUserWrite(off, int64(len(p)), nil); err != nil {
 		return 0, err
 	}
-	d.userDirty.Store(true)
 	n, err := d.store.WriteAt(p, off)
+	// Only now: a journal write that takes the flag before the bytes
+	// have landed must not count them as synced.
+	d.userDirty.Store(true)
 	if err != nil {
 		return n, d.fail(err)
 	}
@@ -516,10 +522,11 @@ func (d *Device) Sync() error {
 	if err := d.usable(); err != nil {
 		return err
 	}
-	if d.userDirty.Swap(false) {
-		if err := d.sync(); err != nil {
-			return d.fail(err)
-		}
+	// Always sync: the flag may have been taken by a journal write whose
+	// own sync has not finished yet.
+	d.userDirty.Store(false)
+	if err := d.sync(); err != nil {
+		return d.fail(err)
 	}
 	return nil
 }

@@ -1,9 +1,6 @@
 package pagealloc
 
-import (
-	"encoding/binary"
-	"math/bits"
-)
+import "math/bits"
 
 // heapGeometry locates pages, blocks and the two state bits every page has
 // at every order. It is fixed by the superblock and never changes.
@@ -79,6 +76,5 @@ func (tx *Txn) setPageState(g *heapGeometry, order int, off int64, s pageState) 
 // committedPageState is pageState outside a transaction, on committed state.
 func (d *Device) committedPageState(g *heapGeometry, order int, off int64) pageState {
 	w, shift := g.bitPos(order, off)
-	line := d.committedLine(w >> lineShift)
-	return pageState(binary.LittleEndian.Uint64(line[w&(lineBytes-1):]) >> shift & 3)
+	return pageState(d.committedU64(w) >> shift & 3)
 }

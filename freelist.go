@@ -79,8 +79,9 @@ type pageHeader struct {
 }
 
 func (tx *Txn) readHeader(off int64) pageHeader {
-	line := tx.lineView(off >> lineShift)[off&(lineBytes-1):]
-	return decodeHeader(line)
+	var b [pageHeaderBytes]byte
+	tx.read(b[:], off)
+	return decodeHeader(b[:])
 }
 
 func decodeHeader(b []byte) pageHeader {

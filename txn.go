@@ -20,11 +20,15 @@ const (
 	lineBytes = 1 << lineShift
 )
 
-// line is one 64-byte span of the device as a transaction sees it. After
-// the transaction commits its lines never change again, so readers may use
-// them without a lock.
+// line is one 64-byte span of the device as a transaction sees it: the
+// bytes it holds (valid) lie over the committed bytes. A line starts empty,
+// or as a copy of a committed version still waiting to go home; the other
+// bytes are read from home when asked for, so that a line only written
+// costs no read of the device. After the transaction commits its lines
+// never change again, so readers may use them without a lock.
 type line struct {
 	data  [lineBytes]byte
+	valid uint64 // bit i: data[i] holds the byte (written, or copied from a committed version)
 	dirty uint64 // bit i: byte i was written
 	link  uint64 // bit i: byte i was last written as a free-list link
 	user  uint64 // bit i: byte i was last written by the caller (Txn.Write)
@@ -43,6 +47,30 @@ func (l *line) kindAt(i int) entryKind {
 // spanMask returns the bits [from, to) of a 64-bit line mask.
 func spanMask(from, to int) uint64 {
 	return (^uint64(0) >> (lineBytes - (to - from))) << from
+}
+
+// overlayOnto copies into p, the bytes at off within l's line, those that l
+// holds.
+func (l *line) overlayOnto(p []byte, off int64) {
+	from := int(off & (lineBytes - 1))
+	want := spanMask(from, from+len(p))
+	m := l.valid & want
+	if m == want {
+		copy(p, l.data[from:])
+		return
+	}
+	for m != 0 {
+		i := bits.TrailingZeros64(m)
+		j := i + bits.TrailingZeros64(^(m >> i))
+		copy(p[i-from:j-from], l.data[i:j])
+		m &^= spanMask(i, j)
+	}
+}
+
+// holds reports whether l holds all n bytes at from.
+func (l *line) holds(from, n int) bool {
+	m := spanMask(from, from+n)
+	return l.valid&m == m
 }
 
 // Txn is the one writing transaction of a device, begun with Begin or
@@ -85,7 +113,8 @@ func (tx *Txn) join(p participant) {
 
 // Write journals p at off: it is visible to later reads in tx and reaches
 // the device atomically with the rest of the transaction. The caller may
-// write its root area (see Device.Root) and pages it owns.
+// write its root area (see Device.Root) and pages it owns. Bytes written
+// with Write must not also be written with Device.WriteAt (see there).
 func (tx *Txn) Write(off int64, p []byte) error {
 	if tx.done {
 		return ErrTxDone
@@ -196,6 +225,7 @@ func (tx *Txn) write(off int64, p []byte, kind entryKind) {
 		l := tx.lineFor(idx)
 		copy(l.data[from:], p[:n])
 		m := spanMask(from, from+n)
+		l.valid |= m
 		l.dirty |= m
 		switch kind {
 		case kindLink:
@@ -219,50 +249,27 @@ func (tx *Txn) read(p []byte, off int64) {
 		idx := off >> lineShift
 		from := int(off & (lineBytes - 1))
 		n := min(len(p), lineBytes-from)
-		if l, ok := tx.lines[idx]; ok {
-			copy(p[:n], l.data[from:])
-		} else {
+		l, ok := tx.lines[idx]
+		if !ok || !l.holds(from, n) {
 			tx.d.readCommitted(p[:n], off)
+		}
+		if ok {
+			l.overlayOnto(p[:n], off)
 		}
 		p = p[n:]
 		off += int64(n)
 	}
 }
 
-// zeroLine backs reads past the end of the file.
-var zeroLine [lineBytes]byte
-
-// lineView returns the 64 bytes of line idx as tx sees them, without a
-// copy. The slice must not be written, and is valid only until tx next
-// writes.
-func (tx *Txn) lineView(idx int64) []byte {
-	if l, ok := tx.lines[idx]; ok {
-		return l.data[:]
-	}
-	return tx.d.committedLine(idx)
-}
-
-// committedLine returns the committed bytes of line idx without a copy.
-// Committed versions never change, so the slice stays valid.
-func (d *Device) committedLine(idx int64) []byte {
-	if d.pending.count.Load() != 0 {
-		if l := d.pending.get(idx); l != nil {
-			return l.data[:]
-		}
-	}
-	off := idx << lineShift
-	if off+lineBytes > d.size.Load() {
-		var l [lineBytes]byte
-		d.readCommitted(l[:], off)
-		return l[:]
-	}
-	return d.view[off : off+lineBytes : off+lineBytes]
-}
-
 // readU64 reads the little-endian word at off, which must be 8-byte
 // aligned, as tx sees it.
 func (tx *Txn) readU64(off int64) uint64 {
-	return binary.LittleEndian.Uint64(tx.lineView(off >> lineShift)[off&(lineBytes-1):])
+	if l, ok := tx.lines[off>>lineShift]; ok && l.holds(int(off&(lineBytes-1)), 8) {
+		return binary.LittleEndian.Uint64(l.data[off&(lineBytes-1):])
+	}
+	var b [8]byte
+	tx.read(b[:], off)
+	return binary.LittleEndian.Uint64(b[:])
 }
 
 // writeU64 writes the little-endian word v at off, which must be 8-byte
@@ -285,22 +292,40 @@ func (tx *Txn) lineFor(idx int64) *line {
 	}
 	l := &tx.slab[0]
 	tx.slab = tx.slab[1:]
-	tx.d.readCommitted(l.data[:], idx<<lineShift)
+	// A version still on its way home holds bytes home does not have
+	// yet; start from it. Home needs no reading until someone reads.
+	if tx.d.pending.count.Load() != 0 {
+		if p := tx.d.pending.get(idx); p != nil {
+			l.data, l.valid = p.data, p.valid
+		}
+	}
 	tx.lines[idx] = l
 	return l
 }
 
-// readCommitted fills p, which lies within one line, with committed bytes.
+// readCommitted fills p, which lies within one line, with committed bytes:
+// home, with any version still on its way home laid over it.
 func (d *Device) readCommitted(p []byte, off int64) {
+	var pl *line
 	if d.pending.count.Load() != 0 {
-		if l := d.pending.get(off >> lineShift); l != nil {
-			copy(p, l.data[off&(lineBytes-1):])
-			return
-		}
+		pl = d.pending.get(off >> lineShift)
 	}
-	size := d.size.Load()
-	n := copy(p, d.view[min(off, size):size])
-	clear(p[n:]) // past the end of the file: the bytes a later growth exposes
+	if pl == nil || !pl.holds(int(off&(lineBytes-1)), len(p)) {
+		size := d.size.Load()
+		n := copy(p, d.view[min(off, size):size])
+		clear(p[n:]) // past the end of the file: the bytes a later growth exposes
+	}
+	if pl != nil {
+		pl.overlayOnto(p, off)
+	}
+}
+
+// committedU64 reads the little-endian word at off, which must be 8-byte
+// aligned, from committed state.
+func (d *Device) committedU64(off int64) uint64 {
+	var b [8]byte
+	d.readCommitted(b[:], off)
+	return binary.LittleEndian.Uint64(b[:])
 }
 
 // overlay holds, per line, the newest committed version not yet written to
@@ -361,7 +386,7 @@ func (o *overlay) read(p []byte, off int64) {
 	first, last := off>>lineShift, (off+int64(len(p))-1)>>lineShift
 	overlayOne := func(idx int64, l *line) {
 		lo, hi := max(idx<<lineShift, off), min((idx+1)<<lineShift, off+int64(len(p)))
-		copy(p[lo-off:hi-off], l.data[lo-idx<<lineShift:])
+		l.overlayOnto(p[lo-off:hi-off], lo)
 	}
 	if last-first < int64(len(o.lines)) {
 		for idx := first; idx <= last; idx++ {
@@ -394,7 +419,8 @@ func mergeLines(txs []*Txn) (map[int64]*line, []int64) {
 				merged[idx] = &c
 				continue
 			}
-			m.data = l.data
+			m.valid |= l.valid
+			l.overlayOnto(m.data[:], idx<<lineShift)
 			m.link = m.link&^l.dirty | l.link
 			m.user = m.user&^l.dirty | l.user
 			m.dirty |= l.dirty
