@@ -1,6 +1,7 @@
 package pagealloc
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"maps"
@@ -350,5 +351,61 @@ func TestBuddyReopen(t *testing.T) {
 	after := d.Stats()
 	if after.UsedBytes != before.UsedBytes || after.FreeBytes != before.FreeBytes || after.Frontier != before.Frontier {
 		t.Fatalf("stats after reopen %+v, before %+v", after, before)
+	}
+}
+
+// TestPunchHoles checks that a max page that becomes wholly free gives its
+// storage back to the filesystem, except its first 4 KiB.
+func TestPunchHoles(t *testing.T) {
+	opts := smallHeapOptions()
+	opts.PunchHoles = true
+	d, path := createTestDevice(t, opts)
+	var pages []Addr
+	if err := d.Update(func(tx *Txn) error {
+		for range 8 {
+			a, err := tx.Alloc(64 << 10)
+			if err != nil {
+				return err
+			}
+			pages = append(pages, a)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte{0xa5}, 64<<10)
+	for _, a := range pages {
+		if _, err := d.WriteAt(data, a.Offset()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	before := allocatedBlocks(t, path)
+	if err := d.Update(func(tx *Txn) error {
+		for _, a := range pages {
+			if err := tx.Free(a); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
+		t.Fatal(err)
+	}
+	// The next transaction releases the pages, merging them into free max
+	// pages, which are punched.
+	if err := d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err }); err != nil {
+		t.Fatal(err)
+	}
+	after := allocatedBlocks(t, path)
+	if freed := before - after; freed < 8*(60<<10) {
+		t.Fatalf("file holds %d bytes of storage before the frees and %d after; want at least %d returned", before, after, 8*(60<<10))
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
 	}
 }
