@@ -6,6 +6,7 @@ import (
 	"flag"
 	"maps"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -357,6 +358,9 @@ func TestBuddyReopen(t *testing.T) {
 // TestPunchHoles checks that a max page that becomes wholly free gives its
 // storage back to the filesystem, except its first 4 KiB.
 func TestPunchHoles(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("hole punching is implemented on Linux only")
+	}
 	opts := smallHeapOptions()
 	opts.PunchHoles = true
 	d, path := createTestDevice(t, opts)
