@@ -96,6 +96,8 @@ package pagealloc
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"hash/crc32"
 )
 
@@ -412,4 +414,235 @@ func appendEntry(rec []byte, off int64, kind entryKind, data []byte) []byte {
 	rec = append(rec, data...)
 	var zero [8]byte
 	return append(rec, zero[:(8-len(data)%8)%8]...)
+}
+
+// ---------------------------------------------------------------------------
+// Log regions (logstructured.go). Do not change: on-disk format.
+//
+// The log regions start with the log table, then each ring in table order,
+// each a multiple of 4 KiB; the table takes a whole number of 4 KiB pages.
+//
+//	log table header (64 bytes)
+//	  0  8  magic "PALOGTAB"
+//	  8  4  log count
+//	 12  4  CRC-32C of bytes 0..11 and of bytes 0..47 of every slot: the
+//	        parts fixed at Create (head and tail change through the journal)
+//	 16 48  reserved (zero)
+//	slot i (64 bytes) at 64 + 64*i, so head and tail share one journal line
+//	  0 32  name, zero-padded, no zero byte inside
+//	 32  8  ring offset in the device: right after the table or the ring before
+//	 40  8  ring size, a positive multiple of 4 KiB
+//	 48  8  head: virtual position of the oldest byte not reclaimed
+//	 56  8  durable tail: virtual position past the newest durable entry
+//
+// A ring holds frames at 8-byte-aligned virtual positions (physical = ring
+// offset + position mod ring size). A frame never wraps around the ring's
+// end: an append that would is preceded by padding to the end. Where fewer
+// than 24 bytes remain before the end, the padding is implicit (no header).
+//
+//	frame header (24 bytes)
+//	  0  4  magic "PALE" (entry) or "PALP" (padding)
+//	  4  4  entry: payload bytes; padding: frame bytes, header included
+//	  8  8  virtual position of this frame (a stale frame from an earlier lap never matches)
+//	 16  4  CRC-32C of the payload (zero for padding)
+//	 20  4  CRC-32C of bytes 0..19
+//	 24  …  entry: the payload, padded to a multiple of 8 (padding bytes are undefined)
+//
+// Only frames in [head, durable tail) are ever read. The durable tail is
+// journaled only after every frame below it was synced.
+
+const (
+	logTableHeaderBytes = 64
+	logTableCountOff    = 8
+	logTableCRCOff      = 12
+	logSlotBytes        = 64
+	logSlotFixedBytes   = 48 // name, ring offset, ring size: covered by the table CRC
+	logNameMaxBytes     = 32
+	logSlotRingOff      = 32
+	logSlotSizeOff      = 40
+	logSlotHeadOff      = 48
+	logSlotTailOff      = 56
+
+	logFrameHeaderBytes = 24
+	logFrameCRCOff      = 20
+	logMaxPayloadBytes  = 1<<32 - 8 // the length field is 32 bits; frames stay 8-aligned
+)
+
+var (
+	logTableMagic   = [8]byte{'P', 'A', 'L', 'O', 'G', 'T', 'A', 'B'}
+	logEntryMagic   = uint32('P') | uint32('A')<<8 | uint32('L')<<16 | uint32('E')<<24
+	logPaddingMagic = uint32('P') | uint32('A')<<8 | uint32('L')<<16 | uint32('P')<<24
+)
+
+// logTableBytes is the size of the table of count logs: whole 4 KiB pages,
+// so the rings after it stay 4 KiB-aligned.
+func logTableBytes(count int) int64 {
+	return alignUp(logTableHeaderBytes+int64(count)*logSlotBytes, 4096)
+}
+
+// logSlot is the decoded form of one log table slot.
+type logSlot struct {
+	name       string
+	ring       region
+	head, tail uint64
+}
+
+// encodeLogTable encodes the table of slots into dst, which holds at least
+// logTableBytes(len(slots)) bytes.
+func encodeLogTable(dst []byte, slots []logSlot) {
+	n := logTableHeaderBytes + len(slots)*logSlotBytes
+	clear(dst[:n])
+	le := binary.LittleEndian
+	copy(dst[0:8], logTableMagic[:])
+	le.PutUint32(dst[logTableCountOff:], uint32(len(slots)))
+	for i, s := range slots {
+		b := dst[logTableHeaderBytes+i*logSlotBytes:]
+		copy(b[:logNameMaxBytes], s.name)
+		putRegion(b[logSlotRingOff:], s.ring)
+		le.PutUint64(b[logSlotHeadOff:], s.head)
+		le.PutUint64(b[logSlotTailOff:], s.tail)
+	}
+	le.PutUint32(dst[logTableCRCOff:], logTableChecksum(dst[:n]))
+}
+
+func logTableChecksum(table []byte) uint32 {
+	c := crc32.Update(0, castagnoli, table[:logTableCRCOff])
+	for off := logTableHeaderBytes; off+logSlotBytes <= len(table); off += logSlotBytes {
+		c = crc32.Update(c, castagnoli, table[off:off+logSlotFixedBytes])
+	}
+	return c
+}
+
+// decodeLogTable parses and validates the table at the start of the log
+// regions logs; src holds the header and every slot. The rings must be
+// laid out as Create lays them out, and head and tail must be positions a
+// log could have reached. It never panics on any input.
+func decodeLogTable(src []byte, logs region) ([]logSlot, error) {
+	what := "log table"
+	if len(src) < logTableHeaderBytes {
+		return nil, corruptf(logs.off, what, "%d bytes, found %d", logTableHeaderBytes, len(src))
+	}
+	if [8]byte(src[0:8]) != logTableMagic {
+		return nil, corruptf(logs.off, what, "magic %q", logTableMagic[:])
+	}
+	le := binary.LittleEndian
+	count := int64(le.Uint32(src[logTableCountOff:]))
+	n := logTableHeaderBytes + count*logSlotBytes
+	if count == 0 || n > int64(len(src)) || logTableBytes(int(count)) > logs.size {
+		return nil, corruptf(logs.off, what, "1 to %d logs, found %d", (min(int64(len(src)), logs.size)-logTableHeaderBytes)/logSlotBytes, count)
+	}
+	table := src[:n]
+	if want, got := le.Uint32(table[logTableCRCOff:]), logTableChecksum(table); want != got {
+		return nil, corruptf(logs.off, what, "checksum %#08x, computed %#08x", want, got)
+	}
+	if !allZero(table[logTableCRCOff+4 : logTableHeaderBytes]) {
+		return nil, corruptf(logs.off, what, "zero reserved bytes")
+	}
+	slots := make([]logSlot, count)
+	next := logs.off + logTableBytes(int(count))
+	for i := range slots {
+		at := logTableHeaderBytes + int64(i)*logSlotBytes
+		b := table[at : at+logSlotBytes]
+		name := b[:logNameMaxBytes]
+		nameLen := 0
+		for nameLen < len(name) && name[nameLen] != 0 {
+			nameLen++
+		}
+		s := logSlot{
+			name: string(name[:nameLen]),
+			ring: getRegion(b[logSlotRingOff:]),
+			head: le.Uint64(b[logSlotHeadOff:]),
+			tail: le.Uint64(b[logSlotTailOff:]),
+		}
+		switch {
+		case nameLen == 0 || !allZero(name[nameLen:]):
+			return nil, corruptf(logs.off+at, what, "slot %d to hold a zero-padded name", i)
+		case s.ring.off != next || s.ring.size <= 0 || s.ring.size%4096 != 0 || s.ring.size > logs.end()-s.ring.off:
+			return nil, corruptf(logs.off+at, what, "slot %d ring at %d, a multiple of 4 KiB inside the log regions, found [%d, +%d)", i, next, s.ring.off, s.ring.size)
+		case s.head > s.tail || s.tail-s.head > uint64(s.ring.size) || s.head%8 != 0 || s.tail%8 != 0:
+			return nil, corruptf(logs.off+at, what, "slot %d head <= tail within one ring, 8-byte aligned, found head %d tail %d", i, s.head, s.tail)
+		}
+		for _, t := range slots[:i] {
+			if t.name == s.name {
+				return nil, corruptf(logs.off+at, what, "unique names, found %q twice", s.name)
+			}
+		}
+		slots[i] = s
+		next = s.ring.end()
+	}
+	return slots, nil
+}
+
+// logFrame is the decoded header of one frame.
+type logFrame struct {
+	padding      bool
+	pos          uint64
+	frameBytes   int64  // the whole frame, header included
+	payloadBytes uint32 // entries only
+	payloadCRC   uint32 // entries only
+}
+
+// logFrameBytes is the size of the frame of an entry of payload bytes.
+func logFrameBytes(payload int64) int64 { return logFrameHeaderBytes + (payload+7)&^7 }
+
+// putLogFrame encodes f's header into dst.
+func putLogFrame(dst []byte, f logFrame) {
+	le := binary.LittleEndian
+	if f.padding {
+		le.PutUint32(dst[0:], logPaddingMagic)
+		le.PutUint32(dst[4:], uint32(f.frameBytes))
+		le.PutUint32(dst[16:], 0)
+	} else {
+		le.PutUint32(dst[0:], logEntryMagic)
+		le.PutUint32(dst[4:], f.payloadBytes)
+		le.PutUint32(dst[16:], f.payloadCRC)
+	}
+	le.PutUint64(dst[8:], f.pos)
+	le.PutUint32(dst[logFrameCRCOff:], crc32.Checksum(dst[:logFrameCRCOff], castagnoli))
+}
+
+// errNoFrame is matched, beside ErrCorrupt, by the error parseLogFrame
+// returns when the bytes are no frame of the position asked for at all.
+var errNoFrame = errors.New("no frame of that position here")
+
+// parseLogFrame decodes the header in src of the frame expected at virtual
+// position pos, with roomBytes left before the ring's end; at is its device
+// offset, for errors. With fewer than 24 bytes of room the frame is the
+// implicit padding to the end and src is not read. The payload checksum is
+// not checked here. It never panics on any input.
+func parseLogFrame(src []byte, pos uint64, roomBytes int64, at int64) (logFrame, error) {
+	what := "log frame"
+	if roomBytes < logFrameHeaderBytes {
+		return logFrame{padding: true, pos: pos, frameBytes: roomBytes}, nil
+	}
+	if len(src) < logFrameHeaderBytes {
+		return logFrame{}, corruptf(at, what, "%d header bytes, found %d", logFrameHeaderBytes, len(src))
+	}
+	le := binary.LittleEndian
+	magic := le.Uint32(src[0:])
+	if magic != logEntryMagic && magic != logPaddingMagic {
+		return logFrame{}, fmt.Errorf("%w (%w)", corruptf(at, what, "magic \"PALE\" or \"PALP\" at position %d", pos), errNoFrame)
+	}
+	if want, got := le.Uint32(src[logFrameCRCOff:]), crc32.Checksum(src[:logFrameCRCOff], castagnoli); want != got {
+		return logFrame{}, corruptf(at, what, "header checksum %#08x, computed %#08x", want, got)
+	}
+	f := logFrame{padding: magic == logPaddingMagic, pos: le.Uint64(src[8:])}
+	if f.pos != pos {
+		return logFrame{}, fmt.Errorf("%w (%w)", corruptf(at, what, "position %d, found %d", pos, f.pos), errNoFrame)
+	}
+	length := int64(le.Uint32(src[4:]))
+	if f.padding {
+		f.frameBytes = length
+		if length < logFrameHeaderBytes || length%8 != 0 || length > roomBytes || le.Uint32(src[16:]) != 0 {
+			return logFrame{}, corruptf(at, what, "padding of 24 to %d bytes, a multiple of 8, found %d", roomBytes, length)
+		}
+		return f, nil
+	}
+	f.payloadBytes = uint32(length)
+	f.payloadCRC = le.Uint32(src[16:])
+	f.frameBytes = logFrameBytes(length)
+	if length == 0 || f.frameBytes > roomBytes {
+		return logFrame{}, corruptf(at, what, "an entry of 1 to %d payload bytes, found %d", roomBytes-logFrameHeaderBytes, length)
+	}
+	return f, nil
 }

@@ -1,38 +1,1336 @@
 package pagealloc
 
+// Log-structured regions: rings for append-mostly data (value logs, blob
+// logs, write-ahead logs of the caller's own) laid out at Create beside
+// the allocator state.
+//
+// A log is addressed by virtual positions that only grow; the byte at
+// position v lives at ring offset v mod ring size. Three positions matter:
+//
+//	head ≤ durable tail ≤ tail
+//
+// Space before the head is free; [head, durable tail) holds entries a crash
+// keeps; [durable tail, tail) holds reservations being written or waiting
+// for the ones before them. Only head and durable tail are on disk, in the
+// log table, and both change only through the journal.
+//
+// Append reserves a span at the tail under a short lock and does no I/O, so
+// appenders never wait for each other's writes. The owner writes its
+// payload in place; Commit then writes the frame header (length, position,
+// CRC of the payload) and marks the span done. The durable tail may pass
+// only a contiguous run of done spans, since a crash must never expose a
+// span whose bytes were not written; a Commit that finds no flush under way
+// becomes the leader and journals the tail for every span done so far, so
+// many appenders share one transaction and, through group commit, one
+// fsync. The journal syncs the payloads and headers before it writes the
+// record that moves the tail, so the tail never points past bytes that are
+// not durable.
+//
+// GC walks from the head over durable entries, asking the owner whether
+// each is live. Dead entries and padding are passed over; a live entry is
+// copied to the tail when the owner implements Relocator, and the owner
+// repoints its reference in the same transaction that moves the head past
+// the old copy, so that after a crash either both happened or neither did.
+// Space passed by the head is reused only once that transaction is
+// durable: before then a crash would bring the old head back, pointing at
+// bytes a new append had overwritten.
+
 import (
+	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"hash/crc32"
+	"iter"
+	"math"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
 
 	"github.com/pagealloc/pagealloc/internal/storage"
 )
 
-// Placeholder until the log-structured region lands: devices have no log
-// regions, and asking for one is an error.
+var (
+	// ErrNotFound is returned by Device.Log for a name no log region
+	// carries, and by Log.Read for an offset where no durable entry lies.
+	ErrNotFound = errors.New("pagealloc: not found")
 
-// logSet is the device's log regions.
-type logSet struct{}
+	// ErrNotReserved is returned by Log.Commit and Log.Cancel for a
+	// reservation that is not live: already committed or cancelled, made
+	// by another log or device, or the zero Reservation.
+	ErrNotReserved = errors.New("pagealloc: not a live log reservation")
+)
 
-// logRegionsBytes returns the bytes the log regions of a new device take.
-func logRegionsBytes(regions []LogRegion) (int64, error) {
-	if len(regions) != 0 {
-		return 0, fmt.Errorf("%w: log regions are not supported yet", ErrInvalidArgument)
-	}
-	return 0, nil
+// GarbageChecker is the owner of a log's entries, asked by GC whether an
+// entry is still needed.
+type GarbageChecker interface {
+	// IsLive reports whether the entry whose payload starts at device
+	// offset off is still needed. entry is the payload as stored: GC does
+	// not check it against its checksum, so that a dead entry costs only
+	// its header, but checks it before relocating it. Decide by offset
+	// where possible. entry aliases the device mapping and must not be
+	// retained or written. GC calls IsLive from one goroutine at a time,
+	// without a transaction open.
+	IsLive(off int64, entry []byte) bool
 }
 
-// initLogRegions writes the initial state of the log regions of a new
-// device.
-func initLogRegions(store storage.Storage, logs region, regions []LogRegion) error { return nil }
+// Relocator is a GarbageChecker that can repoint its references, which
+// lets GC move a live entry from the head to the tail instead of stopping
+// at it.
+type Relocator interface {
+	GarbageChecker
 
-// openLogs loads the log regions of an opened device.
-func (d *Device) openLogs() error { return nil }
+	// Relocate is told that the live entry at oldOff has been copied to
+	// newOff. It must journal the owner's reference updates in tx (with
+	// Txn.Write), the transaction that also moves the head past oldOff, so
+	// that after a crash both or neither are found. It must neither end tx
+	// nor call Log.Commit or Device.Begin, which would wait for tx. An
+	// error rolls tx back: the head stays, the copy becomes garbage, and
+	// the owner must forget in-memory changes made for this transaction.
+	// An entry the owner dropped since IsLive needs nothing: its copy is
+	// garbage. Up to 64 relocations share a transaction, which must fit
+	// in half the journal, so keep each one's writes small. entry aliases
+	// the mapping, as for IsLive.
+	Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error
+}
 
-// closeLogs stops the log regions' background work before the device
-// closes.
-func (d *Device) closeLogs() {}
+// LogOptions configures a log's garbage collection; see Log.SetOwner.
+type LogOptions struct {
+	// GCThresholdBytes is the free space below which GC runs in the
+	// background, until about twice as much is free. Zero means a quarter
+	// of the ring; a negative value means never in the background, only
+	// through Log.GC. It may not exceed the ring's size.
+	GCThresholdBytes int64
+
+	// RelocationReserveBytes is free space that appends leave to GC,
+	// which needs room at the tail to relocate the live entry at the head
+	// before it can reclaim anything behind it: an append that would
+	// leave less fails with ErrNoSpace. Zero means an eighth of the ring
+	// if the owner implements Relocator and none otherwise; a negative
+	// value means none. Relocating an entry takes up to twice its frame
+	// when the copy must skip the ring's end, so in a full ring GC can
+	// move any entry up to half the reserve.
+	RelocationReserveBytes int64
+}
+
+// LogStats is a snapshot of a log's positions and counters. Positions are
+// virtual (monotonic byte counts since the log was created); counters
+// count since Open.
+type LogStats struct {
+	SizeBytes   int64 // bytes of ring
+	Head        int64 // oldest position not yet reclaimed
+	DurableTail int64 // end of the entries a crash keeps
+	Tail        int64 // end of the newest reservation
+	UsedBytes   int64 // Tail - Head: entries, reservations and padding
+	FreeBytes   int64 // SizeBytes - UsedBytes
+
+	PaddingBytes   int64 // skipped at the ring's end by appends
+	GCRuns         int64 // GC passes begun
+	ReclaimedBytes int64 // bytes the head moved over
+	RelocatedBytes int64 // bytes of frames GC copied to the tail
+	Relocations    int64 // entries GC copied to the tail
+}
+
+// Entry is one durable entry, as Log.Entries yields it.
+type Entry struct {
+	Pos    int64  // virtual position of the entry's frame
+	Next   int64  // position just past it: pass to Entries to resume after it
+	Offset int64  // device offset of the payload, as Reservation.Offset gave it
+	Data   []byte // the payload; valid until the iteration moves on
+}
+
+// Reservation is space reserved at a log's tail by Log.Append: the owner
+// writes exactly Size bytes at Offset, then calls Log.Commit, or Log.Cancel
+// to give the space up.
+type Reservation struct {
+	log   *Log
+	start uint64 // where the span begins, padding included
+	pos   uint64 // the frame's position
+	size  int
+}
+
+// Offset returns the device offset where the entry's bytes go, to be
+// written with Device.WriteAt or through a writable Slice.
+func (r Reservation) Offset() int64 {
+	if r.log == nil {
+		return 0
+	}
+	return r.log.payloadOff(r.pos)
+}
+
+// Size returns the payload bytes reserved.
+func (r Reservation) Size() int { return r.size }
+
+// Pos returns the virtual position of the entry's frame: Entry.Pos of the
+// entry once committed.
+func (r Reservation) Pos() int64 { return int64(r.pos) }
+
+// spanState is how far a reserved span has come.
+type spanState uint8
+
+const (
+	spanReserved spanState = iota // the owner may write the payload
+	spanSealing                   // Commit or Cancel is writing the frame headers
+	spanDone                      // headers written: the durable tail may pass it
+)
+
+// span is a reservation not yet passed by the committed prefix.
+type span struct {
+	start, pos, end uint64 // [start, pos) padding, [pos, end) the frame
+	size            uint32 // payload bytes
+	state           spanState
+	written         bool // Log.Write wrote the headers for the payload now in place
+}
+
+// logSet is the device's log regions, fixed at Create.
+type logSet struct {
+	logs []*Log
+}
+
+// Log is one log-structured region of a device, returned by Device.Log.
+// Its methods are safe for concurrent use.
+type Log struct {
+	d       *Device
+	name    string
+	ring    region
+	size    uint64 // ring.size
+	slotOff int64  // device offset of the log's table slot
+
+	mu   sync.Mutex
+	cond sync.Cond // signalled when a position below moves, and on close
+
+	head         uint64 // the head a crash keeps: bytes before it may be reused
+	tail         uint64 // where the next reservation starts
+	committedEnd uint64 // end of the contiguous run of done spans
+	loggedTail   uint64 // tail written by the newest committed transaction
+	durableTail  uint64 // tail of a transaction known durable
+
+	spans []span // spans[first:] are reservations past committedEnd, in order
+	first int
+
+	flushing     bool            // a leader is journaling the tail
+	waiters      []*waiter       // Commits waiting for the durable tail
+	leader       *Txn            // the leader's transaction, once begun
+	txTails      map[*Txn]uint64 // tail each open transaction journals
+	closed       bool            // the device is closing
+	owner        GarbageChecker  // nil: GC has no one to ask
+	reloc        Relocator       // owner, if it relocates
+	gcGoal       uint64          // background GC runs below this free space; 0: never
+	reserveBytes uint64          // free space only GC's copies may take
+	stopGC       context.CancelFunc
+	gcCtx        context.Context
+	gcDone       chan struct{} // closed when the background goroutine ends; nil if none
+	kick         chan struct{} // wakes the background goroutine
+	gcMu         sync.Mutex    // one GC pass at a time: the head has one mover
+	padBytes     atomic.Int64
+	closing      atomic.Bool // l.closed, for GC to poll without the lock
+
+	gcRuns, reclaimed, relocatedBytes, relocations atomic.Int64
+
+	// Recycled so that appending costs no allocation.
+	waiterPool sync.Pool // *waiter
+	frameBufs  sync.Pool // *[]byte: a header and a payload, written as one
+}
+
+// Log returns the log region called name, laid out at Create by
+// Options.LogRegions. Every call with one name returns the same *Log.
+func (d *Device) Log(name string) (*Log, error) {
+	if d.closed.Load() {
+		return nil, ErrClosed
+	}
+	if d.logs != nil {
+		for _, l := range d.logs.logs {
+			if l.name == name {
+				return l, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: no log region %q", ErrNotFound, name)
+}
+
+// Name returns the name the log was created with.
+func (l *Log) Name() string { return l.name }
+
+// SetOwner names the owner GC asks about liveness, and starts background
+// GC unless opts says otherwise. A nil opts means defaults. If owner also
+// implements Relocator, GC moves live entries from the head to the tail;
+// otherwise it stops at the first live one. A nil owner stops GC.
+func (l *Log) SetOwner(owner GarbageChecker, opts *LogOptions) error {
+	var o LogOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.GCThresholdBytes > int64(l.size) || o.RelocationReserveBytes >= int64(l.size) {
+		return fmt.Errorf("%w: GCThresholdBytes %d or RelocationReserveBytes %d not below the ring's %d bytes", ErrInvalidArgument, o.GCThresholdBytes, o.RelocationReserveBytes, l.size)
+	}
+	if l.d.closed.Load() {
+		return ErrClosed
+	}
+	threshold := uint64(0)
+	switch {
+	case o.GCThresholdBytes == 0:
+		threshold = l.size / 4
+	case o.GCThresholdBytes > 0:
+		threshold = uint64(o.GCThresholdBytes)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	l.owner = owner
+	l.reloc, _ = owner.(Relocator)
+	l.gcGoal = threshold
+	if owner == nil {
+		l.gcGoal = 0
+	}
+	switch {
+	case o.RelocationReserveBytes > 0:
+		l.reserveBytes = uint64(o.RelocationReserveBytes)
+	case o.RelocationReserveBytes == 0 && l.reloc != nil:
+		l.reserveBytes = l.size / 8
+	default:
+		l.reserveBytes = 0
+	}
+	if owner != nil && threshold > 0 && l.gcDone == nil && !l.d.opts.ReadOnly {
+		l.gcDone = make(chan struct{})
+		go l.collectInBackground(l.gcDone)
+	}
+	if owner != nil && threshold > 0 && l.size-(l.tail-l.head) < threshold {
+		l.kickGC()
+	}
+	return nil
+}
+
+// Append reserves room at the tail for an entry of sizeBytes and returns
+// where to write it. It never waits for I/O. It fails with ErrNoSpace when
+// the ring has no room now (GC may make some: see Log.GC), and with
+// ErrTooLarge when the entry could never fit. An entry larger than half the
+// ring may find no room even in an empty ring, since it cannot wrap around
+// the ring's end.
+func (l *Log) Append(sizeBytes int) (Reservation, error) {
+	if err := l.d.usable(); err != nil {
+		return Reservation{}, err
+	}
+	if sizeBytes <= 0 {
+		return Reservation{}, fmt.Errorf("%w: entry of %d bytes", ErrInvalidArgument, sizeBytes)
+	}
+	if int64(sizeBytes) > l.maxPayloadBytes() {
+		return Reservation{}, fmt.Errorf("%w: entry of %d bytes, log %q takes at most %d", ErrTooLarge, sizeBytes, l.name, l.maxPayloadBytes())
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return Reservation{}, ErrClosed
+	}
+	if uint64(logFrameBytes(int64(sizeBytes)))+l.reserveBytes > l.size {
+		l.mu.Unlock()
+		return Reservation{}, fmt.Errorf("%w: entry of %d bytes, log %q keeps %d of its %d bytes for GC", ErrTooLarge, sizeBytes, l.name, l.reserveBytes, l.size)
+	}
+	s, err := l.reserveLocked(uint32(sizeBytes), l.reserveBytes)
+	if err != nil || (l.gcGoal > 0 && l.size-(l.tail-l.head) < l.gcGoal) {
+		l.kickGC()
+	}
+	l.mu.Unlock()
+	if err != nil {
+		return Reservation{}, err
+	}
+	return Reservation{log: l, start: s.start, pos: s.pos, size: sizeBytes}, nil
+}
+
+// Commit seals the entry r reserved, whose bytes the caller has written,
+// and returns once the durable tail covers it: after a crash it is found
+// intact. An entry committed before the ones reserved ahead of it waits for
+// them. Commit must not be called while the caller holds a Txn.
+func (l *Log) Commit(r Reservation) error {
+	s, err := l.seal(r, false)
+	if err != nil {
+		return err
+	}
+	return l.waitDurable(s.end)
+}
+
+// Write writes p, the whole entry, at r's offset, along with the frame's
+// header: one write where Device.WriteAt and Commit take two, and the
+// checksum comes from p rather than from the device. p must be exactly
+// r.Size() bytes. Commit must still follow. Writing into the entry again
+// with Device.WriteAt afterwards is allowed, and makes Commit rewrite the
+// header.
+func (l *Log) Write(r Reservation, p []byte) error {
+	if r.log != l {
+		return fmt.Errorf("%w: the reservation is not from log %q", ErrNotReserved, l.name)
+	}
+	if len(p) != r.size {
+		return fmt.Errorf("%w: %d bytes for an entry of %d", ErrInvalidArgument, len(p), r.size)
+	}
+	if err := l.d.usable(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	i := l.findLocked(r.start)
+	if i < 0 || l.spans[i].state != spanReserved || l.spans[i].pos != r.pos || l.closed {
+		closed := l.closed
+		l.mu.Unlock()
+		if closed {
+			return ErrClosed
+		}
+		return fmt.Errorf("%w: position %d of log %q", ErrNotReserved, r.pos, l.name)
+	}
+	// Sealing keeps Commit, Cancel and WriteAt off the span meanwhile.
+	l.spans[i].state = spanSealing
+	s := l.spans[i]
+	l.mu.Unlock()
+
+	err := l.writeHeaders(s, false, p, crc32.Checksum(p, castagnoli))
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i = l.findLocked(s.start)
+	l.spans[i].state = spanReserved
+	l.spans[i].written = err == nil
+	return err
+}
+
+// Cancel gives up the space r reserved: it becomes padding, which lets the
+// entries after it become durable. Its bytes are never returned as an
+// entry.
+func (l *Log) Cancel(r Reservation) error {
+	_, err := l.seal(r, true)
+	return err
+}
+
+// Stats returns the log's positions and counters.
+func (l *Log) Stats() LogStats {
+	l.mu.Lock()
+	s := LogStats{
+		SizeBytes:   int64(l.size),
+		Head:        int64(l.head),
+		DurableTail: int64(l.durableTail),
+		Tail:        int64(l.tail),
+		UsedBytes:   int64(l.tail - l.head),
+	}
+	l.mu.Unlock()
+	s.FreeBytes = s.SizeBytes - s.UsedBytes
+	s.PaddingBytes = l.padBytes.Load()
+	s.GCRuns = l.gcRuns.Load()
+	s.ReclaimedBytes = l.reclaimed.Load()
+	s.RelocatedBytes = l.relocatedBytes.Load()
+	s.Relocations = l.relocations.Load()
+	return s
+}
+
+// Entries walks the durable entries from position from (from the head if
+// from lies before it) to the durable tail as of the call, checking each
+// against its checksum. A failed check yields an error and ends the walk.
+// An entry that GC relocates during the walk may be seen twice, at its old
+// and new position, but a live entry is never missed.
+func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
+	return func(yield func(Entry, error) bool) {
+		l.mu.Lock()
+		head, end := l.head, l.durableTail
+		l.mu.Unlock()
+		pos := head
+		userPos := from > 0 && uint64(from) > head
+		if userPos {
+			pos = uint64(from)
+		}
+		var buf []byte
+		for pos < end {
+			f, data, err := l.readFrame(pos, end, buf)
+			if errors.Is(err, errReclaimed) {
+				// GC passed pos while it was read. Entries it moved now
+				// lie before the durable tail it made durable with the
+				// head, so the walk goes on there.
+				l.mu.Lock()
+				pos, end = max(pos, l.head), max(end, l.durableTail)
+				l.mu.Unlock()
+				userPos = false
+				continue
+			}
+			if err != nil {
+				if userPos {
+					err = fmt.Errorf("%w: no entry starts at position %d: %w", ErrInvalidArgument, from, err)
+				}
+				yield(Entry{}, err)
+				return
+			}
+			userPos = false
+			if data != nil {
+				buf = data[:0]
+			}
+			next := pos + uint64(f.frameBytes)
+			if !f.padding {
+				e := Entry{Pos: int64(pos), Next: int64(next), Offset: l.payloadOff(pos), Data: data}
+				if !yield(e, nil) {
+					return
+				}
+			}
+			pos = next
+		}
+	}
+}
+
+// Read returns a copy of the payload of the durable entry whose payload
+// starts at device offset off (as Reservation.Offset gave it), checked
+// against its checksum. It fails with ErrNotFound when no durable entry
+// starts there: never written, not yet durable, or reclaimed.
+func (l *Log) Read(off int64) ([]byte, error) {
+	notFound := fmt.Errorf("%w: no durable entry of log %q at offset %d", ErrNotFound, l.name, off)
+	phys := off - logFrameHeaderBytes - l.ring.off
+	if phys < 0 || phys >= l.ring.size || phys%8 != 0 {
+		return nil, notFound
+	}
+	l.mu.Lock()
+	head, end := l.head, l.durableTail
+	l.mu.Unlock()
+	pos, ok := latestBefore(end, uint64(phys), l.size)
+	if !ok || pos < head {
+		return nil, notFound
+	}
+	f, data, err := l.readFrame(pos, end, nil)
+	switch {
+	case errors.Is(err, errReclaimed) || errors.Is(err, errNoFrame) || err == nil && f.padding:
+		return nil, notFound
+	case err != nil:
+		return nil, err
+	}
+	return data, nil
+}
+
+// GC reclaims space at the head now: it walks the entries that were
+// durable when it was called, passing dead ones and relocating live ones
+// if the owner implements Relocator, until it meets a live entry it cannot
+// move or, for lack of room, cannot copy. A live entry whose bytes fail
+// their checksum is not copied: GC stops there and returns the
+// *CorruptError (background GC stops there silently, and GC reports it).
+// GC waits for ctx, for a pass already under way, and, to make relocated
+// copies durable, for the appends reserved before them to commit: do not
+// call it while holding an uncommitted Reservation of this log.
+func (l *Log) GC(ctx context.Context) error {
+	if err := l.d.usable(); err != nil {
+		return err
+	}
+	return l.collect(ctx, true)
+}
+
+// maxPayloadBytes is the largest payload a frame of this ring can carry.
+func (l *Log) maxPayloadBytes() int64 {
+	return min(int64(l.size)-logFrameHeaderBytes, logMaxPayloadBytes)
+}
+
+// payloadOff returns the device offset of the payload of the frame at pos.
+func (l *Log) payloadOff(pos uint64) int64 {
+	return l.ring.off + int64(pos%l.size) + logFrameHeaderBytes
+}
+
+// frameOff returns the device offset of the frame at pos.
+func (l *Log) frameOff(pos uint64) int64 { return l.ring.off + int64(pos%l.size) }
+
+// kickGC wakes the background goroutine if it sleeps; l.mu is held.
+func (l *Log) kickGC() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// reserveLocked reserves a frame for size payload bytes at the tail,
+// preceded by padding if it would cross the ring's end, leaving at least
+// keepBytes free; l.mu is held.
+func (l *Log) reserveLocked(size uint32, keepBytes uint64) (span, error) {
+	frame := uint64(logFrameBytes(int64(size)))
+	phys := l.tail % l.size
+	pad := uint64(0)
+	if phys+frame > l.size {
+		pad = l.size - phys
+	}
+	if used := l.tail - l.head; used+pad+frame+keepBytes > l.size {
+		return span{}, fmt.Errorf("%w: log %q has %d of %d bytes free, an entry of %d bytes needs %d and %d stay free for GC", ErrNoSpace, l.name, l.size-used, l.size, size, pad+frame, keepBytes)
+	}
+	s := span{start: l.tail, pos: l.tail + pad, end: l.tail + pad + frame, size: size}
+	l.tail = s.end
+	l.spans = append(l.spans, s)
+	l.padBytes.Add(int64(pad))
+	return s, nil
+}
+
+// findLocked returns the index in l.spans of the live span starting at
+// start, or -1; l.mu is held.
+func (l *Log) findLocked(start uint64) int {
+	live := l.spans[l.first:]
+	i := sort.Search(len(live), func(i int) bool { return live[i].start >= start })
+	if i == len(live) || live[i].start != start {
+		return -1
+	}
+	return l.first + i
+}
+
+// advanceLocked moves committedEnd over the done spans at the front and
+// drops them; l.mu is held. Commits that were waiting for those spans may
+// now be flushed, and GC may be waiting for its copies to be passed.
+func (l *Log) advanceLocked() {
+	moved := false
+	for l.first < len(l.spans) && l.spans[l.first].state == spanDone {
+		l.committedEnd = l.spans[l.first].end
+		l.first++
+		moved = true
+	}
+	if l.first == len(l.spans) {
+		l.spans, l.first = l.spans[:0], 0
+	} else if l.first >= 64 && l.first >= len(l.spans)/2 {
+		n := copy(l.spans, l.spans[l.first:])
+		l.spans, l.first = l.spans[:n], 0
+	}
+	if moved {
+		l.electLocked()
+		l.cond.Broadcast()
+	}
+}
+
+// seal writes the frame headers of the span r reserved, as an entry or,
+// when cancelling, as padding, and marks the span done.
+func (l *Log) seal(r Reservation, cancel bool) (span, error) {
+	if r.log != l {
+		return span{}, fmt.Errorf("%w: the reservation is not from log %q", ErrNotReserved, l.name)
+	}
+	if err := l.d.usable(); err != nil {
+		return span{}, err
+	}
+	l.mu.Lock()
+	i := -1
+	if !l.closed {
+		i = l.findLocked(r.start)
+	}
+	if i < 0 || l.spans[i].state != spanReserved || l.spans[i].pos != r.pos {
+		closed := l.closed
+		l.mu.Unlock()
+		if closed {
+			return span{}, ErrClosed
+		}
+		return span{}, fmt.Errorf("%w: position %d of log %q", ErrNotReserved, r.pos, l.name)
+	}
+	l.spans[i].state = spanSealing
+	s := l.spans[i]
+	l.mu.Unlock()
+
+	var err error
+	if cancel || !s.written {
+		err = l.writeHeaders(s, cancel, nil, 0)
+	}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i = l.findLocked(s.start) // spans may have moved in the slice
+	if err != nil {
+		l.spans[i].state = spanReserved
+		return span{}, err
+	}
+	l.spans[i].state = spanDone
+	l.advanceLocked()
+	return s, nil
+}
+
+// logJoinedWriteMaxBytes is the largest payload written in one write with
+// its header, through a copy.
+const logJoinedWriteMaxBytes = 64 << 10
+
+// writeHeaders writes the headers of span s: padding before the frame
+// if it needs a header, then the frame's. An entry's checksum is computed
+// from the payload the owner wrote in place, unless the payload is given
+// in copied, with its checksum (Log.Write; GC's copies): then the payload
+// goes out too, small ones in the same write as the header.
+func (l *Log) writeHeaders(s span, cancel bool, copied []byte, copiedCRC uint32) error {
+	d := l.d
+	d.lifeMu.RLock()
+	defer d.lifeMu.RUnlock()
+	if d.closed.Load() && copied == nil {
+		// The mapping goes away once Close has the lock; GC is stopped
+		// before then.
+		return ErrClosed
+	}
+	var hdr [logFrameHeaderBytes]byte
+	if pad := s.pos - s.start; pad >= logFrameHeaderBytes {
+		putLogFrame(hdr[:], logFrame{padding: true, frameBytes: int64(pad), pos: s.start})
+		if _, err := d.store.WriteAt(hdr[:], l.frameOff(s.start)); err != nil {
+			return d.fail(err)
+		}
+	}
+	f := logFrame{pos: s.pos, frameBytes: int64(s.end - s.pos), payloadBytes: s.size}
+	frame := hdr[:]
+	switch {
+	case cancel:
+		f = logFrame{padding: true, frameBytes: f.frameBytes, pos: s.pos}
+	case copied != nil && len(copied) > logJoinedWriteMaxBytes:
+		// Copying a large payload behind its header would cost more
+		// than the second write saves.
+		f.payloadCRC = copiedCRC
+		if _, err := d.store.WriteAt(copied, l.payloadOff(s.pos)); err != nil {
+			return d.fail(err)
+		}
+	case copied != nil:
+		f.payloadCRC = copiedCRC
+		bp := l.frameBufs.Get().(*[]byte)
+		defer l.frameBufs.Put(bp)
+		*bp = append(append((*bp)[:0], hdr[:]...), copied...)
+		frame = *bp
+	default:
+		off := l.payloadOff(s.pos)
+		f.payloadCRC = crc32.Checksum(d.view[off:off+int64(s.size)], castagnoli)
+	}
+	putLogFrame(frame, f)
+	if _, err := d.store.WriteAt(frame, l.frameOff(s.pos)); err != nil {
+		return d.fail(err)
+	}
+	// After the writes, not before: the journal clears the flag when it
+	// syncs, and a write that lands after that sync must leave it set.
+	d.userDirty.Store(true)
+	return nil
+}
+
+// stopErrLocked returns why waiting on this log must end, or nil; l.mu is
+// held.
+func (l *Log) stopErrLocked() error {
+	if f := l.d.failure.Load(); f != nil {
+		return f
+	}
+	if l.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// waiter is a Commit waiting for the durable tail to pass end.
+type waiter struct {
+	end  uint64
+	wake chan wakeUp // buffered: the waker never blocks
+}
+
+// wakeUp tells a waiter to return err, or to lead the next flush.
+type wakeUp struct {
+	lead bool
+	err  error
+}
+
+// waitDurable returns once the durable tail reaches end. The first Commit
+// that finds nothing being flushed leads: it journals the tail over every
+// span done so far. The rest wait on a channel of their own, so that one
+// durable tail wakes just the commits it covers; and a transaction that
+// commits in memory hands the lead to a waiter it leaves behind (see
+// electLocked), whose record can then join the journal's next group while
+// this one syncs.
+func (l *Log) waitDurable(end uint64) error {
+	l.mu.Lock()
+	for {
+		if l.durableTail >= end {
+			l.mu.Unlock()
+			return nil
+		}
+		if err := l.stopErrLocked(); err != nil {
+			l.mu.Unlock()
+			return err
+		}
+		if l.flushing || l.loggedTail >= end || l.committedEnd < end {
+			w := l.waiterPool.Get().(*waiter)
+			w.end = end
+			l.waiters = append(l.waiters, w)
+			l.mu.Unlock()
+			// Every wake-up removes w from l.waiters first, so w is
+			// free to reuse once received from.
+			u := <-w.wake
+			l.waiterPool.Put(w)
+			if !u.lead {
+				return u.err
+			}
+			l.mu.Lock()
+		}
+		l.flushing = true
+		l.mu.Unlock()
+		if err := l.flushTail(); err != nil {
+			return err
+		}
+		l.mu.Lock()
+	}
+}
+
+// electLocked hands the lead, if no one holds it, to a waiter whose span
+// is done but not yet journaled; l.mu is held.
+func (l *Log) electLocked() {
+	if l.flushing {
+		return
+	}
+	for i, w := range l.waiters {
+		if w.end > l.loggedTail && w.end <= l.committedEnd {
+			l.flushing = true
+			l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
+			w.wake <- wakeUp{lead: true}
+			return
+		}
+	}
+}
+
+// wakeLocked releases the waiters the durable tail now covers, or all of
+// them with err; l.mu is held.
+func (l *Log) wakeLocked(err error) {
+	kept := l.waiters[:0]
+	for _, w := range l.waiters {
+		switch {
+		case err != nil:
+			w.wake <- wakeUp{err: err}
+		case w.end <= l.durableTail:
+			w.wake <- wakeUp{}
+		default:
+			kept = append(kept, w)
+		}
+	}
+	clear(l.waiters[len(kept):])
+	l.waiters = kept
+}
+
+// flushTail journals the tail over every span done so far and waits for
+// it to be durable.
+func (l *Log) flushTail() error {
+	// Let the appenders that are ready run first: their spans get done
+	// and join this flush rather than each leading one of their own,
+	// which costs a transaction apiece when the disk is fast.
+	runtime.Gosched()
+	tx, err := l.d.Begin()
+	if err != nil {
+		l.mu.Lock()
+		l.flushing = false
+		l.wakeLocked(err)
+		l.mu.Unlock()
+		return err
+	}
+	l.mu.Lock()
+	l.leader = tx
+	l.mu.Unlock()
+	tx.join(l)
+	err = tx.Commit()
+	l.finish(tx, err, nil)
+	return err
+}
+
+// finish adopts what tx made durable: its tail, and the head GC moved to
+// when newHead is not nil.
+func (l *Log) finish(tx *Txn, err error, newHead *uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.leader == tx {
+		// Still leading: tx wrote nothing, so committed never ran.
+		l.leader, l.flushing = nil, false
+	}
+	if tail, ok := l.txTails[tx]; ok && err == nil {
+		// Groups become durable in order: every earlier tail is too.
+		l.durableTail = max(l.durableTail, tail)
+	}
+	delete(l.txTails, tx)
+	if err == nil && newHead != nil {
+		l.reclaimed.Add(int64(*newHead - l.head))
+		l.head = *newHead
+	}
+	if err != nil && l.d.failure.Load() != nil {
+		// Nothing more will become durable.
+		l.wakeLocked(err)
+	} else {
+		l.wakeLocked(nil)
+		l.electLocked()
+	}
+	l.cond.Broadcast()
+}
+
+// prepare journals the tail over every span done so far, if it moved: a
+// transaction that joins the log always carries the freshest tail.
+func (l *Log) prepare(tx *Txn) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.committedEnd > l.loggedTail {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], l.committedEnd)
+		tx.write(l.slotOff+logSlotTailOff, b[:], kindMeta)
+		l.txTails[tx] = l.committedEnd
+	}
+	return nil
+}
+
+// committed records the tail tx journals and, if tx was the leader's,
+// hands the lead on.
+func (l *Log) committed(tx *Txn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if tail, ok := l.txTails[tx]; ok {
+		l.loggedTail = tail
+	}
+	if l.leader == tx {
+		l.leader, l.flushing = nil, false
+	}
+	l.electLocked()
+}
+
+// rolledBack forgets the tail tx would have journaled.
+func (l *Log) rolledBack(tx *Txn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.txTails, tx)
+}
+
+// errReclaimed says the head passed a frame while it was being read, so
+// the bytes read may belong to a newer entry.
+var errReclaimed = errors.New("pagealloc: log entry reclaimed while read")
+
+// readFrame reads the frame at pos, below end, into buf and checks it. It
+// copies first and checks the head after, so bytes a concurrent append
+// overwrote are never returned: space is reused only after the head has
+// passed it, and the head only grows. For padding it returns no data.
+func (l *Log) readFrame(pos, end uint64, buf []byte) (logFrame, []byte, error) {
+	d := l.d
+	d.lifeMu.RLock()
+	defer d.lifeMu.RUnlock()
+	if d.closed.Load() {
+		return logFrame{}, nil, ErrClosed
+	}
+	at := l.frameOff(pos)
+	room := int64(l.size - pos%l.size)
+	var hdr [logFrameHeaderBytes]byte
+	if room >= logFrameHeaderBytes {
+		copy(hdr[:], d.view[at:])
+	}
+	f, err := parseLogFrame(hdr[:], pos, room, at)
+	var data []byte
+	if err == nil && !f.padding {
+		off := at + logFrameHeaderBytes
+		data = append(buf[:0], d.view[off:off+int64(f.payloadBytes)]...)
+	}
+	l.mu.Lock()
+	reclaimed := l.head > pos
+	l.mu.Unlock()
+	if reclaimed {
+		return logFrame{}, nil, errReclaimed
+	}
+	if err != nil {
+		return f, nil, err
+	}
+	if pos+uint64(f.frameBytes) > end {
+		return f, nil, corruptf(at, "log frame", "a frame ending by the durable tail %d, found one ending at %d", end, pos+uint64(f.frameBytes))
+	}
+	if !f.padding {
+		if got := crc32.Checksum(data, castagnoli); got != f.payloadCRC {
+			return f, nil, corruptf(at, "log entry", "payload checksum %#08x, computed %#08x", f.payloadCRC, got)
+		}
+	}
+	return f, data, nil
+}
+
+// latestBefore returns the largest position below end that lands on ring
+// offset phys, if there is one.
+func latestBefore(end, phys, size uint64) (uint64, bool) {
+	pos := end - end%size + phys
+	if pos >= end {
+		if pos < size {
+			return 0, false
+		}
+		pos -= size
+	}
+	return pos, true
+}
+
+// reservedFor reports whether [off, off+n) lies inside the payload of a
+// span the caller may still write.
+func (l *Log) reservedFor(off, n int64) bool {
+	phys := uint64(off - l.ring.off)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	pos, ok := latestBefore(l.tail, phys, l.size)
+	if !ok {
+		return false
+	}
+	live := l.spans[l.first:]
+	i := sort.Search(len(live), func(i int) bool { return live[i].pos > pos }) - 1
+	if i < 0 {
+		return false
+	}
+	s := &live[i]
+	from := s.pos + logFrameHeaderBytes
+	if s.state != spanReserved || pos < from || pos+uint64(n) > from+uint64(s.size) {
+		return false
+	}
+	s.written = false // the header Log.Write wrote no longer matches
+	return true
+}
 
 // logWritable reports whether the caller may write n bytes at off inside
-// the log regions.
+// the log regions: unjournaled, inside the payload of a live reservation.
 func (d *Device) logWritable(off, n int64, journaled bool) error {
-	return fmt.Errorf("%w: [%d, +%d) is not inside a log reservation", ErrProtected, off, n)
+	if !journaled && d.logs != nil {
+		for _, l := range d.logs.logs {
+			if l.ring.contains(off, n) && l.reservedFor(off, n) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%w: [%d, +%d) is not inside the payload of a live log reservation", ErrProtected, off, n)
+}
+
+// Garbage collection.
+
+const (
+	// gcRelocationsMax bounds the relocations of one GC transaction, so
+	// that the owner's reference updates stay far below the journal's
+	// largest record.
+	gcRelocationsMax = 64
+)
+
+// relocation is one live entry copied by GC, waiting for the transaction
+// that repoints the owner and moves the head past the old copy.
+type relocation struct {
+	oldOff, newOff int64
+	entry          []byte // the old copy in the mapping
+}
+
+// collectInBackground runs GC whenever an append finds free space below
+// the threshold, until the device closes. It never polls: with nothing
+// appended, nothing can make the ring fuller.
+func (l *Log) collectInBackground(done chan struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-l.gcCtx.Done():
+			return
+		case <-l.kick:
+		}
+		_ = l.collect(l.gcCtx, false)
+	}
+}
+
+// collect runs one GC pass. A full pass walks every entry durable when it
+// began; otherwise it stops once about twice the threshold is free.
+func (l *Log) collect(ctx context.Context, full bool) error {
+	l.gcMu.Lock()
+	defer l.gcMu.Unlock()
+	if l.closing.Load() {
+		// Close may have waited for passes already and unmapped.
+		return ErrClosed
+	}
+	l.mu.Lock()
+	owner, reloc, limit, goal := l.owner, l.reloc, l.durableTail, min(2*l.gcGoal, l.size)
+	l.mu.Unlock()
+	if owner == nil {
+		return fmt.Errorf("%w: log %q has no owner to ask which entries are live (SetOwner)", ErrInvalidArgument, l.name)
+	}
+	if full {
+		goal = l.size
+	}
+	// Wake a wait below when ctx ends.
+	stop := context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	})
+	defer stop()
+	l.gcRuns.Add(1)
+	for {
+		more, err := l.collectChunk(ctx, owner, reloc, limit, goal)
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
+// collectChunk advances the head from where it is toward limit in one
+// transaction, and reports whether another chunk should follow.
+func (l *Log) collectChunk(ctx context.Context, owner GarbageChecker, reloc Relocator, limit, goal uint64) (more bool, err error) {
+	l.mu.Lock()
+	head := l.head
+	l.mu.Unlock()
+	pos := head
+	var relocs []relocation
+	copiedTail := uint64(0) // end of the last copy: the tail the transaction must carry
+	var walkErr error
+walk:
+	for pos < limit {
+		l.mu.Lock()
+		free := l.size - (l.tail - pos)
+		l.mu.Unlock()
+		switch {
+		case l.closing.Load():
+			walkErr = ErrClosed
+			break walk
+		case ctx.Err() != nil:
+			walkErr = ctx.Err()
+			break walk
+		case free >= goal:
+			break walk
+		case len(relocs) == gcRelocationsMax || pos-head >= l.size/4:
+			// Commit now, so appends need not wait for the whole pass.
+			more = true
+			break walk
+		}
+		f, entry, err := l.gcFrame(pos, limit)
+		if err != nil {
+			walkErr = err
+			break walk
+		}
+		next := pos + uint64(f.frameBytes)
+		if f.padding || !owner.IsLive(l.payloadOff(pos), entry) {
+			pos = next
+			continue
+		}
+		if reloc == nil {
+			break walk
+		}
+		s, err := l.copyEntry(f, entry)
+		switch {
+		case errors.Is(err, ErrNoSpace):
+			// Committing what this chunk passed frees room to retry in;
+			// with nothing passed there is none to gain.
+			more = pos > head
+			break walk
+		case errors.Is(err, ErrCorrupt):
+			// Keep what was passed; the damaged entry stops GC here
+			// until the owner lets it go.
+			walkErr = err
+			break walk
+		case err != nil:
+			return false, err
+		}
+		copiedTail = s.end
+		relocs = append(relocs, relocation{oldOff: l.payloadOff(pos), newOff: l.payloadOff(s.pos), entry: entry})
+		pos = next
+	}
+	if pos > head {
+		if err := l.commitChunk(ctx, reloc, relocs, copiedTail, pos); err != nil {
+			return false, err
+		}
+	}
+	return more && walkErr == nil, walkErr
+}
+
+// gcFrame returns the frame at pos, its header checked, and for an entry
+// its payload in the mapping, unchecked: GC then costs a header per dead
+// entry, not a pass over its bytes, and copyEntry checks what it moves.
+// Only GC moves the head, so the bytes stay put while the pass uses them.
+func (l *Log) gcFrame(pos, limit uint64) (logFrame, []byte, error) {
+	at := l.frameOff(pos)
+	room := int64(l.size - pos%l.size)
+	var hdr []byte
+	if room >= logFrameHeaderBytes {
+		hdr = l.d.view[at : at+logFrameHeaderBytes]
+	}
+	f, err := parseLogFrame(hdr, pos, room, at)
+	if err != nil {
+		return f, nil, err
+	}
+	if pos+uint64(f.frameBytes) > limit {
+		return f, nil, corruptf(at, "log frame", "a frame ending by the durable tail %d, found one ending at %d", limit, pos+uint64(f.frameBytes))
+	}
+	if f.padding {
+		return f, nil, nil
+	}
+	off := at + logFrameHeaderBytes
+	return f, l.d.view[off : off+int64(f.payloadBytes) : off+int64(f.payloadBytes)], nil
+}
+
+// copyEntry copies a live entry to a new span at the tail and marks it
+// done: it becomes durable with the next tail the journal writes.
+func (l *Log) copyEntry(f logFrame, entry []byte) (span, error) {
+	// A copy with a fresh header must not launder a damaged payload.
+	if got := crc32.Checksum(entry, castagnoli); got != f.payloadCRC {
+		return span{}, corruptf(l.frameOff(f.pos), "log entry", "payload checksum %#08x, computed %#08x", f.payloadCRC, got)
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return span{}, ErrClosed
+	}
+	s, err := l.reserveLocked(f.payloadBytes, 0)
+	l.mu.Unlock()
+	if err != nil {
+		return span{}, err
+	}
+	err = l.writeHeaders(s, false, entry, f.payloadCRC)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := l.findLocked(s.start)
+	if err != nil {
+		// The device has failed; the span stays undone and blocks the
+		// tail, which is the safe way to stop.
+		return span{}, err
+	}
+	l.spans[i].state = spanDone
+	l.advanceLocked()
+	l.relocations.Add(1)
+	l.relocatedBytes.Add(int64(s.end - s.start))
+	return s, nil
+}
+
+// commitChunk journals newHead together with the owner's relocations. The
+// copies must be durable with it, so it first waits until every span
+// before them is done: only then can the tail pass them.
+func (l *Log) commitChunk(ctx context.Context, reloc Relocator, relocs []relocation, copiedTail, newHead uint64) error {
+	l.mu.Lock()
+	for l.committedEnd < copiedTail {
+		if err := l.stopErrLocked(); err != nil {
+			l.mu.Unlock()
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			l.mu.Unlock()
+			return err
+		}
+		l.cond.Wait()
+	}
+	l.mu.Unlock()
+	tx, err := l.d.Begin()
+	if err != nil {
+		return err
+	}
+	for _, r := range relocs {
+		if err := reloc.Relocate(tx, r.oldOff, r.newOff, r.entry); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("pagealloc: relocating the log entry at %d to %d: %w", r.oldOff, r.newOff, err)
+		}
+	}
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], newHead)
+	tx.write(l.slotOff+logSlotHeadOff, b[:], kindMeta)
+	tx.join(l)
+	err = tx.Commit()
+	l.finish(tx, err, &newHead)
+	return err
+}
+
+// Layout, open and close.
+
+// logRegionsBytes returns the bytes the log regions of a new device take:
+// the table, then each ring.
+func logRegionsBytes(regions []LogRegion) (int64, error) {
+	if len(regions) == 0 {
+		return 0, nil
+	}
+	total := logTableBytes(len(regions))
+	seen := make(map[string]bool, len(regions))
+	for _, r := range regions {
+		switch {
+		case r.Name == "" || len(r.Name) > logNameMaxBytes || containsZero(r.Name):
+			return 0, fmt.Errorf("%w: log name %q is not 1 to %d bytes without zero bytes", ErrInvalidArgument, r.Name, logNameMaxBytes)
+		case seen[r.Name]:
+			return 0, fmt.Errorf("%w: log name %q given twice", ErrInvalidArgument, r.Name)
+		case r.Size <= 0 || r.Size%4096 != 0:
+			return 0, fmt.Errorf("%w: log %q size %d is not a positive multiple of 4 KiB", ErrInvalidArgument, r.Name, r.Size)
+		case r.Size > math.MaxInt64/4-total:
+			return 0, fmt.Errorf("%w: log regions of more than %d bytes", ErrTooLarge, int64(math.MaxInt64/4))
+		}
+		seen[r.Name] = true
+		total += r.Size
+	}
+	return total, nil
+}
+
+func containsZero(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// logSlotsFor lays out the rings of regions after the table at logs.off.
+func logSlotsFor(logs region, regions []LogRegion) []logSlot {
+	slots := make([]logSlot, len(regions))
+	off := logs.off + logTableBytes(len(regions))
+	for i, r := range regions {
+		slots[i] = logSlot{name: r.Name, ring: region{off, r.Size}}
+		off += r.Size
+	}
+	return slots
+}
+
+// initLogRegions writes the log table of a new device. The rings are left
+// as they are: frames carry their position and checksum, and nothing past
+// a durable tail is ever read.
+func initLogRegions(store storage.Storage, logs region, regions []LogRegion) error {
+	if len(regions) == 0 {
+		return nil
+	}
+	slots := logSlotsFor(logs, regions)
+	table := make([]byte, logTableBytes(len(slots)))
+	encodeLogTable(table, slots)
+	_, err := store.WriteAt(table, logs.off)
+	return err
+}
+
+// openLogs loads the log table of an opened device. Entries between head
+// and durable tail need no check here: the journal synced them before the
+// tail that covers them, and readers check each one's checksum.
+func (d *Device) openLogs() error {
+	logs := d.geometry.logs
+	if logs.size == 0 {
+		return nil
+	}
+	var hdr [logTableHeaderBytes]byte
+	if _, err := d.ReadAt(hdr[:], logs.off); err != nil {
+		return err
+	}
+	count := binary.LittleEndian.Uint32(hdr[logTableCountOff:])
+	if int64(count) > (logs.size-logTableHeaderBytes)/logSlotBytes {
+		return corruptf(logs.off, "log table", "at most %d logs, found %d", (logs.size-logTableHeaderBytes)/logSlotBytes, count)
+	}
+	table := make([]byte, logTableHeaderBytes+int64(count)*logSlotBytes)
+	if _, err := d.ReadAt(table, logs.off); err != nil {
+		return err
+	}
+	slots, err := decodeLogTable(table, logs)
+	if err != nil {
+		return err
+	}
+	set := &logSet{logs: make([]*Log, len(slots))}
+	for i, s := range slots {
+		l := &Log{
+			d:            d,
+			name:         s.name,
+			ring:         s.ring,
+			size:         uint64(s.ring.size),
+			slotOff:      logs.off + logTableHeaderBytes + int64(i)*logSlotBytes,
+			head:         s.head,
+			tail:         s.tail,
+			committedEnd: s.tail,
+			loggedTail:   s.tail,
+			durableTail:  s.tail,
+			txTails:      make(map[*Txn]uint64),
+			kick:         make(chan struct{}, 1),
+		}
+		l.cond.L = &l.mu
+		l.waiterPool.New = func() any { return &waiter{wake: make(chan wakeUp, 1)} }
+		l.frameBufs.New = func() any { return new([]byte) }
+		l.gcCtx, l.stopGC = context.WithCancel(context.Background())
+		set.logs[i] = l
+	}
+	d.logs = set
+	return nil
+}
+
+// closeLogs stops the logs' background GC and wakes every waiter, before
+// the device closes.
+func (d *Device) closeLogs() {
+	if d.logs == nil {
+		return
+	}
+	for _, l := range d.logs.logs {
+		l.mu.Lock()
+		l.closed = true
+		l.closing.Store(true)
+		done := l.gcDone
+		l.wakeLocked(ErrClosed)
+		l.cond.Broadcast()
+		l.mu.Unlock()
+		l.stopGC()
+		if done != nil {
+			<-done
+		}
+		// A pass that a caller of GC runs reads the mapping too: wait for
+		// it, as it stops at its next step now.
+		l.gcMu.Lock()
+		l.gcMu.Unlock()
+	}
 }

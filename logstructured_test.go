@@ -1,0 +1,2007 @@
+package pagealloc
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"hash/crc32"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pagealloc/pagealloc/internal/simstore"
+)
+
+var (
+	logSeedFlag = flag.Uint64("log.seed", 0, "seed for the log tests; 0 picks one from the clock")
+	logOpsFlag  = flag.Int("log.appends", 0, "appends in TestLogModel; 0 means the default (50,000)")
+)
+
+// logTestSeed returns the seed for a test and logs how to rerun it.
+func logTestSeed(t testing.TB) uint64 {
+	t.Helper()
+	seed := *logSeedFlag
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (rerun with -log.seed=%d)", seed, seed)
+	return seed
+}
+
+// logContentSource backs entry contents: entry id's payload is a window of
+// it chosen by id, so expected bytes cost no generation.
+var logContentSource = func() []byte {
+	rng := rand.New(rand.NewPCG(1, 2))
+	b := make([]byte, 3<<20)
+	for i := 0; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
+	}
+	return b
+}()
+
+// logContent returns the payload of entry id of size bytes: the id, then
+// bytes of the source from an offset the id picks.
+func logContent(id uint64, size int) []byte {
+	start := int((id * 0x9e3779b97f4a7c15) % (1 << 21))
+	p := bytes.Clone(logContentSource[start : start+size])
+	var idb [8]byte
+	binary.LittleEndian.PutUint64(idb[:], id)
+	copy(p, idb[:])
+	return p
+}
+
+// isContent reports whether p is entry id's payload, without a copy.
+func isContent(p []byte, id uint64) bool {
+	start := int((id * 0x9e3779b97f4a7c15) % (1 << 21))
+	if len(p) > 8 {
+		return bytes.Equal(p[8:], logContentSource[start+8:start+len(p)]) && logID(p) == id
+	}
+	var idb [8]byte
+	binary.LittleEndian.PutUint64(idb[:], id)
+	return bytes.Equal(p, idb[:len(p)])
+}
+
+// logID reads the id back from a payload of at least 8 bytes.
+func logID(p []byte) uint64 { return binary.LittleEndian.Uint64(p) }
+
+// createLogDevice creates a device with the given log rings and closes it
+// when the test ends.
+func createLogDevice(t testing.TB, rings ...LogRegion) (*Device, string) {
+	t.Helper()
+	o := testOptions()
+	o.LogRegions = rings
+	o.MaxPageSize = 64 << 10
+	path := filepath.Join(t.TempDir(), "device")
+	d, err := Create(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, path
+}
+
+// mustLog returns the log called name.
+func mustLog(t testing.TB, d *Device, name string) *Log {
+	t.Helper()
+	l, err := d.Log(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// appendEntryT appends, writes and commits one entry.
+func appendEntryT(t testing.TB, l *Log, p []byte) Reservation {
+	t.Helper()
+	r, err := l.Append(len(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.d.WriteAt(p, r.Offset()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Commit(r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// checkLogInvariants checks the positions every log must keep.
+func checkLogInvariants(t testing.TB, l *Log) LogStats {
+	t.Helper()
+	s := l.Stats()
+	if !(s.Head <= s.DurableTail && s.DurableTail <= s.Tail) {
+		t.Fatalf("positions out of order: head %d durable tail %d tail %d", s.Head, s.DurableTail, s.Tail)
+	}
+	if s.UsedBytes+s.FreeBytes != s.SizeBytes || s.UsedBytes != s.Tail-s.Head || s.FreeBytes < 0 {
+		t.Fatalf("used %d + free %d != size %d, or used != tail - head", s.UsedBytes, s.FreeBytes, s.SizeBytes)
+	}
+	return s
+}
+
+// walkLogUpTo returns the entries before position end, copied.
+func walkLogUpTo(t testing.TB, l *Log, end int64) []Entry {
+	t.Helper()
+	var out []Entry
+	for e, err := range l.Entries(0) {
+		if err != nil || e.Pos >= end {
+			break
+		}
+		e.Data = bytes.Clone(e.Data)
+		out = append(out, e)
+	}
+	return out
+}
+
+// walkLog returns every entry Entries yields from the head, copied.
+func walkLog(t testing.TB, l *Log) []Entry {
+	t.Helper()
+	var out []Entry
+	for e, err := range l.Entries(0) {
+		if err != nil {
+			t.Fatalf("Entries: %v", err)
+		}
+		e.Data = bytes.Clone(e.Data)
+		out = append(out, e)
+	}
+	return out
+}
+
+func TestLogAppendCommitReadReopen(t *testing.T) {
+	d, path := createLogDevice(t, LogRegion{"values", 64 << 10}, LogRegion{"wal", 8 << 10})
+	l := mustLog(t, d, "values")
+	if l2 := mustLog(t, d, "values"); l2 != l {
+		t.Fatal("Log returned two different *Log for one name")
+	}
+	var want [][]byte
+	var offs []int64
+	for i := range 20 {
+		p := logContent(uint64(i), 8+i*97)
+		r := appendEntryT(t, l, p)
+		want, offs = append(want, p), append(offs, r.Offset())
+	}
+	s := checkLogInvariants(t, l)
+	if s.DurableTail != s.Tail || s.Head != 0 {
+		t.Fatalf("after sequential commits: %+v", s)
+	}
+	check := func(l *Log) {
+		t.Helper()
+		got := walkLog(t, l)
+		if len(got) != len(want) {
+			t.Fatalf("walked %d entries, want %d", len(got), len(want))
+		}
+		for i, e := range got {
+			if !bytes.Equal(e.Data, want[i]) || e.Offset != offs[i] {
+				t.Fatalf("entry %d: offset %d (want %d), bytes differ: %v", i, e.Offset, offs[i], !bytes.Equal(e.Data, want[i]))
+			}
+			p, err := l.Read(offs[i])
+			if err != nil || !bytes.Equal(p, want[i]) {
+				t.Fatalf("Read(%d): %v", offs[i], err)
+			}
+			if i > 0 && got[i-1].Next > e.Pos {
+				t.Fatalf("entry %d at %d before the previous one's end %d", i, e.Pos, got[i-1].Next)
+			}
+		}
+		// Resuming mid-way yields the rest.
+		n := 0
+		for _, err := range l.Entries(got[5].Next) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		if n != len(want)-6 {
+			t.Fatalf("resuming after entry 5 yielded %d entries, want %d", n, len(want)-6)
+		}
+	}
+	check(l)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := Open(path, &Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	l = mustLog(t, d2, "values")
+	if got := checkLogInvariants(t, l); got.Head != s.Head || got.DurableTail != s.DurableTail || got.Tail != s.Tail {
+		t.Fatalf("after reopen %+v, before %+v", got, s)
+	}
+	check(l)
+	if w := mustLog(t, d2, "wal"); w.Stats().SizeBytes != 8<<10 || w.Stats().UsedBytes != 0 {
+		t.Fatalf("second log: %+v", w.Stats())
+	}
+}
+
+// TestLogOutOfOrderCommit commits the second of two reservations first: its
+// Commit must wait, and the durable tail must not pass the first.
+func TestLogOutOfOrderCommit(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+	l := mustLog(t, d, "log")
+	a, err := l.Append(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.Append(200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.WriteAt(logContent(1, 100), a.Offset())
+	d.WriteAt(logContent(2, 200), b.Offset())
+	done := make(chan error, 1)
+	go func() { done <- l.Commit(b) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Commit of the second reservation returned %v before the first was committed", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if s := l.Stats(); s.DurableTail != 0 {
+		t.Fatalf("durable tail %d passed an uncommitted reservation", s.DurableTail)
+	}
+	if n := len(walkLog(t, l)); n != 0 {
+		t.Fatalf("%d entries visible before the first commit", n)
+	}
+	if err := l.Commit(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := walkLog(t, l); len(got) != 2 || got[1].Offset != b.Offset() {
+		t.Fatalf("after both commits: %d entries", len(got))
+	}
+}
+
+func TestLogBadInput(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"log", 16 << 10}, LogRegion{"other", 4 << 10})
+	l := mustLog(t, d, "log")
+	other := mustLog(t, d, "other")
+	appendEntryT(t, l, logContent(1, 1000))
+
+	expect := func(what string, err, want error) {
+		t.Helper()
+		if !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", what, err, want)
+		}
+	}
+	// Every refused call leaves the log exactly as it was.
+	unchanged := func(what string, fn func()) {
+		t.Helper()
+		before, bytesBefore := l.Stats(), readAll(t, d)
+		fn()
+		if after := l.Stats(); after != before {
+			t.Errorf("%s changed the stats: %+v -> %+v", what, before, after)
+		}
+		if !bytes.Equal(bytesBefore, readAll(t, d)) {
+			t.Errorf("%s changed the device", what)
+		}
+	}
+
+	_, err := d.Log("missing")
+	expect("unknown log name", err, ErrNotFound)
+	unchanged("Append(0)", func() { _, err := l.Append(0); expect("Append(0)", err, ErrInvalidArgument) })
+	unchanged("Append(-1)", func() { _, err := l.Append(-1); expect("Append(-1)", err, ErrInvalidArgument) })
+	unchanged("Append(too large)", func() { _, err := l.Append(16<<10 - 23); expect("Append larger than the ring", err, ErrTooLarge) })
+	unchanged("Commit(zero)", func() { expect("Commit of the zero Reservation", l.Commit(Reservation{}), ErrNotReserved) })
+	unchanged("Cancel(zero)", func() { expect("Cancel of the zero Reservation", l.Cancel(Reservation{}), ErrNotReserved) })
+
+	// A reservation of another log, or committed already.
+	r, err := other.Append(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unchanged("Commit(foreign)", func() { expect("Commit of another log's reservation", l.Commit(r), ErrNotReserved) })
+	if err := other.Commit(r); err != nil {
+		t.Fatal(err)
+	}
+	expect("second Commit", other.Commit(r), ErrNotReserved)
+	expect("Cancel after Commit", other.Cancel(r), ErrNotReserved)
+
+	// Writes the guard refuses: outside a reservation, over a frame header,
+	// past the payload, after Commit, journaled, into the table.
+	r, err = l.Append(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unchanged("refused writes", func() {
+		for _, w := range []struct {
+			what string
+			off  int64
+			n    int
+		}{
+			{"before the reservation", r.Offset() - 1000, 8},
+			{"over the frame header", r.Offset() - 8, 16},
+			{"past the payload", r.Offset() + 96, 8},
+			{"committed entry", l.ring.off + logFrameHeaderBytes, 8},
+			{"log table", d.geometry.logs.off, 8},
+		} {
+			_, err := d.WriteAt(make([]byte, w.n), w.off)
+			expect("WriteAt "+w.what, err, ErrProtected)
+		}
+		err := d.Update(func(tx *Txn) error { return tx.Write(r.Offset(), make([]byte, 8)) })
+		expect("journaled write into a reservation", err, ErrProtected)
+	})
+	unchanged("bad Log.Write", func() {
+		expect("Log.Write of the wrong length", l.Write(r, make([]byte, 99)), ErrInvalidArgument)
+		expect("Log.Write of another log's reservation", other.Write(r, make([]byte, 100)), ErrNotReserved)
+	})
+	if _, err := d.WriteAt(logContent(2, 100), r.Offset()); err != nil {
+		t.Fatalf("write inside the reservation: %v", err)
+	}
+	if err := l.Cancel(r); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.WriteAt(make([]byte, 8), r.Offset())
+	expect("WriteAt after Cancel", err, ErrProtected)
+	expect("Log.Write after Cancel", l.Write(r, make([]byte, 100)), ErrNotReserved)
+	expect("Commit after Cancel", l.Commit(r), ErrNotReserved)
+	if got := walkLog(t, l); len(got) != 1 {
+		t.Fatalf("a cancelled entry is visible: %d entries", len(got))
+	}
+
+	// No space: fill the ring, with no GC.
+	var filled int
+	for {
+		r, err := l.Append(1000)
+		if err != nil {
+			expect("Append to a full ring", err, ErrNoSpace)
+			break
+		}
+		d.WriteAt(logContent(uint64(10+filled), 1000), r.Offset())
+		if err := l.Commit(r); err != nil {
+			t.Fatal(err)
+		}
+		filled++
+	}
+	unchanged("Append when full", func() { _, err := l.Append(1000); expect("Append when full", err, ErrNoSpace) })
+	unchanged("GC without an owner", func() { expect("GC without an owner", l.GC(context.Background()), ErrInvalidArgument) })
+	if err := l.SetOwner(nil, &LogOptions{GCThresholdBytes: 1 << 20}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("threshold above the ring: %v", err)
+	}
+
+	// Closed device.
+	pending, err := other.Append(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	_, err = d.Log("log")
+	expect("Log after Close", err, ErrClosed)
+	_, err = l.Append(8)
+	expect("Append after Close", err, ErrClosed)
+	expect("Commit after Close", other.Commit(pending), ErrClosed)
+	expect("GC after Close", l.GC(context.Background()), ErrClosed)
+	expect("SetOwner after Close", l.SetOwner(allLive{}, nil), ErrClosed)
+	for _, err := range l.Entries(0) {
+		expect("Entries after Close", err, ErrClosed)
+	}
+	_, err = l.Read(l.ring.off + logFrameHeaderBytes)
+	expect("Read after Close", err, ErrClosed)
+}
+
+func TestLogRegionsOptions(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		rings []LogRegion
+		want  error
+	}{
+		{"empty name", []LogRegion{{"", 4096}}, ErrInvalidArgument},
+		{"long name", []LogRegion{{string(make([]byte, 33)), 4096}}, ErrInvalidArgument},
+		{"zero byte in name", []LogRegion{{"a\x00b", 4096}}, ErrInvalidArgument},
+		{"duplicate", []LogRegion{{"a", 4096}, {"a", 4096}}, ErrInvalidArgument},
+		{"unaligned size", []LogRegion{{"a", 5000}}, ErrInvalidArgument},
+		{"zero size", []LogRegion{{"a", 0}}, ErrInvalidArgument},
+	} {
+		o := testOptions()
+		o.LogRegions = c.rings
+		if _, err := Create(filepath.Join(t.TempDir(), "d"), o); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
+}
+
+// allLive keeps every entry and cannot relocate.
+type allLive struct{}
+
+func (allLive) IsLive(int64, []byte) bool { return true }
+
+// setLive is an owner whose live entries are a set of ids, kept at the
+// offsets it was told about. Wrapped in relocatingSet it relocates too.
+type setLive struct {
+	mu        sync.Mutex
+	live      map[uint64]int64 // id -> payload offset
+	relocated int
+	check     func(off int64, entry []byte) // nil: none
+}
+
+func (s *setLive) IsLive(off int64, entry []byte) bool {
+	if s.check != nil {
+		s.check(off, entry)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.live[logID(entry)]
+	return ok && at == off
+}
+
+func (s *setLive) add(id uint64, off int64) {
+	s.mu.Lock()
+	s.live[id] = off
+	s.mu.Unlock()
+}
+
+func (s *setLive) remove(id uint64) {
+	s.mu.Lock()
+	delete(s.live, id)
+	s.mu.Unlock()
+}
+
+func (s *setLive) offset(id uint64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live[id]
+}
+
+// relocatingSet is a setLive that follows its entries when GC moves them.
+type relocatingSet struct{ *setLive }
+
+func (s relocatingSet) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := logID(entry)
+	at, ok := s.live[id]
+	if !ok {
+		return nil // deleted since GC asked: the copy is garbage
+	}
+	if at != oldOff {
+		return fmt.Errorf("relocating entry %d from %d, which the owner has at %d", id, oldOff, at)
+	}
+	s.live[id] = newOff
+	s.relocated++
+	return nil
+}
+
+// TestLogGCStopsAtLiveEntry: without Relocator, GC passes dead entries and
+// stops at the first live one; once it dies, GC goes on.
+func TestLogGCStopsAtLiveEntry(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+	l := mustLog(t, d, "log")
+	owner := &setLive{live: map[uint64]int64{}}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	var rs []Reservation
+	for i := range 10 {
+		r := appendEntryT(t, l, logContent(uint64(i), 500))
+		rs = append(rs, r)
+	}
+	owner.add(3, rs[3].Offset())
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := checkLogInvariants(t, l); s.Head != rs[3].Pos() {
+		t.Fatalf("head %d, want it stopped at the live entry at %d", s.Head, rs[3].Pos())
+	}
+	if _, err := l.Read(rs[2].Offset()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Read of a reclaimed entry: %v", err)
+	}
+	if p, err := l.Read(rs[3].Offset()); err != nil || logID(p) != 3 {
+		t.Fatalf("Read of the live entry: %v", err)
+	}
+	owner.remove(3)
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := checkLogInvariants(t, l); s.Head != s.DurableTail || s.UsedBytes != 0 {
+		t.Fatalf("everything dead but %+v", s)
+	}
+}
+
+// TestLogRelocationKeepsReclaiming pins one entry at the head for the whole
+// test: GC relocates it each lap and space keeps being reclaimed across
+// more than ten wraps of the ring.
+func TestLogRelocationKeepsReclaiming(t *testing.T) {
+	const ringBytes = 64 << 10
+	d, path := createLogDevice(t, LogRegion{"log", ringBytes})
+	l := mustLog(t, d, "log")
+	owner := &setLive{live: map[uint64]int64{}}
+	if err := l.SetOwner(relocatingSet{owner}, &LogOptions{GCThresholdBytes: ringBytes / 4}); err != nil {
+		t.Fatal(err)
+	}
+	pinned := appendEntryT(t, l, logContent(0, 3000))
+	owner.add(0, pinned.Offset())
+	for i := uint64(1); l.Stats().Head < 12*ringBytes; i++ {
+		p := logContent(i, 100+int(i*37%2000))
+		r, err := l.Append(len(p))
+		for errors.Is(err, ErrNoSpace) {
+			if err := l.GC(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			r, err = l.Append(len(p))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.WriteAt(p, r.Offset()); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Commit(r); err != nil {
+			t.Fatal(err)
+		}
+		// A short-lived entry: live for a while, then dead.
+		owner.add(i, r.Offset())
+		if i > 4 {
+			owner.remove(i - 4)
+		}
+		checkLogInvariants(t, l)
+		if i > 100_000 {
+			t.Fatalf("the head stalled: %+v", l.Stats())
+		}
+	}
+	s := checkLogInvariants(t, l)
+	t.Logf("wraps %d, relocations %d, reclaimed %d bytes, relocated %d bytes, GC runs %d",
+		s.Head/ringBytes, s.Relocations, s.ReclaimedBytes, s.RelocatedBytes, s.GCRuns)
+	if s.ReclaimedBytes < 10*ringBytes || owner.relocated < 10 {
+		t.Fatalf("reclaimed %d bytes with %d relocations", s.ReclaimedBytes, owner.relocated)
+	}
+	p, err := l.Read(owner.offset(0))
+	if err != nil || !bytes.Equal(p, logContent(0, 3000)) {
+		t.Fatalf("the pinned entry after %d relocations: %v", owner.relocated, err)
+	}
+	// The owner's pointer and the head agree after reopen too.
+	off := owner.offset(0)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := Open(path, &Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if p, err := mustLog(t, d2, "log").Read(off); err != nil || !bytes.Equal(p, logContent(0, 3000)) {
+		t.Fatalf("the pinned entry after reopen: %v", err)
+	}
+}
+
+// TestLogCloseStopsGC checks that Close leaves no goroutine behind, with
+// background GC started and commits waiting.
+func TestLogCloseStopsGC(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for range 5 {
+		d, _ := createLogDevice(t, LogRegion{"a", 64 << 10}, LogRegion{"b", 64 << 10})
+		for _, name := range []string{"a", "b"} {
+			l := mustLog(t, d, name)
+			if err := l.SetOwner(&setLive{live: map[uint64]int64{}}, &LogOptions{GCThresholdBytes: 60 << 10}); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 20 {
+				appendEntryT(t, l, logContent(uint64(i), 1000))
+			}
+		}
+		// A commit that waits for an earlier reservation never committed.
+		l := mustLog(t, d, "a")
+		l.Append(10)
+		r, _ := l.Append(10)
+		waiting := make(chan error)
+		go func() { waiting <- l.Commit(r) }()
+		time.Sleep(5 * time.Millisecond)
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-waiting; !errors.Is(err, ErrClosed) {
+			t.Fatalf("a commit waiting at Close returned %v", err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines after Close, %d before", n, before)
+	}
+}
+
+// TestLogConcurrent runs appenders, relocating background GC and readers
+// at once, for the race detector; then every live entry must read back.
+func TestLogConcurrent(t *testing.T) {
+	const ringBytes = 512 << 10
+	d, _ := createLogDevice(t, LogRegion{"log", ringBytes})
+	l := mustLog(t, d, "log")
+	owner := &setLive{live: map[uint64]int64{}}
+	if err := l.SetOwner(relocatingSet{owner}, nil); err != nil {
+		t.Fatal(err)
+	}
+	const appenders, each = 4, 400
+	var wg sync.WaitGroup
+	errs := make(chan error, appenders+1)
+	for a := range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(a), 7))
+			for i := range each {
+				id := uint64(a*each + i)
+				p := logContent(id, 8+rng.IntN(4000))
+				r, err := l.Append(len(p))
+				for try := 0; errors.Is(err, ErrNoSpace) && try < 1000; try++ {
+					if err := l.GC(context.Background()); err != nil {
+						errs <- err
+						return
+					}
+					r, err = l.Append(len(p))
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%w; %+v", err, l.Stats())
+					return
+				}
+				owner.add(id, r.Offset()) // live before GC can see it
+				if _, err := d.WriteAt(p, r.Offset()); err != nil {
+					errs <- err
+					return
+				}
+				if err := l.Commit(r); err != nil {
+					errs <- err
+					return
+				}
+				// Each appender keeps its last 8 entries, and one in 50 for
+				// good: the live set stays well inside the ring.
+				if i >= 8 && (i-8)%50 != 0 {
+					owner.remove(uint64(a*each + i - 8))
+				}
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	go func() {
+		defer close(errs)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for e, err := range l.Entries(0) {
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(e.Data, logContent(logID(e.Data), len(e.Data))) {
+					errs <- fmt.Errorf("entry at %d holds bytes of no entry", e.Pos)
+					return
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	s := checkLogInvariants(t, l)
+	owner.mu.Lock()
+	defer owner.mu.Unlock()
+	for id, off := range owner.live {
+		p, err := l.Read(off)
+		if err != nil || !bytes.Equal(p, logContent(id, len(p))) {
+			t.Fatalf("live entry %d at %d: %v", id, off, err)
+		}
+	}
+	t.Logf("%d live entries; %+v", len(owner.live), s)
+}
+
+// TestLogReadOnly opens a device with a log read-only: entries read back,
+// and anything that would write is refused.
+func TestLogReadOnly(t *testing.T) {
+	d, path := createLogDevice(t, LogRegion{"log", 16 << 10})
+	l := mustLog(t, d, "log")
+	r := appendEntryT(t, l, logContent(5, 300))
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := Open(path, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	l = mustLog(t, ro, "log")
+	if p, err := l.Read(r.Offset()); err != nil || logID(p) != 5 {
+		t.Fatalf("Read: %v", err)
+	}
+	if _, err := l.Append(10); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("Append on a read-only device: %v", err)
+	}
+	if err := l.GC(context.Background()); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("GC on a read-only device: %v", err)
+	}
+}
+
+// TestLogPaddingAndCorruption fills a ring so that entries wrap, damages a
+// frame and checks that walking and reading report it.
+func TestLogPaddingAndCorruption(t *testing.T) {
+	d, path := createLogDevice(t, LogRegion{"log", 8 << 10})
+	l := mustLog(t, d, "log")
+	owner := &setLive{live: map[uint64]int64{}}
+	l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1})
+	var last Reservation
+	for i := range 12 {
+		if i%3 == 0 {
+			if err := l.GC(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		last = appendEntryT(t, l, logContent(uint64(i), 1500))
+	}
+	s := checkLogInvariants(t, l)
+	if s.PaddingBytes == 0 || s.Head < 8<<10 {
+		t.Fatalf("expected wrap-around with padding: %+v", s)
+	}
+	for _, e := range walkLog(t, l) {
+		if !bytes.Equal(e.Data, logContent(logID(e.Data), 1500)) {
+			t.Fatalf("entry at %d damaged", e.Pos)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bad := corruptCopy(t, path, func(b []byte) []byte { b[last.Offset()+700] ^= 1; return b })
+	d2, err := Open(bad, &Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	l = mustLog(t, d2, "log")
+	if _, err := l.Read(last.Offset()); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Read of a damaged entry: %v", err)
+	}
+	var walkErr error
+	for _, err := range l.Entries(0) {
+		walkErr = err
+	}
+	if !errors.Is(walkErr, ErrCorrupt) {
+		t.Fatalf("walking over a damaged entry: %v", walkErr)
+	}
+	// GC refuses to relocate it, and says so. (A dead one it passes
+	// without reading: the owner's index no longer points there.)
+	everything := &setLive{live: map[uint64]int64{}}
+	for _, e := range walkLogUpTo(t, l, last.Pos()) {
+		everything.add(logID(e.Data), e.Offset)
+	}
+	everything.add(11, last.Offset())
+	l.SetOwner(relocatingSet{everything}, &LogOptions{GCThresholdBytes: -1})
+	if err := l.GC(context.Background()); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("GC relocating a damaged entry: %v", err)
+	}
+	if err := l.GC(context.Background()); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("GC after finding damage: %v, want the same error again", err)
+	}
+	if _, err := Open(corruptCopy(t, path, func(b []byte) []byte { b[d2.geometry.logs.off+70] ^= 1; return b }), &Options{NoSync: true}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open with a damaged log table: %v", err)
+	}
+}
+
+func goldenLogTable() ([]byte, region) {
+	logs := region{1 << 20, logTableBytes(2) + 8192 + 4096}
+	slots := []logSlot{
+		{name: "values", ring: region{logs.off + 4096, 8192}, head: 64, tail: 8000},
+		{name: "wal", ring: region{logs.off + 4096 + 8192, 4096}, head: 1 << 40, tail: 1<<40 + 4096},
+	}
+	b := make([]byte, logTableHeaderBytes+2*logSlotBytes)
+	encodeLogTable(b, slots)
+	return b, logs
+}
+
+func TestLogTableRoundTrip(t *testing.T) {
+	b, logs := goldenLogTable()
+	slots, err := decodeLogTable(b, logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := make([]byte, len(b))
+	encodeLogTable(again, slots)
+	if !bytes.Equal(b, again) {
+		t.Fatal("log table does not survive decode and encode")
+	}
+	for i := range logTableHeaderBytes + logSlotFixedBytes {
+		c := bytes.Clone(b)
+		c[i] ^= 0x10
+		if _, err := decodeLogTable(c, logs); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("flipping a bit of byte %d: %v", i, err)
+		}
+	}
+}
+
+func FuzzLogTable(f *testing.F) {
+	b, logs := goldenLogTable()
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		slots, err := decodeLogTable(b, logs)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v is not ErrCorrupt", err)
+			}
+			return
+		}
+		for _, s := range slots {
+			if s.head > s.tail || s.tail-s.head > uint64(s.ring.size) || s.ring.off < logs.off || s.ring.end() > logs.end() {
+				t.Fatalf("accepted an impossible slot %+v", s)
+			}
+		}
+	})
+}
+
+func FuzzLogFrame(f *testing.F) {
+	entry := make([]byte, logFrameHeaderBytes)
+	putLogFrame(entry, logFrame{pos: 4096, frameBytes: logFrameBytes(100), payloadBytes: 100, payloadCRC: 7})
+	pad := make([]byte, logFrameHeaderBytes)
+	putLogFrame(pad, logFrame{padding: true, pos: 4096, frameBytes: 512})
+	f.Add(entry, int64(1024))
+	f.Add(pad, int64(512))
+	f.Add(pad, int64(16))
+	f.Fuzz(func(t *testing.T, b []byte, room int64) {
+		fr, err := parseLogFrame(b, 4096, room, 0)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v is not ErrCorrupt", err)
+			}
+			return
+		}
+		if fr.pos != 4096 || fr.frameBytes > room || fr.frameBytes <= 0 && room > 0 || fr.frameBytes%8 != 0 && room >= logFrameHeaderBytes {
+			t.Fatalf("accepted %+v with room %d", fr, room)
+		}
+	})
+}
+
+// The model test: one log driven by random steps and compared after each
+// with a trivial model of what it must hold.
+
+// modelItem is one frame the model expects in the ring.
+type modelItem struct {
+	id        uint64
+	size      int
+	start     uint64 // padding before the frame starts here
+	pos, end  uint64
+	res       Reservation
+	state     int // itemReserved, itemCommitting, itemDone, itemCancelled
+	deathStep int // the step from which the owner calls it dead; -1: live for good
+	crc       uint32
+	done      chan error // Commit's result, for itemCommitting
+}
+
+const (
+	itemReserved = iota
+	itemCommitting
+	itemDone
+	itemCancelled
+)
+
+type logModel struct {
+	t    *testing.T
+	rng  *rand.Rand
+	d    *Device
+	path string
+	l    *Log
+	size uint64
+
+	head, tail uint64
+	items      []*modelItem // in position order, from the head
+	byOff      map[int64]*modelItem
+	step       int
+	nextID     uint64
+	durableMin uint64 // the largest end whose Commit returned
+	reserve    uint64 // free bytes appends must leave, per the owner set
+	pinned     []*modelItem
+
+	// What GC told the owner, checked against the model after the pass.
+	liveAsked   int
+	relocations []modelRelocation
+
+	appends, noSpace, commits, cancels, gcs, relocated, reopens int
+	appendedBytes                                               int64
+}
+
+type modelRelocation struct{ oldOff, newOff int64 }
+
+// modelOwner answers GC from the model, checking the bytes it is shown.
+type modelOwner struct{ m *logModel }
+
+func (o modelOwner) IsLive(off int64, entry []byte) bool {
+	m := o.m
+	it := m.byOff[off]
+	if it == nil {
+		m.t.Errorf("step %d: GC asked about offset %d, where the model has no entry", m.step, off)
+		return false
+	}
+	if crc32.Checksum(entry, castagnoli) != it.crc || len(entry) != it.size {
+		m.t.Errorf("GC showed entry %d with bytes the model does not hold", it.id)
+	}
+	m.liveAsked++
+	return m.isLive(it)
+}
+
+type modelRelocator struct{ modelOwner }
+
+func (o modelRelocator) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
+	m := o.m
+	m.relocations = append(m.relocations, modelRelocation{oldOff, newOff})
+	if it := m.byOff[oldOff]; it == nil || !m.isLive(it) {
+		m.t.Errorf("GC relocated %d, which the model holds no live entry at", oldOff)
+	}
+	return nil
+}
+
+func (m *logModel) isLive(it *modelItem) bool {
+	return it.deathStep < 0 || m.step < it.deathStep
+}
+
+// sizeFor draws an entry size from 1 B to 1 MiB, mostly small so that many
+// thousand appends stay cheap.
+func (m *logModel) sizeFor() int {
+	switch r := m.rng.IntN(100); {
+	case r < 60:
+		return 1 + m.rng.IntN(256)
+	case r < 88:
+		return 257 + m.rng.IntN(16<<10-256)
+	case r < 98:
+		return 16<<10 + 1 + m.rng.IntN(112<<10)
+	default:
+		return 128<<10 + 1 + m.rng.IntN(896<<10)
+	}
+}
+
+// predict returns where an append of size bytes lands, as the format says,
+// and whether it leaves keep bytes free.
+func (m *logModel) predict(size int, keep uint64) (start, pos, end uint64, ok bool) {
+	frame := uint64(logFrameBytes(int64(size)))
+	pad := uint64(0)
+	if phys := m.tail % m.size; phys+frame > m.size {
+		pad = m.size - phys
+	}
+	return m.tail, m.tail + pad, m.tail + pad + frame, m.tail-m.head+pad+frame+keep <= m.size
+}
+
+func (m *logModel) payloadOff(pos uint64) int64 {
+	return m.l.ring.off + int64(pos%m.size) + logFrameHeaderBytes
+}
+
+func (m *logModel) doAppend() {
+	t := m.t
+	size := m.sizeFor()
+	start, pos, end, ok := m.predict(size, m.reserve)
+	r, err := m.l.Append(size)
+	if !ok {
+		if !errors.Is(err, ErrNoSpace) {
+			t.Fatalf("step %d: Append(%d) with %d free: %v, want ErrNoSpace", m.step, size, m.size-(m.tail-m.head), err)
+		}
+		m.noSpace++
+		return
+	}
+	if err != nil {
+		t.Fatalf("step %d: Append(%d): %v", m.step, size, err)
+	}
+	if r.Pos() != int64(pos) || r.Offset() != m.payloadOff(pos) || r.Size() != size {
+		t.Fatalf("step %d: Append(%d) at pos %d offset %d, model says %d, %d", m.step, size, r.Pos(), r.Offset(), pos, m.payloadOff(pos))
+	}
+	id := m.nextID
+	m.nextID++
+	p := logContent(id, size)
+	// Log.Write, or WriteAt in a few pieces as a caller filling a buffer
+	// might, or both (WriteAt after Write: Commit must rewrite the header).
+	how := m.rng.IntN(4)
+	if how != 0 {
+		if err := m.l.Write(r, logContent(id^0xdead, size)); err != nil {
+			t.Fatalf("step %d: Log.Write: %v", m.step, err)
+		}
+	}
+	if how == 1 {
+		if err := m.l.Write(r, p); err != nil {
+			t.Fatalf("step %d: Log.Write: %v", m.step, err)
+		}
+	} else {
+		for from := 0; from < size; {
+			n := min(size-from, 1+m.rng.IntN(size))
+			if _, err := m.d.WriteAt(p[from:from+n], r.Offset()+int64(from)); err != nil {
+				t.Fatalf("step %d: WriteAt into a reservation: %v", m.step, err)
+			}
+			from += n
+		}
+	}
+	death := m.step + 1 + int(m.rng.ExpFloat64()*40)
+	if m.rng.IntN(50) == 0 {
+		death = m.step + 500 + m.rng.IntN(2000)
+	}
+	it := &modelItem{id: id, size: size, start: start, pos: pos, end: end, res: r, deathStep: death, crc: crc32.Checksum(p, castagnoli)}
+	if size <= 64<<10 && m.rng.IntN(100) == 0 {
+		// Pinned until a few newer pins replace it: such entries sit at
+		// the head lap after lap, and only relocation gets past them.
+		it.deathStep = -1
+		m.pinned = append(m.pinned, it)
+		if len(m.pinned) > 6 {
+			m.pinned[0].deathStep = m.step + 1
+			m.pinned = m.pinned[1:]
+		}
+	}
+	m.items = append(m.items, it)
+	m.byOff[r.Offset()] = it
+	m.tail = end
+	m.appends++
+	m.appendedBytes += int64(size)
+}
+
+// pending returns the items whose Commit has not been called.
+func (m *logModel) pending() []*modelItem {
+	var out []*modelItem
+	for _, it := range m.items {
+		if it.state == itemReserved {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+// settle waits for every Commit in the contiguous run of committed or
+// cancelled items from the head, and returns the run's end.
+func (m *logModel) settle() uint64 {
+	end := m.head
+	for _, it := range m.items {
+		if it.state == itemReserved {
+			break
+		}
+		if it.state == itemCommitting {
+			if err := <-it.done; err != nil {
+				m.t.Fatalf("step %d: Commit of entry %d: %v", m.step, it.id, err)
+			}
+			it.state = itemDone
+			m.durableMin = max(m.durableMin, it.end)
+		}
+		end = it.end
+	}
+	return end
+}
+
+func (m *logModel) doCommit(cancel bool) {
+	p := m.pending()
+	if len(p) == 0 {
+		return
+	}
+	it := p[m.rng.IntN(len(p))]
+	if cancel {
+		if err := m.l.Cancel(it.res); err != nil {
+			m.t.Fatalf("step %d: Cancel: %v", m.step, err)
+		}
+		it.state = itemCancelled
+		delete(m.byOff, it.res.Offset())
+		m.cancels++
+		return
+	}
+	it.state = itemCommitting
+	it.done = make(chan error, 1)
+	go func(r Reservation) { it.done <- m.l.Commit(r) }(it.res)
+	m.commits++
+}
+
+// drain commits every pending reservation, in random order.
+func (m *logModel) drain() {
+	for len(m.pending()) > 0 {
+		m.doCommit(m.rng.IntN(20) == 0)
+	}
+	m.settle()
+}
+
+// doGC runs a full GC pass, relocating when no reservation is pending (a
+// relocated copy waits for the appends before it), and checks what it did.
+func (m *logModel) doGC(relocate bool) {
+	t := m.t
+	m.settle()
+	// The same reserve for both owners: had appends filled the ring while
+	// the owner could not relocate, a pinned entry at the head would stop
+	// GC for good.
+	opts := &LogOptions{GCThresholdBytes: -1, RelocationReserveBytes: int64(m.reserve)}
+	if relocate {
+		m.drain()
+		m.l.SetOwner(modelRelocator{modelOwner{m}}, opts)
+	} else {
+		m.l.SetOwner(modelOwner{m}, opts)
+	}
+	before := m.l.Stats()
+	m.relocations = m.relocations[:0]
+	if err := m.l.GC(context.Background()); err != nil {
+		t.Fatalf("step %d: GC: %v", m.step, err)
+	}
+	m.gcs++
+	after := m.l.Stats()
+	limit := uint64(before.DurableTail)
+	newHead := uint64(after.Head)
+	// Every relocation copied a live entry to the model's tail, in order.
+	// The copies enter byOff only once the head has passed the old items:
+	// until then the model's window may exceed the ring, and an old item
+	// may share a copy's ring offset.
+	var copies []*modelItem
+	for _, rel := range m.relocations {
+		old := m.byOff[rel.oldOff]
+		// Room is not checked here: the pass may have moved the head
+		// between chunks.
+		start, pos, end, _ := m.predict(old.size, 0)
+		if m.payloadOff(pos) != rel.newOff {
+			t.Fatalf("step %d: GC copied entry %d to %d, the model's tail is at offset %d", m.step, old.id, rel.newOff, m.payloadOff(pos))
+		}
+		moved := *old
+		moved.start, moved.pos, moved.end, moved.state = start, pos, end, itemDone
+		moved.res = Reservation{}
+		old.id = ^uint64(0) // the old copy is garbage now
+		old.deathStep = 0
+		m.items = append(m.items, &moved)
+		copies = append(copies, &moved)
+		m.tail = end
+		m.relocated++
+	}
+	// The head passed only dead entries, padding and relocated ones, and
+	// stopped at an item boundary.
+	i := 0
+	for ; i < len(m.items) && m.items[i].end <= newHead; i++ {
+		it := m.items[i]
+		if it.state != itemCancelled && it.id != ^uint64(0) && m.isLive(it) {
+			t.Fatalf("step %d: GC passed the live entry %d at %d", m.step, it.id, it.pos)
+		}
+		if it.state != itemCancelled {
+			delete(m.byOff, m.payloadOff(it.pos))
+		}
+	}
+	if i < len(m.items) {
+		// GC may pass the padding before a frame and stop at the frame.
+		switch it := m.items[i]; {
+		case newHead == it.pos && it.state != itemCancelled:
+			it.start = newHead
+		case newHead != it.start:
+			t.Fatalf("step %d: head %d inside the item [%d, %d)", m.step, newHead, it.start, it.end)
+		}
+	}
+	m.items = m.items[i:]
+	m.head = newHead
+	for _, c := range copies {
+		m.byOff[m.payloadOff(c.pos)] = c
+	}
+	for _, it := range m.items {
+		if it.id == ^uint64(0) {
+			t.Fatalf("step %d: the old copy of a relocated entry at %d is still before the head %d", m.step, it.pos, newHead)
+		}
+	}
+	// It stopped early only at a live entry it could not move.
+	if newHead < limit {
+		it := m.items[0]
+		if !m.isLive(it) || it.state == itemCancelled {
+			t.Fatalf("step %d: GC stopped at %d before the durable tail %d, at an entry that is dead", m.step, newHead, limit)
+		}
+		if relocate {
+			if _, _, _, ok := m.predict(it.size, 0); ok {
+				t.Fatalf("step %d: GC stopped at live entry %d though there was room to relocate it", m.step, it.id)
+			}
+		}
+	}
+}
+
+func (m *logModel) reopen() {
+	m.drain()
+	if err := m.d.Close(); err != nil {
+		m.t.Fatal(err)
+	}
+	d, err := Open(m.path, &Options{NoSync: true})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.d = d
+	m.l = mustLog(m.t, d, "log")
+	m.t.Cleanup(func() { d.Close() })
+	m.reopens++
+	m.l.SetOwner(modelOwner{m}, &LogOptions{GCThresholdBytes: -1, RelocationReserveBytes: int64(m.reserve)})
+	// A cancelled item at the end may never have been journaled: the tail
+	// after reopen is the durable one.
+	m.tail = uint64(m.l.Stats().Tail)
+	for len(m.items) > 0 && m.items[len(m.items)-1].start >= m.tail {
+		m.items = m.items[:len(m.items)-1]
+	}
+}
+
+// check compares the log with the model: positions, every frame header in
+// [head, durable tail), and the payloads of a few entries (all of them
+// when full is set).
+func (m *logModel) check(full bool) {
+	t := m.t
+	s := checkLogInvariants(t, m.l)
+	prefix := m.head
+	for _, it := range m.items {
+		if it.state == itemReserved || it.state == itemCommitting {
+			break
+		}
+		prefix = it.end
+	}
+	switch {
+	case uint64(s.Head) != m.head || uint64(s.Tail) != m.tail:
+		t.Fatalf("step %d: head %d tail %d, model %d %d", m.step, s.Head, s.Tail, m.head, m.tail)
+	case uint64(s.DurableTail) > prefix:
+		t.Fatalf("step %d: durable tail %d passes the committed prefix ending at %d", m.step, s.DurableTail, prefix)
+	case uint64(s.DurableTail) < min(m.durableMin, prefix):
+		t.Fatalf("step %d: durable tail %d below the end %d of a returned Commit", m.step, s.DurableTail, m.durableMin)
+	}
+	durable := uint64(s.DurableTail)
+	var sample []*modelItem
+	for _, it := range m.items {
+		if it.end > durable || it.state == itemCancelled {
+			continue
+		}
+		// The frame header matches what the model wrote.
+		at := m.l.ring.off + int64(it.pos%m.size)
+		hdr, err := m.d.Slice(at, logFrameHeaderBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := parseLogFrame(hdr, it.pos, int64(m.size-it.pos%m.size), at)
+		if err != nil || f.padding || int(f.payloadBytes) != it.size || f.payloadCRC != it.crc {
+			t.Fatalf("step %d: frame of entry %d at %d: %+v, %v", m.step, it.id, it.pos, f, err)
+		}
+		if it.id != ^uint64(0) {
+			sample = append(sample, it)
+		}
+	}
+	if !full {
+		// The newest durable entry and one at random; all of them at
+		// the periodic full checks.
+		m.rng.Shuffle(len(sample), func(i, j int) { sample[i], sample[j] = sample[j], sample[i] })
+		sample = sample[:min(len(sample), 2)]
+	}
+	for _, it := range sample {
+		p, err := m.l.Read(m.payloadOff(it.pos))
+		if err != nil || !isContent(p, it.id) || len(p) != it.size {
+			t.Fatalf("step %d: entry %d at %d does not read back: %v", m.step, it.id, it.pos, err)
+		}
+	}
+	if full {
+		// The walk yields exactly the model's durable entries, in order.
+		var want []*modelItem
+		for _, it := range m.items {
+			if it.end <= durable && it.state != itemCancelled {
+				want = append(want, it)
+			}
+		}
+		i := 0
+		for e, err := range m.l.Entries(0) {
+			if err != nil {
+				t.Fatalf("step %d: Entries: %v", m.step, err)
+			}
+			if i >= len(want) || uint64(e.Pos) != want[i].pos || crc32.Checksum(e.Data, castagnoli) != want[i].crc {
+				t.Fatalf("step %d: walk entry %d at %d does not match the model", m.step, i, e.Pos)
+			}
+			i++
+		}
+		if i != len(want) {
+			t.Fatalf("step %d: walked %d entries, model has %d", m.step, i, len(want))
+		}
+	}
+}
+
+func TestLogModel(t *testing.T) {
+	seed := logTestSeed(t)
+	appends := 50_000
+	if *logOpsFlag > 0 {
+		appends = *logOpsFlag
+	} else if raceEnabled() || testing.Short() {
+		appends = 5_000
+	}
+	const ringBytes = 4 << 20
+	d, path := createLogDevice(t, LogRegion{"log", ringBytes})
+	m := &logModel{
+		t: t, rng: rand.New(rand.NewPCG(seed, seed^0x10c)), d: d, path: path,
+		l: mustLog(t, d, "log"), size: ringBytes, byOff: map[int64]*modelItem{},
+	}
+	m.reserve = ringBytes / 8
+	m.l.SetOwner(modelOwner{m}, &LogOptions{GCThresholdBytes: -1, RelocationReserveBytes: int64(m.reserve)})
+	start := time.Now()
+	for m.appends < appends {
+		m.step++
+		// GC mostly when space runs short: a full pass relocates every
+		// live entry, and doing that every few steps would only measure
+		// copying.
+		short := m.size-(m.tail-m.head) < m.size/2 || m.rng.IntN(10) == 0
+		switch r := m.rng.IntN(100); {
+		case r < 50:
+			if len(m.pending()) < 24 {
+				m.doAppend()
+			}
+		case r < 80:
+			m.doCommit(false)
+		case r < 82:
+			m.doCommit(true)
+		case r < 93:
+			if short {
+				m.doGC(false)
+			}
+		case r < 97:
+			if short {
+				m.doGC(true)
+			}
+		case r < 99:
+			m.drain()
+		default:
+			if m.rng.IntN(10) == 0 {
+				m.reopen()
+			}
+		}
+		m.settle()
+		m.check(m.step%1024 == 0)
+	}
+	m.drain()
+	m.check(true)
+	s := m.l.Stats()
+	t.Logf("%d steps in %v: %d appends (%d MiB), %d refused for space, %d commits, %d cancels, %d GC passes, %d relocations, %d reopens, %d ring wraps; stats %+v",
+		m.step, time.Since(start).Round(time.Millisecond), m.appends, m.appendedBytes>>20, m.noSpace, m.commits, m.cancels, m.gcs, m.relocated, m.reopens, s.Head/ringBytes, s)
+	if m.relocated == 0 || m.noSpace == 0 || s.Head/ringBytes < 10 {
+		t.Fatalf("the workload missed a case: %d relocations, %d refusals, %d wraps", m.relocated, m.noSpace, s.Head/ringBytes)
+	}
+}
+
+// The crash test: appenders, deletions and relocating background GC run on
+// a simulated store; then, for every sync point and many random points of
+// its trace, the test opens what a power loss there would have left and
+// checks the log's contract. The owner keeps its index (entry id -> offset)
+// in the root area, journaled, as a storage engine would: written after
+// Commit returns, repointed by Relocate in GC's transaction, cleared by a
+// deletion whose entry GC may reclaim only once the clearing is durable.
+
+const (
+	logCrashRingBytes = 256 << 10
+	logCrashSlotBytes = 16 // offset u64, id+1 u32, size u32
+)
+
+var logCrashPointsFlag = flag.Int("log.points", 0, "random crash points in TestLogCrash; 0 means the default (1,500)")
+
+// crashOwner is the storage engine of the crash test.
+type crashOwner struct {
+	d        *Device
+	rootOff  int64
+	slots    int64
+	mu       sync.Mutex
+	live     map[uint64]*crashLive // id -> where the entry is now
+	relocate int
+}
+
+type crashLive struct {
+	off      int64
+	size     int
+	deleting bool // its clearing is committed or on its way: Relocate must not index it again
+}
+
+func (o *crashOwner) slotOff(id uint64) int64 {
+	return o.rootOff + int64(id%uint64(o.slots))*logCrashSlotBytes
+}
+
+func (o *crashOwner) IsLive(off int64, entry []byte) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e := o.live[logID(entry)]
+	return e != nil && e.off == off
+}
+
+func (o *crashOwner) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	id := logID(entry)
+	e := o.live[id]
+	if e == nil {
+		return nil // deleted since GC asked: the copy is garbage
+	}
+	if e.off != oldOff {
+		return fmt.Errorf("relocate of entry %d from %d: the owner has it at %d", id, oldOff, e.off)
+	}
+	e.off = newOff
+	o.relocate++
+	if e.deleting {
+		return nil
+	}
+	return tx.Write(o.slotOff(id), o.slot(id, e))
+}
+
+func (o *crashOwner) slot(id uint64, e *crashLive) []byte {
+	var b [logCrashSlotBytes]byte
+	if e != nil {
+		binary.LittleEndian.PutUint64(b[0:], uint64(e.off))
+		binary.LittleEndian.PutUint32(b[8:], uint32(id+1))
+		binary.LittleEndian.PutUint32(b[12:], uint32(e.size))
+	}
+	return b[:]
+}
+
+// index records entry id's offset, as the owner has it now, durably.
+func (o *crashOwner) index(id uint64) error {
+	return o.d.Update(func(tx *Txn) error {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		e := o.live[id]
+		if e == nil || e.deleting {
+			return nil
+		}
+		return tx.Write(o.slotOff(id), o.slot(id, e))
+	})
+}
+
+// remove clears entry id from the index; GC may reclaim it once that is
+// durable.
+func (o *crashOwner) remove(id uint64) error {
+	err := o.d.Update(func(tx *Txn) error {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		o.live[id].deleting = true
+		return tx.Write(o.slotOff(id), o.slot(id, nil))
+	})
+	if err != nil {
+		return err
+	}
+	o.mu.Lock()
+	delete(o.live, id)
+	o.mu.Unlock()
+	return nil
+}
+
+// crashEntry is what the workload knows of one entry.
+type crashEntry struct {
+	id                                         uint64
+	size                                       int
+	firstOff                                   int64
+	reservedAt, commitAt, returnedAt, deleteAt int // trace lengths; -1: never
+}
+
+func TestLogCrash(t *testing.T) {
+	seed := logTestSeed(t)
+	o, err := (&Options{
+		MaxSize:     8 << 20,
+		MaxPageSize: 64 << 10,
+		JournalSize: minJournalBytes,
+		RootSize:    64 << 10,
+		LogRegions:  []LogRegion{{"log", logCrashRingBytes}},
+	}).withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := simstore.New(o.MaxSize)
+	defer store.Close()
+	// Slow syncs, as a disk's are, so that commits queue behind a journal
+	// write and appends overlap the transactions that free their space.
+	d, err := createOn(crashStore{Store: store, syncDelay: 50 * time.Microsecond}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	createdAt := store.Ops()
+	l := mustLog(t, d, "log")
+	rootOff, rootSize := d.Root()
+	owner := &crashOwner{d: d, rootOff: rootOff, slots: rootSize / logCrashSlotBytes, live: map[uint64]*crashLive{}}
+	// A low threshold and reserve keep the ring nearly full, so appends
+	// race for space the moment GC frees it: the harshest case for the
+	// rule that freed space is reused only once its release is durable.
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: 24 << 10, RelocationReserveBytes: 16 << 10}); err != nil {
+		t.Fatal(err)
+	}
+
+	const appenders = 3
+	perAppender := 350
+	if raceEnabled() {
+		perAppender = 150
+	}
+	var (
+		mu      sync.Mutex
+		entries []*crashEntry
+		nextID  uint64
+	)
+	var wg sync.WaitGroup
+	errs := make(chan error, appenders)
+	start := time.Now()
+	for a := range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, uint64(a)))
+			var mine []*crashEntry // live, oldest first
+			for range perAppender {
+				size := 8 + rng.IntN(6000)
+				r, err := l.Append(size)
+				for try := 0; errors.Is(err, ErrNoSpace) && try < 100; try++ {
+					if err := l.GC(context.Background()); err != nil {
+						errs <- err
+						return
+					}
+					r, err = l.Append(size)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%w; %+v", err, l.Stats())
+					return
+				}
+				mu.Lock()
+				id := nextID
+				nextID++
+				e := &crashEntry{id: id, size: size, firstOff: r.Offset(), reservedAt: store.Ops(), commitAt: -1, returnedAt: -1, deleteAt: -1}
+				entries = append(entries, e)
+				mu.Unlock()
+				owner.mu.Lock()
+				owner.live[id] = &crashLive{off: r.Offset(), size: size}
+				owner.mu.Unlock()
+				p := logContent(id, size)
+				if rng.IntN(2) == 0 {
+					if err := l.Write(r, p); err != nil {
+						errs <- err
+						return
+					}
+				} else {
+					half := rng.IntN(size)
+					if _, err := d.WriteAt(p[half:], r.Offset()+int64(half)); err != nil {
+						errs <- err
+						return
+					}
+					if _, err := d.WriteAt(p[:half], r.Offset()); err != nil {
+						errs <- err
+						return
+					}
+				}
+				if rng.IntN(40) == 0 {
+					// Given up: never visible, and the tail must pass it.
+					owner.mu.Lock()
+					delete(owner.live, id)
+					owner.mu.Unlock()
+					if err := l.Cancel(r); err != nil {
+						errs <- err
+						return
+					}
+					continue
+				}
+				mu.Lock()
+				e.commitAt = store.Ops()
+				mu.Unlock()
+				if err := l.Commit(r); err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				e.returnedAt = store.Ops()
+				mu.Unlock()
+				if err := owner.index(id); err != nil {
+					errs <- err
+					return
+				}
+				mine = append(mine, e)
+				// Keep about the last six, and now and then one for long.
+				if len(mine) > 6 {
+					victim := rng.IntN(len(mine) - 5)
+					if rng.IntN(8) == 0 {
+						victim = 0 // pinned ones go too, eventually
+					} else if victim == 0 && len(mine) < 12 {
+						continue
+					}
+					v := mine[victim]
+					mine = append(mine[:victim], mine[victim+1:]...)
+					mu.Lock()
+					v.deleteAt = store.Ops()
+					mu.Unlock()
+					if err := owner.remove(v.id); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	stats := l.Stats()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ops, syncs := store.Ops(), store.SyncPoints()
+	t.Logf("workload: %d entries, %d relocations, %d ring wraps, %d GC runs; %d ops, %d syncs; %v",
+		len(entries), owner.relocate, stats.Head/logCrashRingBytes, stats.GCRuns, ops, len(syncs), time.Since(start).Round(time.Millisecond))
+	if stats.Head < 3*logCrashRingBytes || owner.relocate == 0 {
+		t.Fatalf("the workload did not wrap the ring and relocate: %+v", stats)
+	}
+
+	var points []int
+	for _, i := range syncs {
+		if i >= createdAt {
+			points = append(points, i, i+1)
+		}
+	}
+	syncPoints := len(points)
+	randomPoints := 1500
+	if *logCrashPointsFlag > 0 {
+		randomPoints = *logCrashPointsFlag
+	}
+	rng := rand.New(rand.NewPCG(seed, 99))
+	for range randomPoints {
+		points = append(points, createdAt+rng.IntN(ops-createdAt+1))
+	}
+	sort.Ints(points) // the store replays its trace once for ascending points
+	start = time.Now()
+	c := &logCrashChecker{t: t, entries: entries, rootOff: rootOff, slots: rootSize / logCrashSlotBytes}
+	for i, n := range points {
+		c.check(store, n, rand.New(rand.NewPCG(seed, uint64(i))), i%20 == 0)
+		if c.violations > 10 {
+			t.Fatal("too many violations; stopping")
+		}
+	}
+	t.Logf("crash points: %d (%d at syncs, %d random); per image on average %.1f entries checked through the index, %.1f walked; %d images appended to after recovery; %v",
+		len(points), syncPoints, randomPoints, float64(c.indexed)/float64(len(points)), float64(c.walked)/float64(len(points)), c.reused, time.Since(start).Round(time.Millisecond))
+	t.Logf("violations: %d", c.violations)
+}
+
+type logCrashChecker struct {
+	t       *testing.T
+	entries []*crashEntry
+	rootOff int64
+	slots   int64
+
+	violations, indexed, walked, reused int
+}
+
+func (c *logCrashChecker) fail(n int, img *simstore.Store, format string, args ...any) {
+	c.t.Helper()
+	c.violations++
+	c.t.Errorf("crash after %d ops: %s (%s)", n, fmt.Sprintf(format, args...), img.Describe())
+}
+
+// check opens the image of a crash after n operations and checks: every
+// entry the recovered index names reads back intact at its offset (GC never
+// passed a live entry, relocation and head moved together); every entry
+// whose Commit had returned, and whose deletion had not begun, is found;
+// no entry whose Commit had not begun is visible; nothing torn is
+// returned. With reuse, the recovered log must take new entries.
+func (c *logCrashChecker) check(store *simstore.Store, n int, rng *rand.Rand, reuse bool) {
+	img, err := store.Image(n, rng)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer img.Close()
+	d, err := openOn(img, &Options{})
+	if err != nil {
+		c.fail(n, img, "Open: %v", err)
+		return
+	}
+	defer d.Close()
+	l, err := d.Log("log")
+	if err != nil {
+		c.fail(n, img, "Log: %v", err)
+		return
+	}
+	s := l.Stats()
+	if !(s.Head <= s.DurableTail && s.DurableTail == s.Tail && s.UsedBytes+s.FreeBytes == s.SizeBytes) {
+		c.fail(n, img, "recovered positions %+v", s)
+	}
+	byID := make(map[uint64]*crashEntry, len(c.entries))
+	for _, e := range c.entries {
+		byID[e.id] = e
+	}
+	// The index.
+	root := make([]byte, c.slots*logCrashSlotBytes)
+	if _, err := d.ReadAt(root, c.rootOff); err != nil {
+		c.t.Fatal(err)
+	}
+	for i := int64(0); i < c.slots; i++ {
+		slot := root[i*logCrashSlotBytes:]
+		idPlus := binary.LittleEndian.Uint32(slot[8:])
+		if idPlus == 0 {
+			continue
+		}
+		id, off, size := uint64(idPlus-1), int64(binary.LittleEndian.Uint64(slot)), int(binary.LittleEndian.Uint32(slot[12:]))
+		p, err := l.Read(off)
+		c.indexed++
+		if err != nil || len(p) != size || !isContent(p, id) {
+			c.fail(n, img, "indexed entry %d at %d (head %d, durable tail %d): %v", id, off, s.Head, s.DurableTail, err)
+		}
+	}
+	// The walk.
+	seen := make(map[uint64]bool)
+	for e, err := range l.Entries(0) {
+		if err != nil {
+			c.fail(n, img, "walk: %v", err)
+			break
+		}
+		c.walked++
+		if len(e.Data) < 8 || !isContent(e.Data, logID(e.Data)) {
+			c.fail(n, img, "walked entry at %d holds bytes of no entry", e.Pos)
+			continue
+		}
+		id := logID(e.Data)
+		w := byID[id]
+		if w == nil || w.commitAt < 0 || w.commitAt > n {
+			c.fail(n, img, "entry %d at %d is visible though its Commit had not begun", id, e.Pos)
+		}
+		seen[id] = true
+	}
+	for _, e := range c.entries {
+		switch {
+		case e.returnedAt >= 0 && e.returnedAt <= n && (e.deleteAt < 0 || e.deleteAt >= n) && !seen[e.id]:
+			c.fail(n, img, "entry %d, whose Commit returned at op %d, is gone", e.id, e.returnedAt)
+		case e.reservedAt <= n && (e.commitAt < 0 || e.commitAt > n):
+			// A later entry may sit there once a cancelled one's space
+			// came round again; this one must not.
+			if p, err := l.Read(e.firstOff); err == nil && (len(p) < 8 || logID(p) == e.id) || err != nil && !errors.Is(err, ErrNotFound) {
+				c.fail(n, img, "Read of entry %d, reserved but not committed: %v", e.id, err)
+			}
+		}
+	}
+	if reuse {
+		c.reused++
+		owner := &setLive{live: map[uint64]int64{}}
+		if err := l.SetOwner(relocatingSet{owner}, &LogOptions{GCThresholdBytes: -1}); err != nil {
+			c.t.Fatal(err)
+		}
+		if err := l.GC(context.Background()); err != nil {
+			c.fail(n, img, "GC after recovery: %v", err)
+		}
+		for i := range 3 {
+			p := logContent(1<<40+uint64(i), 3000)
+			r, err := l.Append(len(p))
+			if err == nil {
+				_, err = d.WriteAt(p, r.Offset())
+			}
+			if err == nil {
+				err = l.Commit(r)
+			}
+			if err == nil {
+				_, err = l.Read(r.Offset())
+			}
+			if err != nil {
+				c.fail(n, img, "append after recovery: %v", err)
+			}
+		}
+	}
+}
+
+// gatedStore is a simulated store whose syncs can be held up, to look at a
+// log while a transaction waits for the disk.
+type gatedStore struct {
+	*simstore.Store
+	mu      sync.Mutex
+	armed   bool
+	blocked chan struct{} // closed when a sync starts waiting
+	release chan struct{} // closed to let it go on
+}
+
+func (g *gatedStore) Sync() error {
+	g.mu.Lock()
+	armed := g.armed
+	g.armed = false
+	g.mu.Unlock()
+	if armed {
+		close(g.blocked)
+		<-g.release
+	}
+	return g.Store.Sync()
+}
+
+// arm makes the next sync wait until release is called (at the latest
+// when the test ends, so that a failure does not hang Close).
+func (g *gatedStore) arm(t *testing.T) (blocked <-chan struct{}, release func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.armed = true
+	g.blocked, g.release = make(chan struct{}), make(chan struct{})
+	release = sync.OnceFunc(func() { close(g.release) })
+	t.Cleanup(release)
+	return g.blocked, release
+}
+
+// TestLogDurabilityOrder holds the disk still while a Commit and a GC pass
+// wait for it: the entry must stay invisible and Commit must not return
+// until the tail is durable, and the space GC freed must not be handed out
+// before the new head is durable (a crash would bring the old head back,
+// pointing at overwritten bytes).
+func TestLogDurabilityOrder(t *testing.T) {
+	o, err := (&Options{MaxSize: 4 << 20, MaxPageSize: 64 << 10, JournalSize: minJournalBytes, LogRegions: []LogRegion{{"log", 64 << 10}}}).withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedStore{Store: simstore.New(o.MaxSize)}
+	t.Cleanup(func() { g.Store.Close() })
+	d, err := createOn(g, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	l := mustLog(t, d, "log")
+	l.SetOwner(&setLive{live: map[uint64]int64{}}, &LogOptions{GCThresholdBytes: -1})
+
+	r, err := l.Append(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.WriteAt(logContent(1, 1000), r.Offset())
+	blocked, release := g.arm(t)
+	done := make(chan error, 1)
+	go func() { done <- l.Commit(r) }()
+	<-blocked
+	select {
+	case err := <-done:
+		t.Fatalf("Commit returned %v while its tail waited for the disk", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	if n := len(walkLog(t, l)); n != 0 || l.Stats().DurableTail != 0 {
+		t.Fatalf("%d entries visible, durable tail %d, before the tail is durable", n, l.Stats().DurableTail)
+	}
+	if _, err := l.Read(r.Offset()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Read before the tail is durable: %v", err)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(walkLog(t, l)); n != 1 {
+		t.Fatalf("%d entries visible after Commit returned", n)
+	}
+
+	// Fill the ring, then free it all with GC held at the disk.
+	for {
+		r, err := l.Append(1000)
+		if errors.Is(err, ErrNoSpace) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.WriteAt(logContent(2, 1000), r.Offset())
+		if err := l.Commit(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full := l.Stats()
+	blocked, release = g.arm(t)
+	go func() { done <- l.GC(context.Background()) }()
+	<-blocked
+	time.Sleep(5 * time.Millisecond)
+	if _, err := l.Append(1000); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Append while GC's head waits for the disk: %v, want ErrNoSpace", err)
+	}
+	if s := l.Stats(); s.Head != full.Head {
+		t.Fatalf("head moved to %d before it was durable", s.Head)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := checkLogInvariants(t, l); s.Head != full.DurableTail {
+		t.Fatalf("GC left the head at %d, want %d", s.Head, full.DurableTail)
+	}
+	if _, err := l.Append(1000); err != nil {
+		t.Fatalf("Append after GC: %v", err)
+	}
+}
+
+// TestLogRelocationWaitsForEarlierAppends: a relocated copy lands behind a
+// reservation not yet committed, so the tail cannot cover the copy yet and
+// GC must not move the head past the original until it can.
+func TestLogRelocationWaitsForEarlierAppends(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+	l := mustLog(t, d, "log")
+	owner := &setLive{live: map[uint64]int64{}}
+	l.SetOwner(relocatingSet{owner}, &LogOptions{GCThresholdBytes: -1})
+	pinned := appendEntryT(t, l, logContent(0, 2000))
+	owner.add(0, pinned.Offset())
+	for i := 1; i < 5; i++ {
+		appendEntryT(t, l, logContent(uint64(i), 2000))
+	}
+	r, err := l.Append(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := l.Stats()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if err := l.GC(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("GC with an earlier reservation open: %v, want it to wait until ctx ends", err)
+	}
+	if s := l.Stats(); s.Head != before.Head || owner.offset(0) != pinned.Offset() || owner.relocated != 0 {
+		t.Fatalf("GC moved the head to %d or the owner's entry to %d before its copy could be durable", s.Head, owner.offset(0))
+	}
+	d.WriteAt(logContent(9, 100), r.Offset())
+	if err := l.Commit(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s := checkLogInvariants(t, l)
+	if s.Head <= before.Head || owner.relocated == 0 {
+		t.Fatalf("GC did not move on once the reservation committed: %+v", s)
+	}
+	if p, err := l.Read(owner.offset(0)); err != nil || !isContent(p, 0) {
+		t.Fatalf("relocated entry: %v", err)
+	}
+}
+
+// valueIndex is a storage engine's index of its value log, for the example:
+// key -> offset of the entry that holds the value.
+type valueIndex struct {
+	mu   sync.Mutex
+	offs map[string]int64
+}
+
+// IsLive reports whether the index still points at off.
+func (x *valueIndex) IsLive(off int64, entry []byte) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	key, _, _ := bytes.Cut(entry, []byte("="))
+	return x.offs[string(key)] == off
+}
+
+// Relocate repoints the key at the entry's new copy. A real engine would
+// also journal its on-disk index in tx.
+func (x *valueIndex) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	key, _, _ := bytes.Cut(entry, []byte("="))
+	if x.offs[string(key)] == oldOff {
+		x.offs[string(key)] = newOff
+	}
+	return nil
+}
+
+func ExampleLog() {
+	dir, err := os.MkdirTemp("", "pagealloc-example")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	d, err := Create(filepath.Join(dir, "device"), &Options{
+		MaxSize:    1 << 30,
+		LogRegions: []LogRegion{{Name: "values", Size: 1 << 20}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer d.Close()
+	log, err := d.Log("values")
+	if err != nil {
+		panic(err)
+	}
+	index := &valueIndex{offs: map[string]int64{}}
+	if err := log.SetOwner(index, nil); err != nil {
+		panic(err)
+	}
+	put := func(key, value string) {
+		entry := []byte(key + "=" + value)
+		r, err := log.Append(len(entry))
+		if err != nil {
+			panic(err)
+		}
+		if err := log.Write(r, entry); err != nil {
+			panic(err)
+		}
+		if err := log.Commit(r); err != nil { // durable once it returns
+			panic(err)
+		}
+		index.mu.Lock()
+		index.offs[key] = r.Offset()
+		index.mu.Unlock()
+	}
+	put("a", "1")
+	put("b", "2")
+	put("a", "3") // the first entry for a is garbage now
+	// A full pass drops a=1 and moves the live entries behind it to the
+	// tail, repointing the index.
+	if err := log.GC(context.Background()); err != nil {
+		panic(err)
+	}
+	for e, err := range log.Entries(0) {
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(string(e.Data))
+	}
+	// Output:
+	// b=2
+	// a=3
+}
