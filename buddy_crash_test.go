@@ -1,0 +1,1195 @@
+package pagealloc
+
+// Crash tests for the buddy allocator on the simulated store
+// (internal/simstore). One random allocator workload runs on a store that
+// traces every write and sync; afterwards the test asks the store, for many
+// points n of that trace, what a power loss just after the n-th operation
+// would have left on disk, opens that image and checks it against a model:
+//
+//   - Open succeeds and Check finds every invariant intact (one owner per
+//     byte, free lists, pending queue, counters);
+//   - the allocated pages are exactly those of the model after txns[:k] for
+//     some k that counts at least every transaction whose Commit had
+//     returned by operation n, and no transaction whose Commit had not been
+//     called: every committed allocation is there, nothing is leaked;
+//   - every allocated page whose owner's data write had certainly reached
+//     the disk (a journaled Txn.Write in txns[:k], or a WriteAt followed by
+//     a Commit or Sync that returned before n) still holds that data, or a
+//     later write of the same owner: free-list links and the journaled
+//     writes of a page's earlier owners are never replayed over it.
+//
+// During the run, every page Alloc returns is checked against the frees
+// of transactions that no checkpoint covers yet: such a page must not be
+// handed to anyone (invariant 5), and the crash images check the rest.
+//
+// Crash points: just before and just after every sync, plus random ones
+// (-buddycrash.points). A sample of the recovered images is crashed again
+// inside its own recovery, then given a few more transactions (frees of
+// pages allocated before the crash, reuse after a checkpoint) and crashed
+// at every sync of those.
+//
+// The seed is printed; -buddycrash.seed=N reruns the same workload and the
+// same crash choices. Natural checkpoints run on the journal's goroutine
+// beside the workload, and the "concurrent" run has several committers, so
+// the trace may differ slightly from run to run of one seed.
+
+import (
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pagealloc/pagealloc/internal/simstore"
+)
+
+var (
+	buddyCrashSeed   = flag.Uint64("buddycrash.seed", 0, "seed for the buddy allocator crash test (0: time)")
+	buddyCrashPoints = flag.Int("buddycrash.points", 0, "random crash points per buddy allocator crash run (0: 2000, fewer under -race or -short)")
+	buddyCrashTxns   = flag.Int("buddycrash.txns", 0, "transactions per committer in the buddy allocator crash test (0: the default per run)")
+)
+
+const (
+	// buddyCrashRandomPoints is the default number of random crash points
+	// per run; the race detector and -short make do with fewer, since every
+	// sync point is crashed anyway.
+	buddyCrashRandomPoints     = 2000
+	buddyCrashRandomPointsSlow = 400
+	// buddyCrashDeepPoints recovered images are crashed again during their
+	// recovery and after a few more transactions, each at every sync point
+	// of its own trace and at buddyCrashDeepRandom random points.
+	buddyCrashDeepPoints     = 40
+	buddyCrashDeepPointsSlow = 10
+	buddyCrashDeepRandom     = 6
+
+	// buddyCrashMaxViolations stops a run that has said enough.
+	buddyCrashMaxViolations = 10
+
+	// A page's slot: its own Addr and a generation number, written by its
+	// owner, in the first bytes of the page, where free-list links also go.
+	buddyCrashSlotBytes = 16
+)
+
+// buddyCrashRun is one workload: a geometry, how many committers and how
+// many transactions each.
+type buddyCrashRun struct {
+	name       string
+	opts       Options
+	committers int
+	txns       int           // per committer
+	opsMax     int           // operations per transaction, at most
+	syncDelay  time.Duration // a sync's latency, so that commits group
+}
+
+func buddyCrashRuns() []buddyCrashRun {
+	return []buddyCrashRun{
+		{
+			// 4 KiB to 64 KiB pages, a heap of 4 MiB of which the block
+			// metadata takes two max pages: it fills, so allocation waits
+			// for checkpoints and reuses freed pages.
+			name: "4K-64K",
+			opts: Options{
+				MinPageSize: 4 << 10, MaxPageSize: 64 << 10,
+				JournalSize: 128 << 10, MaxSize: 256<<10 + 4<<20, GrowthStep: 256 << 10,
+			},
+			committers: 1, txns: 400, opsMax: 10,
+		},
+		{
+			// 512-byte to 8 KiB pages: eight min pages to a 4 KiB page of
+			// the file, a page header in every 512-byte sector, and a
+			// block metadata of about 1 MiB before the first page.
+			name: "512-8K",
+			opts: Options{
+				MinPageSize: 512, MaxPageSize: 8 << 10,
+				JournalSize: 64 << 10, MaxSize: 144<<10 + 992<<10 + 512<<10, GrowthStep: 64 << 10,
+			},
+			committers: 1, txns: 400, opsMax: 8,
+		},
+		{
+			// Several committers whose commits share journal records.
+			name: "concurrent",
+			opts: Options{
+				MinPageSize: 4 << 10, MaxPageSize: 32 << 10,
+				JournalSize: 128 << 10, MaxSize: 256<<10 + 2<<20, GrowthStep: 1 << 20,
+			},
+			committers: 3, txns: 130, opsMax: 6, syncDelay: 50 * time.Microsecond,
+		},
+	}
+}
+
+// TestBuddyCrash runs random allocator workloads on a simulated store and
+// crashes each at every sync point and at random points; see the top of
+// this file for what every crash image must satisfy.
+func TestBuddyCrash(t *testing.T) {
+	for _, run := range buddyCrashRuns() {
+		t.Run(run.name, func(t *testing.T) { testBuddyCrash(t, run) })
+	}
+}
+
+// buddyCrashSlow reports whether this run should crash fewer random points:
+// under the race detector (several times slower) or -short.
+func buddyCrashSlow() bool { return raceEnabled() || testing.Short() }
+
+func testBuddyCrash(t *testing.T, run buddyCrashRun) {
+	seed := testSeed(t, "buddycrash.seed", *buddyCrashSeed)
+	randomPoints, deepPoints := buddyCrashRandomPoints, buddyCrashDeepPoints
+	if buddyCrashSlow() {
+		randomPoints, deepPoints = buddyCrashRandomPointsSlow, buddyCrashDeepPointsSlow
+	}
+	if *buddyCrashPoints > 0 {
+		randomPoints = *buddyCrashPoints
+	}
+	if *buddyCrashTxns > 0 {
+		run.txns = *buddyCrashTxns
+	}
+	o, err := run.opts.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.NoSync = false // the syncs are what the simulated store keeps
+
+	store := simstore.New(o.MaxSize)
+	d, err := createOn(buddyCrashStore{Store: store, syncDelay: run.syncDelay}, o)
+	if err != nil {
+		store.Close()
+		t.Fatal(err)
+	}
+	m := &buddyCrashModel{createdAt: store.Ops()}
+	w := newBuddyCrashWorkload(d, store, m)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, run.committers)
+	for c := range run.committers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, 100+uint64(c)))
+			errs[c] = w.committer(rng, run.txns, run.opsMax, nil, run.committers == 1)
+		}()
+	}
+	wg.Wait()
+	for c, err := range errs {
+		if err != nil {
+			t.Errorf("committer %d: %v", c, err)
+		}
+	}
+	if !t.Failed() {
+		if got, err := buddyCrashAllocated(d); err != nil {
+			t.Errorf("Check after the workload: %v", err)
+		} else if want := m.stateAt(len(m.txns)); !buddyCrashSameKeys(got, want) {
+			t.Errorf("after the workload the device holds %d pages, the model %d%s", len(got), len(want), buddyCrashDiff(got, want, m))
+		}
+	}
+	if t.Failed() {
+		d.Close()
+		t.FailNow()
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	t.Logf("workload: %d committers, %d committed transactions, %d rolled back; %d allocs (%d reusing freed space, %d ErrNoSpace), %d frees, %d journaled and %d in-place slot writes, %d Sync, %d forced checkpoints; %d ops, %d syncs; %v",
+		run.committers, len(m.txns), w.rollbacks, w.allocs, w.reused, w.noSpace, w.frees, w.journaledWrites, w.inPlaceWrites, w.syncs, w.checkpoints,
+		store.Ops(), len(store.SyncPoints()), time.Since(start).Round(time.Millisecond))
+	if *buddyCrashTxns == 0 && (w.reused == 0 || w.noSpace == 0) {
+		t.Errorf("the workload never reused freed space (%d) or never filled the heap (%d): it does not reach the reuse paths", w.reused, w.noSpace)
+	}
+
+	c := &buddyCrashChecker{t: t, seed: seed}
+	start = time.Now()
+	points := buddyCrashCrashPoints(store, seed, randomPoints, deepPoints)
+	var deep buddyCrashDeepStats
+	syncImages, randomImages := 0, 0
+	for _, p := range points {
+		switch {
+		case p.deep:
+			randomImages++
+			c.deepCheck(store, m, p.n, p.stream, &deep)
+		case p.sync:
+			syncImages++
+			c.check(store, m, p.n, p.stream, "sync point", false)
+		default:
+			randomImages++
+			c.check(store, m, p.n, p.stream, "random point", false)
+		}
+	}
+	t.Logf("crash points: %d at syncs (%d syncs), %d random; %d images opened (%d crashed inside Create and were refused), %d held commits beyond the last returned; %v",
+		syncImages, len(store.SyncPoints()), randomImages, c.opened, c.createFailed, c.beyondReturned, time.Since(start).Round(time.Millisecond))
+	t.Logf("recoveries of recoveries: %d recovered images crashed again at %d points inside their recovery; %d of them took %d more commits and were crashed at %d more points",
+		deep.images, deep.inRecovery, deep.continued, deep.commits, deep.afterRecovery)
+	t.Logf("pages checked: %d allocated pages compared, %d data slots verified (%d with no data certainly on disk yet); violations: %d",
+		c.pagesCompared, c.slotsChecked, c.slotsUnknown, c.violations)
+}
+
+// buddyCrashStore is a simulated store whose syncs take a while, as a
+// disk's do, so that concurrent commits queue behind a journal write.
+type buddyCrashStore struct {
+	*simstore.Store
+	syncDelay time.Duration
+}
+
+func (s buddyCrashStore) Sync() error {
+	if s.syncDelay > 0 {
+		time.Sleep(s.syncDelay)
+	}
+	return s.Store.Sync()
+}
+
+// buddyCrashPoint is one crash image to check.
+type buddyCrashPoint struct {
+	n      int
+	stream uint64 // with the seed, the fate of the unsynced operations
+	sync   bool
+	deep   bool
+}
+
+// buddyCrashCrashPoints returns every sync point (just before and just after
+// the sync) and random points, ascending, so that the store replays its
+// trace about once in all.
+func buddyCrashCrashPoints(store *simstore.Store, seed uint64, random, deep int) []buddyCrashPoint {
+	var points []buddyCrashPoint
+	stream := uint64(0)
+	for _, i := range store.SyncPoints() {
+		for _, n := range []int{i, i + 1} {
+			points = append(points, buddyCrashPoint{n: n, stream: stream, sync: true})
+			stream++
+		}
+	}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	ops := store.Ops()
+	for i := range random {
+		points = append(points, buddyCrashPoint{n: rng.IntN(ops + 1), stream: 1<<32 | uint64(i), deep: i < deep})
+	}
+	sort.SliceStable(points, func(i, j int) bool { return points[i].n < points[j].n })
+	return points
+}
+
+// ---------------------------------------------------------------------------
+// The model.
+
+// buddyCrashOwner is one allocation: a page and what its owner wrote into
+// the page's slot.
+type buddyCrashOwner struct {
+	addr Addr
+	id   int
+	// journaled owners write their slot only with Txn.Write, the others
+	// only with WriteAt: replay redoes a journaled write, so one that was
+	// followed by a WriteAt of the same bytes may come back over it.
+	journaled bool
+	allocTxn  *buddyCrashTxn // nil for a page from before the model began
+	writes    []*buddyCrashWrite
+}
+
+// buddyCrashWrite is one write of an owner's slot, with a generation number
+// unique to the workload.
+type buddyCrashWrite struct {
+	gen uint64
+	// txn is the transaction of a journaled write; nil for WriteAt.
+	txn *buddyCrashTxn
+	// issuedAt is the trace length before the WriteAt: only images of more
+	// operations may hold it.
+	issuedAt int
+	// durableAt is the trace length after the first Commit or Sync that
+	// was called after the WriteAt returned, and returned: every image of
+	// at least as many operations holds it. -1 until then.
+	durableAt int
+}
+
+// buddyCrashTxn is one transaction on which Commit was called.
+type buddyCrashTxn struct {
+	index int
+	seq   uint64 // the sequence Commit must give it
+	// startedAt is the trace length when Commit was called, read with the
+	// writer held: no image of at most that many operations holds any of
+	// it. returnedAt is the trace length after Commit returned: every image
+	// of at least that many operations holds all of it.
+	startedAt, returnedAt int
+	allocs                []*buddyCrashOwner
+	frees                 []Addr
+}
+
+// buddyCrashModel is the list of committed transactions, in commit order,
+// on top of a base set of pages.
+type buddyCrashModel struct {
+	base map[Addr]*buddyCrashOwner
+	txns []*buddyCrashTxn
+	// createdAt is the trace length once Create returned: an image of
+	// fewer operations may hold no device.
+	createdAt int
+
+	// A cursor: the pages after txns[:curK], for crash points that come in
+	// ascending order.
+	curK int
+	cur  map[Addr]*buddyCrashOwner
+}
+
+// bounds returns the prefixes a crash after n operations may leave: at
+// least every transaction whose Commit returned by then, at most every one
+// whose Commit had been called.
+func (m *buddyCrashModel) bounds(n int) (lo, hi int) {
+	// Commits return in commit order, but a committer may read the trace
+	// length late: a later transaction's returnedAt vouches for every
+	// earlier one.
+	for j, tx := range m.txns {
+		if tx.returnedAt <= n {
+			lo = j + 1
+		}
+	}
+	hi = sort.Search(len(m.txns), func(i int) bool { return m.txns[i].startedAt >= n })
+	return lo, max(lo, hi)
+}
+
+// stateAt returns the pages after txns[:k]. The map is the cursor's: read
+// it only, until the next call.
+func (m *buddyCrashModel) stateAt(k int) map[Addr]*buddyCrashOwner {
+	if m.cur == nil || k < m.curK {
+		m.cur, m.curK = maps.Clone(m.base), 0
+		if m.cur == nil {
+			m.cur = map[Addr]*buddyCrashOwner{}
+		}
+	}
+	for ; m.curK < k; m.curK++ {
+		m.txns[m.curK].apply(m.cur)
+	}
+	return m.cur
+}
+
+// apply changes pages as tx did. A page allocated and freed by one
+// transaction ends up freed; one freed cannot be allocated again by the
+// transaction that freed it.
+func (tx *buddyCrashTxn) apply(pages map[Addr]*buddyCrashOwner) {
+	for _, o := range tx.allocs {
+		pages[o.addr] = o
+	}
+	for _, a := range tx.frees {
+		delete(pages, a)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// The workload.
+
+type buddyCrashFreed struct {
+	off, end int64
+	seq      uint64 // the transaction that freed it
+	by       *Txn
+}
+
+// buddyCrashWorkload runs transactions on a device and keeps the model.
+type buddyCrashWorkload struct {
+	d     *Device
+	store *simstore.Store
+	m     *buddyCrashModel
+	g     *heapGeometry
+
+	mu sync.Mutex // guards everything below, and m.txns while running
+	// units maps every min page of a live page (committed, or allocated
+	// by the open transaction) to its owner.
+	units map[int64]*buddyCrashOwner
+	// freed are the pages freed by transactions that no checkpoint
+	// covered when last looked at: none may be handed out.
+	freed []buddyCrashFreed
+	// everFreed marks min pages freed at least once, to count reuse.
+	everFreed map[int64]bool
+	nextGen   uint64
+	nextID    int
+
+	allocs, reused, noSpace, frees, rollbacks          int
+	journaledWrites, inPlaceWrites, syncs, checkpoints int
+}
+
+func newBuddyCrashWorkload(d *Device, store *simstore.Store, m *buddyCrashModel) *buddyCrashWorkload {
+	w := &buddyCrashWorkload{
+		d: d, store: store, m: m, g: &d.alloc.g,
+		units: map[int64]*buddyCrashOwner{}, everFreed: map[int64]bool{},
+		nextGen: 1,
+	}
+	for _, o := range m.base {
+		w.setUnits(o.addr, o)
+		w.nextID = max(w.nextID, o.id+1)
+		for _, wr := range o.writes {
+			w.nextGen = max(w.nextGen, wr.gen+1)
+		}
+	}
+	return w
+}
+
+// setUnits marks the min pages of a as owned by o, or free with a nil o.
+func (w *buddyCrashWorkload) setUnits(a Addr, o *buddyCrashOwner) {
+	unit := w.g.pageBytes(0)
+	for off := a.Offset(); off < a.Offset()+a.Size(); off += unit {
+		if o == nil {
+			delete(w.units, off)
+		} else {
+			w.units[off] = o
+		}
+	}
+}
+
+// checkAlloc checks a page Alloc just returned, inside the transaction
+// that holds the writer: it must overlap no live page and no page freed by
+// a transaction that no checkpoint covers. w.mu is held.
+func (w *buddyCrashWorkload) checkAlloc(a Addr, size int64) error {
+	g := w.g
+	if a.Size() < size || a.Size() > max(2*size, g.pageBytes(0)) || a.Offset()%a.Size() != 0 ||
+		a.Offset() < g.heapOff || a.Offset()+a.Size() > g.capacity || g.isMeta(a.Offset()) {
+		return fmt.Errorf("Alloc(%d) returned %v", size, a)
+	}
+	// Read after Alloc returned: a checkpoint the allocator saw is
+	// covered, so this never blames a legitimate reuse.
+	covered := w.d.checkpointTxSeq.Load()
+	keep := w.freed[:0]
+	for _, f := range w.freed {
+		if f.seq <= covered {
+			continue
+		}
+		keep = append(keep, f)
+		if f.off < a.Offset()+a.Size() && a.Offset() < f.end {
+			return fmt.Errorf("Alloc(%d) returned %v, inside page [%d, %d) freed by transaction %d, which no checkpoint covers (checkpoint covers %d, durable up to %d): a crash could leave it owned twice",
+				size, a, f.off, f.end, f.seq, covered, w.d.durableTxSeq.Load())
+		}
+	}
+	w.freed = keep
+	unit := g.pageBytes(0)
+	reused := false
+	for off := a.Offset(); off < a.Offset()+a.Size(); off += unit {
+		if o := w.units[off]; o != nil {
+			return fmt.Errorf("Alloc(%d) returned %v, which overlaps live page %v (allocation %d)", size, a, o.addr, o.id)
+		}
+		if w.everFreed[off] {
+			reused = true
+			delete(w.everFreed, off)
+		}
+	}
+	if reused {
+		w.reused++
+	}
+	return nil
+}
+
+// slot encodes what an owner writes into its page.
+func buddyCrashSlot(a Addr, gen uint64) []byte {
+	b := make([]byte, buddyCrashSlotBytes)
+	binary.LittleEndian.PutUint64(b, uint64(a))
+	binary.LittleEndian.PutUint64(b[8:], gen)
+	return b
+}
+
+// buddyCrashSize draws an allocation size: uniform up to the max page half
+// the time (mostly large pages), else near a random page size.
+func buddyCrashSize(rng *rand.Rand, g *heapGeometry) int64 {
+	if rng.IntN(2) == 0 {
+		return 1 + rng.Int64N(g.maxPageBytes())
+	}
+	size := g.pageBytes(rng.IntN(g.maxOrder + 1))
+	return size - rng.Int64N(size/2)
+}
+
+// committer runs txns transactions of up to opsMax operations each on the
+// pages it owns, live at the start, and keeps the model. With checkEach it
+// checks the device against the model after every transaction (only
+// meaningful with one committer).
+func (w *buddyCrashWorkload) committer(rng *rand.Rand, txns, opsMax int, live []*buddyCrashOwner, checkEach bool) error {
+	d := w.d
+	var undurable []*buddyCrashWrite // in-place writes no Commit or Sync has covered yet
+	var lastSeq uint64
+	markDurable := func() {
+		at := w.store.Ops()
+		for _, wr := range undurable {
+			wr.durableAt = at
+		}
+		undurable = undurable[:0]
+	}
+	for i := range txns {
+		tx, err := d.Begin()
+		if err != nil {
+			return fmt.Errorf("txn %d: Begin: %w", i, err)
+		}
+		// What this transaction did, to adopt at Commit or undo at
+		// Rollback.
+		var allocs []*buddyCrashOwner
+		var freed []*buddyCrashOwner
+		type journaledWrite struct {
+			o  *buddyCrashOwner
+			wr *buddyCrashWrite
+		}
+		var writes []journaledWrite
+		txLive := func() []*buddyCrashOwner { return append(slices.Clip(live), allocs...) }
+		isFreed := func(o *buddyCrashOwner) bool { return slices.Contains(freed, o) }
+		fail := func(format string, args ...any) error {
+			err := fmt.Errorf("txn %d: %s", i, fmt.Sprintf(format, args...))
+			w.mu.Lock()
+			for _, o := range allocs {
+				w.setUnits(o.addr, nil)
+			}
+			w.mu.Unlock()
+			rollbackOnExit(tx)
+			return err
+		}
+		for range 1 + rng.IntN(opsMax) {
+			switch r := rng.IntN(100); {
+			case r < 50:
+				size := buddyCrashSize(rng, w.g)
+				a, err := tx.Alloc(size)
+				if errors.Is(err, ErrNoSpace) {
+					w.mu.Lock()
+					w.noSpace++
+					w.mu.Unlock()
+					continue
+				}
+				if err != nil {
+					return fail("Alloc(%d): %v", size, err)
+				}
+				w.mu.Lock()
+				err = w.checkAlloc(a, size)
+				o := &buddyCrashOwner{addr: a, id: w.nextID, journaled: rng.IntN(3) == 0}
+				w.nextID++
+				w.allocs++
+				if err == nil {
+					w.setUnits(a, o)
+				}
+				w.mu.Unlock()
+				if err != nil {
+					return fail("%v", err)
+				}
+				allocs = append(allocs, o)
+				if o.journaled && rng.IntN(5) != 0 {
+					// Written in the allocating transaction itself.
+					writes = append(writes, journaledWrite{o, nil})
+				}
+			case r < 85:
+				cands := txLive()
+				if len(cands) == 0 {
+					continue
+				}
+				o := cands[rng.IntN(len(cands))]
+				if isFreed(o) {
+					continue
+				}
+				if err := tx.Free(o.addr); err != nil {
+					return fail("Free(%v) of allocation %d: %v", o.addr, o.id, err)
+				}
+				freed = append(freed, o)
+				w.mu.Lock()
+				w.setUnits(o.addr, nil)
+				// The writer is held: the transaction commits as the next
+				// sequence number or not at all.
+				w.freed = append(w.freed, buddyCrashFreed{off: o.addr.Offset(), end: o.addr.Offset() + o.addr.Size(), seq: d.txSeq + 1, by: tx})
+				w.mu.Unlock()
+			default:
+				var cands []*buddyCrashOwner
+				for _, o := range txLive() {
+					if o.journaled && !isFreed(o) {
+						cands = append(cands, o)
+					}
+				}
+				if len(cands) == 0 {
+					continue
+				}
+				writes = append(writes, journaledWrite{cands[rng.IntN(len(cands))], nil})
+			}
+		}
+		// Journaled slot writes, last so that none lands in a page this
+		// transaction then freed.
+		for j := range writes {
+			o := writes[j].o
+			if isFreed(o) {
+				continue
+			}
+			w.mu.Lock()
+			gen := w.nextGen
+			w.nextGen++
+			w.mu.Unlock()
+			if err := tx.Write(o.addr.Offset(), buddyCrashSlot(o.addr, gen)); err != nil {
+				return fail("Write into %v of allocation %d: %v", o.addr, o.id, err)
+			}
+			writes[j].wr = &buddyCrashWrite{gen: gen, issuedAt: -1, durableAt: -1}
+		}
+
+		if rng.IntN(10) == 0 {
+			// Undo the model while the writer is still held, so that no
+			// other transaction sees it half undone.
+			w.mu.Lock()
+			for _, o := range freed {
+				w.setUnits(o.addr, o)
+			}
+			for _, o := range allocs { // after: some were freed too
+				w.setUnits(o.addr, nil)
+			}
+			w.freed = slices.DeleteFunc(w.freed, func(f buddyCrashFreed) bool { return f.by == tx })
+			w.rollbacks++
+			w.mu.Unlock()
+			if err := tx.Rollback(); err != nil {
+				return fmt.Errorf("txn %d: Rollback: %w", i, err)
+			}
+			continue
+		}
+
+		w.mu.Lock()
+		rec := &buddyCrashTxn{index: len(w.m.txns), seq: d.txSeq + 1, startedAt: w.store.Ops(), allocs: allocs}
+		for _, o := range freed {
+			rec.frees = append(rec.frees, o.addr)
+			for off := o.addr.Offset(); off < o.addr.Offset()+o.addr.Size(); off += w.g.pageBytes(0) {
+				w.everFreed[off] = true
+			}
+		}
+		for _, o := range allocs {
+			o.allocTxn = rec
+		}
+		for _, jw := range writes {
+			if jw.wr != nil {
+				jw.wr.txn = rec
+				jw.o.writes = append(jw.o.writes, jw.wr)
+				w.journaledWrites++
+			}
+		}
+		w.frees += len(freed)
+		w.m.txns = append(w.m.txns, rec)
+		w.mu.Unlock()
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("txn %d (%d allocs, %d frees): Commit: %w", i, len(allocs), len(freed), err)
+		}
+		returned := w.store.Ops()
+		w.mu.Lock()
+		rec.returnedAt = returned
+		w.mu.Unlock()
+		markDurable()
+		if tx.seq != 0 {
+			if tx.seq != rec.seq {
+				return fmt.Errorf("txn %d committed as sequence %d, expected %d", i, tx.seq, rec.seq)
+			}
+			lastSeq = tx.seq
+		}
+		live = slices.DeleteFunc(live, isFreed)
+		for _, o := range allocs {
+			if !isFreed(o) {
+				live = append(live, o)
+			}
+		}
+
+		// In-place slot writes, now that the pages are committed: most
+		// new pages, and now and then an older one again.
+		var targets []*buddyCrashOwner
+		for _, o := range allocs {
+			if !o.journaled && !isFreed(o) && rng.IntN(5) != 0 {
+				targets = append(targets, o)
+			}
+		}
+		if len(live) > 0 && rng.IntN(2) == 0 {
+			if o := live[rng.IntN(len(live))]; !o.journaled {
+				targets = append(targets, o)
+			}
+		}
+		for _, o := range targets {
+			w.mu.Lock()
+			gen := w.nextGen
+			w.nextGen++
+			w.inPlaceWrites++
+			w.mu.Unlock()
+			wr := &buddyCrashWrite{gen: gen, issuedAt: w.store.Ops(), durableAt: -1}
+			if _, err := d.WriteAt(buddyCrashSlot(o.addr, gen), o.addr.Offset()); err != nil {
+				return fmt.Errorf("txn %d: WriteAt into %v of allocation %d: %w", i, o.addr, o.id, err)
+			}
+			o.writes = append(o.writes, wr)
+			undurable = append(undurable, wr)
+		}
+		if rng.IntN(8) == 0 {
+			if err := d.Sync(); err != nil {
+				return fmt.Errorf("txn %d: Sync: %w", i, err)
+			}
+			markDurable()
+			w.mu.Lock()
+			w.syncs++
+			w.mu.Unlock()
+		}
+		// Freed pages become reusable only after a checkpoint: force one
+		// now and then, besides those the full journal ring causes.
+		if lastSeq != 0 && rng.IntN(6) == 0 {
+			if err := d.journal.waitCheckpoint(lastSeq); err != nil {
+				return fmt.Errorf("txn %d: waiting for a checkpoint: %w", i, err)
+			}
+			w.mu.Lock()
+			w.checkpoints++
+			w.mu.Unlock()
+		}
+		if checkEach {
+			got, err := buddyCrashAllocated(d)
+			if err != nil {
+				return fmt.Errorf("txn %d: Check: %w", i, err)
+			}
+			want := w.m.stateAt(len(w.m.txns))
+			if !buddyCrashSameKeys(got, want) {
+				return fmt.Errorf("txn %d: the device holds %d pages, the model %d: %s", i, len(got), len(want), buddyCrashDiff(got, want, w.m))
+			}
+		}
+	}
+	if len(undurable) > 0 {
+		if err := d.Sync(); err != nil {
+			return fmt.Errorf("final Sync: %w", err)
+		}
+		markDurable()
+	}
+	return nil
+}
+
+// buddyCrashAllocated runs Check and returns the allocated pages it found.
+func buddyCrashAllocated(d *Device) (map[Addr]bool, error) {
+	got := map[Addr]bool{}
+	d.writer.Lock()
+	err := d.check(func(a Addr) { got[a] = true })
+	d.writer.Unlock()
+	return got, err
+}
+
+func buddyCrashSameKeys(got map[Addr]bool, want map[Addr]*buddyCrashOwner) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for a := range got {
+		if want[a] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// buddyCrashDiff says how got differs from want, naming for each page the
+// transaction that last touched it.
+func buddyCrashDiff(got map[Addr]bool, want map[Addr]*buddyCrashOwner, m *buddyCrashModel) string {
+	history := func(a Addr) string {
+		var last []string
+		for _, tx := range m.txns {
+			for _, o := range tx.allocs {
+				if o.addr == a {
+					last = append(last, fmt.Sprintf("allocated by txn %d (seq %d, ops %d..%d)", tx.index, tx.seq, tx.startedAt, tx.returnedAt))
+				}
+			}
+			for _, f := range tx.frees {
+				if f == a {
+					last = append(last, fmt.Sprintf("freed by txn %d (seq %d, ops %d..%d)", tx.index, tx.seq, tx.startedAt, tx.returnedAt))
+				}
+			}
+		}
+		if len(last) == 0 {
+			if m.base[a] != nil {
+				return "in the base"
+			}
+			return "never allocated as such"
+		}
+		return strings.Join(last[max(0, len(last)-3):], ", ")
+	}
+	var b strings.Builder
+	n := 0
+	for _, a := range slices.Sorted(maps.Keys(want)) {
+		if !got[a] && n < 5 {
+			fmt.Fprintf(&b, "; missing %v (%s)", a, history(a))
+			n++
+		}
+	}
+	n = 0
+	for _, a := range slices.Sorted(maps.Keys(got)) {
+		if want[a] == nil && n < 5 {
+			fmt.Fprintf(&b, "; extra %v (%s)", a, history(a))
+			n++
+		}
+	}
+	return b.String()
+}
+
+// ---------------------------------------------------------------------------
+// Checking crash images.
+
+type buddyCrashChecker struct {
+	t    *testing.T
+	seed uint64
+
+	opened, createFailed, beyondReturned, violations int
+	pagesCompared, slotsChecked, slotsUnknown        int
+}
+
+type buddyCrashDeepStats struct {
+	images, inRecovery, continued, commits, afterRecovery int
+}
+
+func (c *buddyCrashChecker) fail(store *simstore.Store, n int, stream uint64, what, desc string, format string, args ...any) {
+	c.t.Helper()
+	c.violations++
+	c.t.Errorf("%s: crash after %d of %d ops (seed %d, stream %d): %s\nimage: %s", what, n, store.Ops(), c.seed, stream, fmt.Sprintf(format, args...), desc)
+	if c.violations >= buddyCrashMaxViolations {
+		c.t.Fatalf("%d violations; stopping", c.violations)
+	}
+}
+
+// check crashes store after n operations, with the fate of unsynced
+// operations drawn from (seed, stream), opens the image and checks it
+// against m. With keepOpen it returns the open device (the caller closes
+// it) with the pages it holds; otherwise it closes it.
+func (c *buddyCrashChecker) check(store *simstore.Store, m *buddyCrashModel, n int, stream uint64, what string, keepOpen bool) (*Device, map[Addr]*buddyCrashOwner) {
+	t := c.t
+	t.Helper()
+	img, err := store.Image(n, rand.New(rand.NewPCG(c.seed, stream)))
+	if err != nil {
+		t.Fatalf("%s: Image(%d): %v", what, n, err)
+	}
+	desc := img.Describe()
+	d, err := openOn(img, &Options{})
+	if err != nil {
+		img.Close()
+		if n < m.createdAt && errors.Is(err, ErrCorrupt) {
+			c.createFailed++ // a crash inside Create: no device yet
+			return nil, nil
+		}
+		c.fail(store, n, stream, what, desc, "Open: %v", err)
+		return nil, nil
+	}
+	c.opened++
+	owners, ok := c.compare(d, store, m, n, stream, what, desc)
+	if !ok || !keepOpen {
+		if err := d.Close(); err != nil && ok {
+			c.fail(store, n, stream, what, desc, "Close after recovery: %v", err)
+		}
+		return nil, nil
+	}
+	return d, owners
+}
+
+// compare checks a recovered device against m for a crash after n
+// operations and returns the model's pages it holds.
+func (c *buddyCrashChecker) compare(d *Device, store *simstore.Store, m *buddyCrashModel, n int, stream uint64, what, desc string) (map[Addr]*buddyCrashOwner, bool) {
+	got, err := buddyCrashAllocated(d)
+	if err != nil {
+		c.fail(store, n, stream, what, desc, "Check after recovery: %v", err)
+		return nil, false
+	}
+	lo, hi := m.bounds(n)
+	if n < m.createdAt {
+		lo = 0
+	}
+	// Every prefix in [lo, hi] with these pages is a candidate: a
+	// transaction that only wrote slots leaves the pages as they were.
+	owners, matched, slotsMsg := m.stateAt(lo), -1, ""
+	for k := lo; k <= hi; k++ {
+		if k > lo {
+			if k == lo+1 {
+				owners = maps.Clone(owners)
+			}
+			m.txns[k-1].apply(owners)
+		}
+		if !buddyCrashSameKeys(got, owners) {
+			continue
+		}
+		checked, unknown, msg := c.checkSlots(d, owners, k, n)
+		if msg != "" {
+			if slotsMsg == "" {
+				slotsMsg = fmt.Sprintf("recovered to the pages of prefix %d of %d: %s", k, len(m.txns), msg)
+			}
+			matched = max(matched, k)
+			continue
+		}
+		if k > lo {
+			c.beyondReturned++
+		}
+		c.pagesCompared += len(got)
+		c.slotsChecked += checked
+		c.slotsUnknown += unknown
+		return owners, true
+	}
+	if matched < 0 {
+		c.fail(store, n, stream, what, desc, "%d pages allocated, which is no prefix of the %d committed transactions between %d (every Commit that returned) and %d (every Commit called)%s",
+			len(got), len(m.txns), lo, hi, buddyCrashDiff(got, m.stateAt(lo), m))
+	} else {
+		c.fail(store, n, stream, what, desc, "%s", slotsMsg)
+	}
+	return nil, false
+}
+
+// checkSlots checks the slot of every page of owners, the pages after
+// txns[:k] of a crash after n operations, and returns how many it checked,
+// how many hold nothing certain yet, and what was wrong.
+func (c *buddyCrashChecker) checkSlots(d *Device, owners map[Addr]*buddyCrashOwner, k, n int) (checked, unknown int, problems string) {
+	var bad []string
+	buf := make([]byte, buddyCrashSlotBytes)
+	for _, a := range slices.Sorted(maps.Keys(owners)) {
+		o := owners[a]
+		// The newest write certainly on disk, and every write that may be.
+		certain, haveCertain := uint64(0), false
+		var maybe []uint64
+		for _, wr := range o.writes {
+			var present, sure bool
+			if wr.txn != nil {
+				present = wr.txn.index < k
+				sure = present
+			} else {
+				present = n > wr.issuedAt
+				sure = wr.durableAt >= 0 && wr.durableAt <= n
+			}
+			if sure {
+				certain, haveCertain = wr.gen, true
+			}
+			if present {
+				maybe = append(maybe, wr.gen)
+			}
+		}
+		if !haveCertain {
+			unknown++
+			continue
+		}
+		checked++
+		if _, err := d.ReadAt(buf, a.Offset()); err != nil {
+			bad = append(bad, fmt.Sprintf("reading %v: %v", a, err))
+			continue
+		}
+		addr, gen := Addr(binary.LittleEndian.Uint64(buf)), binary.LittleEndian.Uint64(buf[8:])
+		ok := addr == a && gen >= certain && slices.Contains(maybe, gen)
+		if !ok && len(bad) < 5 {
+			kind := "WriteAt"
+			if o.journaled {
+				kind = "Txn.Write"
+			}
+			bad = append(bad, fmt.Sprintf("%v (allocation %d, written with %s) holds %x, want its own address and generation %d or a later one of %v",
+				a, o.id, kind, buf, certain, maybe))
+		}
+	}
+	return checked, unknown, strings.Join(bad, "; ")
+}
+
+// deepCheck checks the image after n operations, then crashes the
+// recovery's own trace (its replay, syncs and checkpoint) at every sync and
+// at random points, each of which must recover to the same pages; then it
+// runs a few more transactions on the recovered device (freeing pages
+// allocated before the crash, reusing space after checkpoints) and crashes
+// those too.
+func (c *buddyCrashChecker) deepCheck(store *simstore.Store, m *buddyCrashModel, n int, stream uint64, st *buddyCrashDeepStats) {
+	t := c.t
+	what := fmt.Sprintf("recovery of the crash after %d ops", n)
+	d, owners := c.check(store, m, n, stream, "deep point", true)
+	if d == nil {
+		return
+	}
+	st.images++
+	img := d.store.(*simstore.Store)
+	recoveryOps := img.Ops()
+
+	// The recovered pages are the base of a new model; what their slots
+	// hold now is on disk for good.
+	base := map[Addr]*buddyCrashOwner{}
+	buf := make([]byte, buddyCrashSlotBytes)
+	for a, o := range owners {
+		nb := &buddyCrashOwner{addr: a, id: o.id, journaled: o.journaled}
+		if _, err := d.ReadAt(buf, a.Offset()); err != nil {
+			t.Fatal(err)
+		}
+		gen := binary.LittleEndian.Uint64(buf[8:])
+		if Addr(binary.LittleEndian.Uint64(buf)) == a && slices.ContainsFunc(o.writes, func(wr *buddyCrashWrite) bool { return wr.gen == gen }) {
+			nb.writes = []*buddyCrashWrite{{gen: gen, issuedAt: -1, durableAt: 0}}
+		}
+		base[a] = nb
+	}
+	m2 := &buddyCrashModel{base: base}
+	rng := rand.New(rand.NewPCG(c.seed, stream|1<<63))
+	continued := rng.IntN(4) != 0
+	if continued {
+		w := newBuddyCrashWorkload(d, img, m2)
+		var live []*buddyCrashOwner
+		for _, a := range slices.Sorted(maps.Keys(base)) {
+			live = append(live, base[a])
+		}
+		if err := w.committer(rng, 3+rng.IntN(6), 6, live, true); err != nil {
+			c.fail(store, n, stream, what, img.Describe(), "after recovery to %d pages: %v", len(base), err)
+			d.Close()
+			return
+		}
+		st.continued++
+		st.commits += len(m2.txns)
+	}
+	if err := d.Close(); err != nil {
+		c.fail(store, n, stream, what, img.Describe(), "Close: %v", err)
+		return
+	}
+	var ns []int
+	for _, i := range img.SyncPoints() {
+		ns = append(ns, i, i+1)
+	}
+	for range buddyCrashDeepRandom {
+		ns = append(ns, rng.IntN(img.Ops()+1))
+	}
+	slices.Sort(ns)
+	for i, n2 := range ns {
+		if n2 <= recoveryOps {
+			st.inRecovery++
+		} else {
+			st.afterRecovery++
+		}
+		c.check(img, m2, n2, stream|uint64(i+1)<<40, what, false)
+	}
+}
+
+// buddyCrashGatedStore is a simulated store that can hold one operation at
+// a gate before it reaches the store: the next Sync (a disk flush in
+// flight), or the next write at a given offset (a write not yet in the
+// page cache).
+type buddyCrashGatedStore struct {
+	*simstore.Store
+	mu       sync.Mutex
+	held     string // "sync" or "write": what the gate holds next; "" for nothing
+	writeOff int64
+	gate     chan struct{} // closed to let the held operation through
+	entered  chan struct{} // closed when it reaches the gate
+}
+
+func (s *buddyCrashGatedStore) arm(what string, writeOff int64) (entered, gate chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held, s.writeOff = what, writeOff
+	s.gate, s.entered = make(chan struct{}), make(chan struct{})
+	return s.entered, s.gate
+}
+
+// wait holds the operation at the gate if it is the one armed.
+func (s *buddyCrashGatedStore) wait(what string, off int64) {
+	s.mu.Lock()
+	gate, entered := s.gate, s.entered
+	hold := s.held == what && (what != "write" || off == s.writeOff)
+	if hold {
+		s.held, s.gate, s.entered = "", nil, nil
+	}
+	s.mu.Unlock()
+	if hold {
+		close(entered)
+		<-gate
+	}
+}
+
+func (s *buddyCrashGatedStore) Sync() error {
+	s.wait("sync", 0)
+	return s.Store.Sync()
+}
+
+func (s *buddyCrashGatedStore) WriteAt(p []byte, off int64) (int, error) {
+	s.wait("write", off)
+	return s.Store.WriteAt(p, off)
+}
+
+// TestBuddyCrashSyncDuringGroupCommit checks the promise the crash test's
+// in-place data relies on: bytes written with WriteAt are durable once Sync
+// returns, whatever a group commit on the journal's goroutine does at the
+// same moment. A crash right after Sync returned must find the bytes.
+//
+//   - "flush in flight": the group commit has taken the "data to sync"
+//     flag and its fsync has not completed when Sync is called.
+//   - "write in flight": the group commit takes the flag and syncs while
+//     the WriteAt is on its way to the store, before its bytes are there.
+func TestBuddyCrashSyncDuringGroupCommit(t *testing.T) {
+	t.Run("flush in flight", func(t *testing.T) { testBuddyCrashSyncRace(t, "sync") })
+	t.Run("write in flight", func(t *testing.T) { testBuddyCrashSyncRace(t, "write") })
+}
+
+func testBuddyCrashSyncRace(t *testing.T, held string) {
+	o, err := buddyCrashRuns()[0].opts.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := simstore.New(o.MaxSize)
+	gs := &buddyCrashGatedStore{Store: store}
+	d, err := createOn(gs, o)
+	if err != nil {
+		store.Close()
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var a Addr
+	if err := d.Update(func(tx *Txn) (err error) { a, err = tx.Alloc(4096); return err }); err != nil {
+		t.Fatal(err)
+	}
+	want := buddyCrashSlot(a, 1)
+	otherCommit := func() error {
+		return d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err })
+	}
+
+	switch held {
+	case "sync":
+		if _, err := d.WriteAt(want, a.Offset()); err != nil {
+			t.Fatal(err)
+		}
+		// Another committer's group syncs the data first; hold that
+		// sync while Sync is called.
+		entered, gate := gs.arm("sync", 0)
+		committed := make(chan error, 1)
+		go func() { committed <- otherCommit() }()
+		select {
+		case <-entered:
+		case err := <-committed:
+			t.Fatalf("the commit returned (%v) without syncing the data written before it", err)
+		}
+		defer func() {
+			if err := <-committed; err != nil {
+				t.Error(err)
+			}
+		}()
+		synced := make(chan int, 1)
+		go func() {
+			if err := d.Sync(); err != nil {
+				t.Errorf("Sync: %v", err)
+			}
+			synced <- store.Ops() // the power may fail from here on
+		}()
+		n := -1
+		select {
+		case n = <-synced: // returned while the flush was held
+		case <-time.After(200 * time.Millisecond): // waiting for it, as it should
+		}
+		close(gate)
+		if n < 0 {
+			n = <-synced
+		}
+		buddyCrashCheckSlotAt(t, store, n, a, want)
+	case "write":
+		// Hold the WriteAt on its way to the store while another
+		// committer's group takes the flag and syncs.
+		entered, gate := gs.arm("write", a.Offset())
+		written := make(chan error, 1)
+		go func() { _, err := d.WriteAt(want, a.Offset()); written <- err }()
+		<-entered
+		if err := otherCommit(); err != nil {
+			close(gate)
+			t.Fatal(err)
+		}
+		close(gate)
+		if err := <-written; err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		buddyCrashCheckSlotAt(t, store, store.Ops(), a, want)
+	}
+}
+
+// buddyCrashCheckSlotAt crashes store after n operations, losing every
+// unsynced one, and checks that page a starts with want.
+func buddyCrashCheckSlotAt(t *testing.T, store *simstore.Store, n int, a Addr, want []byte) {
+	t.Helper()
+	img, err := store.Image(n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := openOn(img, &Options{})
+	if err != nil {
+		img.Close()
+		t.Fatal(err)
+	}
+	defer d.Close()
+	got := make([]byte, len(want))
+	if _, err := d.ReadAt(got, a.Offset()); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("crash right after Sync returned (op %d of %d): %v holds %x, want %x: Sync returned before the bytes of a WriteAt that returned before it were durable", n, store.Ops(), a, got, want)
+	}
+}
