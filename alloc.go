@@ -174,8 +174,9 @@ type Device struct {
 	userDirty atomic.Bool // WriteAt since the last sync
 
 	// Components layered on the journal.
-	alloc *allocator // the buddy allocator; buddy.go
-	logs  *logSet    // log-structured regions; logstructured.go
+	alloc    *allocator // the buddy allocator; buddy.go
+	logs     *logSet    // log-structured regions; logstructured.go
+	subpages subpageSet // sub-page classes; subpage.go
 
 	// lifeMu is held shared by every public call that touches the mapping,
 	// and exclusively by Close while it unmaps.
@@ -378,6 +379,7 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		return nil, err
 	}
 	d.alloc.load()
+	d.loadSubpages()
 	// Transactions replayed since the checkpoint left no sequence number,
 	// but the newest page they freed carries its transaction's: continue
 	// after it, so that sequence numbers only grow across opens.

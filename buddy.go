@@ -240,6 +240,9 @@ func (tx *Txn) Free(a Addr) error {
 	if err != nil {
 		return err
 	}
+	if tx.d.subpageParentAt(tx, a.Offset(), a.Size()) {
+		return fmt.Errorf("%w: %v holds sub-pages; free them with Subpages.Free", ErrInvalidFree, a)
+	}
 	st := al.join(tx)
 	off, size := a.Offset(), a.Size()
 	tx.setPageState(&al.g, order, off, statePending)
@@ -369,6 +372,10 @@ func (d *Device) heapWritable(off, n int64, tx *Txn) error {
 			continue
 		}
 		if s == stateAllocated && off+n <= start+g.pageBytes(k) && !g.isMeta(start) {
+			// A sub-page parent's header is the allocator's, not the caller's.
+			if off < start+subpageHeaderBytes && d.subpageParentAt(tx, start, g.pageBytes(k)) {
+				return fmt.Errorf("%w: [%d, +%d) holds a sub-page parent's header", ErrProtected, off, n)
+			}
 			return nil
 		}
 		break

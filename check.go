@@ -31,6 +31,7 @@ func (d *Device) check(onAllocated func(Addr)) error {
 	c.checkFreeLists()
 	c.checkPending()
 	c.checkCounters()
+	c.checkSubpages()
 	return errors.Join(c.errs...)
 }
 
@@ -49,6 +50,8 @@ type checker struct {
 	pending    int64
 	allocPages int64
 	allocBytes int64
+	// subpageParents are the allocated pages holding a sub-page header.
+	subpageParents []int64
 }
 
 func (c *checker) report(off int64, what, format string, args ...any) {
@@ -106,6 +109,9 @@ func (c *checker) walk(off int64, order int) {
 	case stateAllocated:
 		c.allocPages++
 		c.allocBytes += size
+		if c.d.subpageParentAt(c.tx, off, size) {
+			c.subpageParents = append(c.subpageParents, off)
+		}
 		if c.onAllocated != nil {
 			c.onAllocated(makeAddr(off, g.minShift+uint(order)))
 		}

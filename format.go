@@ -93,6 +93,36 @@ package pagealloc
 //	16  4  magic "FREE"              16  4  magic "PEND"
 //	20  1  order                     20  1  order
 //	21  3  zero                      21  3  zero
+//
+// Sub-page class table (subpage.go), in the allocator state region at
+// subpageTableOff, subpageClassLimit entries of one 64-byte line each. The
+// classes in use are entries 0..n-1 (slot size not zero); a class's index
+// never changes once written:
+//
+//	  0  8  slot size in bytes (0: entry unused), a power of two
+//	  8  8  partial list head: a parent with a free slot (0 if none)
+//	 16  8  parents of the class
+//	 24  8  slots in use
+//	 32 32  reserved (zero)
+//
+// A sub-page parent is an allocated buddy page of 64 slots of one class's
+// slot size (so slot size is at least 64 bytes and the low 6 bits of a
+// slot's offset are free for its Addr's size). Slot 0 holds the header, so
+// 63 slots are handed out and the header costs 1/64 of the parent:
+//
+//	  0  4  magic "PASP"
+//	  4  1  class index
+//	  5  1  log2 of the slot size
+//	  6  2  zero
+//	  8  8  the parent's own offset (user bytes that hold the magic by chance do not also hold it)
+//	 16  8  mask: bit i set while slot i is allocated; bit 0 (the header) always set
+//	 24  8  previous parent on the class's partial list (0: the head)
+//	 32  8  next parent on the class's partial list
+//
+// A parent is on its class's partial list exactly while its mask is not
+// all ones. The header is journaled as kindMeta; a parent whose last slot
+// is freed is freed to the buddy allocator, whose pending header overwrites
+// the magic.
 
 import (
 	"encoding/binary"
@@ -152,6 +182,32 @@ const (
 	stateAllocated pageState = 0b10 // the allocated bit (bit 2i+1)
 	statePending   pageState = 0b11
 )
+
+// Sub-page class table and parent header (subpage.go).
+const (
+	subpageTableOff   = 4096 // in the allocator state region; the buddy's state ends well before
+	subpageClassLimit = 64
+	subpageClassBytes = 64
+
+	subpageClassSlotOff    = 0
+	subpageClassHeadOff    = 8
+	subpageClassParentsOff = 16
+	subpageClassUsedOff    = 24
+
+	subpageSlotsPerParent = 64 // slot 0 holds the header
+	subpageMinSlotShift   = 6  // 64-byte slots: Addr keeps the size in the low 6 bits
+
+	subpageHeaderBytes = 40
+	subpageClassOff    = 4
+	subpageShiftOff    = 5
+	subpageSelfOff     = 8
+	subpageMaskOff     = 16
+	subpagePrevOff     = 24
+	subpageNextOff     = 32
+)
+
+// subpageMagic starts the header of a sub-page parent.
+const subpageMagic = uint32('P') | uint32('A')<<8 | uint32('S')<<16 | uint32('P')<<24
 
 var (
 	superblockMagic = [8]byte{'P', 'A', 'G', 'E', 'A', 'L', 'O', 'C'}
