@@ -314,7 +314,8 @@ func (p *Pool) putSlow(b *Buffer, was uint32) error {
 		return p.releaseAfterClose(b)
 	}
 	if b.home.Load() == noShard {
-		p.remember(shardHint()&p.shardMask, b.index, true)
+		hint := shardHint()
+		p.remember(hint&p.shardMask, firstCell(hint), b.index, true)
 	}
 	p.wakeIfWaiting()
 	return nil
@@ -377,26 +378,34 @@ func (p *Pool) Stats() PoolStats {
 	}
 }
 
-// shardHint picks a shard for the calling goroutine without a per-P API:
-// the address of a local variable lies in the goroutine's own stack, which
-// no running goroutine shares and which moves only when the stack is
-// resized. Only speed depends on it; any shard gives correct results.
+// shardHint picks a shard, and a cell in it, for the calling goroutine
+// without a per-P API: the address of a local variable lies in the
+// goroutine's own stack, which no running goroutine shares and which moves
+// only when the stack is resized. Only speed depends on it; any shard and
+// cell give correct results.
 func shardHint() uint32 {
 	var anchor byte
 	// Stacks are at least 2 KiB and aligned to their size, so the address
 	// over 2 KiB differs between goroutines; the multiply spreads it.
 	sp := uint64(uintptr(unsafe.Pointer(&anchor))) >> 11
-	return uint32((sp * 0x9e3779b97f4a7c15) >> 40)
+	return uint32((sp * 0x9e3779b97f4a7c15) >> 32)
 }
+
+// firstCell is where a goroutine starts looking in its shard's cells. Two
+// goroutines whose hints share a shard mostly start apart, so each finds
+// its own slot first instead of reading, or snatching, the other's.
+func firstCell(hint uint32) int { return int(hint>>24) % shardCells }
 
 // take claims a free slot: at the caller's home shard first, then on the
 // depot, then anywhere. It returns nil when it finds none or the pool is
 // closed.
 func (p *Pool) take() *Buffer {
-	home := shardHint() & p.shardMask
+	hint := shardHint()
+	home, start := hint&p.shardMask, firstCell(hint)
 	s := &p.shards[home]
 	var b *Buffer
-	for c := range s.cells {
+	for k := range s.cells {
+		c := (start + k) % shardCells
 		i := s.cells[c].Load()
 		if i == noSlot {
 			continue
@@ -416,7 +425,7 @@ func (p *Pool) take() *Buffer {
 		}
 	}
 	if b == nil {
-		if b = p.takeElsewhere(home); b == nil {
+		if b = p.takeElsewhere(home, start); b == nil {
 			return nil
 		}
 	}
@@ -437,7 +446,7 @@ func (b *Buffer) claim() bool {
 }
 
 // takeElsewhere is take's slow path, for when no slot at home is free.
-func (p *Pool) takeElsewhere(home uint32) *Buffer {
+func (p *Pool) takeElsewhere(home uint32, start int) *Buffer {
 	if p.status.Load()&poolClosed != 0 {
 		return nil
 	}
@@ -455,7 +464,7 @@ func (p *Pool) takeElsewhere(home uint32) *Buffer {
 	if b != nil {
 		// Name it at home so that its Put, usually from this goroutine,
 		// is done after one Swap.
-		p.remember(home, b.index, false)
+		p.remember(home, start, b.index, false)
 	}
 	return b
 }
@@ -478,20 +487,21 @@ func (p *Pool) takeQueued() *Buffer {
 	}
 }
 
-// remember names slot i in one of shard's cells and makes shard its home,
-// preferring an empty cell or one whose slot is held, so free slots stay
-// named. If every cell names a free slot, a free i goes to the depot
+// remember names slot i in one of shard's cells, looking from cell start
+// on, and makes shard its home. It prefers an empty cell, then one whose
+// slot is held, so free slots stay named. If every cell names a free slot, a free i goes to the depot
 // instead and a held i is left out: its own Put will place it.
 //
 // home is stored before the slot is named (or, if already named, before
 // the name is checked again), so whoever unnames the slot afterwards also
 // clears home; home never points at a shard that has dropped the slot.
-func (p *Pool) remember(shard, i uint32, free bool) {
+func (p *Pool) remember(shard uint32, start int, i uint32, free bool) {
 	s := &p.shards[shard]
 	b := &p.buffers[i]
 scan:
 	empty, held := -1, -1
-	for c := range s.cells {
+	for k := range s.cells {
+		c := (start + k) % shardCells
 		v := s.cells[c].Load()
 		switch {
 		case v == i:
