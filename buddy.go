@@ -296,10 +296,14 @@ func (al *allocator) validate(tx *Txn, a Addr) (int, error) {
 func (a *allocator) releasePending(tx *Txn) int {
 	st := &a.work
 	covered := a.d.checkpointTxSeq.Load()
+	// A transaction releases at most what a quarter of a journal record
+	// holds, leaving the rest to the next ones: releasing a long queue at
+	// once would make the transaction too large to commit.
+	budget := int(a.d.journal.maxRecord / 4 / (lineBytes + 4*entryHeaderBytes))
 	n := 0
-	// Bounded by the counter, so that a corrupt (cyclic) queue cannot
+	// Bounded by the counter too, so that a corrupt (cyclic) queue cannot
 	// hang the device; Check reports it.
-	for st.pendHead != 0 && st.pendPages > 0 {
+	for st.pendHead != 0 && st.pendPages > 0 && len(tx.lines) < budget {
 		if uint64(tx.readHeader(st.pendHead).word0) > covered {
 			break
 		}

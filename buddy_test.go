@@ -413,3 +413,53 @@ func TestPunchHoles(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLongPendingQueue frees more pages at once than one transaction can
+// release: releasing must spread over transactions, never making one too
+// large to commit.
+func TestLongPendingQueue(t *testing.T) {
+	opts := smallHeapOptions()
+	opts.JournalSize = 64 << 10 // records of at most 32 KiB: a few hundred lines
+	d, _ := createTestDevice(t, opts)
+	var pages []Addr
+	for range 20 {
+		if err := d.Update(func(tx *Txn) error {
+			for range 100 {
+				a, err := tx.Alloc(4096)
+				if err != nil {
+					return err
+				}
+				pages = append(pages, a)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < len(pages); i += 50 {
+		if err := d.Update(func(tx *Txn) error {
+			for _, a := range pages[i : i+50] {
+				if err := tx.Free(a); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; d.Stats().PendingPages > 0; i++ {
+		if i == 100 {
+			t.Fatalf("%d pages still pending after 100 transactions", d.Stats().PendingPages)
+		}
+		if err := d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err }); err != nil {
+			t.Fatalf("transaction %d after the frees: %v", i, err)
+		}
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
