@@ -231,37 +231,14 @@ func (deadEntries) IsLive(off int64, entry []byte) bool { return false }
 // goroutines for the given time and reports their latencies.
 func commitPhase(d *pagealloc.Device, name string, n int, duration time.Duration) (benchResult, error) {
 	rootOff, rootSize := d.Root()
-	deadline := time.Now().Add(duration)
-	var mu sync.Mutex
-	var latencies []time.Duration
-	var failed error
-	start := time.Now()
-	var wg sync.WaitGroup
-	for g := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine []time.Duration
-			var word [8]byte
-			for i := 0; time.Now().Before(deadline); i++ {
-				off := rootOff + int64((g*1000+i)*8)%rootSize
-				binary.LittleEndian.PutUint64(word[:], uint64(i))
-				t0 := time.Now()
-				if err := d.Update(func(tx *pagealloc.Txn) error { return tx.Write(off, word[:]) }); err != nil {
-					mu.Lock()
-					failed = errors.Join(failed, err)
-					mu.Unlock()
-					return
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			latencies = append(latencies, mine...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return summarize(name, latencies, time.Since(start)), failed
+	counts := make([]int64, n)
+	return runPhase(name, n, duration, func(g int, rng *rand.Rand) error {
+		off := rootOff + (int64(g)*1000+counts[g])*8%rootSize
+		counts[g]++
+		var word [8]byte
+		binary.LittleEndian.PutUint64(word[:], uint64(counts[g]))
+		return d.Update(func(tx *pagealloc.Txn) error { return tx.Write(off, word[:]) })
+	})
 }
 
 func summarize(name string, lat []time.Duration, elapsed time.Duration) benchResult {
