@@ -293,11 +293,7 @@ func (j *journal) checkpoint() error {
 	if j.head == j.tail {
 		// Nothing applied since the last one: everything durable is
 		// already covered.
-		j.d.checkpointTxSeq.Store(j.d.durableTxSeq.Load())
-		j.mu.Lock()
-		close(j.checkpointed)
-		j.checkpointed = make(chan struct{})
-		j.mu.Unlock()
+		j.covered()
 		return nil
 	}
 	d := j.d
@@ -319,12 +315,18 @@ func (j *journal) checkpoint() error {
 	}
 	j.sb = sb
 	j.head = j.tail
-	d.checkpointTxSeq.Store(d.durableTxSeq.Load())
+	j.covered()
+	return nil
+}
+
+// covered records that a checkpoint now covers every durable transaction
+// and wakes those waiting for one.
+func (j *journal) covered() {
+	j.d.checkpointTxSeq.Store(j.d.durableTxSeq.Load())
 	j.mu.Lock()
 	close(j.checkpointed)
 	j.checkpointed = make(chan struct{})
 	j.mu.Unlock()
-	return nil
 }
 
 // waitCheckpoint asks for a checkpoint and waits until one covers the
