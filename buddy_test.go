@@ -463,3 +463,33 @@ func TestLongPendingQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEmptyCommitEndsParticipants checks that a transaction a component
+// joined without changing anything still ends for that component.
+func TestEmptyCommitEndsParticipants(t *testing.T) {
+	d, _ := createTestDevice(t, smallHeapOptions())
+	if err := d.Update(func(tx *Txn) error {
+		if _, err := tx.Alloc(4096); err != nil {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rollbackOnExit(tx)
+	// The allocator joins and finds nothing to do.
+	d.alloc.join(tx)
+	if len(tx.lines) != 0 {
+		t.Fatalf("joining wrote %d lines; the test needs an empty transaction", len(tx.lines))
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if d.alloc.tx != nil {
+		t.Fatal("the allocator still thinks the committed transaction is open")
+	}
+}

@@ -174,7 +174,11 @@ func (tx *Txn) Commit() error {
 	tx.done = true
 	if len(tx.lines) == 0 && !d.userDirty.Load() {
 		// Nothing to write, but the state tx read may belong to commits
-		// still on their way to disk: wait for them.
+		// still on their way to disk: wait for them. Participants still
+		// hear that tx ended (a log's flush leader, say, hands over).
+		for _, p := range tx.participants {
+			p.committed(tx)
+		}
 		g := d.journal.lastGroup()
 		d.writer.Unlock()
 		if g != nil {
