@@ -156,7 +156,7 @@ func testBuddyCrash(t *testing.T, run buddyCrashRun) {
 	o.NoSync = false // the syncs are what the simulated store keeps
 
 	store := simstore.New(o.MaxSize)
-	d, err := createOn(buddyCrashStore{Store: store, syncDelay: run.syncDelay}, o)
+	d, err := createOn(crashStore{Store: store, syncDelay: run.syncDelay}, o)
 	if err != nil {
 		store.Close()
 		t.Fatal(err)
@@ -225,20 +225,6 @@ func testBuddyCrash(t *testing.T, run buddyCrashRun) {
 		deep.images, deep.inRecovery, deep.continued, deep.commits, deep.afterRecovery)
 	t.Logf("pages checked: %d allocated pages compared, %d data slots verified (%d with no data certainly on disk yet); violations: %d",
 		c.pagesCompared, c.slotsChecked, c.slotsUnknown, c.violations)
-}
-
-// buddyCrashStore is a simulated store whose syncs take a while, as a
-// disk's do, so that concurrent commits queue behind a journal write.
-type buddyCrashStore struct {
-	*simstore.Store
-	syncDelay time.Duration
-}
-
-func (s buddyCrashStore) Sync() error {
-	if s.syncDelay > 0 {
-		time.Sleep(s.syncDelay)
-	}
-	return s.Store.Sync()
 }
 
 // buddyCrashPoint is one crash image to check.
@@ -333,16 +319,7 @@ type buddyCrashModel struct {
 // least every transaction whose Commit returned by then, at most every one
 // whose Commit had been called.
 func (m *buddyCrashModel) bounds(n int) (lo, hi int) {
-	// Commits return in commit order, but a committer may read the trace
-	// length late: a later transaction's returnedAt vouches for every
-	// earlier one.
-	for j, tx := range m.txns {
-		if tx.returnedAt <= n {
-			lo = j + 1
-		}
-	}
-	hi = sort.Search(len(m.txns), func(i int) bool { return m.txns[i].startedAt >= n })
-	return lo, max(lo, hi)
+	return prefixBounds(m.txns, n, func(tx *buddyCrashTxn) (int, int) { return tx.startedAt, tx.returnedAt })
 }
 
 // stateAt returns the pages after txns[:k]. The map is the cursor's: read

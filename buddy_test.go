@@ -19,7 +19,8 @@ var (
 
 // testSeed returns the seed a random test runs with, the flag's value or
 // else the time, and logs it with how to rerun.
-func testSeed(t *testing.T, flagName string, flagValue uint64) uint64 {
+func testSeed(t testing.TB, flagName string, flagValue uint64) uint64 {
+	t.Helper()
 	seed := flagValue
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())

@@ -103,12 +103,7 @@ func (s crashStore) Sync() error {
 // journalTestSeed returns the seed for a test and logs how to rerun it.
 func journalTestSeed(t testing.TB) uint64 {
 	t.Helper()
-	seed := *journalSeedFlag
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (rerun with -journal.seed=%d)", seed, seed)
-	return seed
+	return testSeed(t, "journal.seed", *journalSeedFlag)
 }
 
 // flagOr returns the flag's value if set, else def.
@@ -333,14 +328,24 @@ func (m *prefixModel) state(k int) []byte {
 // least lo transactions (the last one whose Commit returned, and all before
 // it) and at most hi (every one that had called Commit).
 func (m *prefixModel) bounds(n int) (lo, hi int) {
-	for j, tx := range m.txns {
-		if tx.returnedAt <= n {
+	// An empty commit that found nothing in flight returns without an
+	// operation (startedAt == returnedAt), and changes nothing.
+	return prefixBounds(m.txns, n, func(tx *crashTxn) (int, int) { return tx.startedAt, tx.returnedAt })
+}
+
+// prefixBounds returns how many of txns, in commit order, a crash after n
+// traced operations may have kept: at least every one whose Commit had
+// returned (commits return in order, but a committer may read the trace
+// late, so a later one's return vouches for all before it), at most every
+// one whose Commit had been called. span gives a transaction's trace
+// lengths when its Commit was called and when it returned.
+func prefixBounds[T any](txns []T, n int, span func(T) (startedAt, returnedAt int)) (lo, hi int) {
+	for j, tx := range txns {
+		if _, returnedAt := span(tx); returnedAt <= n {
 			lo = j + 1
 		}
 	}
-	hi = sort.Search(len(m.txns), func(j int) bool { return m.txns[j].startedAt >= n })
-	// An empty commit that found nothing in flight returns without an
-	// operation (startedAt == returnedAt), and changes nothing.
+	hi = sort.Search(len(txns), func(j int) bool { startedAt, _ := span(txns[j]); return startedAt >= n })
 	return lo, max(lo, hi)
 }
 

@@ -28,12 +28,7 @@ var (
 // logTestSeed returns the seed for a test and logs how to rerun it.
 func logTestSeed(t testing.TB) uint64 {
 	t.Helper()
-	seed := *logSeedFlag
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (rerun with -log.seed=%d)", seed, seed)
-	return seed
+	return testSeed(t, "log.seed", *logSeedFlag)
 }
 
 // logContentSource backs entry contents: entry id's payload is a window of

@@ -22,12 +22,7 @@ var poolSeed = flag.Uint64("pool.seed", 0, "seed for the pool's random tests; 0 
 // can be replayed with -pool.seed.
 func poolTestSeed(t testing.TB) uint64 {
 	t.Helper()
-	seed := *poolSeed
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (replay with -pool.seed=%d)", seed, seed)
-	return seed
+	return testSeed(t, "pool.seed", *poolSeed)
 }
 
 // raceEnabled reports whether the test binary was built with -race, which

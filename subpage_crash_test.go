@@ -87,14 +87,9 @@ func subpageMix(x uint64) uint64 {
 	return x ^ x>>31
 }
 
+// bounds returns the prefixes a crash after n operations may leave.
 func (m *subpageCrashModel) bounds(n int) (lo, hi int) {
-	for j, tx := range m.txns {
-		if tx.returnedAt <= n {
-			lo = j + 1
-		}
-	}
-	hi = sort.Search(len(m.txns), func(i int) bool { return m.txns[i].startedAt >= n })
-	return lo, max(lo, hi)
+	return prefixBounds(m.txns, n, func(tx *subpageCrashTxn) (int, int) { return tx.startedAt, tx.returnedAt })
 }
 
 func subpageCrashOptions() Options {
