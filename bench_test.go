@@ -140,27 +140,15 @@ func BenchmarkAllocFree(b *testing.B) {
 			fill(b, d, pages, rng)
 			b.ReportAllocs()
 			b.ResetTimer()
-			tx, _ := d.Begin()
-			for i := 0; i < b.N; i++ {
-				if i%1000 == 999 {
-					if err := tx.Commit(); err != nil {
-						b.Fatal(err)
-					}
-					tx, _ = d.Begin()
-				}
+			inBatches(b, d, func(tx *Txn) error {
 				j := rng.IntN(live)
 				if err := tx.Free(pages[j]); err != nil {
-					b.Fatal(err)
+					return err
 				}
 				a, err := tx.Alloc(randomPageSize(rng))
-				if err != nil {
-					b.Fatal(err)
-				}
 				pages[j] = a
-			}
-			if err := tx.Commit(); err != nil {
-				b.Fatal(err)
-			}
+				return err
+			})
 			b.StopTimer()
 			runtime.GC()
 			var after runtime.MemStats
@@ -168,6 +156,32 @@ func BenchmarkAllocFree(b *testing.B) {
 			b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)), "heap-bytes")
 			runtime.KeepAlive(pages)
 		})
+	}
+}
+
+// inBatches runs op b.N times, committing every 1,000 operations.
+func inBatches(b *testing.B, d *Device, op func(tx *Txn) error) {
+	b.Helper()
+	tx, err := d.Begin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < b.N; i++ {
+		if i%1000 == 999 {
+			if err := tx.Commit(); err != nil {
+				b.Fatal(err)
+			}
+			if tx, err = d.Begin(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := op(tx); err != nil {
+			tx.Rollback()
+			b.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
 	}
 }
 

@@ -487,25 +487,14 @@ func BenchmarkSubpageAlloc(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			tx, _ := d.Begin()
-			for i := 0; i < b.N; i++ {
-				if i%1000 == 999 {
-					if err := tx.Commit(); err != nil {
-						b.Fatal(err)
-					}
-					tx, _ = d.Begin()
-				}
+			inBatches(b, d, func(tx *Txn) (err error) {
 				j := rng.IntN(live)
 				if err := s.Free(tx, slots[j]); err != nil {
-					b.Fatal(err)
+					return err
 				}
-				if slots[j], err = s.Alloc(tx); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := tx.Commit(); err != nil {
-				b.Fatal(err)
-			}
+				slots[j], err = s.Alloc(tx)
+				return err
+			})
 		})
 	}
 }
