@@ -149,47 +149,40 @@ func runPhase(name string, n int, duration time.Duration, op func(g int, rng *ra
 // allocPhase: each goroutine keeps up to 64 pages of 4 KiB to 64 KiB and,
 // in each transaction, frees one at random and allocates a replacement.
 func allocPhase(d *pagealloc.Device, n int, duration time.Duration) (benchResult, error) {
-	held := make([][]pagealloc.Addr, n)
-	return runPhase("alloc+free, 4-64 KiB", n, duration, func(g int, rng *rand.Rand) error {
-		return d.Update(func(tx *pagealloc.Txn) error {
-			mine := held[g]
-			if len(mine) >= 64 {
-				i := rng.IntN(len(mine))
-				if err := tx.Free(mine[i]); err != nil {
-					return err
-				}
-				mine[i] = mine[len(mine)-1]
-				mine = mine[:len(mine)-1]
-			}
-			a, err := tx.Alloc(4096 << rng.IntN(5))
-			if err != nil {
-				return err
-			}
-			held[g] = append(mine, a)
-			return nil
-		})
-	})
+	return churnPhase(d, "alloc+free, 4-64 KiB", n, 64, duration,
+		func(tx *pagealloc.Txn, rng *rand.Rand) (pagealloc.Addr, error) { return tx.Alloc(4096 << rng.IntN(5)) },
+		func(tx *pagealloc.Txn, a pagealloc.Addr) error { return tx.Free(a) })
 }
 
-// subpagePhase churns 256-byte slots the same way.
+// subpagePhase churns 256-byte slots the same way, up to 256 each.
 func subpagePhase(d *pagealloc.Device, n int, duration time.Duration) (benchResult, error) {
 	class, err := d.Subpages(256)
 	if err != nil {
 		return benchResult{Op: "sub-page"}, err
 	}
+	return churnPhase(d, "sub-page alloc+free, 256 B", n, 256, duration,
+		func(tx *pagealloc.Txn, _ *rand.Rand) (pagealloc.Addr, error) { return class.Alloc(tx) },
+		class.Free)
+}
+
+// churnPhase runs transactions from n goroutines, each keeping up to
+// limit addresses: once at the limit, a transaction frees one of them at
+// random, then allocates a replacement.
+func churnPhase(d *pagealloc.Device, name string, n, limit int, duration time.Duration,
+	alloc func(*pagealloc.Txn, *rand.Rand) (pagealloc.Addr, error), free func(*pagealloc.Txn, pagealloc.Addr) error) (benchResult, error) {
 	held := make([][]pagealloc.Addr, n)
-	return runPhase("sub-page alloc+free, 256 B", n, duration, func(g int, rng *rand.Rand) error {
+	return runPhase(name, n, duration, func(g int, rng *rand.Rand) error {
 		return d.Update(func(tx *pagealloc.Txn) error {
 			mine := held[g]
-			if len(mine) >= 256 {
+			if len(mine) >= limit {
 				i := rng.IntN(len(mine))
-				if err := class.Free(tx, mine[i]); err != nil {
+				if err := free(tx, mine[i]); err != nil {
 					return err
 				}
 				mine[i] = mine[len(mine)-1]
 				mine = mine[:len(mine)-1]
 			}
-			a, err := class.Alloc(tx)
+			a, err := alloc(tx, rng)
 			if err != nil {
 				return err
 			}
