@@ -371,7 +371,6 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		d.homeView, _ = mw.MapWritable(capacity)
 	}
 	d.size.Store(size)
-	d.pending.init()
 	d.alloc = newAllocator(d)
 	d.journal = newJournal(d, sb)
 	d.setTxSeq(sb.txSeq)
@@ -545,7 +544,7 @@ func (d *Device) Begin() (*Txn, error) {
 		d.writer.Unlock()
 		return nil, err
 	}
-	return &Txn{d: d, lines: make(map[int64]*line)}, nil
+	return &Txn{d: d}, nil
 }
 
 // Update runs fn inside a transaction and commits it if fn returns nil;

@@ -303,7 +303,7 @@ func (a *allocator) releasePending(tx *Txn) int {
 	n := 0
 	// Bounded by the counter too, so that a corrupt (cyclic) queue cannot
 	// hang the device; Check reports it.
-	for st.pendHead != 0 && st.pendPages > 0 && len(tx.lines) < budget {
+	for st.pendHead != 0 && st.pendPages > 0 && tx.lines.len() < budget {
 		if uint64(tx.readHeader(st.pendHead).word0) > covered {
 			break
 		}
@@ -338,12 +338,12 @@ func (a *allocator) freeMerge(tx *Txn, st *allocState, order int, off int64) {
 	}
 }
 
-// keepLink reports whether a free-list link journaled at off still belongs
-// to a free or pending page once replay has applied everything else: then
-// the page whose header holds off starts such a page at some order. If
-// not, the page was allocated after the link was written and its bytes are
-// its owner's.
-func (d *Device) keepLink(replay *Txn, off int64) bool {
+// keepLink reports whether a free-list link written at off still belongs
+// to a free or pending page in the state word reads: then the page whose
+// header holds off starts such a page at some order. If not, the page was
+// allocated after the link was written and its bytes are its owner's:
+// neither replay nor the journal's home writes may put the link there.
+func (d *Device) keepLink(word func(off int64) uint64, off int64) bool {
 	g := &d.alloc.g
 	if off < g.heapOff {
 		return true
@@ -352,7 +352,8 @@ func (d *Device) keepLink(replay *Txn, off int64) bool {
 	// bytes, so the page is off rounded down to a min page.
 	page := off &^ (g.pageBytes(0) - 1)
 	for k := 0; k <= g.maxOrder && page&(g.pageBytes(k)-1) == 0; k++ {
-		if replay.pageState(g, k, page)&stateFree != 0 {
+		w, shift := g.bitPos(k, page)
+		if pageState(word(w)>>shift&3)&stateFree != 0 {
 			return true
 		}
 	}

@@ -484,8 +484,8 @@ func TestEmptyCommitEndsParticipants(t *testing.T) {
 	defer rollbackOnExit(tx)
 	// The allocator joins and finds nothing to do.
 	d.alloc.join(tx)
-	if len(tx.lines) != 0 {
-		t.Fatalf("joining wrote %d lines; the test needs an empty transaction", len(tx.lines))
+	if tx.lines.len() != 0 {
+		t.Fatalf("joining wrote %d lines; the test needs an empty transaction", tx.lines.len())
 	}
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)

@@ -25,7 +25,7 @@ func (d *Device) Check() error {
 // check runs Check with the writer slot held, telling onAllocated (if not
 // nil) every allocated page.
 func (d *Device) check(onAllocated func(Addr)) error {
-	c := &checker{d: d, g: &d.alloc.g, tx: &Txn{d: d, lines: map[int64]*line{}}, onAllocated: onAllocated}
+	c := &checker{d: d, g: &d.alloc.g, tx: &Txn{d: d}, onAllocated: onAllocated}
 	c.st = d.alloc.last
 	c.checkHeap()
 	c.checkFreeLists()

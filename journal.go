@@ -19,6 +19,12 @@ import (
 //  3. write home locations (no sync) and drop them from the overlay;
 //  4. wake the committers.
 //
+// Steps 3 and 4 swap when the group wrote only the library's own state
+// within the file's current size: reads of that state go through the
+// overlay, which keeps the lines until they are home, so the committers
+// may go on while the journal writes them. Bytes written with Txn.Write
+// are home before Commit returns, for readers of Device.Slice.
+//
 // A checkpoint (ring half full, or Close) syncs the home locations and
 // moves the head recorded in the superblock past every applied record.
 
@@ -41,6 +47,7 @@ type journal struct {
 	nextSeq uint64     // sequence number of the next record
 	recBuf  []byte
 	homeBuf []byte
+	refBuf  []lineRef
 
 	mu             sync.Mutex
 	cond           sync.Cond
@@ -133,8 +140,7 @@ func (j *journal) run() {
 			}
 			return
 		}
-		g.err = j.commit(g)
-		close(g.done)
+		j.commit(g)
 		if g.err == nil && (forced || j.tail-j.head > uint64(j.ring.size/2)) {
 			if err := j.checkpoint(); err != nil {
 				j.d.fail(err)
@@ -143,16 +149,23 @@ func (j *journal) run() {
 	}
 }
 
-// commit makes a group durable, in as many records as it needs; a
-// transaction never spans two records.
-func (j *journal) commit(g *group) error {
+// commit makes a group durable, in as many records as it needs (a
+// transaction never spans two records), applies it at home, and wakes its
+// committers.
+func (j *journal) commit(g *group) {
 	d := j.d
+	wake := func(err error) {
+		g.err = err
+		close(g.done)
+	}
 	if f := d.failure.Load(); f != nil {
-		return f
+		wake(f)
+		return
 	}
 	if d.userDirty.Swap(false) {
 		if err := d.sync(); err != nil {
-			return d.fail(err)
+			wake(d.fail(err))
+			return
 		}
 	}
 	txns := g.txns
@@ -162,41 +175,63 @@ func (j *journal) commit(g *group) error {
 			bound += txns[n].recordBound() - recordHeaderBytes
 			n++
 		}
-		if err := j.commitChunk(txns[:n]); err != nil {
-			return d.fail(err)
+		last := n == len(txns)
+		later, refs, err := j.commitChunk(txns[:n], last)
+		if err != nil {
+			wake(d.fail(err))
+			return
 		}
 		d.durableTxSeq.Store(txns[n-1].seq)
+		if later != nil {
+			wake(nil)
+			if err := j.applyHome(later, refs); err != nil {
+				d.fail(err)
+				return
+			}
+			d.pending.release(txns[n-1].seq)
+			return
+		}
 		txns = txns[n:]
 	}
-	return nil
+	wake(nil)
 }
 
-func (j *journal) commitChunk(txns []*Txn) error {
-	lines, idxs := mergeLines(txns)
-	if len(idxs) == 0 { // only an empty commit asking for the user data sync
-		return nil
+// commitChunk writes txns as one record. It applies them at home too,
+// unless mayDefer allows leaving that until the committers are awake and
+// step 3 may swap with step 4 (see the top of this file): then it returns
+// the lines to apply, as applyHome takes them.
+func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, refs []lineRef, err error) {
+	lines, refs := mergeLines(txns, j.refBuf)
+	j.refBuf = refs
+	if len(refs) == 0 { // only an empty commit asking for the user data sync
+		return nil, nil, nil
 	}
 	rec := j.recBuf[:0]
 	rec = append(rec, make([]byte, recordHeaderBytes)...)
 	count := uint32(0)
-	var err error
-	j.homeBuf, err = forEachRun(lines, idxs, true, j.homeBuf, func(off int64, kind entryKind, data []byte) error {
+	user, end := false, int64(0)
+	j.homeBuf, err = forEachRun(refs, true, j.homeBuf, func(off int64, kind entryKind, data []byte) error {
 		rec = appendEntry(rec, off, kind, data)
 		count++
+		user = user || kind == kindUser
+		end = off + int64(len(data))
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	j.recBuf = rec
 	if err := j.append(rec, count); err != nil {
-		return err
+		return nil, nil, err
 	}
-	if err := j.applyHome(lines, idxs); err != nil {
-		return err
+	if mayDefer && !user && end <= j.d.size.Load() {
+		return lines, refs, nil
 	}
-	j.d.pending.release(idxs, txns[len(txns)-1].seq)
-	return nil
+	if err := j.applyHome(lines, refs); err != nil {
+		return nil, nil, err
+	}
+	j.d.pending.release(txns[len(txns)-1].seq)
+	return nil, nil, nil
 }
 
 // append writes one record at the tail and syncs it.
@@ -246,13 +281,32 @@ func (j *journal) readRing(p []byte, pos uint64) {
 // applyHome writes merged lines to their home locations, joining
 // neighbouring runs into one write, and grows the recorded size if the
 // writes went past it.
-func (j *journal) applyHome(lines map[int64]*line, idxs []int64) error {
+//
+// A link written into a page that is allocated at the end of the group is
+// skipped: the page's bytes are its new owner's, who may be writing them
+// in place already (see Device.keepLink). lines holds the group's lines
+// (refs in order), so that the group's final state is those lines over
+// home, which has every group before it.
+func (j *journal) applyHome(lines *lineTable, refs []lineRef) error {
 	d := j.d
 	end := int64(0)
 	size := d.size.Load()
+	word := func(off int64) uint64 {
+		var b [8]byte
+		if off+8 <= size {
+			copy(b[:], d.view[off:])
+		}
+		if l := lines.line(off >> lineShift); l != nil {
+			l.overlayOnto(b[:], off)
+		}
+		return binary.LittleEndian.Uint64(b[:])
+	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	var err error
-	j.homeBuf, err = forEachRun(lines, idxs, false, j.homeBuf, func(off int64, _ entryKind, data []byte) error {
+	j.homeBuf, err = forEachRun(refs, true, j.homeBuf, func(off int64, kind entryKind, data []byte) error {
+		if kind == kindLink && !d.keepLink(word, off) {
+			return nil
+		}
 		end = max(end, off+int64(len(data)))
 		if off+int64(len(data)) <= size && d.homeView != nil && copyMapped(d.homeView[off:], data) {
 			return nil
@@ -446,7 +500,7 @@ func (j *journal) recover() error {
 		return nil
 	}
 	d := j.d
-	replay := &Txn{d: d, lines: make(map[int64]*line)}
+	replay := &Txn{d: d}
 	var links []journalEntry
 	for _, r := range recs {
 		for _, e := range r.entries {
@@ -460,7 +514,7 @@ func (j *journal) recover() error {
 	// Links go last, and only into pages still free at the end: a page
 	// allocated since belongs to its new owner, whose data is in place.
 	for _, e := range links {
-		if d.keepLink(replay, e.off) {
+		if d.keepLink(replay.readU64, e.off) {
 			replay.write(e.off, e.data, kindLink)
 		}
 	}
@@ -468,7 +522,7 @@ func (j *journal) recover() error {
 		d.pending.add(replay)
 		return nil
 	}
-	if err := j.applyHome(replay.lines, sortedIndexes(replay.lines)); err != nil {
+	if err := j.applyHome(&replay.lines, replay.lines.sorted(nil)); err != nil {
 		return err
 	}
 	return j.checkpoint()

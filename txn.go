@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
-	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -79,8 +78,7 @@ func (l *line) holds(from, n int) bool {
 // goroutine at a time.
 type Txn struct {
 	d     *Device
-	lines map[int64]*line
-	slab  []line // lines are carved from here to allocate less often
+	lines lineTable
 	seq   uint64 // commit order, set by Commit
 	done  bool
 
@@ -172,7 +170,7 @@ func (tx *Txn) Commit() error {
 		return fmt.Errorf("%w: transaction needs %d journal bytes, the journal takes %d", ErrTooLarge, bound, d.journal.maxRecord)
 	}
 	tx.done = true
-	if len(tx.lines) == 0 && !d.userDirty.Load() {
+	if tx.lines.len() == 0 && !d.userDirty.Load() {
 		// Nothing to write, but the state tx read may belong to commits
 		// still on their way to disk: wait for them. Participants still
 		// hear that tx ended (a log's flush leader, say, hands over).
@@ -205,7 +203,7 @@ func (tx *Txn) Rollback() error {
 		return ErrTxDone
 	}
 	tx.done = true
-	tx.lines = nil
+	tx.lines = lineTable{}
 	for _, p := range tx.participants {
 		p.rolledBack(tx)
 	}
@@ -217,7 +215,7 @@ func (tx *Txn) Rollback() error {
 func (tx *Txn) recordBound() int64 {
 	// Worst case: every line holds dirty runs of alternating kinds; in
 	// practice runs merge across lines and this is loose by design.
-	return recordHeaderBytes + int64(len(tx.lines))*(lineBytes+4*entryHeaderBytes)
+	return recordHeaderBytes + int64(tx.lines.len())*(lineBytes+4*entryHeaderBytes)
 }
 
 // write records p at off in tx's lines, as kind.
@@ -253,11 +251,11 @@ func (tx *Txn) read(p []byte, off int64) {
 		idx := off >> lineShift
 		from := int(off & (lineBytes - 1))
 		n := min(len(p), lineBytes-from)
-		l, ok := tx.lines[idx]
-		if !ok || !l.holds(from, n) {
+		l := tx.lines.line(idx)
+		if l == nil || !l.holds(from, n) {
 			tx.d.readCommitted(p[:n], off)
 		}
-		if ok {
+		if l != nil {
 			l.overlayOnto(p[:n], off)
 		}
 		p = p[n:]
@@ -268,7 +266,7 @@ func (tx *Txn) read(p []byte, off int64) {
 // readU64 reads the little-endian word at off, which must be 8-byte
 // aligned, as tx sees it.
 func (tx *Txn) readU64(off int64) uint64 {
-	if l, ok := tx.lines[off>>lineShift]; ok && l.holds(int(off&(lineBytes-1)), 8) {
+	if l := tx.lines.line(off >> lineShift); l != nil && l.holds(int(off&(lineBytes-1)), 8) {
 		return binary.LittleEndian.Uint64(l.data[off&(lineBytes-1):])
 	}
 	var b [8]byte
@@ -286,16 +284,11 @@ func (tx *Txn) writeU64(off int64, v uint64, kind entryKind) {
 
 // lineFor returns tx's copy of line idx, making it on first touch.
 func (tx *Txn) lineFor(idx int64) *line {
-	if l, ok := tx.lines[idx]; ok {
+	r, fresh := tx.lines.add(idx)
+	l := r.l
+	if !fresh {
 		return l
 	}
-	if len(tx.slab) == 0 {
-		// Most transactions touch a handful of lines; big ones grow the
-		// slab geometrically.
-		tx.slab = make([]line, min(max(2, len(tx.lines)), 256))
-	}
-	l := &tx.slab[0]
-	tx.slab = tx.slab[1:]
 	// A version still on its way home holds bytes home does not have
 	// yet; start from it. Home needs no reading until someone reads.
 	if tx.d.pending.count.Load() != 0 {
@@ -303,7 +296,6 @@ func (tx *Txn) lineFor(idx int64) *line {
 			l.data, l.valid = p.data, p.valid
 		}
 	}
-	tx.lines[idx] = l
 	return l
 }
 
@@ -332,51 +324,51 @@ func (d *Device) committedU64(off int64) uint64 {
 	return binary.LittleEndian.Uint64(b[:])
 }
 
-// overlay holds, per line, the newest committed version not yet written to
-// its home location, so that reads see commits the journal has not applied.
+// overlay holds the transactions committed but not yet written to their
+// home locations, oldest first, so that reads see commits the journal has
+// not applied. A transaction's lines no longer change once it commits, and
+// each starts from the version before it (see lineFor), so the newest
+// transaction holding a line holds the line's newest bytes.
 type overlay struct {
 	mu    sync.RWMutex
-	lines map[int64]overlayLine
-	count atomic.Int64 // len(lines), read without the lock on the fast path
+	txs   []*Txn
+	count atomic.Int64 // len(txs), read without the lock on the fast path
 }
 
-type overlayLine struct {
-	l   *line
-	seq uint64 // the transaction that wrote this version
-}
-
-func (o *overlay) init() { o.lines = make(map[int64]overlayLine) }
-
+// get returns the newest committed version of line idx not yet at home,
+// or nil.
 func (o *overlay) get(idx int64) *line {
 	o.mu.RLock()
-	e, ok := o.lines[idx]
-	o.mu.RUnlock()
-	if !ok {
-		return nil
+	defer o.mu.RUnlock()
+	for i := len(o.txs) - 1; i >= 0; i-- {
+		if l := o.txs[i].lines.line(idx); l != nil {
+			return l
+		}
 	}
-	return e.l
+	return nil
 }
 
 // add publishes a committing transaction's lines.
 func (o *overlay) add(tx *Txn) {
 	o.mu.Lock()
-	for idx, l := range tx.lines {
-		o.lines[idx] = overlayLine{l, tx.seq}
-	}
-	o.count.Store(int64(len(o.lines)))
+	o.txs = append(o.txs, tx)
+	o.count.Store(int64(len(o.txs)))
 	o.mu.Unlock()
 }
 
-// release forgets the lines of idxs whose newest version is no newer than
-// seq, once those versions are at home.
-func (o *overlay) release(idxs []int64, seq uint64) {
+// release forgets the transactions up to seq, once their lines are at home.
+func (o *overlay) release(seq uint64) {
 	o.mu.Lock()
-	for _, idx := range idxs {
-		if e, ok := o.lines[idx]; ok && e.seq <= seq {
-			delete(o.lines, idx)
-		}
+	n := 0
+	for n < len(o.txs) && o.txs[n].seq <= seq {
+		o.txs[n] = nil
+		n++
 	}
-	o.count.Store(int64(len(o.lines)))
+	o.txs = o.txs[n:]
+	if len(o.txs) == 0 {
+		o.txs = o.txs[:0:0] // let the backing array go once it has drained
+	}
+	o.count.Store(int64(len(o.txs)))
 	o.mu.Unlock()
 }
 
@@ -392,78 +384,79 @@ func (o *overlay) read(p []byte, off int64) {
 		lo, hi := max(idx<<lineShift, off), min((idx+1)<<lineShift, off+int64(len(p)))
 		l.overlayOnto(p[lo-off:hi-off], lo)
 	}
-	if last-first < int64(len(o.lines)) {
-		for idx := first; idx <= last; idx++ {
-			if e, ok := o.lines[idx]; ok {
-				overlayOne(idx, e.l)
+	for _, tx := range o.txs { // oldest first: newer bytes land last
+		t := &tx.lines
+		from, to := max(first, t.minIdx), min(last, t.maxIdx)
+		if to-from >= int64(len(t.slots)) { // cheaper to visit every entry
+			for _, r := range t.slots {
+				if r.l != nil && r.idx >= from && r.idx <= to {
+					overlayOne(r.idx, r.l)
+				}
 			}
+			continue
 		}
-		return
-	}
-	for idx, e := range o.lines {
-		if idx >= first && idx <= last {
-			overlayOne(idx, e.l)
+		for idx := from; idx <= to; idx++ {
+			if l := t.line(idx); l != nil {
+				overlayOne(idx, l)
+			}
 		}
 	}
 }
 
 // mergeLines folds the lines of txs, oldest first, into one version per
-// line: the newest bytes, and for each byte the kind of its last write.
-// It returns the merged lines and their indexes in ascending order.
-func mergeLines(txs []*Txn) (map[int64]*line, []int64) {
+// line: the newest bytes, and for each byte the kind of its last write. It
+// returns them as a table and in ascending order of index, in buf.
+func mergeLines(txs []*Txn, buf []lineRef) (*lineTable, []lineRef) {
 	if len(txs) == 1 {
-		return txs[0].lines, sortedIndexes(txs[0].lines)
+		return &txs[0].lines, txs[0].lines.sorted(buf)
 	}
-	merged := make(map[int64]*line)
+	merged := new(lineTable)
 	for _, tx := range txs {
-		for idx, l := range tx.lines {
-			m, ok := merged[idx]
-			if !ok {
-				c := *l
-				merged[idx] = &c
+		for _, r := range tx.lines.slots {
+			l := r.l
+			if l == nil {
+				continue
+			}
+			mr, fresh := merged.add(r.idx)
+			m := mr.l
+			if fresh {
+				*m = *l
 				continue
 			}
 			m.valid |= l.valid
-			l.overlayOnto(m.data[:], idx<<lineShift)
+			l.overlayOnto(m.data[:], r.idx<<lineShift)
 			m.link = m.link&^l.dirty | l.link
 			m.user = m.user&^l.dirty | l.user
 			m.dirty |= l.dirty
 		}
 	}
-	return merged, sortedIndexes(merged)
-}
-
-func sortedIndexes(lines map[int64]*line) []int64 {
-	idxs := make([]int64, 0, len(lines))
-	for idx := range lines {
-		idxs = append(idxs, idx)
-	}
-	slices.Sort(idxs)
-	return idxs
+	return merged, merged.sorted(buf)
 }
 
 // forEachRun calls fn for every maximal run of written bytes in lines,
 // visiting idxs in order and joining runs that touch. With byKind, a run
 // also ends where the kind of write changes. buf is scratch space; the
 // data passed to fn is valid only during the call.
-func forEachRun(lines map[int64]*line, idxs []int64, byKind bool, buf []byte, fn func(off int64, kind entryKind, data []byte) error) ([]byte, error) {
+func forEachRun(refs []lineRef, byKind bool, buf []byte, fn func(off int64, kind entryKind, data []byte) error) ([]byte, error) {
 	runOff, runKind := int64(-1), entryKind(0)
 	buf = buf[:0]
-	for _, idx := range idxs {
-		l := lines[idx]
-		base := idx << lineShift
+	for _, r := range refs {
+		l := r.l
+		base := r.idx << lineShift
 		for rest := l.dirty; rest != 0; {
 			from := bits.TrailingZeros64(rest)
 			to := from + bits.TrailingZeros64(^(rest >> from))
 			kind := kindMeta
 			if byKind {
 				kind = l.kindAt(from)
-				for k := from + 1; k < to; k++ {
-					if l.kindAt(k) != kind {
-						to = k
-						break
-					}
+				same := ^(l.link | l.user) // the bytes of kind's kind
+				switch kind {
+				case kindLink:
+					same = l.link
+				case kindUser:
+					same = l.user &^ l.link
 				}
+				to = min(to, from+bits.TrailingZeros64(^(same>>from)))
 			}
 			off := base + int64(from)
 			if len(buf) > 0 && (runOff+int64(len(buf)) != off || runKind != kind) {

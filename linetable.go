@@ -1,0 +1,188 @@
+package pagealloc
+
+import (
+	"cmp"
+	"math/bits"
+	"slices"
+)
+
+// lineRef names one line of the device by index (offset >> lineShift) and
+// the version of it a table holds. seq is the transaction that wrote that
+// version, where the table keeps versions of several (the overlay).
+type lineRef struct {
+	idx int64
+	l   *line
+	seq uint64
+}
+
+// lineTable maps line indexes to lines. It is an open-addressing hash table
+// with linear probing: transactions look lines up on every read and write,
+// and a Go map costs several times more per lookup than one probe of a flat
+// array. The zero value is an empty table.
+type lineTable struct {
+	slots []lineRef // l == nil: empty; len is a power of two, at least twice n
+	n     int
+	shift uint // 64 - log2(len(slots))
+	slab  []line
+
+	// minIdx and maxIdx bound the indexes ever added, so that reads of
+	// other lines skip the table at once.
+	minIdx, maxIdx int64
+	keys           []uint64 // scratch space for sorted
+}
+
+// home spreads line indexes, which are often consecutive, over the
+// table (Fibonacci hashing).
+func (t *lineTable) home(idx int64) int {
+	return int((uint64(idx) * 0x9e3779b97f4a7c15) >> t.shift)
+}
+
+// len returns the number of lines in t.
+func (t *lineTable) len() int { return t.n }
+
+// find returns the slot holding idx, or -1.
+func (t *lineTable) find(idx int64) int {
+	if t.n == 0 || idx < t.minIdx || idx > t.maxIdx {
+		return -1
+	}
+	mask := len(t.slots) - 1
+	for i := t.home(idx); ; i = (i + 1) & mask {
+		switch s := &t.slots[i]; {
+		case s.l == nil:
+			return -1
+		case s.idx == idx:
+			return i
+		}
+	}
+}
+
+// get returns the entry for idx, or nil.
+func (t *lineTable) get(idx int64) *lineRef {
+	if i := t.find(idx); i >= 0 {
+		return &t.slots[i]
+	}
+	return nil
+}
+
+// line returns the line for idx, or nil.
+func (t *lineTable) line(idx int64) *line {
+	if r := t.get(idx); r != nil {
+		return r.l
+	}
+	return nil
+}
+
+// add returns the entry for idx, making an empty one (with a zeroed line)
+// if there is none; fresh reports whether it did.
+func (t *lineTable) add(idx int64) (r *lineRef, fresh bool) {
+	if 2*(t.n+1) > len(t.slots) {
+		t.grow()
+	}
+	mask := len(t.slots) - 1
+	i := t.home(idx)
+	for ; t.slots[i].l != nil; i = (i + 1) & mask {
+		if t.slots[i].idx == idx {
+			return &t.slots[i], false
+		}
+	}
+	if len(t.slab) == 0 {
+		// Most transactions touch a handful of lines; big ones grow the
+		// slab geometrically. Lines never move: readers keep pointers.
+		t.slab = make([]line, min(max(4, t.n), 1024))
+	}
+	t.slots[i] = lineRef{idx: idx, l: &t.slab[0]}
+	t.slab = t.slab[1:]
+	t.inserted(idx)
+	return &t.slots[i], true
+}
+
+// put sets the entry for idx to r's line and seq, keeping the line of no
+// other entry.
+func (t *lineTable) put(r lineRef) {
+	if 2*(t.n+1) > len(t.slots) {
+		t.grow()
+	}
+	mask := len(t.slots) - 1
+	i := t.home(r.idx)
+	for ; t.slots[i].l != nil; i = (i + 1) & mask {
+		if t.slots[i].idx == r.idx {
+			t.slots[i] = r
+			return
+		}
+	}
+	t.slots[i] = r
+	t.inserted(r.idx)
+}
+
+// inserted counts a new entry for idx.
+func (t *lineTable) inserted(idx int64) {
+	if t.n == 0 || idx < t.minIdx {
+		t.minIdx = idx
+	}
+	if t.n == 0 || idx > t.maxIdx {
+		t.maxIdx = idx
+	}
+	t.n++
+}
+
+// removeAt deletes the entry in slot i, shifting later entries of its
+// probe run back so that no lookup stops early (no tombstones).
+func (t *lineTable) removeAt(i int) {
+	mask := len(t.slots) - 1
+	for j := (i + 1) & mask; t.slots[j].l != nil; j = (j + 1) & mask {
+		// The entry at j may fill the hole at i if its home does not lie
+		// cyclically in (i, j].
+		if h := t.home(t.slots[j].idx); (j-h)&mask >= (j-i)&mask {
+			t.slots[i] = t.slots[j]
+			i = j
+		}
+	}
+	t.slots[i] = lineRef{}
+	t.n--
+}
+
+func (t *lineTable) grow() {
+	size := max(16, 2*len(t.slots))
+	old := t.slots
+	t.slots = make([]lineRef, size)
+	t.shift = uint(64 - bits.TrailingZeros(uint(size)))
+	t.n = 0
+	for _, r := range old {
+		if r.l != nil {
+			t.put(r)
+		}
+	}
+}
+
+// sorted returns t's entries in ascending order of index, in buf.
+func (t *lineTable) sorted(buf []lineRef) []lineRef {
+	buf = buf[:0]
+	if t.n == 0 {
+		return buf
+	}
+	// Sorting plain integers is several times faster than sorting
+	// structs through a comparison function: pack each index with its
+	// slot, when both fit.
+	const slotBits = 24
+	if len(t.slots) <= 1<<slotBits && t.maxIdx < 1<<(64-slotBits) {
+		keys := t.keys[:0]
+		for i, r := range t.slots {
+			if r.l != nil {
+				keys = append(keys, uint64(r.idx)<<slotBits|uint64(i))
+			}
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			buf = append(buf, t.slots[k&(1<<slotBits-1)])
+		}
+		t.keys = keys
+		return buf
+	}
+	for _, r := range t.slots {
+		if r.l != nil {
+			buf = append(buf, r)
+		}
+	}
+	slices.SortFunc(buf, func(a, b lineRef) int { return cmp.Compare(a.idx, b.idx) })
+	return buf
+}
