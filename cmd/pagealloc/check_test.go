@@ -32,15 +32,12 @@ func TestCheck(t *testing.T) {
 	if second == 0 {
 		t.Fatalf("the fixture has no free list of two pages: %+v", in.FreeLists)
 	}
-	// An order-0 free page and the word of the first block's order-0
-	// state bits holding its free bit (format.go: page i at bits 2i and
-	// 2i+1 of word i/32, order 0 first).
+	// An order-0 free page.
 	if in.FreeLists[0].Pages == 0 {
 		t.Fatal("the fixture has no free page of order 0")
 	}
 	free0 := in.FreeLists[0].Head
-	page := (free0 - in.HeapOffset) / in.MinPageSize
-	bitmapWord, freeBit := in.HeapOffset+page/32*8, uint(page%32*2)
+	bitmapWord, freeBit := freeBitOf(in, free0)
 	// The first log entry's frame header lies 24 bytes before its payload.
 	entryOff := firstLogEntry(t, fixture) - 24
 
@@ -96,6 +93,15 @@ func TestCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// freeBitOf returns where the free bit of the order-0 page at off lies:
+// the word of the first block's order-0 state bits holding it and its
+// shift (format.go: page i at bits 2i and 2i+1 of word i/32, order 0
+// first).
+func freeBitOf(in *pagealloc.Inspection, off int64) (wordOff int64, shift uint) {
+	page := (off - in.HeapOffset) / in.MinPageSize
+	return in.HeapOffset + page/32*8, uint(page % 32 * 2)
 }
 
 func flipBit(b []byte, wordOff int64, bit uint) {

@@ -71,10 +71,15 @@ func table(w io.Writer, header ...string) *tabwriter.Writer {
 	return tw
 }
 
+// row writes one row of a table; empty cells at its end are left out, so
+// that no line ends in padding.
 func row(tw *tabwriter.Writer, cells ...any) {
 	parts := make([]string, len(cells))
 	for i, c := range cells {
 		parts[i] = fmt.Sprint(c)
+	}
+	for len(parts) > 1 && parts[len(parts)-1] == "" {
+		parts = parts[:len(parts)-1]
 	}
 	fmt.Fprintln(tw, "  "+strings.Join(parts, "\t"))
 }

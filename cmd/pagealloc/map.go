@@ -56,7 +56,8 @@ var kindClass = map[pagealloc.PageKind]mapClass{
 	pagealloc.PageUnaccounted: mapUnaccounted,
 }
 
-// runMap draws the device file from offset 0 to the allocator's frontier
+// runMap draws the device file from offset 0 (with -heap, from the heap's
+// first byte) to the allocator's frontier
 // as a PNG, one pixel per page-group, left to right and top to bottom, and
 // prints the legend with what each colour holds.
 func runMap(args []string, stdout, stderr io.Writer) error {
@@ -66,6 +67,7 @@ func runMap(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&group, "group", "bytes per pixel, a power of two >= the min page (default: the smallest that keeps the map within -pixels)")
 	maxPixels := fs.Int("pixels", 1<<18, "most pixels the map may have when -group is not set")
 	width := fs.Int("width", 0, "pixels per row (default: about the square root of the pixel count, a power of two)")
+	heapOnly := fs.Bool("heap", false, "draw the heap alone, from its first byte, leaving out the headers, journal and logs")
 	scale := fs.Int("scale", 0, "screen pixels per side of a page-group's square (default: enough for an image 512 wide)")
 	path, err := parseFileArgs(fs, args)
 	if err != nil {
@@ -79,29 +81,34 @@ func runMap(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer d.Close()
-	end := in.Frontier
+	start, end := int64(0), in.Frontier
+	if *heapOnly {
+		start = in.HeapOffset
+	}
 	groupBytes := int64(group)
 	if groupBytes == 0 {
 		groupBytes = in.MinPageSize
-		for (end+groupBytes-1)/groupBytes > int64(max(*maxPixels, 1)) {
+		for (end-start+groupBytes-1)/groupBytes > int64(max(*maxPixels, 1)) {
 			groupBytes *= 2
 		}
 	}
 	if groupBytes < in.MinPageSize || groupBytes&(groupBytes-1) != 0 {
 		return fmt.Errorf("%w: -group %d is not a power of two >= the min page %d", errUsage, groupBytes, in.MinPageSize)
 	}
-	m := newHeapMap(end, groupBytes)
-	m.add(0, in.Root.Offset, mapMetadata) // the superblocks
-	m.add(in.Root.Offset, in.Root.Size, mapMetadata)
-	m.add(in.Journal.Offset, in.Journal.Size, mapJournal)
-	m.add(in.AllocatorState.Offset, in.AllocatorState.Size, mapMetadata)
-	at := in.LogRegions.Offset
-	for _, l := range in.Logs {
-		m.add(at, l.Ring.Offset-at, mapMetadata) // the log table
-		m.add(l.Ring.Offset, l.Ring.Size, mapLog)
-		at = l.Ring.End()
+	m := newHeapMap(start, end, groupBytes)
+	if !*heapOnly {
+		m.add(0, in.Root.Offset, mapMetadata) // the superblocks
+		m.add(in.Root.Offset, in.Root.Size, mapMetadata)
+		m.add(in.Journal.Offset, in.Journal.Size, mapJournal)
+		m.add(in.AllocatorState.Offset, in.AllocatorState.Size, mapMetadata)
+		at := in.LogRegions.Offset
+		for _, l := range in.Logs {
+			m.add(at, l.Ring.Offset-at, mapMetadata) // the log table
+			m.add(l.Ring.Offset, l.Ring.Size, mapLog)
+			at = l.Ring.End()
+		}
+		m.add(at, in.HeapOffset-at, mapPadding)
 	}
-	m.add(at, in.HeapOffset-at, mapPadding)
 	err = d.WalkHeap(func(e pagealloc.HeapExtent) bool {
 		m.add(e.Offset, e.Size, kindClass[e.Kind])
 		return true
@@ -135,9 +142,10 @@ func refuseSameFile(device, out string) error {
 	return nil
 }
 
-// heapMap accumulates, for each page-group of the file, the bytes each
-// class holds, fed with extents in increasing offset order.
+// heapMap accumulates, for each page-group of the file from start, the
+// bytes each class holds, fed with extents in increasing offset order.
 type heapMap struct {
+	start      int64 // the file offset of the first pixel
 	groupBytes int64
 	groupShift uint
 	pixels     []mapClass
@@ -151,11 +159,13 @@ type heapMap struct {
 	maxRun   int64
 }
 
-func newHeapMap(end, groupBytes int64) *heapMap {
+func newHeapMap(start, end, groupBytes int64) *heapMap {
 	return &heapMap{
+		start:      start,
+		next:       start,
 		groupBytes: groupBytes,
 		groupShift: uint(bits.TrailingZeros64(uint64(groupBytes))),
-		pixels:     make([]mapClass, (end+groupBytes-1)/groupBytes),
+		pixels:     make([]mapClass, (end-start+groupBytes-1)/groupBytes),
 	}
 }
 
@@ -181,6 +191,8 @@ func (m *heapMap) add(off, n int64, c mapClass) {
 	}
 	end := off + n
 	m.next = end
+	// Pixels count from start: offsets are relative to it from here on.
+	off, end = off-m.start, end-m.start
 	for off < end {
 		g := off >> m.groupShift
 		if g != m.cur {
@@ -258,17 +270,17 @@ func (m *heapMap) printLegend(w io.Writer, out string, img *image.Paletted, in *
 		pixels[c]++
 	}
 	b := img.Bounds()
-	fmt.Fprintf(w, "wrote %s: %d×%d, one pixel per %s page-group, file offsets 0 to %d (the frontier), row by row\n",
-		out, b.Dx(), b.Dy(), formatBytes(m.groupBytes), m.next)
-	tw := table(w, "colour", "state", "page-groups", "bytes", "")
+	fmt.Fprintf(w, "wrote %s: %d×%d, one pixel per %s page-group, file offsets %d to %d (the frontier), row by row\n",
+		out, b.Dx(), b.Dy(), formatBytes(m.groupBytes), m.start, m.next)
+	tw := table(w, "colour", "state", "page-groups", "bytes", "share")
 	for c := mapMetadata; c < mapClasses; c++ {
 		l := mapLegend[c]
-		if m.bytes[c] == 0 && (c == mapUnaccounted || c == mapPadding) {
-			continue // only a corrupt device has unaccounted space
+		if m.bytes[c] == 0 && (c < mapAllocated || c == mapUnaccounted) {
+			continue // not drawn (-heap), or not there: only corruption leaves unaccounted space
 		}
 		share := 0.0
-		if m.next > 0 {
-			share = 100 * float64(m.bytes[c]) / float64(m.next)
+		if m.next > m.start {
+			share = 100 * float64(m.bytes[c]) / float64(m.next-m.start)
 		}
 		row(tw, fmt.Sprintf("#%02x%02x%02x", l.colour.R, l.colour.G, l.colour.B), l.name, pixels[c], humanBytes(m.bytes[c]), fmt.Sprintf("%.1f%%", share))
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/pagealloc/pagealloc"
@@ -84,6 +85,34 @@ func TestMap(t *testing.T) {
 	if b := decodePNG(t, out).Bounds(); b.Dx() != 512 || b.Dy() > 512 {
 		t.Errorf("default image is %v", b)
 	}
+	// -heap: the heap alone, starting with the first block's state bits.
+	code, _, stderr = runUnchanged(t, "map", "-heap", "-o", out, "-group", "4K", "-width", fmt.Sprint(width), "-scale", "1", path)
+	if code != 0 {
+		t.Fatalf("-heap: exit %d: %s", code, stderr)
+	}
+	heapGroups := int((in.Frontier - in.HeapOffset) / 4096)
+	heapImg := decodePNG(t, out)
+	if b := heapImg.Bounds(); b.Dx() != width || b.Dy() != (heapGroups+width-1)/width {
+		t.Errorf("-heap image is %v for %d page-groups", b, heapGroups)
+	}
+	if r, g, b, _ := heapImg.At(0, 0).RGBA(); [3]uint32{r, g, b} != [3]uint32{0x3434, 0x3a3a, 0x4040} {
+		t.Errorf("-heap: the first pixel is %x %x %x, not metadata", r, g, b)
+	}
+
+	// A page that lost its state bit is drawn as unaccounted, and map
+	// fails, asking for a check.
+	free0 := in.FreeLists[0].Head
+	word, shift := freeBitOf(in, free0)
+	damaged := damagedCopy(t, path, func(b []byte) { flipBit(b, word, shift) })
+	code, stdout, stderr = runUnchanged(t, "map", "-o", out, "-group", "4K", "-width", fmt.Sprint(width), "-scale", "1", damaged)
+	if code != 1 || !strings.Contains(stderr, "run pagealloc check") || !regexp.MustCompile(`(?m)^  #000000\s+unaccounted\s+1\s+4.0 KiB`).MatchString(stdout) {
+		t.Errorf("damaged device: exit %d, stderr %q, legend:\n%s", code, stderr, stdout)
+	}
+	img = decodePNG(t, out)
+	if got := classAt(free0); got != mapUnaccounted {
+		t.Errorf("the page that lost its state bit shows %s", mapLegend[got].name)
+	}
+
 	if code, _, stderr := runUnchanged(t, "map", "-o", path, path); code != 2 {
 		t.Errorf("-o naming the device: exit %d, %s", code, stderr)
 	}
