@@ -50,7 +50,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench", "", stderr)
 	duration := fs.Duration("duration", 3*time.Second, "how long each of the 7 phases runs")
 	size := sizeValue(4 << 30)
-	fs.Var(&size, "size", "the device's MaxSize: address space reserved; the file grows as pages are used")
+	fs.Var(&size, "size", "the device's MaxSize in `bytes`: address space reserved; the file grows as pages are used")
 	path := fs.String("file", "", "device file to create (default: one in a new temporary directory, removed afterwards)")
 	committers := fs.Int("committers", 64, "goroutines at once in the concurrent phases")
 	noSync := fs.Bool("nosync", false, "skip fsync (measures the CPU cost alone)")

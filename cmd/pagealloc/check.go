@@ -31,7 +31,11 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	for _, v := range violations {
 		fmt.Fprintln(stdout, v)
 	}
-	fmt.Fprintf(stderr, "pagealloc check: %s: %d violations\n", path, len(violations))
+	plural := "s"
+	if len(violations) == 1 {
+		plural = ""
+	}
+	fmt.Fprintf(stderr, "pagealloc check: %s: %d violation%s\n", path, len(violations), plural)
 	return errReported
 }
 

@@ -105,7 +105,7 @@ func newFlagSet(name, operands string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: pagealloc %s [flags] %s\n", name, operands)
+		fmt.Fprintln(stderr, strings.TrimSpace("usage: pagealloc "+name+" [flags] "+operands))
 		fs.PrintDefaults()
 	}
 	return fs

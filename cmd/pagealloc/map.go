@@ -64,7 +64,7 @@ func runMap(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("map", "FILE", stderr)
 	out := fs.String("o", "map.png", "the PNG file to write")
 	var group sizeValue
-	fs.Var(&group, "group", "bytes per pixel, a power of two >= the min page (default: the smallest that keeps the map within -pixels)")
+	fs.Var(&group, "group", "`bytes` per pixel, a power of two >= the min page (default: the smallest that keeps the map within -pixels)")
 	maxPixels := fs.Int("pixels", 1<<18, "most pixels the map may have when -group is not set")
 	width := fs.Int("width", 0, "pixels per row (default: about the square root of the pixel count, a power of two)")
 	heapOnly := fs.Bool("heap", false, "draw the heap alone, from its first byte, leaving out the headers, journal and logs")
