@@ -299,6 +299,7 @@ var pageKindNames = [...]string{
 	PageUnaccounted: "unaccounted",
 }
 
+// String returns the kind's name, as the pagealloc command prints it.
 func (k PageKind) String() string {
 	if int(k) < len(pageKindNames) && pageKindNames[k] != "" {
 		return pageKindNames[k]

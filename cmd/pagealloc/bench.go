@@ -299,6 +299,7 @@ func logOp(d *pagealloc.Device) (benchOp, error) {
 // deadEntries tells log GC that no entry is live.
 type deadEntries struct{}
 
+// IsLive reports false: the bench keeps no entry.
 func (deadEntries) IsLive(off int64, entry []byte) bool { return false }
 
 func printBench(w io.Writer, results []benchResult, stats deviceStats, in *pagealloc.Inspection, check string) error {

@@ -11,6 +11,7 @@ import (
 // logFlag collects repeated -log name=size flags.
 type logFlag []pagealloc.LogRegion
 
+// String lists the regions as name=size pairs.
 func (l *logFlag) String() string {
 	var parts []string
 	for _, r := range *l {
@@ -19,6 +20,7 @@ func (l *logFlag) String() string {
 	return strings.Join(parts, ",")
 }
 
+// Set adds the region name=size.
 func (l *logFlag) Set(text string) error {
 	name, size, ok := strings.Cut(text, "=")
 	if !ok || name == "" {

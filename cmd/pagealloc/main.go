@@ -162,8 +162,10 @@ func openInspected(path string) (*pagealloc.Device, *pagealloc.Inspection, error
 // suffix (K, KiB, M, MiB, G, GiB, T, TiB; a plain number is bytes).
 type sizeValue int64
 
+// String writes the size with the largest suffix that keeps it whole.
 func (s *sizeValue) String() string { return formatBytes(int64(*s)) }
 
+// Set parses a size such as 4096, 64K or 16MiB.
 func (s *sizeValue) Set(text string) error {
 	n, err := parseBytes(text)
 	if err != nil {
