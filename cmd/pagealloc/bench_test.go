@@ -1,52 +1,95 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestBench(t *testing.T) {
-	var out, errOut bytes.Buffer
-	args := []string{"bench", "-duration", "100ms", "-committers", "4", "-nosync", "-file", filepath.Join(t.TempDir(), "dev")}
-	if code := run(args, &out, &errOut); code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut.String())
+	path := filepath.Join(t.TempDir(), "dev")
+	code, stdout, stderr := runCLI(t, "bench", "-duration", "100ms", "-committers", "4", "-size", "256MiB", "-nosync", "-file", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	for _, want := range []string{"commit (1 committer)", "alloc+free", "sub-page", "log append", "Check: OK"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("output lacks %q:\n%s", want, out.String())
+	for _, want := range []string{"commit (1 committer)", "commit (4 committers)", "alloc+free", "sub-page", "log append", "pool get+put", "mixed",
+		"p99.9 µs", "The device at the end:", "allocated", "sub-page class", "\nCheck: OK\n"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
+	}
+	// Not a terminal: one plain line per phase, no redrawing.
+	if strings.Count(stderr, "\nbench: ") != 7 || strings.Contains(stderr, "\r") || !strings.Contains(stderr, "bench: 7/7 mixed") {
+		t.Errorf("progress lines:\n%q", stderr)
+	}
+	// The device is kept when -file names it, and passes check.
+	if code, stdout, _ := runCLI(t, "check", path); code != 0 || stdout != "OK\n" {
+		t.Errorf("check of the bench device: exit %d, %q", code, stdout)
 	}
 }
 
 func TestBenchJSON(t *testing.T) {
-	var out, errOut bytes.Buffer
-	args := []string{"bench", "-duration", "50ms", "-committers", "2", "-nosync", "-json", "-file", filepath.Join(t.TempDir(), "dev")}
-	if code := run(args, &out, &errOut); code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut.String())
+	code, stdout, stderr := runCLI(t, "bench", "-duration", "50ms", "-committers", "2", "-size", "64MiB", "-nosync", "-json", "-file", filepath.Join(t.TempDir(), "dev"))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	var got struct {
 		Results []benchResult
+		Stats   deviceStats
 		Check   string
 	}
-	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
-		t.Fatalf("%v in %s", err, out.String())
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("%v in %s", err, stdout)
 	}
-	if len(got.Results) != 5 || got.Check != "OK" {
+	if len(got.Results) != 7 || got.Check != "OK" || got.Stats.Allocator.AllocatedPages == 0 || len(got.Stats.Logs) != 1 {
 		t.Fatalf("got %+v", got)
 	}
 	for _, r := range got.Results {
-		if r.Count == 0 {
-			t.Errorf("%s ran no operation", r.Op)
+		if r.Count == 0 || r.OpsPerS <= 0 || !(r.P50us <= r.P99us && r.P99us <= r.P999us && r.P999us <= r.Maxus) {
+			t.Errorf("%s: %+v", r.Op, r)
 		}
 	}
 }
 
-func TestUnknownVerb(t *testing.T) {
-	var out, errOut bytes.Buffer
-	if code := run([]string{"frobnicate"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "unknown verb") {
-		t.Fatalf("exit %d, stderr %q", code, errOut.String())
+// TestBenchTempDir runs bench as a newcomer would, without -file, and
+// checks that it leaves nothing behind in the temporary directory.
+func TestBenchTempDir(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	if code, _, stderr := runCLI(t, "bench", "-duration", "20ms", "-committers", "2", "-size", "64MiB", "-nosync"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if left, err := os.ReadDir(tmp); err != nil || len(left) != 0 {
+		t.Errorf("left in the temporary directory: %v %v", left, err)
+	}
+	if code, _, _ := runCLI(t, "bench", "-size", "1MiB"); code != 2 {
+		t.Errorf("-size 1MiB: exit %d, want 2", code)
+	}
+}
+
+func TestLatencyHistogram(t *testing.T) {
+	var h latencyHistogram
+	for i := 1; i <= 1000; i++ {
+		h.add(time.Duration(i) * time.Microsecond)
+	}
+	for _, c := range []struct {
+		p    float64
+		want time.Duration
+	}{{0.5, 500 * time.Microsecond}, {0.99, 990 * time.Microsecond}, {0.999, 999 * time.Microsecond}} {
+		got := h.percentile(c.p)
+		if diff := got - c.want; diff < -c.want/30 || diff > c.want/30 {
+			t.Errorf("p%v = %v, want %v within 3%%", c.p*100, got, c.want)
+		}
+	}
+	if h.max != time.Millisecond || h.n != 1000 {
+		t.Errorf("max %v, n %d", h.max, h.n)
+	}
+	for ns := uint64(0); ns < 1<<20; ns = ns*5/4 + 1 {
+		if mid := uint64(bucketMiddle(latencyBucket(ns))); mid+mid/30 < ns || mid > ns+ns/30+1 {
+			t.Errorf("%d ns lands in a bucket around %d ns", ns, mid)
+		}
 	}
 }

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/pagealloc/pagealloc"
+)
+
+// maxDumpRecords bounds the journal records dump lists without -all.
+const maxDumpRecords = 20
+
+// runDump prints everything a device records about itself: layout,
+// superblocks, journal, free lists, pending queue, logs and sub-page
+// classes; with -pages, every extent of the heap as well.
+func runDump(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dump", "FILE", stderr)
+	asJSON := fs.Bool("json", false, "print the inspection as JSON")
+	pages := fs.Bool("pages", false, "also list every page of the heap with its state")
+	all := fs.Bool("all", false, fmt.Sprintf("list every journal record (default: the first %d)", maxDumpRecords))
+	path, err := parseFileArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	d, in, err := openInspected(path)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	var extents []pagealloc.HeapExtent
+	if *pages {
+		if err := d.WalkHeap(func(e pagealloc.HeapExtent) bool { extents = append(extents, e); return true }); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		return writeJSON(stdout, struct {
+			*pagealloc.Inspection
+			Pages []pagealloc.HeapExtent `json:",omitempty"`
+		}{in, extents})
+	}
+	if err := printLayout(stdout, in); err != nil {
+		return err
+	}
+	sections := []func(io.Writer, *pagealloc.Inspection) error{
+		printSuperblocks,
+		func(w io.Writer, in *pagealloc.Inspection) error { return printJournal(w, in, *all) },
+		printFreeLists,
+		printLogs,
+		printSubpageClasses,
+	}
+	for _, section := range sections {
+		fmt.Fprintln(stdout)
+		if err := section(stdout, in); err != nil {
+			return err
+		}
+	}
+	if *pages {
+		fmt.Fprintln(stdout)
+		return printPages(stdout, extents)
+	}
+	return nil
+}
+
+// table returns a tabwriter for one section, its header already written.
+func table(w io.Writer, header ...string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  "+strings.Join(header, "\t"))
+	return tw
+}
+
+// row writes one row of a table; empty cells at its end are left out, so
+// that no line ends in padding.
+func row(tw *tabwriter.Writer, cells ...any) {
+	parts := make([]string, len(cells))
+	for i, c := range cells {
+		parts[i] = fmt.Sprint(c)
+	}
+	for len(parts) > 1 && parts[len(parts)-1] == "" {
+		parts = parts[:len(parts)-1]
+	}
+	fmt.Fprintln(tw, "  "+strings.Join(parts, "\t"))
+}
+
+// printLayout prints the geometry and where each region lies.
+func printLayout(w io.Writer, in *pagealloc.Inspection) error {
+	orders := 0
+	for n := in.MinPageSize; n < in.MaxPageSize; n <<= 1 {
+		orders++
+	}
+	fmt.Fprintf(w, "geometry: pages %s to %s (%d orders), capacity %s, file %s\n",
+		formatBytes(in.MinPageSize), formatBytes(in.MaxPageSize), orders+1, formatBytes(in.Capacity), humanBytes(in.FileSize))
+	tw := table(w, "region", "offset", "size")
+	for i, sb := range in.Superblocks {
+		row(tw, "superblock "+string(rune('A'+i)), sb.Offset, 4096)
+	}
+	row(tw, "root area", in.Root.Offset, in.Root.Size)
+	row(tw, "journal ring", in.Journal.Offset, in.Journal.Size)
+	row(tw, "allocator state", in.AllocatorState.Offset, in.AllocatorState.Size)
+	row(tw, "log regions", in.LogRegions.Offset, in.LogRegions.Size)
+	row(tw, "heap (to the frontier)", in.HeapOffset, in.Frontier-in.HeapOffset)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "heap blocks of %s, each starting with %s of state bits\n", formatBytes(in.BlockBytes), formatBytes(in.BlockMetadataBytes))
+	return nil
+}
+
+func printSuperblocks(w io.Writer, in *pagealloc.Inspection) error {
+	fmt.Fprintln(w, "superblocks:")
+	tw := table(w, "copy", "offset", "state", "seq", "version", "device id", "journal head", "head seq", "checkpointed tx")
+	for i, sb := range in.Superblocks {
+		name := string(rune('A' + i))
+		if sb.Problem != "" {
+			row(tw, name, sb.Offset, "bad: "+sb.Problem)
+			continue
+		}
+		state := "older"
+		if sb.InUse {
+			state = "in use"
+		}
+		row(tw, name, sb.Offset, state, sb.Sequence, sb.Version, fmt.Sprintf("%016x", sb.DeviceID), sb.JournalHead, sb.JournalHeadSeq, sb.TxSeq)
+	}
+	return tw.Flush()
+}
+
+func printJournal(w io.Writer, in *pagealloc.Inspection, all bool) error {
+	js := &in.JournalState
+	bytes := int64(js.Tail - js.Head)
+	fmt.Fprintf(w, "journal: head %d (seq %d), tail %d (seq %d): %d records, %d bytes not yet checkpointed\n",
+		js.Head, js.HeadSeq, js.Tail, js.NextSeq, len(js.Records), bytes)
+	if len(js.Records) > 0 {
+		tw := table(w, "seq", "offset", "position", "bytes", "entries")
+		for i, r := range js.Records {
+			if i == maxDumpRecords && !all {
+				row(tw, fmt.Sprintf("… %d more (-all lists them)", len(js.Records)-i))
+				break
+			}
+			row(tw, r.Seq, r.Offset, r.Pos, r.Bytes, r.Entries)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if js.Torn {
+		fmt.Fprintf(w, "  torn record at offset %d: a write cut short by a crash; its commit never returned and Open ignores it\n", js.TailOffset)
+	}
+	return nil
+}
+
+func printFreeLists(w io.Writer, in *pagealloc.Inspection) error {
+	fmt.Fprintln(w, "free lists:")
+	tw := table(w, "order", "page size", "pages", "bytes", "first pages")
+	for _, fl := range in.FreeLists {
+		var first []string
+		for _, off := range fl.First {
+			first = append(first, fmt.Sprint(off))
+		}
+		if fl.Pages > int64(len(fl.First)) && len(fl.First) > 0 {
+			first = append(first, "…")
+		}
+		row(tw, fl.Order, formatBytes(fl.PageBytes), fl.Pages, humanBytes(fl.Pages*fl.PageBytes), strings.Join(first, " "))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	p := &in.Pending
+	if p.Pages == 0 {
+		fmt.Fprintln(w, "pending queue: empty")
+		return nil
+	}
+	fmt.Fprintf(w, "pending queue: %d pages, %s, head %d, tail %d; the oldest freed by transaction %d, reusable after the checkpoint that covers it\n",
+		p.Pages, humanBytes(p.Bytes), p.Head, p.Tail, p.OldestTx)
+	return nil
+}
+
+func printLogs(w io.Writer, in *pagealloc.Inspection) error {
+	if len(in.Logs) == 0 {
+		fmt.Fprintln(w, "log regions: none")
+		return nil
+	}
+	fmt.Fprintln(w, "log regions:")
+	tw := table(w, "name", "ring offset", "ring size", "head", "durable tail", "used", "free")
+	for _, l := range in.Logs {
+		row(tw, l.Name, l.Ring.Offset, formatBytes(l.Ring.Size), l.Stats.Head, l.Stats.DurableTail, humanBytes(l.Stats.UsedBytes), humanBytes(l.Stats.FreeBytes))
+	}
+	return tw.Flush()
+}
+
+func printSubpageClasses(w io.Writer, in *pagealloc.Inspection) error {
+	if len(in.SubpageClasses) == 0 {
+		fmt.Fprintln(w, "sub-page classes: none")
+		return nil
+	}
+	fmt.Fprintln(w, "sub-page classes:")
+	tw := table(w, "class", "slot size", "parent size", "parents", "slots used", "slots free", "overhead", "list head")
+	for _, c := range in.SubpageClasses {
+		row(tw, c.Index, formatBytes(c.SlotBytes), formatBytes(c.ParentBytes), c.Parents, c.SlotsUsed, c.SlotsFree, humanBytes(c.OverheadBytes), c.ListHead)
+	}
+	return tw.Flush()
+}
+
+func printPages(w io.Writer, extents []pagealloc.HeapExtent) error {
+	fmt.Fprintln(w, "heap pages:")
+	tw := table(w, "offset", "size", "state", "detail")
+	for _, e := range extents {
+		detail := ""
+		if e.Kind == pagealloc.PageSubpages {
+			detail = fmt.Sprintf("%d of 63 slots of %s used", e.SlotsUsed, formatBytes(e.SlotBytes))
+		}
+		row(tw, e.Offset, formatBytes(e.Size), e.Kind, detail)
+	}
+	return tw.Flush()
+}

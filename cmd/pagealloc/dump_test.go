@@ -1,0 +1,121 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/pagealloc/pagealloc"
+)
+
+func TestDump(t *testing.T) {
+	path := fixtureDevice(t)
+	in := inspect(t, path)
+	code, stdout, stderr := runUnchanged(t, "dump", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var want []string
+	for i, sb := range in.Superblocks {
+		state := "older"
+		if sb.InUse {
+			state = "in use"
+		}
+		want = append(want, fmt.Sprintf(`(?m)^  %c\s+%d\s+%s\s+%d\s+1\s+%016x\s+%d\s+%d\s+%d$`,
+			'A'+i, sb.Offset, state, sb.Sequence, sb.DeviceID, sb.JournalHead, sb.JournalHeadSeq, sb.TxSeq))
+	}
+	for _, fl := range in.FreeLists {
+		first := ""
+		if len(fl.First) > 0 {
+			first = fmt.Sprint(fl.First[0])
+		}
+		want = append(want, fmt.Sprintf(`(?m)^  %d\s+%s\s+%d\s+\S+ \S+\s*%s`, fl.Order, formatBytes(fl.PageBytes), fl.Pages, first))
+	}
+	l, c := in.Logs[0], in.SubpageClasses[0]
+	want = append(want,
+		fmt.Sprintf(`journal: head %d \(seq %d\), tail %d \(seq %d\): 0 records`, in.JournalState.Head, in.JournalState.HeadSeq, in.JournalState.Tail, in.JournalState.NextSeq),
+		fmt.Sprintf(`pending queue: %d pages, .*, head %d, tail %d; the oldest freed by transaction %d`, in.Pending.Pages, in.Pending.Head, in.Pending.Tail, in.Pending.OldestTx),
+		fmt.Sprintf(`(?m)^  wal\s+%d\s+64KiB\s+%d\s+%d\s`, l.Ring.Offset, l.Stats.Head, l.Stats.DurableTail),
+		fmt.Sprintf(`(?m)^  0\s+256\s+16KiB\s+%d\s+%d\s+%d\s+\S+ \S+\s+%d$`, c.Parents, c.SlotsUsed, c.SlotsFree, c.ListHead),
+		fmt.Sprintf(`(?m)^  heap \(to the frontier\)\s+%d\s+%d$`, in.HeapOffset, in.Frontier-in.HeapOffset),
+	)
+	for _, re := range want {
+		if !regexp.MustCompile(re).MatchString(stdout) {
+			t.Errorf("output does not match %s:\n%s", re, stdout)
+		}
+	}
+
+	// -pages -json: the inspection and every heap extent, as the library
+	// reports them.
+	d, err := pagealloc.Open(path, &pagealloc.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var extents []pagealloc.HeapExtent
+	err = d.WalkHeap(func(e pagealloc.HeapExtent) bool { extents = append(extents, e); return true })
+	d.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = runUnchanged(t, "dump", "-pages", "-json", path)
+	if code != 0 {
+		t.Fatalf("-pages -json: exit %d: %s", code, stderr)
+	}
+	var got struct {
+		pagealloc.Inspection
+		Pages []struct {
+			pagealloc.Extent
+			Kind      string
+			SlotBytes int64
+			SlotsUsed int
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("%v in %s", err, stdout)
+	}
+	if !reflect.DeepEqual(&got.Inspection, in) {
+		t.Errorf("JSON inspection differs:\n got %+v\nwant %+v", got.Inspection, *in)
+	}
+	if len(got.Pages) != len(extents) {
+		t.Fatalf("JSON lists %d pages, the walk %d", len(got.Pages), len(extents))
+	}
+	for i, e := range extents {
+		if p := got.Pages[i]; p.Extent != e.Extent || p.Kind != e.Kind.String() || p.SlotsUsed != e.SlotsUsed {
+			t.Errorf("page %d: JSON %+v, walk %+v", i, p, e)
+		}
+	}
+
+	// -pages as text: one row per extent.
+	_, stdout, _ = runCLI(t, "dump", "-pages", path)
+	if n := strings.Count(stdout[strings.Index(stdout, "heap pages:"):], "\n") - 2; n != len(extents) {
+		t.Errorf("text lists %d pages, the walk %d", n, len(extents))
+	}
+}
+
+// TestDumpJournal dumps a device a crash left with four journal records
+// not yet checkpointed, then one whose last record is torn.
+func TestDumpJournal(t *testing.T) {
+	crashed := crashCopy(t)
+	records := inspect(t, crashed).JournalState.Records
+	code, stdout, stderr := runUnchanged(t, "dump", crashed)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stdout, ": 4 records,") {
+		t.Errorf("output lacks 4 records:\n%s", stdout)
+	}
+	for _, r := range records {
+		if re := fmt.Sprintf(`(?m)^  %d\s+%d\s+%d\s+%d\s+1$`, r.Seq, r.Offset, r.Pos, r.Bytes); !regexp.MustCompile(re).MatchString(stdout) {
+			t.Errorf("output does not match %s:\n%s", re, stdout)
+		}
+	}
+	last := records[3]
+	torn := damagedCopy(t, crashed, func(b []byte) { b[last.Offset+last.Bytes-3] ^= 0xff })
+	_, stdout, _ = runUnchanged(t, "dump", torn)
+	if !strings.Contains(stdout, ": 3 records,") || !strings.Contains(stdout, fmt.Sprintf("torn record at offset %d", last.Offset)) {
+		t.Errorf("torn copy:\n%s", stdout)
+	}
+}

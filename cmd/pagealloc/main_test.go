@@ -1,0 +1,269 @@
+package main
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pagealloc/pagealloc"
+)
+
+// runCLI runs the command with args and returns its exit status and
+// output.
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// fixtureOptions make a small device: pages of 4 to 64 KiB, a 256 KiB
+// journal, a file that grows 1 MiB at a time, and one 64 KiB log.
+func fixtureOptions() *pagealloc.Options {
+	return &pagealloc.Options{
+		NoSync:      true,
+		MaxSize:     64 << 20,
+		MaxPageSize: 64 << 10,
+		JournalSize: 256 << 10,
+		GrowthStep:  1 << 20,
+		LogRegions:  []pagealloc.LogRegion{{Name: "wal", Size: 64 << 10}},
+	}
+}
+
+// fixtureDevice creates a closed device holding allocated, free and
+// pending pages of every size, a sub-page class with slots in use, and log
+// entries, from a fixed sequence of operations, and returns its path. It
+// is reopened after the allocations, so that the pages freed before
+// become free pages (reusable once a checkpoint covers their free) and
+// those freed after stay pending.
+func fixtureDevice(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "device")
+	d, err := pagealloc.Create(path, fixtureOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var pages []pagealloc.Addr
+	fixtureWorkload(t, d, rng, &pages)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = pagealloc.Open(path, &pagealloc.Options{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	// The first transaction since the reopen releases the pages freed
+	// before it onto the free lists; these frees stay pending.
+	for range 20 {
+		j := rng.IntN(len(pages))
+		if err := d.Update(func(tx *pagealloc.Txn) error { return tx.Free(pages[j]) }); err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages[:j], pages[j+1:]...)
+	}
+	l, err := d.Log("wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		r, err := l.Append(1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Write(r, bytes.Repeat([]byte{byte('a' + i)}, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Commit(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// fixtureWorkload runs 300 transactions, each allocating a page of 4 to
+// 64 KiB and a 256-byte slot, every third also freeing a page of pages.
+func fixtureWorkload(t *testing.T, d *pagealloc.Device, rng *rand.Rand, pages *[]pagealloc.Addr) {
+	t.Helper()
+	class, err := d.Subpages(256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		err := d.Update(func(tx *pagealloc.Txn) error {
+			if len(*pages) > 0 && i%3 == 0 {
+				j := rng.IntN(len(*pages))
+				if err := tx.Free((*pages)[j]); err != nil {
+					return err
+				}
+				*pages = append((*pages)[:j], (*pages)[j+1:]...)
+			}
+			a, err := tx.Alloc(int64(4096) << rng.IntN(5))
+			if err != nil {
+				return err
+			}
+			*pages = append(*pages, a)
+			_, err = class.Alloc(tx)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// crashCopy commits four transactions of root-area writes on a new device
+// and copies the file while the device is still open: the image a crash
+// that kept every write leaves, with four journal records no checkpoint
+// covers. It returns the copy's path.
+func crashCopy(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "device")
+	d, err := pagealloc.Create(path, fixtureOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	rootOff, _ := d.Root()
+	for i := range 4 {
+		err := d.Update(func(tx *pagealloc.Txn) error { return tx.Write(rootOff+int64(i)*8, []byte("12345678")) })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	image, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyPath := filepath.Join(t.TempDir(), "crashed")
+	if err := os.WriteFile(copyPath, image, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return copyPath
+}
+
+// inspect opens the device at path read-only and returns its inspection.
+func inspect(t *testing.T, path string) *pagealloc.Inspection {
+	t.Helper()
+	d, in, err := openInspected(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	return in
+}
+
+// damagedCopy writes a copy of the file at path changed by edit and
+// returns the copy's path.
+func damagedCopy(t *testing.T, path string, edit func(b []byte)) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(b)
+	dst := filepath.Join(t.TempDir(), "damaged")
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// runUnchanged runs the command on the device at path, the last argument,
+// and fails the test if the file's bytes or size changed.
+func runUnchanged(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	path := args[len(args)-1]
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = runCLI(t, args...)
+	after, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Errorf("%v changed the device file", args)
+	}
+	return code, stdout, stderr
+}
+
+// TestInspectingVerbsLeaveFileUnchanged runs every verb that only looks
+// at a device on a closed device and on one a crash left with journal
+// records to replay, which opening it for writing would apply to the file.
+func TestInspectingVerbsLeaveFileUnchanged(t *testing.T) {
+	png := filepath.Join(t.TempDir(), "map.png")
+	for _, dev := range []struct {
+		path    string
+		records int // journal records to replay
+	}{{fixtureDevice(t), 0}, {crashCopy(t), 4}} {
+		path := dev.path
+		if n := len(inspect(t, path).JournalState.Records); n != dev.records {
+			t.Fatalf("%s has %d journal records to replay, want %d", path, n, dev.records)
+		}
+		for _, args := range [][]string{
+			{"stats", path},
+			{"stats", "-json", path},
+			{"check", path},
+			{"dump", path},
+			{"dump", "-pages", "-json", path},
+			{"map", "-o", png, path},
+		} {
+			if code, _, stderr := runUnchanged(t, args...); code != 0 {
+				t.Errorf("%v: exit %d: %s", args, code, stderr)
+			}
+		}
+	}
+}
+
+func TestUsage(t *testing.T) {
+	if code, _, stderr := runCLI(t, "frobnicate"); code != 2 || !strings.Contains(stderr, "unknown verb") {
+		t.Errorf("unknown verb: exit %d, stderr %q", code, stderr)
+	}
+	code, _, stderr := runCLI(t)
+	if code != 2 {
+		t.Errorf("no verb: exit %d", code)
+	}
+	for _, v := range verbs {
+		if !strings.Contains(stderr, v.name) {
+			t.Errorf("usage does not list %s:\n%s", v.name, stderr)
+		}
+	}
+	for _, args := range [][]string{{"stats"}, {"check", "a", "b"}, {"dump", "-nosuchflag", "x"}, {"map"}} {
+		if code, _, _ := runCLI(t, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+	if code, _, stderr := runCLI(t, "stats", filepath.Join(t.TempDir(), "missing")); code != 1 || !strings.Contains(stderr, "no such file") {
+		t.Errorf("missing file: exit %d, %q", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, "dump", "-h"); code != 0 || !strings.Contains(stderr, "-pages") {
+		t.Errorf("dump -h: exit %d, %q", code, stderr)
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for text, want := range map[string]int64{
+		"4096": 4096, "64K": 64 << 10, "64KiB": 64 << 10, "16MiB": 16 << 20, "1g": 1 << 30, "2TiB": 2 << 40, "512B": 512,
+	} {
+		got, err := parseBytes(text)
+		if err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", text, got, err, want)
+		}
+		if back, err := parseBytes(formatBytes(got)); err != nil || back != got {
+			t.Errorf("formatBytes(%d) = %q reads back as %d, %v", got, formatBytes(got), back, err)
+		}
+	}
+	for _, bad := range []string{"", "K", "-4K", "4X", "1.5G", "99999999999T"} {
+		if n, err := parseBytes(bad); err == nil {
+			t.Errorf("parseBytes(%q) = %d, want an error", bad, n)
+		}
+	}
+}

@@ -1,0 +1,210 @@
+package pagealloc
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"testing"
+)
+
+// inspectWorkload gives d allocated, free, pending and sub-page pages and
+// a log with entries, from a seeded random mix.
+func inspectWorkload(t *testing.T, d *Device, seed uint64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 7))
+	class, err := d.Subpages(256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pages, slots []Addr
+	for range 200 {
+		err := d.Update(func(tx *Txn) error {
+			if len(pages) > 0 && rng.IntN(3) == 0 {
+				i := rng.IntN(len(pages))
+				if err := tx.Free(pages[i]); err != nil {
+					return err
+				}
+				pages = append(pages[:i], pages[i+1:]...)
+			}
+			a, err := tx.Alloc(int64(4096) << rng.IntN(5))
+			if err != nil {
+				return err
+			}
+			pages = append(pages, a)
+			s, err := class.Alloc(tx)
+			slots = append(slots, s)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := d.Log("wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		r, err := l.Append(100 + i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Write(r, make([]byte, 100+i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Commit(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func inspectOptions() *Options {
+	o := smallHeapOptions()
+	o.LogRegions = []LogRegion{{Name: "wal", Size: 64 << 10}}
+	return o
+}
+
+func TestInspect(t *testing.T) {
+	d, _ := createTestDevice(t, inspectOptions())
+	inspectWorkload(t, d, testSeed(t, "buddy.seed", *buddySeed))
+	in, err := d.Inspect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The regions follow one another in file order.
+	regions := []Extent{{0, superblockSlotBytes}, {superblockSlotBytes, superblockSlotBytes}, in.Root, in.Journal, in.AllocatorState, in.LogRegions}
+	for i := 1; i < len(regions); i++ {
+		if regions[i].Offset != regions[i-1].End() {
+			t.Errorf("region %d at %d, want %d", i, regions[i].Offset, regions[i-1].End())
+		}
+	}
+	if in.HeapOffset < in.LogRegions.End() || in.HeapOffset%in.MaxPageSize != 0 {
+		t.Errorf("heap at %d after log regions ending at %d", in.HeapOffset, in.LogRegions.End())
+	}
+	inUse := 0
+	for _, sb := range in.Superblocks {
+		if sb.Problem != "" {
+			t.Errorf("superblock at %d: %s", sb.Offset, sb.Problem)
+		}
+		if sb.InUse {
+			inUse++
+		}
+	}
+	if inUse != 1 {
+		t.Errorf("%d superblocks in use", inUse)
+	}
+	st := d.Stats()
+	if in.Frontier != st.Frontier || len(in.FreeLists) != len(st.FreePages) {
+		t.Fatalf("frontier %d, %d lists; Stats says %d, %d", in.Frontier, len(in.FreeLists), st.Frontier, len(st.FreePages))
+	}
+	for k, fl := range in.FreeLists {
+		if fl.Pages != st.FreePages[k] || int64(len(fl.First)) != min(fl.Pages, freeListSample) {
+			t.Errorf("order %d: %d pages, %d listed; Stats says %d", k, fl.Pages, len(fl.First), st.FreePages[k])
+		}
+		if len(fl.First) > 0 && fl.First[0] != fl.Head {
+			t.Errorf("order %d: head %d, first %d", k, fl.Head, fl.First[0])
+		}
+	}
+	if in.Pending.Pages != st.PendingPages || in.Pending.Bytes != st.PendingBytes || (in.Pending.Pages > 0) != (in.Pending.OldestTx > 0) {
+		t.Errorf("pending %+v; Stats says %d pages, %d bytes", in.Pending, st.PendingPages, st.PendingBytes)
+	}
+	l, _ := d.Log("wal")
+	if len(in.Logs) != 1 || in.Logs[0].Name != "wal" || in.Logs[0].Stats.DurableTail != l.Stats().DurableTail || in.Logs[0].Ring.Size != 64<<10 {
+		t.Errorf("logs %+v", in.Logs)
+	}
+	class, _ := d.Subpages(256)
+	if len(in.SubpageClasses) != 1 || in.SubpageClasses[0].SubpageStats != class.Stats() {
+		t.Errorf("sub-page classes %+v, want %+v", in.SubpageClasses, class.Stats())
+	}
+	// A device opened for writing has checkpointed at open, and each
+	// commit since adds one record.
+	if n := len(in.JournalState.Records); n == 0 || in.JournalState.Records[n-1].Seq+1 != in.JournalState.NextSeq {
+		t.Errorf("journal %+v", in.JournalState)
+	}
+}
+
+func TestWalkHeapMatchesStats(t *testing.T) {
+	d, _ := createTestDevice(t, inspectOptions())
+	inspectWorkload(t, d, testSeed(t, "buddy.seed", *buddySeed))
+	st := d.Stats()
+	var bytesOf [PageUnaccounted + 1]int64
+	var slotsUsed int64
+	next := d.geometry.heapOff
+	err := d.WalkHeap(func(e HeapExtent) bool {
+		if e.Offset != next {
+			t.Fatalf("extent at %d, want %d", e.Offset, next)
+		}
+		next = e.End()
+		bytesOf[e.Kind] += e.Size
+		slotsUsed += int64(e.SlotsUsed)
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next != st.Frontier {
+		t.Errorf("extents end at %d, frontier %d", next, st.Frontier)
+	}
+	class, _ := d.Subpages(256)
+	switch cs := class.Stats(); {
+	case bytesOf[PageAllocated]+bytesOf[PageSubpages] != st.UsedBytes,
+		bytesOf[PageFree] != st.FreeBytes, bytesOf[PagePending] != st.PendingBytes,
+		bytesOf[PageMetadata] != st.MetadataBytes, bytesOf[PageUnaccounted] != 0,
+		bytesOf[PageSubpages] != cs.Parents*cs.ParentBytes, slotsUsed != cs.SlotsUsed:
+		t.Errorf("walk found %v bytes per kind and %d slots; stats %+v, %+v", bytesOf, slotsUsed, st, cs)
+	}
+	// fn returning false stops the walk.
+	calls := 0
+	if err := d.WalkHeap(func(HeapExtent) bool { calls++; return false }); err != nil || calls != 1 {
+		t.Errorf("stopped walk made %d calls, %v", calls, err)
+	}
+}
+
+// TestInspectReadOnlyJournal copies a device while it is open, as a crash
+// would leave it, and inspects the copy's journal read-only: the records a
+// reopen would replay, and a torn record after them.
+func TestInspectReadOnlyJournal(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	for i := range 4 {
+		writeRoot(t, d, int64(i)*8, []byte("12345678"))
+	}
+	inspectCopy := func(edit func([]byte) []byte) *Inspection {
+		t.Helper()
+		p := corruptCopy(t, path, edit)
+		before, _ := os.ReadFile(p)
+		ro, err := Open(p, &Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := ro.Inspect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ro.WalkHeap(func(HeapExtent) bool { return true }); err != nil {
+			t.Fatal(err)
+		}
+		ro.Close()
+		if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
+			t.Fatal("inspecting changed the file")
+		}
+		return in
+	}
+	js := inspectCopy(func(b []byte) []byte { return b }).JournalState
+	if len(js.Records) != 4 || js.Torn || js.Head != 0 {
+		t.Fatalf("journal %+v, want 4 records from 0, no torn tail", js)
+	}
+	pos := js.Head
+	for i, r := range js.Records {
+		if r.Pos != pos || r.Seq != js.HeadSeq+uint64(i) || r.Offset != d.geometry.journal.off+int64(pos) || r.Entries != 1 {
+			t.Errorf("record %d: %+v at position %d", i, r, pos)
+		}
+		pos += uint64(r.Bytes)
+	}
+	if js.Tail != pos || js.NextSeq != js.HeadSeq+4 || js.TailOffset != d.geometry.journal.off+int64(pos) {
+		t.Errorf("tail %d seq %d offset %d, want %d", js.Tail, js.NextSeq, js.TailOffset, pos)
+	}
+	last := js.Records[3]
+	torn := inspectCopy(func(b []byte) []byte { b[last.Offset+last.Bytes-3] ^= 0xff; return b }).JournalState
+	if len(torn.Records) != 3 || !torn.Torn || torn.TailOffset != last.Offset {
+		t.Errorf("torn last record: %+v", torn)
+	}
+}
