@@ -168,7 +168,7 @@ func (d *Device) Inspect() (*Inspection, error) {
 		return nil, err
 	}
 	d.inspectJournal(in)
-	tx := &Txn{d: d, lines: map[int64]*line{}} // empty: reads committed state
+	tx := &Txn{d: d} // empty: reads committed state
 	for k := 0; k <= g.maxOrder; k++ {
 		fl := FreeListInfo{Order: k, PageBytes: g.pageBytes(k), Pages: st.freePages[k], Head: st.heads[k]}
 		for off := st.heads[k]; off != 0 && len(fl.First) < freeListSample; off = tx.readHeader(off).next {
@@ -334,7 +334,7 @@ func (d *Device) WalkHeap(fn func(HeapExtent) bool) error {
 	d.alloc.lastMu.Lock()
 	frontier := d.alloc.last.frontier
 	d.alloc.lastMu.Unlock()
-	w := heapWalker{d: d, g: &d.alloc.g, tx: &Txn{d: d, lines: map[int64]*line{}}, fn: fn}
+	w := heapWalker{d: d, g: &d.alloc.g, tx: &Txn{d: d}, fn: fn}
 	for off := w.g.heapOff; off < frontier; off += w.g.maxPageBytes() {
 		if !w.visit(off, w.g.maxOrder) {
 			break
