@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -395,6 +397,9 @@ func TestJournalTailAndCorruption(t *testing.T) {
 	var ce *CorruptError
 	if !errors.As(err, &ce) || ce.Offset != offs[1] {
 		t.Fatalf("corrupt middle record: %v, want a CorruptError at offset %d", err, offs[1])
+	}
+	if want := fmt.Sprintf("follows at offset %d", offs[2]); !strings.Contains(err.Error(), want) {
+		t.Fatalf("corrupt middle record: %q does not name the next record (%q)", err, want)
 	}
 
 	// A record whose checksum verifies but whose body is impossible.

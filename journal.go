@@ -458,8 +458,8 @@ func (j *journal) scan() ([]scannedRecord, error) {
 		pos += uint64(h.length)
 		seq++
 	}
-	if later, ok := j.findLaterRecord(seq); ok {
-		return nil, corruptf(j.physOff(pos), "journal record", "a valid record with sequence %d (record %d follows at offset %d)", seq, later, j.physOff(pos))
+	if later, laterOff, ok := j.findLaterRecord(seq); ok {
+		return nil, corruptf(j.physOff(pos), "journal record", "a valid record with sequence %d (record %d follows at offset %d)", seq, later, laterOff)
 	}
 	j.tail, j.nextSeq = pos, seq
 	return recs, nil
@@ -468,8 +468,9 @@ func (j *journal) scan() ([]scannedRecord, error) {
 func (j *journal) physOff(pos uint64) int64 { return j.ring.off + int64(pos%uint64(j.ring.size)) }
 
 // findLaterRecord looks at every 8-byte-aligned position of the ring for a
-// valid record whose sequence number is seq or later.
-func (j *journal) findLaterRecord(seq uint64) (uint64, bool) {
+// valid record whose sequence number is seq or later, and returns its
+// sequence number and file offset.
+func (j *journal) findLaterRecord(seq uint64) (later uint64, off int64, ok bool) {
 	ring := j.d.view[j.ring.off:j.ring.end()]
 	for phys := 0; phys+8 <= len(ring); phys += 8 {
 		if binary.LittleEndian.Uint32(ring[phys:]) != recordMagic {
@@ -482,10 +483,10 @@ func (j *journal) findLaterRecord(seq uint64) (uint64, bool) {
 			continue
 		}
 		if _, _, ok := j.readRecord(h.pos, h.seq); ok {
-			return h.seq, true
+			return h.seq, j.ring.off + int64(phys), true
 		}
 	}
-	return 0, false
+	return 0, 0, false
 }
 
 // recover replays the journal. Opened for writing, it applies every valid
