@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -291,10 +292,8 @@ func (tx *Txn) lineFor(idx int64) *line {
 	}
 	// A version still on its way home holds bytes home does not have
 	// yet; start from it. Home needs no reading until someone reads.
-	if tx.d.pending.count.Load() != 0 {
-		if p := tx.d.pending.get(idx); p != nil {
-			l.data, l.valid = p.data, p.valid
-		}
+	if p := tx.d.pending.get(idx); p != nil {
+		l.data, l.valid = p.data, p.valid
 	}
 	return l
 }
@@ -302,10 +301,7 @@ func (tx *Txn) lineFor(idx int64) *line {
 // readCommitted fills p, which lies within one line, with committed bytes:
 // home, with any version still on its way home laid over it.
 func (d *Device) readCommitted(p []byte, off int64) {
-	var pl *line
-	if d.pending.count.Load() != 0 {
-		pl = d.pending.get(off >> lineShift)
-	}
+	pl := d.pending.get(off >> lineShift)
 	if pl == nil || !pl.holds(int(off&(lineBytes-1)), len(p)) {
 		size := d.size.Load()
 		n := copy(p, d.view[min(off, size):size])
@@ -328,20 +324,27 @@ func (d *Device) committedU64(off int64) uint64 {
 // home locations, oldest first, so that reads see commits the journal has
 // not applied. A transaction's lines no longer change once it commits, and
 // each starts from the version before it (see lineFor), so the newest
-// transaction holding a line holds the line's newest bytes.
+// transaction holding a line holds the line's newest bytes. Readers take
+// no lock: they load the current list, which is replaced, never changed.
 type overlay struct {
-	mu    sync.RWMutex
-	txs   []*Txn
-	count atomic.Int64 // len(txs), read without the lock on the fast path
+	mu  sync.Mutex // serialises add and release
+	txs atomic.Pointer[[]*Txn]
+}
+
+// list returns the transactions in the overlay, oldest first.
+func (o *overlay) list() []*Txn {
+	if p := o.txs.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // get returns the newest committed version of line idx not yet at home,
 // or nil.
 func (o *overlay) get(idx int64) *line {
-	o.mu.RLock()
-	defer o.mu.RUnlock()
-	for i := len(o.txs) - 1; i >= 0; i-- {
-		if l := o.txs[i].lines.line(idx); l != nil {
+	txs := o.list()
+	for i := len(txs) - 1; i >= 0; i-- {
+		if l := txs[i].lines.line(idx); l != nil {
 			return l
 		}
 	}
@@ -351,40 +354,36 @@ func (o *overlay) get(idx int64) *line {
 // add publishes a committing transaction's lines.
 func (o *overlay) add(tx *Txn) {
 	o.mu.Lock()
-	o.txs = append(o.txs, tx)
-	o.count.Store(int64(len(o.txs)))
+	txs := append(slices.Clip(o.list()), tx)
+	o.txs.Store(&txs)
 	o.mu.Unlock()
 }
 
 // release forgets the transactions up to seq, once their lines are at home.
 func (o *overlay) release(seq uint64) {
 	o.mu.Lock()
+	txs := o.list()
 	n := 0
-	for n < len(o.txs) && o.txs[n].seq <= seq {
-		o.txs[n] = nil
+	for n < len(txs) && txs[n].seq <= seq {
 		n++
 	}
-	o.txs = o.txs[n:]
-	if len(o.txs) == 0 {
-		o.txs = o.txs[:0:0] // let the backing array go once it has drained
-	}
-	o.count.Store(int64(len(o.txs)))
+	rest := slices.Clone(txs[n:])
+	o.txs.Store(&rest)
 	o.mu.Unlock()
 }
 
 // read lays the overlay's bytes over p, which holds the home bytes at off.
 func (o *overlay) read(p []byte, off int64) {
-	if o.count.Load() == 0 || len(p) == 0 {
+	txs := o.list()
+	if len(txs) == 0 || len(p) == 0 {
 		return
 	}
-	o.mu.RLock()
-	defer o.mu.RUnlock()
 	first, last := off>>lineShift, (off+int64(len(p))-1)>>lineShift
 	overlayOne := func(idx int64, l *line) {
 		lo, hi := max(idx<<lineShift, off), min((idx+1)<<lineShift, off+int64(len(p)))
 		l.overlayOnto(p[lo-off:hi-off], lo)
 	}
-	for _, tx := range o.txs { // oldest first: newer bytes land last
+	for _, tx := range txs { // oldest first: newer bytes land last
 		t := &tx.lines
 		from, to := max(first, t.minIdx), min(last, t.maxIdx)
 		if to-from >= int64(len(t.slots)) { // cheaper to visit every entry
