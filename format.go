@@ -130,23 +130,27 @@ package pagealloc
 //	  0  4  magic "PASP"
 //	  4  1  class index
 //	  5  1  log2 of the slot size
-//	  6  1  flags: 1 = freed into again after it was queued (requeue at the head)
+//	  6  1  flags: 1 queued on the pending queue; 2 freed into after it was
+//	        queued (not covered at the head: requeue at the tail)
 //	  7  1  zero
 //	  8  8  allocated mask: bit i set while slot i is allocated; bit 0 (the header) always set
 //	 16  8  pending mask: bit i set while slot i is freed but not reusable yet
 //	 24  8  previous parent on the class's partial list (0: the head)
 //	 32  8  next parent on the class's partial list
 //	 40  8  next parent on the class's pending queue
-//	 48  8  the newest transaction that made one of its slots pending (0: none pending)
+//	 48  8  the newest transaction that made one of its slots pending (0: none)
 //	 56  8  zero
 //
-// A slot is free, allocated or pending; a parent is on its class's partial
-// list exactly while it has a free slot, and on its class's pending queue
-// (a FIFO) exactly while it has a pending slot. A pending slot becomes free
+// A slot is free, allocated or pending. A parent is on its class's partial
+// list exactly while it has a free slot. It joins its class's pending
+// queue (a FIFO; flag 1 while on it) when a slot of it becomes pending, and
+// leaves it only at the head, so a queued parent may have no pending slot
+// left (they were released while it was touched for another reason); a
+// parent with a pending slot is always queued. A pending slot becomes free
 // once a checkpoint covers the transaction in bytes 48..55; a parent with
-// no allocated slot left goes back to the buddy allocator then, whose
-// pending header overwrites the magic. Every header, link and parent bit is
-// journaled as kindMeta.
+// no allocated slot left goes back to the buddy allocator when it leaves
+// the queue, and the buddy's pending header overwrites the magic. Every
+// header, link and parent bit is journaled as kindMeta.
 
 import (
 	"encoding/binary"
@@ -242,7 +246,8 @@ const (
 	subpagePendSeqOff  = 48
 	subpageSpareOff    = 56
 
-	subpageFlagRequeue = 1
+	subpageFlagQueued  = 1
+	subpageFlagRequeue = 2
 )
 
 // subpageMagic starts the header of a sub-page parent.

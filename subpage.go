@@ -48,11 +48,17 @@ const subpageFullMask = ^uint64(0)
 // subpageEmptyMask is the allocated mask of a parent with only its header.
 const subpageEmptyMask = uint64(1)
 
-// subpageReleaseBudget is how many queued parents each Alloc and Free may
-// release or requeue: more than the one parent a Free can queue, so that
-// the queues shrink whenever checkpoints cover them, and few, so that
-// every operation stays O(1).
-const subpageReleaseBudget = 2
+// subpageReleaseBudget is how many queued parents an Alloc or Free may
+// look at: more than the one parent a Free can queue, so that the queues
+// shrink whenever checkpoints cover them, and few, so that every operation
+// stays O(1).
+const subpageReleaseBudget = 4
+
+// subpagePendingShare: Free walks the pending queue only while more than
+// one slot in subpagePendingShare of the class's allocated ones is
+// pending. Below, pending slots are released when their parent is touched
+// anyway, or when Alloc finds no free slot.
+const subpagePendingShare = 8
 
 // subpageCheckpointBytes is how many bytes of pending slots make the
 // allocator ask for a checkpoint, beside more pending than allocated.
@@ -412,12 +418,15 @@ func (s *Subpages) Alloc(tx *Txn) (Addr, error) {
 		return 0, err
 	}
 	c := tx.d.subpages.class(tx, s.index)
-	if err := s.release(tx, c, subpageReleaseBudget); err != nil {
-		return 0, err
-	}
 	if c.head == 0 {
-		if err := s.newParent(tx, c); err != nil {
+		// Before growing, look for pending slots a checkpoint freed.
+		if err := s.release(tx, c, subpageReleaseBudget); err != nil {
 			return 0, err
+		}
+		if c.head == 0 {
+			if err := s.newParent(tx, c); err != nil {
+				return 0, err
+			}
 		}
 	}
 	p := c.head
@@ -426,10 +435,13 @@ func (s *Subpages) Alloc(tx *Txn) (Addr, error) {
 		return 0, corruptf(p, "sub-page parent", "the head of class %d's list: a header with a free slot and no previous parent, found magic %#x class %d mask %#x pending %#x prev %d",
 			s.index, h.magic, h.class, h.mask, h.pend, h.prev)
 	}
+	from, to := subpageMaskOff, subpageMaskOff+8
+	if s.releaseInPlace(tx, c, &h) {
+		from, to = subpageFlagsOff, subpageSpareOff
+	}
 	slot := bits.TrailingZeros64(h.free())
 	h.mask |= 1 << slot
 	c.used++
-	to := subpageMaskOff + 8
 	if h.free() == 0 {
 		// Full: off the list, which it heads.
 		c.head = h.next
@@ -437,10 +449,25 @@ func (s *Subpages) Alloc(tx *Txn) (Addr, error) {
 			tx.writeU64(h.next+subpagePrevOff, 0, kindMeta)
 		}
 		h.next = 0
-		to = subpageNextOff + 8
+		from, to = min(from, subpageMaskOff), max(to, subpageNextOff+8)
 	}
-	tx.writeSubpageHeader(p, &h, subpageMaskOff, to)
+	tx.writeSubpageHeader(p, &h, from, to)
 	return makeAddr(p+int64(slot)<<s.slotShift, s.slotShift), nil
+}
+
+// releaseInPlace makes the pending slots of h, a header in hand, free if a
+// checkpoint covers them, and reports whether it did. The parent stays on
+// the pending queue, to be dequeued when it reaches the head: reading a
+// header that is not in hand is what release costs, and a parent touched
+// anyway costs nothing to release.
+func (s *Subpages) releaseInPlace(tx *Txn, c *subpageClass, h *subpageHeader) bool {
+	if h.pend == 0 || h.pendSeq > tx.d.checkpointTxSeq.Load() {
+		return false
+	}
+	c.pending -= int64(bits.OnesCount64(h.pend))
+	h.pend, h.pendSeq = 0, 0
+	h.flags &^= subpageFlagRequeue
+	return true
 }
 
 // newParent takes a page from the buddy allocator and makes it the head of
@@ -452,17 +479,14 @@ func (s *Subpages) newParent(tx *Txn, c *subpageClass) error {
 	if errors.Is(err, ErrNoSpace) && c.pendHead != 0 {
 		// Slots freed by earlier transactions become free once a
 		// checkpoint covers them; this transaction's own never do.
-		seq := tx.readSubpageHeader(c.pendHead).pendSeq
-		if seq <= d.txSeq {
-			if werr := d.journal.waitCheckpoint(seq); werr != nil {
-				return werr
-			}
-			if rerr := s.release(tx, c, subpageSlotsPerParent); rerr != nil {
-				return rerr
-			}
-			if c.head != 0 {
-				return nil
-			}
+		if werr := d.journal.waitCheckpoint(min(c.pendSeq, d.txSeq)); werr != nil {
+			return werr
+		}
+		if rerr := s.release(tx, c, subpageSlotsPerParent); rerr != nil {
+			return rerr
+		}
+		if c.head != 0 {
+			return nil
 		}
 	}
 	if err != nil {
@@ -496,48 +520,65 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 	}
 	c := tx.d.subpages.class(tx, s.index)
 	seq := tx.d.txSeq + 1 // this transaction's, once it commits
-	from, to := subpageMaskOff, subpagePrevOff
+	wasFull := h.free() == 0
+	released := s.releaseInPlace(tx, c, &h)
 	switch {
-	case h.pend == 0:
+	case h.flags&subpageFlagQueued == 0:
 		// Onto the pending queue, at the tail.
-		h.pendNext, h.pendSeq = 0, seq
+		h.flags |= subpageFlagQueued
+		h.pendNext = 0
 		if c.pendTail != 0 {
 			tx.writeU64(c.pendTail+subpagePendNextOff, uint64(p), kindMeta)
 		} else {
 			c.pendHead, c.headSeq = p, seq
 		}
 		c.pendTail = p
-		to = subpageSpareOff
-	case h.pendSeq != seq:
-		// Queued by an earlier transaction: its slots now wait for this
-		// one, and it must not hold up the parents queued after it.
-		h.pendSeq = seq
-		if c.pendTail != p {
-			h.flags |= subpageFlagRequeue
-		}
-		from, to = subpageFlagsOff, subpageSpareOff
+	case h.pendSeq != seq && c.pendTail != p:
+		// Queued earlier: its slots now wait for this transaction, and
+		// it must not hold up the parents queued after it.
+		h.flags |= subpageFlagRequeue
 	}
+	h.pendSeq = seq
 	h.mask &^= 1 << slot
 	h.pend |= 1 << slot
-	tx.writeSubpageHeader(p, &h, from, to)
+	if wasFull && released {
+		// It has free slots again: onto the list, at the head.
+		s.push(tx, c, p, &h)
+	}
+	tx.writeSubpageHeader(p, &h, subpageFlagsOff, subpageSpareOff)
 	c.used--
 	c.pending++
 	c.pendSeq = seq
-	return s.release(tx, c, subpageReleaseBudget)
+	// Walk the queue only while the pending slots are worth it: a
+	// parent found there costs a header read that nothing else pays for.
+	if c.pending*subpagePendingShare > c.used {
+		return s.release(tx, c, subpageReleaseBudget)
+	}
+	return nil
 }
 
-// release makes the pending slots of up to budget parents at the head of
-// c's pending queue free, if a checkpoint covers them. A parent at the
-// head that was freed into after it was queued and is not covered goes to
-// the tail instead, so that it holds up no parent queued after it.
+// push puts the parent p with header h at the head of c's partial list.
+func (s *Subpages) push(tx *Txn, c *subpageClass, p int64, h *subpageHeader) {
+	h.prev, h.next = 0, c.head
+	if c.head != 0 {
+		tx.writeU64(c.head+subpagePrevOff, uint64(p), kindMeta)
+	}
+	c.head = p
+}
+
+// release looks at up to budget parents at the head of c's pending queue:
+// it makes their pending slots free if a checkpoint covers them, and
+// dequeues them. A parent at the head that was freed into after it was
+// queued and is not covered goes to the tail instead, so that it holds up
+// no parent queued after it.
 func (s *Subpages) release(tx *Txn, c *subpageClass, budget int) error {
 	covered := tx.d.checkpointTxSeq.Load()
 	for ; budget > 0 && c.pendHead != 0 && c.headSeq <= covered; budget-- {
 		p := c.pendHead
 		h := tx.readSubpageHeader(p)
-		if !s.owns(&h) || h.pend == 0 || h.pendSeq == 0 {
-			return corruptf(p, fmt.Sprintf("sub-page class %d pending queue", s.index), "a parent of the class with pending slots, found magic %#x class %d pending %#x stamp %d",
-				h.magic, h.class, h.pend, h.pendSeq)
+		if !s.owns(&h) || h.flags&subpageFlagQueued == 0 {
+			return corruptf(p, fmt.Sprintf("sub-page class %d pending queue", s.index), "a queued parent of the class, found magic %#x class %d flags %#x",
+				h.magic, h.class, h.flags)
 		}
 		if h.pendSeq > covered {
 			if h.flags&subpageFlagRequeue == 0 || c.pendTail == p {
@@ -547,7 +588,8 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int) error {
 			c.pendHead, c.headSeq = h.pendNext, 0
 			tx.writeU64(c.pendTail+subpagePendNextOff, uint64(p), kindMeta)
 			c.pendTail = p
-			h.pendNext, h.flags = 0, 0
+			h.pendNext = 0
+			h.flags &^= subpageFlagRequeue
 			tx.writeSubpageHeader(p, &h, subpageFlagsOff, subpageSpareOff)
 			continue
 		}
@@ -556,8 +598,8 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int) error {
 			c.pendTail = 0
 		}
 		wasFull := h.free() == 0
-		c.pending -= int64(bits.OnesCount64(h.pend))
-		h.pend, h.pendNext, h.pendSeq, h.flags = 0, 0, 0, 0
+		s.releaseInPlace(tx, c, &h)
+		h.pendNext, h.flags = 0, 0
 		if h.mask == subpageEmptyMask {
 			if !wasFull {
 				s.detach(tx, c, &h)
@@ -567,13 +609,8 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int) error {
 			}
 			continue
 		}
-		if wasFull {
-			// It has free slots again: onto the list, at the head.
-			h.prev, h.next = 0, c.head
-			if c.head != 0 {
-				tx.writeU64(c.head+subpagePrevOff, uint64(p), kindMeta)
-			}
-			c.head = p
+		if wasFull && h.free() != 0 {
+			s.push(tx, c, p, &h)
 		}
 		tx.writeSubpageHeader(p, &h, subpageFlagsOff, subpageSpareOff)
 	}
@@ -678,9 +715,10 @@ func (s *Subpages) Stats() SubpageStats {
 
 // checkSubpages checks every sub-page class: the table; every parent's
 // header; each class's partial list (links both ways, exactly the parents
-// with a free slot) and pending queue (exactly the parents with a pending
-// slot); the counters against what the parents hold; and the parent bits,
-// set for exactly the parents the heap walk found.
+// with a free slot) and pending queue (exactly the parents flagged queued,
+// every parent with a pending slot among them); the counters against what
+// the parents hold; and the parent bits, set for exactly the parents the
+// heap walk found.
 func (c *checker) checkSubpages() {
 	d := c.d
 	if c.g.parentShift == 0 {
@@ -742,12 +780,14 @@ func (c *checker) checkSubpages() {
 			c.report(p+subpageMaskOff, "sub-page parent", "the header slot allocated and no slot both allocated and pending, found allocated %#x pending %#x", h.mask, h.pend)
 		case h.mask == subpageEmptyMask && h.pend == 0:
 			c.report(p+subpageMaskOff, "sub-page parent", "an allocated or pending slot (an empty parent is freed)")
-		case h.pad != 0 || h.spare != 0 || h.flags&^subpageFlagRequeue != 0:
+		case h.pad != 0 || h.spare != 0 || h.flags&^(subpageFlagQueued|subpageFlagRequeue) != 0:
 			c.report(p, "sub-page parent", "zero reserved bytes and known flags, found flags %#x", h.flags)
-		case h.pend == 0 && (h.pendSeq != 0 || h.pendNext != 0 || h.flags != 0):
-			c.report(p+subpagePendOff, "sub-page parent", "no stamp, queue link or flag without pending slots, found stamp %d next %d flags %#x", h.pendSeq, h.pendNext, h.flags)
-		case h.pend != 0 && (h.pendSeq == 0 || h.pendSeq > classes[cl].pendSeq):
-			c.report(p+subpagePendSeqOff, "sub-page parent", "a stamp in [1, %d] (the class's newest), found %d", classes[cl].pendSeq, h.pendSeq)
+		case h.pend == 0 && (h.pendSeq != 0 || h.flags&subpageFlagRequeue != 0):
+			c.report(p+subpagePendOff, "sub-page parent", "no stamp and no requeue flag without pending slots, found stamp %d flags %#x", h.pendSeq, h.flags)
+		case h.pend != 0 && (h.pendSeq == 0 || h.pendSeq > classes[cl].pendSeq || h.flags&subpageFlagQueued == 0):
+			c.report(p+subpagePendSeqOff, "sub-page parent", "pending slots queued, with a stamp in [1, %d] (the class's newest), found stamp %d flags %#x", classes[cl].pendSeq, h.pendSeq, h.flags)
+		case h.flags&subpageFlagQueued == 0 && (h.pendNext != 0 || h.flags != 0):
+			c.report(p+subpagePendNextOff, "sub-page parent", "no queue link or flag off the queue, found next %d flags %#x", h.pendNext, h.flags)
 		}
 		parents[cl]++
 		used[cl] += int64(bits.OnesCount64(h.mask)) - 1
@@ -755,7 +795,7 @@ func (c *checker) checkSubpages() {
 		if h.free() != 0 {
 			partial[cl]++
 		}
-		if h.pend != 0 {
+		if h.flags&subpageFlagQueued != 0 {
 			queued[cl]++
 		}
 	}
@@ -795,14 +835,14 @@ func (c *checker) checkSubpages() {
 				break
 			}
 			h := c.tx.readSubpageHeader(p)
-			if h.class != i || h.pend == 0 {
-				c.report(p, what, "only parents of class %d with a pending slot, found class %d pending %#x", i, h.class, h.pend)
+			if h.class != i || h.flags&subpageFlagQueued == 0 {
+				c.report(p, what, "only queued parents of class %d, found class %d flags %#x", i, h.class, h.flags)
 			}
 			last, p = p, h.pendNext
 			n++
 		}
 		if n != queued[i] || last != cl.pendTail {
-			c.report(at, what, "every parent with a pending slot queued (%d) ending at the tail %d, found %d ending at %d", queued[i], cl.pendTail, n, last)
+			c.report(at, what, "every parent flagged queued (%d) on it, ending at the tail %d, found %d ending at %d", queued[i], cl.pendTail, n, last)
 		}
 		if parents[i] != cl.parents || used[i] != cl.used || pending[i] != cl.pending {
 			c.report(at, "sub-page class table", "class %d: %d parents, %d allocated and %d pending slots as the parents show, found counters %d, %d and %d",
