@@ -380,12 +380,13 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	d.alloc.load()
 	d.loadSubpages()
 	// Transactions replayed since the checkpoint left no sequence number,
-	// but the newest page they freed carries its transaction's: continue
-	// after it, so that sequence numbers only grow across opens.
+	// but the newest page they freed carries its transaction's, as the
+	// newest slot they freed did for loadSubpages: continue after both,
+	// so that sequence numbers only grow across opens.
 	if tail := d.alloc.last.pendTail; tail != 0 {
 		var h [pageHeaderBytes]byte
 		d.readCommittedRange(h[:], tail)
-		d.setTxSeq(max(sb.txSeq, uint64(decodeHeader(h[:]).word0)))
+		d.setTxSeq(max(d.txSeq, uint64(decodeHeader(h[:]).word0)))
 	}
 	// The file's growth is not journaled: a crash may have lost it.
 	if frontier := d.alloc.last.frontier; size < frontier {

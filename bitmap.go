@@ -16,6 +16,11 @@ type heapGeometry struct {
 	bitmapOff []int64
 	metaBytes int64
 	metaPad   int64
+	// From format version 2, the sub-page parent bits follow the
+	// bitmaps, one per 1<<parentShift bytes of the block (subpage.go);
+	// parentShift is 0 on older devices.
+	parentBitsOff int64
+	parentShift   uint
 }
 
 func newHeapGeometry(sb superblock, capacity int64) heapGeometry {
@@ -33,6 +38,11 @@ func newHeapGeometry(sb superblock, capacity int64) heapGeometry {
 		g.bitmapOff[k] = off
 		pages := g.blockBytes >> (g.minShift + uint(k))
 		off += (2*pages + 63) / 64 * 8
+	}
+	if sb.version >= subpageFormatVersion {
+		g.parentShift = max(subpageMinParentShift, g.minShift)
+		g.parentBitsOff = off
+		off += (g.blockBytes>>g.parentShift + 63) / 64 * 8
 	}
 	g.metaBytes = off
 	g.metaPad = alignUp(off, sb.minPage)

@@ -50,7 +50,8 @@ type checker struct {
 	pending    int64
 	allocPages int64
 	allocBytes int64
-	// subpageParents are the allocated pages holding a sub-page header.
+	// subpageParents are the allocated pages whose sub-page parent bit
+	// is set.
 	subpageParents []int64
 }
 

@@ -80,9 +80,10 @@ package pagealloc
 //	bit 2i+1  allocated
 //	00 not a page at this order   10 free   01 allocated   11 pending
 //
-// The metadata rounded up to MinPageSize is never handed out; the rest of
-// the block's first max page is cut into free pages when the frontier
-// reaches it.
+// From version 2 the bitmaps are followed by the sub-page parent bits
+// (see "Sub-pages"). The metadata rounded up to MinPageSize is never
+// handed out; the rest of the block's first max page is cut into free
+// pages when the frontier reaches it.
 //
 // Page headers, in the first bytes of a free or pending page (written as
 // free-list links, see kindLink):
@@ -94,35 +95,62 @@ package pagealloc
 //	20  1  order                     20  1  order
 //	21  3  zero                      21  3  zero
 //
-// Sub-page class table (subpage.go), in the allocator state region at
-// subpageTableOff, subpageClassLimit entries of one 64-byte line each. The
-// classes in use are entries 0..n-1 (slot size not zero); a class's index
-// never changes once written:
+// Sub-pages (subpage.go), format version 2 and later. A version-1 device
+// has no parent bits (below) and its class table is never read: Subpages
+// refuses it with ErrVersion.
+//
+// Parent bits: in every heap block, right after the order bitmaps and
+// inside the metadata that is never handed out, one bit per granule of
+// max(4 KiB, MinPageSize) bytes of the block (granule i at bit i%64 of
+// little-endian word i/64). The bit is set exactly while an allocated page
+// starting at that granule is a sub-page parent. The caller can write
+// neither the metadata nor a parent's header, so a page is a parent
+// because the allocator says so, never because of the bytes it holds.
+//
+// Class table, in the allocator state region at subpageTableOff,
+// subpageClassLimit entries of one 64-byte line each. The classes in use
+// are entries 0..n-1 (slot size not zero); a class's index never changes
+// once written:
 //
 //	  0  8  slot size in bytes (0: entry unused), a power of two
 //	  8  8  partial list head: a parent with a free slot (0 if none)
 //	 16  8  parents of the class
-//	 24  8  slots in use
-//	 32 32  reserved (zero)
+//	 24  8  slots allocated
+//	 32  8  pending queue head: the parent queued longest (0 if none)
+//	 40  8  pending queue tail
+//	 48  8  slots pending
+//	 56  8  the newest transaction that made one of the class's slots pending
 //
 // A sub-page parent is an allocated buddy page of 64 slots of one class's
 // slot size (so slot size is at least 64 bytes and the low 6 bits of a
-// slot's offset are free for its Addr's size). Slot 0 holds the header, so
-// 63 slots are handed out and the header costs 1/64 of the parent:
+// slot's offset are free for its Addr's size). Slot 0 holds the header, one
+// 64-byte line, so 63 slots are handed out and the header costs 1/64 of
+// the parent:
 //
 //	  0  4  magic "PASP"
 //	  4  1  class index
 //	  5  1  log2 of the slot size
-//	  6  2  zero
-//	  8  8  the parent's own offset (user bytes that hold the magic by chance do not also hold it)
-//	 16  8  mask: bit i set while slot i is allocated; bit 0 (the header) always set
+//	  6  1  flags: 1 queued on the pending queue; 2 freed into after it was
+//	        queued (not covered at the head: requeue at the tail)
+//	  7  1  zero
+//	  8  8  allocated mask: bit i set while slot i is allocated; bit 0 (the header) always set
+//	 16  8  pending mask: bit i set while slot i is freed but not reusable yet
 //	 24  8  previous parent on the class's partial list (0: the head)
 //	 32  8  next parent on the class's partial list
+//	 40  8  next parent on the class's pending queue
+//	 48  8  the newest transaction that made one of its slots pending (0: none)
+//	 56  8  zero
 //
-// A parent is on its class's partial list exactly while its mask is not
-// all ones. The header is journaled as kindMeta; a parent whose last slot
-// is freed is freed to the buddy allocator, whose pending header overwrites
-// the magic.
+// A slot is free, allocated or pending. A parent is on its class's partial
+// list exactly while it has a free slot. It joins its class's pending
+// queue (a FIFO; flag 1 while on it) when a slot of it becomes pending, and
+// leaves it only at the head, so a queued parent may have no pending slot
+// left (they were released while it was touched for another reason); a
+// parent with a pending slot is always queued. A pending slot becomes free
+// once a checkpoint covers the transaction in bytes 48..55; a parent with
+// no allocated slot left goes back to the buddy allocator when it leaves
+// the queue, and the buddy's pending header overwrites the magic. Every
+// header, link and parent bit is journaled as kindMeta.
 
 import (
 	"encoding/binary"
@@ -132,7 +160,9 @@ import (
 )
 
 const (
-	formatVersion = 1
+	// formatVersion 2 added the sub-page parent bits to each block's
+	// metadata; version 1 is still read (see "Sub-pages").
+	formatVersion = 2
 
 	superblockSlotBytes = 4096
 	superblockBytes     = 256 // encoded length inside a slot
@@ -183,27 +213,41 @@ const (
 	statePending   pageState = 0b11
 )
 
-// Sub-page class table and parent header (subpage.go).
+// Sub-page parent bits, class table and parent header (subpage.go).
 const (
+	subpageFormatVersion = 2 // the first version with parent bits
+
 	subpageTableOff   = 4096 // in the allocator state region; the buddy's state ends well before
 	subpageClassLimit = 64
 	subpageClassBytes = 64
 
-	subpageClassSlotOff    = 0
-	subpageClassHeadOff    = 8
-	subpageClassParentsOff = 16
-	subpageClassUsedOff    = 24
+	subpageClassSlotOff     = 0
+	subpageClassHeadOff     = 8
+	subpageClassParentsOff  = 16
+	subpageClassUsedOff     = 24
+	subpageClassPendHeadOff = 32
+	subpageClassPendTailOff = 40
+	subpageClassPendingOff  = 48
+	subpageClassPendSeqOff  = 56
 
 	subpageSlotsPerParent = 64 // slot 0 holds the header
 	subpageMinSlotShift   = 6  // 64-byte slots: Addr keeps the size in the low 6 bits
+	subpageMinParentShift = subpageMinSlotShift + 6
 
-	subpageHeaderBytes = 40
+	subpageHeaderBytes = 64
 	subpageClassOff    = 4
 	subpageShiftOff    = 5
-	subpageSelfOff     = 8
-	subpageMaskOff     = 16
+	subpageFlagsOff    = 6
+	subpageMaskOff     = 8
+	subpagePendOff     = 16
 	subpagePrevOff     = 24
 	subpageNextOff     = 32
+	subpagePendNextOff = 40
+	subpagePendSeqOff  = 48
+	subpageSpareOff    = 56
+
+	subpageFlagQueued  = 1
+	subpageFlagRequeue = 2
 )
 
 // subpageMagic starts the header of a sub-page parent.

@@ -2,44 +2,67 @@ package pagealloc
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/bits"
 	"sync"
 )
 
 // The sub-page allocator carves buddy pages ("parents") into 64 equal
-// slots for objects smaller than a page. Each parent keeps a 64-bit mask of
-// its allocated slots in a header in its slot 0 (format.go, "Sub-page
-// class table"). Parents of one slot size form a class; the parents of a
-// class that have a free slot sit on a doubly linked list threaded through
-// their headers, so that Alloc takes the head's lowest free slot and Free
-// detaches or re-attaches one parent, both O(1) whatever the number of
-// parents. A parent whose last slot is freed goes back to the buddy
-// allocator with Txn.Free, and so is reusable only after a checkpoint.
+// slots for objects smaller than a page. Each parent keeps, in a one-line
+// header in its slot 0 (format.go, "Sub-pages"), a mask of its allocated
+// slots and a mask of its pending ones. Parents of one slot size form a
+// class. The parents of a class that have a free slot sit on a doubly
+// linked partial list threaded through their headers, so that Alloc takes
+// the head's lowest free slot in O(1) whatever the number of parents.
 //
-// Every header, mask and link change is a journaled kindMeta write: the
+// No reuse before the free is safe: Free turns an allocated slot into a
+// pending one, and the parent joins its class's pending queue (a FIFO,
+// also threaded through the headers) stamped with the freeing transaction.
+// A pending slot becomes free only once a checkpoint covers that
+// transaction, for the reason the buddy allocator waits for one (see
+// allocator.releasePending): before it, a crash may roll the free back, and
+// replay may write the old owner's journaled bytes (Txn.Write) over the
+// slot. Every Alloc and Free first releases at most subpageReleaseBudget
+// queued parents whose stamp a checkpoint covers, so the queues drain as
+// fast as they fill and every operation stays O(1). A parent whose last
+// allocated slot is released goes back to the buddy allocator, as one more
+// deferred free. After Open everything durable is covered, so the queues
+// drain from the first operations on.
+//
+// A page is a parent because a bit in its block's metadata says so, not
+// because of what it holds: user writes can reach neither that bit nor a
+// parent's header (heapWritable refuses them with ErrProtected), so a
+// caller's page holding a copy of a header is never taken for a parent.
+// Nothing stops a caller writing a slot it does not own inside a parent,
+// though: the parent is one allocated page.
+//
+// Every header, link and bit change is a journaled kindMeta write: the
 // parent is an allocated page for as long as it holds a header, and the
 // buddy allocator's pending queue keeps it from a new owner until no
 // journal record that wrote it can be replayed.
-//
-// Slots themselves are reused at once: a slot freed by one transaction may
-// be handed out by the next, before the first is durable. A crash can then
-// leave the slot allocated to its old owner with the new owner's in-place
-// bytes in it. Callers that need the old bytes intact until the free is
-// durable must not free the slot before that. For the same reason, bytes
-// written into a slot with Txn.Write may be replayed over a later owner's
-// in-place (WriteAt) bytes until the next checkpoint: write a slot either
-// way, not both, across owners too.
-//
-// User writes may not touch a parent's header (heapWritable refuses them
-// with ErrProtected), but nothing stops a caller writing a slot it does
-// not own inside a parent: the parent is one allocated page.
 
-// subpageFullMask is the mask of a parent whose every slot is allocated.
+// subpageFullMask is a mask with every slot set.
 const subpageFullMask = ^uint64(0)
 
-// subpageEmptyMask is the mask of a parent with only its header.
+// subpageEmptyMask is the allocated mask of a parent with only its header.
 const subpageEmptyMask = uint64(1)
+
+// subpageReleaseBudget is how many queued parents an Alloc or Free may
+// look at: more than the one parent a Free can queue, so that the queues
+// shrink whenever checkpoints cover them, and few, so that every operation
+// stays O(1).
+const subpageReleaseBudget = 4
+
+// subpagePendingShare: Free walks the pending queue only while more than
+// one slot in subpagePendingShare of the class's allocated ones is
+// pending. Below, pending slots are released when their parent is touched
+// anyway, or when Alloc finds no free slot.
+const subpagePendingShare = 8
+
+// subpageCheckpointBytes is how many bytes of pending slots make the
+// allocator ask for a checkpoint, beside more pending than allocated.
+const subpageCheckpointBytes = 4 << 20
 
 // Subpages is one size class of the sub-page allocator: slots of one
 // power-of-two size, carved 64 to a parent page from the buddy allocator.
@@ -58,18 +81,51 @@ type SubpageStats struct {
 	ParentBytes int64 // bytes in a parent page (64 slots, one of them the header)
 	Parents     int64 // parent pages held from the buddy allocator
 	SlotsUsed   int64 // slots allocated
-	SlotsFree   int64 // slots free in the parents held
+	// SlotsPending are slots freed but not reusable until a checkpoint
+	// covers the transaction that freed them.
+	SlotsPending int64
+	SlotsFree    int64 // slots free in the parents held
 	// OverheadBytes is the parent space not in allocated slots: the
-	// header slot of every parent plus its free slots.
+	// header slot of every parent plus its free and pending slots.
 	OverheadBytes int64
 }
 
 // subpageClass is the in-memory copy of one class table entry.
 type subpageClass struct {
-	slotBytes int64
-	head      int64
-	parents   int64
-	used      int64
+	slotBytes          int64
+	head               int64 // partial list
+	parents            int64
+	used               int64
+	pendHead, pendTail int64 // pending queue
+	pending            int64
+	pendSeq            uint64 // the newest transaction that made a slot pending
+
+	// headSeq is not stored: the pending queue's head was stamped with at
+	// least this transaction (0: not known), so that no operation reads
+	// the head again until a checkpoint covers it.
+	headSeq uint64
+}
+
+// stored returns the fields the class table holds, in the order of
+// subpageClassFields.
+func (c *subpageClass) stored() [8]int64 {
+	return [8]int64{c.slotBytes, c.head, c.parents, c.used, c.pendHead, c.pendTail, c.pending, int64(c.pendSeq)}
+}
+
+// subpageClassFields are the offsets of the fields stored returns, in its
+// order.
+var subpageClassFields = [8]int64{
+	subpageClassSlotOff, subpageClassHeadOff, subpageClassParentsOff, subpageClassUsedOff,
+	subpageClassPendHeadOff, subpageClassPendTailOff, subpageClassPendingOff, subpageClassPendSeqOff,
+}
+
+func decodeSubpageClass(e []byte) subpageClass {
+	var f [8]int64
+	for i, off := range subpageClassFields {
+		f[i] = int64(binary.LittleEndian.Uint64(e[off:]))
+	}
+	return subpageClass{slotBytes: f[0], head: f[1], parents: f[2], used: f[3],
+		pendHead: f[4], pendTail: f[5], pending: f[6], pendSeq: uint64(f[7])}
 }
 
 // subpageSet holds the class table. Like the buddy allocator it changes
@@ -85,26 +141,30 @@ type subpageSet struct {
 	tx      *Txn
 }
 
-// loadSubpages reads the committed class table after recovery.
+// loadSubpages reads the committed class table after recovery, and makes
+// sure transaction numbers continue after every stamp it holds.
 func (d *Device) loadSubpages() {
 	s := &d.subpages
 	s.d = d
+	s.count = 0
+	if d.alloc.g.parentShift == 0 {
+		return // a version-1 device: no sub-pages
+	}
 	b := make([]byte, subpageClassLimit*subpageClassBytes)
 	d.readCommittedRange(b, d.geometry.state.off+subpageTableOff)
-	le := binary.LittleEndian
-	s.count = 0
+	newest := d.txSeq
 	for i := range subpageClassLimit {
-		e := b[i*subpageClassBytes:]
-		c := subpageClass{
-			slotBytes: int64(le.Uint64(e[subpageClassSlotOff:])),
-			head:      int64(le.Uint64(e[subpageClassHeadOff:])),
-			parents:   int64(le.Uint64(e[subpageClassParentsOff:])),
-			used:      int64(le.Uint64(e[subpageClassUsedOff:])),
-		}
+		c := decodeSubpageClass(b[i*subpageClassBytes:])
 		s.last[i] = c
 		if c.slotBytes != 0 && s.count == i {
 			s.count = i + 1
 		}
+		newest = max(newest, c.pendSeq)
+	}
+	// Transactions replayed at Open left no number of their own; the
+	// stamps of the slots they freed must stay in the past.
+	if newest > d.txSeq {
+		d.setTxSeq(newest)
 	}
 }
 
@@ -124,19 +184,11 @@ func (s *subpageSet) class(tx *Txn, i int) *subpageClass {
 func (s *subpageSet) prepare(tx *Txn) error {
 	for m := s.touched; m != 0; m &= m - 1 {
 		i := bits.TrailingZeros64(m)
-		now, was := &s.work[i], &s.last[i]
 		base := s.d.geometry.state.off + subpageTableOff + int64(i)*subpageClassBytes
-		for _, f := range [...]struct {
-			off      int64
-			now, was int64
-		}{
-			{subpageClassSlotOff, now.slotBytes, was.slotBytes},
-			{subpageClassHeadOff, now.head, was.head},
-			{subpageClassParentsOff, now.parents, was.parents},
-			{subpageClassUsedOff, now.used, was.used},
-		} {
-			if f.now != f.was {
-				tx.writeU64(base+f.off, uint64(f.now), kindMeta)
+		now, was := s.work[i].stored(), s.last[i].stored()
+		for f, off := range subpageClassFields {
+			if now[f] != was[f] {
+				tx.writeU64(base+off, uint64(now[f]), kindMeta)
 			}
 		}
 	}
@@ -144,6 +196,7 @@ func (s *subpageSet) prepare(tx *Txn) error {
 }
 
 func (s *subpageSet) committed(tx *Txn) {
+	pendingBytes, usedBytes := int64(0), int64(0)
 	s.mu.Lock()
 	for m := s.touched; m != 0; m &= m - 1 {
 		i := bits.TrailingZeros64(m)
@@ -152,8 +205,17 @@ func (s *subpageSet) committed(tx *Txn) {
 			s.count = i + 1
 		}
 	}
+	for i := range s.count {
+		pendingBytes += s.last[i].pending * s.last[i].slotBytes
+		usedBytes += s.last[i].used * s.last[i].slotBytes
+	}
 	s.mu.Unlock()
 	s.tx, s.touched = nil, 0
+	// Pending slots wait for a checkpoint: ask for one before they hold
+	// more space than is worth waiting for.
+	if pendingBytes >= subpageCheckpointBytes || pendingBytes > max(usedBytes, subpageCheckpointBytes/16) {
+		s.d.journal.requestCheckpoint()
+	}
 }
 
 func (s *subpageSet) rolledBack(tx *Txn) { s.tx, s.touched = nil, 0 }
@@ -173,13 +235,17 @@ func (d *Device) subpageSlotRange() (lo, hi int64) {
 // class and its slots. slotBytes must be a power of two from
 // max(64, MinPageSize/64) to MaxPageSize/64; otherwise the error wraps
 // ErrInvalidArgument. A device holds at most 64 classes; past that the
-// error wraps ErrNoSpace.
+// error wraps ErrNoSpace. A device of format version 1 has no room for
+// sub-pages: the error wraps ErrVersion.
 //
 // Creating a class begins a transaction, so Subpages must not be called
 // while the calling goroutine holds one open.
 func (d *Device) Subpages(slotBytes int) (*Subpages, error) {
 	if d.closed.Load() {
 		return nil, ErrClosed
+	}
+	if d.alloc.g.parentShift == 0 {
+		return nil, fmt.Errorf("%w: sub-pages need format version %d, the device has version %d", ErrVersion, subpageFormatVersion, d.geometry.version)
 	}
 	lo, hi := d.subpageSlotRange()
 	size := int64(slotBytes)
@@ -233,9 +299,14 @@ type subpageHeader struct {
 	magic      uint32
 	class      int
 	slotShift  uint
-	self       int64
+	flags      uint8
+	pad        uint8 // zero
 	mask       uint64
+	pend       uint64
 	prev, next int64
+	pendNext   int64
+	pendSeq    uint64
+	spare      uint64 // zero
 }
 
 func decodeSubpageHeader(b []byte) subpageHeader {
@@ -244,10 +315,15 @@ func decodeSubpageHeader(b []byte) subpageHeader {
 		magic:     le.Uint32(b[0:]),
 		class:     int(b[subpageClassOff]),
 		slotShift: uint(b[subpageShiftOff]),
-		self:      int64(le.Uint64(b[subpageSelfOff:])),
+		flags:     b[subpageFlagsOff],
+		pad:       b[subpageFlagsOff+1],
 		mask:      le.Uint64(b[subpageMaskOff:]),
+		pend:      le.Uint64(b[subpagePendOff:]),
 		prev:      int64(le.Uint64(b[subpagePrevOff:])),
 		next:      int64(le.Uint64(b[subpageNextOff:])),
+		pendNext:  int64(le.Uint64(b[subpagePendNextOff:])),
+		pendSeq:   le.Uint64(b[subpagePendSeqOff:]),
+		spare:     le.Uint64(b[subpageSpareOff:]),
 	}
 }
 
@@ -257,96 +333,183 @@ func (h *subpageHeader) encode() [subpageHeaderBytes]byte {
 	le.PutUint32(b[0:], h.magic)
 	b[subpageClassOff] = byte(h.class)
 	b[subpageShiftOff] = byte(h.slotShift)
-	le.PutUint64(b[subpageSelfOff:], uint64(h.self))
+	b[subpageFlagsOff] = h.flags
+	b[subpageFlagsOff+1] = h.pad
 	le.PutUint64(b[subpageMaskOff:], h.mask)
+	le.PutUint64(b[subpagePendOff:], h.pend)
 	le.PutUint64(b[subpagePrevOff:], uint64(h.prev))
 	le.PutUint64(b[subpageNextOff:], uint64(h.next))
+	le.PutUint64(b[subpagePendNextOff:], uint64(h.pendNext))
+	le.PutUint64(b[subpagePendSeqOff:], h.pendSeq)
+	le.PutUint64(b[subpageSpareOff:], h.spare)
 	return b
 }
 
-// isParentOf reports whether h is the header of a parent at off of
-// pageBytes bytes.
-func (h *subpageHeader) isParentOf(off, pageBytes int64) bool {
-	return h.magic == subpageMagic && h.self == off &&
-		h.slotShift >= subpageMinSlotShift && h.slotShift < 64 &&
-		int64(1)<<h.slotShift*subpageSlotsPerParent == pageBytes
+// free returns the mask of h's free slots.
+func (h *subpageHeader) free() uint64 { return ^(h.mask | h.pend) }
+
+func (tx *Txn) readSubpageHeader(p int64) subpageHeader {
+	var b [subpageHeaderBytes]byte
+	tx.read(b[:], p)
+	return decodeSubpageHeader(b[:])
 }
 
-func (tx *Txn) readSubpageHeader(off int64) subpageHeader {
-	var b [subpageHeaderBytes]byte
-	tx.read(b[:], off)
-	return decodeSubpageHeader(b[:])
+// writeSubpageHeader journals bytes [from, to) of h, the header at p: only
+// the words that may have changed, so the journal carries little more
+// than the change.
+func (tx *Txn) writeSubpageHeader(p int64, h *subpageHeader, from, to int) {
+	b := h.encode()
+	tx.write(p+int64(from), b[from:to], kindMeta)
+}
+
+// parentBitPos returns the metadata word holding the parent bit of the
+// granule at off, and the bit's index in it.
+func (g *heapGeometry) parentBitPos(off int64) (wordOff int64, bit uint) {
+	start := g.blockStart(off)
+	i := (off - start) >> g.parentShift
+	return start + g.parentBitsOff + i/64*8, uint(i % 64)
+}
+
+// setParentBit journals the parent bit of the page at p.
+func (tx *Txn) setParentBit(g *heapGeometry, p int64, on bool) {
+	w, bit := g.parentBitPos(p)
+	old := tx.readU64(w)
+	if on {
+		tx.writeU64(w, old|1<<bit, kindMeta)
+	} else {
+		tx.writeU64(w, old&^(1<<bit), kindMeta)
+	}
 }
 
 // subpageParentAt reports whether the allocated page of pageBytes at off
 // is a sub-page parent: as tx sees it, or committed with a nil tx.
 func (d *Device) subpageParentAt(tx *Txn, off, pageBytes int64) bool {
-	if pageBytes < int64(1)<<subpageMinSlotShift*subpageSlotsPerParent {
+	g := &d.alloc.g
+	if g.parentShift == 0 || pageBytes < 1<<g.parentShift || off < g.heapOff || off&(1<<g.parentShift-1) != 0 {
 		return false
 	}
-	var b [subpageHeaderBytes]byte
+	w, bit := g.parentBitPos(off)
+	var word uint64
 	if tx != nil {
-		tx.read(b[:], off)
+		word = tx.readU64(w)
 	} else {
-		d.readCommittedRange(b[:], off)
+		word = d.committedU64(w)
 	}
-	h := decodeSubpageHeader(b[:])
-	return h.isParentOf(off, pageBytes)
+	return word>>bit&1 != 0
 }
 
 // SlotBytes returns the size of the class's slots in bytes.
 func (s *Subpages) SlotBytes() int64 { return 1 << s.slotShift }
 
+// owns reports whether h is the header of one of s's parents; p must be a
+// parent (its parent bit set).
+func (s *Subpages) owns(h *subpageHeader) bool {
+	return h.magic == subpageMagic && h.class == s.index && h.slotShift == s.slotShift
+}
+
 // Alloc allocates one slot of the class. The Addr is the slot's offset
 // with log2 of the slot size in the low 6 bits, as a page's is: its Offset
-// lies inside a parent page and its Size is the slot size. The slot's contents are
-// undefined. When no parent has a free slot it takes a new parent from
-// the buddy allocator, and fails as Txn.Alloc does (ErrNoSpace).
+// lies inside a parent page and its Size is the slot size. The slot's
+// contents are undefined. When no parent has a free slot it takes a new
+// parent from the buddy allocator, and fails as Txn.Alloc does
+// (ErrNoSpace).
 func (s *Subpages) Alloc(tx *Txn) (Addr, error) {
 	if err := s.usableBy(tx); err != nil {
 		return 0, err
 	}
-	set := &tx.d.subpages
-	c := set.class(tx, s.index)
+	c := tx.d.subpages.class(tx, s.index)
 	if c.head == 0 {
-		a, err := tx.Alloc(s.parentBytes)
-		if err != nil {
+		// Before growing, look for pending slots a checkpoint freed.
+		if err := s.release(tx, c, subpageReleaseBudget); err != nil {
 			return 0, err
 		}
-		p := a.Offset()
-		h := subpageHeader{magic: subpageMagic, class: s.index, slotShift: s.slotShift, self: p, mask: subpageEmptyMask}
-		b := h.encode()
-		tx.write(p, b[:], kindMeta)
-		c.head = p
-		c.parents++
+		if c.head == 0 {
+			if err := s.newParent(tx, c); err != nil {
+				return 0, err
+			}
+		}
 	}
 	p := c.head
 	h := tx.readSubpageHeader(p)
-	if !h.isParentOf(p, s.parentBytes) || h.class != s.index || h.mask == subpageFullMask || h.prev != 0 {
-		return 0, corruptf(p, "sub-page parent", "the head of class %d's list: a header with a free slot and no previous parent, found magic %#x class %d mask %#x prev %d",
-			s.index, h.magic, h.class, h.mask, h.prev)
+	if !s.owns(&h) || h.free() == 0 || h.prev != 0 {
+		return 0, corruptf(p, "sub-page parent", "the head of class %d's list: a header with a free slot and no previous parent, found magic %#x class %d mask %#x pending %#x prev %d",
+			s.index, h.magic, h.class, h.mask, h.pend, h.prev)
 	}
-	slot := bits.TrailingZeros64(^h.mask)
-	mask := h.mask | 1<<slot
-	tx.writeU64(p+subpageMaskOff, mask, kindMeta)
+	from, to := subpageMaskOff, subpageMaskOff+8
+	if s.releaseInPlace(tx, c, &h) {
+		from, to = subpageFlagsOff, subpageSpareOff
+	}
+	slot := bits.TrailingZeros64(h.free())
+	h.mask |= 1 << slot
 	c.used++
-	if mask == subpageFullMask {
+	if h.free() == 0 {
 		// Full: off the list, which it heads.
 		c.head = h.next
 		if h.next != 0 {
 			tx.writeU64(h.next+subpagePrevOff, 0, kindMeta)
 		}
-		tx.writeU64(p+subpageNextOff, 0, kindMeta)
+		h.next = 0
+		from, to = min(from, subpageMaskOff), max(to, subpageNextOff+8)
 	}
+	tx.writeSubpageHeader(p, &h, from, to)
 	return makeAddr(p+int64(slot)<<s.slotShift, s.slotShift), nil
 }
 
-// Free gives the slot a back to its class; it may be handed out again by
-// the next Alloc. Freeing the last allocated slot of a parent frees the
-// parent to the buddy allocator. Free of anything that is not an allocated
-// slot of this class (a slot of another class, a double free, an address
-// that is not a slot's, a parent's header) returns ErrInvalidFree and
-// changes nothing.
+// releaseInPlace makes the pending slots of h, a header in hand, free if a
+// checkpoint covers them, and reports whether it did. The parent stays on
+// the pending queue, to be dequeued when it reaches the head: reading a
+// header that is not in hand is what release costs, and a parent touched
+// anyway costs nothing to release.
+func (s *Subpages) releaseInPlace(tx *Txn, c *subpageClass, h *subpageHeader) bool {
+	if h.pend == 0 || h.pendSeq > tx.d.checkpointTxSeq.Load() {
+		return false
+	}
+	c.pending -= int64(bits.OnesCount64(h.pend))
+	h.pend, h.pendSeq = 0, 0
+	h.flags &^= subpageFlagRequeue
+	return true
+}
+
+// newParent takes a page from the buddy allocator and makes it the head of
+// c's partial list, which is empty. When the device is full it waits for
+// a checkpoint to make the class's pending slots free instead, if one can.
+func (s *Subpages) newParent(tx *Txn, c *subpageClass) error {
+	d := tx.d
+	a, err := tx.Alloc(s.parentBytes)
+	if errors.Is(err, ErrNoSpace) && c.pendHead != 0 {
+		// Slots freed by earlier transactions become free once a
+		// checkpoint covers them; this transaction's own never do.
+		if werr := d.journal.waitCheckpoint(min(c.pendSeq, d.txSeq)); werr != nil {
+			return werr
+		}
+		if rerr := s.release(tx, c, subpageSlotsPerParent); rerr != nil {
+			return rerr
+		}
+		if c.head != 0 {
+			return nil
+		}
+	}
+	if err != nil {
+		return err
+	}
+	p := a.Offset()
+	tx.setParentBit(&d.alloc.g, p, true)
+	h := subpageHeader{magic: subpageMagic, class: s.index, slotShift: s.slotShift, mask: subpageEmptyMask}
+	tx.writeSubpageHeader(p, &h, 0, subpageHeaderBytes)
+	c.head = p
+	c.parents++
+	return nil
+}
+
+// Free gives the slot a back to its class. The slot is pending until a
+// checkpoint covers this transaction, and only then may Alloc hand it out
+// again: a crash can never leave it owned by two callers, and no journaled
+// write of its old owner can be replayed over its new owner's bytes. A
+// parent whose last allocated slot is freed goes back to the buddy
+// allocator once its pending slots are free. Free of anything that is not
+// an allocated slot of this class (a slot of another class, a double free,
+// an address that is not a slot's, a parent's header, an address in a
+// page that is not a parent) returns ErrInvalidFree and changes nothing.
 func (s *Subpages) Free(tx *Txn, a Addr) error {
 	if err := s.usableBy(tx); err != nil {
 		return err
@@ -355,38 +518,121 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 	if err != nil {
 		return err
 	}
-	set := &tx.d.subpages
-	c := set.class(tx, s.index)
-	mask := h.mask &^ (1 << slot)
-	c.used--
-	if mask == subpageEmptyMask {
-		if h.mask != subpageFullMask {
-			set.detach(tx, c, p, h)
+	c := tx.d.subpages.class(tx, s.index)
+	seq := tx.d.txSeq + 1 // this transaction's, once it commits
+	wasFull := h.free() == 0
+	released := s.releaseInPlace(tx, c, &h)
+	switch {
+	case h.flags&subpageFlagQueued == 0:
+		// Onto the pending queue, at the tail.
+		h.flags |= subpageFlagQueued
+		h.pendNext = 0
+		if c.pendTail != 0 {
+			tx.writeU64(c.pendTail+subpagePendNextOff, uint64(p), kindMeta)
+		} else {
+			c.pendHead, c.headSeq = p, seq
 		}
-		// Clear the magic first: Txn.Free refuses a live parent.
-		tx.write(p, make([]byte, subpageHeaderBytes), kindMeta)
-		if err := tx.Free(makeAddr(p, uint(bits.TrailingZeros64(uint64(s.parentBytes))))); err != nil {
-			// validate found an allocated page there: this cannot be.
-			return fmt.Errorf("pagealloc: freeing sub-page parent %d: %w", p, err)
-		}
-		c.parents--
-		return nil
+		c.pendTail = p
+	case h.pendSeq != seq && c.pendTail != p:
+		// Queued earlier: its slots now wait for this transaction, and
+		// it must not hold up the parents queued after it.
+		h.flags |= subpageFlagRequeue
 	}
-	tx.writeU64(p+subpageMaskOff, mask, kindMeta)
-	if h.mask == subpageFullMask {
-		// It has a free slot again: back on the list, at the head.
-		tx.writeU64(p+subpagePrevOff, 0, kindMeta)
-		tx.writeU64(p+subpageNextOff, uint64(c.head), kindMeta)
-		if c.head != 0 {
-			tx.writeU64(c.head+subpagePrevOff, uint64(p), kindMeta)
-		}
-		c.head = p
+	h.pendSeq = seq
+	h.mask &^= 1 << slot
+	h.pend |= 1 << slot
+	if wasFull && released {
+		// It has free slots again: onto the list, at the head.
+		s.push(tx, c, p, &h)
+	}
+	tx.writeSubpageHeader(p, &h, subpageFlagsOff, subpageSpareOff)
+	c.used--
+	c.pending++
+	c.pendSeq = seq
+	// Walk the queue only while the pending slots are worth it: a
+	// parent found there costs a header read that nothing else pays for.
+	if c.pending*subpagePendingShare > c.used {
+		return s.release(tx, c, subpageReleaseBudget)
 	}
 	return nil
 }
 
-// detach takes the parent p with header h off class c's list.
-func (set *subpageSet) detach(tx *Txn, c *subpageClass, p int64, h subpageHeader) {
+// push puts the parent p with header h at the head of c's partial list.
+func (s *Subpages) push(tx *Txn, c *subpageClass, p int64, h *subpageHeader) {
+	h.prev, h.next = 0, c.head
+	if c.head != 0 {
+		tx.writeU64(c.head+subpagePrevOff, uint64(p), kindMeta)
+	}
+	c.head = p
+}
+
+// release looks at up to budget parents at the head of c's pending queue:
+// it makes their pending slots free if a checkpoint covers them, and
+// dequeues them. A parent at the head that was freed into after it was
+// queued and is not covered goes to the tail instead, so that it holds up
+// no parent queued after it.
+func (s *Subpages) release(tx *Txn, c *subpageClass, budget int) error {
+	covered := tx.d.checkpointTxSeq.Load()
+	for ; budget > 0 && c.pendHead != 0 && c.headSeq <= covered; budget-- {
+		p := c.pendHead
+		h := tx.readSubpageHeader(p)
+		if !s.owns(&h) || h.flags&subpageFlagQueued == 0 {
+			return corruptf(p, fmt.Sprintf("sub-page class %d pending queue", s.index), "a queued parent of the class, found magic %#x class %d flags %#x",
+				h.magic, h.class, h.flags)
+		}
+		if h.pendSeq > covered {
+			if h.flags&subpageFlagRequeue == 0 || c.pendTail == p {
+				c.headSeq = h.pendSeq
+				return nil
+			}
+			c.pendHead, c.headSeq = h.pendNext, 0
+			tx.writeU64(c.pendTail+subpagePendNextOff, uint64(p), kindMeta)
+			c.pendTail = p
+			h.pendNext = 0
+			h.flags &^= subpageFlagRequeue
+			tx.writeSubpageHeader(p, &h, subpageFlagsOff, subpageSpareOff)
+			continue
+		}
+		c.pendHead, c.headSeq = h.pendNext, 0
+		if c.pendHead == 0 {
+			c.pendTail = 0
+		}
+		wasFull := h.free() == 0
+		s.releaseInPlace(tx, c, &h)
+		h.pendNext, h.flags = 0, 0
+		if h.mask == subpageEmptyMask {
+			if !wasFull {
+				s.detach(tx, c, &h)
+			}
+			if err := s.freeParent(tx, c, p); err != nil {
+				return err
+			}
+			continue
+		}
+		if wasFull && h.free() != 0 {
+			s.push(tx, c, p, &h)
+		}
+		tx.writeSubpageHeader(p, &h, subpageFlagsOff, subpageSpareOff)
+	}
+	return nil
+}
+
+// freeParent gives the parent p, empty and off both lists, back to the
+// buddy allocator.
+func (s *Subpages) freeParent(tx *Txn, c *subpageClass, p int64) error {
+	g := &tx.d.alloc.g
+	// Clear the bit first: Txn.Free refuses a parent.
+	tx.setParentBit(g, p, false)
+	if err := tx.Free(makeAddr(p, s.slotShift+6)); err != nil {
+		// The parent bit says an allocated page is there.
+		return fmt.Errorf("%w (freeing sub-page parent %d: %w)", corruptf(p, "sub-page parent", "an allocated page"), p, err)
+	}
+	c.parents--
+	return nil
+}
+
+// detach takes the parent with header h off class c's partial list.
+func (s *Subpages) detach(tx *Txn, c *subpageClass, h *subpageHeader) {
 	if h.prev == 0 {
 		c.head = h.next
 	} else {
@@ -395,6 +641,7 @@ func (set *subpageSet) detach(tx *Txn, c *subpageClass, p int64, h subpageHeader
 	if h.next != 0 {
 		tx.writeU64(h.next+subpagePrevOff, uint64(h.prev), kindMeta)
 	}
+	h.prev, h.next = 0, 0
 }
 
 // validate returns a's parent, slot index and the parent's header if a is
@@ -413,24 +660,22 @@ func (s *Subpages) validate(tx *Txn, a Addr) (int64, int, subpageHeader, error) 
 	if al.tx == tx {
 		frontier = al.work.frontier
 	}
-	g := &al.g
-	order := bits.TrailingZeros64(uint64(s.parentBytes)) - int(g.minShift)
 	switch {
-	case off < g.heapOff || off >= frontier || p+s.parentBytes > frontier:
-		return 0, 0, h, fmt.Errorf("%w: %v lies outside the heap [%d, %d)", ErrInvalidFree, a, g.heapOff, frontier)
+	case off < al.g.heapOff || off >= frontier || p+s.parentBytes > frontier:
+		return 0, 0, h, fmt.Errorf("%w: %v lies outside the heap [%d, %d)", ErrInvalidFree, a, al.g.heapOff, frontier)
 	case off&(s.SlotBytes()-1) != 0:
 		return 0, 0, h, fmt.Errorf("%w: %v is not aligned to its slot size", ErrInvalidFree, a)
 	case slot == 0:
 		return 0, 0, h, fmt.Errorf("%w: %v is the header of a parent, not a slot", ErrInvalidFree, a)
-	case g.isMeta(p) || tx.pageState(g, order, p) != stateAllocated:
+	case !tx.d.subpageParentAt(tx, p, s.parentBytes):
 		return 0, 0, h, fmt.Errorf("%w: %v is not inside a sub-page parent", ErrInvalidFree, a)
 	}
 	h = tx.readSubpageHeader(p)
 	switch {
-	case !h.isParentOf(p, s.parentBytes):
-		return 0, 0, h, fmt.Errorf("%w: %v is not inside a sub-page parent", ErrInvalidFree, a)
-	case h.class != s.index:
-		return 0, 0, h, fmt.Errorf("%w: %v belongs to sub-page class %d, not %d", ErrInvalidFree, a, h.class, s.index)
+	case h.class != s.index || h.slotShift != s.slotShift:
+		return 0, 0, h, fmt.Errorf("%w: %v lies in a parent of sub-page class %d, not %d", ErrInvalidFree, a, h.class, s.index)
+	case h.pend&(1<<slot) != 0:
+		return 0, 0, h, fmt.Errorf("%w: %v was already freed (double free)", ErrInvalidFree, a)
 	case h.mask&(1<<slot) == 0:
 		return 0, 0, h, fmt.Errorf("%w: %v is not allocated (double free)", ErrInvalidFree, a)
 	}
@@ -457,37 +702,37 @@ func (s *Subpages) Stats() SubpageStats {
 	c := set.last[s.index]
 	set.mu.Unlock()
 	slotBytes := s.SlotBytes()
-	st := SubpageStats{
-		SlotBytes:   slotBytes,
-		ParentBytes: s.parentBytes,
-		Parents:     c.parents,
-		SlotsUsed:   c.used,
-		SlotsFree:   c.parents*(subpageSlotsPerParent-1) - c.used,
+	return SubpageStats{
+		SlotBytes:     slotBytes,
+		ParentBytes:   s.parentBytes,
+		Parents:       c.parents,
+		SlotsUsed:     c.used,
+		SlotsPending:  c.pending,
+		SlotsFree:     c.parents*(subpageSlotsPerParent-1) - c.used - c.pending,
+		OverheadBytes: c.parents*s.parentBytes - c.used*slotBytes,
 	}
-	st.OverheadBytes = c.parents*s.parentBytes - c.used*slotBytes
-	return st
 }
 
-// checkSubpages checks every sub-page class: the table, each class's
-// list (links both ways, no full parent on it), every parent's header, and
-// the counters against what the parents found by the heap walk hold.
+// checkSubpages checks every sub-page class: the table; every parent's
+// header; each class's partial list (links both ways, exactly the parents
+// with a free slot) and pending queue (exactly the parents flagged queued,
+// every parent with a pending slot among them); the counters against what
+// the parents hold; and the parent bits, set for exactly the parents the
+// heap walk found.
 func (c *checker) checkSubpages() {
 	d := c.d
+	if c.g.parentShift == 0 {
+		return // a version-1 device: no sub-pages
+	}
 	b := make([]byte, subpageClassLimit*subpageClassBytes)
 	tableOff := d.geometry.state.off + subpageTableOff
 	c.tx.read(b, tableOff)
-	le := binary.LittleEndian
 	lo, hi := d.subpageSlotRange()
 	var classes [subpageClassLimit]subpageClass
 	count := 0
 	for i := range subpageClassLimit {
 		e := b[i*subpageClassBytes : (i+1)*subpageClassBytes]
-		cl := subpageClass{
-			slotBytes: int64(le.Uint64(e[subpageClassSlotOff:])),
-			head:      int64(le.Uint64(e[subpageClassHeadOff:])),
-			parents:   int64(le.Uint64(e[subpageClassParentsOff:])),
-			used:      int64(le.Uint64(e[subpageClassUsedOff:])),
-		}
+		cl := decodeSubpageClass(e)
 		at := tableOff + int64(i)*subpageClassBytes
 		if cl.slotBytes == 0 {
 			if !allZero(e) {
@@ -499,9 +744,13 @@ func (c *checker) checkSubpages() {
 			c.report(at, "sub-page class table", "classes in entries 0..n-1, found class %d after an unused entry", i)
 		}
 		count = i + 1
-		if !validPageSize(cl.slotBytes) || cl.slotBytes < lo || cl.slotBytes > hi || !allZero(e[32:]) {
-			c.report(at, "sub-page class table", "entry %d: a power-of-two slot size in [%d, %d] and zero reserved bytes, found %d", i, lo, hi, cl.slotBytes)
+		if !validPageSize(cl.slotBytes) || cl.slotBytes < lo || cl.slotBytes > hi {
+			c.report(at, "sub-page class table", "entry %d: a power-of-two slot size in [%d, %d], found %d", i, lo, hi, cl.slotBytes)
 			continue
+		}
+		if cl.pendSeq > d.txSeq || (cl.pendHead == 0) != (cl.pendTail == 0) {
+			c.report(at, "sub-page class table", "entry %d: a stamp no newer than transaction %d and a pending queue with both ends or none, found stamp %d head %d tail %d",
+				i, d.txSeq, cl.pendSeq, cl.pendHead, cl.pendTail)
 		}
 		for j := range i {
 			if classes[j].slotBytes == cl.slotBytes {
@@ -511,24 +760,43 @@ func (c *checker) checkSubpages() {
 		classes[i] = cl
 	}
 	// What the parents found by the heap walk hold, per class.
-	var parents, partial, used [subpageClassLimit]int64
+	var parents, partial, queued, used, pending [subpageClassLimit]int64
+	isParent := make(map[int64]bool, len(c.subpageParents))
 	for _, p := range c.subpageParents {
+		isParent[p] = true
 		h := c.tx.readSubpageHeader(p)
 		cl := h.class
-		if cl >= subpageClassLimit || classes[cl].slotBytes != 1<<h.slotShift {
-			c.report(p, "sub-page parent", "a class of slot size %d, found class %d", int64(1)<<h.slotShift, cl)
+		if h.magic != subpageMagic || cl >= subpageClassLimit || classes[cl].slotBytes == 0 || classes[cl].slotBytes != 1<<h.slotShift {
+			c.report(p, "sub-page parent", "a header of a class in the table, found magic %#x class %d slot shift %d", h.magic, cl, h.slotShift)
 			continue
 		}
-		if h.mask&1 == 0 {
-			c.report(p+subpageMaskOff, "sub-page parent", "the header slot marked allocated, found mask %#x", h.mask)
+		order := int(h.slotShift) + 6 - int(c.g.minShift)
+		if order < 0 || order > c.g.maxOrder || c.tx.pageState(c.g, order, p) != stateAllocated {
+			c.report(p, "sub-page parent", "an allocated page of %d bytes under the parent bit", int64(1)<<(h.slotShift+6))
+			continue
+		}
+		switch {
+		case h.mask&1 == 0 || h.pend&1 != 0 || h.mask&h.pend != 0:
+			c.report(p+subpageMaskOff, "sub-page parent", "the header slot allocated and no slot both allocated and pending, found allocated %#x pending %#x", h.mask, h.pend)
+		case h.mask == subpageEmptyMask && h.pend == 0:
+			c.report(p+subpageMaskOff, "sub-page parent", "an allocated or pending slot (an empty parent is freed)")
+		case h.pad != 0 || h.spare != 0 || h.flags&^(subpageFlagQueued|subpageFlagRequeue) != 0:
+			c.report(p, "sub-page parent", "zero reserved bytes and known flags, found flags %#x", h.flags)
+		case h.pend == 0 && (h.pendSeq != 0 || h.flags&subpageFlagRequeue != 0):
+			c.report(p+subpagePendOff, "sub-page parent", "no stamp and no requeue flag without pending slots, found stamp %d flags %#x", h.pendSeq, h.flags)
+		case h.pend != 0 && (h.pendSeq == 0 || h.pendSeq > classes[cl].pendSeq || h.flags&subpageFlagQueued == 0):
+			c.report(p+subpagePendSeqOff, "sub-page parent", "pending slots queued, with a stamp in [1, %d] (the class's newest), found stamp %d flags %#x", classes[cl].pendSeq, h.pendSeq, h.flags)
+		case h.flags&subpageFlagQueued == 0 && (h.pendNext != 0 || h.flags != 0):
+			c.report(p+subpagePendNextOff, "sub-page parent", "no queue link or flag off the queue, found next %d flags %#x", h.pendNext, h.flags)
 		}
 		parents[cl]++
 		used[cl] += int64(bits.OnesCount64(h.mask)) - 1
-		if h.mask != subpageFullMask {
+		pending[cl] += int64(bits.OnesCount64(h.pend))
+		if h.free() != 0 {
 			partial[cl]++
 		}
-		if h.mask == subpageEmptyMask {
-			c.report(p+subpageMaskOff, "sub-page parent", "at least one allocated slot (an empty parent is freed)")
+		if h.flags&subpageFlagQueued != 0 {
+			queued[cl]++
 		}
 	}
 	for i := range count {
@@ -536,20 +804,19 @@ func (c *checker) checkSubpages() {
 		if cl.slotBytes == 0 {
 			continue
 		}
+		at := tableOff + int64(i)*subpageClassBytes
 		what := fmt.Sprintf("sub-page class %d list", i)
-		pageBytes := cl.slotBytes * subpageSlotsPerParent
-		order := bits.TrailingZeros64(uint64(pageBytes)) - int(c.g.minShift)
 		n, prev := int64(0), int64(0)
 		for p := cl.head; p != 0; {
-			if n >= parents[i] || !c.inHeap(p, order) || c.tx.pageState(c.g, order, p) != stateAllocated {
-				c.report(p, what, "at most %d allocated parents (a broken or cyclic link)", parents[i])
+			if n >= parents[i] || !isParent[p] {
+				c.report(p, what, "at most %d parents of the class (a broken or cyclic link, or a page that is no parent)", parents[i])
 				break
 			}
 			h := c.tx.readSubpageHeader(p)
 			switch {
-			case !h.isParentOf(p, pageBytes) || h.class != i:
-				c.report(p, what, "only parents of class %d, found magic %#x class %d", i, h.magic, h.class)
-			case h.mask == subpageFullMask:
+			case h.class != i || int64(1)<<h.slotShift != cl.slotBytes:
+				c.report(p, what, "only parents of class %d, found class %d", i, h.class)
+			case h.free() == 0:
 				c.report(p+subpageMaskOff, what, "only parents with a free slot, found a full one")
 			case h.prev != prev:
 				c.report(p+subpagePrevOff, what, "a back link to %d, found %d", prev, h.prev)
@@ -557,13 +824,48 @@ func (c *checker) checkSubpages() {
 			prev, p = p, h.next
 			n++
 		}
-		at := tableOff + int64(i)*subpageClassBytes
 		if n != partial[i] {
 			c.report(at, what, "every parent with a free slot on the list (%d), found %d", partial[i], n)
 		}
-		if parents[i] != cl.parents || used[i] != cl.used {
-			c.report(at, "sub-page class table", "class %d: %d parents and %d used slots as the parents show, found counters %d and %d",
-				i, parents[i], used[i], cl.parents, cl.used)
+		what = fmt.Sprintf("sub-page class %d pending queue", i)
+		n, last := int64(0), int64(0)
+		for p := cl.pendHead; p != 0; {
+			if n >= parents[i] || !isParent[p] {
+				c.report(p, what, "at most %d parents of the class (a broken or cyclic link, or a page that is no parent)", parents[i])
+				break
+			}
+			h := c.tx.readSubpageHeader(p)
+			if h.class != i || h.flags&subpageFlagQueued == 0 {
+				c.report(p, what, "only queued parents of class %d, found class %d flags %#x", i, h.class, h.flags)
+			}
+			last, p = p, h.pendNext
+			n++
+		}
+		if n != queued[i] || last != cl.pendTail {
+			c.report(at, what, "every parent flagged queued (%d) on it, ending at the tail %d, found %d ending at %d", queued[i], cl.pendTail, n, last)
+		}
+		if parents[i] != cl.parents || used[i] != cl.used || pending[i] != cl.pending {
+			c.report(at, "sub-page class table", "class %d: %d parents, %d allocated and %d pending slots as the parents show, found counters %d, %d and %d",
+				i, parents[i], used[i], pending[i], cl.parents, cl.used, cl.pending)
+		}
+	}
+	c.checkParentBits(isParent)
+}
+
+// checkParentBits reports every parent bit set where the heap walk found
+// no parent: at a granule that starts no allocated page.
+func (c *checker) checkParentBits(isParent map[int64]bool) {
+	g := c.g
+	granules := g.blockBytes >> g.parentShift
+	for block := g.heapOff; block < c.st.frontier; block += g.blockBytes {
+		for i := int64(0); i < granules; i += 64 {
+			word := c.d.committedU64(block + g.parentBitsOff + i/8)
+			for m := word; m != 0; m &= m - 1 {
+				p := block + (i+int64(bits.TrailingZeros64(m)))<<g.parentShift
+				if !isParent[p] {
+					c.report(p, "sub-page parent bits", "a bit only where an allocated page starts, found one at %d", p)
+				}
+			}
 		}
 	}
 }

@@ -13,7 +13,17 @@ package pagealloc
 //     counts every transaction whose Commit had returned and none whose
 //     Commit had not been called: no committed slot lost, none resurrected;
 //   - no two live slots overlap and every allocated page is a parent with
-//     a live slot: nothing owned twice, no parent leaked.
+//     a live or pending slot: nothing owned twice, no parent leaked;
+//   - every live slot holds the stamp its owner wrote into it right after
+//     Alloc, inside the allocating transaction (in place with WriteAt where
+//     the parent was already committed, else journaled with Txn.Write): a
+//     slot freed by a transaction the crash lost was never handed to
+//     another owner who wrote over it, and no journaled write of an old
+//     owner was replayed over a new one.
+//
+// During the run, every slot Alloc returns is checked against the frees of
+// transactions that no checkpoint covers yet, and of the open one: such a
+// slot must not be handed out (invariant 5).
 //
 // A sample of the images then takes one more transaction (allocations and
 // frees in every class) and must still pass Check.
@@ -22,10 +32,11 @@ package pagealloc
 // crash choices.
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
-	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -49,7 +60,9 @@ const (
 	subpageCrashMaxViolations = 10
 )
 
-// subpageCrashTxn is one transaction on which Commit was called.
+// subpageCrashTxn is one transaction on which Commit was called. The
+// stamp of a slot it allocated is the slot's Addr and its index in the
+// model's txns.
 type subpageCrashTxn struct {
 	// No image of at most startedAt operations holds any of it; every
 	// image of at least returnedAt operations holds all of it.
@@ -64,6 +77,27 @@ type subpageCrashModel struct {
 	createdAt int
 	txns      []*subpageCrashTxn
 	digests   []subpageDigest // digests[k]: after txns[:k]
+	allocdBy  map[Addr][]int  // the transactions that allocated each slot, in order
+}
+
+// owner returns the index of the transaction of txns[:k] that last
+// allocated a, or -1.
+func (m *subpageCrashModel) owner(a Addr, k int) int {
+	by := m.allocdBy[a]
+	i := sort.SearchInts(by, k) // the first at k or later
+	if i == 0 {
+		return -1
+	}
+	return by[i-1]
+}
+
+const subpageStampBytes = 16
+
+func subpageStamp(a Addr, txn int) []byte {
+	b := make([]byte, subpageStampBytes)
+	binary.LittleEndian.PutUint64(b, uint64(a))
+	binary.LittleEndian.PutUint64(b[8:], uint64(txn))
+	return b
 }
 
 // subpageDigest is an order-independent digest of a set of slots.
@@ -131,7 +165,7 @@ func TestSubpageCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m := &subpageCrashModel{createdAt: store.Ops(), digests: []subpageDigest{{}}}
+	m := &subpageCrashModel{createdAt: store.Ops(), digests: []subpageDigest{{}}, allocdBy: map[Addr][]int{}}
 	stats := subpageCrashWorkload(t, d, store, m, classes, rand.New(rand.NewPCG(seed, 2)))
 	if err := d.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -161,7 +195,7 @@ func TestSubpageCrash(t *testing.T) {
 		}
 		c.check(p.n, p.stream, i%subpageCrashContinueEvery == 0)
 	}
-	t.Logf("crash points: %d at syncs (%d syncs), %d random; %d images opened (%d crashed inside Create and were refused), %d held commits beyond the last returned, %d took one more transaction; %d slots compared; violations: %d; %v",
+	t.Logf("crash points: %d at syncs (%d syncs), %d random; %d images opened (%d crashed inside Create and were refused), %d held commits beyond the last returned, %d took one more transaction; %d slots and their stamps compared; violations: %d; %v",
 		syncImages, len(store.SyncPoints()), len(points)-syncImages, c.opened, c.createFailed, c.beyondReturned, c.continued, c.slotsCompared, c.violations,
 		time.Since(start).Round(time.Millisecond))
 }
@@ -171,7 +205,8 @@ func subpageCrashWorkload(t *testing.T, d *Device, store *simstore.Store, m *sub
 	t.Helper()
 	var live []Addr // committed, in no order
 	cur := subpageDigest{}
-	allocs, frees, noSpace, rollbacks := 0, 0, 0, 0
+	log := newSubpageFreeLog(d)
+	allocs, frees, noSpace, rollbacks, inPlace, journaled := 0, 0, 0, 0, 0, 0
 	for range subpageCrashTxns {
 		tx, err := d.Begin()
 		if err != nil {
@@ -200,6 +235,24 @@ func subpageCrashWorkload(t *testing.T, d *Device, store *simstore.Store, m *sub
 					tx.Rollback()
 					t.Fatalf("Alloc: %v", err)
 				}
+				if err := log.alloc(a); err != nil {
+					tx.Rollback()
+					t.Fatal(err)
+				}
+				stamp := subpageStamp(a, len(m.txns))
+				if _, err := d.WriteAt(stamp, a.Offset()); err == nil {
+					inPlace++
+				} else if errors.Is(err, ErrProtected) {
+					// The parent is new in this transaction.
+					if err := tx.Write(a.Offset(), stamp); err != nil {
+						tx.Rollback()
+						t.Fatalf("Txn.Write of a stamp into %v: %v", a, err)
+					}
+					journaled++
+				} else {
+					tx.Rollback()
+					t.Fatalf("WriteAt of a stamp into %v: %v", a, err)
+				}
 				rec.allocs = append(rec.allocs, a)
 				txLive = append(txLive, a)
 				continue
@@ -213,9 +266,11 @@ func subpageCrashWorkload(t *testing.T, d *Device, store *simstore.Store, m *sub
 			txLive[i] = txLive[len(txLive)-1]
 			txLive = txLive[:len(txLive)-1]
 			rec.frees = append(rec.frees, a)
+			log.free(a)
 		}
 		if rng.IntN(12) == 0 {
 			tx.Rollback()
+			log.rolledBack()
 			rollbacks++
 			continue
 		}
@@ -224,7 +279,11 @@ func subpageCrashWorkload(t *testing.T, d *Device, store *simstore.Store, m *sub
 			t.Fatalf("Commit: %v", err)
 		}
 		rec.returnedAt = store.Ops()
+		log.committed(tx.seq)
 		live = txLive
+		for _, a := range rec.allocs {
+			m.allocdBy[a] = append(m.allocdBy[a], len(m.txns))
+		}
 		// A slot allocated and freed by one transaction is in neither
 		// set of the digest.
 		for _, a := range rec.allocs {
@@ -238,14 +297,18 @@ func subpageCrashWorkload(t *testing.T, d *Device, store *simstore.Store, m *sub
 		m.txns = append(m.txns, rec)
 		m.digests = append(m.digests, cur)
 	}
-	if got, _ := subpageLive(t, d); len(got) != len(live) {
+	got, _, _, err := subpageSlots(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(live) {
 		t.Fatalf("after the workload the device holds %d slots, the model %d", len(got), len(live))
 	}
-	if noSpace == 0 {
-		t.Errorf("the workload never filled the heap: it does not reach parent reuse")
+	if noSpace == 0 || log.reused == 0 {
+		t.Errorf("the workload never filled the heap (%d) or never reused a freed slot (%d): it does not reach parent and slot reuse", noSpace, log.reused)
 	}
-	return fmt.Sprintf("%d committed transactions, %d rolled back; %d slot allocs (%d ErrNoSpace), %d frees; %d slots live at the end",
-		len(m.txns), rollbacks, allocs, noSpace, frees, len(live))
+	return fmt.Sprintf("%d committed transactions, %d rolled back; %d slot allocs (%d ErrNoSpace, %d slots handed out again after a covered free), %d frees; stamps: %d in place, %d journaled; %d slots live at the end",
+		len(m.txns), rollbacks, allocs, noSpace, log.reused, frees, inPlace, journaled, len(live))
 }
 
 func subpageClassOf(classes []*Subpages, a Addr) *Subpages {
@@ -324,6 +387,15 @@ func (c *subpageCrashChecker) check(n int, stream uint64, more bool) {
 	if matched > lo {
 		c.beyondReturned++
 	}
+	for a := range slots {
+		owner := c.m.owner(a, matched)
+		got := make([]byte, subpageStampBytes)
+		d.readCommittedRange(got, a.Offset())
+		if want := subpageStamp(a, owner); !bytes.Equal(got, want) {
+			c.fail(n, stream, desc, "slot %v, allocated by txns[%d] of the %d recovered, holds stamp %x, want %x: another owner wrote over it", a, owner, matched, got, want)
+			return
+		}
+	}
 	c.slotsCompared += len(slots)
 	if more && n >= c.m.createdAt {
 		c.continued++
@@ -336,25 +408,12 @@ func (c *subpageCrashChecker) check(n int, stream uint64, more bool) {
 // subpageCrashLive returns the live slots of d after Check, or an error if
 // Check fails, two slots overlap or an allocated page is no parent.
 func subpageCrashLive(d *Device) (map[Addr]bool, error) {
-	var pages []Addr
-	d.writer.Lock()
-	err := d.check(func(a Addr) { pages = append(pages, a) })
-	d.writer.Unlock()
+	slots, _, pages, err := subpageSlots(d)
 	if err != nil {
-		return nil, fmt.Errorf("Check after recovery: %w", err)
+		return nil, fmt.Errorf("after recovery: %w", err)
 	}
-	slots := map[Addr]bool{}
-	for _, a := range pages {
-		p := a.Offset()
-		if !d.subpageParentAt(nil, p, a.Size()) {
-			return nil, fmt.Errorf("allocated page %v is not a sub-page parent (leaked)", a)
-		}
-		var b [subpageHeaderBytes]byte
-		d.readCommittedRange(b[:], p)
-		h := decodeSubpageHeader(b[:])
-		for m := h.mask &^ 1; m != 0; m &= m - 1 {
-			slots[makeAddr(p+int64(bits.TrailingZeros64(m))<<h.slotShift, h.slotShift)] = true
-		}
+	for a := range pages {
+		return nil, fmt.Errorf("allocated page %v is not a sub-page parent (leaked)", a)
 	}
 	sorted := slices.SortedFunc(func(yield func(Addr) bool) {
 		for a := range slots {

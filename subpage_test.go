@@ -1,6 +1,7 @@
 package pagealloc
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"math"
 	"math/bits"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"testing"
@@ -24,17 +26,16 @@ func subpageOptions() *Options {
 	return &Options{NoSync: true, MaxPageSize: 64 << 10, JournalSize: 256 << 10, MaxSize: 1<<20 + 4<<20, GrowthStep: 1 << 20}
 }
 
-// subpageLive returns the allocated slots of every class as the parents'
-// masks show them, and the allocated pages that are not parents; it fails
-// the test if Check finds anything wrong.
-func subpageLive(t testing.TB, d *Device) (slots, pages map[Addr]bool) {
-	t.Helper()
-	slots, pages = map[Addr]bool{}, map[Addr]bool{}
+// subpageSlots returns the allocated and the pending slots of every class
+// as the parents' headers show them, and the allocated pages that are not
+// parents, or an error if Check finds anything wrong.
+func subpageSlots(d *Device) (allocated, pending, pages map[Addr]bool, err error) {
+	allocated, pending, pages = map[Addr]bool{}, map[Addr]bool{}, map[Addr]bool{}
 	d.writer.Lock()
-	err := d.check(func(a Addr) { pages[a] = true })
+	err = d.check(func(a Addr) { pages[a] = true })
 	d.writer.Unlock()
 	if err != nil {
-		t.Fatalf("Check: %v", err)
+		return nil, nil, nil, fmt.Errorf("Check: %w", err)
 	}
 	for a := range pages {
 		p := a.Offset()
@@ -45,17 +46,97 @@ func subpageLive(t testing.TB, d *Device) (slots, pages map[Addr]bool) {
 		var b [subpageHeaderBytes]byte
 		d.readCommittedRange(b[:], p)
 		h := decodeSubpageHeader(b[:])
-		for m := h.mask &^ 1; m != 0; m &= m - 1 {
-			slots[makeAddr(p+int64(bits.TrailingZeros64(m))<<h.slotShift, h.slotShift)] = true
+		for _, s := range []struct {
+			mask uint64
+			set  map[Addr]bool
+		}{{h.mask &^ 1, allocated}, {h.pend, pending}} {
+			for m := s.mask; m != 0; m &= m - 1 {
+				s.set[makeAddr(p+int64(bits.TrailingZeros64(m))<<h.slotShift, h.slotShift)] = true
+			}
 		}
 	}
-	return slots, pages
+	return allocated, pending, pages, nil
+}
+
+// subpageFreeLog remembers which transaction freed each slot, to check
+// every slot Alloc returns against invariant 5: a slot freed by a
+// transaction that no checkpoint covers is never handed out, nor one freed
+// by the transaction still open.
+type subpageFreeLog struct {
+	d       *Device
+	freedBy map[Addr]uint64 // committed frees, by the freeing transaction's sequence
+	open    map[Addr]bool   // frees of the open transaction
+	reusing map[Addr]bool   // slots of freedBy the open transaction allocated
+	reused  int             // slots handed out again after a committed free
+}
+
+func newSubpageFreeLog(d *Device) *subpageFreeLog {
+	return &subpageFreeLog{d: d, freedBy: map[Addr]uint64{}, open: map[Addr]bool{}, reusing: map[Addr]bool{}}
+}
+
+func (l *subpageFreeLog) free(a Addr) { l.open[a] = true }
+
+// alloc checks a slot Alloc just returned.
+func (l *subpageFreeLog) alloc(a Addr) error {
+	if l.open[a] {
+		return fmt.Errorf("Alloc returned %v, freed by the same transaction, which is not even committed", a)
+	}
+	seq, ok := l.freedBy[a]
+	if !ok {
+		return nil
+	}
+	// Read after Alloc returned: a checkpoint the allocator saw counts.
+	if covered := l.d.checkpointTxSeq.Load(); seq > covered {
+		return fmt.Errorf("Alloc returned %v, freed by transaction %d, which no checkpoint covers (checkpoint covers %d, durable up to %d)",
+			a, seq, covered, l.d.durableTxSeq.Load())
+	}
+	l.reusing[a] = true
+	return nil
+}
+
+func (l *subpageFreeLog) committed(seq uint64) {
+	for a := range l.reusing {
+		delete(l.freedBy, a)
+		l.reused++
+	}
+	for a := range l.open {
+		l.freedBy[a] = seq
+	}
+	clear(l.open)
+	clear(l.reusing)
+}
+
+func (l *subpageFreeLog) rolledBack() {
+	clear(l.open)
+	clear(l.reusing)
+}
+
+// subpageDrain waits for a checkpoint to cover every committed
+// transaction, then releases every pending slot of the classes.
+func subpageDrain(t testing.TB, d *Device, classes ...*Subpages) {
+	t.Helper()
+	if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Update(func(tx *Txn) error {
+		for _, s := range classes {
+			if err := s.release(tx, d.subpages.class(tx, s.index), math.MaxInt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestSubpageModel runs random Alloc/Free/Commit/Rollback over several
 // classes against a model that is the set of live slots, with bad frees
-// mixed in and a reopen halfway; after every commit the device must pass
-// Check and hold exactly the model's slots, none overlapping.
+// mixed in and a reopen halfway. After every commit (and rollback) the
+// device must pass Check, hold exactly the model's slots allocated, none
+// overlapping, and pending slots only among those committed frees left
+// free; every slot Alloc returns is checked against invariant 5.
 func TestSubpageModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(testSeed(t, "subpage.seed", *subpageSeed), 1))
 	d, path := createTestDevice(t, subpageOptions())
@@ -83,9 +164,11 @@ func TestSubpageModel(t *testing.T) {
 		t.Fatalf("no class for %v", a)
 		return nil
 	}
+	log := newSubpageFreeLog(d)
 	live := map[Addr]bool{}
 	var liveList []Addr
-	ops, commits, rollbacks, noSpace, badFrees, reopened := 0, 0, 0, 0, 0, false
+	ops, commits, rollbacks, noSpace, badFrees, maxPending, reopened := 0, 0, 0, 0, 0, 0, false
+	lastSeq := uint64(0)
 	for ops < *subpageOps {
 		if !reopened && ops >= *subpageOps/2 {
 			if err := d.Close(); err != nil {
@@ -96,9 +179,17 @@ func TestSubpageModel(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { d.Close() })
+			log.d = d
 			open()
-			if got, _ := subpageLive(t, d); !maps.Equal(got, live) {
+			got, _, _, err := subpageSlots(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !maps.Equal(got, live) {
 				t.Fatalf("after reopen the device holds %d slots, the model %d", len(got), len(live))
+			}
+			if d.checkpointTxSeq.Load() < lastSeq {
+				t.Fatalf("after reopen transactions up to %d are covered, want at least %d", d.checkpointTxSeq.Load(), lastSeq)
 			}
 			reopened = true
 		}
@@ -130,6 +221,9 @@ func TestSubpageModel(t *testing.T) {
 				if a.Size() != s.SlotBytes() || a.Offset()%a.Size() != 0 || txLive[a] {
 					t.Fatalf("op %d: Alloc returned %v (live: %v)", ops, a, txLive[a])
 				}
+				if err := log.alloc(a); err != nil {
+					t.Fatalf("op %d: %v", ops, err)
+				}
 				txLive[a] = true
 				liveList = append(liveList, a)
 			case r < 97:
@@ -147,10 +241,15 @@ func TestSubpageModel(t *testing.T) {
 					t.Fatalf("op %d: Free(%v): %v", ops, a, err)
 				}
 				delete(txLive, a)
+				log.free(a)
 			default:
-				a, s := subpageBadAddr(rng, classes, liveList, txLive)
+				a, s := subpageBadAddr(rng, classes, liveList, txLive, log.open)
+				lines := len(tx.lines)
 				if err := s.Free(tx, a); !errors.Is(err, ErrInvalidFree) {
 					t.Fatalf("op %d: Free(%v) of a bad slot returned %v, want ErrInvalidFree", ops, a, err)
+				}
+				if len(tx.lines) != lines {
+					t.Fatalf("op %d: the refused Free(%v) wrote to the transaction", ops, a)
 				}
 				badFrees++
 			}
@@ -159,18 +258,32 @@ func TestSubpageModel(t *testing.T) {
 			if err := tx.Rollback(); err != nil {
 				t.Fatal(err)
 			}
+			log.rolledBack()
 			rollbacks++
 		} else {
 			if err := tx.Commit(); err != nil {
 				t.Fatal(err)
 			}
+			if tx.seq != 0 {
+				lastSeq = tx.seq
+			}
+			log.committed(tx.seq)
 			live = txLive
 			commits++
 		}
-		got, pages := subpageLive(t, d)
+		got, pending, pages, err := subpageSlots(d)
+		if err != nil {
+			t.Fatalf("after %d ops: %v", ops, err)
+		}
 		if !maps.Equal(got, live) {
 			t.Fatalf("after %d ops the device holds %d slots, the model %d", ops, len(got), len(live))
 		}
+		for a := range pending {
+			if _, ok := log.freedBy[a]; !ok {
+				t.Fatalf("after %d ops %v is pending, but no committed transaction freed it since it was last handed out", ops, a)
+			}
+		}
+		maxPending = max(maxPending, len(pending))
 		if len(pages) != 0 {
 			t.Fatalf("after %d ops %d allocated pages are not sub-page parents", ops, len(pages))
 		}
@@ -180,27 +293,28 @@ func TestSubpageModel(t *testing.T) {
 	for _, s := range classes {
 		st := s.Stats()
 		parents += st.Parents
-		if st.SlotsUsed+st.SlotsFree != st.Parents*63 || st.ParentBytes != 64*st.SlotBytes {
+		if st.SlotsUsed+st.SlotsPending+st.SlotsFree != st.Parents*63 || st.ParentBytes != 64*st.SlotBytes {
 			t.Errorf("class %d: %+v", s.SlotBytes(), st)
 		}
 	}
-	t.Logf("%d ops: %d commits, %d rollbacks, %d ErrNoSpace, %d bad frees refused, reopened; %d slots live in %d parents",
-		ops, commits, rollbacks, noSpace, badFrees, len(live), parents)
-	if noSpace == 0 && *subpageOps >= 100_000 {
-		t.Log("note: the heap never filled")
+	t.Logf("%d ops: %d commits, %d rollbacks, %d ErrNoSpace, %d bad frees refused, reopened; %d slots handed out again after a covered free, at most %d pending; %d slots live in %d parents",
+		ops, commits, rollbacks, noSpace, badFrees, log.reused, maxPending, len(live), parents)
+	if *subpageOps >= 100_000 && (log.reused == 0 || noSpace == 0) {
+		t.Errorf("the workload never reused a freed slot (%d) or never filled the heap (%d)", log.reused, noSpace)
 	}
 }
 
 // subpageBadAddr returns an address that is no allocated slot of the class
-// returned with it, as tx sees it (live): a freed slot, a slot of another
-// class, a parent's header, a misaligned address or one outside any parent.
-func subpageBadAddr(rng *rand.Rand, classes []*Subpages, liveList []Addr, live map[Addr]bool) (Addr, *Subpages) {
+// returned with it, as tx sees it (live, and freed the frees of the open
+// transaction): a freed slot, a slot of another class, a parent's header,
+// a misaligned address or one outside any parent.
+func subpageBadAddr(rng *rand.Rand, classes []*Subpages, liveList []Addr, live, freed map[Addr]bool) (Addr, *Subpages) {
 	s := classes[rng.IntN(len(classes))]
 	if len(liveList) == 0 {
 		return makeAddr(1<<20, s.slotShift), s
 	}
 	a := liveList[rng.IntN(len(liveList))]
-	switch rng.IntN(5) {
+	switch rng.IntN(6) {
 	case 0: // a freed slot, or a live one of another class
 		for _, s := range classes {
 			if s.slotShift == uint(a&addrSizeMask) && !live[a] {
@@ -227,8 +341,117 @@ func subpageBadAddr(rng *rand.Rand, classes []*Subpages, liveList []Addr, live m
 		}
 	case 3: // the right offset with another size
 		return a&^addrSizeMask | Addr(s.slotShift+1), s
+	case 4: // a slot this transaction freed: pending, a double free
+		for f := range freed {
+			for _, o := range classes {
+				if o.slotShift == uint(f&addrSizeMask) {
+					return f, o
+				}
+			}
+		}
 	}
 	return makeAddr(0, s.slotShift), s
+}
+
+// TestSubpageNoReuseBeforeCheckpoint follows one freed slot: it is not
+// handed out by its own transaction nor by later ones until a checkpoint
+// covers the free, and is the first handed out after; after a reopen the
+// slots pending at Close are free again.
+func TestSubpageNoReuseBeforeCheckpoint(t *testing.T) {
+	d, path := createTestDevice(t, subpageOptions())
+	s, err := d.Subpages(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocN := func(tx *Txn, n int, not Addr) ([]Addr, error) {
+		var got []Addr
+		for range n {
+			a, err := s.Alloc(tx)
+			if err != nil {
+				return nil, err
+			}
+			if a == not {
+				return nil, fmt.Errorf("Alloc returned the pending slot %v", a)
+			}
+			got = append(got, a)
+		}
+		return got, nil
+	}
+	var first []Addr
+	if err := d.Update(func(tx *Txn) (err error) { first, err = allocN(tx, 63, 0); return err }); err != nil {
+		t.Fatal(err)
+	}
+	x := first[10]
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rollbackOnExit(tx)
+	if err := s.Free(tx, x); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := allocN(tx, 70, x); err != nil {
+		t.Fatalf("in the freeing transaction: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	freedBy := tx.seq
+	if st := s.Stats(); st.SlotsPending != 1 || st.SlotsUsed != 63+70-1 {
+		t.Fatalf("after the free: %+v", st)
+	}
+	if covered := d.checkpointTxSeq.Load(); covered >= freedBy {
+		t.Fatalf("a checkpoint already covers transaction %d: the test cannot tell", freedBy)
+	}
+	if err := d.Update(func(tx *Txn) error { _, err := allocN(tx, 200, x); return err }); err != nil {
+		t.Fatalf("before a checkpoint: %v", err)
+	}
+	if err := d.journal.waitCheckpoint(freedBy); err != nil {
+		t.Fatal(err)
+	}
+	// Now x is handed out before the class takes a new parent.
+	reusedBeforeGrowing := func(when string) {
+		t.Helper()
+		st := s.Stats()
+		err := d.Update(func(tx *Txn) error {
+			for range st.SlotsFree + 1 {
+				a, err := s.Alloc(tx)
+				if err != nil || a == x {
+					return err
+				}
+			}
+			return fmt.Errorf("%s, %d allocations did not return the released slot %v", when, st.SlotsFree+1, x)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Stats(); got.Parents != st.Parents || got.SlotsPending != 0 {
+			t.Fatalf("%s: %+v, before %+v: the class grew before reusing the slot", when, got, st)
+		}
+	}
+	reusedBeforeGrowing("after the checkpoint")
+
+	// Pending at Close, free after Open.
+	if err := d.Update(func(tx *Txn) error { return s.Free(tx, x) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = Open(path, &Options{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if s, err = d.Subpages(64); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.SlotsPending != 1 {
+		t.Fatalf("after reopen: %+v, want the slot still pending until an operation releases it", st)
+	}
+	reusedBeforeGrowing("after reopen")
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestSubpageBadInput covers arguments that are never valid.
@@ -343,48 +566,199 @@ func TestSubpageProtection(t *testing.T) {
 			t.Errorf("Txn.Write at header byte %d: %v, want ErrProtected", off-parent, err)
 		}
 	}
+	// The parent bits live in block metadata, which no user write reaches.
+	w, _ := d.alloc.g.parentBitPos(parent)
+	if _, err := d.WriteAt(make([]byte, 8), w); !errors.Is(err, ErrProtected) {
+		t.Errorf("WriteAt over the parent bits: %v, want ErrProtected", err)
+	}
 	err = d.Update(func(tx *Txn) error {
 		return tx.Free(makeAddr(parent, uint(bits.TrailingZeros64(uint64(s.parentBytes)))))
 	})
 	if !errors.Is(err, ErrInvalidFree) {
 		t.Errorf("Txn.Free of a parent: %v, want ErrInvalidFree", err)
 	}
-	// A page that holds the magic but not its own offset stays the caller's.
-	var p Addr
-	if err := d.Update(func(tx *Txn) (err error) { p, err = tx.Alloc(s.parentBytes); return err }); err != nil {
+	if err := d.Update(func(tx *Txn) error { return s.Free(tx, a) }); err != nil {
 		t.Fatal(err)
 	}
-	fake := subpageHeader{magic: subpageMagic, slotShift: 8, self: p.Offset() + 1}
-	b := fake.encode()
-	for range 2 {
-		if _, err := d.WriteAt(b[:], p.Offset()); err != nil {
-			t.Fatalf("WriteAt of a look-alike header: %v", err)
+	subpageDrain(t, d, s)
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Parents != 0 || st.SlotsUsed != 0 || st.SlotsPending != 0 {
+		t.Fatalf("after freeing the only slot and a checkpoint: %+v", st)
+	}
+}
+
+// TestSubpageForgedHeader gives a caller's page the exact bytes of a
+// parent's header (its class, a full mask, links to real parents): Free of
+// a slot inside it must return ErrInvalidFree and change nothing, and the
+// page stays the caller's to write and free.
+func TestSubpageForgedHeader(t *testing.T) {
+	d, _ := createTestDevice(t, subpageOptions())
+	s, err := d.Subpages(256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slots []Addr
+	var page Addr
+	err = d.Update(func(tx *Txn) error {
+		for range 70 { // two parents, both on the lists
+			a, err := s.Alloc(tx)
+			if err != nil {
+				return err
+			}
+			slots = append(slots, a)
+		}
+		page, err = tx.Alloc(s.parentBytes)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Update(func(tx *Txn) error { return s.Free(tx, slots[3]) }); err != nil {
+		t.Fatal(err)
+	}
+	real := slots[0].Offset() &^ (s.parentBytes - 1)
+	var hb [subpageHeaderBytes]byte
+	d.readCommittedRange(hb[:], real)
+	h := decodeSubpageHeader(hb[:])
+	h.mask, h.pend = subpageFullMask, 0
+	forged := h.encode()
+	if _, err := d.WriteAt(forged[:], page.Offset()); err != nil {
+		t.Fatalf("writing a parent's header into the caller's own page: %v", err)
+	}
+	before := make([]byte, d.size.Load())
+	copy(before, d.view)
+	stats, sub := d.Stats(), s.Stats()
+	for _, slot := range []int{1, 5, 63} {
+		a := makeAddr(page.Offset()+int64(slot)*s.SlotBytes(), s.slotShift)
+		tx, err := d.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = s.Free(tx, a)
+		wrote := len(tx.lines)
+		tx.Rollback()
+		if !errors.Is(err, ErrInvalidFree) {
+			t.Fatalf("Free(%v) inside a caller's page holding a parent's header: %v, want ErrInvalidFree", a, err)
+		}
+		if wrote != 0 {
+			t.Fatalf("the refused Free(%v) wrote %d lines", a, wrote)
+		}
+		t.Log(err)
+	}
+	if err := d.Update(func(tx *Txn) error { _, err := s.Alloc(tx); return err }); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Slice(page.Offset(), subpageHeaderBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, forged[:]) || !bytes.Equal(before[page.Offset():page.Offset()+page.Size()], d.view[page.Offset():page.Offset()+page.Size()]) {
+		t.Fatal("the caller's page changed")
+	}
+	if st := d.Stats(); st.AllocatedPages != stats.AllocatedPages {
+		t.Fatalf("allocated pages %d, before the refused frees %d", st.AllocatedPages, stats.AllocatedPages)
+	}
+	if st := s.Stats(); st.SlotsUsed != sub.SlotsUsed+1 || st.SlotsPending != sub.SlotsPending {
+		t.Fatalf("class after one Alloc: %+v, before the refused frees %+v", st, sub)
+	}
+	if _, err := d.WriteAt([]byte{1}, page.Offset()+8); err != nil {
+		t.Fatalf("the caller's page is not writable any more: %v", err)
+	}
+	if err := d.Update(func(tx *Txn) error { return tx.Free(page) }); err != nil {
+		t.Fatalf("Txn.Free of the caller's page: %v", err)
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSubpageVersion1 opens a device of format version 1, which has no
+// parent bits: its pages work, its sub-pages are refused with ErrVersion.
+func TestSubpageVersion1(t *testing.T) {
+	d, path := createTestDevice(t, subpageOptions())
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for slot := int64(0); slot < 2; slot++ {
+		b := make([]byte, superblockBytes)
+		if _, err := f.ReadAt(b, slot*superblockSlotBytes); err != nil {
+			t.Fatal(err)
+		}
+		sb, err := decodeSuperblock(b, slot*superblockSlotBytes)
+		if err != nil {
+			continue // never written
+		}
+		sb.version = 1
+		sb.encode(b)
+		if _, err := f.WriteAt(b, slot*superblockSlotBytes); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if err := d.Update(func(tx *Txn) error { return s.Free(tx, a) }); err != nil {
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = Open(path, &Options{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.geometry.version != 1 || d.alloc.g.parentShift != 0 {
+		t.Fatalf("version %d parent shift %d, want a version-1 geometry", d.geometry.version, d.alloc.g.parentShift)
+	}
+	if _, err := d.Subpages(64); !errors.Is(err, ErrVersion) {
+		t.Fatalf("Subpages on a version-1 device: %v, want ErrVersion", err)
+	}
+	var a Addr
+	if err := d.Update(func(tx *Txn) (err error) { a, err = tx.Alloc(4096); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(make([]byte, 64), a.Offset()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Update(func(tx *Txn) error { return tx.Free(a) }); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Check(); err != nil {
 		t.Fatal(err)
 	}
-	if st := s.Stats(); st.Parents != 0 || st.SlotsUsed != 0 {
-		t.Fatalf("after freeing the only slot: %+v", st)
-	}
 }
 
 // TestSubpageCheckFindsDamage breaks sub-page state in ways Check must
-// report.
+// report. The class has one parent on its partial list and pending queue:
+// two slots allocated, one pending.
 func TestSubpageCheckFindsDamage(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		damage func(tx *Txn, parent int64, s *Subpages)
 	}{
-		{"full parent on the list", func(tx *Txn, p int64, s *Subpages) { tx.writeU64(p+subpageMaskOff, subpageFullMask, kindMeta) }},
-		{"empty parent", func(tx *Txn, p int64, s *Subpages) { tx.writeU64(p+subpageMaskOff, 1, kindMeta) }},
+		{"full parent on the list", func(tx *Txn, p int64, s *Subpages) {
+			tx.writeU64(p+subpageMaskOff, subpageFullMask&^tx.readU64(p+subpagePendOff), kindMeta)
+		}},
+		{"empty parent", func(tx *Txn, p int64, s *Subpages) {
+			tx.writeU64(p+subpageMaskOff, 1, kindMeta)
+			tx.writeU64(p+subpagePendOff, 0, kindMeta)
+		}},
+		{"slot allocated and pending", func(tx *Txn, p int64, s *Subpages) {
+			tx.writeU64(p+subpagePendOff, tx.readU64(p+subpageMaskOff)&^1, kindMeta)
+		}},
 		{"bad back link", func(tx *Txn, p int64, s *Subpages) { tx.writeU64(p+subpagePrevOff, 4096, kindMeta) }},
 		{"used counter", func(tx *Txn, p int64, s *Subpages) { tx.d.subpages.class(tx, s.index).used++ }},
+		{"pending counter", func(tx *Txn, p int64, s *Subpages) { tx.d.subpages.class(tx, s.index).pending-- }},
 		{"list head lost", func(tx *Txn, p int64, s *Subpages) { tx.d.subpages.class(tx, s.index).head = 0 }},
+		{"queue tail lost", func(tx *Txn, p int64, s *Subpages) { tx.d.subpages.class(tx, s.index).pendTail = 0 }},
+		{"queue head lost", func(tx *Txn, p int64, s *Subpages) {
+			c := tx.d.subpages.class(tx, s.index)
+			c.pendHead, c.pendTail = 0, 0
+		}},
+		{"stamp from the future", func(tx *Txn, p int64, s *Subpages) { tx.writeU64(p+subpagePendSeqOff, 1<<40, kindMeta) }},
 		{"bad magic", func(tx *Txn, p int64, s *Subpages) { tx.writeU64(p, 0, kindMeta) }},
+		{"parent bit lost", func(tx *Txn, p int64, s *Subpages) { tx.setParentBit(&tx.d.alloc.g, p, false) }},
+		{"stray parent bit", func(tx *Txn, p int64, s *Subpages) { tx.setParentBit(&tx.d.alloc.g, p+s.parentBytes, true) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, _ := createTestDevice(t, subpageOptions())
@@ -392,14 +766,27 @@ func TestSubpageCheckFindsDamage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var a Addr
-			if err := d.Update(func(tx *Txn) (err error) { a, err = s.Alloc(tx); return err }); err != nil {
+			var a []Addr
+			err = d.Update(func(tx *Txn) error {
+				for range 3 {
+					x, err := s.Alloc(tx)
+					if err != nil {
+						return err
+					}
+					a = append(a, x)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Update(func(tx *Txn) error { return s.Free(tx, a[1]) }); err != nil {
 				t.Fatal(err)
 			}
 			if err := d.Check(); err != nil {
 				t.Fatal(err)
 			}
-			parent := a.Offset() &^ (s.parentBytes - 1)
+			parent := a[0].Offset() &^ (s.parentBytes - 1)
 			if err := d.Update(func(tx *Txn) error { tc.damage(tx, parent, s); return nil }); err != nil {
 				t.Fatal(err)
 			}
@@ -413,7 +800,7 @@ func TestSubpageCheckFindsDamage(t *testing.T) {
 }
 
 // TestSubpageStatsOverhead checks the header's share of a parent and that
-// Stats follows allocation.
+// Stats follows allocation, freeing and release.
 func TestSubpageStatsOverhead(t *testing.T) {
 	d, _ := createTestDevice(t, subpageOptions())
 	s, err := d.Subpages(64)
@@ -435,7 +822,7 @@ func TestSubpageStatsOverhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := s.Stats()
-	if st.Parents != 3 || st.SlotsUsed != 189 || st.SlotsFree != 0 {
+	if st.Parents != 3 || st.SlotsUsed != 189 || st.SlotsFree != 0 || st.SlotsPending != 0 {
 		t.Fatalf("three full parents: %+v", st)
 	}
 	if share := float64(st.OverheadBytes) / float64(st.Parents*st.ParentBytes); share > 0.02 {
@@ -451,8 +838,18 @@ func TestSubpageStatsOverhead(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if st := s.Stats(); st.Parents != 3 || st.SlotsUsed != 0 || st.SlotsPending != 189 || st.SlotsFree != 0 {
+		t.Fatalf("after freeing every slot, before a checkpoint: %+v", st)
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+	subpageDrain(t, d, s)
 	if st := s.Stats(); st != (SubpageStats{SlotBytes: 64, ParentBytes: 4096}) {
-		t.Fatalf("after freeing every slot: %+v", st)
+		t.Fatalf("after freeing every slot and a checkpoint: %+v", st)
+	}
+	if st := d.Stats(); st.AllocatedPages != 0 || st.PendingPages != 3 {
+		t.Fatalf("the buddy allocator after the parents went back: %+v", st)
 	}
 	if err := d.Check(); err != nil {
 		t.Fatal(err)
