@@ -151,10 +151,11 @@ func ExampleSubpages_Alloc() {
 		panic(err)
 	}
 	st := class.Stats()
-	fmt.Printf("%d parent of %d bytes, %d slots used, %d free\n", st.Parents, st.ParentBytes, st.SlotsUsed, st.SlotsFree)
+	// The freed slot waits for a checkpoint before it is handed out again.
+	fmt.Printf("%d parent of %d bytes, %d slots used, %d pending, %d free\n", st.Parents, st.ParentBytes, st.SlotsUsed, st.SlotsPending, st.SlotsFree)
 	// Output:
 	// 256 256 512
-	// 1 parent of 16384 bytes, 2 slots used, 61 free
+	// 1 parent of 16384 bytes, 2 slots used, 1 pending, 60 free
 }
 
 // Get hands out aligned buffers with stable addresses, waiting while none

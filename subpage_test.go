@@ -244,11 +244,11 @@ func TestSubpageModel(t *testing.T) {
 				log.free(a)
 			default:
 				a, s := subpageBadAddr(rng, classes, liveList, txLive, log.open)
-				lines := len(tx.lines)
+				lines := tx.lines.len()
 				if err := s.Free(tx, a); !errors.Is(err, ErrInvalidFree) {
 					t.Fatalf("op %d: Free(%v) of a bad slot returned %v, want ErrInvalidFree", ops, a, err)
 				}
-				if len(tx.lines) != lines {
+				if tx.lines.len() != lines {
 					t.Fatalf("op %d: the refused Free(%v) wrote to the transaction", ops, a)
 				}
 				badFrees++
@@ -637,7 +637,7 @@ func TestSubpageForgedHeader(t *testing.T) {
 			t.Fatal(err)
 		}
 		err = s.Free(tx, a)
-		wrote := len(tx.lines)
+		wrote := tx.lines.len()
 		tx.Rollback()
 		if !errors.Is(err, ErrInvalidFree) {
 			t.Fatalf("Free(%v) inside a caller's page holding a parent's header: %v, want ErrInvalidFree", a, err)

@@ -24,8 +24,8 @@ func TestDump(t *testing.T) {
 		if sb.InUse {
 			state = "in use"
 		}
-		want = append(want, fmt.Sprintf(`(?m)^  %c\s+%d\s+%s\s+%d\s+1\s+%016x\s+%d\s+%d\s+%d$`,
-			'A'+i, sb.Offset, state, sb.Sequence, sb.DeviceID, sb.JournalHead, sb.JournalHeadSeq, sb.TxSeq))
+		want = append(want, fmt.Sprintf(`(?m)^  %c\s+%d\s+%s\s+%d\s+%d\s+%016x\s+%d\s+%d\s+%d$`,
+			'A'+i, sb.Offset, state, sb.Sequence, sb.Version, sb.DeviceID, sb.JournalHead, sb.JournalHeadSeq, sb.TxSeq))
 	}
 	for _, fl := range in.FreeLists {
 		first := ""
