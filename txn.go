@@ -196,6 +196,9 @@ func (tx *Txn) Commit() error {
 	g := d.journal.enqueue(tx)
 	d.writer.Unlock()
 	<-g.done
+	if invariantsEnabled && g.err == nil {
+		d.assertInvariants()
+	}
 	return g.err
 }
 
