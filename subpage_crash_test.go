@@ -343,6 +343,13 @@ func subpageCrashLive(d *Device) (map[Addr]bool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("Check after recovery: %w", err)
 	}
+	return subpageSlotsIn(d, pages)
+}
+
+// subpageSlotsIn returns the live slots of the sub-page parents among
+// pages, committed pages of d, or an error if one of pages is no parent or
+// two slots overlap.
+func subpageSlotsIn(d *Device, pages []Addr) (map[Addr]bool, error) {
 	slots := map[Addr]bool{}
 	for _, a := range pages {
 		p := a.Offset()
