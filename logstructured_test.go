@@ -1476,13 +1476,7 @@ func (a *logCrashAppender) run(rng *rand.Rand, count int) error {
 	var mine []*crashEntry // live, oldest first
 	for range count {
 		size := 8 + rng.IntN(6000)
-		r, err := l.Append(size)
-		for try := 0; errors.Is(err, ErrNoSpace) && try < 100; try++ {
-			if err := l.GC(context.Background()); err != nil {
-				return err
-			}
-			r, err = l.Append(size)
-		}
+		r, err := appendOrGC(l, size)
 		if err != nil {
 			return fmt.Errorf("%w; %+v", err, l.Stats())
 		}
@@ -1540,6 +1534,19 @@ func (a *logCrashAppender) run(rng *rand.Rand, count int) error {
 		}
 	}
 	return nil
+}
+
+// appendOrGC appends an entry of size bytes, running GC when the ring is
+// full, up to a hundred times.
+func appendOrGC(l *Log, size int) (Reservation, error) {
+	r, err := l.Append(size)
+	for try := 0; errors.Is(err, ErrNoSpace) && try < 100; try++ {
+		if err := l.GC(context.Background()); err != nil {
+			return r, err
+		}
+		r, err = l.Append(size)
+	}
+	return r, err
 }
 
 // write writes entry id's bytes into r: with Log.Write, or in two WriteAt

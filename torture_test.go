@@ -134,10 +134,6 @@ func TestTorture(t *testing.T) {
 	case raceEnabled():
 		target /= tortureRaceScale
 		scale = fmt.Sprintf(" (the race detector's run: 1/%d of the default %d)", tortureRaceScale, tortureDefaultPoints)
-	case invariantsEnabled:
-		// Every commit, the recoveries' included, runs a full Check.
-		target /= tortureRaceScale
-		scale = fmt.Sprintf(" (the invariants build's run: 1/%d of the default %d)", tortureRaceScale, tortureDefaultPoints)
 	}
 	tortureReport(t, "seed %d; crash points to check: at least %d%s", seed, target, scale)
 	var tot tortureTotals
