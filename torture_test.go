@@ -40,8 +40,8 @@ package pagealloc
 // compared with the model, and log appends.
 //
 // A run is made of rounds, each a short workload from its own seed, until
-// 10,000 crash points are checked (-torture.long: 1,000,000, a soak of
-// hours). The seed is printed; -torture.seed=N reruns the same workloads
+// 10,000 crash points are checked (-torture.long: 1,000,000, for a soak
+// run). The seed is printed; -torture.seed=N reruns the same workloads
 // and crash choices, and -torture.round=R starts at round R. Commits from
 // several goroutines and the background GC make the trace differ slightly
 // from run to run of one seed.
@@ -93,7 +93,7 @@ var tortureSlotSizes = []int{64, 1024}
 
 var (
 	tortureSeed   = flag.Uint64("torture.seed", 0, "seed for the whole-system crash torture (0: time)")
-	tortureLong   = flag.Bool("torture.long", false, "crash the torture workloads at 1,000,000 points instead of 10,000: a soak of hours")
+	tortureLong   = flag.Bool("torture.long", false, "crash the torture workloads at 1,000,000 points instead of 10,000, for a soak run")
 	torturePoints = flag.Int("torture.points", 0, "crash points the torture checks at least (0: 10,000, or 1,000,000 with -torture.long)")
 	tortureRound  = flag.Int("torture.round", 0, "round the torture starts at, to rerun one round of a seed")
 )
