@@ -150,10 +150,8 @@ func (j *journal) commit(g *group) error {
 	if f := d.failure.Load(); f != nil {
 		return f
 	}
-	if d.userDirty.Swap(false) {
-		if err := d.sync(); err != nil {
-			return d.fail(err)
-		}
+	if err := d.syncUserData(); err != nil {
+		return d.fail(err)
 	}
 	txns := g.txns
 	for len(txns) > 0 {
@@ -167,6 +165,18 @@ func (j *journal) commit(g *group) error {
 		}
 		d.durableTxSeq.Store(txns[n-1].seq)
 		txns = txns[n:]
+	}
+	return nil
+}
+
+// syncUserData syncs the bytes written in place since the last sync, if
+// any, before a journal record that may point at them is written. If a
+// Device.Sync has taken them, it waits for that sync to complete.
+func (d *Device) syncUserData() error {
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
+	if d.userDirty.Swap(false) {
+		return d.sync()
 	}
 	return nil
 }
