@@ -172,6 +172,10 @@ type Device struct {
 	checkpointTxSeq atomic.Uint64 // every transaction up to it is at home and synced
 
 	userDirty atomic.Bool // WriteAt since the last sync
+	// syncMu is held from taking userDirty until the sync that follows
+	// returns, so that whoever finds the flag clear knows the data is
+	// durable, not merely on its way.
+	syncMu sync.Mutex
 
 	// Components layered on the journal.
 	alloc    *allocator // the buddy allocator; buddy.go
@@ -524,8 +528,10 @@ func (d *Device) Sync() error {
 	if err := d.usable(); err != nil {
 		return err
 	}
-	// Always sync: the flag may have been taken by a journal write whose
-	// own sync has not finished yet.
+	// Always sync, even with the flag clear: bytes written through a
+	// writable mapping never set it.
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
 	d.userDirty.Store(false)
 	if err := d.sync(); err != nil {
 		return d.fail(err)

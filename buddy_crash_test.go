@@ -34,6 +34,7 @@ package pagealloc
 // the trace may differ slightly from run to run of one seed.
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -364,6 +365,8 @@ type buddyCrashWorkload struct {
 	store *simstore.Store
 	m     *buddyCrashModel
 	g     *heapGeometry
+	// pool, if set, stages every in-place write in one of its buffers.
+	pool *Pool
 
 	mu sync.Mutex // guards everything below, and m.txns while running
 	// units maps every min page of a live page (committed, or allocated
@@ -474,15 +477,7 @@ func buddyCrashSize(rng *rand.Rand, g *heapGeometry) int64 {
 // meaningful with one committer).
 func (w *buddyCrashWorkload) committer(rng *rand.Rand, txns, opsMax int, live []*buddyCrashOwner, checkEach bool) error {
 	d := w.d
-	var undurable []*buddyCrashWrite // in-place writes no Commit or Sync has covered yet
-	var lastSeq uint64
-	markDurable := func() {
-		at := w.store.Ops()
-		for _, wr := range undurable {
-			wr.durableAt = at
-		}
-		undurable = undurable[:0]
-	}
+	after := &buddyCrashAfter{w: w}
 	for i := range txns {
 		tx, err := d.Begin()
 		if err != nil {
@@ -632,68 +627,14 @@ func (w *buddyCrashWorkload) committer(rng *rand.Rand, txns, opsMax int, live []
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("txn %d (%d allocs, %d frees): Commit: %w", i, len(allocs), len(freed), err)
 		}
-		returned := w.store.Ops()
-		w.mu.Lock()
-		rec.returnedAt = returned
-		w.mu.Unlock()
-		markDurable()
-		if tx.seq != 0 {
-			if tx.seq != rec.seq {
-				return fmt.Errorf("txn %d committed as sequence %d, expected %d", i, tx.seq, rec.seq)
-			}
-			lastSeq = tx.seq
-		}
 		live = slices.DeleteFunc(live, isFreed)
 		for _, o := range allocs {
 			if !isFreed(o) {
 				live = append(live, o)
 			}
 		}
-
-		// In-place slot writes, now that the pages are committed: most
-		// new pages, and now and then an older one again.
-		var targets []*buddyCrashOwner
-		for _, o := range allocs {
-			if !o.journaled && !isFreed(o) && rng.IntN(5) != 0 {
-				targets = append(targets, o)
-			}
-		}
-		if len(live) > 0 && rng.IntN(2) == 0 {
-			if o := live[rng.IntN(len(live))]; !o.journaled {
-				targets = append(targets, o)
-			}
-		}
-		for _, o := range targets {
-			w.mu.Lock()
-			gen := w.nextGen
-			w.nextGen++
-			w.inPlaceWrites++
-			w.mu.Unlock()
-			wr := &buddyCrashWrite{gen: gen, issuedAt: w.store.Ops(), durableAt: -1}
-			if _, err := d.WriteAt(buddyCrashSlot(o.addr, gen), o.addr.Offset()); err != nil {
-				return fmt.Errorf("txn %d: WriteAt into %v of allocation %d: %w", i, o.addr, o.id, err)
-			}
-			o.writes = append(o.writes, wr)
-			undurable = append(undurable, wr)
-		}
-		if rng.IntN(8) == 0 {
-			if err := d.Sync(); err != nil {
-				return fmt.Errorf("txn %d: Sync: %w", i, err)
-			}
-			markDurable()
-			w.mu.Lock()
-			w.syncs++
-			w.mu.Unlock()
-		}
-		// Freed pages become reusable only after a checkpoint: force one
-		// now and then, besides those the full journal ring causes.
-		if lastSeq != 0 && rng.IntN(6) == 0 {
-			if err := d.journal.waitCheckpoint(lastSeq); err != nil {
-				return fmt.Errorf("txn %d: waiting for a checkpoint: %w", i, err)
-			}
-			w.mu.Lock()
-			w.checkpoints++
-			w.mu.Unlock()
+		if err := after.committed(rng, tx, rec, live); err != nil {
+			return fmt.Errorf("txn %d: %w", i, err)
 		}
 		if checkEach {
 			got, err := buddyCrashAllocated(d)
@@ -706,11 +647,123 @@ func (w *buddyCrashWorkload) committer(rng *rand.Rand, txns, opsMax int, live []
 			}
 		}
 	}
-	if len(undurable) > 0 {
+	return after.finish()
+}
+
+// buddyCrashAfter is what a committer does around its transactions, beside
+// the allocator's own work: stamps in place, syncs, checkpoints.
+type buddyCrashAfter struct {
+	w         *buddyCrashWorkload
+	undurable []*buddyCrashWrite // in-place writes no Commit or Sync has covered yet
+	lastSeq   uint64
+}
+
+// durable marks the in-place writes so far durable from now on.
+func (a *buddyCrashAfter) durable() {
+	at := a.w.store.Ops()
+	for _, wr := range a.undurable {
+		wr.durableAt = at
+	}
+	a.undurable = a.undurable[:0]
+}
+
+// committed runs just after the Commit of tx, recorded as rec, returned;
+// live is what the committer owns now. It records the return, writes new
+// stamps in place into most pages rec allocated for in-place owners and
+// now and then into an older one, and now and then syncs or forces a
+// checkpoint.
+func (a *buddyCrashAfter) committed(rng *rand.Rand, tx *Txn, rec *buddyCrashTxn, live []*buddyCrashOwner) error {
+	w, d := a.w, a.w.d
+	returned := w.store.Ops()
+	w.mu.Lock()
+	rec.returnedAt = returned
+	w.mu.Unlock()
+	a.durable()
+	if tx.seq != 0 {
+		if tx.seq != rec.seq {
+			return fmt.Errorf("committed as sequence %d, expected %d", tx.seq, rec.seq)
+		}
+		a.lastSeq = tx.seq
+	}
+
+	// In-place slot writes, now that the pages are committed: most
+	// new pages, and now and then an older one again.
+	var targets []*buddyCrashOwner
+	for _, o := range rec.allocs {
+		if !o.journaled && slices.Contains(live, o) && rng.IntN(5) != 0 {
+			targets = append(targets, o)
+		}
+	}
+	if len(live) > 0 && rng.IntN(2) == 0 {
+		if o := live[rng.IntN(len(live))]; !o.journaled {
+			targets = append(targets, o)
+		}
+	}
+	for _, o := range targets {
+		if err := a.writeInPlace(o); err != nil {
+			return err
+		}
+	}
+	if rng.IntN(8) == 0 {
 		if err := d.Sync(); err != nil {
+			return fmt.Errorf("Sync: %w", err)
+		}
+		a.durable()
+		w.mu.Lock()
+		w.syncs++
+		w.mu.Unlock()
+	}
+	// Freed pages become reusable only after a checkpoint: force one
+	// now and then, besides those the full journal ring causes.
+	if a.lastSeq != 0 && rng.IntN(6) == 0 {
+		if err := d.journal.waitCheckpoint(a.lastSeq); err != nil {
+			return fmt.Errorf("waiting for a checkpoint: %w", err)
+		}
+		w.mu.Lock()
+		w.checkpoints++
+		w.mu.Unlock()
+	}
+	return nil
+}
+
+// writeInPlace writes o's next stamp with WriteAt, staged in a buffer of
+// w.pool if there is one.
+func (a *buddyCrashAfter) writeInPlace(o *buddyCrashOwner) error {
+	w := a.w
+	w.mu.Lock()
+	gen := w.nextGen
+	w.nextGen++
+	w.inPlaceWrites++
+	w.mu.Unlock()
+	p := buddyCrashSlot(o.addr, gen)
+	var b *Buffer
+	if w.pool != nil {
+		var err error
+		if b, err = w.pool.Get(context.Background()); err != nil {
+			return err
+		}
+		p = append(b.Bytes()[:0], p...)
+	}
+	wr := &buddyCrashWrite{gen: gen, issuedAt: w.store.Ops(), durableAt: -1}
+	_, err := w.d.WriteAt(p, o.addr.Offset())
+	if b != nil {
+		err = errors.Join(err, w.pool.Put(b))
+	}
+	if err != nil {
+		return fmt.Errorf("WriteAt into %v of allocation %d: %w", o.addr, o.id, err)
+	}
+	o.writes = append(o.writes, wr)
+	a.undurable = append(a.undurable, wr)
+	return nil
+}
+
+// finish syncs the in-place writes no Commit or Sync has covered.
+func (a *buddyCrashAfter) finish() error {
+	if len(a.undurable) > 0 {
+		if err := a.w.d.Sync(); err != nil {
 			return fmt.Errorf("final Sync: %w", err)
 		}
-		markDurable()
+		a.durable()
 	}
 	return nil
 }

@@ -162,11 +162,9 @@ func (j *journal) commit(g *group) {
 		wake(f)
 		return
 	}
-	if d.userDirty.Swap(false) {
-		if err := d.sync(); err != nil {
-			wake(d.fail(err))
-			return
-		}
+	if err := d.syncUserData(); err != nil {
+		wake(d.fail(err))
+		return
 	}
 	txns := g.txns
 	for len(txns) > 0 {
@@ -194,6 +192,27 @@ func (j *journal) commit(g *group) {
 		txns = txns[n:]
 	}
 	wake(nil)
+}
+
+// syncUserData syncs the bytes written in place since the last sync, if
+// any, before a journal record that may point at them is written. If a
+// Device.Sync has taken them, it waits for that sync to complete.
+func (d *Device) syncUserData() error {
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
+	if d.userDirty.Swap(false) {
+		return d.sync()
+	}
+	return nil
+}
+
+// userDataDirty reports whether bytes written in place wait for a sync.
+// A Device.Sync under way has taken them but not made them durable yet:
+// it waits for that sync to complete first.
+func (d *Device) userDataDirty() bool {
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
+	return d.userDirty.Load()
 }
 
 // commitChunk writes txns as one record. It applies them at home too,

@@ -1451,6 +1451,131 @@ type crashEntry struct {
 	reservedAt, commitAt, returnedAt, deleteAt int // trace lengths; -1: never
 }
 
+// logCrashAppender appends entries to a log from several goroutines, as
+// the crash tests' storage engine: it writes each entry with Log.Write or
+// with two WriteAt calls, commits it (now and then cancels it instead),
+// indexes it with its owner and deletes older ones, and records in entries
+// the trace lengths at which each step began and ended.
+type logCrashAppender struct {
+	d     *Device
+	l     *Log
+	store *simstore.Store
+	owner *crashOwner
+	// pool, if set, stages each entry's bytes in one of its buffers, as
+	// an engine writing from pooled I/O buffers would; nil allocates.
+	pool *Pool
+
+	mu      sync.Mutex
+	entries []*crashEntry
+	nextID  uint64
+}
+
+// run appends count entries, keeping about the last six of its own.
+func (a *logCrashAppender) run(rng *rand.Rand, count int) error {
+	l, store, owner := a.l, a.store, a.owner
+	var mine []*crashEntry // live, oldest first
+	for range count {
+		size := 8 + rng.IntN(6000)
+		r, err := appendOrGC(l, size)
+		if err != nil {
+			return fmt.Errorf("%w; %+v", err, l.Stats())
+		}
+		a.mu.Lock()
+		id := a.nextID
+		a.nextID++
+		e := &crashEntry{id: id, size: size, firstOff: r.Offset(), reservedAt: store.Ops(), commitAt: -1, returnedAt: -1, deleteAt: -1}
+		a.entries = append(a.entries, e)
+		a.mu.Unlock()
+		owner.mu.Lock()
+		owner.live[id] = &crashLive{off: r.Offset(), size: size}
+		owner.mu.Unlock()
+		if err := a.write(rng, r, id); err != nil {
+			return err
+		}
+		if rng.IntN(40) == 0 {
+			// Given up: never visible, and the tail must pass it.
+			owner.mu.Lock()
+			delete(owner.live, id)
+			owner.mu.Unlock()
+			if err := l.Cancel(r); err != nil {
+				return err
+			}
+			continue
+		}
+		a.mu.Lock()
+		e.commitAt = store.Ops()
+		a.mu.Unlock()
+		if err := l.Commit(r); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		e.returnedAt = store.Ops()
+		a.mu.Unlock()
+		if err := owner.index(id); err != nil {
+			return err
+		}
+		mine = append(mine, e)
+		// Keep about the last six, and now and then one for long.
+		if len(mine) > 6 {
+			victim := rng.IntN(len(mine) - 5)
+			if rng.IntN(8) == 0 {
+				victim = 0 // pinned ones go too, eventually
+			} else if victim == 0 && len(mine) < 12 {
+				continue
+			}
+			v := mine[victim]
+			mine = append(mine[:victim], mine[victim+1:]...)
+			a.mu.Lock()
+			v.deleteAt = store.Ops()
+			a.mu.Unlock()
+			if err := owner.remove(v.id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// appendOrGC appends an entry of size bytes, running GC when the ring is
+// full, up to a hundred times.
+func appendOrGC(l *Log, size int) (Reservation, error) {
+	r, err := l.Append(size)
+	for try := 0; errors.Is(err, ErrNoSpace) && try < 100; try++ {
+		if err := l.GC(context.Background()); err != nil {
+			return r, err
+		}
+		r, err = l.Append(size)
+	}
+	return r, err
+}
+
+// write writes entry id's bytes into r: with Log.Write, or in two WriteAt
+// calls, the second half first.
+func (a *logCrashAppender) write(rng *rand.Rand, r Reservation, id uint64) error {
+	p := logContent(id, r.Size())
+	if a.pool == nil {
+		return a.writeFrom(rng, r, p)
+	}
+	b, err := a.pool.Get(context.Background())
+	if err != nil {
+		return err
+	}
+	err = a.writeFrom(rng, r, append(b.Bytes()[:0], p...))
+	return errors.Join(err, a.pool.Put(b))
+}
+
+func (a *logCrashAppender) writeFrom(rng *rand.Rand, r Reservation, p []byte) error {
+	if rng.IntN(2) == 0 {
+		return a.l.Write(r, p)
+	}
+	half := rng.IntN(len(p))
+	if _, err := a.d.WriteAt(p[half:], r.Offset()+int64(half)); err != nil {
+		return err
+	}
+	_, err := a.d.WriteAt(p[:half], r.Offset())
+	return err
+}
+
 func TestLogCrash(t *testing.T) {
 	seed := logTestSeed(t)
 	o, err := (&Options{
@@ -1487,11 +1612,7 @@ func TestLogCrash(t *testing.T) {
 	if raceEnabled() {
 		perAppender = 150
 	}
-	var (
-		mu      sync.Mutex
-		entries []*crashEntry
-		nextID  uint64
-	)
+	ap := &logCrashAppender{d: d, l: l, store: store, owner: owner}
 	var wg sync.WaitGroup
 	errs := make(chan error, appenders)
 	start := time.Now()
@@ -1499,92 +1620,8 @@ func TestLogCrash(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, uint64(a)))
-			var mine []*crashEntry // live, oldest first
-			for range perAppender {
-				size := 8 + rng.IntN(6000)
-				r, err := l.Append(size)
-				for try := 0; errors.Is(err, ErrNoSpace) && try < 100; try++ {
-					if err := l.GC(context.Background()); err != nil {
-						errs <- err
-						return
-					}
-					r, err = l.Append(size)
-				}
-				if err != nil {
-					errs <- fmt.Errorf("%w; %+v", err, l.Stats())
-					return
-				}
-				mu.Lock()
-				id := nextID
-				nextID++
-				e := &crashEntry{id: id, size: size, firstOff: r.Offset(), reservedAt: store.Ops(), commitAt: -1, returnedAt: -1, deleteAt: -1}
-				entries = append(entries, e)
-				mu.Unlock()
-				owner.mu.Lock()
-				owner.live[id] = &crashLive{off: r.Offset(), size: size}
-				owner.mu.Unlock()
-				p := logContent(id, size)
-				if rng.IntN(2) == 0 {
-					if err := l.Write(r, p); err != nil {
-						errs <- err
-						return
-					}
-				} else {
-					half := rng.IntN(size)
-					if _, err := d.WriteAt(p[half:], r.Offset()+int64(half)); err != nil {
-						errs <- err
-						return
-					}
-					if _, err := d.WriteAt(p[:half], r.Offset()); err != nil {
-						errs <- err
-						return
-					}
-				}
-				if rng.IntN(40) == 0 {
-					// Given up: never visible, and the tail must pass it.
-					owner.mu.Lock()
-					delete(owner.live, id)
-					owner.mu.Unlock()
-					if err := l.Cancel(r); err != nil {
-						errs <- err
-						return
-					}
-					continue
-				}
-				mu.Lock()
-				e.commitAt = store.Ops()
-				mu.Unlock()
-				if err := l.Commit(r); err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				e.returnedAt = store.Ops()
-				mu.Unlock()
-				if err := owner.index(id); err != nil {
-					errs <- err
-					return
-				}
-				mine = append(mine, e)
-				// Keep about the last six, and now and then one for long.
-				if len(mine) > 6 {
-					victim := rng.IntN(len(mine) - 5)
-					if rng.IntN(8) == 0 {
-						victim = 0 // pinned ones go too, eventually
-					} else if victim == 0 && len(mine) < 12 {
-						continue
-					}
-					v := mine[victim]
-					mine = append(mine[:victim], mine[victim+1:]...)
-					mu.Lock()
-					v.deleteAt = store.Ops()
-					mu.Unlock()
-					if err := owner.remove(v.id); err != nil {
-						errs <- err
-						return
-					}
-				}
+			if err := ap.run(rand.New(rand.NewPCG(seed, uint64(a))), perAppender); err != nil {
+				errs <- err
 			}
 		}()
 	}
@@ -1593,6 +1630,7 @@ func TestLogCrash(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
+	entries := ap.entries
 	stats := l.Stats()
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
@@ -1666,6 +1704,12 @@ func (c *logCrashChecker) check(store *simstore.Store, n int, rng *rand.Rand, re
 		return
 	}
 	defer d.Close()
+	c.checkOpen(d, img, n, reuse)
+}
+
+// checkOpen checks the log "log" of d, recovered from img, the image of a
+// crash after n operations, as check does.
+func (c *logCrashChecker) checkOpen(d *Device, img *simstore.Store, n int, reuse bool) {
 	l, err := d.Log("log")
 	if err != nil {
 		c.fail(n, img, "Log: %v", err)

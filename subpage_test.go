@@ -524,14 +524,19 @@ func TestSubpageClassLimit(t *testing.T) {
 	d, _ := createTestDevice(t, subpageOptions())
 	s := &d.subpages
 	// Pretend 63 classes exist, so that the table fills at the next two.
-	err := d.Update(func(tx *Txn) error {
-		for i := range subpageClassLimit - 1 {
-			s.class(tx, i).slotBytes = 1 << 40
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	// No API makes so many (there are far fewer slot sizes) and Check
+	// calls such a table corrupt: the invariants build stops at its
+	// commit, which is what that build can check here.
+	fake := func() error {
+		return d.Update(func(tx *Txn) error {
+			for i := range subpageClassLimit - 1 {
+				s.class(tx, i).slotBytes = 1 << 40
+			}
+			return nil
+		})
+	}
+	if !commitCorrupt(t, d, "sub-page class table", fake) {
+		return
 	}
 	if _, err := d.Subpages(64); err != nil {
 		t.Fatal(err)
@@ -787,14 +792,12 @@ func TestSubpageCheckFindsDamage(t *testing.T) {
 				t.Fatal(err)
 			}
 			parent := a[0].Offset() &^ (s.parentBytes - 1)
-			if err := d.Update(func(tx *Txn) error { tc.damage(tx, parent, s); return nil }); err != nil {
-				t.Fatal(err)
+			damage := func() error { return d.Update(func(tx *Txn) error { tc.damage(tx, parent, s); return nil }) }
+			// Check must find it: after the commit, or in the commit
+			// itself in the invariants build.
+			if commitCorrupt(t, d, "corrupt", damage) {
+				t.Log(d.Check())
 			}
-			err = d.Check()
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("Check after breaking: %v", err)
-			}
-			t.Log(err)
 		})
 	}
 }

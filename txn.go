@@ -171,7 +171,7 @@ func (tx *Txn) Commit() error {
 		return fmt.Errorf("%w: transaction needs %d journal bytes, the journal takes %d", ErrTooLarge, bound, d.journal.maxRecord)
 	}
 	tx.done = true
-	if tx.lines.len() == 0 && !d.userDirty.Load() {
+	if tx.lines.len() == 0 && !d.userDataDirty() {
 		// Nothing to write, but the state tx read may belong to commits
 		// still on their way to disk: wait for them. Participants still
 		// hear that tx ended (a log's flush leader, say, hands over).
@@ -195,6 +195,9 @@ func (tx *Txn) Commit() error {
 	g := d.journal.enqueue(tx)
 	d.writer.Unlock()
 	<-g.done
+	if invariantsEnabled && g.err == nil {
+		d.assertInvariants()
+	}
 	return g.err
 }
 
