@@ -249,6 +249,22 @@ func (b *Buffer) Index() int { return int(b.index) }
 // closed. It never blocks. It may miss a buffer that a concurrent call is
 // moving between the pool's caches; Get does not have that gap.
 func (p *Pool) TryGet() (*Buffer, bool) {
+	// The common case: the first cell the caller looks at in its home
+	// shard names a free slot whose home is that shard. The Swap comes
+	// with no load of state before it, because a load just after the
+	// previous Put's Swap waits for that Swap; claiming a slot that is out
+	// writes held over held and changes nothing.
+	hint := shardHint()
+	home := hint & p.shardMask
+	if i := int(p.shards[home].cells[firstCell(hint)].Load()); i < len(p.buffers) { // not noSlot
+		b := &p.buffers[i]
+		if b.state.Swap(slotHeld) == slotFree {
+			if b.home.Load() != home || p.status.Load()&poolClosed != 0 {
+				b = p.settleFastClaim(b, hint)
+			}
+			return b, b != nil
+		}
+	}
 	b := p.take()
 	return b, b != nil
 }
@@ -257,7 +273,7 @@ func (p *Pool) TryGet() (*Buffer, bool) {
 // returns ErrClosed once the pool is closed, and ctx.Err() if ctx ends
 // first; a Get that returns an error holds no buffer.
 func (p *Pool) Get(ctx context.Context) (*Buffer, error) {
-	if b := p.take(); b != nil {
+	if b, ok := p.TryGet(); ok {
 		return b, nil
 	}
 	// Count this Get as parked before the last look: a Put, or a move to
@@ -429,8 +445,13 @@ func (p *Pool) take() *Buffer {
 			return nil
 		}
 	}
-	// Close reads states after setting poolClosed; a claim it did not see
-	// must see poolClosed here and give the slot back.
+	return p.unlessClosed(b)
+}
+
+// unlessClosed returns b, just claimed, or gives it back and returns nil if
+// the pool is closed: Close reads states after setting poolClosed, so a
+// claim it did not see must see poolClosed here.
+func (p *Pool) unlessClosed(b *Buffer) *Buffer {
 	if p.status.Load()&poolClosed != 0 {
 		b.state.Store(slotFree)
 		_ = p.releaseAfterClose(b) // nothing to unmap unless Close counted it
@@ -443,6 +464,21 @@ func (p *Pool) take() *Buffer {
 // but the load first saves a locked instruction on slots that are out.
 func (b *Buffer) claim() bool {
 	return b.state.Load() == slotFree && b.state.Swap(slotHeld) == slotFree
+}
+
+// settleFastClaim finishes a TryGet whose fast path claimed a slot that has
+// another home, or claimed it after Close.
+func (p *Pool) settleFastClaim(b *Buffer, hint uint32) *Buffer {
+	if b = p.unlessClosed(b); b == nil {
+		return nil
+	}
+	// Another shard adopted the slot. Keep it, but drop this shard's stale
+	// name, as take does, so the two shards stop sharing it.
+	home := hint & p.shardMask
+	if p.shards[home].cells[firstCell(hint)].CompareAndSwap(b.index, noSlot) {
+		p.unnamed(home, b.index)
+	}
+	return b
 }
 
 // takeElsewhere is take's slow path, for when no slot at home is free.

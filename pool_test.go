@@ -16,7 +16,10 @@ import (
 	"unsafe"
 )
 
-var poolSeed = flag.Uint64("pool.seed", 0, "seed for the pool's random tests; 0 picks one from the clock")
+var (
+	poolSeed      = flag.Uint64("pool.seed", 0, "seed for the pool's random tests; 0 picks one from the clock")
+	poolStressOps = flag.Int("pool.stressops", 0, "Gets (and Puts) per goroutine in TestPoolStress; 0 means 1,000,000, or 250,000 under -race")
+)
 
 // poolTestSeed returns the seed for a random test and logs it, so a failure
 // can be replayed with -pool.seed.
@@ -726,10 +729,14 @@ func TestPoolStress(t *testing.T) {
 	opsPerGoroutine := 1_000_000
 	if raceEnabled() {
 		// The race detector makes this ~50x slower; keep it under ~20 s.
+		// -pool.stressops=1000000 runs the full count under -race.
 		opsPerGoroutine = 250_000
 	}
 	if testing.Short() {
 		opsPerGoroutine /= 10
+	}
+	if *poolStressOps > 0 {
+		opsPerGoroutine = *poolStressOps
 	}
 	t.Logf("%d goroutines x %d gets and %d puts, %d buffers", goroutines, opsPerGoroutine, opsPerGoroutine, count)
 
