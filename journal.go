@@ -176,7 +176,11 @@ func (j *journal) commitChunk(txns []*Txn) error {
 	if len(idxs) == 0 { // only an empty commit asking for the user data sync
 		return nil
 	}
-	rec := j.recBuf[:0]
+	// Encoded in the device's aligned record buffer; recBuf only if it is
+	// out (see staging).
+	staged := stage(j.d.staging.records)
+	defer unstage(staged)
+	rec := staged.bytesOr(j.recBuf)[:0]
 	rec = append(rec, make([]byte, recordHeaderBytes)...)
 	count := uint32(0)
 	var err error
@@ -188,7 +192,9 @@ func (j *journal) commitChunk(txns []*Txn) error {
 	if err != nil {
 		return err
 	}
-	j.recBuf = rec
+	if staged == nil {
+		j.recBuf = rec
+	}
 	if err := j.append(rec, count); err != nil {
 		return err
 	}

@@ -661,3 +661,75 @@ func (p *Pool) releaseAfterClose(b *Buffer) error {
 	}
 	return nil
 }
+
+// staging is a device's pools of aligned staging buffers, the memory its
+// own writes are assembled in: journal records, and log frames written
+// together with their payload. Their writes then come from 4096-aligned
+// buffers at fixed addresses, as O_DIRECT and registered-buffer I/O need.
+//
+// A staging buffer is taken with TryGet, never waited for. When none is
+// free (more concurrent log writers than frame buffers), or the pool is
+// closed or absent (a read-only device), the caller assembles the bytes in
+// a heap buffer instead: as correct, only not aligned. So no write ever
+// waits for a staging buffer, and Close cannot deadlock on one.
+type staging struct {
+	// records has one buffer as large as the largest journal record:
+	// only the journal's goroutine encodes records, one at a time.
+	records *Pool
+	// frames holds a log frame's header followed by its payload, for the
+	// payloads small enough to be joined to their header in one write.
+	frames *Pool
+}
+
+// newStaging maps the staging pools of a writable device whose journal
+// records are at most maxRecordBytes long. A pool that cannot be mapped
+// (a limit on memory or address space) is left out, and its users take
+// the heap: staging is worth an mmap, not a device that will not open.
+func newStaging(maxRecordBytes int64) staging {
+	var s staging
+	s.records, _ = NewPool(1, int(alignUp(maxRecordBytes, poolAlignBytes)))
+	// One frame buffer per P for the writers running at once, doubled for
+	// those blocked in a write and for GC's copies; any more use the heap.
+	frameBytes := alignUp(logFrameHeaderBytes+logJoinedWriteMaxBytes, poolAlignBytes)
+	s.frames, _ = NewPool(2*runtime.GOMAXPROCS(0), int(frameBytes))
+	return s
+}
+
+// close closes both pools. Callers close them only once nothing can be
+// holding a buffer, so an error means one was not returned.
+func (s *staging) close() error {
+	var errs []error
+	for _, p := range []*Pool{s.records, s.frames} {
+		if p != nil {
+			errs = append(errs, p.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stage takes a free buffer of p, or returns nil if p is nil, closed or
+// has none free; see staging for the fallback.
+func stage(p *Pool) *Buffer {
+	if p == nil {
+		return nil
+	}
+	b, _ := p.TryGet()
+	return b
+}
+
+// bytesOr returns b's bytes, or heap if b is nil (no staging buffer).
+func (b *Buffer) bytesOr(heap []byte) []byte {
+	if b == nil {
+		return heap
+	}
+	return b.data
+}
+
+// unstage returns b, if not nil, to its pool. A caller returns each buffer
+// it staged once, so Put cannot fail but for the unmapping of a pool
+// closed with the buffer out, which only a missing unstage could cause.
+func unstage(b *Buffer) {
+	if b != nil {
+		_ = b.pool.Put(b)
+	}
+}
