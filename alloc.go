@@ -167,6 +167,7 @@ type Device struct {
 	txSeq   uint64     // sequence of the last committed transaction; under writer
 	pending overlay    // committed writes not yet at their home locations
 	journal *journal
+	staging staging // aligned buffers for journal records and log frames; none if read-only
 
 	durableTxSeq    atomic.Uint64 // every transaction up to it is durable
 	checkpointTxSeq atomic.Uint64 // every transaction up to it is at home and synced
@@ -402,12 +403,14 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		}
 	}
 	if !o.ReadOnly {
+		d.staging = newStaging(d.journal.maxRecord)
 		d.journal.start()
 	}
 	if err := d.openLogs(); err != nil {
 		d.closeLogs()
 		if !o.ReadOnly {
 			d.journal.stop()
+			d.staging.close()
 		}
 		return nil, err
 	}
@@ -445,7 +448,9 @@ func (d *Device) Close() error {
 	d.lifeMu.Lock()
 	defer d.lifeMu.Unlock()
 	d.view, d.homeView = nil, nil
-	return errors.Join(err, d.store.Close())
+	// The journal has stopped and no log write holds lifeMu, so every
+	// staging buffer is back.
+	return errors.Join(err, d.staging.close(), d.store.Close())
 }
 
 // Root returns the offset and size of the caller's root area: a few bytes

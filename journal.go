@@ -225,7 +225,11 @@ func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, ref
 	if len(refs) == 0 { // only an empty commit asking for the user data sync
 		return nil, nil, nil
 	}
-	rec := j.recBuf[:0]
+	// Encoded in the device's aligned record buffer; recBuf only if it is
+	// out (see staging).
+	staged := stage(j.d.staging.records)
+	defer unstage(staged)
+	rec := staged.bytesOr(j.recBuf)[:0]
 	rec = append(rec, make([]byte, recordHeaderBytes)...)
 	count := uint32(0)
 	user, end := false, int64(0)
@@ -239,7 +243,9 @@ func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, ref
 	if err != nil {
 		return nil, nil, err
 	}
-	j.recBuf = rec
+	if staged == nil {
+		j.recBuf = rec
+	}
 	if err := j.append(rec, count); err != nil {
 		return nil, nil, err
 	}

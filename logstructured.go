@@ -230,7 +230,6 @@ type Log struct {
 
 	// Recycled so that appending costs no allocation.
 	waiterPool sync.Pool // *waiter
-	frameBufs  sync.Pool // *[]byte: a header and a payload, written as one
 }
 
 // Log returns the log region called name, laid out at Create by
@@ -670,10 +669,9 @@ func (l *Log) writeHeaders(s span, cancel bool, copied []byte, copiedCRC uint32)
 		}
 	case copied != nil:
 		f.payloadCRC = copiedCRC
-		bp := l.frameBufs.Get().(*[]byte)
-		defer l.frameBufs.Put(bp)
-		*bp = append(append((*bp)[:0], hdr[:]...), copied...)
-		frame = *bp
+		staged := stage(d.staging.frames) // or the heap: see staging
+		defer unstage(staged)
+		frame = append(append(staged.bytesOr(nil)[:0], hdr[:]...), copied...)
 	default:
 		off := l.payloadOff(s.pos)
 		f.payloadCRC = crc32.Checksum(d.view[off:off+int64(s.size)], castagnoli)
@@ -1302,7 +1300,6 @@ func (d *Device) openLogs() error {
 		}
 		l.cond.L = &l.mu
 		l.waiterPool.New = func() any { return &waiter{wake: make(chan wakeUp, 1)} }
-		l.frameBufs.New = func() any { return new([]byte) }
 		l.gcCtx, l.stopGC = context.WithCancel(context.Background())
 		set.logs[i] = l
 	}

@@ -249,6 +249,22 @@ func (b *Buffer) Index() int { return int(b.index) }
 // closed. It never blocks. It may miss a buffer that a concurrent call is
 // moving between the pool's caches; Get does not have that gap.
 func (p *Pool) TryGet() (*Buffer, bool) {
+	// The common case: the first cell the caller looks at in its home
+	// shard names a free slot whose home is that shard. The Swap comes
+	// with no load of state before it, because a load just after the
+	// previous Put's Swap waits for that Swap; claiming a slot that is out
+	// writes held over held and changes nothing.
+	hint := shardHint()
+	home := hint & p.shardMask
+	if i := int(p.shards[home].cells[firstCell(hint)].Load()); i < len(p.buffers) { // not noSlot
+		b := &p.buffers[i]
+		if b.state.Swap(slotHeld) == slotFree {
+			if b.home.Load() != home || p.status.Load()&poolClosed != 0 {
+				b = p.settleFastClaim(b, hint)
+			}
+			return b, b != nil
+		}
+	}
 	b := p.take()
 	return b, b != nil
 }
@@ -257,7 +273,7 @@ func (p *Pool) TryGet() (*Buffer, bool) {
 // returns ErrClosed once the pool is closed, and ctx.Err() if ctx ends
 // first; a Get that returns an error holds no buffer.
 func (p *Pool) Get(ctx context.Context) (*Buffer, error) {
-	if b := p.take(); b != nil {
+	if b, ok := p.TryGet(); ok {
 		return b, nil
 	}
 	// Count this Get as parked before the last look: a Put, or a move to
@@ -429,8 +445,13 @@ func (p *Pool) take() *Buffer {
 			return nil
 		}
 	}
-	// Close reads states after setting poolClosed; a claim it did not see
-	// must see poolClosed here and give the slot back.
+	return p.unlessClosed(b)
+}
+
+// unlessClosed returns b, just claimed, or gives it back and returns nil if
+// the pool is closed: Close reads states after setting poolClosed, so a
+// claim it did not see must see poolClosed here.
+func (p *Pool) unlessClosed(b *Buffer) *Buffer {
 	if p.status.Load()&poolClosed != 0 {
 		b.state.Store(slotFree)
 		_ = p.releaseAfterClose(b) // nothing to unmap unless Close counted it
@@ -443,6 +464,21 @@ func (p *Pool) take() *Buffer {
 // but the load first saves a locked instruction on slots that are out.
 func (b *Buffer) claim() bool {
 	return b.state.Load() == slotFree && b.state.Swap(slotHeld) == slotFree
+}
+
+// settleFastClaim finishes a TryGet whose fast path claimed a slot that has
+// another home, or claimed it after Close.
+func (p *Pool) settleFastClaim(b *Buffer, hint uint32) *Buffer {
+	if b = p.unlessClosed(b); b == nil {
+		return nil
+	}
+	// Another shard adopted the slot. Keep it, but drop this shard's stale
+	// name, as take does, so the two shards stop sharing it.
+	home := hint & p.shardMask
+	if p.shards[home].cells[firstCell(hint)].CompareAndSwap(b.index, noSlot) {
+		p.unnamed(home, b.index)
+	}
+	return b
 }
 
 // takeElsewhere is take's slow path, for when no slot at home is free.
@@ -624,4 +660,76 @@ func (p *Pool) releaseAfterClose(b *Buffer) error {
 		return p.slab.Unmap()
 	}
 	return nil
+}
+
+// staging is a device's pools of aligned staging buffers, the memory its
+// own writes are assembled in: journal records, and log frames written
+// together with their payload. Their writes then come from 4096-aligned
+// buffers at fixed addresses, as O_DIRECT and registered-buffer I/O need.
+//
+// A staging buffer is taken with TryGet, never waited for. When none is
+// free (more concurrent log writers than frame buffers), or the pool is
+// closed or absent (a read-only device), the caller assembles the bytes in
+// a heap buffer instead: as correct, only not aligned. So no write ever
+// waits for a staging buffer, and Close cannot deadlock on one.
+type staging struct {
+	// records has one buffer as large as the largest journal record:
+	// only the journal's goroutine encodes records, one at a time.
+	records *Pool
+	// frames holds a log frame's header followed by its payload, for the
+	// payloads small enough to be joined to their header in one write.
+	frames *Pool
+}
+
+// newStaging maps the staging pools of a writable device whose journal
+// records are at most maxRecordBytes long. A pool that cannot be mapped
+// (a limit on memory or address space) is left out, and its users take
+// the heap: staging is worth an mmap, not a device that will not open.
+func newStaging(maxRecordBytes int64) staging {
+	var s staging
+	s.records, _ = NewPool(1, int(alignUp(maxRecordBytes, poolAlignBytes)))
+	// One frame buffer per P for the writers running at once, doubled for
+	// those blocked in a write and for GC's copies; any more use the heap.
+	frameBytes := alignUp(logFrameHeaderBytes+logJoinedWriteMaxBytes, poolAlignBytes)
+	s.frames, _ = NewPool(2*runtime.GOMAXPROCS(0), int(frameBytes))
+	return s
+}
+
+// close closes both pools. Callers close them only once nothing can be
+// holding a buffer, so an error means one was not returned.
+func (s *staging) close() error {
+	var errs []error
+	for _, p := range []*Pool{s.records, s.frames} {
+		if p != nil {
+			errs = append(errs, p.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stage takes a free buffer of p, or returns nil if p is nil, closed or
+// has none free; see staging for the fallback.
+func stage(p *Pool) *Buffer {
+	if p == nil {
+		return nil
+	}
+	b, _ := p.TryGet()
+	return b
+}
+
+// bytesOr returns b's bytes, or heap if b is nil (no staging buffer).
+func (b *Buffer) bytesOr(heap []byte) []byte {
+	if b == nil {
+		return heap
+	}
+	return b.data
+}
+
+// unstage returns b, if not nil, to its pool. A caller returns each buffer
+// it staged once, so Put cannot fail but for the unmapping of a pool
+// closed with the buffer out, which only a missing unstage could cause.
+func unstage(b *Buffer) {
+	if b != nil {
+		_ = b.pool.Put(b)
+	}
 }

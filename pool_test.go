@@ -1,7 +1,9 @@
 package pagealloc
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,7 +18,10 @@ import (
 	"unsafe"
 )
 
-var poolSeed = flag.Uint64("pool.seed", 0, "seed for the pool's random tests; 0 picks one from the clock")
+var (
+	poolSeed      = flag.Uint64("pool.seed", 0, "seed for the pool's random tests; 0 picks one from the clock")
+	poolStressOps = flag.Int("pool.stressops", 0, "Gets (and Puts) per goroutine in TestPoolStress; 0 means 1,000,000, or 250,000 under -race")
+)
 
 // poolTestSeed returns the seed for a random test and logs it, so a failure
 // can be replayed with -pool.seed.
@@ -726,10 +731,14 @@ func TestPoolStress(t *testing.T) {
 	opsPerGoroutine := 1_000_000
 	if raceEnabled() {
 		// The race detector makes this ~50x slower; keep it under ~20 s.
+		// -pool.stressops=1000000 runs the full count under -race.
 		opsPerGoroutine = 250_000
 	}
 	if testing.Short() {
 		opsPerGoroutine /= 10
+	}
+	if *poolStressOps > 0 {
+		opsPerGoroutine = *poolStressOps
 	}
 	t.Logf("%d goroutines x %d gets and %d puts, %d buffers", goroutines, opsPerGoroutine, opsPerGoroutine, count)
 
@@ -992,4 +1001,207 @@ func ExamplePool() {
 	// 4096 page image
 	// pagealloc: buffer returned to the pool twice
 	// <nil>
+}
+
+// TestDeviceStagingBuffers shows that a device assembles its journal
+// records and its joined log frames in its staging pools: after a commit,
+// the record buffer holds exactly the record the journal wrote, and a frame
+// buffer holds exactly the frame Log.Write wrote. With every staging buffer
+// held elsewhere, the same writes fall back to the heap, succeed, and leave
+// the held buffers alone. After Close both pools are closed with every
+// buffer back.
+func TestDeviceStagingBuffers(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"log", 256 << 10})
+	l := mustLog(t, d, "log")
+	records, frames := d.staging.records, d.staging.frames
+	if records == nil || frames == nil {
+		t.Fatal("a writable device has no staging pools")
+	}
+	if s := records.Stats(); s.Count != 1 || int64(s.SizeBytes) < d.journal.maxRecord {
+		t.Fatalf("record pool %+v, want one buffer of at least %d bytes", s, d.journal.maxRecord)
+	}
+	if s := frames.Stats(); s.Count != 2*runtime.GOMAXPROCS(0) || s.SizeBytes < logFrameHeaderBytes+logJoinedWriteMaxBytes {
+		t.Fatalf("frame pool %+v", s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// A commit: the journal releases its buffer just after the commit
+	// returns, so wait for it with Get.
+	marker := []byte("record staged in the pool")
+	writeRoot(t, d, 0, marker)
+	rb, err := records.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ok := parseRecordHeader(rb.Bytes(), uint32(d.journal.maxRecord))
+	if !ok {
+		t.Fatal("the record buffer holds no record after a commit")
+	}
+	onDisk := make([]byte, h.length)
+	d.journal.readRing(onDisk, h.pos)
+	if rec := rb.Bytes()[:h.length]; !bytes.Equal(rec, onDisk) || !bytes.Contains(rec, marker) {
+		t.Fatalf("record buffer (%d bytes) differs from the record at ring position %d, or lacks the write", h.length, h.pos)
+	}
+
+	// A joined log write. Whichever frame buffer it took is free again
+	// once Write returns; draining the pool finds it.
+	payload := logContent(1, 3000)
+	r, err := l.Append(len(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(r, payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Commit(r); err != nil {
+		t.Fatal(err)
+	}
+	frameOnDisk := make([]byte, logFrameHeaderBytes+len(payload))
+	if _, err := d.ReadAt(frameOnDisk, l.frameOff(uint64(r.Pos()))); err != nil {
+		t.Fatal(err)
+	}
+	var held []*Buffer
+	found := 0
+	for {
+		b, ok := frames.TryGet()
+		if !ok {
+			break
+		}
+		if bytes.Equal(b.Bytes()[:len(frameOnDisk)], frameOnDisk) {
+			found++
+		}
+		held = append(held, b)
+	}
+	if len(held) != frames.Stats().Count || found != 1 {
+		t.Fatalf("drained %d of %d frame buffers, %d holding the frame Write wrote; want all, and 1", len(held), frames.Stats().Count, found)
+	}
+
+	// Every staging buffer is now held here: the device falls back to the
+	// heap and must not write into them.
+	held = append(held, rb)
+	for _, b := range held {
+		for i := range b.Bytes() {
+			b.Bytes()[i] = 0xa5
+		}
+	}
+	marker = []byte("record staged on the heap")
+	writeRoot(t, d, 64, marker)
+	if got := readRoot(t, d, 64, len(marker)); !bytes.Equal(got, marker) {
+		t.Fatalf("root reads %q after a heap-staged commit", got)
+	}
+	payload = logContent(2, 5000)
+	if r, err = l.Append(len(payload)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(r, payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Commit(r); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.Read(r.Offset()); err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("heap-staged entry reads back %d bytes, %v", len(got), err)
+	}
+	for _, b := range held {
+		for i, v := range b.Bytes() {
+			if v != 0xa5 {
+				t.Fatalf("slot %d byte %d changed while held by the test", b.Index(), i)
+			}
+		}
+		if err := b.pool.Put(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Both entries read back in order, and Close finds every buffer
+	// returned.
+	if got := walkLog(t, l); len(got) != 2 || !isContent(got[0].Data, 1) || !isContent(got[1].Data, 2) {
+		t.Fatalf("log holds %d entries after the two writes", len(got))
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*Pool{records, frames} {
+		if s := p.Stats(); !s.Closed || s.InUse != 0 || p.slab != nil {
+			t.Fatalf("pool after device Close: %+v, slab mapped %v", s, p.slab != nil)
+		}
+	}
+}
+
+// TestDeviceStagingConcurrent runs three times as many log writers as the
+// device has frame buffers, beside committers that keep the journal busy,
+// so that staging buffers are taken, returned and found empty at once
+// (run it with -race). Every entry and root write must read back, and
+// Close must find every buffer returned.
+func TestDeviceStagingConcurrent(t *testing.T) {
+	seed := poolTestSeed(t)
+	d, _ := createLogDevice(t, LogRegion{"log", 2 << 20})
+	l := mustLog(t, d, "log")
+	frames := d.staging.frames
+	writers := 3 * frames.Stats().Count
+	const each, committers, commits = 40, 2, 100
+	offsets := make([][]int64, writers)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			for i := range each {
+				p := logContent(uint64(w*each+i), 8+rng.IntN(2000))
+				r, err := l.Append(len(p))
+				if err == nil {
+					err = l.Write(r, p)
+				}
+				if err == nil {
+					err = l.Commit(r)
+				}
+				if err != nil {
+					t.Errorf("writer %d entry %d: %v", w, i, err)
+					return
+				}
+				offsets[w] = append(offsets[w], r.Offset())
+			}
+		}()
+	}
+	rootOff, _ := d.Root()
+	for c := range committers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range commits {
+				var v [8]byte
+				binary.LittleEndian.PutUint64(v[:], uint64(i))
+				if err := d.Update(func(tx *Txn) error { return tx.Write(rootOff+int64(c*8), v[:]) }); err != nil {
+					t.Errorf("committer %d: %v", c, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for w := range writers {
+		for i, off := range offsets[w] {
+			if p, err := l.Read(off); err != nil || !isContent(p, uint64(w*each+i)) {
+				t.Fatalf("writer %d entry %d at %d does not read back: %v", w, i, off, err)
+			}
+		}
+	}
+	for c := range committers {
+		if v := binary.LittleEndian.Uint64(readRoot(t, d, int64(c*8), 8)); v != commits-1 {
+			t.Fatalf("committer %d's root word is %d, want %d", c, v, commits-1)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*Pool{d.staging.records, frames} {
+		if s := p.Stats(); !s.Closed || s.InUse != 0 || p.slab != nil {
+			t.Fatalf("pool after device Close: %+v", s)
+		}
+	}
 }
