@@ -611,7 +611,7 @@ func (d *Device) checkUserWrite(off, n int64, tx *Txn) error {
 		}
 		return nil
 	}
-	if d.geometry.logs.overlaps(off, n) {
+	if d.geometry.logs.overlaps(off, n) || d.inCarvedLog(off, n) {
 		return d.logWritable(off, n, journaled)
 	}
 	if off >= d.geometry.heapOff {

@@ -1,8 +1,9 @@
 package pagealloc
 
 // Log-structured regions: rings for append-mostly data (value logs, blob
-// logs, write-ahead logs of the caller's own) laid out at Create beside
-// the allocator state.
+// logs, write-ahead logs of the caller's own), either laid out at Create
+// beside the allocator state (Options.LogRegions) or carved from the heap
+// later, one buddy page each (Device.CreateLog, Device.DropLog).
 //
 // A log is addressed by virtual positions that only grow; the byte at
 // position v lives at ring offset v mod ring size. Three positions matter:
@@ -43,8 +44,11 @@ import (
 	"hash/crc32"
 	"iter"
 	"math"
+	"math/bits"
 	"runtime"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -55,6 +59,11 @@ var (
 	// ErrNotFound is returned by Device.Log for a name no log region
 	// carries, and by Log.Read for an offset where no durable entry lies.
 	ErrNotFound = errors.New("pagealloc: not found")
+
+	// ErrInUse is returned by Device.DropLog for a log that has
+	// reservations not yet durable, a Commit waiting, or a GC pass under
+	// way.
+	ErrInUse = errors.New("pagealloc: log in use")
 
 	// ErrNotReserved is returned by Log.Commit and Log.Cancel for a
 	// reservation that is not live: already committed or cancelled, made
@@ -183,19 +192,38 @@ type span struct {
 	written         bool // Log.Write wrote the headers for the payload now in place
 }
 
-// logSet is the device's log regions, fixed at Create.
+// logSet is the device's logs: those laid out at Create, then those
+// carved from the heap.
 type logSet struct {
-	logs []*Log
+	mu   sync.Mutex             // held by CreateLog, DropLog and Close while they change the set
+	list atomic.Pointer[[]*Log] // replaced, never changed: readers take no lock
 }
 
-// Log is one log-structured region of a device, returned by Device.Log.
-// Its methods are safe for concurrent use.
+// all returns the logs; the slice must not be changed.
+func (s *logSet) all() []*Log {
+	if s == nil {
+		return nil
+	}
+	if p := s.list.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// set replaces the logs with list; s.mu is held.
+func (s *logSet) set(list []*Log) { s.list.Store(&list) }
+
+// Log is one log-structured region of a device, returned by Device.Log or
+// Device.CreateLog. Its methods are safe for concurrent use. After
+// Device.DropLog, they return ErrClosed.
 type Log struct {
-	d       *Device
-	name    string
-	ring    region
-	size    uint64 // ring.size
-	slotOff int64  // device offset of the log's table slot
+	d        *Device
+	name     string
+	ring     region
+	size     uint64      // ring.size
+	slotOff  int64       // device offset of the log's table slot
+	carved   bool        // the ring is a heap page (CreateLog)
+	dropping atomic.Bool // DropLog is freeing the ring's page
 
 	mu   sync.Mutex
 	cond sync.Cond // signalled when a position below moves, and on close
@@ -234,19 +262,162 @@ type Log struct {
 }
 
 // Log returns the log region called name, laid out at Create by
-// Options.LogRegions. Every call with one name returns the same *Log.
+// Options.LogRegions or carved by CreateLog. Every call with one name
+// returns the same *Log, until the log is dropped.
 func (d *Device) Log(name string) (*Log, error) {
 	if d.closed.Load() {
 		return nil, ErrClosed
 	}
-	if d.logs != nil {
-		for _, l := range d.logs.logs {
-			if l.name == name {
-				return l, nil
-			}
+	for _, l := range d.logs.all() {
+		if l.name == name {
+			return l, nil
 		}
 	}
 	return nil, fmt.Errorf("%w: no log region %q", ErrNotFound, name)
+}
+
+// CreateLog carves a log called name out of the heap: its ring is one
+// buddy page of at least sizeBytes, rounded up to a power of two no
+// smaller than MinPageSize (Log.Stats reports the size), allocated in the
+// same transaction that records the log in the device's carved log table.
+// It returns once that transaction is durable: after a crash the log is
+// found, empty or with the entries committed since, and its page is
+// allocated. A ring is one contiguous page, so sizeBytes may not exceed
+// MaxPageSize.
+//
+// Names are shared with the logs laid out at Create. CreateLog fails with
+// ErrInvalidArgument for a name that is empty, longer than 32 bytes or
+// holds a zero byte, or a size below 1; ErrTooLarge above MaxPageSize;
+// ErrExists when a log of that name exists; ErrNoSpace when the heap has
+// no page of that size or all 64 carved log slots are taken; ErrVersion on
+// a device of format version 1, which has no carved log table. A failed
+// CreateLog changes nothing.
+func (d *Device) CreateLog(name string, sizeBytes int64) (*Log, error) {
+	if err := d.usable(); err != nil {
+		return nil, err
+	}
+	switch {
+	case !validLogName(name):
+		return nil, fmt.Errorf("%w: log name %q is not 1 to %d bytes without zero bytes", ErrInvalidArgument, name, logNameMaxBytes)
+	case sizeBytes < 1:
+		return nil, fmt.Errorf("%w: log %q of %d bytes", ErrInvalidArgument, name, sizeBytes)
+	case sizeBytes > d.geometry.maxPage:
+		return nil, fmt.Errorf("%w: log %q of %d bytes: a carved ring is one page, at most MaxPageSize %d", ErrTooLarge, name, sizeBytes, d.geometry.maxPage)
+	case d.geometry.version < carvedLogsVersion:
+		return nil, fmt.Errorf("%w: the device has format version %d; carving logs needs version %d", ErrVersion, d.geometry.version, carvedLogsVersion)
+	}
+	set := d.logs
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	for _, l := range set.all() {
+		if l.name == name {
+			return nil, fmt.Errorf("%w: log %q", ErrExists, name)
+		}
+	}
+	tx, err := d.Begin()
+	if err != nil {
+		return nil, err
+	}
+	// The set holds every carved log: CreateLog and DropLog change the
+	// table only with set.mu held. A free slot is all zero.
+	tableOff := d.geometry.state.off + carvedLogTableOff
+	slot := -1
+	var b [logSlotBytes]byte
+	for i := range carvedLogLimit {
+		tx.read(b[:], tableOff+int64(i)*logSlotBytes)
+		if allZero(b[:]) {
+			slot = i
+			break
+		}
+	}
+	if slot < 0 {
+		tx.Rollback()
+		return nil, fmt.Errorf("%w: all %d carved log slots are taken", ErrNoSpace, carvedLogLimit)
+	}
+	a, err := tx.Alloc(sizeBytes)
+	if err != nil {
+		tx.Rollback()
+		return nil, err
+	}
+	s := logSlot{name: name, ring: region{a.Offset(), a.Size()}}
+	encodeLogSlot(b[:], s)
+	slotOff := tableOff + int64(slot)*logSlotBytes
+	tx.write(slotOff, b[:], kindMeta)
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	l := newLog(d, s, slotOff)
+	l.carved = true
+	set.set(append(slices.Clone(set.all()), l))
+	return l, nil
+}
+
+// DropLog removes the log called name, which CreateLog carved, and frees
+// its page in the same transaction that clears its slot in the carved log
+// table; it returns once that is durable. The page is handed out again
+// only after that, as any freed page. The *Log's methods return ErrClosed
+// from then on; its entries are gone.
+//
+// DropLog fails with ErrNotFound for a name no log carries,
+// ErrInvalidArgument for a log laid out at Create, and ErrInUse while the
+// log has a reservation not yet durable (commit or cancel it first), a
+// Commit waiting, or a GC pass under way. A failed DropLog changes
+// nothing.
+func (d *Device) DropLog(name string) error {
+	if err := d.usable(); err != nil {
+		return err
+	}
+	set := d.logs
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	var l *Log
+	for _, m := range set.all() {
+		if m.name == name {
+			l = m
+		}
+	}
+	switch {
+	case l == nil:
+		return fmt.Errorf("%w: no log region %q", ErrNotFound, name)
+	case !l.carved:
+		return fmt.Errorf("%w: log %q was laid out at Create; only logs from CreateLog can be dropped", ErrInvalidArgument, name)
+	case !l.gcMu.TryLock():
+		return fmt.Errorf("%w: log %q is being collected", ErrInUse, name)
+	}
+	l.mu.Lock()
+	if l.tail != l.durableTail || l.flushing || len(l.waiters) > 0 || l.closed {
+		closed := l.closed
+		l.mu.Unlock()
+		l.gcMu.Unlock()
+		if closed {
+			return ErrClosed
+		}
+		return fmt.Errorf("%w: log %q has reservations or commits under way", ErrInUse, name)
+	}
+	// From here Append, GC and readers stop, so that nothing touches the
+	// page once it is freed.
+	l.closed = true
+	l.closing.Store(true)
+	l.mu.Unlock()
+	l.dropping.Store(true)
+	err := d.Update(func(tx *Txn) error {
+		var zero [logSlotBytes]byte
+		tx.write(l.slotOff, zero[:], kindMeta)
+		return tx.Free(makeAddr(l.ring.off, uint(bits.TrailingZeros64(l.size))))
+	})
+	if err != nil {
+		l.dropping.Store(false)
+		l.mu.Lock()
+		l.closed = false
+		l.closing.Store(false)
+		l.mu.Unlock()
+		l.gcMu.Unlock()
+		return err
+	}
+	set.set(slices.DeleteFunc(slices.Clone(set.all()), func(m *Log) bool { return m == l }))
+	l.gcMu.Unlock()
+	l.stop()
+	return nil
 }
 
 // Name returns the name the log was created with.
@@ -902,8 +1073,12 @@ func (l *Log) readFrame(pos, end uint64, buf []byte) (logFrame, []byte, error) {
 		data = append(buf[:0], d.view[off:off+int64(f.payloadBytes)]...)
 	}
 	l.mu.Lock()
-	reclaimed := l.head > pos
+	reclaimed, dropped := l.head > pos, l.closed
 	l.mu.Unlock()
+	if dropped {
+		// DropLog may have freed the page while it was read.
+		return logFrame{}, nil, ErrClosed
+	}
 	if reclaimed {
 		return logFrame{}, nil, errReclaimed
 	}
@@ -959,16 +1134,39 @@ func (l *Log) reservedFor(off, n int64) bool {
 }
 
 // logWritable reports whether the caller may write n bytes at off inside
-// the log regions: unjournaled, inside the payload of a live reservation.
+// the log regions or a carved ring: unjournaled, inside the payload of a
+// live reservation.
 func (d *Device) logWritable(off, n int64, journaled bool) error {
-	if !journaled && d.logs != nil {
-		for _, l := range d.logs.logs {
+	if !journaled {
+		for _, l := range d.logs.all() {
 			if l.ring.contains(off, n) && l.reservedFor(off, n) {
 				return nil
 			}
 		}
 	}
 	return fmt.Errorf("%w: [%d, +%d) is not inside the payload of a live log reservation", ErrProtected, off, n)
+}
+
+// inCarvedLog reports whether [off, +n) touches the ring of a carved log,
+// whose page is the log's, not the caller's.
+func (d *Device) inCarvedLog(off, n int64) bool {
+	for _, l := range d.logs.all() {
+		if l.carved && l.ring.overlaps(off, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// carvedLogAt returns the carved log whose ring is the page at off, unless
+// DropLog is freeing it, or nil.
+func (d *Device) carvedLogAt(off int64) *Log {
+	for _, l := range d.logs.all() {
+		if l.carved && l.ring.off == off && !l.dropping.Load() {
+			return l
+		}
+	}
+	return nil
 }
 
 // Garbage collection.
@@ -1211,7 +1409,7 @@ func logRegionsBytes(regions []LogRegion) (int64, error) {
 	seen := make(map[string]bool, len(regions))
 	for _, r := range regions {
 		switch {
-		case r.Name == "" || len(r.Name) > logNameMaxBytes || containsZero(r.Name):
+		case !validLogName(r.Name):
 			return 0, fmt.Errorf("%w: log name %q is not 1 to %d bytes without zero bytes", ErrInvalidArgument, r.Name, logNameMaxBytes)
 		case seen[r.Name]:
 			return 0, fmt.Errorf("%w: log name %q given twice", ErrInvalidArgument, r.Name)
@@ -1226,13 +1424,10 @@ func logRegionsBytes(regions []LogRegion) (int64, error) {
 	return total, nil
 }
 
-func containsZero(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0 {
-			return true
-		}
-	}
-	return false
+// validLogName reports whether name can name a log: 1 to 32 bytes, none
+// of them zero (the table pads names with zeroes).
+func validLogName(name string) bool {
+	return name != "" && len(name) <= logNameMaxBytes && strings.IndexByte(name, 0) < 0
 }
 
 // logSlotsFor lays out the rings of regions after the table at logs.off.
@@ -1260,54 +1455,85 @@ func initLogRegions(store storage.Storage, logs region, regions []LogRegion) err
 	return err
 }
 
-// openLogs loads the log table of an opened device. Entries between head
-// and durable tail need no check here: the journal synced them before the
-// tail that covers them, and readers check each one's checksum.
+// openLogs loads the log table of an opened device, then the carved log
+// table. Entries between head and durable tail need no check here: the
+// journal synced them before the tail that covers them, and readers check
+// each one's checksum.
 func (d *Device) openLogs() error {
-	logs := d.geometry.logs
-	if logs.size == 0 {
-		return nil
-	}
-	var hdr [logTableHeaderBytes]byte
-	if _, err := d.ReadAt(hdr[:], logs.off); err != nil {
-		return err
-	}
-	count := binary.LittleEndian.Uint32(hdr[logTableCountOff:])
-	if int64(count) > (logs.size-logTableHeaderBytes)/logSlotBytes {
-		return corruptf(logs.off, "log table", "at most %d logs, found %d", (logs.size-logTableHeaderBytes)/logSlotBytes, count)
-	}
-	table := make([]byte, logTableHeaderBytes+int64(count)*logSlotBytes)
-	if _, err := d.ReadAt(table, logs.off); err != nil {
-		return err
-	}
-	slots, err := decodeLogTable(table, logs)
-	if err != nil {
-		return err
-	}
-	set := &logSet{logs: make([]*Log, len(slots))}
-	for i, s := range slots {
-		l := &Log{
-			d:            d,
-			name:         s.name,
-			ring:         s.ring,
-			size:         uint64(s.ring.size),
-			slotOff:      logs.off + logTableHeaderBytes + int64(i)*logSlotBytes,
-			head:         s.head,
-			tail:         s.tail,
-			committedEnd: s.tail,
-			loggedTail:   s.tail,
-			durableTail:  s.tail,
-			txTails:      make(map[*Txn]uint64),
-			kick:         make(chan struct{}, 1),
+	d.logs = &logSet{}
+	var list []*Log
+	if logs := d.geometry.logs; logs.size != 0 {
+		var hdr [logTableHeaderBytes]byte
+		if _, err := d.ReadAt(hdr[:], logs.off); err != nil {
+			return err
 		}
-		l.cond.L = &l.mu
-		l.waiterPool.New = func() any { return &waiter{wake: make(chan wakeUp, 1)} }
-		l.frameBufs.New = func() any { return new([]byte) }
-		l.gcCtx, l.stopGC = context.WithCancel(context.Background())
-		set.logs[i] = l
+		count := binary.LittleEndian.Uint32(hdr[logTableCountOff:])
+		if int64(count) > (logs.size-logTableHeaderBytes)/logSlotBytes {
+			return corruptf(logs.off, "log table", "at most %d logs, found %d", (logs.size-logTableHeaderBytes)/logSlotBytes, count)
+		}
+		table := make([]byte, logTableHeaderBytes+int64(count)*logSlotBytes)
+		if _, err := d.ReadAt(table, logs.off); err != nil {
+			return err
+		}
+		slots, err := decodeLogTable(table, logs)
+		if err != nil {
+			return err
+		}
+		for i, s := range slots {
+			list = append(list, newLog(d, s, logs.off+logTableHeaderBytes+int64(i)*logSlotBytes))
+		}
 	}
-	d.logs = set
+	if d.geometry.version >= carvedLogsVersion {
+		tableOff := d.geometry.state.off + carvedLogTableOff
+		table := make([]byte, carvedLogLimit*logSlotBytes)
+		if _, err := d.ReadAt(table, tableOff); err != nil {
+			return err
+		}
+		slots, used, err := decodeCarvedLogTable(table, &d.geometry, tableOff)
+		if err != nil {
+			return err
+		}
+		fixed := len(list)
+		for i, s := range slots {
+			if !used[i] {
+				continue
+			}
+			slotOff := tableOff + int64(i)*logSlotBytes
+			for _, m := range list[:fixed] {
+				if m.name == s.name {
+					return corruptf(slotOff, "carved log table", "names unique among all logs, found %q twice", s.name)
+				}
+			}
+			l := newLog(d, s, slotOff)
+			l.carved = true
+			list = append(list, l)
+		}
+	}
+	d.logs.set(list)
 	return nil
+}
+
+// newLog returns the log of table slot s, stored at slotOff.
+func newLog(d *Device, s logSlot, slotOff int64) *Log {
+	l := &Log{
+		d:            d,
+		name:         s.name,
+		ring:         s.ring,
+		size:         uint64(s.ring.size),
+		slotOff:      slotOff,
+		head:         s.head,
+		tail:         s.tail,
+		committedEnd: s.tail,
+		loggedTail:   s.tail,
+		durableTail:  s.tail,
+		txTails:      make(map[*Txn]uint64),
+		kick:         make(chan struct{}, 1),
+	}
+	l.cond.L = &l.mu
+	l.waiterPool.New = func() any { return &waiter{wake: make(chan wakeUp, 1)} }
+	l.frameBufs.New = func() any { return new([]byte) }
+	l.gcCtx, l.stopGC = context.WithCancel(context.Background())
+	return l
 }
 
 // closeLogs stops the logs' background GC and wakes every waiter, before
@@ -1316,21 +1542,82 @@ func (d *Device) closeLogs() {
 	if d.logs == nil {
 		return
 	}
-	for _, l := range d.logs.logs {
-		l.mu.Lock()
-		l.closed = true
-		l.closing.Store(true)
-		done := l.gcDone
-		l.wakeLocked(ErrClosed)
-		l.cond.Broadcast()
-		l.mu.Unlock()
-		l.stopGC()
-		if done != nil {
-			<-done
+	// A CreateLog or DropLog under way finishes first (its transaction
+	// fails once the device is closed).
+	d.logs.mu.Lock()
+	defer d.logs.mu.Unlock()
+	for _, l := range d.logs.all() {
+		l.stop()
+	}
+}
+
+// stop ends the log's use: its waiters are woken with ErrClosed, and its
+// background GC and any GC pass under way have stopped when it returns.
+func (l *Log) stop() {
+	l.mu.Lock()
+	l.closed = true
+	l.closing.Store(true)
+	done := l.gcDone
+	l.wakeLocked(ErrClosed)
+	l.cond.Broadcast()
+	l.mu.Unlock()
+	l.stopGC()
+	if done != nil {
+		<-done
+	}
+	// A pass that a caller of GC runs reads the mapping too: wait for
+	// it, as it stops at its next step now.
+	l.gcMu.Lock()
+	l.gcMu.Unlock()
+}
+
+// checkCarvedLogs checks the carved log table: every used slot names a
+// ring that is an allocated page of exactly its size, owned by no other
+// log, and agrees with the log open on it.
+func (c *checker) checkCarvedLogs() {
+	d := c.d
+	if d.geometry.version < carvedLogsVersion {
+		return
+	}
+	what := "carved log table"
+	tableOff := d.geometry.state.off + carvedLogTableOff
+	table := make([]byte, carvedLogLimit*logSlotBytes)
+	c.tx.read(table, tableOff)
+	slots, used, err := decodeCarvedLogTable(table, &d.geometry, tableOff)
+	if err != nil {
+		c.errs = append(c.errs, err)
+		return
+	}
+	open := make(map[int64]*Log)
+	for _, l := range d.logs.all() {
+		if l.carved {
+			open[l.slotOff] = l
 		}
-		// A pass that a caller of GC runs reads the mapping too: wait for
-		// it, as it stops at its next step now.
-		l.gcMu.Lock()
-		l.gcMu.Unlock()
+	}
+	for i, s := range slots {
+		slotOff := tableOff + int64(i)*logSlotBytes
+		l := open[slotOff]
+		delete(open, slotOff)
+		if !used[i] {
+			if l != nil {
+				c.report(slotOff, what, "slot %d to hold open log %q, found it unused", i, l.name)
+			}
+			continue
+		}
+		order := bits.TrailingZeros64(uint64(s.ring.size)) - int(c.g.minShift)
+		if s.ring.end() > c.st.frontier || c.tx.pageState(c.g, order, s.ring.off) != stateAllocated {
+			c.report(slotOff, what, "slot %d (log %q) ring [%d, +%d) to be an allocated page of that size", i, s.name, s.ring.off, s.ring.size)
+		}
+		for j := range i {
+			if used[j] && slots[j].ring.overlaps(s.ring.off, s.ring.size) {
+				c.report(slotOff, what, "slot %d (log %q) ring [%d, +%d) owned by no other log, found it shared with %q", i, s.name, s.ring.off, s.ring.size, slots[j].name)
+			}
+		}
+		if l != nil && (l.name != s.name || l.ring != s.ring) {
+			c.report(slotOff, what, "slot %d to hold open log %q on [%d, +%d), found %q on [%d, +%d)", i, l.name, l.ring.off, l.ring.size, s.name, s.ring.off, s.ring.size)
+		}
+	}
+	for off, l := range open {
+		c.report(off, what, "a slot for open log %q", l.name)
 	}
 }
