@@ -2337,10 +2337,7 @@ func TestCarvedLogCrash(t *testing.T) {
 	d, store, createdAt := createLogCrashDevice(t, &Options{MaxSize: 8 << 20, MaxPageSize: 64 << 10, JournalSize: minJournalBytes})
 
 	const workers = 2
-	opsPerWorker := 200
-	if raceEnabled() {
-		opsPerWorker = 80
-	}
+	const opsPerWorker = 200
 	var (
 		mu     sync.Mutex
 		logs   []*carvedCrashLog
