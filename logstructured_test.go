@@ -2376,7 +2376,7 @@ func TestCarvedLogCrash(t *testing.T) {
 					logs = append(logs, m)
 					counts.creates++
 					mu.Unlock()
-					if _, err := d.CreateLog(m.name, int64(4096+rng.IntN(60<<10))); err != nil {
+					if _, err := d.CreateLog(m.name, int64(4096+rng.IntN(28<<10))); err != nil {
 						errs <- fmt.Errorf("CreateLog(%q): %w", m.name, err)
 						return
 					}
