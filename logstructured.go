@@ -17,15 +17,18 @@ package pagealloc
 //
 // Append reserves a span at the tail under a short lock and does no I/O, so
 // appenders never wait for each other's writes. The owner writes its
-// payload in place; Commit then writes the frame header (length, position,
-// CRC of the payload) and marks the span done. The durable tail may pass
-// only a contiguous run of done spans, since a crash must never expose a
-// span whose bytes were not written; a Commit that finds no flush under way
-// becomes the leader and journals the tail for every span done so far, so
-// many appenders share one transaction and, through group commit, one
-// fsync. The journal syncs the payloads and headers before it writes the
-// record that moves the tail, so the tail never points past bytes that are
-// not durable.
+// payload in place and Commit writes the frame header (length, position,
+// CRC of the payload); or the owner hands the payload to Log.Write, which
+// stages header and payload in a buffer. Commit then marks the span done.
+// The durable tail may pass only a contiguous run of done spans whose
+// bytes are in the file, since a crash must never expose a span whose
+// bytes were not written; a Commit that finds no flush under way becomes
+// the leader: it writes the staged frames of every span done so far,
+// adjacent ones in one write, and journals the tail over them, so many
+// appenders share one write, one transaction and, through group commit,
+// one fsync. The journal syncs the payloads and headers before it writes
+// the record that moves the tail, so the tail never points past bytes that
+// are not durable.
 //
 // GC walks from the head over durable entries, asking the owner whether
 // each is live. Dead entries and padding are passed over; a live entry is
@@ -46,6 +49,7 @@ import (
 	"math"
 	"math/bits"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -189,7 +193,15 @@ type span struct {
 	start, pos, end uint64 // [start, pos) padding, [pos, end) the frame
 	size            uint32 // payload bytes
 	state           spanState
-	written         bool // Log.Write wrote the headers for the payload now in place
+	written         bool    // Log.Write wrote the headers for the payload now in place
+	staged          *[]byte // Log.Write's frame, header and payload, not yet written
+}
+
+// stagedFrame is a frame Log.Write staged whose span is done, waiting for
+// the flush leader to write it.
+type stagedFrame struct {
+	off   int64   // device offset of the frame
+	frame *[]byte // from Log.stageBufs
 }
 
 // logSet is the device's logs: those laid out at Create, then those
@@ -231,11 +243,17 @@ type Log struct {
 	head         uint64 // the head a crash keeps: bytes before it may be reused
 	tail         uint64 // where the next reservation starts
 	committedEnd uint64 // end of the contiguous run of done spans
+	writtenEnd   uint64 // end of the run of done spans whose bytes are in the file
 	loggedTail   uint64 // tail written by the newest committed transaction
 	durableTail  uint64 // tail of a transaction known durable
 
 	spans []span // spans[first:] are reservations past committedEnd, in order
 	first int
+
+	staged      []stagedFrame // frames below committedEnd not yet written, in order
+	stagedSpare []stagedFrame // the other half of a double buffer: writeStaged's
+	writeMu     sync.Mutex    // held by writeStaged: writtenEnd moves in order
+	batch       []byte        // writeStaged's buffer for adjacent frames; under writeMu
 
 	flushing     bool            // a leader is journaling the tail
 	waiters      []*waiter       // Commits waiting for the durable tail
@@ -259,6 +277,7 @@ type Log struct {
 	// Recycled so that appending costs no allocation.
 	waiterPool sync.Pool // *waiter
 	frameBufs  sync.Pool // *[]byte: a header and a payload, written as one
+	stageBufs  sync.Pool // *[]byte: a frame Log.Write staged
 }
 
 // Log returns the log region called name, laid out at Create by
@@ -515,6 +534,17 @@ func (l *Log) Append(sizeBytes int) (Reservation, error) {
 // intact. An entry committed before the ones reserved ahead of it waits for
 // them. Commit must not be called while the caller holds a Txn.
 func (l *Log) Commit(r Reservation) error {
+	if r.log == l && l.d.usable() == nil {
+		l.mu.Lock()
+		if i := l.liveLocked(r, spanReserved); i >= 0 && (l.spans[i].staged != nil || l.spans[i].written) {
+			// Write staged or wrote the whole frame: nothing to write here.
+			l.spans[i].state = spanDone
+			end := l.spans[i].end
+			l.advanceLocked()
+			return l.waitDurableLocked(end)
+		}
+		l.mu.Unlock()
+	}
 	s, err := l.seal(r, false)
 	if err != nil {
 		return err
@@ -522,11 +552,14 @@ func (l *Log) Commit(r Reservation) error {
 	return l.waitDurable(s.end)
 }
 
-// Write writes p, the whole entry, at r's offset, along with the frame's
-// header: one write where Device.WriteAt and Commit take two, and the
-// checksum comes from p rather than from the device. p must be exactly
-// r.Size() bytes. Commit must still follow. Writing into the entry again
-// with Device.WriteAt afterwards is allowed, and makes Commit rewrite the
+// Write gives p, the whole entry, for r's offset, along with the frame's
+// header, whose checksum comes from p rather than from the device. An
+// entry of up to 64 KiB is copied and staged: the Commit that flushes the
+// tail over it writes it together with the entries next to it, so that
+// many small entries cost one write. A larger one is written now, with its
+// header. p must be exactly r.Size() bytes and may be reused once Write
+// returns. Commit must still follow. Writing into the entry again with
+// Device.WriteAt afterwards is allowed, and makes Commit rewrite the
 // header.
 func (l *Log) Write(r Reservation, p []byte) error {
 	if r.log != l {
@@ -538,6 +571,40 @@ func (l *Log) Write(r Reservation, p []byte) error {
 	if err := l.d.usable(); err != nil {
 		return err
 	}
+	if l.d.homeView != nil || len(p) > logJoinedWriteMaxBytes || r.pos-r.start >= logFrameHeaderBytes {
+		// Through the file's writable mapping if there is one; else
+		// large, or after padding that needs a header: written now.
+		return l.writeNow(r, p)
+	}
+	// Build the frame before taking the lock, so that appenders do not
+	// wait for the copy and the checksum.
+	bp := l.stageBufs.Get().(*[]byte)
+	frameBytes := int(logFrameBytes(int64(len(p))))
+	frame := slices.Grow((*bp)[:0], frameBytes)[:frameBytes]
+	putLogFrame(frame, logFrame{pos: r.pos, frameBytes: int64(frameBytes), payloadBytes: uint32(len(p)), payloadCRC: crc32.Checksum(p, castagnoli)})
+	clear(frame[logFrameHeaderBytes+copy(frame[logFrameHeaderBytes:], p):])
+	*bp = frame
+	l.mu.Lock()
+	i := l.liveLocked(r, spanReserved)
+	if i < 0 {
+		closed := l.closed
+		l.mu.Unlock()
+		l.stageBufs.Put(bp)
+		if closed {
+			return ErrClosed
+		}
+		return fmt.Errorf("%w: position %d of log %q", ErrNotReserved, r.pos, l.name)
+	}
+	if old := l.spans[i].staged; old != nil {
+		l.stageBufs.Put(old)
+	}
+	l.spans[i].staged = bp
+	l.mu.Unlock()
+	return nil
+}
+
+// writeNow is Write for an entry written at once, header and payload.
+func (l *Log) writeNow(r Reservation, p []byte) error {
 	l.mu.Lock()
 	i := l.findLocked(r.start)
 	if i < 0 || l.spans[i].state != spanReserved || l.spans[i].pos != r.pos || l.closed {
@@ -553,14 +620,36 @@ func (l *Log) Write(r Reservation, p []byte) error {
 	s := l.spans[i]
 	l.mu.Unlock()
 
-	err := l.writeHeaders(s, false, p, crc32.Checksum(p, castagnoli))
+	crc := crc32.Checksum(p, castagnoli)
+	err := l.writeMapped(s, p, crc)
+	if errors.Is(err, errUnmapped) {
+		err = l.writeHeaders(s, false, p, crc)
+	}
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	i = l.findLocked(s.start)
 	l.spans[i].state = spanReserved
 	l.spans[i].written = err == nil
+	if old := l.spans[i].staged; old != nil {
+		// An earlier Write's staged frame is stale now.
+		l.spans[i].staged = nil
+		l.stageBufs.Put(old)
+	}
 	return err
+}
+
+// liveLocked returns the index in l.spans of the span r reserved if it is
+// in state, or -1; l.mu is held.
+func (l *Log) liveLocked(r Reservation, state spanState) int {
+	if l.closed {
+		return -1
+	}
+	i := l.findLocked(r.start)
+	if i < 0 || l.spans[i].state != state || l.spans[i].pos != r.pos {
+		return -1
+	}
+	return i
 }
 
 // Cancel gives up the space r reserved: it becomes padding, which lets the
@@ -743,7 +832,12 @@ func (l *Log) findLocked(start uint64) int {
 func (l *Log) advanceLocked() {
 	moved := false
 	for l.first < len(l.spans) && l.spans[l.first].state == spanDone {
-		l.committedEnd = l.spans[l.first].end
+		s := &l.spans[l.first]
+		if s.staged != nil {
+			l.staged = append(l.staged, stagedFrame{off: l.frameOff(s.pos), frame: s.staged})
+			s.staged = nil
+		}
+		l.committedEnd = s.end
 		l.first++
 		moved = true
 	}
@@ -786,7 +880,7 @@ func (l *Log) seal(r Reservation, cancel bool) (span, error) {
 	l.mu.Unlock()
 
 	var err error
-	if cancel || !s.written {
+	if cancel || !s.written && s.staged == nil {
 		err = l.writeHeaders(s, cancel, nil, 0)
 	}
 
@@ -797,9 +891,75 @@ func (l *Log) seal(r Reservation, cancel bool) (span, error) {
 		l.spans[i].state = spanReserved
 		return span{}, err
 	}
+	if cancel && l.spans[i].staged != nil {
+		l.stageBufs.Put(l.spans[i].staged)
+		l.spans[i].staged = nil
+	}
 	l.spans[i].state = spanDone
 	l.advanceLocked()
 	return s, nil
+}
+
+// errUnmapped says that writeMapped could not write: the store has no
+// writable mapping, or the filesystem could not back a page of it.
+var errUnmapped = errors.New("pagealloc: no writable mapping")
+
+// writeMapped copies the whole frame of span s, payload p with checksum
+// crc, and the padding header before it if it needs one, into the file
+// through its writable mapping: the page cache, as a write would, without
+// a system call. The journal's sync makes the bytes durable as it does
+// written ones. It returns errUnmapped, having perhaps copied part of the
+// frame, where writeHeaders must write it instead.
+func (l *Log) writeMapped(s span, p []byte, crc uint32) error {
+	d := l.d
+	d.lifeMu.RLock()
+	defer d.lifeMu.RUnlock()
+	if d.closed.Load() {
+		return ErrClosed
+	}
+	if d.homeView == nil {
+		return errUnmapped
+	}
+	// A page the filesystem cannot back (out of space) faults; copyMapped
+	// recovers, and writeHeaders's write then reports the error.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if pad := s.pos - s.start; pad >= logFrameHeaderBytes {
+		if !putFrameMapped(d.homeView[l.frameOff(s.start):], logFrame{padding: true, frameBytes: int64(pad), pos: s.start}) {
+			return errUnmapped
+		}
+	}
+	off := l.frameOff(s.pos)
+	if !copyMapped(d.homeView[off+logFrameHeaderBytes:], p) ||
+		!putFrameMapped(d.homeView[off:], logFrame{pos: s.pos, frameBytes: int64(s.end - s.pos), payloadBytes: s.size, payloadCRC: crc}) {
+		return errUnmapped
+	}
+	// After the copies, as in writeHeaders.
+	markUserDirty(d)
+	return nil
+}
+
+// putFrameMapped encodes f's header into dst, a writable mapping of the
+// file, recovering from a fault as copyMapped does. Encoding in place
+// spares a header buffer, which the checksum would make escape.
+func putFrameMapped(dst []byte, f logFrame) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	putLogFrame(dst, f)
+	return true
+}
+
+// markUserDirty records that the caller's bytes were written since the
+// last sync, so that the journal syncs them before its next record. It
+// looks first: a flag already set is cleared only by a journal write that
+// syncs after clearing it, which covers these bytes too; and not writing
+// it spares appenders on every core a fight over its cache line.
+func markUserDirty(d *Device) {
+	if !d.userDirty.Load() {
+		d.userDirty.Store(true)
+	}
 }
 
 // logJoinedWriteMaxBytes is the largest payload written in one write with
@@ -855,7 +1015,7 @@ func (l *Log) writeHeaders(s span, cancel bool, copied []byte, copiedCRC uint32)
 	}
 	// After the writes, not before: the journal clears the flag when it
 	// syncs, and a write that lands after that sync must leave it set.
-	d.userDirty.Store(true)
+	markUserDirty(d)
 	return nil
 }
 
@@ -892,6 +1052,11 @@ type wakeUp struct {
 // this one syncs.
 func (l *Log) waitDurable(end uint64) error {
 	l.mu.Lock()
+	return l.waitDurableLocked(end)
+}
+
+// waitDurableLocked is waitDurable with l.mu held, which it releases.
+func (l *Log) waitDurableLocked(end uint64) error {
 	for {
 		if l.durableTail >= end {
 			l.mu.Unlock()
@@ -958,14 +1123,18 @@ func (l *Log) wakeLocked(err error) {
 	l.waiters = kept
 }
 
-// flushTail journals the tail over every span done so far and waits for
-// it to be durable.
+// flushTail writes the frames staged for every span done so far, journals
+// the tail over them and waits for it to be durable.
 func (l *Log) flushTail() error {
 	// Let the appenders that are ready run first: their spans get done
 	// and join this flush rather than each leading one of their own,
-	// which costs a transaction apiece when the disk is fast.
+	// which costs a write and a transaction apiece when the disk is fast.
 	runtime.Gosched()
-	tx, err := l.d.Begin()
+	err := l.writeStaged()
+	var tx *Txn
+	if err == nil {
+		tx, err = l.d.Begin()
+	}
 	if err != nil {
 		l.mu.Lock()
 		l.flushing = false
@@ -980,6 +1149,72 @@ func (l *Log) flushTail() error {
 	err = tx.Commit()
 	l.finish(tx, err, nil)
 	return err
+}
+
+// logBatchMaxBytes bounds the bytes of adjacent staged frames that
+// writeStaged joins into one write.
+const logBatchMaxBytes = 1 << 20
+
+// writeStaged writes the frames staged below the committed end, adjacent
+// ones in one write, and moves writtenEnd to that end: every span below it
+// is then in the file, and a transaction may journal the tail there.
+func (l *Log) writeStaged() error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.mu.Lock()
+	frames, end := l.staged, l.committedEnd
+	l.staged = l.stagedSpare[:0]
+	l.mu.Unlock()
+	err := l.writeFrames(frames)
+	for i := range frames {
+		l.stageBufs.Put(frames[i].frame)
+		frames[i] = stagedFrame{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stagedSpare = frames[:0]
+	if err != nil {
+		return err
+	}
+	l.writtenEnd = max(l.writtenEnd, end)
+	return nil
+}
+
+// writeFrames writes frames, which are in ring order; runs of adjacent
+// frames go out in one write, through a copy. l.writeMu is held.
+func (l *Log) writeFrames(frames []stagedFrame) error {
+	if len(frames) == 0 {
+		return nil
+	}
+	d := l.d
+	d.lifeMu.RLock()
+	defer d.lifeMu.RUnlock()
+	if d.closed.Load() {
+		return ErrClosed
+	}
+	for len(frames) > 0 {
+		// The run of frames that follow each other in the file.
+		n, runBytes := 1, len(*frames[0].frame)
+		for n < len(frames) && frames[n].off == frames[0].off+int64(runBytes) && runBytes+len(*frames[n].frame) <= logBatchMaxBytes {
+			runBytes += len(*frames[n].frame)
+			n++
+		}
+		out := *frames[0].frame
+		if n > 1 {
+			out = l.batch[:0]
+			for _, f := range frames[:n] {
+				out = append(out, *f.frame...)
+			}
+			l.batch = out[:0]
+		}
+		if _, err := d.store.WriteAt(out, frames[0].off); err != nil {
+			return d.fail(err)
+		}
+		frames = frames[n:]
+	}
+	// After the writes, as in writeHeaders.
+	markUserDirty(d)
+	return nil
 }
 
 // finish adopts what tx made durable: its tail, and the head GC moved to
@@ -1010,16 +1245,17 @@ func (l *Log) finish(tx *Txn, err error, newHead *uint64) {
 	l.cond.Broadcast()
 }
 
-// prepare journals the tail over every span done so far, if it moved: a
-// transaction that joins the log always carries the freshest tail.
+// prepare journals the tail over every span done and written so far, if
+// it moved: a transaction that joins the log always carries the freshest
+// tail.
 func (l *Log) prepare(tx *Txn) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.committedEnd > l.loggedTail {
+	if l.writtenEnd > l.loggedTail {
 		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], l.committedEnd)
+		binary.LittleEndian.PutUint64(b[:], l.writtenEnd)
 		tx.write(l.slotOff+logSlotTailOff, b[:], kindMeta)
-		l.txTails[tx] = l.committedEnd
+		l.txTails[tx] = l.writtenEnd
 	}
 	return nil
 }
@@ -1128,6 +1364,18 @@ func (l *Log) reservedFor(off, n int64) bool {
 	from := s.pos + logFrameHeaderBytes
 	if s.state != spanReserved || pos < from || pos+uint64(n) > from+uint64(s.size) {
 		return false
+	}
+	if s.staged != nil {
+		// The caller changes a staged entry in place: the staged bytes go
+		// first, under the lock so that nothing else writes the span.
+		// Rare; Commit then checksums what the file holds.
+		_, err := l.d.store.WriteAt(*s.staged, l.frameOff(s.pos))
+		l.stageBufs.Put(s.staged)
+		s.staged = nil
+		if err != nil {
+			l.d.fail(err)
+			return false
+		}
 	}
 	s.written = false // the header Log.Write wrote no longer matches
 	return true
@@ -1378,6 +1626,10 @@ func (l *Log) commitChunk(ctx context.Context, reloc Relocator, relocs []relocat
 		l.cond.Wait()
 	}
 	l.mu.Unlock()
+	// The copies are written; staged appends before them may not be.
+	if err := l.writeStaged(); err != nil {
+		return err
+	}
 	tx, err := l.d.Begin()
 	if err != nil {
 		return err
@@ -1524,6 +1776,7 @@ func newLog(d *Device, s logSlot, slotOff int64) *Log {
 		head:         s.head,
 		tail:         s.tail,
 		committedEnd: s.tail,
+		writtenEnd:   s.tail,
 		loggedTail:   s.tail,
 		durableTail:  s.tail,
 		txTails:      make(map[*Txn]uint64),
@@ -1532,6 +1785,7 @@ func newLog(d *Device, s logSlot, slotOff int64) *Log {
 	l.cond.L = &l.mu
 	l.waiterPool.New = func() any { return &waiter{wake: make(chan wakeUp, 1)} }
 	l.frameBufs.New = func() any { return new([]byte) }
+	l.stageBufs.New = func() any { return new([]byte) }
 	l.gcCtx, l.stopGC = context.WithCancel(context.Background())
 	return l
 }

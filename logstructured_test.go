@@ -2586,3 +2586,91 @@ func checkCarvedCrash(t *testing.T, store *simstore.Store, n int, rng *rand.Rand
 	}
 	return present, checked, ok
 }
+
+// TestLogWriteThenChange covers Log.Write followed by a change in place
+// (Device.WriteAt), a second Write, and Cancel, on a real file (where
+// Write copies into the writable mapping) and on a simulated store (where
+// it stages the frame for the flush leader to write): Commit must make
+// durable exactly the bytes last written, and a cancelled entry must
+// never show.
+func TestLogWriteThenChange(t *testing.T) {
+	for _, onFile := range []bool{true, false} {
+		t.Run(fmt.Sprintf("file=%v", onFile), func(t *testing.T) {
+			var d *Device
+			if onFile {
+				d, _ = createLogDevice(t, LogRegion{"log", 64 << 10})
+			} else {
+				o, err := (&Options{MaxSize: 4 << 20, MaxPageSize: 64 << 10, JournalSize: minJournalBytes, LogRegions: []LogRegion{{"log", 64 << 10}}}).withDefaults()
+				if err != nil {
+					t.Fatal(err)
+				}
+				store := simstore.New(o.MaxSize)
+				t.Cleanup(func() { store.Close() })
+				if d, err = createOn(store, o); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { d.Close() })
+			}
+			if got := d.homeView != nil; got != onFile {
+				t.Fatalf("writable mapping: %v, want %v", got, onFile)
+			}
+			l := mustLog(t, d, "log")
+			reserve := func() Reservation {
+				t.Helper()
+				r, err := l.Append(1000)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r
+			}
+			// Written, then half of it changed in place.
+			r1 := reserve()
+			if err := l.Write(r1, logContent(1, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			want1 := logContent(2, 1000)
+			copy(want1[500:], logContent(1, 1000)[500:])
+			if _, err := d.WriteAt(want1[:500], r1.Offset()); err != nil {
+				t.Fatal(err)
+			}
+			// Written twice: the second wins.
+			r2 := reserve()
+			if err := l.Write(r2, logContent(3, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Write(r2, logContent(4, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			// Written, then cancelled.
+			r3 := reserve()
+			if err := l.Write(r3, logContent(5, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Cancel(r3); err != nil {
+				t.Fatal(err)
+			}
+			r4 := reserve()
+			if err := l.Write(r4, logContent(6, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			// Out of order: r4's Commit waits for r1 and r2.
+			r4done := make(chan error, 1)
+			go func() { r4done <- l.Commit(r4) }()
+			for _, r := range []Reservation{r1, r2} {
+				if err := l.Commit(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := <-r4done; err != nil {
+				t.Fatal(err)
+			}
+			got := walkLog(t, l)
+			if len(got) != 3 || !bytes.Equal(got[0].Data, want1) || !isContent(got[1].Data, 4) || !isContent(got[2].Data, 6) {
+				t.Fatalf("the log holds %d entries, not the bytes last written", len(got))
+			}
+			if p, err := l.Read(r3.Offset()); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Read of a cancelled entry: %d bytes, %v", len(p), err)
+			}
+		})
+	}
+}
