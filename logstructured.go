@@ -19,7 +19,8 @@ package pagealloc
 // appenders never wait for each other's writes. The owner writes its
 // payload in place and Commit writes the frame header (length, position,
 // CRC of the payload); or the owner hands the payload to Log.Write, which
-// stages header and payload in a buffer. Commit then marks the span done.
+// copies header and payload into the file's writable mapping or, without
+// one, stages them in a buffer. Commit then marks the span done.
 // The durable tail may pass only a contiguous run of done spans whose
 // bytes are in the file, since a crash must never expose a span whose
 // bytes were not written; a Commit that finds no flush under way becomes
@@ -553,14 +554,17 @@ func (l *Log) Commit(r Reservation) error {
 }
 
 // Write gives p, the whole entry, for r's offset, along with the frame's
-// header, whose checksum comes from p rather than from the device. An
-// entry of up to 64 KiB is copied and staged: the Commit that flushes the
-// tail over it writes it together with the entries next to it, so that
-// many small entries cost one write. A larger one is written now, with its
-// header. p must be exactly r.Size() bytes and may be reused once Write
-// returns. Commit must still follow. Writing into the entry again with
-// Device.WriteAt afterwards is allowed, and makes Commit rewrite the
-// header.
+// header, whose checksum comes from p rather than from the device. Where
+// the file has a writable mapping (a real file on Linux), header and
+// payload are copied into it: the page cache, as a write would fill it,
+// without a system call. Elsewhere an entry of up to 64 KiB is copied and
+// staged, and the Commit that flushes the tail over it writes it together
+// with the entries next to it, so that many small entries cost one write;
+// a larger one is written now. Either way the journal syncs the bytes
+// before the tail that covers them. p must be exactly r.Size() bytes and
+// may be reused once Write returns. Commit must still follow. Writing into
+// the entry again with Device.WriteAt afterwards is allowed, and makes
+// Commit rewrite the header.
 func (l *Log) Write(r Reservation, p []byte) error {
 	if r.log != l {
 		return fmt.Errorf("%w: the reservation is not from log %q", ErrNotReserved, l.name)

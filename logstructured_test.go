@@ -833,6 +833,81 @@ func FuzzLogTable(f *testing.F) {
 	})
 }
 
+// goldenCarvedLogTable is a carved log table with two logs, in slots 0
+// and 5, of a device with 4 KiB to 64 KiB pages.
+func goldenCarvedLogTable() ([]byte, *superblock) {
+	sb := &superblock{minPage: 4096, maxPage: 64 << 10, heapOff: 1 << 20, capacity: 1 << 30}
+	b := make([]byte, carvedLogLimit*logSlotBytes)
+	encodeLogSlot(b, logSlot{name: "index", ring: region{sb.heapOff + 64<<10, 64 << 10}, head: 4096, tail: 4096 + 60000})
+	encodeLogSlot(b[5*logSlotBytes:], logSlot{name: "blobs", ring: region{sb.heapOff + 8192, 4096}, head: 1 << 40, tail: 1<<40 + 4096})
+	return b, sb
+}
+
+func TestCarvedLogTableRoundTrip(t *testing.T) {
+	b, sb := goldenCarvedLogTable()
+	slots, used, err := decodeCarvedLogTable(b, sb, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := make([]byte, len(b))
+	n := 0
+	for i, s := range slots {
+		if used[i] {
+			encodeLogSlot(again[i*logSlotBytes:], s)
+			n++
+		}
+	}
+	if n != 2 || !bytes.Equal(b, again) {
+		t.Fatalf("carved log table of %d used slots does not survive decode and encode", n)
+	}
+	bad := []struct {
+		what string
+		edit func(b []byte)
+	}{
+		{"an empty name in a used slot", func(b []byte) { b[0] = 0 }},
+		{"a zero byte inside the name", func(b []byte) { b[1] = 0 }},
+		{"a ring below the heap", func(b []byte) { binary.LittleEndian.PutUint64(b[logSlotRingOff:], uint64(sb.heapOff-65536)) }},
+		{"a ring not aligned to its size", func(b []byte) { binary.LittleEndian.PutUint64(b[logSlotRingOff:], uint64(sb.heapOff+4096)) }},
+		{"a ring size not a power of two", func(b []byte) { binary.LittleEndian.PutUint64(b[logSlotSizeOff:], 3*4096) }},
+		{"a ring above MaxPageSize", func(b []byte) { binary.LittleEndian.PutUint64(b[logSlotSizeOff:], 128<<10) }},
+		{"a ring past the capacity", func(b []byte) { binary.LittleEndian.PutUint64(b[logSlotRingOff:], uint64(sb.capacity)) }},
+		{"head past tail", func(b []byte) { binary.LittleEndian.PutUint64(b[logSlotHeadOff:], 4096+60008) }},
+		{"more used than the ring", func(b []byte) {
+			binary.LittleEndian.PutUint64(b[logSlotHeadOff:], 0)
+			binary.LittleEndian.PutUint64(b[logSlotTailOff:], 64<<10+8)
+		}},
+		{"a name twice", func(b []byte) { copy(b[5*logSlotBytes:], "index\x00") }},
+		{"a stray byte in an unused slot", func(b []byte) { b[2*logSlotBytes+40] = 1 }},
+	}
+	for _, c := range bad {
+		x := bytes.Clone(b)
+		c.edit(x)
+		if _, _, err := decodeCarvedLogTable(x, sb, 0); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: %v, want ErrCorrupt", c.what, err)
+		}
+	}
+}
+
+func FuzzCarvedLogTable(f *testing.F) {
+	b, sb := goldenCarvedLogTable()
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		slots, used, err := decodeCarvedLogTable(b, sb, 0)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v is not ErrCorrupt", err)
+			}
+			return
+		}
+		for i, s := range slots {
+			r := s.ring
+			if used[i] && (s.head > s.tail || s.tail-s.head > uint64(r.size) || r.off < sb.heapOff || r.size > sb.maxPage || r.off%r.size != 0 || r.end() > sb.capacity) {
+				t.Fatalf("accepted an impossible slot %+v", s)
+			}
+		}
+	})
+}
+
 func FuzzLogFrame(f *testing.F) {
 	entry := make([]byte, logFrameHeaderBytes)
 	putLogFrame(entry, logFrame{pos: 4096, frameBytes: logFrameBytes(100), payloadBytes: 100, payloadCRC: 7})
