@@ -2672,8 +2672,9 @@ func TestLogWriteThenChange(t *testing.T) {
 	for _, onFile := range []bool{true, false} {
 		t.Run(fmt.Sprintf("file=%v", onFile), func(t *testing.T) {
 			var d *Device
+			var path string
 			if onFile {
-				d, _ = createLogDevice(t, LogRegion{"log", 64 << 10})
+				d, path = createLogDevice(t, LogRegion{"log", 64 << 10})
 			} else {
 				o, err := (&Options{MaxSize: 4 << 20, MaxPageSize: 64 << 10, JournalSize: minJournalBytes, LogRegions: []LogRegion{{"log", 64 << 10}}}).withDefaults()
 				if err != nil {
@@ -2745,6 +2746,29 @@ func TestLogWriteThenChange(t *testing.T) {
 			}
 			if p, err := l.Read(r3.Offset()); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("Read of a cancelled entry: %d bytes, %v", len(p), err)
+			}
+			if !onFile {
+				return
+			}
+			// The copies through the mapping are in the file, for another
+			// reader and after reopening.
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !isContent(raw[r4.Offset():r4.Offset()+1000], 6) || !bytes.Equal(raw[r1.Offset():r1.Offset()+1000], want1) {
+				t.Fatal("the file does not hold the entries Write copied into the mapping")
+			}
+			d, err = Open(path, &Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if got := walkLog(t, mustLog(t, d, "log")); len(got) != 3 || !bytes.Equal(got[0].Data, want1) || !isContent(got[2].Data, 6) {
+				t.Fatalf("after reopening the log holds %d entries, not the bytes last written", len(got))
 			}
 		})
 	}
