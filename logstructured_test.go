@@ -2036,6 +2036,45 @@ func (x *valueIndex) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error
 	return nil
 }
 
+func ExampleDevice_CreateLog() {
+	dir, err := os.MkdirTemp("", "pagealloc-example")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	d, err := Create(filepath.Join(dir, "device"), &Options{MaxSize: 1 << 30})
+	if err != nil {
+		panic(err)
+	}
+	defer d.Close()
+	// A ring of one 1 MiB heap page, recorded durably with its page.
+	wal, err := d.CreateLog("wal", 1<<20)
+	if err != nil {
+		panic(err)
+	}
+	entry := []byte("set a=1")
+	r, err := wal.Append(len(entry))
+	if err != nil {
+		panic(err)
+	}
+	if err := wal.Write(r, entry); err != nil {
+		panic(err)
+	}
+	if err := wal.Commit(r); err != nil {
+		panic(err)
+	}
+	fmt.Println(wal.Stats().SizeBytes, d.Stats().AllocatedPages)
+	// Dropping it frees the page in the transaction that forgets the log.
+	if err := d.DropLog("wal"); err != nil {
+		panic(err)
+	}
+	_, err = d.Log("wal")
+	fmt.Println(errors.Is(err, ErrNotFound), d.Stats().AllocatedPages)
+	// Output:
+	// 1048576 1
+	// true 0
+}
+
 func ExampleLog() {
 	dir, err := os.MkdirTemp("", "pagealloc-example")
 	if err != nil {
