@@ -449,7 +449,11 @@ func (d *Device) Close() error {
 	defer d.lifeMu.Unlock()
 	d.view, d.homeView = nil, nil
 	// The journal has stopped and no log write holds lifeMu, so every
-	// staging buffer is back.
+	// staging buffer is back but those of frames staged and never
+	// written, which never will be now.
+	for _, l := range d.logs.all() {
+		l.releaseStaged()
+	}
 	return errors.Join(err, d.staging.close(), d.store.Close())
 }
 
@@ -622,7 +626,7 @@ func (d *Device) checkUserWrite(off, n int64, tx *Txn) error {
 		}
 		return nil
 	}
-	if d.geometry.logs.overlaps(off, n) {
+	if d.geometry.logs.overlaps(off, n) || d.inCarvedLog(off, n) {
 		return d.logWritable(off, n, journaled)
 	}
 	if off >= d.geometry.heapOff {

@@ -32,6 +32,7 @@ func (d *Device) check(onAllocated func(Addr)) error {
 	c.checkPending()
 	c.checkCounters()
 	c.checkSubpages()
+	c.checkCarvedLogs()
 	return errors.Join(c.errs...)
 }
 

@@ -29,7 +29,8 @@ var (
 	// Rollback.
 	ErrTxDone = errors.New("pagealloc: transaction already committed or rolled back")
 
-	// ErrExists is returned by Create when the file already exists.
+	// ErrExists is returned by Create when the file already exists, and
+	// by Device.CreateLog when a log of that name exists.
 	ErrExists = errors.New("pagealloc: file already exists")
 
 	// ErrNoSpace is returned when a request cannot be met because the

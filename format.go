@@ -160,8 +160,9 @@ import (
 )
 
 const (
-	// formatVersion 2 added the sub-page parent bits to each block's
-	// metadata; version 1 is still read (see "Sub-pages").
+	// formatVersion is the version Create writes. Version 2 added the
+	// sub-page parent bits to each block's metadata (see "Sub-pages") and
+	// the carved log table; this package reads versions 1 and 2.
 	formatVersion = 2
 
 	superblockSlotBytes = 4096
@@ -550,6 +551,25 @@ func appendEntry(rec []byte, off int64, kind entryKind, data []byte) []byte {
 //
 // Only frames in [head, durable tail) are ever read. The durable tail is
 // journaled only after every frame below it was synced.
+//
+// Carved log table (format version 2: Device.CreateLog, Device.DropLog), in
+// the allocator state region at carvedLogTableOff, right after the sub-page
+// class table: carvedLogLimit slots laid out as log table slots above, so
+// head and tail sit at the same offsets. A slot whose bytes are all zero is
+// unused; a used one names a log whose ring is one allocated heap page:
+//
+//	  0 32  name, zero-padded, no zero byte inside
+//	 32  8  ring offset: the page's offset, aligned to its size
+//	 40  8  ring size: the page's size, a power of two from min to max page size
+//	 48  8  head
+//	 56  8  durable tail
+//
+// A slot changes only through the journal, in the transaction that
+// allocates its page (CreateLog) or frees it (DropLog, which zeroes the
+// slot), so that a crash finds the page and the slot both or neither. The
+// table has no checksum of its own: the journal's records carry one. A
+// version 1 device holds zeroes there (no carved logs) and is never given
+// any, so a package that reads only version 1 never sees one.
 
 const (
 	logTableHeaderBytes = 64
@@ -562,6 +582,10 @@ const (
 	logSlotSizeOff      = 40
 	logSlotHeadOff      = 48
 	logSlotTailOff      = 56
+
+	carvedLogTableOff = subpageTableOff + subpageClassLimit*subpageClassBytes // in the allocator state region
+	carvedLogLimit    = 64
+	carvedLogsVersion = 2 // the first format version with the carved log table
 
 	logFrameHeaderBytes = 24
 	logFrameCRCOff      = 20
@@ -596,13 +620,82 @@ func encodeLogTable(dst []byte, slots []logSlot) {
 	copy(dst[0:8], logTableMagic[:])
 	le.PutUint32(dst[logTableCountOff:], uint32(len(slots)))
 	for i, s := range slots {
-		b := dst[logTableHeaderBytes+i*logSlotBytes:]
-		copy(b[:logNameMaxBytes], s.name)
-		putRegion(b[logSlotRingOff:], s.ring)
-		le.PutUint64(b[logSlotHeadOff:], s.head)
-		le.PutUint64(b[logSlotTailOff:], s.tail)
+		encodeLogSlot(dst[logTableHeaderBytes+i*logSlotBytes:], s)
 	}
 	le.PutUint32(dst[logTableCRCOff:], logTableChecksum(dst[:n]))
+}
+
+// encodeLogSlot encodes s into the logSlotBytes of dst; a zero s encodes
+// an unused carved slot.
+func encodeLogSlot(dst []byte, s logSlot) {
+	clear(dst[:logSlotBytes])
+	copy(dst[:logNameMaxBytes], s.name)
+	putRegion(dst[logSlotRingOff:], s.ring)
+	binary.LittleEndian.PutUint64(dst[logSlotHeadOff:], s.head)
+	binary.LittleEndian.PutUint64(dst[logSlotTailOff:], s.tail)
+}
+
+// decodeLogSlot decodes the slot in the logSlotBytes of b. nameOK is false
+// when the name is empty or not zero-padded.
+func decodeLogSlot(b []byte) (s logSlot, nameOK bool) {
+	name := b[:logNameMaxBytes]
+	nameLen := 0
+	for nameLen < len(name) && name[nameLen] != 0 {
+		nameLen++
+	}
+	le := binary.LittleEndian
+	s = logSlot{
+		name: string(name[:nameLen]),
+		ring: getRegion(b[logSlotRingOff:]),
+		head: le.Uint64(b[logSlotHeadOff:]),
+		tail: le.Uint64(b[logSlotTailOff:]),
+	}
+	return s, nameLen > 0 && allZero(name[nameLen:])
+}
+
+// positionsProblem reports what is wrong with s's head and tail, or "".
+func (s logSlot) positionsProblem() string {
+	if s.head > s.tail || s.tail-s.head > uint64(s.ring.size) || s.head%8 != 0 || s.tail%8 != 0 {
+		return fmt.Sprintf("head <= tail within one ring, 8-byte aligned, found head %d tail %d", s.head, s.tail)
+	}
+	return ""
+}
+
+// decodeCarvedLogTable parses the carved log table in src (carvedLogLimit
+// slots) of a device of geometry sb, stored at off. used[i] is false for
+// an unused slot. The rings must be pages this geometry could hand out;
+// whether the allocator has them allocated is Device.Check's to say. It
+// never panics on any input.
+func decodeCarvedLogTable(src []byte, sb *superblock, off int64) (slots []logSlot, used []bool, err error) {
+	what := "carved log table"
+	if len(src) < carvedLogLimit*logSlotBytes {
+		return nil, nil, corruptf(off, what, "%d bytes, found %d", carvedLogLimit*logSlotBytes, len(src))
+	}
+	slots, used = make([]logSlot, carvedLogLimit), make([]bool, carvedLogLimit)
+	for i := range slots {
+		at := off + int64(i)*logSlotBytes
+		b := src[i*logSlotBytes : (i+1)*logSlotBytes]
+		if allZero(b) {
+			continue
+		}
+		s, nameOK := decodeLogSlot(b)
+		r := s.ring
+		switch {
+		case !nameOK:
+			return nil, nil, corruptf(at, what, "slot %d all zero or holding a zero-padded name", i)
+		case !validPageSize(r.size) || r.size < sb.minPage || r.size > sb.maxPage || r.off < sb.heapOff || r.off%r.size != 0 || r.off > sb.capacity-r.size:
+			return nil, nil, corruptf(at, what, "slot %d ring on a heap page of %d to %d bytes, found [%d, +%d)", i, sb.minPage, sb.maxPage, r.off, r.size)
+		case s.positionsProblem() != "":
+			return nil, nil, corruptf(at, what, "slot %d %s", i, s.positionsProblem())
+		}
+		for j := range i {
+			if used[j] && slots[j].name == s.name {
+				return nil, nil, corruptf(at, what, "unique names, found %q twice", s.name)
+			}
+		}
+		slots[i], used[i] = s, true
+	}
+	return slots, used, nil
 }
 
 func logTableChecksum(table []byte) uint32 {
@@ -642,25 +735,14 @@ func decodeLogTable(src []byte, logs region) ([]logSlot, error) {
 	next := logs.off + logTableBytes(int(count))
 	for i := range slots {
 		at := logTableHeaderBytes + int64(i)*logSlotBytes
-		b := table[at : at+logSlotBytes]
-		name := b[:logNameMaxBytes]
-		nameLen := 0
-		for nameLen < len(name) && name[nameLen] != 0 {
-			nameLen++
-		}
-		s := logSlot{
-			name: string(name[:nameLen]),
-			ring: getRegion(b[logSlotRingOff:]),
-			head: le.Uint64(b[logSlotHeadOff:]),
-			tail: le.Uint64(b[logSlotTailOff:]),
-		}
+		s, nameOK := decodeLogSlot(table[at : at+logSlotBytes])
 		switch {
-		case nameLen == 0 || !allZero(name[nameLen:]):
+		case !nameOK:
 			return nil, corruptf(logs.off+at, what, "slot %d to hold a zero-padded name", i)
 		case s.ring.off != next || s.ring.size <= 0 || s.ring.size%4096 != 0 || s.ring.size > logs.end()-s.ring.off:
 			return nil, corruptf(logs.off+at, what, "slot %d ring at %d, a multiple of 4 KiB inside the log regions, found [%d, +%d)", i, next, s.ring.off, s.ring.size)
-		case s.head > s.tail || s.tail-s.head > uint64(s.ring.size) || s.head%8 != 0 || s.tail%8 != 0:
-			return nil, corruptf(logs.off+at, what, "slot %d head <= tail within one ring, 8-byte aligned, found head %d tail %d", i, s.head, s.tail)
+		case s.positionsProblem() != "":
+			return nil, corruptf(logs.off+at, what, "slot %d %s", i, s.positionsProblem())
 		}
 		for _, t := range slots[:i] {
 			if t.name == s.name {

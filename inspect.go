@@ -126,9 +126,10 @@ type PendingInfo struct {
 
 // LogInfo describes one log-structured region.
 type LogInfo struct {
-	Name  string
-	Ring  Extent   // the ring's bytes in the file
-	Stats LogStats // positions and counters, as Log.Stats returns them
+	Name   string
+	Ring   Extent   // the ring's bytes in the file
+	Carved bool     // the ring is a heap page (Device.CreateLog), not laid out at Create
+	Stats  LogStats // positions and counters, as Log.Stats returns them
 }
 
 // SubpageClassInfo describes one sub-page size class.
@@ -183,10 +184,8 @@ func (d *Device) Inspect() (*Inspection, error) {
 	if st.pendHead >= g.heapOff && st.pendHead < st.frontier {
 		in.Pending.OldestTx = uint64(tx.readHeader(st.pendHead).word0)
 	}
-	if d.logs != nil {
-		for _, l := range d.logs.logs {
-			in.Logs = append(in.Logs, LogInfo{Name: l.name, Ring: extentOf(l.ring), Stats: l.Stats()})
-		}
+	for _, l := range d.logs.all() {
+		in.Logs = append(in.Logs, LogInfo{Name: l.name, Ring: extentOf(l.ring), Carved: l.carved, Stats: l.Stats()})
 	}
 	set := &d.subpages
 	set.mu.Lock()
@@ -288,6 +287,9 @@ const (
 	// PageUnaccounted is a MinPageSize page that no state bit claims:
 	// space leaked by a corrupt device (Check reports it).
 	PageUnaccounted
+	// PageLog is an allocated page that holds the ring of a log carved
+	// from the heap (Device.CreateLog).
+	PageLog
 )
 
 var pageKindNames = [...]string{
@@ -297,6 +299,7 @@ var pageKindNames = [...]string{
 	PageFree:        "free",
 	PagePending:     "pending",
 	PageUnaccounted: "unaccounted",
+	PageLog:         "log",
 }
 
 // String returns the kind's name, as the pagealloc command prints it.
@@ -370,6 +373,11 @@ func (w *heapWalker) visit(off int64, order int) bool {
 		e.Kind = PagePending
 	case stateAllocated:
 		e.Kind = PageAllocated
+		for _, l := range w.d.logs.all() {
+			if l.carved && l.ring.off == off && l.ring.size == e.Size {
+				e.Kind = PageLog
+			}
+		}
 		if w.d.subpageParentAt(w.tx, off, e.Size) {
 			h := w.tx.readSubpageHeader(off)
 			e.Kind, e.SlotBytes, e.SlotsUsed = PageSubpages, 1<<h.slotShift, bits.OnesCount64(h.mask)-1

@@ -1,8 +1,9 @@
 package pagealloc
 
 // Log-structured regions: rings for append-mostly data (value logs, blob
-// logs, write-ahead logs of the caller's own) laid out at Create beside
-// the allocator state.
+// logs, write-ahead logs of the caller's own), either laid out at Create
+// beside the allocator state (Options.LogRegions) or carved from the heap
+// later, one buddy page each (Device.CreateLog, Device.DropLog).
 //
 // A log is addressed by virtual positions that only grow; the byte at
 // position v lives at ring offset v mod ring size. Three positions matter:
@@ -16,15 +17,19 @@ package pagealloc
 //
 // Append reserves a span at the tail under a short lock and does no I/O, so
 // appenders never wait for each other's writes. The owner writes its
-// payload in place; Commit then writes the frame header (length, position,
-// CRC of the payload) and marks the span done. The durable tail may pass
-// only a contiguous run of done spans, since a crash must never expose a
-// span whose bytes were not written; a Commit that finds no flush under way
-// becomes the leader and journals the tail for every span done so far, so
-// many appenders share one transaction and, through group commit, one
-// fsync. The journal syncs the payloads and headers before it writes the
-// record that moves the tail, so the tail never points past bytes that are
-// not durable.
+// payload in place and Commit writes the frame header (length, position,
+// CRC of the payload); or the owner hands the payload to Log.Write, which
+// copies header and payload into the file's writable mapping or, without
+// one, stages them in a buffer. Commit then marks the span done.
+// The durable tail may pass only a contiguous run of done spans whose
+// bytes are in the file, since a crash must never expose a span whose
+// bytes were not written; a Commit that finds no flush under way becomes
+// the leader: it writes the staged frames of every span done so far,
+// adjacent ones in one write, and journals the tail over them, so many
+// appenders share one write, one transaction and, through group commit,
+// one fsync. The journal syncs the payloads and headers before it writes
+// the record that moves the tail, so the tail never points past bytes that
+// are not durable.
 //
 // GC walks from the head over durable entries, asking the owner whether
 // each is live. Dead entries and padding are passed over; a live entry is
@@ -43,8 +48,12 @@ import (
 	"hash/crc32"
 	"iter"
 	"math"
+	"math/bits"
 	"runtime"
+	"runtime/debug"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -55,6 +64,11 @@ var (
 	// ErrNotFound is returned by Device.Log for a name no log region
 	// carries, and by Log.Read for an offset where no durable entry lies.
 	ErrNotFound = errors.New("pagealloc: not found")
+
+	// ErrInUse is returned by Device.DropLog for a log that has
+	// reservations not yet durable, a Commit waiting, or a GC pass under
+	// way.
+	ErrInUse = errors.New("pagealloc: log in use")
 
 	// ErrNotReserved is returned by Log.Commit and Log.Cancel for a
 	// reservation that is not live: already committed or cancelled, made
@@ -180,22 +194,74 @@ type span struct {
 	start, pos, end uint64 // [start, pos) padding, [pos, end) the frame
 	size            uint32 // payload bytes
 	state           spanState
-	written         bool // Log.Write wrote the headers for the payload now in place
+	written         bool        // Log.Write wrote the headers for the payload now in place
+	staged          stagedBytes // Log.Write's frame, header and payload, not yet written
 }
 
-// logSet is the device's log regions, fixed at Create.
+// stagedBytes is a frame Log.Write staged: in a buffer of the device's
+// frame pool when one is free, else on the heap (see staging). The zero
+// value is no frame.
+type stagedBytes struct {
+	buf   *Buffer // nil: frame is on the heap
+	frame []byte
+}
+
+// stageFrame returns room for a frame of n bytes.
+func stageFrame(d *Device, n int) stagedBytes {
+	if b := stage(d.staging.frames); b != nil {
+		if n <= len(b.Bytes()) {
+			return stagedBytes{buf: b, frame: b.Bytes()[:n]}
+		}
+		unstage(b)
+	}
+	return stagedBytes{frame: make([]byte, n)}
+}
+
+// release gives s's buffer back; s holds no frame afterwards.
+func (s *stagedBytes) release() {
+	unstage(s.buf)
+	*s = stagedBytes{}
+}
+
+// stagedFrame is a frame Log.Write staged whose span is done, waiting for
+// the flush leader to write it.
+type stagedFrame struct {
+	off int64 // device offset of the frame
+	stagedBytes
+}
+
+// logSet is the device's logs: those laid out at Create, then those
+// carved from the heap.
 type logSet struct {
-	logs []*Log
+	mu   sync.Mutex             // held by CreateLog, DropLog and Close while they change the set
+	list atomic.Pointer[[]*Log] // replaced, never changed: readers take no lock
 }
 
-// Log is one log-structured region of a device, returned by Device.Log.
-// Its methods are safe for concurrent use.
+// all returns the logs; the slice must not be changed.
+func (s *logSet) all() []*Log {
+	if s == nil {
+		return nil
+	}
+	if p := s.list.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// set replaces the logs with list; s.mu is held.
+func (s *logSet) set(list []*Log) { s.list.Store(&list) }
+
+// Log is one log-structured region of a device, returned by Device.Log or
+// Device.CreateLog. Its methods are safe for concurrent use. After
+// Device.DropLog, they return ErrClosed.
 type Log struct {
-	d       *Device
-	name    string
-	ring    region
-	size    uint64 // ring.size
-	slotOff int64  // device offset of the log's table slot
+	d        *Device
+	name     string
+	ring     region
+	size     uint64      // ring.size
+	slotOff  int64       // device offset of the log's table slot
+	carved   bool        // the ring is a heap page (CreateLog)
+	dropping atomic.Bool // DropLog is freeing the ring's page
 
 	mu   sync.Mutex
 	cond sync.Cond // signalled when a position below moves, and on close
@@ -203,11 +269,17 @@ type Log struct {
 	head         uint64 // the head a crash keeps: bytes before it may be reused
 	tail         uint64 // where the next reservation starts
 	committedEnd uint64 // end of the contiguous run of done spans
+	writtenEnd   uint64 // end of the run of done spans whose bytes are in the file
 	loggedTail   uint64 // tail written by the newest committed transaction
 	durableTail  uint64 // tail of a transaction known durable
 
 	spans []span // spans[first:] are reservations past committedEnd, in order
 	first int
+
+	staged      []stagedFrame // frames below committedEnd not yet written, in order
+	stagedSpare []stagedFrame // the other half of a double buffer: writeStaged's
+	writeMu     sync.Mutex    // held by writeStaged: writtenEnd moves in order
+	batch       []byte        // writeStaged's buffer for adjacent frames; under writeMu
 
 	flushing     bool            // a leader is journaling the tail
 	waiters      []*waiter       // Commits waiting for the durable tail
@@ -233,19 +305,162 @@ type Log struct {
 }
 
 // Log returns the log region called name, laid out at Create by
-// Options.LogRegions. Every call with one name returns the same *Log.
+// Options.LogRegions or carved by CreateLog. Every call with one name
+// returns the same *Log, until the log is dropped.
 func (d *Device) Log(name string) (*Log, error) {
 	if d.closed.Load() {
 		return nil, ErrClosed
 	}
-	if d.logs != nil {
-		for _, l := range d.logs.logs {
-			if l.name == name {
-				return l, nil
-			}
+	for _, l := range d.logs.all() {
+		if l.name == name {
+			return l, nil
 		}
 	}
 	return nil, fmt.Errorf("%w: no log region %q", ErrNotFound, name)
+}
+
+// CreateLog carves a log called name out of the heap: its ring is one
+// buddy page of at least sizeBytes, rounded up to a power of two no
+// smaller than MinPageSize (Log.Stats reports the size), allocated in the
+// same transaction that records the log in the device's carved log table.
+// It returns once that transaction is durable: after a crash the log is
+// found, empty or with the entries committed since, and its page is
+// allocated. A ring is one contiguous page, so sizeBytes may not exceed
+// MaxPageSize.
+//
+// Names are shared with the logs laid out at Create. CreateLog fails with
+// ErrInvalidArgument for a name that is empty, longer than 32 bytes or
+// holds a zero byte, or a size below 1; ErrTooLarge above MaxPageSize;
+// ErrExists when a log of that name exists; ErrNoSpace when the heap has
+// no page of that size or all 64 carved log slots are taken; ErrVersion on
+// a device of format version 1, which has no carved log table. A failed
+// CreateLog changes nothing.
+func (d *Device) CreateLog(name string, sizeBytes int64) (*Log, error) {
+	if err := d.usable(); err != nil {
+		return nil, err
+	}
+	switch {
+	case !validLogName(name):
+		return nil, fmt.Errorf("%w: log name %q is not 1 to %d bytes without zero bytes", ErrInvalidArgument, name, logNameMaxBytes)
+	case sizeBytes < 1:
+		return nil, fmt.Errorf("%w: log %q of %d bytes", ErrInvalidArgument, name, sizeBytes)
+	case sizeBytes > d.geometry.maxPage:
+		return nil, fmt.Errorf("%w: log %q of %d bytes: a carved ring is one page, at most MaxPageSize %d", ErrTooLarge, name, sizeBytes, d.geometry.maxPage)
+	case d.geometry.version < carvedLogsVersion:
+		return nil, fmt.Errorf("%w: the device has format version %d; carving logs needs version %d", ErrVersion, d.geometry.version, carvedLogsVersion)
+	}
+	set := d.logs
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	for _, l := range set.all() {
+		if l.name == name {
+			return nil, fmt.Errorf("%w: log %q", ErrExists, name)
+		}
+	}
+	tx, err := d.Begin()
+	if err != nil {
+		return nil, err
+	}
+	// The set holds every carved log: CreateLog and DropLog change the
+	// table only with set.mu held. A free slot is all zero.
+	tableOff := d.geometry.state.off + carvedLogTableOff
+	slot := -1
+	var b [logSlotBytes]byte
+	for i := range carvedLogLimit {
+		tx.read(b[:], tableOff+int64(i)*logSlotBytes)
+		if allZero(b[:]) {
+			slot = i
+			break
+		}
+	}
+	if slot < 0 {
+		tx.Rollback()
+		return nil, fmt.Errorf("%w: all %d carved log slots are taken", ErrNoSpace, carvedLogLimit)
+	}
+	a, err := tx.Alloc(sizeBytes)
+	if err != nil {
+		tx.Rollback()
+		return nil, err
+	}
+	s := logSlot{name: name, ring: region{a.Offset(), a.Size()}}
+	encodeLogSlot(b[:], s)
+	slotOff := tableOff + int64(slot)*logSlotBytes
+	tx.write(slotOff, b[:], kindMeta)
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	l := newLog(d, s, slotOff)
+	l.carved = true
+	set.set(append(slices.Clone(set.all()), l))
+	return l, nil
+}
+
+// DropLog removes the log called name, which CreateLog carved, and frees
+// its page in the same transaction that clears its slot in the carved log
+// table; it returns once that is durable. The page is handed out again
+// only after that, as any freed page. The *Log's methods return ErrClosed
+// from then on; its entries are gone.
+//
+// DropLog fails with ErrNotFound for a name no log carries,
+// ErrInvalidArgument for a log laid out at Create, and ErrInUse while the
+// log has a reservation not yet durable (commit or cancel it first), a
+// Commit waiting, or a GC pass under way. A failed DropLog changes
+// nothing.
+func (d *Device) DropLog(name string) error {
+	if err := d.usable(); err != nil {
+		return err
+	}
+	set := d.logs
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	var l *Log
+	for _, m := range set.all() {
+		if m.name == name {
+			l = m
+		}
+	}
+	switch {
+	case l == nil:
+		return fmt.Errorf("%w: no log region %q", ErrNotFound, name)
+	case !l.carved:
+		return fmt.Errorf("%w: log %q was laid out at Create; only logs from CreateLog can be dropped", ErrInvalidArgument, name)
+	case !l.gcMu.TryLock():
+		return fmt.Errorf("%w: log %q is being collected", ErrInUse, name)
+	}
+	l.mu.Lock()
+	if l.tail != l.durableTail || l.flushing || len(l.waiters) > 0 || l.closed {
+		closed := l.closed
+		l.mu.Unlock()
+		l.gcMu.Unlock()
+		if closed {
+			return ErrClosed
+		}
+		return fmt.Errorf("%w: log %q has reservations or commits under way", ErrInUse, name)
+	}
+	// From here Append, GC and readers stop, so that nothing touches the
+	// page once it is freed.
+	l.closed = true
+	l.closing.Store(true)
+	l.mu.Unlock()
+	l.dropping.Store(true)
+	err := d.Update(func(tx *Txn) error {
+		var zero [logSlotBytes]byte
+		tx.write(l.slotOff, zero[:], kindMeta)
+		return tx.Free(makeAddr(l.ring.off, uint(bits.TrailingZeros64(l.size))))
+	})
+	if err != nil {
+		l.dropping.Store(false)
+		l.mu.Lock()
+		l.closed = false
+		l.closing.Store(false)
+		l.mu.Unlock()
+		l.gcMu.Unlock()
+		return err
+	}
+	set.set(slices.DeleteFunc(slices.Clone(set.all()), func(m *Log) bool { return m == l }))
+	l.gcMu.Unlock()
+	l.stop()
+	return nil
 }
 
 // Name returns the name the log was created with.
@@ -343,6 +558,17 @@ func (l *Log) Append(sizeBytes int) (Reservation, error) {
 // intact. An entry committed before the ones reserved ahead of it waits for
 // them. Commit must not be called while the caller holds a Txn.
 func (l *Log) Commit(r Reservation) error {
+	if r.log == l && l.d.usable() == nil {
+		l.mu.Lock()
+		if i := l.liveLocked(r, spanReserved); i >= 0 && (l.spans[i].staged.frame != nil || l.spans[i].written) {
+			// Write staged or wrote the whole frame: nothing to write here.
+			l.spans[i].state = spanDone
+			end := l.spans[i].end
+			l.advanceLocked()
+			return l.waitDurableLocked(end)
+		}
+		l.mu.Unlock()
+	}
 	s, err := l.seal(r, false)
 	if err != nil {
 		return err
@@ -350,12 +576,18 @@ func (l *Log) Commit(r Reservation) error {
 	return l.waitDurable(s.end)
 }
 
-// Write writes p, the whole entry, at r's offset, along with the frame's
-// header: one write where Device.WriteAt and Commit take two, and the
-// checksum comes from p rather than from the device. p must be exactly
-// r.Size() bytes. Commit must still follow. Writing into the entry again
-// with Device.WriteAt afterwards is allowed, and makes Commit rewrite the
-// header.
+// Write gives p, the whole entry, for r's offset, along with the frame's
+// header, whose checksum comes from p rather than from the device. Where
+// the file has a writable mapping (a real file on Linux), header and
+// payload are copied into it: the page cache, as a write would fill it,
+// without a system call. Elsewhere an entry of up to 64 KiB is copied and
+// staged, and the Commit that flushes the tail over it writes it together
+// with the entries next to it, so that many small entries cost one write;
+// a larger one is written now. Either way the journal syncs the bytes
+// before the tail that covers them. p must be exactly r.Size() bytes and
+// may be reused once Write returns. Commit must still follow. Writing into
+// the entry again with Device.WriteAt afterwards is allowed, and makes
+// Commit rewrite the header.
 func (l *Log) Write(r Reservation, p []byte) error {
 	if r.log != l {
 		return fmt.Errorf("%w: the reservation is not from log %q", ErrNotReserved, l.name)
@@ -366,6 +598,39 @@ func (l *Log) Write(r Reservation, p []byte) error {
 	if err := l.d.usable(); err != nil {
 		return err
 	}
+	if l.d.homeView != nil || len(p) > logJoinedWriteMaxBytes || r.pos-r.start >= logFrameHeaderBytes {
+		// Through the file's writable mapping if there is one; else
+		// large, or after padding that needs a header: written now.
+		return l.writeNow(r, p)
+	}
+	// Build the frame before taking the lock, so that appenders do not
+	// wait for the copy and the checksum. Close waits for the staging
+	// buffer to be handed over (lifeMu), and gives back the staged ones.
+	l.d.lifeMu.RLock()
+	defer l.d.lifeMu.RUnlock()
+	st := stageFrame(l.d, int(logFrameBytes(int64(len(p)))))
+	frame := st.frame
+	putLogFrame(frame, logFrame{pos: r.pos, frameBytes: int64(len(frame)), payloadBytes: uint32(len(p)), payloadCRC: crc32.Checksum(p, castagnoli)})
+	clear(frame[logFrameHeaderBytes+copy(frame[logFrameHeaderBytes:], p):])
+	l.mu.Lock()
+	i := l.liveLocked(r, spanReserved)
+	if i < 0 {
+		closed := l.closed
+		l.mu.Unlock()
+		st.release()
+		if closed {
+			return ErrClosed
+		}
+		return fmt.Errorf("%w: position %d of log %q", ErrNotReserved, r.pos, l.name)
+	}
+	l.spans[i].staged.release()
+	l.spans[i].staged = st
+	l.mu.Unlock()
+	return nil
+}
+
+// writeNow is Write for an entry written at once, header and payload.
+func (l *Log) writeNow(r Reservation, p []byte) error {
 	l.mu.Lock()
 	i := l.findLocked(r.start)
 	if i < 0 || l.spans[i].state != spanReserved || l.spans[i].pos != r.pos || l.closed {
@@ -381,14 +646,33 @@ func (l *Log) Write(r Reservation, p []byte) error {
 	s := l.spans[i]
 	l.mu.Unlock()
 
-	err := l.writeHeaders(s, false, p, crc32.Checksum(p, castagnoli))
+	crc := crc32.Checksum(p, castagnoli)
+	err := l.writeMapped(s, p, crc)
+	if errors.Is(err, errUnmapped) {
+		err = l.writeHeaders(s, false, p, crc)
+	}
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	i = l.findLocked(s.start)
 	l.spans[i].state = spanReserved
 	l.spans[i].written = err == nil
+	// An earlier Write's staged frame, if any, is stale now.
+	l.spans[i].staged.release()
 	return err
+}
+
+// liveLocked returns the index in l.spans of the span r reserved if it is
+// in state, or -1; l.mu is held.
+func (l *Log) liveLocked(r Reservation, state spanState) int {
+	if l.closed {
+		return -1
+	}
+	i := l.findLocked(r.start)
+	if i < 0 || l.spans[i].state != state || l.spans[i].pos != r.pos {
+		return -1
+	}
+	return i
 }
 
 // Cancel gives up the space r reserved: it becomes padding, which lets the
@@ -571,7 +855,12 @@ func (l *Log) findLocked(start uint64) int {
 func (l *Log) advanceLocked() {
 	moved := false
 	for l.first < len(l.spans) && l.spans[l.first].state == spanDone {
-		l.committedEnd = l.spans[l.first].end
+		s := &l.spans[l.first]
+		if s.staged.frame != nil {
+			l.staged = append(l.staged, stagedFrame{off: l.frameOff(s.pos), stagedBytes: s.staged})
+			s.staged = stagedBytes{}
+		}
+		l.committedEnd = s.end
 		l.first++
 		moved = true
 	}
@@ -614,7 +903,7 @@ func (l *Log) seal(r Reservation, cancel bool) (span, error) {
 	l.mu.Unlock()
 
 	var err error
-	if cancel || !s.written {
+	if cancel || !s.written && s.staged.frame == nil {
 		err = l.writeHeaders(s, cancel, nil, 0)
 	}
 
@@ -625,9 +914,74 @@ func (l *Log) seal(r Reservation, cancel bool) (span, error) {
 		l.spans[i].state = spanReserved
 		return span{}, err
 	}
+	if cancel {
+		l.spans[i].staged.release()
+	}
 	l.spans[i].state = spanDone
 	l.advanceLocked()
 	return s, nil
+}
+
+// errUnmapped says that writeMapped could not write: the store has no
+// writable mapping, or the filesystem could not back a page of it.
+var errUnmapped = errors.New("pagealloc: no writable mapping")
+
+// writeMapped copies the whole frame of span s, payload p with checksum
+// crc, and the padding header before it if it needs one, into the file
+// through its writable mapping: the page cache, as a write would, without
+// a system call. The journal's sync makes the bytes durable as it does
+// written ones. It returns errUnmapped, having perhaps copied part of the
+// frame, where writeHeaders must write it instead.
+func (l *Log) writeMapped(s span, p []byte, crc uint32) error {
+	d := l.d
+	d.lifeMu.RLock()
+	defer d.lifeMu.RUnlock()
+	if d.closed.Load() {
+		return ErrClosed
+	}
+	if d.homeView == nil {
+		return errUnmapped
+	}
+	// A page the filesystem cannot back (out of space) faults; copyMapped
+	// recovers, and writeHeaders's write then reports the error.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if pad := s.pos - s.start; pad >= logFrameHeaderBytes {
+		if !putFrameMapped(d.homeView[l.frameOff(s.start):], logFrame{padding: true, frameBytes: int64(pad), pos: s.start}) {
+			return errUnmapped
+		}
+	}
+	off := l.frameOff(s.pos)
+	if !copyMapped(d.homeView[off+logFrameHeaderBytes:], p) ||
+		!putFrameMapped(d.homeView[off:], logFrame{pos: s.pos, frameBytes: int64(s.end - s.pos), payloadBytes: s.size, payloadCRC: crc}) {
+		return errUnmapped
+	}
+	// After the copies, as in writeHeaders.
+	markUserDirty(d)
+	return nil
+}
+
+// putFrameMapped encodes f's header into dst, a writable mapping of the
+// file, recovering from a fault as copyMapped does. Encoding in place
+// spares a header buffer, which the checksum would make escape.
+func putFrameMapped(dst []byte, f logFrame) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	putLogFrame(dst, f)
+	return true
+}
+
+// markUserDirty records that the caller's bytes were written since the
+// last sync, so that the journal syncs them before its next record. It
+// looks first: a flag already set is cleared only by a journal write that
+// syncs after clearing it, which covers these bytes too; and not writing
+// it spares appenders on every core a fight over its cache line.
+func markUserDirty(d *Device) {
+	if !d.userDirty.Load() {
+		d.userDirty.Store(true)
+	}
 }
 
 // logJoinedWriteMaxBytes is the largest payload written in one write with
@@ -682,7 +1036,7 @@ func (l *Log) writeHeaders(s span, cancel bool, copied []byte, copiedCRC uint32)
 	}
 	// After the writes, not before: the journal clears the flag when it
 	// syncs, and a write that lands after that sync must leave it set.
-	d.userDirty.Store(true)
+	markUserDirty(d)
 	return nil
 }
 
@@ -719,6 +1073,11 @@ type wakeUp struct {
 // this one syncs.
 func (l *Log) waitDurable(end uint64) error {
 	l.mu.Lock()
+	return l.waitDurableLocked(end)
+}
+
+// waitDurableLocked is waitDurable with l.mu held, which it releases.
+func (l *Log) waitDurableLocked(end uint64) error {
 	for {
 		if l.durableTail >= end {
 			l.mu.Unlock()
@@ -785,14 +1144,18 @@ func (l *Log) wakeLocked(err error) {
 	l.waiters = kept
 }
 
-// flushTail journals the tail over every span done so far and waits for
-// it to be durable.
+// flushTail writes the frames staged for every span done so far, journals
+// the tail over them and waits for it to be durable.
 func (l *Log) flushTail() error {
 	// Let the appenders that are ready run first: their spans get done
 	// and join this flush rather than each leading one of their own,
-	// which costs a transaction apiece when the disk is fast.
+	// which costs a write and a transaction apiece when the disk is fast.
 	runtime.Gosched()
-	tx, err := l.d.Begin()
+	err := l.writeStaged()
+	var tx *Txn
+	if err == nil {
+		tx, err = l.d.Begin()
+	}
 	if err != nil {
 		l.mu.Lock()
 		l.flushing = false
@@ -807,6 +1170,88 @@ func (l *Log) flushTail() error {
 	err = tx.Commit()
 	l.finish(tx, err, nil)
 	return err
+}
+
+// logBatchMaxBytes bounds the bytes of adjacent staged frames that
+// writeStaged joins into one write.
+const logBatchMaxBytes = 1 << 20
+
+// writeStaged writes the frames staged below the committed end, adjacent
+// ones in one write, and moves writtenEnd to that end: every span below it
+// is then in the file, and a transaction may journal the tail there.
+func (l *Log) writeStaged() error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	// Held from taking the frames to giving their buffers back, so that
+	// Close finds every staged frame either still staged or returned.
+	l.d.lifeMu.RLock()
+	defer l.d.lifeMu.RUnlock()
+	l.mu.Lock()
+	frames, end := l.staged, l.committedEnd
+	l.staged = l.stagedSpare[:0]
+	l.mu.Unlock()
+	err := l.writeFrames(frames)
+	for i := range frames {
+		frames[i].release()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stagedSpare = frames[:0]
+	if err != nil {
+		return err
+	}
+	l.writtenEnd = max(l.writtenEnd, end)
+	return nil
+}
+
+// releaseStaged gives back the buffers of the frames staged and not
+// written, at Close.
+func (l *Log) releaseStaged() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range l.spans {
+		l.spans[i].staged.release()
+	}
+	for i := range l.staged {
+		l.staged[i].release()
+	}
+	l.staged = l.staged[:0]
+}
+
+// writeFrames writes frames, which are in ring order; runs of adjacent
+// frames go out in one write, through a copy. l.writeMu and d.lifeMu (to
+// read) are held.
+func (l *Log) writeFrames(frames []stagedFrame) error {
+	if len(frames) == 0 {
+		return nil
+	}
+	d := l.d
+	if d.closed.Load() {
+		return ErrClosed
+	}
+	for len(frames) > 0 {
+		// The run of frames that follow each other in the file.
+		n, runBytes := 1, len(frames[0].frame)
+		for n < len(frames) && frames[n].off == frames[0].off+int64(runBytes) && runBytes+len(frames[n].frame) <= logBatchMaxBytes {
+			runBytes += len(frames[n].frame)
+			n++
+		}
+		out := frames[0].frame
+		if n > 1 {
+			out = l.batch[:0]
+			for _, f := range frames[:n] {
+				out = append(out, f.frame...)
+			}
+			l.batch = out[:0]
+		}
+		if _, err := d.store.WriteAt(out, frames[0].off); err != nil {
+			return d.fail(err)
+		}
+		frames = frames[n:]
+	}
+	// After the writes, as in writeHeaders.
+	markUserDirty(d)
+	return nil
 }
 
 // finish adopts what tx made durable: its tail, and the head GC moved to
@@ -837,16 +1282,17 @@ func (l *Log) finish(tx *Txn, err error, newHead *uint64) {
 	l.cond.Broadcast()
 }
 
-// prepare journals the tail over every span done so far, if it moved: a
-// transaction that joins the log always carries the freshest tail.
+// prepare journals the tail over every span done and written so far, if
+// it moved: a transaction that joins the log always carries the freshest
+// tail.
 func (l *Log) prepare(tx *Txn) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.committedEnd > l.loggedTail {
+	if l.writtenEnd > l.loggedTail {
 		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], l.committedEnd)
+		binary.LittleEndian.PutUint64(b[:], l.writtenEnd)
 		tx.write(l.slotOff+logSlotTailOff, b[:], kindMeta)
-		l.txTails[tx] = l.committedEnd
+		l.txTails[tx] = l.writtenEnd
 	}
 	return nil
 }
@@ -900,8 +1346,12 @@ func (l *Log) readFrame(pos, end uint64, buf []byte) (logFrame, []byte, error) {
 		data = append(buf[:0], d.view[off:off+int64(f.payloadBytes)]...)
 	}
 	l.mu.Lock()
-	reclaimed := l.head > pos
+	reclaimed, dropped := l.head > pos, l.closed
 	l.mu.Unlock()
+	if dropped {
+		// DropLog may have freed the page while it was read.
+		return logFrame{}, nil, ErrClosed
+	}
 	if reclaimed {
 		return logFrame{}, nil, errReclaimed
 	}
@@ -952,21 +1402,55 @@ func (l *Log) reservedFor(off, n int64) bool {
 	if s.state != spanReserved || pos < from || pos+uint64(n) > from+uint64(s.size) {
 		return false
 	}
+	if s.staged.frame != nil {
+		// The caller changes a staged entry in place: the staged bytes go
+		// first, under the lock so that nothing else writes the span.
+		// Rare; Commit then checksums what the file holds.
+		_, err := l.d.store.WriteAt(s.staged.frame, l.frameOff(s.pos))
+		s.staged.release()
+		if err != nil {
+			l.d.fail(err)
+			return false
+		}
+	}
 	s.written = false // the header Log.Write wrote no longer matches
 	return true
 }
 
 // logWritable reports whether the caller may write n bytes at off inside
-// the log regions: unjournaled, inside the payload of a live reservation.
+// the log regions or a carved ring: unjournaled, inside the payload of a
+// live reservation.
 func (d *Device) logWritable(off, n int64, journaled bool) error {
-	if !journaled && d.logs != nil {
-		for _, l := range d.logs.logs {
+	if !journaled {
+		for _, l := range d.logs.all() {
 			if l.ring.contains(off, n) && l.reservedFor(off, n) {
 				return nil
 			}
 		}
 	}
 	return fmt.Errorf("%w: [%d, +%d) is not inside the payload of a live log reservation", ErrProtected, off, n)
+}
+
+// inCarvedLog reports whether [off, +n) touches the ring of a carved log,
+// whose page is the log's, not the caller's.
+func (d *Device) inCarvedLog(off, n int64) bool {
+	for _, l := range d.logs.all() {
+		if l.carved && l.ring.overlaps(off, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// carvedLogAt returns the carved log whose ring is the page at off, unless
+// DropLog is freeing it, or nil.
+func (d *Device) carvedLogAt(off int64) *Log {
+	for _, l := range d.logs.all() {
+		if l.carved && l.ring.off == off && !l.dropping.Load() {
+			return l
+		}
+	}
+	return nil
 }
 
 // Garbage collection.
@@ -1178,6 +1662,10 @@ func (l *Log) commitChunk(ctx context.Context, reloc Relocator, relocs []relocat
 		l.cond.Wait()
 	}
 	l.mu.Unlock()
+	// The copies are written; staged appends before them may not be.
+	if err := l.writeStaged(); err != nil {
+		return err
+	}
 	tx, err := l.d.Begin()
 	if err != nil {
 		return err
@@ -1209,7 +1697,7 @@ func logRegionsBytes(regions []LogRegion) (int64, error) {
 	seen := make(map[string]bool, len(regions))
 	for _, r := range regions {
 		switch {
-		case r.Name == "" || len(r.Name) > logNameMaxBytes || containsZero(r.Name):
+		case !validLogName(r.Name):
 			return 0, fmt.Errorf("%w: log name %q is not 1 to %d bytes without zero bytes", ErrInvalidArgument, r.Name, logNameMaxBytes)
 		case seen[r.Name]:
 			return 0, fmt.Errorf("%w: log name %q given twice", ErrInvalidArgument, r.Name)
@@ -1224,13 +1712,10 @@ func logRegionsBytes(regions []LogRegion) (int64, error) {
 	return total, nil
 }
 
-func containsZero(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0 {
-			return true
-		}
-	}
-	return false
+// validLogName reports whether name can name a log: 1 to 32 bytes, none
+// of them zero (the table pads names with zeroes).
+func validLogName(name string) bool {
+	return name != "" && len(name) <= logNameMaxBytes && strings.IndexByte(name, 0) < 0
 }
 
 // logSlotsFor lays out the rings of regions after the table at logs.off.
@@ -1258,53 +1743,85 @@ func initLogRegions(store storage.Storage, logs region, regions []LogRegion) err
 	return err
 }
 
-// openLogs loads the log table of an opened device. Entries between head
-// and durable tail need no check here: the journal synced them before the
-// tail that covers them, and readers check each one's checksum.
+// openLogs loads the log table of an opened device, then the carved log
+// table. Entries between head and durable tail need no check here: the
+// journal synced them before the tail that covers them, and readers check
+// each one's checksum.
 func (d *Device) openLogs() error {
-	logs := d.geometry.logs
-	if logs.size == 0 {
-		return nil
-	}
-	var hdr [logTableHeaderBytes]byte
-	if _, err := d.ReadAt(hdr[:], logs.off); err != nil {
-		return err
-	}
-	count := binary.LittleEndian.Uint32(hdr[logTableCountOff:])
-	if int64(count) > (logs.size-logTableHeaderBytes)/logSlotBytes {
-		return corruptf(logs.off, "log table", "at most %d logs, found %d", (logs.size-logTableHeaderBytes)/logSlotBytes, count)
-	}
-	table := make([]byte, logTableHeaderBytes+int64(count)*logSlotBytes)
-	if _, err := d.ReadAt(table, logs.off); err != nil {
-		return err
-	}
-	slots, err := decodeLogTable(table, logs)
-	if err != nil {
-		return err
-	}
-	set := &logSet{logs: make([]*Log, len(slots))}
-	for i, s := range slots {
-		l := &Log{
-			d:            d,
-			name:         s.name,
-			ring:         s.ring,
-			size:         uint64(s.ring.size),
-			slotOff:      logs.off + logTableHeaderBytes + int64(i)*logSlotBytes,
-			head:         s.head,
-			tail:         s.tail,
-			committedEnd: s.tail,
-			loggedTail:   s.tail,
-			durableTail:  s.tail,
-			txTails:      make(map[*Txn]uint64),
-			kick:         make(chan struct{}, 1),
+	d.logs = &logSet{}
+	var list []*Log
+	if logs := d.geometry.logs; logs.size != 0 {
+		var hdr [logTableHeaderBytes]byte
+		if _, err := d.ReadAt(hdr[:], logs.off); err != nil {
+			return err
 		}
-		l.cond.L = &l.mu
-		l.waiterPool.New = func() any { return &waiter{wake: make(chan wakeUp, 1)} }
-		l.gcCtx, l.stopGC = context.WithCancel(context.Background())
-		set.logs[i] = l
+		count := binary.LittleEndian.Uint32(hdr[logTableCountOff:])
+		if int64(count) > (logs.size-logTableHeaderBytes)/logSlotBytes {
+			return corruptf(logs.off, "log table", "at most %d logs, found %d", (logs.size-logTableHeaderBytes)/logSlotBytes, count)
+		}
+		table := make([]byte, logTableHeaderBytes+int64(count)*logSlotBytes)
+		if _, err := d.ReadAt(table, logs.off); err != nil {
+			return err
+		}
+		slots, err := decodeLogTable(table, logs)
+		if err != nil {
+			return err
+		}
+		for i, s := range slots {
+			list = append(list, newLog(d, s, logs.off+logTableHeaderBytes+int64(i)*logSlotBytes))
+		}
 	}
-	d.logs = set
+	if d.geometry.version >= carvedLogsVersion {
+		tableOff := d.geometry.state.off + carvedLogTableOff
+		table := make([]byte, carvedLogLimit*logSlotBytes)
+		if _, err := d.ReadAt(table, tableOff); err != nil {
+			return err
+		}
+		slots, used, err := decodeCarvedLogTable(table, &d.geometry, tableOff)
+		if err != nil {
+			return err
+		}
+		fixed := len(list)
+		for i, s := range slots {
+			if !used[i] {
+				continue
+			}
+			slotOff := tableOff + int64(i)*logSlotBytes
+			for _, m := range list[:fixed] {
+				if m.name == s.name {
+					return corruptf(slotOff, "carved log table", "names unique among all logs, found %q twice", s.name)
+				}
+			}
+			l := newLog(d, s, slotOff)
+			l.carved = true
+			list = append(list, l)
+		}
+	}
+	d.logs.set(list)
 	return nil
+}
+
+// newLog returns the log of table slot s, stored at slotOff.
+func newLog(d *Device, s logSlot, slotOff int64) *Log {
+	l := &Log{
+		d:            d,
+		name:         s.name,
+		ring:         s.ring,
+		size:         uint64(s.ring.size),
+		slotOff:      slotOff,
+		head:         s.head,
+		tail:         s.tail,
+		committedEnd: s.tail,
+		writtenEnd:   s.tail,
+		loggedTail:   s.tail,
+		durableTail:  s.tail,
+		txTails:      make(map[*Txn]uint64),
+		kick:         make(chan struct{}, 1),
+	}
+	l.cond.L = &l.mu
+	l.waiterPool.New = func() any { return &waiter{wake: make(chan wakeUp, 1)} }
+	l.gcCtx, l.stopGC = context.WithCancel(context.Background())
+	return l
 }
 
 // closeLogs stops the logs' background GC and wakes every waiter, before
@@ -1313,21 +1830,84 @@ func (d *Device) closeLogs() {
 	if d.logs == nil {
 		return
 	}
-	for _, l := range d.logs.logs {
-		l.mu.Lock()
-		l.closed = true
-		l.closing.Store(true)
-		done := l.gcDone
-		l.wakeLocked(ErrClosed)
-		l.cond.Broadcast()
-		l.mu.Unlock()
-		l.stopGC()
-		if done != nil {
-			<-done
+	// A CreateLog or DropLog under way finishes first (its transaction
+	// fails once the device is closed).
+	d.logs.mu.Lock()
+	defer d.logs.mu.Unlock()
+	for _, l := range d.logs.all() {
+		l.stop()
+	}
+}
+
+// stop ends the log's use: its waiters are woken with ErrClosed, and its
+// background GC and any GC pass under way have stopped when it returns.
+func (l *Log) stop() {
+	l.mu.Lock()
+	l.closed = true
+	l.closing.Store(true)
+	done := l.gcDone
+	l.wakeLocked(ErrClosed)
+	l.cond.Broadcast()
+	l.mu.Unlock()
+	l.stopGC()
+	if done != nil {
+		<-done
+	}
+	// A pass that a caller of GC runs reads the mapping too: wait for
+	// it, as it stops at its next step now.
+	l.gcMu.Lock()
+	l.gcMu.Unlock()
+}
+
+// checkCarvedLogs checks the carved log table: every used slot names a
+// ring that is an allocated page of exactly its size, owned by no other
+// log, and agrees with the log open on it.
+func (c *checker) checkCarvedLogs() {
+	d := c.d
+	if d.geometry.version < carvedLogsVersion {
+		return
+	}
+	what := "carved log table"
+	tableOff := d.geometry.state.off + carvedLogTableOff
+	table := make([]byte, carvedLogLimit*logSlotBytes)
+	c.tx.read(table, tableOff)
+	slots, used, err := decodeCarvedLogTable(table, &d.geometry, tableOff)
+	if err != nil {
+		c.errs = append(c.errs, err)
+		return
+	}
+	// A log CreateLog has just committed may not be in the set yet, and
+	// one DropLog is dropping may still be: neither is compared.
+	open := make(map[int64]*Log)
+	for _, l := range d.logs.all() {
+		if l.carved && !l.dropping.Load() {
+			open[l.slotOff] = l
 		}
-		// A pass that a caller of GC runs reads the mapping too: wait for
-		// it, as it stops at its next step now.
-		l.gcMu.Lock()
-		l.gcMu.Unlock()
+	}
+	for i, s := range slots {
+		slotOff := tableOff + int64(i)*logSlotBytes
+		l := open[slotOff]
+		delete(open, slotOff)
+		if !used[i] {
+			if l != nil {
+				c.report(slotOff, what, "slot %d to hold open log %q, found it unused", i, l.name)
+			}
+			continue
+		}
+		order := bits.TrailingZeros64(uint64(s.ring.size)) - int(c.g.minShift)
+		if s.ring.end() > c.st.frontier || c.tx.pageState(c.g, order, s.ring.off) != stateAllocated {
+			c.report(slotOff, what, "slot %d (log %q) ring [%d, +%d) to be an allocated page of that size", i, s.name, s.ring.off, s.ring.size)
+		}
+		for j := range i {
+			if used[j] && slots[j].ring.overlaps(s.ring.off, s.ring.size) {
+				c.report(slotOff, what, "slot %d (log %q) ring [%d, +%d) owned by no other log, found it shared with %q", i, s.name, s.ring.off, s.ring.size, slots[j].name)
+			}
+		}
+		if l != nil && (l.name != s.name || l.ring != s.ring) {
+			c.report(slotOff, what, "slot %d to hold open log %q on [%d, +%d), found %q on [%d, +%d)", i, l.name, l.ring.off, l.ring.size, s.name, s.ring.off, s.ring.size)
+		}
+	}
+	for off, l := range open {
+		c.report(off, what, "a slot for open log %q", l.name)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -832,6 +833,81 @@ func FuzzLogTable(f *testing.F) {
 	})
 }
 
+// goldenCarvedLogTable is a carved log table with two logs, in slots 0
+// and 5, of a device with 4 KiB to 64 KiB pages.
+func goldenCarvedLogTable() ([]byte, *superblock) {
+	sb := &superblock{minPage: 4096, maxPage: 64 << 10, heapOff: 1 << 20, capacity: 1 << 30}
+	b := make([]byte, carvedLogLimit*logSlotBytes)
+	encodeLogSlot(b, logSlot{name: "index", ring: region{sb.heapOff + 64<<10, 64 << 10}, head: 4096, tail: 4096 + 60000})
+	encodeLogSlot(b[5*logSlotBytes:], logSlot{name: "blobs", ring: region{sb.heapOff + 8192, 4096}, head: 1 << 40, tail: 1<<40 + 4096})
+	return b, sb
+}
+
+func TestCarvedLogTableRoundTrip(t *testing.T) {
+	b, sb := goldenCarvedLogTable()
+	slots, used, err := decodeCarvedLogTable(b, sb, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := make([]byte, len(b))
+	n := 0
+	for i, s := range slots {
+		if used[i] {
+			encodeLogSlot(again[i*logSlotBytes:], s)
+			n++
+		}
+	}
+	if n != 2 || !bytes.Equal(b, again) {
+		t.Fatalf("carved log table of %d used slots does not survive decode and encode", n)
+	}
+	bad := []struct {
+		what string
+		edit func(b []byte)
+	}{
+		{"an empty name in a used slot", func(b []byte) { b[0] = 0 }},
+		{"a zero byte inside the name", func(b []byte) { b[1] = 0 }},
+		{"a ring below the heap", func(b []byte) { binary.LittleEndian.PutUint64(b[logSlotRingOff:], uint64(sb.heapOff-65536)) }},
+		{"a ring not aligned to its size", func(b []byte) { binary.LittleEndian.PutUint64(b[logSlotRingOff:], uint64(sb.heapOff+4096)) }},
+		{"a ring size not a power of two", func(b []byte) { binary.LittleEndian.PutUint64(b[logSlotSizeOff:], 3*4096) }},
+		{"a ring above MaxPageSize", func(b []byte) { binary.LittleEndian.PutUint64(b[logSlotSizeOff:], 128<<10) }},
+		{"a ring past the capacity", func(b []byte) { binary.LittleEndian.PutUint64(b[logSlotRingOff:], uint64(sb.capacity)) }},
+		{"head past tail", func(b []byte) { binary.LittleEndian.PutUint64(b[logSlotHeadOff:], 4096+60008) }},
+		{"more used than the ring", func(b []byte) {
+			binary.LittleEndian.PutUint64(b[logSlotHeadOff:], 0)
+			binary.LittleEndian.PutUint64(b[logSlotTailOff:], 64<<10+8)
+		}},
+		{"a name twice", func(b []byte) { copy(b[5*logSlotBytes:], "index\x00") }},
+		{"a stray byte in an unused slot", func(b []byte) { b[2*logSlotBytes+40] = 1 }},
+	}
+	for _, c := range bad {
+		x := bytes.Clone(b)
+		c.edit(x)
+		if _, _, err := decodeCarvedLogTable(x, sb, 0); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: %v, want ErrCorrupt", c.what, err)
+		}
+	}
+}
+
+func FuzzCarvedLogTable(f *testing.F) {
+	b, sb := goldenCarvedLogTable()
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		slots, used, err := decodeCarvedLogTable(b, sb, 0)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v is not ErrCorrupt", err)
+			}
+			return
+		}
+		for i, s := range slots {
+			r := s.ring
+			if used[i] && (s.head > s.tail || s.tail-s.head > uint64(r.size) || r.off < sb.heapOff || r.size > sb.maxPage || r.off%r.size != 0 || r.end() > sb.capacity) {
+				t.Fatalf("accepted an impossible slot %+v", s)
+			}
+		}
+	})
+}
+
 func FuzzLogFrame(f *testing.F) {
 	entry := make([]byte, logFrameHeaderBytes)
 	putLogFrame(entry, logFrame{pos: 4096, frameBytes: logFrameBytes(100), payloadBytes: 100, payloadCRC: 7})
@@ -1576,27 +1652,35 @@ func (a *logCrashAppender) writeFrom(rng *rand.Rand, r Reservation, p []byte) er
 	return err
 }
 
-func TestLogCrash(t *testing.T) {
-	seed := logTestSeed(t)
-	o, err := (&Options{
-		MaxSize:     8 << 20,
-		MaxPageSize: 64 << 10,
-		JournalSize: minJournalBytes,
-		RootSize:    64 << 10,
-		LogRegions:  []LogRegion{{"log", logCrashRingBytes}},
-	}).withDefaults()
+// createLogCrashDevice creates a device of opts on a simulated store and
+// returns it, the store (closed when the test ends), and how many
+// operations creating it took.
+func createLogCrashDevice(t *testing.T, opts *Options) (*Device, *simstore.Store, int) {
+	t.Helper()
+	o, err := opts.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
 	store := simstore.New(o.MaxSize)
-	defer store.Close()
+	t.Cleanup(func() { store.Close() })
 	// Slow syncs, as a disk's are, so that commits queue behind a journal
 	// write and appends overlap the transactions that free their space.
 	d, err := createOn(crashStore{Store: store, syncDelay: 50 * time.Microsecond}, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	createdAt := store.Ops()
+	return d, store, store.Ops()
+}
+
+func TestLogCrash(t *testing.T) {
+	seed := logTestSeed(t)
+	d, store, createdAt := createLogCrashDevice(t, &Options{
+		MaxSize:     8 << 20,
+		MaxPageSize: 64 << 10,
+		JournalSize: minJournalBytes,
+		RootSize:    64 << 10,
+		LogRegions:  []LogRegion{{"log", logCrashRingBytes}},
+	})
 	l := mustLog(t, d, "log")
 	rootOff, rootSize := d.Root()
 	owner := &crashOwner{d: d, rootOff: rootOff, slots: rootSize / logCrashSlotBytes, live: map[uint64]*crashLive{}}
@@ -1642,22 +1726,11 @@ func TestLogCrash(t *testing.T) {
 		t.Fatalf("the workload did not wrap the ring and relocate: %+v", stats)
 	}
 
-	var points []int
-	for _, i := range syncs {
-		if i >= createdAt {
-			points = append(points, i, i+1)
-		}
-	}
-	syncPoints := len(points)
 	randomPoints := 1500
 	if *logCrashPointsFlag > 0 {
 		randomPoints = *logCrashPointsFlag
 	}
-	rng := rand.New(rand.NewPCG(seed, 99))
-	for range randomPoints {
-		points = append(points, createdAt+rng.IntN(ops-createdAt+1))
-	}
-	sort.Ints(points) // the store replays its trace once for ascending points
+	points, syncPoints := logCrashPoints(syncs, createdAt, ops, randomPoints, seed)
 	start = time.Now()
 	c := &logCrashChecker{t: t, entries: entries, rootOff: rootOff, slots: rootSize / logCrashSlotBytes}
 	for i, n := range points {
@@ -1669,6 +1742,25 @@ func TestLogCrash(t *testing.T) {
 	t.Logf("crash points: %d (%d at syncs, %d random); per image on average %.1f entries checked through the index, %.1f walked; %d images appended to after recovery; %v",
 		len(points), syncPoints, randomPoints, float64(c.indexed)/float64(len(points)), float64(c.walked)/float64(len(points)), c.reused, time.Since(start).Round(time.Millisecond))
 	t.Logf("violations: %d", c.violations)
+}
+
+// logCrashPoints returns the trace lengths to crash at, ascending (the
+// store replays its trace once for ascending points): just before and just
+// after every sync from op from on, then random points up to total. It
+// also returns how many are at syncs.
+func logCrashPoints(syncs []int, from, total, random int, seed uint64) (points []int, atSyncs int) {
+	for _, i := range syncs {
+		if i >= from {
+			points = append(points, i, i+1)
+		}
+	}
+	atSyncs = len(points)
+	rng := rand.New(rand.NewPCG(seed, 99))
+	for range random {
+		points = append(points, from+rng.IntN(total-from+1))
+	}
+	sort.Ints(points)
+	return points, atSyncs
 }
 
 type logCrashChecker struct {
@@ -1988,6 +2080,45 @@ func (x *valueIndex) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error
 	return nil
 }
 
+func ExampleDevice_CreateLog() {
+	dir, err := os.MkdirTemp("", "pagealloc-example")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	d, err := Create(filepath.Join(dir, "device"), &Options{MaxSize: 1 << 30})
+	if err != nil {
+		panic(err)
+	}
+	defer d.Close()
+	// A ring of one 1 MiB heap page, recorded durably with its page.
+	wal, err := d.CreateLog("wal", 1<<20)
+	if err != nil {
+		panic(err)
+	}
+	entry := []byte("set a=1")
+	r, err := wal.Append(len(entry))
+	if err != nil {
+		panic(err)
+	}
+	if err := wal.Write(r, entry); err != nil {
+		panic(err)
+	}
+	if err := wal.Commit(r); err != nil {
+		panic(err)
+	}
+	fmt.Println(wal.Stats().SizeBytes, d.Stats().AllocatedPages)
+	// Dropping it frees the page in the transaction that forgets the log.
+	if err := d.DropLog("wal"); err != nil {
+		panic(err)
+	}
+	_, err = d.Log("wal")
+	fmt.Println(errors.Is(err, ErrNotFound), d.Stats().AllocatedPages)
+	// Output:
+	// 1048576 1
+	// true 0
+}
+
 func ExampleLog() {
 	dir, err := os.MkdirTemp("", "pagealloc-example")
 	if err != nil {
@@ -2043,4 +2174,688 @@ func ExampleLog() {
 	// Output:
 	// b=2
 	// a=3
+}
+
+// Carved logs: rings allocated from the heap by CreateLog.
+
+// carvedLogDevice creates a device without log regions, with 4 KiB to
+// 64 KiB pages, and closes it when the test ends.
+func carvedLogDevice(t *testing.T, opts *Options) (*Device, string) {
+	t.Helper()
+	o := testOptions()
+	if opts != nil {
+		o = opts
+	}
+	if o.MaxPageSize == 0 {
+		o.MaxPageSize = 64 << 10
+	}
+	return createTestDevice(t, o)
+}
+
+func mustCreateLog(t *testing.T, d *Device, name string, size int64) *Log {
+	t.Helper()
+	l, err := d.CreateLog(name, size)
+	if err != nil {
+		t.Fatalf("CreateLog(%q, %d): %v", name, size, err)
+	}
+	return l
+}
+
+// reopenLogDevice closes d, opens the device at path again and checks it.
+func reopenLogDevice(t *testing.T, d *Device, path string) *Device {
+	t.Helper()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(path, &Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	mustCheck(t, d)
+	return d
+}
+
+func mustCheck(t *testing.T, d *Device) {
+	t.Helper()
+	if err := d.Check(); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+}
+
+// wantEntries checks that l holds exactly the entries with ids, in order.
+func wantEntries(t *testing.T, l *Log, ids []uint64, size int) {
+	t.Helper()
+	got := walkLog(t, l)
+	if len(got) != len(ids) {
+		t.Fatalf("log %q holds %d entries, want %d", l.Name(), len(got), len(ids))
+	}
+	for i, e := range got {
+		if len(e.Data) != size || !isContent(e.Data, ids[i]) {
+			t.Fatalf("log %q entry %d is not entry %d", l.Name(), i, ids[i])
+		}
+	}
+}
+
+func TestCreateLogDropLogReopen(t *testing.T) {
+	d, path := carvedLogDevice(t, nil)
+	a := mustCreateLog(t, d, "a", 40000) // rounded up to a 64 KiB page
+	b := mustCreateLog(t, d, "b", 1)     // rounded up to MinPageSize
+	if got := a.Stats().SizeBytes; got != 64<<10 {
+		t.Fatalf("log a has %d bytes of ring, want 65536", got)
+	}
+	if got := b.Stats().SizeBytes; got != 4096 {
+		t.Fatalf("log b has %d bytes of ring, want 4096", got)
+	}
+	if l := mustLog(t, d, "a"); l != a {
+		t.Fatal("Device.Log returned another *Log than CreateLog")
+	}
+	if st := d.Stats(); st.AllocatedPages != 2 || st.UsedBytes != 64<<10+4096 {
+		t.Fatalf("two carved logs, allocator stats %+v", st)
+	}
+	var aIDs, bIDs []uint64
+	for i := range uint64(20) {
+		appendEntryT(t, a, logContent(i, 1000))
+		aIDs = append(aIDs, i)
+		if i%5 == 0 {
+			appendEntryT(t, b, logContent(100+i, 1000))
+			bIDs = append(bIDs, 100+i)
+		}
+	}
+	mustCheck(t, d)
+	d = reopenLogDevice(t, d, path)
+	a, b = mustLog(t, d, "a"), mustLog(t, d, "b")
+	wantEntries(t, a, aIDs, 1000)
+	wantEntries(t, b, bIDs, 1000)
+	ringA := a.ring
+
+	if err := d.DropLog("a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Log("a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Log of a dropped log: %v, want ErrNotFound", err)
+	}
+	if _, err := a.Append(10); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Append to a dropped log: %v, want ErrClosed", err)
+	}
+	for _, err := range a.Entries(0) {
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Entries of a dropped log: %v, want ErrClosed", err)
+		}
+	}
+	if st := d.Stats(); st.AllocatedPages != 1 || st.PendingPages != 1 || st.PendingBytes != 64<<10 {
+		t.Fatalf("after dropping log a, allocator stats %+v: its page should be pending", st)
+	}
+	mustCheck(t, d)
+	wantEntries(t, b, bIDs, 1000)
+	d = reopenLogDevice(t, d, path)
+	if _, err := d.Log("a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a dropped log came back after reopen: %v", err)
+	}
+	b = mustLog(t, d, "b")
+	wantEntries(t, b, bIDs, 1000)
+	// The name is free again; the new log is empty whatever its page held.
+	a = mustCreateLog(t, d, "a", 64<<10)
+	if got := walkLog(t, a); len(got) != 0 {
+		t.Fatalf("a new log holds %d entries", len(got))
+	}
+	t.Logf("first ring of a [%d, +%d), second [%d, +%d)", ringA.off, ringA.size, a.ring.off, a.ring.size)
+	appendEntryT(t, a, logContent(7, 500))
+	wantEntries(t, a, []uint64{7}, 500)
+	if st := d.Stats(); st.AllocatedPages != 2 {
+		t.Fatalf("two carved logs, %d allocated pages", st.AllocatedPages)
+	}
+	mustCheck(t, d)
+}
+
+// TestCarvedLogBeside checks that carved logs and logs laid out at Create
+// share one name space, and that a log laid out at Create is not dropped.
+func TestCarvedLogBeside(t *testing.T) {
+	d, path := createLogDevice(t, LogRegion{"fixed", 16 << 10})
+	if _, err := d.CreateLog("fixed", 4096); !errors.Is(err, ErrExists) {
+		t.Fatalf("CreateLog of a Create-time name: %v, want ErrExists", err)
+	}
+	if err := d.DropLog("fixed"); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("DropLog of a Create-time log: %v, want ErrInvalidArgument", err)
+	}
+	c := mustCreateLog(t, d, "carved", 8192)
+	appendEntryT(t, mustLog(t, d, "fixed"), logContent(1, 100))
+	appendEntryT(t, c, logContent(2, 100))
+	d = reopenLogDevice(t, d, path)
+	wantEntries(t, mustLog(t, d, "fixed"), []uint64{1}, 100)
+	wantEntries(t, mustLog(t, d, "carved"), []uint64{2}, 100)
+}
+
+// blockingOwner holds GC inside IsLive until released.
+type blockingOwner struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (o *blockingOwner) IsLive(int64, []byte) bool {
+	select {
+	case o.entered <- struct{}{}:
+	default:
+	}
+	<-o.release
+	return false
+}
+
+func TestCreateLogBadInput(t *testing.T) {
+	o := testOptions()
+	o.MaxPageSize = 64 << 10
+	o.MaxSize = 2 << 20
+	d, path := carvedLogDevice(t, o)
+	l := mustCreateLog(t, d, "log", 8192)
+	appendEntryT(t, l, logContent(1, 100))
+
+	// Every refused call leaves the device as it was.
+	refused := func(what string, want error, fn func() error) {
+		t.Helper()
+		before, stats, logs := readAll(t, d), d.Stats(), slices.Clone(d.logs.all())
+		if err := fn(); !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", what, err, want)
+		}
+		if !bytes.Equal(before, readAll(t, d)) {
+			t.Errorf("%s changed the device headers", what)
+		}
+		if after := d.Stats(); fmt.Sprint(after) != fmt.Sprint(stats) {
+			t.Errorf("%s changed the allocator: %+v -> %+v", what, stats, after)
+		}
+		if !slices.Equal(logs, d.logs.all()) {
+			t.Errorf("%s changed the set of logs", what)
+		}
+		mustCheck(t, d)
+	}
+	create := func(name string, size int64) func() error {
+		return func() error { _, err := d.CreateLog(name, size); return err }
+	}
+	refused("duplicate name", ErrExists, create("log", 4096))
+	refused("empty name", ErrInvalidArgument, create("", 4096))
+	refused("name of 33 bytes", ErrInvalidArgument, create(string(bytes.Repeat([]byte{'n'}, 33)), 4096))
+	refused("name with a zero byte", ErrInvalidArgument, create("a\x00b", 4096))
+	refused("zero size", ErrInvalidArgument, create("zero", 0))
+	refused("negative size", ErrInvalidArgument, create("negative", -4096))
+	refused("size above MaxPageSize", ErrTooLarge, create("large", 64<<10+1))
+	refused("drop of an unknown name", ErrNotFound, func() error { return d.DropLog("missing") })
+
+	// The ring's page is the log's: the caller may neither free it nor
+	// write it outside a reservation.
+	refused("Free of the ring's page", ErrInvalidFree, func() error {
+		return d.Update(func(tx *Txn) error { return tx.Free(makeAddr(l.ring.off, 13)) })
+	})
+	refused("WriteAt into the ring", ErrProtected, func() error {
+		_, err := d.WriteAt([]byte("stray"), l.ring.off+4000)
+		return err
+	})
+	refused("Txn.Write into the ring", ErrProtected, func() error {
+		return d.Update(func(tx *Txn) error { return tx.Write(l.ring.off+4000, []byte("stray")) })
+	})
+
+	// In use: a reservation not yet committed.
+	r, err := l.Append(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused("drop with a reservation", ErrInUse, func() error { return d.DropLog("log") })
+	if _, err := d.WriteAt(logContent(2, 100), r.Offset()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Commit(r); err != nil {
+		t.Fatal(err)
+	}
+	// In use: a GC pass under way.
+	owner := &blockingOwner{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	gcDone := make(chan error, 1)
+	go func() { gcDone <- l.GC(context.Background()) }()
+	<-owner.entered
+	refused("drop during GC", ErrInUse, func() error { return d.DropLog("log") })
+	close(owner.release)
+	if err := <-gcDone; err != nil {
+		t.Fatal(err)
+	}
+	wantEntries(t, l, nil, 0) // GC reclaimed both, being told they are dead
+
+	// All carved slots taken.
+	for i := 1; i < carvedLogLimit; i++ {
+		mustCreateLog(t, d, fmt.Sprintf("log%d", i), 4096)
+	}
+	refused("a slot more than the table holds", ErrNoSpace, create("one more", 4096))
+	for i := 1; i < carvedLogLimit; i++ {
+		if err := d.DropLog(fmt.Sprintf("log%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The heap full: MaxSize leaves room for few max pages.
+	var big []string
+	for i := 0; ; i++ {
+		name := fmt.Sprintf("big%d", i)
+		if _, err := d.CreateLog(name, 64<<10); err != nil {
+			if !errors.Is(err, ErrNoSpace) {
+				t.Fatalf("CreateLog until the heap is full: %v", err)
+			}
+			break
+		}
+		big = append(big, name)
+	}
+	if st := d.Stats(); len(big) < 10 || len(big) >= carvedLogLimit-1 || st.LargestFreePage >= 64<<10 {
+		t.Fatalf("%d logs of 64 KiB fit a 2 MiB device before ErrNoSpace; allocator stats %+v", len(big), st)
+	}
+	refused("no page left", ErrNoSpace, create("no room", 64<<10))
+	for _, name := range big {
+		if err := d.DropLog(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantEntries(t, l, nil, 0)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A version 1 device has no carved log table. A fresh one: version 1
+	// lays out a heap block's state bits differently, so only a device
+	// with no heap block yet reads the same under both versions.
+	_, path = carvedLogDevice(t, o)
+	old := corruptCopy(t, path, func(b []byte) []byte {
+		for slot := uint64(0); slot < 2; slot++ {
+			rewriteSuperblock(b, slot, func(sb *superblock) { sb.version = 1 })
+		}
+		// A version 1 device never held a carved log.
+		clear(b[d.geometry.state.off+carvedLogTableOff : d.geometry.state.off+carvedLogTableOff+carvedLogLimit*logSlotBytes])
+		return b
+	})
+	d, err = Open(old, &Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	refused("CreateLog on a version 1 device", ErrVersion, create("new", 4096))
+}
+
+var carvedCrashPointsFlag = flag.Int("carved.points", 0, "random crash points in TestCarvedLogCrash; 0 means the default (1,000)")
+
+// carvedCrashLog is what the crash workload knows of one carved log. Names
+// are never reused, so that a name found after a crash says which log it is.
+type carvedCrashLog struct {
+	name                                   string
+	createAt, createdAt, dropAt, droppedAt int // trace lengths; -1: never
+	entries                                []*crashEntry
+}
+
+// TestCarvedLogCrash carves, appends to and drops logs from two goroutines
+// on a simulated store, then opens what a power loss would leave at every
+// sync point and at random points, and checks: Check passes; every log
+// whose CreateLog returned, and whose DropLog had not begun, is there; no
+// log whose CreateLog had not begun or whose DropLog returned is; every
+// page allocated is the ring of exactly one log (no leak, nothing owned
+// twice); every entry whose Commit returned reads back intact and no entry
+// whose Commit had not begun is visible.
+func TestCarvedLogCrash(t *testing.T) {
+	seed := logTestSeed(t)
+	d, store, createdAt := createLogCrashDevice(t, &Options{MaxSize: 8 << 20, MaxPageSize: 64 << 10, JournalSize: minJournalBytes})
+
+	const workers = 2
+	const opsPerWorker = 200
+	var (
+		mu     sync.Mutex
+		logs   []*carvedCrashLog
+		nextID uint64
+		counts struct{ creates, drops, appends, full int }
+	)
+	ops := func() int { return store.Ops() }
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			var mine []*carvedCrashLog
+			drop := func(i int) error {
+				m := mine[i]
+				mine = append(mine[:i], mine[i+1:]...)
+				mu.Lock()
+				m.dropAt = ops()
+				counts.drops++
+				mu.Unlock()
+				if err := d.DropLog(m.name); err != nil {
+					return fmt.Errorf("DropLog(%q): %w", m.name, err)
+				}
+				mu.Lock()
+				m.droppedAt = ops()
+				mu.Unlock()
+				return nil
+			}
+			for range opsPerWorker {
+				switch op := rng.IntN(20); {
+				case len(mine) < 2 || op == 0:
+					mu.Lock()
+					m := &carvedCrashLog{name: fmt.Sprintf("w%d-log%d", w, len(logs)), createAt: ops(), createdAt: -1, dropAt: -1, droppedAt: -1}
+					logs = append(logs, m)
+					counts.creates++
+					mu.Unlock()
+					if _, err := d.CreateLog(m.name, int64(4096+rng.IntN(28<<10))); err != nil {
+						errs <- fmt.Errorf("CreateLog(%q): %w", m.name, err)
+						return
+					}
+					mu.Lock()
+					m.createdAt = ops()
+					mu.Unlock()
+					mine = append(mine, m)
+				case op == 1:
+					if err := drop(rng.IntN(len(mine))); err != nil {
+						errs <- err
+						return
+					}
+				default:
+					i := rng.IntN(len(mine))
+					m := mine[i]
+					l, err := d.Log(m.name)
+					if err != nil {
+						errs <- err
+						return
+					}
+					size := 8 + rng.IntN(3000)
+					r, err := l.Append(size)
+					if errors.Is(err, ErrNoSpace) {
+						// Full: this log has served.
+						mu.Lock()
+						counts.full++
+						mu.Unlock()
+						if err := drop(i); err != nil {
+							errs <- err
+							return
+						}
+						continue
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					id := nextID
+					nextID++
+					e := &crashEntry{id: id, size: size, firstOff: r.Offset(), reservedAt: ops(), commitAt: -1, returnedAt: -1, deleteAt: -1}
+					m.entries = append(m.entries, e)
+					counts.appends++
+					mu.Unlock()
+					p := logContent(id, size)
+					if rng.IntN(2) == 0 {
+						err = l.Write(r, p)
+					} else {
+						_, err = d.WriteAt(p, r.Offset())
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					e.commitAt = ops()
+					mu.Unlock()
+					if err := l.Commit(r); err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					e.returnedAt = ops()
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	total, syncs := store.Ops(), store.SyncPoints()
+	t.Logf("workload: %d CreateLog, %d DropLog (%d of full logs), %d entries; %d ops, %d syncs",
+		counts.creates, counts.drops, counts.full, counts.appends, total, len(syncs))
+	if counts.drops < 10 || counts.full == 0 {
+		t.Fatalf("the workload missed a case: %+v", counts)
+	}
+
+	randomPoints := 1000
+	if *carvedCrashPointsFlag > 0 {
+		randomPoints = *carvedCrashPointsFlag
+	}
+	points, syncPoints := logCrashPoints(syncs, createdAt, total, randomPoints, seed)
+	violations, present, entries := 0, 0, 0
+	for i, n := range points {
+		p, e, ok := checkCarvedCrash(t, store, n, rand.New(rand.NewPCG(seed, uint64(i))), logs, i%20 == 0)
+		present, entries = present+p, entries+e
+		if !ok {
+			violations++
+		}
+		if violations > 10 {
+			t.Fatal("too many violations; stopping")
+		}
+	}
+	t.Logf("crash points: %d (%d at syncs, %d random); per image on average %.1f logs and %.1f entries checked",
+		len(points), syncPoints, randomPoints, float64(present)/float64(len(points)), float64(entries)/float64(len(points)))
+}
+
+// checkCarvedCrash checks the image of a crash after n operations (see
+// TestCarvedLogCrash) and returns how many logs and entries it checked.
+// With reuse it also carves, appends to and drops logs on the image.
+func checkCarvedCrash(t *testing.T, store *simstore.Store, n int, rng *rand.Rand, logs []*carvedCrashLog, reuse bool) (present, checked int, ok bool) {
+	t.Helper()
+	img, err := store.Image(n, rng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	ok = true
+	fail := func(format string, args ...any) {
+		t.Helper()
+		ok = false
+		t.Errorf("crash after %d ops: %s (%s)", n, fmt.Sprintf(format, args...), img.Describe())
+	}
+	d, err := openOn(img, &Options{})
+	if err != nil {
+		fail("Open: %v", err)
+		return 0, 0, ok
+	}
+	defer d.Close()
+	if err := d.Check(); err != nil {
+		fail("Check: %v", err)
+	}
+	found := make(map[string]*Log)
+	rings := make(map[int64]string)
+	for _, l := range d.logs.all() {
+		found[l.name] = l
+		if other, dup := rings[l.ring.off]; dup {
+			fail("logs %q and %q share the page at %d", l.name, other, l.ring.off)
+		}
+		rings[l.ring.off] = l.name
+	}
+	if st := d.Stats(); st.AllocatedPages != int64(len(found)) {
+		fail("%d allocated pages for %d logs: a page leaked", st.AllocatedPages, len(found))
+	}
+	known := make(map[string]bool)
+	for _, m := range logs {
+		known[m.name] = true
+		l := found[m.name]
+		switch {
+		case l == nil && m.createdAt >= 0 && m.createdAt <= n && (m.dropAt < 0 || m.dropAt > n):
+			fail("log %q, whose CreateLog returned at op %d, is gone", m.name, m.createdAt)
+		case l != nil && m.createAt > n:
+			fail("log %q is there though its CreateLog began at op %d", m.name, m.createAt)
+		case l != nil && m.droppedAt >= 0 && m.droppedAt <= n:
+			fail("log %q is there though its DropLog returned at op %d", m.name, m.droppedAt)
+		}
+		if l == nil {
+			continue
+		}
+		present++
+		seen := make(map[uint64]bool)
+		byID := make(map[uint64]*crashEntry, len(m.entries))
+		for _, e := range m.entries {
+			byID[e.id] = e
+		}
+		for e, err := range l.Entries(0) {
+			if err != nil {
+				fail("log %q walk: %v", m.name, err)
+				break
+			}
+			checked++
+			if len(e.Data) < 8 || !isContent(e.Data, logID(e.Data)) {
+				fail("log %q entry at %d holds bytes of no entry", m.name, e.Pos)
+				continue
+			}
+			w := byID[logID(e.Data)]
+			if w == nil || w.commitAt < 0 || w.commitAt > n {
+				fail("log %q entry %d is visible though its Commit had not begun", m.name, logID(e.Data))
+			}
+			seen[logID(e.Data)] = true
+		}
+		for _, e := range m.entries {
+			if e.returnedAt >= 0 && e.returnedAt <= n && !seen[e.id] {
+				fail("log %q entry %d, whose Commit returned at op %d, is gone", m.name, e.id, e.returnedAt)
+			}
+		}
+	}
+	for name := range found {
+		if !known[name] {
+			fail("a log %q no one created", name)
+		}
+	}
+	if reuse {
+		l, err := d.CreateLog("after recovery", 16<<10)
+		if err == nil {
+			appendEntryT(t, l, logContent(1<<40, 3000))
+			for name := range found {
+				err = d.DropLog(name)
+				break
+			}
+		}
+		if err == nil {
+			err = d.Check()
+		}
+		if err != nil {
+			fail("carving, appending and dropping after recovery: %v", err)
+		}
+	}
+	return present, checked, ok
+}
+
+// TestLogWriteThenChange covers Log.Write followed by a change in place
+// (Device.WriteAt), a second Write, and Cancel, on a real file (where
+// Write copies into the writable mapping) and on a simulated store (where
+// it stages the frame for the flush leader to write): Commit must make
+// durable exactly the bytes last written, and a cancelled entry must
+// never show.
+func TestLogWriteThenChange(t *testing.T) {
+	for _, onFile := range []bool{true, false} {
+		t.Run(fmt.Sprintf("file=%v", onFile), func(t *testing.T) {
+			var d *Device
+			var path string
+			if onFile {
+				d, path = createLogDevice(t, LogRegion{"log", 64 << 10})
+			} else {
+				o, err := (&Options{MaxSize: 4 << 20, MaxPageSize: 64 << 10, JournalSize: minJournalBytes, LogRegions: []LogRegion{{"log", 64 << 10}}}).withDefaults()
+				if err != nil {
+					t.Fatal(err)
+				}
+				store := simstore.New(o.MaxSize)
+				t.Cleanup(func() { store.Close() })
+				if d, err = createOn(store, o); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { d.Close() })
+			}
+			if got := d.homeView != nil; got != onFile {
+				t.Fatalf("writable mapping: %v, want %v", got, onFile)
+			}
+			l := mustLog(t, d, "log")
+			reserve := func() Reservation {
+				t.Helper()
+				r, err := l.Append(1000)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r
+			}
+			// Written, then half of it changed in place.
+			r1 := reserve()
+			if err := l.Write(r1, logContent(1, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			want1 := logContent(2, 1000)
+			copy(want1[500:], logContent(1, 1000)[500:])
+			if _, err := d.WriteAt(want1[:500], r1.Offset()); err != nil {
+				t.Fatal(err)
+			}
+			// Written twice: the second wins.
+			r2 := reserve()
+			if err := l.Write(r2, logContent(3, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Write(r2, logContent(4, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			// Written, then cancelled.
+			r3 := reserve()
+			if err := l.Write(r3, logContent(5, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Cancel(r3); err != nil {
+				t.Fatal(err)
+			}
+			r4 := reserve()
+			if err := l.Write(r4, logContent(6, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			// Out of order: r4's Commit waits for r1 and r2.
+			r4done := make(chan error, 1)
+			go func() { r4done <- l.Commit(r4) }()
+			for _, r := range []Reservation{r1, r2} {
+				if err := l.Commit(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := <-r4done; err != nil {
+				t.Fatal(err)
+			}
+			got := walkLog(t, l)
+			if len(got) != 3 || !bytes.Equal(got[0].Data, want1) || !isContent(got[1].Data, 4) || !isContent(got[2].Data, 6) {
+				t.Fatalf("the log holds %d entries, not the bytes last written", len(got))
+			}
+			if p, err := l.Read(r3.Offset()); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Read of a cancelled entry: %d bytes, %v", len(p), err)
+			}
+			if !onFile {
+				return
+			}
+			// The copies through the mapping are in the file, for another
+			// reader and after reopening.
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !isContent(raw[r4.Offset():r4.Offset()+1000], 6) || !bytes.Equal(raw[r1.Offset():r1.Offset()+1000], want1) {
+				t.Fatal("the file does not hold the entries Write copied into the mapping")
+			}
+			d, err = Open(path, &Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if got := walkLog(t, mustLog(t, d, "log")); len(got) != 3 || !bytes.Equal(got[0].Data, want1) || !isContent(got[2].Data, 6) {
+				t.Fatalf("after reopening the log holds %d entries, not the bytes last written", len(got))
+			}
+		})
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/pagealloc/pagealloc/internal/storage"
 )
 
 var (
@@ -1011,7 +1014,21 @@ func ExamplePool() {
 // the held buffers alone. After Close both pools are closed with every
 // buffer back.
 func TestDeviceStagingBuffers(t *testing.T) {
-	d, _ := createLogDevice(t, LogRegion{"log", 256 << 10})
+	// A store without a writable mapping, where Log.Write stages frames
+	// (with one, it copies them straight into the mapping).
+	o, err := (&Options{NoSync: true, MaxPageSize: 64 << 10, LogRegions: []LogRegion{{"log", 256 << 10}}}).withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := storage.CreateFile(filepath.Join(t.TempDir(), "device"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := createOn(unmappedStore{f}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
 	l := mustLog(t, d, "log")
 	records, frames := d.staging.records, d.staging.frames
 	if records == nil || frames == nil {
@@ -1044,8 +1061,8 @@ func TestDeviceStagingBuffers(t *testing.T) {
 		t.Fatalf("record buffer (%d bytes) differs from the record at ring position %d, or lacks the write", h.length, h.pos)
 	}
 
-	// A joined log write. Whichever frame buffer it took is free again
-	// once Write returns; draining the pool finds it.
+	// A staged log write. Whichever frame buffer it took is free again
+	// once the Commit that wrote it returns; draining the pool finds it.
 	payload := logContent(1, 3000)
 	r, err := l.Append(len(payload))
 	if err != nil {
@@ -1205,3 +1222,9 @@ func TestDeviceStagingConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// unmappedStore is a file that offers its read-only mapping but no
+// writable one.
+type unmappedStore struct{ *storage.File }
+
+func (u unmappedStore) MapWritable(int64) {} // hides File's: not a storage.MapWriter

@@ -54,6 +54,7 @@ var kindClass = map[pagealloc.PageKind]mapClass{
 	pagealloc.PageFree:        mapFree,
 	pagealloc.PagePending:     mapPending,
 	pagealloc.PageUnaccounted: mapUnaccounted,
+	pagealloc.PageLog:         mapLog,
 }
 
 // runMap draws the device file from offset 0 (with -heap, from the heap's
