@@ -69,6 +69,9 @@ const (
 	// Under the race detector every image costs several times as much:
 	// the default run checks this many times fewer points, and says so.
 	tortureRaceScale = 4
+	// Rounds run past the target, at most, while the workloads have not
+	// reached every situation (tortureTotals.covered).
+	tortureExtraRounds = 4
 
 	tortureCommitters = 3
 	tortureTxns       = 110 // per committer and round
@@ -119,6 +122,14 @@ type tortureTotals struct {
 	violations                                          int
 	workload, checking                                  time.Duration
 	pageAllocs, slotAllocs, frees, noSpace, rootWriting int
+	reused, relocations, wraps                          int
+}
+
+// covered reports whether the rounds so far reached every situation the
+// torture is for: pages reused, the heap full, the log wrapped, live
+// entries relocated. Which of them a round reaches depends on timing.
+func (tot *tortureTotals) covered() bool {
+	return tot.reused > 0 && tot.noSpace > 0 && tot.relocations > 0 && tot.wraps > 0
 }
 
 // TestTorture runs the whole-system crash torture; see the top of this
@@ -137,8 +148,19 @@ func TestTorture(t *testing.T) {
 	}
 	tortureReport(t, "seed %d; crash points to check: at least %d%s", seed, target, scale)
 	var tot tortureTotals
-	for round := *tortureRound; tot.points < target && !t.Failed(); round++ {
+	// Rounds until target points are checked, and a few more if the
+	// workloads have not yet reached everything they are for.
+	for round, extra := *tortureRound, 0; !t.Failed(); round++ {
+		if tot.points >= target {
+			if tot.covered() || extra == tortureExtraRounds {
+				break
+			}
+			extra++
+		}
 		tortureRunRound(t, seed, round, &tot)
+	}
+	if !tot.covered() {
+		t.Errorf("%d rounds reached too little: %d pages reused, %d ErrNoSpace, %d log relocations, %d ring wraps", tot.rounds, tot.reused, tot.noSpace, tot.relocations, tot.wraps)
 	}
 	tortureReport(t, "%d rounds: %d committed mixed transactions (%d page allocs, %d slot allocs, %d frees, %d ErrNoSpace, %d with root writes), %d log entries; %d store ops, %d syncs; workloads %v",
 		tot.rounds, tot.txns, tot.pageAllocs, tot.slotAllocs, tot.frees, tot.noSpace, tot.rootWriting, tot.entries, tot.ops, tot.syncs, tot.workload.Round(time.Millisecond))
@@ -258,9 +280,9 @@ func tortureRunRound(t *testing.T, seed uint64, round int, tot *tortureTotals) {
 	tot.frees += w.frees
 	tot.noSpace += w.noSpace
 	tot.rootWriting += w.rootWriting
-	if round == *tortureRound && (w.reused == 0 || w.noSpace == 0 || owner.relocate == 0 || stats.Head < logCrashRingBytes) {
-		t.Errorf("round %d reached too little: %d pages reused, %d ErrNoSpace, %d log relocations, log head at %d", round, w.reused, w.noSpace, owner.relocate, stats.Head)
-	}
+	tot.reused += w.reused
+	tot.relocations += owner.relocate
+	tot.wraps += int(stats.Head / logCrashRingBytes)
 
 	rseed := seed ^ uint64(round)*0x9e3779b97f4a7c15
 	c := &tortureChecker{
