@@ -498,3 +498,51 @@ func TestEmptyCommitEndsParticipants(t *testing.T) {
 		t.Fatal("the allocator still thinks the committed transaction is open")
 	}
 }
+
+// TestInPlaceWriteVisibleAfterCommit allocates pages that the same
+// transaction released from the pending queue (their free-list links are
+// part of it), writes each in place as soon as Commit returns, and reads
+// it back at once: the links the journal has not yet written, or skips,
+// must never show over the owner's bytes.
+func TestInPlaceWriteVisibleAfterCommit(t *testing.T) {
+	d, _ := createTestDevice(t, smallHeapOptions())
+	var held []Addr
+	for i := range 400 {
+		var a Addr
+		if err := d.Update(func(tx *Txn) (err error) { a, err = tx.Alloc(4096); return err }); err != nil {
+			t.Fatal(err)
+		}
+		want := bytes.Repeat([]byte{byte(i) | 1}, 64)
+		if _, err := d.WriteAt(want, a.Offset()); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(want))
+		if _, err := d.ReadAt(got, a.Offset()); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("allocation %d, %v: ReadAt right after the owner's WriteAt returns %x, want %x", i, a, got, want)
+		}
+		// Free pages in batches and let a checkpoint cover them, so that
+		// the next transactions release and reuse them.
+		if held = append(held, a); len(held) == 8 {
+			if err := d.Update(func(tx *Txn) error {
+				for _, a := range held {
+					if err := tx.Free(a); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			held = held[:0]
+			if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -206,6 +206,23 @@ func (d *Device) syncUserData() error {
 	return nil
 }
 
+// groupWord returns a reader of the aligned word at an offset as it is at
+// the end of the group whose lines are lines: those lines over home, which
+// the journal's goroutine has brought up to the group before.
+func (d *Device) groupWord(lines *lineTable) func(off int64) uint64 {
+	size := d.size.Load()
+	return func(off int64) uint64 {
+		var b [8]byte
+		if off+8 <= size {
+			copy(b[:], d.view[off:])
+		}
+		if l := lines.line(off >> lineShift); l != nil {
+			l.overlayOnto(b[:], off)
+		}
+		return binary.LittleEndian.Uint64(b[:])
+	}
+}
+
 // userDataDirty reports whether bytes written in place wait for a sync.
 // A Device.Sync under way has taken them but not made them durable yet:
 // it waits for that sync to complete first.
@@ -232,11 +249,18 @@ func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, ref
 	rec := staged.bytesOr(j.recBuf)[:0]
 	rec = append(rec, make([]byte, recordHeaderBytes)...)
 	count := uint32(0)
-	user, end := false, int64(0)
+	// What decides whether home writes may follow the wake-up (see the
+	// top of this file): bytes of the caller's, writes past the file's
+	// end, and links into pages the group hands out, which its home
+	// writes skip but the overlay would still show over the new owner's
+	// in-place bytes until then.
+	user, end, skipped := false, int64(0), false
+	word := j.d.groupWord(lines)
 	j.homeBuf, err = forEachRun(refs, true, j.homeBuf, func(off int64, kind entryKind, data []byte) error {
 		rec = appendEntry(rec, off, kind, data)
 		count++
 		user = user || kind == kindUser
+		skipped = skipped || mayDefer && kind == kindLink && !j.d.keepLink(word, off)
 		end = off + int64(len(data))
 		return nil
 	})
@@ -249,7 +273,7 @@ func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, ref
 	if err := j.append(rec, count); err != nil {
 		return nil, nil, err
 	}
-	if mayDefer && !user && end <= j.d.size.Load() {
+	if mayDefer && !user && !skipped && end <= j.d.size.Load() {
 		return lines, refs, nil
 	}
 	if err := j.applyHome(lines, refs); err != nil {
@@ -316,16 +340,7 @@ func (j *journal) applyHome(lines *lineTable, refs []lineRef) error {
 	d := j.d
 	end := int64(0)
 	size := d.size.Load()
-	word := func(off int64) uint64 {
-		var b [8]byte
-		if off+8 <= size {
-			copy(b[:], d.view[off:])
-		}
-		if l := lines.line(off >> lineShift); l != nil {
-			l.overlayOnto(b[:], off)
-		}
-		return binary.LittleEndian.Uint64(b[:])
-	}
+	word := d.groupWord(lines)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	var err error
 	j.homeBuf, err = forEachRun(refs, true, j.homeBuf, func(off int64, kind entryKind, data []byte) error {

@@ -349,9 +349,11 @@ func (h *subpageHeader) encode() [subpageHeaderBytes]byte {
 func (h *subpageHeader) free() uint64 { return ^(h.mask | h.pend) }
 
 func (tx *Txn) readSubpageHeader(p int64) subpageHeader {
-	var b [subpageHeaderBytes]byte
-	tx.read(b[:], p)
-	return decodeSubpageHeader(b[:])
+	// The header is one whole line (slot 0 of a parent, at least 64
+	// bytes, line-aligned) that the caller cannot write.
+	var b [lineBytes]byte
+	tx.readProtectedLine(&b, p>>lineShift)
+	return decodeSubpageHeader(b[:subpageHeaderBytes])
 }
 
 // writeSubpageHeader journals bytes [from, to) of h, the header at p: only

@@ -267,6 +267,29 @@ func (tx *Txn) read(p []byte, off int64) {
 	}
 }
 
+// readProtectedLine fills p with line idx as tx sees it. The line must
+// hold only library state that nothing writes in place (Device.WriteAt
+// refuses it): a line tx holds is completed from committed state on the
+// way, so that later reads find every byte in it. Committed state does not
+// change under an open transaction (there is one writer), so the copy
+// stays true; the bytes are not marked dirty. Elsewhere a clean byte kept
+// in a line could hide a later in-place write from readers of the
+// transaction's committed version.
+func (tx *Txn) readProtectedLine(p *[lineBytes]byte, idx int64) {
+	l := tx.lines.line(idx)
+	if l == nil {
+		tx.d.readCommitted(p[:], idx<<lineShift)
+		return
+	}
+	if l.valid != ^uint64(0) {
+		var b [lineBytes]byte
+		tx.d.readCommitted(b[:], idx<<lineShift)
+		l.overlayOnto(b[:], idx<<lineShift)
+		l.data, l.valid = b, ^uint64(0)
+	}
+	*p = l.data
+}
+
 // readU64 reads the little-endian word at off, which must be 8-byte
 // aligned, as tx sees it.
 func (tx *Txn) readU64(off int64) uint64 {
