@@ -960,14 +960,17 @@ func (l *Log) writeMapped(s span, p []byte, crc uint32) error {
 	return nil
 }
 
-// putFrameMapped writes f's header into dst, a writable mapping of the
-// file, recovering from a fault as copyMapped does. It encodes the header
-// aside and copies it: the checksum reading the header back from the
-// mapping cost more than the small buffer the checksum makes escape.
-func putFrameMapped(dst []byte, f logFrame) bool {
-	var hdr [logFrameHeaderBytes]byte
-	putLogFrame(hdr[:], f)
-	return copyMapped(dst, hdr[:])
+// putFrameMapped encodes f's header into dst, a writable mapping of the
+// file, recovering from a fault as copyMapped does. Encoding in place
+// spares a header buffer, which the checksum would make escape.
+func putFrameMapped(dst []byte, f logFrame) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	putLogFrame(dst, f)
+	return true
 }
 
 // markUserDirty records that the caller's bytes were written since the
