@@ -160,7 +160,9 @@ func (tx *Txn) Alloc(sizeBytes int64) (Addr, error) {
 	if err != nil {
 		return 0, err
 	}
-	return makeAddr(off, a.g.minShift+uint(order)), nil
+	addr := makeAddr(off, a.g.minShift+uint(order))
+	tx.allocated = append(tx.allocated, addr)
+	return addr, nil
 }
 
 func (a *allocator) allocOrder(tx *Txn, st *allocState, order int) (int64, error) {
@@ -357,6 +359,22 @@ func (d *Device) keepLink(word func(off int64) uint64, off int64) bool {
 	for k := 0; k <= g.maxOrder && page&(g.pageBytes(k)-1) == 0; k++ {
 		w, shift := g.bitPos(k, page)
 		if pageState(word(w)>>shift&3)&stateFree != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// allocatedAt reports whether the byte at off lies in an allocated page in
+// the state word reads.
+func (d *Device) allocatedAt(word func(off int64) uint64, off int64) bool {
+	g := &d.alloc.g
+	if off < g.heapOff {
+		return false
+	}
+	for k := 0; k <= g.maxOrder; k++ {
+		w, shift := g.bitPos(k, off&^(g.pageBytes(k)-1))
+		if pageState(word(w)>>shift&3) == stateAllocated {
 			return true
 		}
 	}

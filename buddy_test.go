@@ -546,3 +546,43 @@ func TestInPlaceWriteVisibleAfterCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCommitDropsDeadLinks checks that a transaction which pushes a page
+// on a free list and hands it out again commits none of those links: they
+// would lie in the new owner's bytes.
+func TestCommitDropsDeadLinks(t *testing.T) {
+	d, _ := createTestDevice(t, smallHeapOptions())
+	var a Addr
+	if err := d.Update(func(tx *Txn) (err error) { a, err = tx.Alloc(4096); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Update(func(tx *Txn) error { return tx.Free(a) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rollbackOnExit(tx)
+	// Joining the allocator releases a (its free is covered) onto a free
+	// list; it is then the first page of its size handed out.
+	var b Addr
+	for b != a {
+		if b, err = tx.Alloc(4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := tx.lines.line(a.Offset() >> lineShift)
+	if l == nil || l.link == 0 {
+		t.Fatalf("the transaction wrote no link into %v before handing it out; the test needs one", a)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if l.link != 0 || l.dirty != 0 {
+		t.Fatalf("committed links into %v, which the transaction handed out: link mask %#x, dirty %#x", a, l.link, l.dirty)
+	}
+}

@@ -253,14 +253,16 @@ func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, ref
 	// top of this file): bytes of the caller's, writes past the file's
 	// end, and links into pages the group hands out, which its home
 	// writes skip but the overlay would still show over the new owner's
-	// in-place bytes until then.
+	// in-place bytes until then. (Txn.Commit drops those of a lone
+	// transaction; the links of a page merged into a larger free one are
+	// skipped too, harmlessly: no one owns them.)
 	user, end, skipped := false, int64(0), false
 	word := j.d.groupWord(lines)
 	j.homeBuf, err = forEachRun(refs, true, j.homeBuf, func(off int64, kind entryKind, data []byte) error {
 		rec = appendEntry(rec, off, kind, data)
 		count++
 		user = user || kind == kindUser
-		skipped = skipped || mayDefer && kind == kindLink && !j.d.keepLink(word, off)
+		skipped = skipped || mayDefer && kind == kindLink && !j.d.keepLink(word, off) && j.d.allocatedAt(word, off)
 		end = off + int64(len(data))
 		return nil
 	})

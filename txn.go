@@ -1,6 +1,7 @@
 package pagealloc
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -80,8 +81,10 @@ func (l *line) holds(from, n int) bool {
 type Txn struct {
 	d     *Device
 	lines lineTable
-	seq   uint64 // commit order, set by Commit
-	done  bool
+	// allocated are the pages tx's Alloc handed out (see dropDeadLinks).
+	allocated []Addr
+	seq       uint64 // commit order, set by Commit
+	done      bool
 
 	// participants are the components whose in-memory state tx changed.
 	participants []participant
@@ -166,6 +169,7 @@ func (tx *Txn) Commit() error {
 			return err
 		}
 	}
+	tx.dropDeadLinks()
 	if bound := tx.recordBound(); bound > d.journal.maxRecord {
 		tx.Rollback()
 		return fmt.Errorf("%w: transaction needs %d journal bytes, the journal takes %d", ErrTooLarge, bound, d.journal.maxRecord)
@@ -199,6 +203,46 @@ func (tx *Txn) Commit() error {
 		d.assertInvariants()
 	}
 	return g.err
+}
+
+// dropDeadLinks forgets the free-list links tx wrote into pages it leaves
+// allocated (a page pushed on a list and popped again, or merged into one
+// that was): their bytes are the new owner's, so neither the journal nor
+// home, nor readers of the committed version, may see them. Replay and
+// home writes apply the same rule (Device.keepLink); doing it here keeps
+// them out of the record and out of the overlay. Only a page tx allocated
+// can hold links of tx's and be allocated at its end.
+func (tx *Txn) dropDeadLinks() {
+	if len(tx.allocated) == 0 {
+		return
+	}
+	g := &tx.d.alloc.g
+	held := tx.allocated[:0] // those still allocated, in place
+	for _, a := range tx.allocated {
+		if tx.pageState(g, int(uint(a&addrSizeMask)-g.minShift), a.Offset()) == stateAllocated {
+			held = append(held, a)
+		}
+	}
+	slices.SortFunc(held, func(a, b Addr) int { return cmp.Compare(a.Offset(), b.Offset()) })
+	for _, r := range tx.lines.slots {
+		l := r.l
+		if l == nil || l.link == 0 {
+			continue
+		}
+		// The last page starting at or before the line; pages do not
+		// overlap.
+		off := r.idx << lineShift
+		i, found := slices.BinarySearchFunc(held, off, func(a Addr, off int64) int { return cmp.Compare(a.Offset(), off) })
+		if !found {
+			i--
+		}
+		if i >= 0 && off < held[i].Offset()+held[i].Size() {
+			l.dirty &^= l.link
+			l.valid &^= l.link
+			l.link = 0
+		}
+	}
+	tx.allocated = held[:0]
 }
 
 // Rollback discards the transaction's writes and ends it.
