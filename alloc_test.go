@@ -33,6 +33,21 @@ func createTestDevice(t *testing.T, opts *Options) (*Device, string) {
 	return d, path
 }
 
+// reopen closes d and opens the device at path again with opts; the
+// test's end closes the new one.
+func reopen(t testing.TB, d *Device, path string, opts *Options) *Device {
+	t.Helper()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
 func writeRoot(t *testing.T, d *Device, rel int64, p []byte) {
 	t.Helper()
 	off, _ := d.Root()

@@ -215,16 +215,7 @@ func BenchmarkAllocFill(b *testing.B) {
 	for b.Loop() {
 		fill(b, d, pages, rng)
 		for i := 0; i < len(pages); i += 1000 {
-			if err := d.Update(func(tx *Txn) error {
-				for _, a := range pages[i:min(i+1000, len(pages))] {
-					if err := tx.Free(a); err != nil {
-						return err
-					}
-				}
-				return nil
-			}); err != nil {
-				b.Fatal(err)
-			}
+			freePages(b, d, pages[i:min(i+1000, len(pages))])
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(pages)), "ns/page")
@@ -264,9 +255,7 @@ func BenchmarkCommitCost(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
-				b.Fatal(err)
-			}
+			coverCommitted(b, d)
 			prev := pages[1]
 			b.ReportAllocs()
 			b.ResetTimer()

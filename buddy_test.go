@@ -37,6 +37,30 @@ func rollbackOnExit(tx *Txn) {
 	}
 }
 
+// freePages frees pages in one transaction.
+func freePages(tb testing.TB, d *Device, pages []Addr) {
+	tb.Helper()
+	if err := d.Update(func(tx *Txn) error {
+		for _, a := range pages {
+			if err := tx.Free(a); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// coverCommitted waits for a checkpoint to cover every transaction
+// committed so far, so that what they freed may be handed out again.
+func coverCommitted(tb testing.TB, d *Device) {
+	tb.Helper()
+	if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // smallHeapOptions make a device whose heap is 32 MiB of pages from 4 KiB
 // to 64 KiB: small enough to fill, with 5 orders and block metadata that
 // spans two max pages.
@@ -339,14 +363,7 @@ func TestBuddyReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := d.Stats()
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	d, err := Open(path, &Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d = reopen(t, d, path, &Options{NoSync: true})
 	if got := allocatedSet(t, d); !maps.Equal(got, live) {
 		t.Fatalf("after reopen %d pages allocated, want %d", len(got), len(live))
 	}
@@ -392,19 +409,8 @@ func TestPunchHoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := allocatedBlocks(t, path)
-	if err := d.Update(func(tx *Txn) error {
-		for _, a := range pages {
-			if err := tx.Free(a); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
-		t.Fatal(err)
-	}
+	freePages(t, d, pages)
+	coverCommitted(t, d)
 	// The next transaction releases the pages, merging them into free max
 	// pages, which are punched.
 	if err := d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err }); err != nil {
@@ -442,20 +448,9 @@ func TestLongPendingQueue(t *testing.T) {
 		}
 	}
 	for i := 0; i < len(pages); i += 50 {
-		if err := d.Update(func(tx *Txn) error {
-			for _, a := range pages[i : i+50] {
-				if err := tx.Free(a); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+		freePages(t, d, pages[i:i+50])
 	}
-	if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
-		t.Fatal(err)
-	}
+	coverCommitted(t, d)
 	for i := 0; d.Stats().PendingPages > 0; i++ {
 		if i == 100 {
 			t.Fatalf("%d pages still pending after 100 transactions", d.Stats().PendingPages)
@@ -526,20 +521,9 @@ func TestInPlaceWriteVisibleAfterCommit(t *testing.T) {
 		// Free pages in batches and let a checkpoint cover them, so that
 		// the next transactions release and reuse them.
 		if held = append(held, a); len(held) == 8 {
-			if err := d.Update(func(tx *Txn) error {
-				for _, a := range held {
-					if err := tx.Free(a); err != nil {
-						return err
-					}
-				}
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
+			freePages(t, d, held)
 			held = held[:0]
-			if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
-				t.Fatal(err)
-			}
+			coverCommitted(t, d)
 		}
 	}
 	if err := d.Check(); err != nil {
@@ -556,12 +540,8 @@ func TestCommitDropsDeadLinks(t *testing.T) {
 	if err := d.Update(func(tx *Txn) (err error) { a, err = tx.Alloc(4096); return err }); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Update(func(tx *Txn) error { return tx.Free(a) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
-		t.Fatal(err)
-	}
+	freePages(t, d, []Addr{a})
+	coverCommitted(t, d)
 	tx, err := d.Begin()
 	if err != nil {
 		t.Fatal(err)

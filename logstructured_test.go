@@ -199,14 +199,7 @@ func TestLogAppendCommitReadReopen(t *testing.T) {
 		}
 	}
 	check(l)
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	d2, err := Open(path, &Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d2.Close()
+	d2 := reopen(t, d, path, &Options{NoSync: true})
 	l = mustLog(t, d2, "values")
 	if got := checkLogInvariants(t, l); got.Head != s.Head || got.DurableTail != s.DurableTail || got.Tail != s.Tail {
 		t.Fatalf("after reopen %+v, before %+v", got, s)
@@ -554,14 +547,7 @@ func TestLogRelocationKeepsReclaiming(t *testing.T) {
 	}
 	// The owner's pointer and the head agree after reopen too.
 	off := owner.offset(0)
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	d2, err := Open(path, &Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d2.Close()
+	d2 := reopen(t, d, path, &Options{NoSync: true})
 	if p, err := mustLog(t, d2, "log").Read(off); err != nil || !bytes.Equal(p, logContent(0, 3000)) {
 		t.Fatalf("the pinned entry after reopen: %v", err)
 	}
@@ -699,14 +685,7 @@ func TestLogReadOnly(t *testing.T) {
 	d, path := createLogDevice(t, LogRegion{"log", 16 << 10})
 	l := mustLog(t, d, "log")
 	r := appendEntryT(t, l, logContent(5, 300))
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	ro, err := Open(path, &Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ro.Close()
+	ro := reopen(t, d, path, &Options{ReadOnly: true})
 	l = mustLog(t, ro, "log")
 	if p, err := l.Read(r.Offset()); err != nil || logID(p) != 5 {
 		t.Fatalf("Read: %v", err)
@@ -2204,14 +2183,7 @@ func mustCreateLog(t *testing.T, d *Device, name string, size int64) *Log {
 // reopenLogDevice closes d, opens the device at path again and checks it.
 func reopenLogDevice(t *testing.T, d *Device, path string) *Device {
 	t.Helper()
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	d, err := Open(path, &Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	d = reopen(t, d, path, &Options{NoSync: true})
 	mustCheck(t, d)
 	return d
 }

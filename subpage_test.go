@@ -115,9 +115,7 @@ func (l *subpageFreeLog) rolledBack() {
 // transaction, then releases every pending slot of the classes.
 func subpageDrain(t testing.TB, d *Device, classes ...*Subpages) {
 	t.Helper()
-	if err := d.journal.waitCheckpoint(d.txSeq); err != nil {
-		t.Fatal(err)
-	}
+	coverCommitted(t, d)
 	err := d.Update(func(tx *Txn) error {
 		for _, s := range classes {
 			if err := s.release(tx, d.subpages.class(tx, s.index), math.MaxInt); err != nil {
@@ -171,14 +169,7 @@ func TestSubpageModel(t *testing.T) {
 	lastSeq := uint64(0)
 	for ops < *subpageOps {
 		if !reopened && ops >= *subpageOps/2 {
-			if err := d.Close(); err != nil {
-				t.Fatal(err)
-			}
-			var err error
-			if d, err = Open(path, &Options{NoSync: true}); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { d.Close() })
+			d = reopen(t, d, path, &Options{NoSync: true})
 			log.d = d
 			open()
 			got, _, _, err := subpageSlots(d)
@@ -435,13 +426,7 @@ func TestSubpageNoReuseBeforeCheckpoint(t *testing.T) {
 	if err := d.Update(func(tx *Txn) error { return s.Free(tx, x) }); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if d, err = Open(path, &Options{NoSync: true}); err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d = reopen(t, d, path, &Options{NoSync: true})
 	if s, err = d.Subpages(64); err != nil {
 		t.Fatal(err)
 	}
@@ -497,14 +482,7 @@ func TestSubpageBadInput(t *testing.T) {
 		}
 		n++
 	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	d, err = Open(path, &Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d = reopen(t, d, path, &Options{NoSync: true})
 	for i, size := 0, lo; size <= hi; i, size = i+1, size*2 {
 		s, err := d.Subpages(int(size))
 		if err != nil || s.index != i {
