@@ -7,12 +7,10 @@ import (
 )
 
 // lineRef names one line of the device by index (offset >> lineShift) and
-// the version of it a table holds. seq is the transaction that wrote that
-// version, where the table keeps versions of several (the overlay).
+// the version of it a table holds.
 type lineRef struct {
 	idx int64
 	l   *line
-	seq uint64
 }
 
 // lineTable maps line indexes to lines. It is an open-addressing hash table
@@ -40,41 +38,25 @@ func (t *lineTable) home(idx int64) int {
 // len returns the number of lines in t.
 func (t *lineTable) len() int { return t.n }
 
-// find returns the slot holding idx, or -1.
-func (t *lineTable) find(idx int64) int {
+// line returns the line for idx, or nil.
+func (t *lineTable) line(idx int64) *line {
 	if t.n == 0 || idx < t.minIdx || idx > t.maxIdx {
-		return -1
+		return nil
 	}
 	mask := len(t.slots) - 1
 	for i := t.home(idx); ; i = (i + 1) & mask {
 		switch s := &t.slots[i]; {
 		case s.l == nil:
-			return -1
+			return nil
 		case s.idx == idx:
-			return i
+			return s.l
 		}
 	}
 }
 
-// get returns the entry for idx, or nil.
-func (t *lineTable) get(idx int64) *lineRef {
-	if i := t.find(idx); i >= 0 {
-		return &t.slots[i]
-	}
-	return nil
-}
-
-// line returns the line for idx, or nil.
-func (t *lineTable) line(idx int64) *line {
-	if r := t.get(idx); r != nil {
-		return r.l
-	}
-	return nil
-}
-
-// add returns the entry for idx, making an empty one (with a zeroed line)
-// if there is none; fresh reports whether it did.
-func (t *lineTable) add(idx int64) (r *lineRef, fresh bool) {
+// add returns the line for idx, making a zeroed one if there is none;
+// fresh reports whether it did.
+func (t *lineTable) add(idx int64) (l *line, fresh bool) {
 	if 2*(t.n+1) > len(t.slots) {
 		t.grow()
 	}
@@ -82,7 +64,7 @@ func (t *lineTable) add(idx int64) (r *lineRef, fresh bool) {
 	i := t.home(idx)
 	for ; t.slots[i].l != nil; i = (i + 1) & mask {
 		if t.slots[i].idx == idx {
-			return &t.slots[i], false
+			return t.slots[i].l, false
 		}
 	}
 	if len(t.slab) == 0 {
@@ -93,25 +75,7 @@ func (t *lineTable) add(idx int64) (r *lineRef, fresh bool) {
 	t.slots[i] = lineRef{idx: idx, l: &t.slab[0]}
 	t.slab = t.slab[1:]
 	t.inserted(idx)
-	return &t.slots[i], true
-}
-
-// put sets the entry for idx to r's line and seq, keeping the line of no
-// other entry.
-func (t *lineTable) put(r lineRef) {
-	if 2*(t.n+1) > len(t.slots) {
-		t.grow()
-	}
-	mask := len(t.slots) - 1
-	i := t.home(r.idx)
-	for ; t.slots[i].l != nil; i = (i + 1) & mask {
-		if t.slots[i].idx == r.idx {
-			t.slots[i] = r
-			return
-		}
-	}
-	t.slots[i] = r
-	t.inserted(r.idx)
+	return t.slots[i].l, true
 }
 
 // inserted counts a new entry for idx.
@@ -125,32 +89,23 @@ func (t *lineTable) inserted(idx int64) {
 	t.n++
 }
 
-// removeAt deletes the entry in slot i, shifting later entries of its
-// probe run back so that no lookup stops early (no tombstones).
-func (t *lineTable) removeAt(i int) {
-	mask := len(t.slots) - 1
-	for j := (i + 1) & mask; t.slots[j].l != nil; j = (j + 1) & mask {
-		// The entry at j may fill the hole at i if its home does not lie
-		// cyclically in (i, j].
-		if h := t.home(t.slots[j].idx); (j-h)&mask >= (j-i)&mask {
-			t.slots[i] = t.slots[j]
-			i = j
-		}
-	}
-	t.slots[i] = lineRef{}
-	t.n--
-}
-
 func (t *lineTable) grow() {
 	size := max(16, 2*len(t.slots))
 	old := t.slots
 	t.slots = make([]lineRef, size)
 	t.shift = uint(64 - bits.TrailingZeros(uint(size)))
 	t.n = 0
+	mask := size - 1
 	for _, r := range old {
-		if r.l != nil {
-			t.put(r)
+		if r.l == nil {
+			continue
 		}
+		i := t.home(r.idx)
+		for t.slots[i].l != nil { // indexes are distinct: find a free slot
+			i = (i + 1) & mask
+		}
+		t.slots[i] = r
+		t.inserted(r.idx)
 	}
 }
 

@@ -1,6 +1,7 @@
 package pagealloc
 
 import (
+	"cmp"
 	"flag"
 	"math/rand/v2"
 	"slices"
@@ -9,51 +10,54 @@ import (
 
 var lineTableSeed = flag.Uint64("linetable.seed", 0, "seed for the line table's model test; 0 picks one from the clock")
 
-// TestLineTableModel runs random adds, puts and removals against a map,
-// with indexes drawn from a small range so that probe runs collide and
-// wrap, and checks every lookup, the count and the sorted listing.
+// TestLineTableModel adds random line indexes to tables against a map, with
+// indexes drawn from ranges small and wide enough that probe runs collide,
+// wrap and the table grows, and checks every lookup, the count and the
+// sorted listing.
 func TestLineTableModel(t *testing.T) {
 	seed := testSeed(t, "linetable.seed", *lineTableSeed)
 	rng := rand.New(rand.NewPCG(seed, seed))
-	var tab lineTable
-	model := map[int64]uint64{}
-	for op := range 200_000 {
-		idx := rng.Int64N(300)
-		switch rng.IntN(3) {
-		case 0:
-			r, fresh := tab.add(idx)
-			if _, ok := model[idx]; ok == fresh {
-				t.Fatalf("op %d: add(%d) fresh=%v, model has it: %v", op, idx, fresh, ok)
+	// The wide span passes what sorted packs into one word with a slot.
+	for _, span := range []int64{300, 1 << 50} {
+		var tab lineTable
+		model := map[int64]*line{}
+		var seen []int64
+		for op := range 20_000 {
+			idx := rng.Int64N(span)
+			if len(seen) > 0 && rng.IntN(2) == 0 {
+				idx = seen[rng.IntN(len(seen))] // again
+			}
+			l, fresh := tab.add(idx)
+			if want, ok := model[idx]; ok == fresh || ok && l != want {
+				t.Fatalf("span %d, op %d: add(%d) = %p fresh=%v, model %p (%v)", span, op, idx, l, fresh, want, ok)
 			}
 			if fresh {
-				r.seq = uint64(op)
-				model[idx] = uint64(op)
+				if *l != (line{}) {
+					t.Fatalf("span %d, op %d: add(%d) made a line that is not zero", span, op, idx)
+				}
+				model[idx] = l
+				seen = append(seen, idx)
 			}
-		case 1:
-			tab.put(lineRef{idx: idx, l: new(line), seq: uint64(op)})
-			model[idx] = uint64(op)
-		case 2:
-			if i := tab.find(idx); i >= 0 {
-				tab.removeAt(i)
+			if tab.len() != len(model) {
+				t.Fatalf("span %d, op %d: %d entries, model %d", span, op, tab.len(), len(model))
 			}
-			delete(model, idx)
-		}
-		if tab.len() != len(model) {
-			t.Fatalf("op %d: %d entries, model %d", op, tab.len(), len(model))
-		}
-		if op%1000 != 0 {
-			continue
-		}
-		for i := range int64(300) {
-			r := tab.get(i)
-			seq, ok := model[i]
-			if (r != nil) != ok || ok && r.seq != seq {
-				t.Fatalf("op %d: get(%d) = %+v, model %d (%v)", op, i, r, seq, ok)
+			if op%500 != 0 {
+				continue
 			}
-		}
-		refs := tab.sorted(nil)
-		if len(refs) != len(model) || !slices.IsSortedFunc(refs, func(a, b lineRef) int { return int(a.idx - b.idx) }) {
-			t.Fatalf("op %d: sorted listing of %d entries is wrong", op, len(refs))
+			for _, i := range append(seen, rng.Int64N(span), -1, span) {
+				if got, want := tab.line(i), model[i]; got != want {
+					t.Fatalf("span %d, op %d: line(%d) = %p, model %p", span, op, i, got, want)
+				}
+			}
+			refs := tab.sorted(nil)
+			if len(refs) != len(model) || !slices.IsSortedFunc(refs, func(a, b lineRef) int { return cmp.Compare(a.idx, b.idx) }) {
+				t.Fatalf("span %d, op %d: sorted listing of %d entries is wrong", span, op, len(refs))
+			}
+			for _, r := range refs {
+				if model[r.idx] != r.l {
+					t.Fatalf("span %d, op %d: sorted listing pairs %d with the wrong line", span, op, r.idx)
+				}
+			}
 		}
 	}
 }

@@ -355,8 +355,7 @@ func (tx *Txn) writeU64(off int64, v uint64, kind entryKind) {
 
 // lineFor returns tx's copy of line idx, making it on first touch.
 func (tx *Txn) lineFor(idx int64) *line {
-	r, fresh := tx.lines.add(idx)
-	l := r.l
+	l, fresh := tx.lines.add(idx)
 	if !fresh {
 		return l
 	}
@@ -486,8 +485,7 @@ func mergeLines(txs []*Txn, buf []lineRef) (*lineTable, []lineRef) {
 			if l == nil {
 				continue
 			}
-			mr, fresh := merged.add(r.idx)
-			m := mr.l
+			m, fresh := merged.add(r.idx)
 			if fresh {
 				*m = *l
 				continue
