@@ -337,11 +337,16 @@ func (tx *Txn) readProtectedLine(p *[lineBytes]byte, idx int64) {
 // readU64 reads the little-endian word at off, which must be 8-byte
 // aligned, as tx sees it.
 func (tx *Txn) readU64(off int64) uint64 {
-	if l := tx.lines.line(off >> lineShift); l != nil && l.holds(int(off&(lineBytes-1)), 8) {
+	l := tx.lines.line(off >> lineShift)
+	switch {
+	case l == nil:
+		return tx.d.committedU64(off)
+	case l.holds(int(off&(lineBytes-1)), 8):
 		return binary.LittleEndian.Uint64(l.data[off&(lineBytes-1):])
 	}
 	var b [8]byte
-	tx.read(b[:], off)
+	tx.d.readCommitted(b[:], off)
+	l.overlayOnto(b[:], off)
 	return binary.LittleEndian.Uint64(b[:])
 }
 
