@@ -426,8 +426,13 @@ func (d *Device) setTxSeq(seq uint64) {
 }
 
 // Close waits for the open transaction, if any, to end, writes a
-// checkpoint and closes the file. Slices from Slice are invalid after it.
-// Close is idempotent: later calls return nil.
+// checkpoint and closes the file. Free space at the end of the heap goes
+// back to the filesystem: the file is cut after the last max page that
+// holds an allocated or pending page. When that max page holds pending
+// pages and no allocated one, Close first waits for a checkpoint to make
+// the pending pages free, and cuts after the last max page holding an
+// allocated page. Slices from Slice are invalid after it. Close is
+// idempotent: later calls return nil.
 func (d *Device) Close() error {
 	d.closeMu.Lock()
 	defer d.closeMu.Unlock()
@@ -439,14 +444,27 @@ func (d *Device) Close() error {
 	// Background work (log GC) stops before the writer slot is taken,
 	// since it runs transactions of its own.
 	d.closeLogs()
-	d.writer.Lock()
-	defer d.writer.Unlock()
 	var err error
 	if !d.opts.ReadOnly {
-		err = d.journal.stop()
+		err = d.retractHeap()
+	}
+	d.writer.Lock()
+	defer d.writer.Unlock()
+	if !d.opts.ReadOnly {
+		if serr := d.journal.stop(); err == nil {
+			err = serr
+		}
 	}
 	d.lifeMu.Lock()
 	defer d.lifeMu.Unlock()
+	if end := d.alloc.last.frontier; err == nil && end < d.size.Load() {
+		// The frontier's move is checkpointed: nothing durable lies
+		// past it. A store that cannot cut a mapped file (Windows)
+		// keeps the space, harmlessly.
+		if d.store.Truncate(end) == nil {
+			d.size.Store(end)
+		}
+	}
 	d.view, d.homeView = nil, nil
 	// The journal has stopped and no log write holds lifeMu, so every
 	// staging buffer is back but those of frames staged and never

@@ -215,17 +215,114 @@ func (a *allocator) grow(tx *Txn, st *allocState) (bool, error) {
 	if err := a.d.growTo(to, a.growStep); err != nil {
 		return false, err
 	}
-	// A block's first max pages also hold its metadata, which is never
-	// handed out: only the rest becomes free pages.
-	lo := max(from, a.g.blockStart(from)+a.g.metaPad)
-	for lo < to {
-		order := min(a.g.maxOrder, bits.TrailingZeros64(uint64(lo-a.g.heapOff))-int(a.g.minShift), bits.Len64(uint64(to-lo))-1-int(a.g.minShift))
-		tx.setPageState(&a.g, order, lo, stateFree)
-		st.push(tx, order, lo)
-		lo += a.g.pageBytes(order)
-	}
+	a.forEachGrownPage(from, func(order int, off int64) bool {
+		tx.setPageState(&a.g, order, off, stateFree)
+		st.push(tx, order, off)
+		return true
+	})
 	st.frontier = to
 	return true, nil
+}
+
+// forEachGrownPage calls fn, in ascending order, for each free page that
+// grow makes of the max page at from, while fn returns true, and reports
+// whether it always did. A block's first max pages also hold its metadata,
+// which is never handed out: only the rest becomes free pages, as large as
+// alignment allows.
+func (a *allocator) forEachGrownPage(from int64, fn func(order int, off int64) bool) bool {
+	to := from + a.g.maxPageBytes()
+	for lo := max(from, a.g.blockStart(from)+a.g.metaPad); lo < to; {
+		order := min(a.g.maxOrder, bits.TrailingZeros64(uint64(lo-a.g.heapOff))-int(a.g.minShift), bits.Len64(uint64(to-lo))-1-int(a.g.minShift))
+		if !fn(order, lo) {
+			return false
+		}
+		lo += a.g.pageBytes(order)
+	}
+	return true
+}
+
+// retractTail undoes grow for every max page at the end of the heap that
+// is wholly free again, lowering the frontier, and returns how many bytes
+// it gave back. Such a max page holds exactly the free pages grow made of
+// it: merging stops at its edges (the max order, a block's metadata), so
+// each is still one free page of its order. Pages pending are not free:
+// they wait for releasePending.
+func (a *allocator) retractTail(tx *Txn, st *allocState) int64 {
+	n := int64(0)
+	for st.frontier > a.g.heapOff {
+		from := st.frontier - a.g.maxPageBytes()
+		free := a.forEachGrownPage(from, func(order int, off int64) bool {
+			return tx.pageState(&a.g, order, off) == stateFree
+		})
+		if !free {
+			break
+		}
+		a.forEachGrownPage(from, func(order int, off int64) bool {
+			st.detach(tx, order, off)
+			tx.setPageState(&a.g, order, off, stateNone)
+			return true
+		})
+		st.frontier = from
+		n += a.g.maxPageBytes()
+	}
+	return n
+}
+
+// retractHeap lowers the frontier past the free space at the end of the
+// heap, for Close to cut from the file. If the last max page holds pending
+// pages and no allocated one, the pending ones are released first: it
+// waits for a checkpoint to cover them, which nothing delays since the
+// device takes no new transactions once closing. It takes the writer slot
+// for each transaction it runs.
+func (d *Device) retractHeap() error {
+	a := d.alloc
+	waited := false
+	for {
+		d.writer.Lock()
+		if f := d.failure.Load(); f != nil {
+			d.writer.Unlock()
+			return f
+		}
+		tx := &Txn{d: d}
+		before := a.last.pendPages
+		st := a.join(tx) // releases what a checkpoint covers, in budget
+		released := before - st.pendPages
+		a.retractTail(tx, st)
+		// Waiting for pending pages is worth it only if they stand
+		// between the frontier and the allocated pages.
+		wait := released == 0 && st.pendPages > 0 && !waited && st.frontier > a.g.heapOff &&
+			a.forEachGrownPage(st.frontier-a.g.maxPageBytes(), func(order int, off int64) bool {
+				return !a.holdsAllocated(tx, order, off)
+			})
+		seq := d.txSeq
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+		seq = max(seq, tx.seq) // tx's, if it wrote anything
+		switch {
+		case released > 0:
+			continue // the budget may have left covered pages queued
+		case !wait:
+			return nil
+		}
+		if err := d.journal.waitCheckpoint(seq); err != nil {
+			return err
+		}
+		waited = true
+	}
+}
+
+// holdsAllocated reports whether the page of the given order at off is,
+// or holds, an allocated page as tx sees it. A page in no state at its
+// order is split: its halves say.
+func (a *allocator) holdsAllocated(tx *Txn, order int, off int64) bool {
+	switch tx.pageState(&a.g, order, off) {
+	case stateAllocated:
+		return true
+	case stateNone:
+		return order > 0 && (a.holdsAllocated(tx, order-1, off) || a.holdsAllocated(tx, order-1, off+a.g.pageBytes(order-1)))
+	}
+	return false
 }
 
 // Free gives the page a back. It is reusable once a checkpoint covers this

@@ -37,6 +37,26 @@ func rollbackOnExit(tx *Txn) {
 	}
 }
 
+// allocPages allocates n pages of size bytes in one transaction.
+func allocPages(tb testing.TB, d *Device, n int, size int64) []Addr {
+	tb.Helper()
+	pages := make([]Addr, 0, n)
+	err := d.Update(func(tx *Txn) error {
+		for range n {
+			a, err := tx.Alloc(size)
+			if err != nil {
+				return err
+			}
+			pages = append(pages, a)
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pages
+}
+
 // freePages frees pages in one transaction.
 func freePages(tb testing.TB, d *Device, pages []Addr) {
 	tb.Helper()
