@@ -379,7 +379,8 @@ func (w *heapWalker) visit(off int64, order int) bool {
 			}
 		}
 		if w.d.subpageParentAt(w.tx, off, e.Size) {
-			h := w.tx.readSubpageHeader(off)
+			var h subpageHeader
+			w.tx.readSubpageHeader(off, &h)
 			e.Kind, e.SlotBytes, e.SlotsUsed = PageSubpages, 1<<h.slotShift, bits.OnesCount64(h.mask)-1
 		}
 	}

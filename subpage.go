@@ -310,25 +310,37 @@ type subpageHeader struct {
 }
 
 func decodeSubpageHeader(b []byte) subpageHeader {
+	var h subpageHeader
+	h.decode(b)
+	return h
+}
+
+// decode sets h from the header bytes b. It fills h in place: the header
+// is read on every sub-page operation, and copying it is a measurable
+// part of one.
+func (h *subpageHeader) decode(b []byte) {
 	le := binary.LittleEndian
-	return subpageHeader{
-		magic:     le.Uint32(b[0:]),
-		class:     int(b[subpageClassOff]),
-		slotShift: uint(b[subpageShiftOff]),
-		flags:     b[subpageFlagsOff],
-		pad:       b[subpageFlagsOff+1],
-		mask:      le.Uint64(b[subpageMaskOff:]),
-		pend:      le.Uint64(b[subpagePendOff:]),
-		prev:      int64(le.Uint64(b[subpagePrevOff:])),
-		next:      int64(le.Uint64(b[subpageNextOff:])),
-		pendNext:  int64(le.Uint64(b[subpagePendNextOff:])),
-		pendSeq:   le.Uint64(b[subpagePendSeqOff:]),
-		spare:     le.Uint64(b[subpageSpareOff:]),
-	}
+	h.magic = le.Uint32(b[0:])
+	h.class = int(b[subpageClassOff])
+	h.slotShift = uint(b[subpageShiftOff])
+	h.flags = b[subpageFlagsOff]
+	h.pad = b[subpageFlagsOff+1]
+	h.mask = le.Uint64(b[subpageMaskOff:])
+	h.pend = le.Uint64(b[subpagePendOff:])
+	h.prev = int64(le.Uint64(b[subpagePrevOff:]))
+	h.next = int64(le.Uint64(b[subpageNextOff:]))
+	h.pendNext = int64(le.Uint64(b[subpagePendNextOff:]))
+	h.pendSeq = le.Uint64(b[subpagePendSeqOff:])
+	h.spare = le.Uint64(b[subpageSpareOff:])
 }
 
 func (h *subpageHeader) encode() [subpageHeaderBytes]byte {
 	var b [subpageHeaderBytes]byte
+	h.encodeTo(&b)
+	return b
+}
+
+func (h *subpageHeader) encodeTo(b *[subpageHeaderBytes]byte) {
 	le := binary.LittleEndian
 	le.PutUint32(b[0:], h.magic)
 	b[subpageClassOff] = byte(h.class)
@@ -342,25 +354,25 @@ func (h *subpageHeader) encode() [subpageHeaderBytes]byte {
 	le.PutUint64(b[subpagePendNextOff:], uint64(h.pendNext))
 	le.PutUint64(b[subpagePendSeqOff:], h.pendSeq)
 	le.PutUint64(b[subpageSpareOff:], h.spare)
-	return b
 }
 
 // free returns the mask of h's free slots.
 func (h *subpageHeader) free() uint64 { return ^(h.mask | h.pend) }
 
-func (tx *Txn) readSubpageHeader(p int64) subpageHeader {
+// readSubpageHeader reads the header of the parent at p into h.
+func (tx *Txn) readSubpageHeader(p int64, h *subpageHeader) {
 	// The header is one whole line (slot 0 of a parent, at least 64
 	// bytes, line-aligned) that the caller cannot write.
-	var b [lineBytes]byte
-	tx.readProtectedLine(&b, p>>lineShift)
-	return decodeSubpageHeader(b[:subpageHeaderBytes])
+	var buf [lineBytes]byte
+	h.decode(tx.readProtectedLine(&buf, p>>lineShift)[:subpageHeaderBytes])
 }
 
 // writeSubpageHeader journals bytes [from, to) of h, the header at p: only
 // the words that may have changed, so the journal carries little more
 // than the change.
 func (tx *Txn) writeSubpageHeader(p int64, h *subpageHeader, from, to int) {
-	b := h.encode()
+	var b [subpageHeaderBytes]byte
+	h.encodeTo(&b)
 	tx.write(p+int64(from), b[from:to], kindMeta)
 }
 
@@ -432,7 +444,8 @@ func (s *Subpages) Alloc(tx *Txn) (Addr, error) {
 		}
 	}
 	p := c.head
-	h := tx.readSubpageHeader(p)
+	var h subpageHeader
+	tx.readSubpageHeader(p, &h)
 	if !s.owns(&h) || h.free() == 0 || h.prev != 0 {
 		return 0, corruptf(p, "sub-page parent", "the head of class %d's list: a header with a free slot and no previous parent, found magic %#x class %d mask %#x pending %#x prev %d",
 			s.index, h.magic, h.class, h.mask, h.pend, h.prev)
@@ -516,7 +529,8 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 	if err := s.usableBy(tx); err != nil {
 		return err
 	}
-	p, slot, h, err := s.validate(tx, a)
+	var h subpageHeader
+	p, slot, err := s.validate(tx, a, &h)
 	if err != nil {
 		return err
 	}
@@ -577,7 +591,8 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int) error {
 	covered := tx.d.checkpointTxSeq.Load()
 	for ; budget > 0 && c.pendHead != 0 && c.headSeq <= covered; budget-- {
 		p := c.pendHead
-		h := tx.readSubpageHeader(p)
+		var h subpageHeader
+		tx.readSubpageHeader(p, &h)
 		if !s.owns(&h) || h.flags&subpageFlagQueued == 0 {
 			return corruptf(p, fmt.Sprintf("sub-page class %d pending queue", s.index), "a queued parent of the class, found magic %#x class %d flags %#x",
 				h.magic, h.class, h.flags)
@@ -646,13 +661,12 @@ func (s *Subpages) detach(tx *Txn, c *subpageClass, h *subpageHeader) {
 	h.prev, h.next = 0, 0
 }
 
-// validate returns a's parent, slot index and the parent's header if a is
-// an allocated slot of s as tx sees it, or an error wrapping
-// ErrInvalidFree.
-func (s *Subpages) validate(tx *Txn, a Addr) (int64, int, subpageHeader, error) {
-	var h subpageHeader
+// validate returns a's parent and slot index, and reads the parent's
+// header into h, if a is an allocated slot of s as tx sees it; otherwise
+// an error wrapping ErrInvalidFree.
+func (s *Subpages) validate(tx *Txn, a Addr, h *subpageHeader) (int64, int, error) {
 	if uint(a&addrSizeMask) != s.slotShift {
-		return 0, 0, h, fmt.Errorf("%w: %v is not a slot of the %d-byte class", ErrInvalidFree, a, s.SlotBytes())
+		return 0, 0, fmt.Errorf("%w: %v is not a slot of the %d-byte class", ErrInvalidFree, a, s.SlotBytes())
 	}
 	off := a.Offset()
 	p := off &^ (s.parentBytes - 1)
@@ -664,24 +678,24 @@ func (s *Subpages) validate(tx *Txn, a Addr) (int64, int, subpageHeader, error) 
 	}
 	switch {
 	case off < al.g.heapOff || off >= frontier || p+s.parentBytes > frontier:
-		return 0, 0, h, fmt.Errorf("%w: %v lies outside the heap [%d, %d)", ErrInvalidFree, a, al.g.heapOff, frontier)
+		return 0, 0, fmt.Errorf("%w: %v lies outside the heap [%d, %d)", ErrInvalidFree, a, al.g.heapOff, frontier)
 	case off&(s.SlotBytes()-1) != 0:
-		return 0, 0, h, fmt.Errorf("%w: %v is not aligned to its slot size", ErrInvalidFree, a)
+		return 0, 0, fmt.Errorf("%w: %v is not aligned to its slot size", ErrInvalidFree, a)
 	case slot == 0:
-		return 0, 0, h, fmt.Errorf("%w: %v is the header of a parent, not a slot", ErrInvalidFree, a)
+		return 0, 0, fmt.Errorf("%w: %v is the header of a parent, not a slot", ErrInvalidFree, a)
 	case !tx.d.subpageParentAt(tx, p, s.parentBytes):
-		return 0, 0, h, fmt.Errorf("%w: %v is not inside a sub-page parent", ErrInvalidFree, a)
+		return 0, 0, fmt.Errorf("%w: %v is not inside a sub-page parent", ErrInvalidFree, a)
 	}
-	h = tx.readSubpageHeader(p)
+	tx.readSubpageHeader(p, h)
 	switch {
 	case h.class != s.index || h.slotShift != s.slotShift:
-		return 0, 0, h, fmt.Errorf("%w: %v lies in a parent of sub-page class %d, not %d", ErrInvalidFree, a, h.class, s.index)
+		return 0, 0, fmt.Errorf("%w: %v lies in a parent of sub-page class %d, not %d", ErrInvalidFree, a, h.class, s.index)
 	case h.pend&(1<<slot) != 0:
-		return 0, 0, h, fmt.Errorf("%w: %v was already freed (double free)", ErrInvalidFree, a)
+		return 0, 0, fmt.Errorf("%w: %v was already freed (double free)", ErrInvalidFree, a)
 	case h.mask&(1<<slot) == 0:
-		return 0, 0, h, fmt.Errorf("%w: %v is not allocated (double free)", ErrInvalidFree, a)
+		return 0, 0, fmt.Errorf("%w: %v is not allocated (double free)", ErrInvalidFree, a)
 	}
-	return p, slot, h, nil
+	return p, slot, nil
 }
 
 // usableBy returns why tx cannot use s, or nil.
@@ -766,7 +780,8 @@ func (c *checker) checkSubpages() {
 	isParent := make(map[int64]bool, len(c.subpageParents))
 	for _, p := range c.subpageParents {
 		isParent[p] = true
-		h := c.tx.readSubpageHeader(p)
+		var h subpageHeader
+		c.tx.readSubpageHeader(p, &h)
 		cl := h.class
 		if h.magic != subpageMagic || cl >= subpageClassLimit || classes[cl].slotBytes == 0 || classes[cl].slotBytes != 1<<h.slotShift {
 			c.report(p, "sub-page parent", "a header of a class in the table, found magic %#x class %d slot shift %d", h.magic, cl, h.slotShift)
@@ -814,7 +829,8 @@ func (c *checker) checkSubpages() {
 				c.report(p, what, "at most %d parents of the class (a broken or cyclic link, or a page that is no parent)", parents[i])
 				break
 			}
-			h := c.tx.readSubpageHeader(p)
+			var h subpageHeader
+			c.tx.readSubpageHeader(p, &h)
 			switch {
 			case h.class != i || int64(1)<<h.slotShift != cl.slotBytes:
 				c.report(p, what, "only parents of class %d, found class %d", i, h.class)
@@ -836,7 +852,8 @@ func (c *checker) checkSubpages() {
 				c.report(p, what, "at most %d parents of the class (a broken or cyclic link, or a page that is no parent)", parents[i])
 				break
 			}
-			h := c.tx.readSubpageHeader(p)
+			var h subpageHeader
+			c.tx.readSubpageHeader(p, &h)
 			if h.class != i || h.flags&subpageFlagQueued == 0 {
 				c.report(p, what, "only queued parents of class %d, found class %d flags %#x", i, h.class, h.flags)
 			}

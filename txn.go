@@ -311,19 +311,20 @@ func (tx *Txn) read(p []byte, off int64) {
 	}
 }
 
-// readProtectedLine fills p with line idx as tx sees it. The line must
-// hold only library state that nothing writes in place (Device.WriteAt
-// refuses it): a line tx holds is completed from committed state on the
-// way, so that later reads find every byte in it. Committed state does not
-// change under an open transaction (there is one writer), so the copy
-// stays true; the bytes are not marked dirty. Elsewhere a clean byte kept
-// in a line could hide a later in-place write from readers of the
-// transaction's committed version.
-func (tx *Txn) readProtectedLine(p *[lineBytes]byte, idx int64) {
+// readProtectedLine returns line idx as tx sees it: tx's copy of it, or
+// buf filled from committed state if tx has none. The line must hold only
+// library state that nothing writes in place (Device.WriteAt refuses it):
+// a line tx holds is completed from committed state on the way, so that
+// later reads find every byte in it. Committed state does not change
+// under an open transaction (there is one writer), so the copy stays
+// true; the bytes are not marked dirty. Elsewhere a clean byte kept in a
+// line could hide a later in-place write from readers of the
+// transaction's committed version. The caller must not change the line.
+func (tx *Txn) readProtectedLine(buf *[lineBytes]byte, idx int64) *[lineBytes]byte {
 	l := tx.lines.line(idx)
 	if l == nil {
-		tx.d.readCommitted(p[:], idx<<lineShift)
-		return
+		tx.d.readCommitted(buf[:], idx<<lineShift)
+		return buf
 	}
 	if l.valid != ^uint64(0) {
 		var b [lineBytes]byte
@@ -331,7 +332,7 @@ func (tx *Txn) readProtectedLine(p *[lineBytes]byte, idx int64) {
 		l.overlayOnto(b[:], idx<<lineShift)
 		l.data, l.valid = b, ^uint64(0)
 	}
-	*p = l.data
+	return &l.data
 }
 
 // readU64 reads the little-endian word at off, which must be 8-byte
