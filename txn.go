@@ -1,7 +1,6 @@
 package pagealloc
 
 import (
-	"cmp"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -223,7 +222,9 @@ func (tx *Txn) dropDeadLinks() {
 			held = append(held, a)
 		}
 	}
-	slices.SortFunc(held, func(a, b Addr) int { return cmp.Compare(a.Offset(), b.Offset()) })
+	// Addrs sort as their offsets do: the size lies below the offset's
+	// lowest bit, and allocated pages do not share an offset.
+	slices.Sort(held)
 	for _, r := range tx.lines.slots {
 		l := r.l
 		if l == nil || l.link == 0 {
@@ -232,17 +233,32 @@ func (tx *Txn) dropDeadLinks() {
 		// The last page starting at or before the line; pages do not
 		// overlap.
 		off := r.idx << lineShift
-		i, found := slices.BinarySearchFunc(held, off, func(a Addr, off int64) int { return cmp.Compare(a.Offset(), off) })
-		if !found {
-			i--
-		}
-		if i >= 0 && off < held[i].Offset()+held[i].Size() {
+		if i := lastAtOrBefore(held, Addr(off)|addrSizeMask); i >= 0 && off < held[i].Offset()+held[i].Size() {
 			l.dirty &^= l.link
 			l.valid &^= l.link
 			l.link = 0
 		}
 	}
 	tx.allocated = held[:0]
+}
+
+// lastAtOrBefore returns the index of the last element of s, which is
+// ascending, not above v, or -1. Its loop has no branch that depends on
+// the data, so that the compiler makes the step a conditional move: a
+// commit searches once per line, at random.
+func lastAtOrBefore(s []Addr, v Addr) int {
+	if len(s) == 0 || s[0] > v {
+		return -1
+	}
+	base, n := 0, len(s)
+	for n > 1 {
+		half := n / 2
+		if s[base+half] <= v {
+			base += half
+		}
+		n -= half
+	}
+	return base
 }
 
 // Rollback discards the transaction's writes and ends it.
