@@ -242,20 +242,18 @@ func (a *allocator) forEachGrownPage(from int64, fn func(order int, off int64) b
 }
 
 // retractTail undoes grow for every max page at the end of the heap that
-// is wholly free again, lowering the frontier, and returns how many bytes
-// it gave back. Such a max page holds exactly the free pages grow made of
-// it: merging stops at its edges (the max order, a block's metadata), so
-// each is still one free page of its order. Pages pending are not free:
-// they wait for releasePending.
-func (a *allocator) retractTail(tx *Txn, st *allocState) int64 {
-	n := int64(0)
+// is wholly free again, lowering the frontier. Such a max page holds
+// exactly the free pages grow made of it: merging stops at its edges (the
+// max order, a block's metadata), so each is still one free page of its
+// order. Pages pending are not free: they wait for releasePending.
+func (a *allocator) retractTail(tx *Txn, st *allocState) {
 	for st.frontier > a.g.heapOff {
 		from := st.frontier - a.g.maxPageBytes()
 		free := a.forEachGrownPage(from, func(order int, off int64) bool {
 			return tx.pageState(&a.g, order, off) == stateFree
 		})
 		if !free {
-			break
+			return
 		}
 		a.forEachGrownPage(from, func(order int, off int64) bool {
 			st.detach(tx, order, off)
@@ -263,16 +261,14 @@ func (a *allocator) retractTail(tx *Txn, st *allocState) int64 {
 			return true
 		})
 		st.frontier = from
-		n += a.g.maxPageBytes()
 	}
-	return n
 }
 
 // retractHeap lowers the frontier past the free space at the end of the
 // heap, for Close to cut from the file. If the last max page holds pending
-// pages and no allocated one, the pending ones are released first: it
-// waits for a checkpoint to cover them, which nothing delays since the
-// device takes no new transactions once closing. It takes the writer slot
+// pages and no allocated one, it waits for a checkpoint to cover every
+// pending page, which nothing delays since the device takes no new
+// transactions once closing, and releases them. It takes the writer slot
 // for each transaction it runs.
 func (d *Device) retractHeap() error {
 	a := d.alloc
@@ -288,9 +284,9 @@ func (d *Device) retractHeap() error {
 		st := a.join(tx) // releases what a checkpoint covers, in budget
 		released := before - st.pendPages
 		a.retractTail(tx, st)
-		// Waiting for pending pages is worth it only if they stand
+		// Pending pages are worth waiting for only if they stand
 		// between the frontier and the allocated pages.
-		wait := released == 0 && st.pendPages > 0 && !waited && st.frontier > a.g.heapOff &&
+		more := st.pendPages > 0 && st.frontier > a.g.heapOff &&
 			a.forEachGrownPage(st.frontier-a.g.maxPageBytes(), func(order int, off int64) bool {
 				return !a.holdsAllocated(tx, order, off)
 			})
@@ -298,17 +294,17 @@ func (d *Device) retractHeap() error {
 		if err := tx.Commit(); err != nil {
 			return err
 		}
-		seq = max(seq, tx.seq) // tx's, if it wrote anything
 		switch {
-		case released > 0:
-			continue // the budget may have left covered pages queued
-		case !wait:
+		case !more:
 			return nil
+		case waited && released == 0:
+			return nil // every page is covered: a queue that does not drain is Check's to report
+		case !waited:
+			if err := d.journal.waitCheckpoint(max(seq, tx.seq)); err != nil {
+				return err
+			}
+			waited = true
 		}
-		if err := d.journal.waitCheckpoint(seq); err != nil {
-			return err
-		}
-		waited = true
 	}
 }
 
