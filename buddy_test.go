@@ -81,6 +81,23 @@ func coverCommitted(tb testing.TB, d *Device) {
 	}
 }
 
+// releaseCovered runs transactions that only release pending pages, until
+// every page a checkpoint covers is free, so that a benchmark does not time
+// the release of its set-up's frees: each transaction releases at most a
+// budget of them.
+func releaseCovered(tb testing.TB, d *Device) {
+	tb.Helper()
+	for {
+		before := d.Stats().PendingPages
+		if err := d.Update(func(tx *Txn) error { d.alloc.join(tx); return nil }); err != nil {
+			tb.Fatal(err)
+		}
+		if after := d.Stats().PendingPages; after == before {
+			return
+		}
+	}
+}
+
 // smallHeapOptions make a device whose heap is 32 MiB of pages from 4 KiB
 // to 64 KiB: small enough to fill, with 5 orders and block metadata that
 // spans two max pages.
