@@ -181,6 +181,17 @@ func testBuddyCrash(t *testing.T, run buddyCrashRun) {
 			t.Errorf("committer %d: %v", c, err)
 		}
 	}
+	if !t.Failed() && w.noSpace == 0 && *buddyCrashTxns == 0 {
+		// This seed's mix never filled the heap: one more committer
+		// allocates until it does, then goes on with the usual mix, so
+		// that every run reaches the paths of a full heap.
+		w.filling = true
+		rng := rand.New(rand.NewPCG(seed, 99))
+		if err := w.committer(rng, run.txns, run.opsMax, nil, true); err != nil {
+			t.Errorf("the committer filling the heap: %v", err)
+		}
+		t.Logf("the workload never filled the heap: a last committer filled it")
+	}
 	if !t.Failed() {
 		if got, err := buddyCrashAllocated(d); err != nil {
 			t.Errorf("Check after the workload: %v", err)
@@ -379,6 +390,9 @@ type buddyCrashWorkload struct {
 	everFreed map[int64]bool
 	nextGen   uint64
 	nextID    int
+	// filling makes every operation an Alloc until one fails with
+	// ErrNoSpace.
+	filling bool
 
 	allocs, reused, noSpace, frees, rollbacks          int
 	journaledWrites, inPlaceWrites, syncs, checkpoints int
@@ -505,13 +519,20 @@ func (w *buddyCrashWorkload) committer(rng *rand.Rand, txns, opsMax int, live []
 			return err
 		}
 		for range 1 + rng.IntN(opsMax) {
-			switch r := rng.IntN(100); {
+			r := rng.IntN(100)
+			w.mu.Lock()
+			if w.filling {
+				r = 0
+			}
+			w.mu.Unlock()
+			switch {
 			case r < 50:
 				size := buddyCrashSize(rng, w.g)
 				a, err := tx.Alloc(size)
 				if errors.Is(err, ErrNoSpace) {
 					w.mu.Lock()
 					w.noSpace++
+					w.filling = false
 					w.mu.Unlock()
 					continue
 				}
