@@ -385,6 +385,8 @@ func (g *heapGeometry) parentBitPos(off int64) (wordOff int64, bit uint) {
 }
 
 // setParentBit journals the parent bit of the page at p.
+// setParentBit journals the parent bit of the page at p, and keeps the
+// mark on tx's line holding the page's header (line.parent) in step.
 func (tx *Txn) setParentBit(g *heapGeometry, p int64, on bool) {
 	w, bit := g.parentBitPos(p)
 	old := tx.readU64(w)
@@ -393,6 +395,16 @@ func (tx *Txn) setParentBit(g *heapGeometry, p int64, on bool) {
 	} else {
 		tx.writeU64(w, old&^(1<<bit), kindMeta)
 	}
+	if l := tx.lines.line(p >> lineShift); l != nil {
+		l.parent = on
+	}
+}
+
+// knownParent reports whether tx has seen the parent bit of the page at p
+// set, as marked on its line holding the page's header.
+func (tx *Txn) knownParent(p int64) bool {
+	l := tx.lines.line(p >> lineShift)
+	return l != nil && l.parent
 }
 
 // subpageParentAt reports whether the allocated page of pageBytes at off
@@ -508,9 +520,9 @@ func (s *Subpages) newParent(tx *Txn, c *subpageClass) error {
 		return err
 	}
 	p := a.Offset()
-	tx.setParentBit(&d.alloc.g, p, true)
 	h := subpageHeader{magic: subpageMagic, class: s.index, slotShift: s.slotShift, mask: subpageEmptyMask}
 	tx.writeSubpageHeader(p, &h, 0, subpageHeaderBytes)
+	tx.setParentBit(&d.alloc.g, p, true) // after: it marks the header's line
 	c.head = p
 	c.parents++
 	return nil
@@ -562,6 +574,9 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 		s.push(tx, c, p, &h)
 	}
 	tx.writeSubpageHeader(p, &h, subpageFlagsOff, subpageSpareOff)
+	// validate found the parent bit set: later frees into p in this
+	// transaction need not look at it again.
+	tx.lines.line(p >> lineShift).parent = true
 	c.used--
 	c.pending++
 	c.pendSeq = seq
@@ -683,7 +698,7 @@ func (s *Subpages) validate(tx *Txn, a Addr, h *subpageHeader) (int64, int, erro
 		return 0, 0, fmt.Errorf("%w: %v is not aligned to its slot size", ErrInvalidFree, a)
 	case slot == 0:
 		return 0, 0, fmt.Errorf("%w: %v is the header of a parent, not a slot", ErrInvalidFree, a)
-	case !tx.d.subpageParentAt(tx, p, s.parentBytes):
+	case !tx.knownParent(p) && !tx.d.subpageParentAt(tx, p, s.parentBytes):
 		return 0, 0, fmt.Errorf("%w: %v is not inside a sub-page parent", ErrInvalidFree, a)
 	}
 	tx.readSubpageHeader(p, h)

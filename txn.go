@@ -32,6 +32,11 @@ type line struct {
 	dirty uint64 // bit i: byte i was written
 	link  uint64 // bit i: byte i was last written as a free-list link
 	user  uint64 // bit i: byte i was last written by the caller (Txn.Write)
+
+	// parent: the line starts a page whose sub-page parent bit the
+	// transaction holding the line has seen set, so that it need not
+	// look again (subpage.go). Only that transaction's table uses it.
+	parent bool
 }
 
 func (l *line) kindAt(i int) entryKind {
