@@ -15,12 +15,12 @@ import (
 )
 
 var (
-	retractSeed   = flag.Uint64("retract.seed", 0, "seed for TestCloseRetractCrash (0: from the time)")
+	retractSeed   = flag.Uint64("retract.seed", 0, "seed for TestCloseShrinksFile and TestCloseRetractCrash (0: from the time)")
 	retractPoints = flag.Int("retract.points", 0, "random crash points for TestCloseRetractCrash (0: the default)")
 )
 
-// retractOptions has small max pages, so that a few hundred pages span
-// several blocks and the free tail is many max pages long.
+// retractOptions has 64 KiB max pages, so that a few hundred pages span
+// dozens of them and the free end of the heap is many max pages long.
 func retractOptions() *Options {
 	return &Options{MaxSize: 64 << 20, MinPageSize: 4096, MaxPageSize: 64 << 10, GrowthStep: 1 << 20}
 }
