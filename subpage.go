@@ -309,12 +309,6 @@ type subpageHeader struct {
 	spare      uint64 // zero
 }
 
-func decodeSubpageHeader(b []byte) subpageHeader {
-	var h subpageHeader
-	h.decode(b)
-	return h
-}
-
 // decode sets h from the header bytes b. It fills h in place: the header
 // is read on every sub-page operation, and copying it is a measurable
 // part of one.
@@ -334,12 +328,7 @@ func (h *subpageHeader) decode(b []byte) {
 	h.spare = le.Uint64(b[subpageSpareOff:])
 }
 
-func (h *subpageHeader) encode() [subpageHeaderBytes]byte {
-	var b [subpageHeaderBytes]byte
-	h.encodeTo(&b)
-	return b
-}
-
+// encodeTo stores h in b.
 func (h *subpageHeader) encodeTo(b *[subpageHeaderBytes]byte) {
 	le := binary.LittleEndian
 	le.PutUint32(b[0:], h.magic)
@@ -838,14 +827,8 @@ func (c *checker) checkSubpages() {
 		}
 		at := tableOff + int64(i)*subpageClassBytes
 		what := fmt.Sprintf("sub-page class %d list", i)
-		n, prev := int64(0), int64(0)
-		for p := cl.head; p != 0; {
-			if n >= parents[i] || !isParent[p] {
-				c.report(p, what, "at most %d parents of the class (a broken or cyclic link, or a page that is no parent)", parents[i])
-				break
-			}
-			var h subpageHeader
-			c.tx.readSubpageHeader(p, &h)
+		prev := int64(0)
+		n, _ := c.walkParents(cl.head, parents[i], isParent, what, func(p int64, h *subpageHeader) int64 {
 			switch {
 			case h.class != i || int64(1)<<h.slotShift != cl.slotBytes:
 				c.report(p, what, "only parents of class %d, found class %d", i, h.class)
@@ -854,27 +837,19 @@ func (c *checker) checkSubpages() {
 			case h.prev != prev:
 				c.report(p+subpagePrevOff, what, "a back link to %d, found %d", prev, h.prev)
 			}
-			prev, p = p, h.next
-			n++
-		}
+			prev = p
+			return h.next
+		})
 		if n != partial[i] {
 			c.report(at, what, "every parent with a free slot on the list (%d), found %d", partial[i], n)
 		}
 		what = fmt.Sprintf("sub-page class %d pending queue", i)
-		n, last := int64(0), int64(0)
-		for p := cl.pendHead; p != 0; {
-			if n >= parents[i] || !isParent[p] {
-				c.report(p, what, "at most %d parents of the class (a broken or cyclic link, or a page that is no parent)", parents[i])
-				break
-			}
-			var h subpageHeader
-			c.tx.readSubpageHeader(p, &h)
+		n, last := c.walkParents(cl.pendHead, parents[i], isParent, what, func(p int64, h *subpageHeader) int64 {
 			if h.class != i || h.flags&subpageFlagQueued == 0 {
 				c.report(p, what, "only queued parents of class %d, found class %d flags %#x", i, h.class, h.flags)
 			}
-			last, p = p, h.pendNext
-			n++
-		}
+			return h.pendNext
+		})
 		if n != queued[i] || last != cl.pendTail {
 			c.report(at, what, "every parent flagged queued (%d) on it, ending at the tail %d, found %d ending at %d", queued[i], cl.pendTail, n, last)
 		}
@@ -884,6 +859,25 @@ func (c *checker) checkSubpages() {
 		}
 	}
 	c.checkParentBits(isParent)
+}
+
+// walkParents follows a list of a class's parents from p: it reads each
+// header and passes it to visit, which checks it and returns the next
+// parent. It stops, reporting, at a page that is no parent or once it has
+// seen limit parents (a broken or cyclic link), and returns how many
+// parents it visited and the last one.
+func (c *checker) walkParents(p, limit int64, isParent map[int64]bool, what string, visit func(p int64, h *subpageHeader) int64) (n, last int64) {
+	for p != 0 {
+		if n >= limit || !isParent[p] {
+			c.report(p, what, "at most %d parents of the class (a broken or cyclic link, or a page that is no parent)", limit)
+			break
+		}
+		var h subpageHeader
+		c.tx.readSubpageHeader(p, &h)
+		last, p = p, visit(p, &h)
+		n++
+	}
+	return n, last
 }
 
 // checkParentBits reports every parent bit set where the heap walk found

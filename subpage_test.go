@@ -45,7 +45,8 @@ func subpageSlots(d *Device) (allocated, pending, pages map[Addr]bool, err error
 		delete(pages, a)
 		var b [subpageHeaderBytes]byte
 		d.readCommittedRange(b[:], p)
-		h := decodeSubpageHeader(b[:])
+		var h subpageHeader
+		h.decode(b[:])
 		for _, s := range []struct {
 			mask uint64
 			set  map[Addr]bool
@@ -604,9 +605,11 @@ func TestSubpageForgedHeader(t *testing.T) {
 	real := slots[0].Offset() &^ (s.parentBytes - 1)
 	var hb [subpageHeaderBytes]byte
 	d.readCommittedRange(hb[:], real)
-	h := decodeSubpageHeader(hb[:])
+	var h subpageHeader
+	h.decode(hb[:])
 	h.mask, h.pend = subpageFullMask, 0
-	forged := h.encode()
+	var forged [subpageHeaderBytes]byte
+	h.encodeTo(&forged)
 	if _, err := d.WriteAt(forged[:], page.Offset()); err != nil {
 		t.Fatalf("writing a parent's header into the caller's own page: %v", err)
 	}
