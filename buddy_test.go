@@ -40,10 +40,17 @@ func rollbackOnExit(tx *Txn) {
 // allocPages allocates n pages of size bytes in one transaction.
 func allocPages(tb testing.TB, d *Device, n int, size int64) []Addr {
 	tb.Helper()
+	return allocSized(tb, d, n, func() int64 { return size })
+}
+
+// allocSized allocates n pages in one transaction, each of the size that
+// size returns for it.
+func allocSized(tb testing.TB, d *Device, n int, size func() int64) []Addr {
+	tb.Helper()
 	pages := make([]Addr, 0, n)
 	err := d.Update(func(tx *Txn) error {
 		for range n {
-			a, err := tx.Alloc(size)
+			a, err := tx.Alloc(size())
 			if err != nil {
 				return err
 			}

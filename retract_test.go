@@ -32,39 +32,16 @@ func retractOptions() *Options {
 // the max page holding the highest kept byte.
 func retractWorkload(t *testing.T, d *Device, rng *rand.Rand) (kept []Addr, frontier int64) {
 	t.Helper()
-	var run []Addr
-	err := d.Update(func(tx *Txn) error {
-		for range 5 + rng.IntN(20) {
-			a, err := tx.Alloc(int64(4096) << rng.IntN(5))
-			if err != nil {
-				return err
-			}
-			kept = append(kept, a)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	size := func() int64 { return int64(4096) << rng.IntN(5) }
+	kept = allocSized(t, d, 5+rng.IntN(20), size)
 	for _, a := range kept {
 		if _, err := d.WriteAt(retractStamp(a), a.Offset()); err != nil {
 			t.Fatal(err)
 		}
 	}
+	var run []Addr
 	for range 3 { // three transactions, each growing the heap
-		err := d.Update(func(tx *Txn) error {
-			for range 40 + rng.IntN(40) {
-				a, err := tx.Alloc(int64(4096) << rng.IntN(5))
-				if err != nil {
-					return err
-				}
-				run = append(run, a)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		run = append(run, allocSized(t, d, 40+rng.IntN(40), size)...)
 	}
 	// Freed in two transactions; the second's pages are still pending
 	// when Close begins.
