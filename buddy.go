@@ -338,7 +338,7 @@ func (tx *Txn) Free(a Addr) error {
 	if tx.d.subpageParentAt(tx, a.Offset(), a.Size()) {
 		return fmt.Errorf("%w: %v holds sub-pages; free them with Subpages.Free", ErrInvalidFree, a)
 	}
-	if l := tx.d.carvedLogAt(a.Offset()); l != nil {
+	if l := tx.d.carvedLogAt(tx, a.Offset()); l != nil {
 		return fmt.Errorf("%w: %v is the ring of log %q; drop it with Device.DropLog", ErrInvalidFree, a, l.name)
 	}
 	st := al.join(tx)

@@ -589,7 +589,10 @@ const (
 
 	logFrameHeaderBytes = 24
 	logFrameCRCOff      = 20
-	logMaxPayloadBytes  = 1<<32 - 8 // the length field is 32 bits; frames stay 8-aligned
+	// A padding frame stores its whole length in the 32-bit field, and a
+	// cancelled entry becomes one: frames stay 8-aligned and at most
+	// 1<<32 - 8 bytes, header included.
+	logMaxPayloadBytes = 1<<32 - 8 - logFrameHeaderBytes
 )
 
 var (

@@ -255,13 +255,13 @@ func (s *logSet) set(list []*Log) { s.list.Store(&list) }
 // Device.CreateLog. Its methods are safe for concurrent use. After
 // Device.DropLog, they return ErrClosed.
 type Log struct {
-	d        *Device
-	name     string
-	ring     region
-	size     uint64      // ring.size
-	slotOff  int64       // device offset of the log's table slot
-	carved   bool        // the ring is a heap page (CreateLog)
-	dropping atomic.Bool // DropLog is freeing the ring's page
+	d       *Device
+	name    string
+	ring    region
+	size    uint64              // ring.size
+	slotOff int64               // device offset of the log's table slot
+	carved  bool                // the ring is a heap page (CreateLog)
+	dropper atomic.Pointer[Txn] // DropLog's transaction, which alone may free the ring's page
 
 	mu   sync.Mutex
 	cond sync.Cond // signalled when a position below moves, and on close
@@ -428,6 +428,16 @@ func (d *Device) DropLog(name string) error {
 		return fmt.Errorf("%w: log %q is being collected", ErrInUse, name)
 	}
 	l.mu.Lock()
+	if l.committedEnd == l.tail && l.durableTail < l.tail && !l.flushing && len(l.waiters) == 0 && !l.closed {
+		// Every span is done, but the tail past the last Commit was
+		// never journaled: cancelled spans (or a Commit yet to wait).
+		// Journal it, as the next Commit would have.
+		if err := l.waitDurableLocked(l.tail); err != nil {
+			l.gcMu.Unlock()
+			return err
+		}
+		l.mu.Lock()
+	}
 	if l.tail != l.durableTail || l.flushing || len(l.waiters) > 0 || l.closed {
 		closed := l.closed
 		l.mu.Unlock()
@@ -442,14 +452,14 @@ func (d *Device) DropLog(name string) error {
 	l.closed = true
 	l.closing.Store(true)
 	l.mu.Unlock()
-	l.dropping.Store(true)
 	err := d.Update(func(tx *Txn) error {
+		l.dropper.Store(tx)
 		var zero [logSlotBytes]byte
 		tx.write(l.slotOff, zero[:], kindMeta)
 		return tx.Free(makeAddr(l.ring.off, uint(bits.TrailingZeros64(l.size))))
 	})
 	if err != nil {
-		l.dropping.Store(false)
+		l.dropper.Store(nil)
 		l.mu.Lock()
 		l.closed = false
 		l.closing.Store(false)
@@ -458,6 +468,7 @@ func (d *Device) DropLog(name string) error {
 		return err
 	}
 	set.set(slices.DeleteFunc(slices.Clone(set.all()), func(m *Log) bool { return m == l }))
+	l.dropper.Store(nil) // out of the set: nothing asks any more
 	l.gcMu.Unlock()
 	l.stop()
 	return nil
@@ -1443,10 +1454,10 @@ func (d *Device) inCarvedLog(off, n int64) bool {
 }
 
 // carvedLogAt returns the carved log whose ring is the page at off, unless
-// DropLog is freeing it, or nil.
-func (d *Device) carvedLogAt(off int64) *Log {
+// tx is DropLog's transaction freeing it, or nil.
+func (d *Device) carvedLogAt(tx *Txn, off int64) *Log {
 	for _, l := range d.logs.all() {
-		if l.carved && l.ring.off == off && !l.dropping.Load() {
+		if l.carved && l.ring.off == off && l.dropper.Load() != tx {
 			return l
 		}
 	}
@@ -1625,6 +1636,11 @@ func (l *Log) copyEntry(f logFrame, entry []byte) (span, error) {
 		return span{}, ErrClosed
 	}
 	s, err := l.reserveLocked(f.payloadBytes, 0)
+	if err == nil {
+		// The copy is GC's to write, not a reservation of the caller's:
+		// WriteAt into it is refused (reservedFor).
+		l.spans[l.findLocked(s.start)].state = spanSealing
+	}
 	l.mu.Unlock()
 	if err != nil {
 		return span{}, err
@@ -1880,7 +1896,7 @@ func (c *checker) checkCarvedLogs() {
 	// one DropLog is dropping may still be: neither is compared.
 	open := make(map[int64]*Log)
 	for _, l := range d.logs.all() {
-		if l.carved && !l.dropping.Load() {
+		if l.carved && l.dropper.Load() == nil {
 			open[l.slotOff] = l
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"hash/crc32"
+	"math/bits"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -2454,6 +2455,180 @@ func TestCreateLogBadInput(t *testing.T) {
 	}
 	defer d.Close()
 	refused("CreateLog on a version 1 device", ErrVersion, create("new", 4096))
+}
+
+// TestDropLogAfterCancel drops a log whose last reservation was cancelled:
+// the cancelled span past the durable tail is no reservation in use.
+func TestDropLogAfterCancel(t *testing.T) {
+	d, _ := carvedLogDevice(t, nil)
+	l := mustCreateLog(t, d, "c", 8<<10)
+	appendEntryT(t, l, logContent(1, 100))
+	r, err := l.Append(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Cancel(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DropLog("c"); err != nil {
+		t.Fatalf("DropLog after the only reservation was cancelled: %v (log stats %+v)", err, l.Stats())
+	}
+	if _, err := d.Log("c"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Log after DropLog: %v, want ErrNotFound", err)
+	}
+	mustCheck(t, d)
+}
+
+// TestDropLogGuardsRingWhileWaiting frees a log's ring page from a
+// transaction that was open before DropLog began: DropLog waits for the
+// writer with the log already closed, and its own transaction is the only
+// one that may free the page.
+func TestDropLogGuardsRingWhileWaiting(t *testing.T) {
+	d, _ := carvedLogDevice(t, nil)
+	l := mustCreateLog(t, d, "c", 8<<10)
+	appendEntryT(t, l, logContent(1, 100))
+	ring := makeAddr(l.ring.off, uint(bits.TrailingZeros64(l.size)))
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := make(chan error, 1)
+	go func() { dropped <- d.DropLog("c") }()
+	for !l.closing.Load() { // DropLog has closed the log and waits for tx
+		time.Sleep(time.Millisecond)
+	}
+	if err := tx.Free(ring); !errors.Is(err, ErrInvalidFree) {
+		t.Errorf("Free of the ring while DropLog waits: %v, want ErrInvalidFree", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-dropped; err != nil {
+		t.Fatalf("DropLog: %v", err)
+	}
+	if st := d.Stats(); st.PendingBytes != 8<<10 {
+		t.Errorf("after DropLog, %d bytes pending, want the ring's %d", st.PendingBytes, 8<<10)
+	}
+	mustCheck(t, d)
+}
+
+// hookStore is a simulated store that calls hook before each write.
+type hookStore struct {
+	*simstore.Store
+	mu   sync.Mutex
+	hook func(p []byte, off int64)
+}
+
+func (h *hookStore) WriteAt(p []byte, off int64) (int, error) {
+	h.mu.Lock()
+	f := h.hook
+	h.mu.Unlock()
+	if f != nil {
+		f(p, off)
+	}
+	return h.Store.WriteAt(p, off)
+}
+
+func (h *hookStore) setHook(f func(p []byte, off int64)) {
+	h.mu.Lock()
+	h.hook = f
+	h.mu.Unlock()
+}
+
+// TestLogGCCopyNotWritable writes into the copy GC is making of a live
+// entry, between its payload and its header: no reservation of the
+// caller's covers the copy, so the write must be refused and the entry
+// must survive the relocation intact.
+func TestLogGCCopyNotWritable(t *testing.T) {
+	o, err := (&Options{MaxSize: 8 << 20, MaxPageSize: 64 << 10, JournalSize: minJournalBytes, LogRegions: []LogRegion{{"log", 512 << 10}}}).withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hookStore{Store: simstore.New(o.MaxSize)}
+	t.Cleanup(func() { h.Store.Close() })
+	d, err := createOn(h, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	l := mustLog(t, d, "log")
+	owner := &setLive{live: map[uint64]int64{}}
+	if err := l.SetOwner(relocatingSet{owner}, &LogOptions{GCThresholdBytes: -1, RelocationReserveBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	const size = 100 << 10 // above logJoinedWriteMaxBytes: payload and header go out apart
+	r := appendEntryT(t, l, logContent(1, size))
+	owner.add(1, r.Offset())
+	copyPayload := l.payloadOff(uint64(r.Pos() + logFrameBytes(size)))
+	strayErr := errors.New("GC wrote no header at the copy")
+	h.setHook(func(p []byte, off int64) {
+		if off == copyPayload-logFrameHeaderBytes && len(p) == logFrameHeaderBytes {
+			h.setHook(nil)
+			_, strayErr = d.WriteAt([]byte("garbage!"), copyPayload)
+		}
+	})
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(strayErr, ErrProtected) {
+		t.Errorf("WriteAt into GC's copy: %v, want ErrProtected", strayErr)
+	}
+	if owner.offset(1) == r.Offset() {
+		t.Fatal("GC did not relocate the entry")
+	}
+	got, err := l.Read(owner.offset(1))
+	if err != nil || !bytes.Equal(got, logContent(1, size)) {
+		t.Fatalf("the relocated entry: %v, intact %v", err, bytes.Equal(got, logContent(1, size)))
+	}
+}
+
+// TestLogLargestEntryCancelled cancels an entry of the largest size a log
+// takes, in a ring of 8 GiB (sparse): the padding frame that replaces it
+// must record its whole length in the 32-bit field, so that the entries
+// after it stay readable and GC can pass it.
+func TestLogLargestEntryCancelled(t *testing.T) {
+	if defaultMaxSize < 16<<30 {
+		t.Skip("an 8 GiB ring needs a 64-bit platform")
+	}
+	if frame := logFrameBytes(logMaxPayloadBytes); frame > 1<<32-8 {
+		t.Fatalf("the largest frame is %d bytes; a 32-bit length holds at most %d", frame, int64(1<<32-8))
+	}
+	o := testOptions()
+	o.MaxSize = 16 << 30
+	o.LogRegions = []LogRegion{{"big", 8 << 30}}
+	d, _ := createTestDevice(t, o)
+	l := mustLog(t, d, "big")
+	if _, err := l.Append(int(logMaxPayloadBytes) + 1); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Append of %d bytes: %v, want ErrTooLarge", logMaxPayloadBytes+1, err)
+	}
+	r, err := l.Append(int(logMaxPayloadBytes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Cancel(r); err != nil {
+		t.Fatal(err)
+	}
+	after := appendEntryT(t, l, logContent(1, 100))
+	var seen []int64
+	for e, err := range l.Entries(0) {
+		if err != nil {
+			t.Fatalf("Entries past the cancelled entry: %v", err)
+		}
+		seen = append(seen, e.Pos)
+	}
+	if !slices.Equal(seen, []int64{after.Pos()}) {
+		t.Fatalf("entries at %v, want only the one at %d", seen, after.Pos())
+	}
+	if err := l.SetOwner(allLive{}, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatalf("GC over the cancelled entry: %v", err)
+	}
+	if st := l.Stats(); st.Head != after.Pos() {
+		t.Fatalf("GC left the head at %d, want it at the live entry's %d", st.Head, after.Pos())
+	}
+	mustCheck(t, d)
 }
 
 var carvedCrashPointsFlag = flag.Int("carved.points", 0, "random crash points in TestCarvedLogCrash; 0 means the default (1,000)")
