@@ -2,6 +2,7 @@ package pagealloc
 
 import (
 	"encoding/binary"
+	"fmt"
 	"runtime/debug"
 	"sync"
 )
@@ -60,11 +61,16 @@ type journal struct {
 	stopErr        error
 }
 
+// maxRecordBytes is the largest record a ring of size bytes takes: half
+// the ring, so that a checkpoint always makes room for one, and no more
+// than a record header's 32-bit length says.
+func maxRecordBytes(size int64) int64 { return min(size/2, 1<<32-1) &^ 7 }
+
 func newJournal(d *Device, sb superblock) *journal {
 	j := &journal{
 		d:         d,
 		ring:      sb.journal,
-		maxRecord: sb.journal.size / 2 &^ 7,
+		maxRecord: maxRecordBytes(sb.journal.size),
 		sb:        sb,
 		head:      sb.journalHead,
 		tail:      sb.journalHead,
@@ -168,9 +174,11 @@ func (j *journal) commit(g *group) {
 	}
 	txns := g.txns
 	for len(txns) > 0 {
-		n, bound := 0, int64(recordHeaderBytes)
-		for n < len(txns) && bound+txns[n].recordBound()-recordHeaderBytes <= j.maxRecord {
-			bound += txns[n].recordBound() - recordHeaderBytes
+		// A transaction alone always fits (Commit checked); others join
+		// it while their merged bounds do.
+		n, bound := 1, recordHeaderBytes+txns[0].mergedBytes()
+		for n < len(txns) && bound+txns[n].mergedBytes() <= j.maxRecord {
+			bound += txns[n].mergedBytes()
 			n++
 		}
 		last := n == len(txns)
@@ -288,6 +296,11 @@ func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, ref
 // append writes one record at the tail and syncs it.
 func (j *journal) append(rec []byte, count uint32) error {
 	length := uint64(len(rec))
+	if length > uint64(j.maxRecord) {
+		// The bounds that group transactions into records make this
+		// unreachable; written, the record would be taken for a torn one.
+		return fmt.Errorf("pagealloc: a journal record of %d bytes, above the largest of %d", length, j.maxRecord)
+	}
 	if j.tail+length-j.head > uint64(j.ring.size) {
 		if err := j.checkpoint(); err != nil {
 			return err

@@ -89,6 +89,9 @@ type Txn struct {
 	allocated []Addr
 	seq       uint64 // commit order, set by Commit
 	done      bool
+	// runs and dirtyBytes measure tx's lines once it commits, for the
+	// bounds on the journal record they need (see soloBound).
+	runs, dirtyBytes int64
 
 	// participants are the components whose in-memory state tx changed.
 	participants []participant
@@ -174,9 +177,10 @@ func (tx *Txn) Commit() error {
 		}
 	}
 	tx.dropDeadLinks()
-	if bound := tx.recordBound(); bound > d.journal.maxRecord {
+	tx.measure()
+	if bound := tx.soloBound(); bound > d.journal.maxRecord {
 		tx.Rollback()
-		return fmt.Errorf("%w: transaction needs %d journal bytes, the journal takes %d", ErrTooLarge, bound, d.journal.maxRecord)
+		return fmt.Errorf("%w: transaction needs up to %d journal bytes, the journal takes %d", ErrTooLarge, bound, d.journal.maxRecord)
 	}
 	tx.done = true
 	if tx.lines.len() == 0 && !d.userDataDirty() {
@@ -280,11 +284,41 @@ func (tx *Txn) Rollback() error {
 	return nil
 }
 
-// recordBound is an upper bound on the journal bytes tx's writes need.
-func (tx *Txn) recordBound() int64 {
-	// Worst case: every line holds dirty runs of alternating kinds; in
-	// practice runs merge across lines and this is loose by design.
-	return recordHeaderBytes + int64(tx.lines.len())*(lineBytes+4*entryHeaderBytes)
+// measure counts the journal entries tx's lines make on their own, line
+// by line, and their dirty bytes.
+func (tx *Txn) measure() {
+	tx.runs, tx.dirtyBytes = 0, 0
+	for _, r := range tx.lines.slots {
+		if r.l != nil {
+			tx.runs += int64(r.l.runs())
+			tx.dirtyBytes += int64(bits.OnesCount64(r.l.dirty))
+		}
+	}
+}
+
+// runs returns the number of entries l's dirty bytes make on their own: a
+// run starts at every dirty byte whose predecessor is clean or, it may
+// be, of another kind.
+func (l *line) runs() int {
+	inner := l.dirty & (l.dirty << 1) // dirty, and so is the byte before
+	changes := inner & ((l.link ^ l.link<<1) | (l.user ^ l.user<<1))
+	return bits.OnesCount64(l.dirty&^inner | changes)
+}
+
+// soloBound is an upper bound on the bytes of a record holding tx alone,
+// once measured: an entry costs its header, its bytes and at most 7 bytes
+// of padding, and runs that meet across lines only join.
+func (tx *Txn) soloBound() int64 {
+	return recordHeaderBytes + tx.runs*(entryHeaderBytes+7) + tx.dirtyBytes
+}
+
+// mergedBytes bounds what tx adds to a record it shares with other
+// transactions. Their lines merge, and a run of one transaction
+// overwritten in its middle by a later one of another kind comes out as
+// three: every run edge of every transaction, its start and its end, can
+// start an entry, so twice the runs.
+func (tx *Txn) mergedBytes() int64 {
+	return 2*tx.runs*(entryHeaderBytes+7) + tx.dirtyBytes
 }
 
 // write records p at off in tx's lines, as kind.
