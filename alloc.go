@@ -491,12 +491,15 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("%w: read at %d", ErrOutOfRange, off)
 	}
+	// The overlay first: a transaction released from it after this has
+	// its bytes at home before the copy below (see readCommitted).
+	txs := d.pending.list()
 	size := d.size.Load()
 	if off >= size {
 		return 0, io.EOF
 	}
 	n := copy(p, d.view[off:size])
-	d.pending.read(p[:n], off)
+	overlayRead(txs, p[:n], off)
 	if n < len(p) {
 		return n, io.EOF
 	}
@@ -661,7 +664,10 @@ func (d *Device) growTo(size, step int64) error {
 	if size <= d.size.Load() {
 		return nil
 	}
-	target := min(d.capacity, alignUp(size, step))
+	target := d.capacity
+	if size < d.capacity-step { // else the step overshoots the capacity, or overflows
+		target = alignUp(size, step)
+	}
 	if err := d.store.Truncate(target); err != nil {
 		return d.fail(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -258,6 +259,15 @@ func rewriteSuperblock(b []byte, slot uint64, edit func(sb *superblock)) {
 	sb.encode(b[off:])
 }
 
+// shiftRegions grows sb's root area by n bytes and moves the regions after
+// it along, as a forged superblock whose checksum matches would.
+func shiftRegions(sb *superblock, n int64) {
+	sb.root.size += n
+	sb.journal.off = sb.root.end()
+	sb.state.off = sb.journal.end()
+	sb.logs.off = sb.state.end()
+}
+
 func TestOpenBadFiles(t *testing.T) {
 	d, path := createTestDevice(t, testOptions())
 	writeRoot(t, d, 0, []byte("survives"))
@@ -286,6 +296,22 @@ func TestOpenBadFiles(t *testing.T) {
 		{"impossible geometry", func(b []byte) []byte {
 			for slot := uint64(0); slot < 2; slot++ {
 				rewriteSuperblock(b, slot, func(sb *superblock) { sb.minPage = 3000 })
+			}
+			return b
+		}, ErrCorrupt},
+		{"root area size overflowing", func(b []byte) []byte {
+			for slot := uint64(0); slot < 2; slot++ {
+				rewriteSuperblock(b, slot, func(sb *superblock) { shiftRegions(sb, 1<<63-4096-sb.root.size) })
+			}
+			return b
+		}, ErrCorrupt},
+		{"journal size overflowing", func(b []byte) []byte {
+			for slot := uint64(0); slot < 2; slot++ {
+				rewriteSuperblock(b, slot, func(sb *superblock) {
+					sb.journal.size = 1<<63 - 8192 - sb.root.size
+					sb.state.off = sb.journal.end()
+					sb.logs.off = sb.state.end()
+				})
 			}
 			return b
 		}, ErrCorrupt},
@@ -512,4 +538,17 @@ func TestCloseWaitsForOpenTxn(t *testing.T) {
 	if got := readRoot(t, d, 0, 4); string(got) != "last" {
 		t.Fatalf("root holds %q", got)
 	}
+}
+
+// TestHugeGrowthStep grows a device whose GrowthStep is larger than its
+// capacity: the file grows to the capacity, without overflowing.
+func TestHugeGrowthStep(t *testing.T) {
+	o := testOptions()
+	o.GrowthStep = math.MaxInt64
+	d, _ := createTestDevice(t, o)
+	a := allocPages(t, d, 1, 4096)[0]
+	if st := d.Stats(); st.FileSize != o.MaxSize || a.Offset()+a.Size() > st.FileSize {
+		t.Fatalf("after the first Alloc: file of %d bytes, page %v; want the file at the capacity %d", st.FileSize, a, o.MaxSize)
+	}
+	mustCheck(t, d)
 }

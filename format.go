@@ -281,6 +281,12 @@ type region struct{ off, size int64 }
 
 func (r region) end() int64 { return r.off + r.size }
 
+// within reports whether r lies in [0, limit), its end computed without
+// overflow.
+func (r region) within(limit int64) bool {
+	return r.off >= 0 && r.size >= 0 && r.off <= limit && r.size <= limit-r.off
+}
+
 func (r region) contains(off, n int64) bool { return off >= r.off && n >= 0 && off+n <= r.end() }
 
 func (r region) overlaps(off, n int64) bool { return off < r.end() && off+n > r.off }
@@ -386,14 +392,16 @@ func (sb *superblock) validate() string {
 		return "a power-of-two min page size of at least 512"
 	case !validPageSize(sb.maxPage) || sb.maxPage < sb.minPage || sb.maxPage > maxPageBytesCeiling:
 		return "a power-of-two max page size between min page size and 1 GiB"
-	case sb.root.off != 2*superblockSlotBytes || sb.root.size <= 0 || sb.root.size%4096 != 0:
-		return "the root area right after the superblocks, a multiple of 4 KiB"
-	case sb.journal.off != sb.root.end() || sb.journal.size < minJournalBytes || sb.journal.size%4096 != 0:
-		return "the journal ring after the root area, a multiple of 4 KiB of at least 64 KiB"
-	case sb.state.off != sb.journal.end() || sb.state.size != stateBytes:
-		return "the allocator state after the journal ring"
-	case sb.logs.off != sb.state.end() || sb.logs.size < 0 || sb.logs.size%4096 != 0:
-		return "the log regions after the allocator state"
+	// Each region within the capacity before the next is placed after
+	// it: no end overflows.
+	case sb.root.off != 2*superblockSlotBytes || sb.root.size <= 0 || sb.root.size%4096 != 0 || !sb.root.within(sb.capacity):
+		return "the root area right after the superblocks, a multiple of 4 KiB within the capacity"
+	case sb.journal.off != sb.root.end() || sb.journal.size < minJournalBytes || sb.journal.size%4096 != 0 || !sb.journal.within(sb.capacity):
+		return "the journal ring after the root area, a multiple of 4 KiB of at least 64 KiB within the capacity"
+	case sb.state.off != sb.journal.end() || sb.state.size != stateBytes || !sb.state.within(sb.capacity):
+		return "the allocator state after the journal ring, within the capacity"
+	case sb.logs.off != sb.state.end() || sb.logs.size < 0 || sb.logs.size%4096 != 0 || !sb.logs.within(sb.capacity):
+		return "the log regions after the allocator state, within the capacity"
 	case sb.heapOff < sb.logs.end() || sb.heapOff%sb.maxPage != 0 || sb.heapOff-sb.logs.end() >= sb.maxPage:
 		return "the heap at the first max-page boundary after the log regions"
 	case sb.capacity < sb.heapOff:

@@ -89,6 +89,11 @@ func FuzzDecodeSuperblock(f *testing.F) {
 			}
 			return
 		}
+		for _, r := range []region{sb.root, sb.journal, sb.state, sb.logs} {
+			if !r.within(sb.capacity) {
+				t.Fatalf("accepted region [%d, +%d) outside the capacity %d", r.off, r.size, sb.capacity)
+			}
+		}
 		again := make([]byte, superblockBytes)
 		sb.encode(again)
 		if !bytes.Equal(again, b[:superblockBytes]) {

@@ -502,9 +502,9 @@ func (o *overlay) release(seq uint64) {
 	o.mu.Unlock()
 }
 
-// read lays the overlay's bytes over p, which holds the home bytes at off.
-func (o *overlay) read(p []byte, off int64) {
-	txs := o.list()
+// overlayRead lays the bytes of txs, a list the overlay held, over p,
+// which holds the home bytes at off read after the list was taken.
+func overlayRead(txs []*Txn, p []byte, off int64) {
 	if len(txs) == 0 || len(p) == 0 {
 		return
 	}
