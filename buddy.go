@@ -246,14 +246,22 @@ func (a *allocator) forEachGrownPage(from int64, fn func(order int, off int64) b
 // exactly the free pages grow made of it: merging stops at its edges (the
 // max order, a block's metadata), so each is still one free page of its
 // order. Pages pending are not free: they wait for releasePending.
-func (a *allocator) retractTail(tx *Txn, st *allocState) {
+//
+// It retracts at least one max page if it can, then stops once it has
+// added a release's worth of lines to tx (releaseBudget), and reports
+// whether it got to the end: a long free tail takes several transactions.
+func (a *allocator) retractTail(tx *Txn, st *allocState) bool {
+	budget, start := a.releaseBudget(tx), tx.lines.len()
 	for st.frontier > a.g.heapOff {
+		if tx.lines.len() > start && tx.lines.len()-start >= budget {
+			return false
+		}
 		from := st.frontier - a.g.maxPageBytes()
 		free := a.forEachGrownPage(from, func(order int, off int64) bool {
 			return tx.pageState(&a.g, order, off) == stateFree
 		})
 		if !free {
-			return
+			return true
 		}
 		a.forEachGrownPage(from, func(order int, off int64) bool {
 			st.detach(tx, order, off)
@@ -262,6 +270,7 @@ func (a *allocator) retractTail(tx *Txn, st *allocState) {
 		})
 		st.frontier = from
 	}
+	return true
 }
 
 // retractHeap lowers the frontier past the free space at the end of the
@@ -283,7 +292,7 @@ func (d *Device) retractHeap() error {
 		before := a.last.pendPages
 		st := a.join(tx) // releases what a checkpoint covers, in budget
 		released := before - st.pendPages
-		a.retractTail(tx, st)
+		whole := a.retractTail(tx, st)
 		// Pending pages are worth waiting for only if they stand
 		// between the frontier and the allocated pages.
 		more := st.pendPages > 0 && st.frontier > a.g.heapOff &&
@@ -295,6 +304,8 @@ func (d *Device) retractHeap() error {
 			return err
 		}
 		switch {
+		case !whole:
+			continue // the rest of the free tail, in the next transaction
 		case !more:
 			return nil
 		case waited && released == 0:
@@ -394,14 +405,11 @@ func (al *allocator) validate(tx *Txn, a Addr) (int, error) {
 func (a *allocator) releasePending(tx *Txn) int {
 	st := &a.work
 	covered := a.d.checkpointTxSeq.Load()
-	// A transaction releases at most what a quarter of a journal record
-	// holds, leaving the rest to the next ones: releasing a long queue at
-	// once would make the transaction too large to commit.
-	budget := int(a.d.journal.maxRecord / 4 / (lineBytes + 4*entryHeaderBytes))
+	budget, start := a.releaseBudget(tx), tx.lines.len()
 	n := 0
 	// Bounded by the counter too, so that a corrupt (cyclic) queue cannot
 	// hang the device; Check reports it.
-	for st.pendHead != 0 && st.pendPages > 0 && tx.lines.len() < budget {
+	for st.pendHead != 0 && st.pendPages > 0 && tx.lines.len()-start < budget {
 		if uint64(tx.readHeader(st.pendHead).word0) > covered {
 			break
 		}
@@ -412,6 +420,20 @@ func (a *allocator) releasePending(tx *Txn) int {
 		n++
 	}
 	return n
+}
+
+// releaseBudget is how many lines the allocator may add to tx on its own
+// account (releasing pending pages, retracting the tail): what a quarter
+// of a journal record holds, and no more than leaves half a record to what
+// tx wrote already. Releasing a long queue at once would make the
+// transaction too large to commit; the next ones take the rest. Counted
+// at 128 bytes a line: the allocator's words in a line make at most four
+// runs.
+func (a *allocator) releaseBudget(tx *Txn) int {
+	const perLine = lineBytes + 4*entryHeaderBytes
+	tx.measure()
+	room := min(a.d.journal.maxRecord/4, a.d.journal.maxRecord/2-tx.soloBound())
+	return int(max(room, 0) / perLine)
 }
 
 // freeMerge puts the page off of the given order on the free lists, first

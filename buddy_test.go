@@ -508,6 +508,39 @@ func TestLongPendingQueue(t *testing.T) {
 	}
 }
 
+// TestLargeTransactionReleasesPending fills the heap, frees a few hundred
+// pages and lets a checkpoint cover the frees; then a transaction that has
+// journaled hundreds of lines before its Alloc must get one of them: the
+// release budget counts the lines the release adds, not the caller's.
+func TestLargeTransactionReleasesPending(t *testing.T) {
+	d, _ := createTestDevice(t, smallHeapOptions())
+	keep := allocPages(t, d, 1, 64<<10)[0]
+	var pages []Addr
+	for { // one page per transaction: the free lists end empty
+		got, err := tryAllocPages(d, 1, 64<<10)
+		if errors.Is(err, ErrNoSpace) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, got...)
+	}
+	freePages(t, d, pages[:300])
+	coverCommitted(t, d)
+	err := d.Update(func(tx *Txn) error {
+		if err := tx.Write(keep.Offset(), make([]byte, 300*lineBytes)); err != nil {
+			return err
+		}
+		_, err := tx.Alloc(64 << 10)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Alloc after 300 journaled lines, with 300 covered pending pages: %v", err)
+	}
+	mustCheck(t, d)
+}
+
 // TestEmptyCommitEndsParticipants checks that a transaction a component
 // joined without changing anything still ends for that component.
 func TestEmptyCommitEndsParticipants(t *testing.T) {

@@ -3,6 +3,7 @@ package pagealloc
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -219,6 +220,63 @@ func TestCloseKeepsAllocatedTail(t *testing.T) {
 	if got, err := retractPages(d); err != nil || !slices.Equal(got, []Addr{last}) {
 		t.Fatalf("after Close: allocated %v (%v), want only %v", got, err, last)
 	}
+}
+
+// TestCloseRetractsLongTail frees thousands of max pages at the end of the
+// heap, more than one transaction can detach within a journal record:
+// Close must take as many transactions as it needs, not fail.
+func TestCloseRetractsLongTail(t *testing.T) {
+	opts := &Options{NoSync: true, MaxPageSize: 64 << 10, JournalSize: 256 << 10, MaxSize: 5<<20 + 512<<20, GrowthStep: 1 << 20}
+	path := filepath.Join(t.TempDir(), "dev")
+	d, err := Create(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heapOff := d.geometry.heapOff
+	var pages []Addr
+	for {
+		batch, err := tryAllocPages(d, 200, 64<<10)
+		pages = append(pages, batch...)
+		if errors.Is(err, ErrNoSpace) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < len(pages); i += 200 {
+		freePages(t, d, pages[i:min(i+200, len(pages))])
+	}
+	coverCommitted(t, d)
+	releaseCovered(t, d)
+	if st := d.Stats(); st.FreePages[len(st.FreePages)-1] < 8000 {
+		t.Fatalf("only %d free max pages; the test needs a tail longer than one record retracts", st.FreePages[len(st.FreePages)-1])
+	}
+	d = reopen(t, d, path, &Options{NoSync: true})
+	if st := d.Stats(); st.Frontier != heapOff || st.FileSize != heapOff || st.AllocatedPages != 0 {
+		t.Fatalf("after Close: frontier %d, file %d bytes, %d pages allocated; want the heap empty at %d", st.Frontier, st.FileSize, st.AllocatedPages, heapOff)
+	}
+	mustCheck(t, d)
+}
+
+// tryAllocPages allocates up to n pages of size bytes in one transaction,
+// returning the ones it got before an error, which it returns too.
+func tryAllocPages(d *Device, n int, size int64) ([]Addr, error) {
+	var got []Addr
+	err := d.Update(func(tx *Txn) error {
+		for range n {
+			a, err := tx.Alloc(size)
+			if err != nil {
+				return err
+			}
+			got = append(got, a)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return got, nil
 }
 
 // retractStore is a simulated store that outlives the devices opened on
