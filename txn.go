@@ -161,6 +161,11 @@ func (tx *Txn) ReadAt(p []byte, off int64) (int, error) {
 // that returned before Commit was called. Another transaction may begin
 // while Commit waits for the disk, which is how concurrent commits come to
 // share one journal write.
+//
+// A transaction whose record may not fit in half the journal (see
+// Options.JournalSize: each run of bytes it wrote costs 16 bytes of entry
+// header and up to 7 of padding besides the bytes themselves) is rolled
+// back instead, and Commit returns ErrTooLarge.
 func (tx *Txn) Commit() error {
 	if tx.done {
 		return ErrTxDone
