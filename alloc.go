@@ -94,7 +94,10 @@ type Options struct {
 
 	// PunchHoles returns the storage of every max page that becomes
 	// wholly free to the filesystem (fallocate punch-hole), keeping only
-	// its first 4 KiB, where its free-list links live. False keeps it.
+	// its first 4 KiB, where its free-list links live. A punch cannot be
+	// undone, so it waits until the transaction that freed the page is
+	// durable; the next transaction to allocate or free makes it, if the
+	// page is still free. False keeps the storage.
 	PunchHoles bool
 
 	// LogRegions names and sizes the log-structured regions laid out at

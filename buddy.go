@@ -65,6 +65,11 @@ type allocator struct {
 
 	lastMu sync.Mutex // guards last against Stats; written only under the writer slot
 	last   allocState // the state of the last committed transaction
+
+	// With Options.PunchHoles: the max pages the joined transaction freed
+	// whole, and those committed transactions did, waiting to be punched
+	// (punchDurable).
+	punching, toPunch []int64
 }
 
 // pendingCheckpointBytes is how many bytes may wait in the pending queue
@@ -95,6 +100,7 @@ func (a *allocator) join(tx *Txn) *allocState {
 		a.work = a.last
 		a.tx = tx
 		tx.join(a)
+		a.punchDurable(tx)
 		a.releasePending(tx)
 	}
 	return &a.work
@@ -118,6 +124,8 @@ func (a *allocator) committed(tx *Txn) {
 	a.last = a.work
 	a.lastMu.Unlock()
 	a.tx = nil
+	a.toPunch = append(a.toPunch, a.punching...)
+	a.punching = a.punching[:0]
 	// Ask for a checkpoint once enough space waits to be worth it, or
 	// once more waits than is free (a small device must not starve).
 	if st := &a.last; st.pendBytes >= pendingCheckpointBytes || st.pendBytes > a.freeBytes(st) {
@@ -125,7 +133,28 @@ func (a *allocator) committed(tx *Txn) {
 	}
 }
 
-func (a *allocator) rolledBack(tx *Txn) { a.tx = nil }
+func (a *allocator) rolledBack(tx *Txn) {
+	a.tx = nil
+	a.punching = a.punching[:0]
+}
+
+// punchDurable returns to the filesystem the storage of the max pages that
+// committed transactions freed whole, once every committed transaction is
+// durable, and of those only the ones still free. A punch cannot be
+// undone or journaled: made any earlier, a rollback or a crash would bring
+// back free-list headers it zeroed. tx has just joined and changed
+// nothing, and holds the writer: no one takes the pages meanwhile.
+func (a *allocator) punchDurable(tx *Txn) {
+	if len(a.toPunch) == 0 || a.d.durableTxSeq.Load() < a.d.txSeq {
+		return
+	}
+	for _, off := range a.toPunch {
+		if tx.pageState(&a.g, a.g.maxOrder, off) == stateFree {
+			a.d.punchFreePage(off, a.g.maxPageBytes())
+		}
+	}
+	a.toPunch = a.toPunch[:0]
+}
 
 // freeBytes returns the bytes in st's free pages.
 func (a *allocator) freeBytes(st *allocState) int64 {
@@ -454,7 +483,7 @@ func (a *allocator) freeMerge(tx *Txn, st *allocState, order int, off int64) {
 	tx.setPageState(&a.g, order, off, stateFree)
 	st.push(tx, order, off)
 	if order == a.g.maxOrder && a.d.opts.PunchHoles {
-		a.d.punchFreePage(off, a.g.maxPageBytes())
+		a.punching = append(a.punching, off)
 	}
 }
 

@@ -94,11 +94,13 @@ func buddyCrashRuns() []buddyCrashRun {
 		{
 			// 4 KiB to 64 KiB pages, a heap of 4 MiB of which the block
 			// metadata takes two max pages: it fills, so allocation waits
-			// for checkpoints and reuses freed pages.
+			// for checkpoints and reuses freed pages. Free max pages are
+			// punched.
 			name: "4K-64K",
 			opts: Options{
 				MinPageSize: 4 << 10, MaxPageSize: 64 << 10,
 				JournalSize: 128 << 10, MaxSize: 256<<10 + 4<<20, GrowthStep: 256 << 10,
+				PunchHoles: true,
 			},
 			committers: 1, txns: 400, opsMax: 10,
 		},
@@ -114,11 +116,13 @@ func buddyCrashRuns() []buddyCrashRun {
 			committers: 1, txns: 400, opsMax: 8,
 		},
 		{
-			// Several committers whose commits share journal records.
+			// Several committers whose commits share journal records;
+			// free max pages are punched.
 			name: "concurrent",
 			opts: Options{
 				MinPageSize: 4 << 10, MaxPageSize: 32 << 10,
 				JournalSize: 128 << 10, MaxSize: 256<<10 + 2<<20, GrowthStep: 1 << 20,
+				PunchHoles: true,
 			},
 			committers: 3, txns: 130, opsMax: 6, syncDelay: 50 * time.Microsecond,
 		},
