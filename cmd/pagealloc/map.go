@@ -74,6 +74,9 @@ func runMap(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *width < 0 || *width > mapMaxSide || *scale < 0 || *scale > mapMaxSide || *maxPixels < 1 {
+		return fmt.Errorf("%w: -width and -scale must be 0 (the default) to %d, -pixels 1 or more", errUsage, mapMaxSide)
+	}
 	if err := refuseSameFile(path, *out); err != nil {
 		return err
 	}
@@ -95,6 +98,11 @@ func runMap(args []string, stdout, stderr io.Writer) error {
 	}
 	if groupBytes < in.MinPageSize || groupBytes&(groupBytes-1) != 0 {
 		return fmt.Errorf("%w: -group %d is not a power of two >= the min page %d", errUsage, groupBytes, in.MinPageSize)
+	}
+	pixels := (end - start + groupBytes - 1) / groupBytes
+	w, sc, h := mapLayout(int(min(pixels, mapMaxSide*mapMaxSide+1)), *width, *scale)
+	if pixels > mapMaxSide*mapMaxSide || w*sc > mapMaxSide || h*sc > mapMaxSide {
+		return fmt.Errorf("%w: a map of %d page-groups in %d×%d pixels is more than %d pixels a side: raise -group, or lower -width or -scale", errUsage, pixels, w*sc, h*sc, mapMaxSide)
 	}
 	m := newHeapMap(start, end, groupBytes)
 	if !*heapOnly {
@@ -233,11 +241,14 @@ func (m *heapMap) flush() {
 	m.curBytes = [mapClasses]int64{}
 }
 
-// image lays the pixels out in rows of width (0: a power of two near the
-// square root of their number), each a scale×scale square (0: scaled up
-// to about 512 pixels wide).
-func (m *heapMap) image(width, scale int) *image.Paletted {
-	n := len(m.pixels)
+// mapMaxSide bounds the image's width and height, in pixels.
+const mapMaxSide = 1 << 14
+
+// mapLayout returns the rows' width for n pixels (width, or if 0 a power
+// of two near the square root of n), the side of each pixel's square
+// (scale, or if 0 enough for about 512 pixels across) and the number of
+// rows.
+func mapLayout(n, width, scale int) (w, s, h int) {
 	if width <= 0 {
 		width = 1
 		for width*width < n {
@@ -247,7 +258,12 @@ func (m *heapMap) image(width, scale int) *image.Paletted {
 	if scale <= 0 {
 		scale = max(1, 512/width)
 	}
-	height := max(1, (n+width-1)/width)
+	return width, scale, max(1, (n+width-1)/width)
+}
+
+// image lays the pixels out as mapLayout says.
+func (m *heapMap) image(width, scale int) *image.Paletted {
+	width, scale, height := mapLayout(len(m.pixels), width, scale)
 	palette := make(color.Palette, mapClasses)
 	for c, l := range mapLegend {
 		palette[c] = l.colour

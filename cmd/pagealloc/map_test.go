@@ -116,8 +116,19 @@ func TestMap(t *testing.T) {
 	if code, _, stderr := runUnchanged(t, "map", "-o", path, path); code != 2 {
 		t.Errorf("-o naming the device: exit %d, %s", code, stderr)
 	}
-	if code, _, _ := runUnchanged(t, "map", "-o", out, "-group", "3000", path); code != 2 {
-		t.Errorf("-group 3000: exit %d", code)
+	for _, bad := range [][]string{
+		{"-group", "3000"},
+		{"-scale", "100000"},
+		{"-scale", "-1"},
+		{"-width", "-1"},
+		{"-width", "1000000000"},
+		{"-pixels", "0"},
+		{"-width", "16384", "-scale", "2"}, // too wide
+	} {
+		args := append(append([]string{"map", "-o", out}, bad...), path)
+		if code, _, stderr := runUnchanged(t, args...); code != 2 || stderr == "" {
+			t.Errorf("%v: exit %d, stderr %q; want a usage error (exit 2)", bad, code, stderr)
+		}
 	}
 }
 
