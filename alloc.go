@@ -385,7 +385,9 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	if err := d.journal.recover(); err != nil {
 		return nil, err
 	}
-	d.alloc.load()
+	if err := d.alloc.load(); err != nil {
+		return nil, err
+	}
 	d.loadSubpages()
 	// Transactions replayed since the checkpoint left no sequence number,
 	// but the newest page they freed carries its transaction's, as the

@@ -259,6 +259,16 @@ func rewriteSuperblock(b []byte, slot uint64, edit func(sb *superblock)) {
 	sb.encode(b[off:])
 }
 
+// putState returns an edit that overwrites the allocator state's word at
+// off within the region with v.
+func putState(d *Device, off int64, v uint64) func([]byte) []byte {
+	at := d.geometry.state.off + off
+	return func(b []byte) []byte {
+		binary.LittleEndian.PutUint64(b[at:], v)
+		return b
+	}
+}
+
 // shiftRegions grows sb's root area by n bytes and moves the regions after
 // it along, as a forged superblock whose checksum matches would.
 func shiftRegions(sb *superblock, n int64) {
@@ -315,6 +325,12 @@ func TestOpenBadFiles(t *testing.T) {
 			}
 			return b
 		}, ErrCorrupt},
+		{"negative pending tail", putState(d, statePendingTailOff, 1<<63), ErrCorrupt},
+		{"pending head without a tail", putState(d, statePendingHeadOff, uint64(d.geometry.heapOff)), ErrCorrupt},
+		{"negative frontier", putState(d, stateFrontierOff, 1<<63), ErrCorrupt},
+		{"frontier below the heap", putState(d, stateFrontierOff, 4096), ErrCorrupt},
+		{"frontier off the max-page grid", putState(d, stateFrontierOff, uint64(d.alloc.last.frontier+4096)), ErrCorrupt},
+		{"free list head outside the heap", putState(d, stateOrdersOff, uint64(d.geometry.state.off)), ErrCorrupt},
 		{"superblock A corrupt", flip(70), nil},
 		{"superblock B corrupt", flip(superblockSlotBytes + 70), nil},
 		{"journal garbage", func(b []byte) []byte {

@@ -82,14 +82,32 @@ func newAllocator(d *Device) *allocator {
 	return a
 }
 
-// load reads the committed allocator state after recovery.
-func (a *allocator) load() {
+// load reads the committed allocator state after recovery. A frontier off
+// the heap's max-page grid, or a list head or pending end outside the
+// heap, is corruption that would send reads outside the file: Open
+// refuses it. What lies inside the heap is Check's to judge.
+func (a *allocator) load() error {
 	b := make([]byte, stateOrdersOff+(a.g.maxOrder+1)*stateOrderBytes)
-	a.d.readCommittedRange(b, a.d.geometry.state.off)
-	a.last = decodeState(b, a.g.maxOrder+1)
-	if a.last.frontier == 0 {
-		a.last.frontier = a.g.heapOff
+	stateOff := a.d.geometry.state.off
+	a.d.readCommittedRange(b, stateOff)
+	st := decodeState(b, a.g.maxOrder+1)
+	if st.frontier == 0 {
+		st.frontier = a.g.heapOff
 	}
+	if st.frontier < a.g.heapOff || st.frontier > a.g.capacity || (st.frontier-a.g.heapOff)%a.g.maxPageBytes() != 0 {
+		return corruptf(stateOff+stateFrontierOff, "allocator state", "a frontier on a max-page boundary in [%d, %d], found %d", a.g.heapOff, a.g.capacity, st.frontier)
+	}
+	inHeap := func(off int64) bool { return off == 0 || off >= a.g.heapOff && off < st.frontier }
+	if !inHeap(st.pendHead) || !inHeap(st.pendTail) || (st.pendHead == 0) != (st.pendTail == 0) {
+		return corruptf(stateOff+statePendingHeadOff, "allocator state", "a pending queue empty or with both ends in the heap [%d, %d), found head %d and tail %d", a.g.heapOff, st.frontier, st.pendHead, st.pendTail)
+	}
+	for k := 0; k <= a.g.maxOrder; k++ {
+		if !inHeap(st.heads[k]) {
+			return corruptf(stateOff+stateOrdersOff+int64(k)*stateOrderBytes, "allocator state", "free list %d empty or headed in the heap [%d, %d), found %d", k, a.g.heapOff, st.frontier, st.heads[k])
+		}
+	}
+	a.last = st
+	return nil
 }
 
 // join makes tx's view of the allocator state current and registers the

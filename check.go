@@ -9,16 +9,17 @@ import (
 // detail helps nobody.
 const maxViolations = 100
 
-// Check walks every structure of the device and returns every violation of
+// Check walks every structure of the device and returns the violations of
 // its invariants it finds, joined (errors.Is(err, ErrCorrupt) holds for
-// each), or nil. It reads committed state and waits for the open
-// transaction to end, so it must not be called while holding one.
+// each; past the first 100 it stops looking), or nil; ErrClosed after
+// Close. It reads committed state and waits for the open transaction to
+// end, so it must not be called while holding one.
 func (d *Device) Check() error {
-	if d.closed.Load() {
-		return ErrClosed
-	}
 	d.writer.Lock()
 	defer d.writer.Unlock()
+	if d.closed.Load() { // Close keeps the writer slot until it is done
+		return ErrClosed
+	}
 	return d.check(nil)
 }
 

@@ -1911,8 +1911,11 @@ func (c *checker) checkCarvedLogs() {
 			continue
 		}
 		order := bits.TrailingZeros64(uint64(s.ring.size)) - int(c.g.minShift)
-		if s.ring.end() > c.st.frontier || c.tx.pageState(c.g, order, s.ring.off) != stateAllocated {
+		switch {
+		case s.ring.end() > c.st.frontier || c.tx.pageState(c.g, order, s.ring.off) != stateAllocated:
 			c.report(slotOff, what, "slot %d (log %q) ring [%d, +%d) to be an allocated page of that size", i, s.name, s.ring.off, s.ring.size)
+		case c.d.subpageParentAt(c.tx, s.ring.off, s.ring.size):
+			c.report(slotOff, what, "slot %d (log %q) ring [%d, +%d) to be the log's alone, found it a sub-page parent", i, s.name, s.ring.off, s.ring.size)
 		}
 		for j := range i {
 			if used[j] && slots[j].ring.overlaps(s.ring.off, s.ring.size) {

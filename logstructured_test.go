@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -2455,6 +2456,39 @@ func TestCreateLogBadInput(t *testing.T) {
 	}
 	defer d.Close()
 	refused("CreateLog on a version 1 device", ErrVersion, create("new", 4096))
+}
+
+// TestCheckCarvedRingOnParent points a carved log's ring at a sub-page
+// parent of the same size, an allocated page two owners would write:
+// Check must report it.
+func TestCheckCarvedRingOnParent(t *testing.T) {
+	d, path := carvedLogDevice(t, nil)
+	l := mustCreateLog(t, d, "c", 64<<10)
+	class, err := d.Subpages(1024) // 64 slots: 64 KiB parents
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slot Addr
+	if err := d.Update(func(tx *Txn) (err error) { slot, err = class.Alloc(tx); return err }); err != nil {
+		t.Fatal(err)
+	}
+	ringAt := l.slotOff + logSlotRingOff
+	parent := slot.Offset() &^ (64<<10 - 1)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bad := corruptCopy(t, path, func(b []byte) []byte {
+		binary.LittleEndian.PutUint64(b[ringAt:], uint64(parent))
+		return b
+	})
+	d, err = Open(bad, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "sub-page parent") {
+		t.Fatalf("Check of a ring on a sub-page parent: %v", err)
+	}
 }
 
 // TestDropLogAfterCancel drops a log whose last reservation was cancelled:

@@ -438,8 +438,12 @@ func (tx *Txn) lineFor(idx int64) *line {
 func (d *Device) readCommitted(p []byte, off int64) {
 	pl := d.pending.get(off >> lineShift)
 	if pl == nil || !pl.holds(int(off&(lineBytes-1)), len(p)) {
-		size := d.size.Load()
-		n := copy(p, d.view[min(off, size):size])
+		// Offsets come from on-disk links: a corrupt one may be
+		// negative, which reads as zeroes rather than faulting.
+		n := 0
+		if size := d.size.Load(); off >= 0 {
+			n = copy(p, d.view[min(off, size):size])
+		}
 		clear(p[n:]) // past the end of the file: the bytes a later growth exposes
 	}
 	if pl != nil {

@@ -1,20 +1,12 @@
 package storage
 
-import (
-	"os"
+import "os"
 
-	"golang.org/x/sys/unix"
-)
-
-// datasync uses F_FULLFSYNC: plain fsync on macOS does not flush the
-// drive's write cache, so it is no barrier against power loss.
-func datasync(f *os.File) error {
-	_, err := unix.FcntlInt(f.Fd(), unix.F_FULLFSYNC, 0)
-	if err != nil {
-		return f.Sync()
-	}
-	return nil
-}
+// datasync is File.Sync, which on macOS is F_FULLFSYNC (plain fsync does
+// not flush the drive's write cache, so it is no barrier against power
+// loss), falling back to fsync only where the filesystem does not support
+// it. Any other error is reported.
+func datasync(f *os.File) error { return f.Sync() }
 
 func punchHole(f *os.File, off, length int64) error {
 	return &os.PathError{Op: "punchhole", Path: f.Name(), Err: errUnsupported}
