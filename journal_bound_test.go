@@ -96,9 +96,7 @@ func TestJournalRecordBound(t *testing.T) {
 // up to four transactions, and checks the record never exceeds the bounds
 // Commit and the journal's grouping rely on.
 func TestRecordBoundsHold(t *testing.T) {
-	seed := rand.Uint64()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, 0))
+	rng := rand.New(rand.NewPCG(journalTestSeed(t), 0))
 	randomMask := func() uint64 {
 		switch rng.IntN(4) {
 		case 0:

@@ -87,17 +87,21 @@ func crashOptions(t testing.TB) Options {
 
 // crashStore is a simulated store whose syncs take a while, as a disk's do,
 // so that commits queue up behind a journal write and share the next one.
-// It sleeps before the sync is traced, holding no lock.
+// The sync is traced when it starts, then the caller waits, holding no
+// lock: a write another goroutine makes meanwhile comes after the sync
+// in the trace, so no image counts it durable by this sync. A real fsync
+// need not cover writes made after it began either.
 type crashStore struct {
 	*simstore.Store
 	syncDelay time.Duration
 }
 
 func (s crashStore) Sync() error {
+	err := s.Store.Sync()
 	if s.syncDelay > 0 {
 		time.Sleep(s.syncDelay)
 	}
-	return s.Store.Sync()
+	return err
 }
 
 // journalTestSeed returns the seed for a test and logs how to rerun it.

@@ -72,8 +72,9 @@ func appendOne(l *Log, p []byte, writeAt bool) error {
 }
 
 // BenchmarkLogAppend measures Append, Log.Write and Commit of entries from
-// 8 goroutines at once (4 per core), without fsync, with background GC
-// reclaiming dead entries. Compare with BenchmarkRawWrite of the same size.
+// 4 goroutines per P at once (RunParallel with SetParallelism(4)), without
+// fsync, with background GC reclaiming dead entries. Compare with
+// BenchmarkRawWrite of the same size.
 func BenchmarkLogAppend(b *testing.B) { benchmarkLogAppend(b, false) }
 
 // BenchmarkLogAppendWriteAt is BenchmarkLogAppend writing the payload with

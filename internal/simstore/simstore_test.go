@@ -619,36 +619,6 @@ func largeTrace(tb testing.TB) *Store {
 	return s
 }
 
-// TestImageCost logs what 5,000 images at increasing n of a large trace
-// cost. It asserts nothing about time: that is for the benchmark.
-func TestImageCost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow")
-	}
-	start := time.Now()
-	s := largeTrace(t)
-	traced := time.Since(start)
-	rng := testRand(t)
-	start = time.Now()
-	images := 5000
-	if raceEnabled {
-		images = 500 // the race detector checks every byte copied from the heap
-	}
-	for i := range images {
-		n := i * s.Ops() / images
-		img, err := s.Image(n, rng)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := img.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	took := time.Since(start)
-	t.Logf("trace of %d ops built in %v; %d images at increasing n in %v (%v each)",
-		s.Ops(), traced, images, took, took/time.Duration(images))
-}
-
 // BenchmarkImage measures one image of the large trace once the states at
 // sync points are built: at=sync is just before the last sync, the most
 // unsynced work to replay; at=random picks n at random, so the state at the

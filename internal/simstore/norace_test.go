@@ -1,5 +1,0 @@
-//go:build !race
-
-package simstore
-
-const raceEnabled = false
