@@ -2632,10 +2632,12 @@ func TestLogLargestEntryCancelled(t *testing.T) {
 	o.LogRegions = []LogRegion{{"big", 8 << 30}}
 	d, _ := createTestDevice(t, o)
 	l := mustLog(t, d, "big")
-	if _, err := l.Append(int(logMaxPayloadBytes) + 1); !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("Append of %d bytes: %v, want ErrTooLarge", logMaxPayloadBytes+1, err)
+	var largest64 int64 = logMaxPayloadBytes // the constant overflows a 32-bit int
+	largest := int(largest64)
+	if _, err := l.Append(largest + 1); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Append of %d bytes: %v, want ErrTooLarge", largest+1, err)
 	}
-	r, err := l.Append(int(logMaxPayloadBytes))
+	r, err := l.Append(largest)
 	if err != nil {
 		t.Fatal(err)
 	}

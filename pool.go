@@ -179,7 +179,7 @@ const (
 // 4096. The slab holds no Go pointers, so the garbage collector never
 // scans it. Bad arguments return an error wrapping ErrInvalidArgument.
 func NewPool(count, sizeBytes int) (*Pool, error) {
-	if count <= 0 || count > maxPoolCount {
+	if count <= 0 || int64(count) > maxPoolCount {
 		return nil, fmt.Errorf("%w: pool count %d", ErrInvalidArgument, count)
 	}
 	if sizeBytes <= 0 || sizeBytes%poolAlignBytes != 0 {
