@@ -37,6 +37,7 @@ func (a Addr) Offset() int64 { return int64(a &^ addrSizeMask) }
 // Size returns the size of the page in bytes.
 func (a Addr) Size() int64 { return 1 << (a & addrSizeMask) }
 
+// String returns the page's offset and size, as "page 65536+4096".
 func (a Addr) String() string { return fmt.Sprintf("page %d+%d", a.Offset(), a.Size()) }
 
 // Stats describes the allocator's committed state.

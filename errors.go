@@ -18,7 +18,8 @@ var (
 	ErrCorrupt = errors.New("pagealloc: corrupt device")
 
 	// ErrVersion is returned by Open when the file was written by a newer
-	// format version than this package reads.
+	// format version than this package reads, and by Device.Subpages and
+	// Device.CreateLog on a device of a version too old to hold them.
 	ErrVersion = errors.New("pagealloc: unsupported format version")
 
 	// ErrReadOnly is returned when a device opened with Options.ReadOnly
@@ -74,6 +75,7 @@ type CorruptError struct {
 	Expected string // what a valid structure holds there
 }
 
+// Error names the structure, its offset and what was expected there.
 func (e *CorruptError) Error() string {
 	return fmt.Sprintf("pagealloc: corrupt %s at offset %d: expected %s", e.What, e.Offset, e.Expected)
 }
