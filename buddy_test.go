@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"runtime"
@@ -351,46 +352,83 @@ func TestBuddyBadInput(t *testing.T) {
 }
 
 // TestFreedPageNotReusedBeforeCheckpoint checks invariant 5: a page freed
-// by a transaction is not handed out again until a checkpoint covers it.
+// by a transaction is not handed out again, nor released from the pending
+// queue, while the newest checkpoint covers only the transaction before
+// the free (the one that allocated the page); once a later checkpoint
+// covers the free, the page is released and handed out again before any
+// larger page is split.
 func TestFreedPageNotReusedBeforeCheckpoint(t *testing.T) {
 	d, _ := createTestDevice(t, smallHeapOptions())
+	// Several pages, so that more is free than pending after the free
+	// (the allocator has no reason to ask for a checkpoint) and so that
+	// one of them has its buddy allocated: released, it stays a 4 KiB
+	// page instead of merging.
+	pages := allocPages(t, d, 4, 4096)
 	var a Addr
-	if err := d.Update(func(tx *Txn) (err error) {
-		if a, err = tx.Alloc(4096); err != nil {
-			return err
+	for _, p := range pages {
+		if slices.Contains(pages, p^Addr(p.Size())) {
+			a = p
+			break
 		}
-		// Grow the heap a little, so that more is free than pending and
-		// the allocator has no reason to ask for a checkpoint at once.
-		_, err = tx.Alloc(4096)
-		return err
-	}); err != nil {
-		t.Fatal(err)
 	}
-	if err := d.Update(func(tx *Txn) error { return tx.Free(a) }); err != nil {
-		t.Fatal(err)
+	if a == 0 {
+		t.Fatalf("no two of %v are buddies: the test cannot tell where the freed page goes", pages)
 	}
+	// A checkpoint covering the allocation, and nothing after it.
+	coverCommitted(t, d)
+	freePages(t, d, []Addr{a})
 	freeSeq := d.txSeq
-	if d.checkpointTxSeq.Load() >= freeSeq {
-		t.Fatal("a checkpoint already covers the free; the test proves nothing")
+	if covered := d.checkpointTxSeq.Load(); covered+1 != freeSeq {
+		t.Fatalf("the newest checkpoint covers transaction %d, not just the one before the free (%d): the test cannot tell", covered, freeSeq)
 	}
-	reused := false
-	for range 20 {
-		if err := d.Update(func(tx *Txn) error {
-			b, err := tx.Alloc(4096)
-			if b == a {
-				if d.checkpointTxSeq.Load() < freeSeq {
-					t.Fatalf("%v handed out again before a checkpoint covered its free", a)
-				}
-				reused = true
-			}
-			return err
-		}); err != nil && !errors.Is(err, ErrNoSpace) {
-			t.Fatal(err)
+	var b Addr
+	err := d.Update(func(tx *Txn) (err error) {
+		b, err = tx.Alloc(4096)
+		if covered := d.checkpointTxSeq.Load(); covered >= freeSeq {
+			return fmt.Errorf("a checkpoint covered the free (transaction %d) during the test: it cannot tell", freeSeq)
 		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b == a {
+		t.Fatalf("%v handed out again while the newest checkpoint covered only transaction %d, before its free (%d)", a, freeSeq-1, freeSeq)
+	}
+	if st := d.Stats(); st.PendingPages != 1 || st.PendingBytes != 4096 {
+		t.Fatalf("after a transaction that a checkpoint one short of the free preceded: %d pages (%d bytes) pending, want %v still pending",
+			st.PendingPages, st.PendingBytes, a)
+	}
+
+	// Covered now: the next transaction releases it, and Alloc takes the
+	// smallest free page, so it comes back before any 4 KiB page is split
+	// from a larger one.
+	coverCommitted(t, d)
+	bound := d.Stats().FreePages[0] + 1 // the 4 KiB pages free, and a
+	reused := false
+	err = d.Update(func(tx *Txn) error {
+		for range bound {
+			b, err := tx.Alloc(4096)
+			if err != nil {
+				return err
+			}
+			if b == a {
+				reused = true
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if !reused {
-		t.Fatalf("%v was never reused, though the device filled up", a)
+		t.Fatalf("%v was not among the first %d pages of 4 KiB allocated after a checkpoint covered its free", a, bound)
 	}
+	if st := d.Stats(); st.PendingPages != 0 {
+		t.Fatalf("%d pages still pending after a checkpoint covered every free", st.PendingPages)
+	}
+	mustCheck(t, d)
 }
 
 // TestBuddyReopen checks that allocator state survives Close and Open.

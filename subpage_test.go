@@ -345,15 +345,81 @@ func subpageBadAddr(rng *rand.Rand, classes []*Subpages, liveList []Addr, live, 
 	return makeAddr(0, s.slotShift), s
 }
 
-// TestSubpageNoReuseBeforeCheckpoint follows one freed slot: it is not
+// TestSubpageNoReuseBeforeCheckpoint follows freed slots: a slot is not
 // handed out by its own transaction nor by later ones until a checkpoint
 // covers the free, and is the first handed out after; after a reopen the
-// slots pending at Close are free again.
+// slots pending at Close are free again. One slot is freed right after a
+// checkpoint covering its allocation, in a parent at the head of the
+// partial list, so that Alloc and Free read its header while the newest
+// checkpoint is exactly one transaction short of the free: the slot must
+// stay pending then, and come back once a later checkpoint covers it.
 func TestSubpageNoReuseBeforeCheckpoint(t *testing.T) {
 	d, path := createTestDevice(t, subpageOptions())
 	s, err := d.Subpages(64)
 	if err != nil {
 		t.Fatal(err)
+	}
+
+	// One checkpoint short. The parent keeps free slots, so it stays at
+	// the head of the partial list, where Alloc releases its pending
+	// slots in place when a checkpoint covers them.
+	s128, err := d.Subpages(128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []Addr
+	if err := d.Update(func(tx *Txn) error {
+		for range 3 {
+			a, err := s128.Alloc(tx)
+			if err != nil {
+				return err
+			}
+			held = append(held, a)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	coverCommitted(t, d) // covers the allocation, and nothing after it
+	y := held[0]
+	if err := d.Update(func(tx *Txn) error { return s128.Free(tx, y) }); err != nil {
+		t.Fatal(err)
+	}
+	yFreedBy := d.txSeq
+	if covered := d.checkpointTxSeq.Load(); covered+1 != yFreedBy {
+		t.Fatalf("the newest checkpoint covers transaction %d, not just the one before the free (%d): the test cannot tell", covered, yFreedBy)
+	}
+	if err := d.Update(func(tx *Txn) error {
+		a, err := s128.Alloc(tx)
+		if err != nil {
+			return err
+		}
+		if covered := d.checkpointTxSeq.Load(); covered >= yFreedBy {
+			return fmt.Errorf("a checkpoint covered the free (transaction %d) during the test: it cannot tell", yFreedBy)
+		}
+		if a == y {
+			return fmt.Errorf("Alloc returned %v, freed by transaction %d, while the newest checkpoint covered only %d", y, yFreedBy, yFreedBy-1)
+		}
+		// A Free into the same parent reads its header too.
+		return s128.Free(tx, held[1])
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if st := s128.Stats(); st.SlotsPending != 2 || st.SlotsUsed != 2 {
+		t.Fatalf("one checkpoint short of the first free: %+v, want 2 slots used and 2 pending", st)
+	}
+	coverCommitted(t, d)
+	if err := d.Update(func(tx *Txn) error {
+		a, err := s128.Alloc(tx)
+		if err == nil && a != y {
+			err = fmt.Errorf("after a checkpoint covered its free, Alloc returned %v, not the released slot %v, the parent's lowest", a, y)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if st := s128.Stats(); st.SlotsPending != 0 || st.SlotsUsed != 3 || st.Parents != 1 {
+		t.Fatalf("after a checkpoint covered every free and an Alloc: %+v, want 3 slots used and none pending in 1 parent", st)
 	}
 	allocN := func(tx *Txn, n int, not Addr) ([]Addr, error) {
 		var got []Addr
@@ -440,7 +506,15 @@ func TestSubpageNoReuseBeforeCheckpoint(t *testing.T) {
 	}
 }
 
-// TestSubpageBadInput covers arguments that are never valid.
+// TestSubpageBadInput covers arguments that are never valid: slot sizes
+// Subpages refuses; a nil, foreign or finished transaction; and, with
+// slots of two classes allocated and one pending, every kind of address
+// Free must refuse with ErrInvalidFree: outside the heap, of another slot
+// size, misaligned, a parent's header (slot 0), inside a page that is no
+// parent, a slot of another class's parent, a free slot, a double free.
+// Each refused Free runs in a transaction that then commits, and must
+// leave both classes' Stats and the allocator's counters as they were and
+// the device passing Check. Classes persist and keep their index.
 func TestSubpageBadInput(t *testing.T) {
 	d, path := createTestDevice(t, subpageOptions())
 	for _, size := range []int{-1, 0, 16, 32, 63, 96, 2048, 1 << 20} {
@@ -449,6 +523,10 @@ func TestSubpageBadInput(t *testing.T) {
 		}
 	}
 	s, err := d.Subpages(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s128, err := d.Subpages(128)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,11 +545,113 @@ func TestSubpageBadInput(t *testing.T) {
 	if _, err := s.Alloc(tx2); !errors.Is(err, ErrTxDone) {
 		t.Errorf("Alloc after Rollback: %v", err)
 	}
-	for _, a := range []Addr{0, ^Addr(0), makeAddr(1<<40, 6), makeAddr(d.geometry.heapOff, 6)} {
-		err := d.Update(func(tx *Txn) error { return s.Free(tx, a) })
-		if !errors.Is(err, ErrInvalidFree) {
-			t.Errorf("Free(%v): %v, want ErrInvalidFree", a, err)
+
+	// Slots of both classes, one of them pending, and a page that is no
+	// parent, so that the frontier lies past the heap's start and the
+	// checks after the heap bounds are reached.
+	var small, large []Addr
+	var page Addr
+	if err := d.Update(func(tx *Txn) (err error) {
+		for range 3 {
+			a, err := s.Alloc(tx)
+			if err != nil {
+				return err
+			}
+			b, err := s128.Alloc(tx)
+			if err != nil {
+				return err
+			}
+			small, large = append(small, a), append(large, b)
 		}
+		page, err = tx.Alloc(4096)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pending := small[2]
+	if err := d.Update(func(tx *Txn) error { return s.Free(tx, pending) }); err != nil {
+		t.Fatal(err)
+	}
+	p64 := small[0].Offset() &^ (s.parentBytes - 1)
+	p128 := large[0].Offset() &^ (s128.parentBytes - 1)
+	for _, a := range small {
+		if a.Offset()&^(s.parentBytes-1) != p64 {
+			t.Fatalf("the 64-byte slots %v lie in more than one parent", small)
+		}
+	}
+	// Slot 40 of the 64-byte parent: neither allocated nor pending.
+	free := makeAddr(p64+40<<6, 6)
+	if slices.Contains(small, free) {
+		t.Fatalf("%v is allocated: the test cannot tell", free)
+	}
+	frontier := d.Stats().Frontier
+	type counters struct {
+		small, large              SubpageStats
+		pages, pendingPages, used int64
+	}
+	snapshot := func() counters {
+		st := d.Stats()
+		return counters{s.Stats(), s128.Stats(), st.AllocatedPages, st.PendingPages, st.UsedBytes}
+	}
+	before := snapshot()
+	if before.small.SlotsUsed != 2 || before.small.SlotsPending != 1 || before.large.SlotsUsed != 3 {
+		t.Fatalf("before the bad frees: %+v", before)
+	}
+	for _, c := range []struct {
+		what string
+		s    *Subpages
+		a    Addr
+	}{
+		{"zero", s, 0},
+		{"all bits set", s, ^Addr(0)},
+		{"far past the file", s, makeAddr(1<<40, 6)},
+		{"at the frontier", s, makeAddr(frontier, 6)},
+		{"block metadata at the heap's start", s, makeAddr(d.geometry.heapOff, 6)},
+		{"a 64-byte slot to the 128-byte class", s128, small[0]},
+		{"a 128-byte slot to the 64-byte class", s, large[0]},
+		{"a 128-byte slot's second half (misaligned)", s128, makeAddr(large[0].Offset()+64, 7)},
+		{"the 64-byte parent's header", s, makeAddr(p64, 6)},
+		{"the 128-byte parent's header", s128, makeAddr(p128, 7)},
+		{"inside a page that is no parent", s, makeAddr(page.Offset()+64, 6)},
+		{"inside the 128-byte class's parent", s, makeAddr(p128+64, 6)},
+		{"a free slot", s, free},
+		{"a pending slot (double free)", s, pending},
+	} {
+		var ferr error
+		if err := d.Update(func(tx *Txn) error { ferr = c.s.Free(tx, c.a); return nil }); err != nil {
+			t.Fatalf("committing after Free of %s: %v", c.what, err)
+		}
+		if !errors.Is(ferr, ErrInvalidFree) {
+			t.Errorf("Free of %s (%v): %v, want ErrInvalidFree", c.what, c.a, ferr)
+		}
+		if got := snapshot(); got != before {
+			t.Errorf("Free of %s (%v) changed the counters:\n got %+v\nwant %+v", c.what, c.a, got, before)
+		}
+		if err := d.Check(); err != nil {
+			t.Fatalf("after Free of %s (%v): Check: %v", c.what, c.a, err)
+		}
+	}
+	// A double free inside one transaction, which then rolls back; it
+	// allocates a page first, so that Free sees the transaction's own
+	// allocator state.
+	errRollback := errors.New("roll back")
+	err = d.Update(func(tx *Txn) error {
+		if _, err := tx.Alloc(4096); err != nil {
+			return err
+		}
+		if err := s.Free(tx, small[0]); err != nil {
+			return err
+		}
+		if err := s.Free(tx, small[0]); !errors.Is(err, ErrInvalidFree) {
+			return fmt.Errorf("second Free of %v in one transaction: %v, want ErrInvalidFree", small[0], err)
+		}
+		return errRollback
+	})
+	if !errors.Is(err, errRollback) {
+		t.Fatal(err)
+	}
+	if got := snapshot(); got != before {
+		t.Errorf("a rolled-back transaction changed the counters:\n got %+v\nwant %+v", got, before)
 	}
 
 	// Classes are bounded, persist and keep their index.
