@@ -354,10 +354,15 @@ func (d *Device) retractHeap() error {
 		switch {
 		case !whole:
 			continue // the rest of the free tail, in the next transaction
-		case !more:
+		case !more, waited && released == 0:
+			// (A queue that does not drain though covered is Check's to
+			// report.) No transaction follows to make the punches these
+			// releases left, and after a reopen the pages are simply
+			// free: make them now, the last commit being durable.
+			d.writer.Lock()
+			a.punchDurable(&Txn{d: d})
+			d.writer.Unlock()
 			return nil
-		case waited && released == 0:
-			return nil // every page is covered: a queue that does not drain is Check's to report
 		case !waited:
 			if err := d.journal.waitCheckpoint(max(seq, tx.seq)); err != nil {
 				return err

@@ -596,6 +596,37 @@ func TestPunchHolesAfterDurability(t *testing.T) {
 	}
 }
 
+// TestPunchHolesAtClose frees whole max pages and closes: Close's own
+// transaction releases them, and no transaction follows to punch them,
+// so Close must.
+func TestPunchHolesAtClose(t *testing.T) {
+	o := crashOptions(t)
+	o.PunchHoles = true
+	store := simstore.New(o.MaxSize)
+	defer store.Close()
+	d, err := createOn(store, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := allocPages(t, d, 8, 64<<10)
+	allocPages(t, d, 1, 64<<10) // holds the tail: nothing is retracted
+	freePages(t, d, pages)
+	coverCommitted(t, d)
+	var punches atomic.Int64
+	store.SetFault(func(op simstore.Op) error {
+		if op.Kind == simstore.OpPunchHole {
+			punches.Add(1)
+		}
+		return nil
+	})
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := punches.Load(); n != 8 {
+		t.Fatalf("Close punched %d holes; want one for each of the 8 max pages it released", n)
+	}
+}
+
 // TestLongPendingQueue frees more pages at once than one transaction can
 // release: releasing must spread over transactions, never making one too
 // large to commit.
