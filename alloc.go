@@ -96,8 +96,8 @@ type Options struct {
 	// wholly free to the filesystem (fallocate punch-hole), keeping only
 	// its first 4 KiB, where its free-list links live. A punch cannot be
 	// undone, so it waits until the transaction that freed the page is
-	// durable; the next transaction to allocate or free makes it, if the
-	// page is still free. False keeps the storage.
+	// durable; the next transaction to allocate or free makes it (or
+	// Close), if the page is still free. False keeps the storage.
 	PunchHoles bool
 
 	// LogRegions names and sizes the log-structured regions laid out at
