@@ -23,11 +23,15 @@ import (
 // transaction, for the reason the buddy allocator waits for one (see
 // allocator.releasePending): before it, a crash may roll the free back, and
 // replay may write the old owner's journaled bytes (Txn.Write) over the
-// slot. Every Alloc and Free first releases at most subpageReleaseBudget
-// queued parents whose stamp a checkpoint covers, so the queues drain as
-// fast as they fill and every operation stays O(1). A parent whose last
-// allocated slot is released goes back to the buddy allocator, as one more
-// deferred free. After Open everything durable is covered, so the queues
+// slot. Releasing is lazy and O(1) per operation: a parent's covered
+// pending slots are released whenever its header is in hand anyway
+// (releaseInPlace); up to subpageReleaseBudget queued parents are looked
+// at when Alloc finds no free slot, or when Free finds many slots pending
+// (subpagePendingShare, subpageCheckpointBytes); and each Free looks at
+// the head of one other class's queue, in turn (drainOther), so that an
+// idle class drains too. A parent whose last allocated slot is released
+// goes back to the buddy allocator, as one more deferred free, unless an
+// Alloc needs it. After Open everything durable is covered, so the queues
 // drain from the first operations on.
 //
 // A page is a parent because a bit in its block's metadata says so, not
@@ -56,8 +60,9 @@ const subpageReleaseBudget = 4
 
 // subpagePendingShare: Free walks the pending queue only while more than
 // one slot in subpagePendingShare of the class's allocated ones is
-// pending. Below, pending slots are released when their parent is touched
-// anyway, or when Alloc finds no free slot.
+// pending, or subpageCheckpointBytes/16 bytes of slots. Below, pending
+// slots are released when their parent is touched anyway, when Alloc finds
+// no free slot, or by another class's Free (drainOther).
 const subpagePendingShare = 8
 
 // subpageCheckpointBytes is how many bytes of pending slots make the
@@ -139,6 +144,7 @@ type subpageSet struct {
 	work    [subpageClassLimit]subpageClass
 	touched uint64 // bit i: work[i] is valid for tx
 	tx      *Txn
+	drain   int // the class drainOther looks at next
 }
 
 // loadSubpages reads the committed class table after recovery, and makes
@@ -205,14 +211,18 @@ func (s *subpageSet) committed(tx *Txn) {
 			s.count = i + 1
 		}
 	}
+	covered := s.d.checkpointTxSeq.Load()
 	for i := range s.count {
-		pendingBytes += s.last[i].pending * s.last[i].slotBytes
+		if s.last[i].pendSeq > covered { // else a checkpoint frees none
+			pendingBytes += s.last[i].pending * s.last[i].slotBytes
+		}
 		usedBytes += s.last[i].used * s.last[i].slotBytes
 	}
 	s.mu.Unlock()
 	s.tx, s.touched = nil, 0
 	// Pending slots wait for a checkpoint: ask for one before they hold
-	// more space than is worth waiting for.
+	// more space than is worth waiting for. Those a checkpoint covers
+	// already wait for a walk of their queue (drainOther, Free) instead.
 	if pendingBytes >= subpageCheckpointBytes || pendingBytes > max(usedBytes, subpageCheckpointBytes/16) {
 		s.d.journal.requestCheckpoint()
 	}
@@ -435,7 +445,7 @@ func (s *Subpages) Alloc(tx *Txn) (Addr, error) {
 	c := tx.d.subpages.class(tx, s.index)
 	if c.head == 0 {
 		// Before growing, look for pending slots a checkpoint freed.
-		if err := s.release(tx, c, subpageReleaseBudget); err != nil {
+		if err := s.release(tx, c, subpageReleaseBudget, true); err != nil {
 			return 0, err
 		}
 		if c.head == 0 {
@@ -498,7 +508,7 @@ func (s *Subpages) newParent(tx *Txn, c *subpageClass) error {
 		if werr := d.journal.waitCheckpoint(min(c.pendSeq, d.txSeq)); werr != nil {
 			return werr
 		}
-		if rerr := s.release(tx, c, subpageSlotsPerParent); rerr != nil {
+		if rerr := s.release(tx, c, subpageSlotsPerParent, true); rerr != nil {
 			return rerr
 		}
 		if c.head != 0 {
@@ -571,10 +581,34 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 	c.pendSeq = seq
 	// Walk the queue only while the pending slots are worth it: a
 	// parent found there costs a header read that nothing else pays for.
-	if c.pending*subpagePendingShare > c.used {
-		return s.release(tx, c, subpageReleaseBudget)
+	if c.pending*subpagePendingShare > c.used || c.pending<<s.slotShift >= subpageCheckpointBytes/16 {
+		if err := s.release(tx, c, subpageReleaseBudget, false); err != nil {
+			return err
+		}
 	}
-	return nil
+	return tx.d.subpages.drainOther(tx, s.index)
+}
+
+// drainOther looks at the pending queue of one class other than self, in
+// turn, and releases a parent there if a checkpoint covers it: so that a
+// class no one allocates from or frees into any more still gives its empty
+// parents back, while every operation stays O(1).
+func (s *subpageSet) drainOther(tx *Txn, self int) error {
+	if s.count < 2 {
+		return nil
+	}
+	i := s.drain % s.count
+	s.drain++
+	if i == self {
+		return nil
+	}
+	c := s.class(tx, i)
+	if c.pendHead == 0 || c.headSeq > tx.d.checkpointTxSeq.Load() {
+		return nil
+	}
+	shift := uint(bits.TrailingZeros64(uint64(c.slotBytes)))
+	other := &Subpages{d: tx.d, index: i, slotShift: shift, parentBytes: c.slotBytes * subpageSlotsPerParent}
+	return other.release(tx, c, 1, false)
 }
 
 // push puts the parent p with header h at the head of c's partial list.
@@ -590,9 +624,15 @@ func (s *Subpages) push(tx *Txn, c *subpageClass, p int64, h *subpageHeader) {
 // it makes their pending slots free if a checkpoint covers them, and
 // dequeues them. A parent at the head that was freed into after it was
 // queued and is not covered goes to the tail instead, so that it holds up
-// no parent queued after it.
-func (s *Subpages) release(tx *Txn, c *subpageClass, budget int) error {
+// no parent queued after it. A parent whose slots were released in place
+// already costs no budget, up to a bound. A parent left empty goes back
+// to the buddy allocator, unless forAlloc and the class has no other with
+// a free slot: then it stays, for the Alloc that needs one (freeing it
+// would leave its page pending in this transaction, and a full device with
+// nothing to allocate).
+func (s *Subpages) release(tx *Txn, c *subpageClass, budget int, forAlloc bool) error {
 	covered := tx.d.checkpointTxSeq.Load()
+	refunds := 4 * subpageReleaseBudget
 	for ; budget > 0 && c.pendHead != 0 && c.headSeq <= covered; budget-- {
 		p := c.pendHead
 		var h subpageHeader
@@ -619,9 +659,13 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int) error {
 			c.pendTail = 0
 		}
 		wasFull := h.free() == 0
-		s.releaseInPlace(tx, c, &h)
+		if !s.releaseInPlace(tx, c, &h) && h.pend == 0 && refunds > 0 {
+			refunds-- // released in place when last touched: only dequeued
+			budget++
+		}
 		h.pendNext, h.flags = 0, 0
-		if h.mask == subpageEmptyMask {
+		keep := forAlloc && c.head == 0 // then it was full: on no list
+		if h.mask == subpageEmptyMask && !keep {
 			if !wasFull {
 				s.detach(tx, c, &h)
 			}
@@ -634,6 +678,11 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int) error {
 			s.push(tx, c, p, &h)
 		}
 		tx.writeSubpageHeader(p, &h, subpageFlagsOff, subpageSpareOff)
+		if keep && h.mask == subpageEmptyMask {
+			// Kept for the Alloc, which takes its slot from the head:
+			// no other parent may go before it.
+			return nil
+		}
 	}
 	return nil
 }

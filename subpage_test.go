@@ -119,7 +119,7 @@ func subpageDrain(t testing.TB, d *Device, classes ...*Subpages) {
 	coverCommitted(t, d)
 	err := d.Update(func(tx *Txn) error {
 		for _, s := range classes {
-			if err := s.release(tx, d.subpages.class(tx, s.index), math.MaxInt); err != nil {
+			if err := s.release(tx, d.subpages.class(tx, s.index), math.MaxInt, false); err != nil {
 				return err
 			}
 		}

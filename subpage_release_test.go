@@ -1,0 +1,166 @@
+package pagealloc
+
+import (
+	"errors"
+	"testing"
+)
+
+// When pending slots become free matters as much as that they do not too
+// early: these tests hold the sub-page allocator to giving covered slots
+// and empty parents back, without a checkpoint per commit.
+
+// allocSlots allocates n slots of s in one transaction.
+func allocSlots(t *testing.T, d *Device, s *Subpages, n int) []Addr {
+	t.Helper()
+	var got []Addr
+	if err := d.Update(func(tx *Txn) error {
+		for range n {
+			a, err := s.Alloc(tx)
+			if err != nil {
+				return err
+			}
+			got = append(got, a)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// freeSlots frees slots of s in one transaction.
+func freeSlots(t *testing.T, d *Device, s *Subpages, slots []Addr) {
+	t.Helper()
+	if err := d.Update(func(tx *Txn) error {
+		for _, a := range slots {
+			if err := s.Free(tx, a); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fillHeap allocates pages of size bytes until the device is full.
+func fillHeap(t *testing.T, d *Device, size int64) {
+	t.Helper()
+	for {
+		_, err := tryAllocPages(d, 1, size)
+		if errors.Is(err, ErrNoSpace) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSubpageAllocReusesEmptiedParent: on a full device, a class whose one
+// parent has every slot pending, covered by a checkpoint, must hand one
+// out. Releasing them empties the parent; handed back to the buddy
+// allocator, it would be pending there for the rest of the transaction,
+// and Alloc would find no page for a new one.
+func TestSubpageAllocReusesEmptiedParent(t *testing.T) {
+	d, _ := createTestDevice(t, subpageOptions())
+	s, err := d.Subpages(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots := allocSlots(t, d, s, subpageSlotsPerParent-1)
+	fillHeap(t, d, 4096)
+	freeSlots(t, d, s, slots)
+	coverCommitted(t, d)
+	allocSlots(t, d, s, 1)
+	allocSlots(t, d, s, 1)
+	if st := s.Stats(); st.Parents != 1 || st.SlotsUsed != 2 {
+		t.Fatalf("after two Allocs: %+v, want the one parent with 2 slots used", st)
+	}
+	mustCheck(t, d)
+}
+
+// TestSubpageCoveredPendingNoCheckpoints: pending slots a checkpoint
+// already covers cannot be freed by another one; they must not make every
+// commit ask for one.
+func TestSubpageCoveredPendingNoCheckpoints(t *testing.T) {
+	d, path := createTestDevice(t, subpageOptions())
+	idle, err := d.Subpages(1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	freeSlots(t, d, idle, allocSlots(t, d, idle, 5*(subpageSlotsPerParent-1)))
+	d = reopen(t, d, path, &Options{NoSync: true}) // everything covered
+	small, err := d.Subpages(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := d.journal.sb.seq
+	for range 30 {
+		allocSlots(t, d, small, 1)
+	}
+	if n := d.journal.sb.seq - before; n > 3 {
+		t.Fatalf("30 one-slot commits made %d checkpoints, with an idle class's covered slots pending", n)
+	}
+}
+
+// TestSubpageIdleClassDrains frees every slot of a class and leaves it
+// idle: frees in another class must give its empty parents back to the
+// buddy allocator, a few at a time.
+func TestSubpageIdleClassDrains(t *testing.T) {
+	d, _ := createTestDevice(t, subpageOptions())
+	idle, err := d.Subpages(1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := d.Subpages(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const parents = 20
+	freeSlots(t, d, idle, allocSlots(t, d, idle, parents*(subpageSlotsPerParent-1)))
+	coverCommitted(t, d)
+	for i := 0; i < 4*parents && idle.Stats().Parents > 0; i++ {
+		freeSlots(t, d, busy, allocSlots(t, d, busy, 1))
+	}
+	if st := idle.Stats(); st.Parents != 0 || st.SlotsPending != 0 {
+		t.Fatalf("after %d frees in another class, the idle class holds %+v; want nothing", 4*parents, st)
+	}
+	mustCheck(t, d)
+}
+
+// TestSubpageReleasePastStaleEntries: parents released in place when
+// touched stay queued; dequeuing them must not use up the release budget
+// while covered slots wait behind them, or the class grows instead of
+// reusing.
+func TestSubpageReleasePastStaleEntries(t *testing.T) {
+	d, _ := createTestDevice(t, subpageOptions())
+	s, err := d.Subpages(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var par [10][]Addr
+	all := allocSlots(t, d, s, 10*(subpageSlotsPerParent-1))
+	for i := range par {
+		par[i] = all[i*(subpageSlotsPerParent-1) : (i+1)*(subpageSlotsPerParent-1)]
+	}
+	free := func(from, to, k int) {
+		t.Helper()
+		var slots []Addr
+		for i := from; i < to; i++ {
+			slots = append(slots, par[i][k])
+		}
+		freeSlots(t, d, s, slots)
+	}
+	free(0, 5, 0)
+	coverCommitted(t, d)
+	free(0, 5, 1) // queued parents 0-4, their first frees released in place later
+	free(5, 10, 0)
+	coverCommitted(t, d)
+	allocSlots(t, d, s, 10) // touches parents 0-4: releases them in place
+	st := s.Stats()
+	allocSlots(t, d, s, 1)
+	if got := s.Stats(); got.Parents > st.Parents {
+		t.Fatalf("the class grew from %d to %d parents with %d covered pending slots", st.Parents, got.Parents, st.SlotsPending)
+	}
+}
