@@ -431,13 +431,15 @@ func (d *Device) setTxSeq(seq uint64) {
 }
 
 // Close waits for the open transaction, if any, to end, writes a
-// checkpoint and closes the file. Free space at the end of the heap goes
-// back to the filesystem: the file is cut after the last max page that
-// holds an allocated or pending page. When that max page holds pending
-// pages and no allocated one, Close first waits for a checkpoint to make
-// the pending pages free, and cuts after the last max page holding an
-// allocated page. Slices from Slice are invalid after it. Close is
-// idempotent: later calls return nil.
+// checkpoint and closes the file. Sub-page slots still pending are
+// released first (after a checkpoint, if one must cover them), and empty
+// parents go back to the buddy allocator. Free space at the end of the
+// heap goes back to the filesystem: the file is cut after the last max
+// page that holds an allocated or pending page. When that max page holds
+// pending pages and no allocated one, Close first waits for a checkpoint
+// to make the pending pages free, and cuts after the last max page
+// holding an allocated page. Slices from Slice are invalid after it.
+// Close is idempotent: later calls return nil.
 func (d *Device) Close() error {
 	d.closeMu.Lock()
 	defer d.closeMu.Unlock()
@@ -451,7 +453,9 @@ func (d *Device) Close() error {
 	d.closeLogs()
 	var err error
 	if !d.opts.ReadOnly {
-		err = d.retractHeap()
+		if err = d.drainSubpages(); err == nil {
+			err = d.retractHeap()
+		}
 	}
 	d.writer.Lock()
 	defer d.writer.Unlock()

@@ -589,6 +589,70 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 	return tx.d.subpages.drainOther(tx, s.index)
 }
 
+// drainSubpages releases, before Close retracts the heap, every pending
+// slot of every class, giving empty parents back to the buddy allocator:
+// a class left idle after its last frees would otherwise hold them until
+// a Free in another class reached it (drainOther). It waits for one
+// checkpoint if the queues hold slots none covers yet, and runs as many
+// transactions as the queues need, taking the writer slot for each.
+func (d *Device) drainSubpages() error {
+	set := &d.subpages
+	set.mu.Lock()
+	classes := set.count
+	set.mu.Unlock()
+	if classes == 0 {
+		return nil
+	}
+	waited := false
+	for {
+		d.writer.Lock()
+		if f := d.failure.Load(); f != nil {
+			d.writer.Unlock()
+			return f
+		}
+		tx := &Txn{d: d}
+		covered := d.checkpointTxSeq.Load()
+		moved, waiting := false, false
+		for i := range set.count {
+			c := set.class(tx, i)
+			if c.pendHead == 0 {
+				continue
+			}
+			head, parents := c.pendHead, c.parents
+			if err := set.handle(i).release(tx, c, subpageSlotsPerParent, false); err != nil {
+				tx.Rollback()
+				return err
+			}
+			moved = moved || c.pendHead != head || c.parents != parents
+			waiting = waiting || c.pendHead != 0 && (c.headSeq == 0 || c.headSeq > covered)
+		}
+		seq := d.txSeq
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+		switch {
+		case moved:
+		case waiting && !waited:
+			if err := d.journal.waitCheckpoint(seq); err != nil {
+				return err
+			}
+			waited = true
+		default:
+			return nil
+		}
+	}
+}
+
+// handle returns the Subpages of class i, which exists.
+func (s *subpageSet) handle(i int) *Subpages {
+	size := s.last[i].slotBytes
+	if s.tx != nil && s.touched&(1<<i) != 0 {
+		size = s.work[i].slotBytes
+	}
+	shift := uint(bits.TrailingZeros64(uint64(size)))
+	return &Subpages{d: s.d, index: i, slotShift: shift, parentBytes: size * subpageSlotsPerParent}
+}
+
 // drainOther looks at the pending queue of one class other than self, in
 // turn, and releases a parent there if a checkpoint covers it: so that a
 // class no one allocates from or frees into any more still gives its empty
@@ -606,9 +670,7 @@ func (s *subpageSet) drainOther(tx *Txn, self int) error {
 	if c.pendHead == 0 || c.headSeq > tx.d.checkpointTxSeq.Load() {
 		return nil
 	}
-	shift := uint(bits.TrailingZeros64(uint64(c.slotBytes)))
-	other := &Subpages{d: tx.d, index: i, slotShift: shift, parentBytes: c.slotBytes * subpageSlotsPerParent}
-	return other.release(tx, c, 1, false)
+	return s.handle(i).release(tx, c, 1, false)
 }
 
 // push puts the parent p with header h at the head of c's partial list.

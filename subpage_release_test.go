@@ -164,3 +164,30 @@ func TestSubpageReleasePastStaleEntries(t *testing.T) {
 		t.Fatalf("the class grew from %d to %d parents with %d covered pending slots", st.Parents, got.Parents, st.SlotsPending)
 	}
 }
+
+// TestCloseDrainsIdleClass frees every slot of a class on a full device
+// and closes it: Close gives the empty parents back, so that after a
+// reopen their space serves plain pages though the class is never used
+// again.
+func TestCloseDrainsIdleClass(t *testing.T) {
+	d, path := createTestDevice(t, subpageOptions())
+	idle, err := d.Subpages(1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const parents = 20
+	slots := allocSlots(t, d, idle, parents*(subpageSlotsPerParent-1))
+	fillHeap(t, d, 64<<10)
+	freeSlots(t, d, idle, slots)
+	d = reopen(t, d, path, &Options{NoSync: true})
+	if idle, err = d.Subpages(1024); err != nil {
+		t.Fatal(err)
+	}
+	if st := idle.Stats(); st.Parents != 0 || st.SlotsPending != 0 {
+		t.Fatalf("after Close and Open the idle class holds %+v; want nothing", st)
+	}
+	if _, err := tryAllocPages(d, parents, 64<<10); err != nil {
+		t.Fatalf("allocating the %d parents' space as plain pages: %v", parents, err)
+	}
+	mustCheck(t, d)
+}
