@@ -331,12 +331,10 @@ func (d *Device) retractHeap() error {
 	a := d.alloc
 	waited := false
 	for {
-		d.writer.Lock()
-		if f := d.failure.Load(); f != nil {
-			d.writer.Unlock()
-			return f
+		tx, err := d.beginClosing()
+		if err != nil {
+			return err
 		}
-		tx := &Txn{d: d}
 		before := a.last.pendPages
 		st := a.join(tx) // releases what a checkpoint covers, in budget
 		released := before - st.pendPages
@@ -370,6 +368,18 @@ func (d *Device) retractHeap() error {
 			waited = true
 		}
 	}
+}
+
+// beginClosing begins a transaction of Close's own, which Begin refuses
+// once the device is closing: it takes the writer slot, unless the device
+// has failed.
+func (d *Device) beginClosing() (*Txn, error) {
+	d.writer.Lock()
+	if f := d.failure.Load(); f != nil {
+		d.writer.Unlock()
+		return nil, f
+	}
+	return &Txn{d: d}, nil
 }
 
 // holdsAllocated reports whether the page of the given order at off is,

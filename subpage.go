@@ -605,12 +605,10 @@ func (d *Device) drainSubpages() error {
 	}
 	waited := false
 	for {
-		d.writer.Lock()
-		if f := d.failure.Load(); f != nil {
-			d.writer.Unlock()
-			return f
+		tx, err := d.beginClosing()
+		if err != nil {
+			return err
 		}
-		tx := &Txn{d: d}
 		covered := d.checkpointTxSeq.Load()
 		moved, waiting := false, false
 		for i := range set.count {
