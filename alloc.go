@@ -170,6 +170,13 @@ type Device struct {
 	txSeq   uint64     // sequence of the last committed transaction; under writer
 	pending overlay    // committed writes not yet at their home locations
 	journal *journal
+
+	// homeSeq is odd while the journal writes a group home, and homeMu is
+	// held for writing meanwhile: ReadAt retries a copy that a group's
+	// home writes overlapped, and after two tries waits them out, so that
+	// it never returns part of a transaction.
+	homeSeq atomic.Uint64
+	homeMu  sync.RWMutex
 	staging staging // aligned buffers for journal records and log frames; none if read-only
 
 	durableTxSeq    atomic.Uint64 // every transaction up to it is durable
@@ -490,7 +497,9 @@ func (d *Device) Close() error {
 func (d *Device) Root() (off, size int64) { return d.geometry.root.off, d.geometry.root.size }
 
 // ReadAt reads committed state: everything written by transactions whose
-// Commit has been called, and by WriteAt. It implements io.ReaderAt.
+// Commit has been called, and by WriteAt. Each transaction's writes appear
+// whole or not at all: a read never shows part of a commit. It implements
+// io.ReaderAt.
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	d.lifeMu.RLock()
 	defer d.lifeMu.RUnlock()
@@ -500,15 +509,30 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("%w: read at %d", ErrOutOfRange, off)
 	}
-	// The overlay first: a transaction released from it after this has
-	// its bytes at home before the copy below (see readCommitted).
-	txs := d.pending.list()
-	size := d.size.Load()
-	if off >= size {
+	if off >= d.size.Load() {
 		return 0, io.EOF
 	}
-	n := copy(p, d.view[off:size])
-	overlayRead(txs, p[:n], off)
+	n := 0
+	for try := 0; ; try++ {
+		if try == 2 {
+			d.homeMu.RLock()
+		}
+		// The overlay first: a transaction released from it after this
+		// has its bytes at home before the copy (see readCommitted). One
+		// committed after it may be going home during the copy: then
+		// homeSeq moves, and the copy is made again.
+		seq := d.homeSeq.Load()
+		txs := d.pending.list()
+		n = copy(p, d.view[off:d.size.Load()])
+		overlayRead(txs, p[:n], off)
+		if try == 2 {
+			d.homeMu.RUnlock()
+			break
+		}
+		if d.homeSeq.Load() == seq {
+			break
+		}
+	}
 	if n < len(p) {
 		return n, io.EOF
 	}
@@ -545,7 +569,9 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 
 // Slice returns the n bytes at off as a view into the mapping, without a
 // copy. It shows the bytes at their home location: those of transactions
-// whose Commit returned, and of WriteAt. The view is read-only unless
+// whose Commit returned, and of WriteAt. The view changes under the
+// caller as later commits reach home, so a read of it may show part of
+// one; ReadAt never does. The view is read-only unless
 // Options.WritableMap is set, and invalid after Close.
 func (d *Device) Slice(off, n int64) ([]byte, error) {
 	d.lifeMu.RLock()

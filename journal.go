@@ -353,6 +353,12 @@ func (j *journal) readRing(p []byte, pos uint64) {
 // home, which has every group before it.
 func (j *journal) applyHome(lines *lineTable, refs []lineRef) error {
 	d := j.d
+	d.homeMu.Lock()
+	d.homeSeq.Add(1)
+	defer func() {
+		d.homeSeq.Add(1)
+		d.homeMu.Unlock()
+	}()
 	end := int64(0)
 	size := d.size.Load()
 	word := d.groupWord(lines)
