@@ -86,6 +86,11 @@ type GarbageChecker interface {
 	// where possible. entry aliases the device mapping and must not be
 	// retained or written. GC calls IsLive from one goroutine at a time,
 	// without a transaction open.
+	//
+	// GC may ask about an entry as soon as it is durable, which can be
+	// before the Log.Commit that made it so has returned: an entry the
+	// owner has not indexed yet must count as live. Index it before
+	// Commit, or keep a set of entries on their way.
 	IsLive(off int64, entry []byte) bool
 }
 
@@ -107,6 +112,19 @@ type Relocator interface {
 	// in half the journal, so keep each one's writes small. entry aliases
 	// the mapping, as for IsLive.
 	Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error
+}
+
+// RelocationsEnder is a Relocator that keeps in-memory state besides what
+// Relocate journals: GC tells it how each transaction its Relocate calls
+// wrote in ended, once it has. err is nil if the transaction committed,
+// and the relocations hold; otherwise it is the error that rolled the
+// transaction back (one a Relocate returned, or Commit's), and every
+// Relocate call since the previous RelocationsEnded is void: the owner
+// must undo what it changed in memory for them. GC calls it from the
+// goroutine that called Relocate, with no transaction open.
+type RelocationsEnder interface {
+	Relocator
+	RelocationsEnded(err error)
 }
 
 // LogOptions configures a log's garbage collection; see Log.SetOwner.
@@ -1686,10 +1704,15 @@ func (l *Log) commitChunk(ctx context.Context, reloc Relocator, relocs []relocat
 	if err != nil {
 		return err
 	}
+	ender, _ := reloc.(RelocationsEnder)
 	for _, r := range relocs {
 		if err := reloc.Relocate(tx, r.oldOff, r.newOff, r.entry); err != nil {
 			tx.Rollback()
-			return fmt.Errorf("pagealloc: relocating the log entry at %d to %d: %w", r.oldOff, r.newOff, err)
+			err = fmt.Errorf("pagealloc: relocating the log entry at %d to %d: %w", r.oldOff, r.newOff, err)
+			if ender != nil {
+				ender.RelocationsEnded(err)
+			}
+			return err
 		}
 	}
 	var b [8]byte
@@ -1698,6 +1721,9 @@ func (l *Log) commitChunk(ctx context.Context, reloc Relocator, relocs []relocat
 	tx.join(l)
 	err = tx.Commit()
 	l.finish(tx, err, &newHead)
+	if ender != nil && len(relocs) > 0 {
+		ender.RelocationsEnded(err)
+	}
 	return err
 }
 

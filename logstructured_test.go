@@ -460,6 +460,49 @@ func (s relocatingSet) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) err
 	return nil
 }
 
+// endingSet is a relocatingSet told how GC's transactions end; failAt
+// makes its n-th Relocate (counting from 1) fail.
+type endingSet struct {
+	relocatingSet
+	calls, failAt int
+	ended         []error
+}
+
+func (s *endingSet) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
+	if s.calls++; s.calls == s.failAt {
+		return errors.New("the owner refuses")
+	}
+	return s.relocatingSet.Relocate(tx, oldOff, newOff, entry)
+}
+
+func (s *endingSet) RelocationsEnded(err error) { s.ended = append(s.ended, err) }
+
+// TestLogRelocationsEnded: a RelocationsEnder hears once per GC
+// transaction how it ended: the error that rolled it back after its
+// second Relocate failed, then nil for the pass that commits.
+func TestLogRelocationsEnded(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+	l := mustLog(t, d, "log")
+	owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: 2}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	for id := range uint64(3) {
+		owner.add(id, appendEntryT(t, l, logContent(id, 100)).Offset())
+	}
+	if err := l.GC(context.Background()); err == nil || len(owner.ended) != 1 || owner.ended[0] == nil {
+		t.Fatalf("GC with a failing Relocate: %v; ended %v, want one error", err, owner.ended)
+	}
+	if err := l.GC(context.Background()); err != nil || len(owner.ended) != 2 || owner.ended[1] != nil {
+		t.Fatalf("GC: %v; ended %v, want a nil after the error", err, owner.ended)
+	}
+	for id := range uint64(3) {
+		if p, err := l.Read(owner.offset(id)); err != nil || !isContent(p, id) {
+			t.Fatalf("entry %d after relocation: %v", id, err)
+		}
+	}
+}
+
 // TestLogGCStopsAtLiveEntry: without Relocator, GC passes dead entries and
 // stops at the first live one; once it dies, GC goes on.
 func TestLogGCStopsAtLiveEntry(t *testing.T) {
@@ -2058,13 +2101,15 @@ func TestLogRelocationWaitsForEarlierAppends(t *testing.T) {
 }
 
 // valueIndex is a storage engine's index of its value log, for the example:
-// key -> offset of the entry that holds the value.
+// key -> offset of the entry that holds the value. A put indexes its entry
+// before committing it, so that GC never finds it dead in between.
 type valueIndex struct {
-	mu   sync.Mutex
-	offs map[string]int64
+	mu    sync.Mutex
+	offs  map[string]int64
+	moves map[string][2]int64 // relocations of GC's open transaction: key -> old, new
 }
 
-// IsLive reports whether the index still points at off.
+// IsLive reports whether the index points at off.
 func (x *valueIndex) IsLive(off int64, entry []byte) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -2072,16 +2117,31 @@ func (x *valueIndex) IsLive(off int64, entry []byte) bool {
 	return x.offs[string(key)] == off
 }
 
-// Relocate repoints the key at the entry's new copy. A real engine would
-// also journal its on-disk index in tx.
+// Relocate repoints the key at the entry's new copy, until GC's
+// transaction ends (RelocationsEnded). A real engine would also journal
+// its on-disk index in tx.
 func (x *valueIndex) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	key, _, _ := bytes.Cut(entry, []byte("="))
 	if x.offs[string(key)] == oldOff {
 		x.offs[string(key)] = newOff
+		x.moves[string(key)] = [2]int64{oldOff, newOff}
 	}
 	return nil
+}
+
+// RelocationsEnded keeps the relocations if GC's transaction committed,
+// and points the keys back at their old entries if not.
+func (x *valueIndex) RelocationsEnded(err error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for key, m := range x.moves {
+		if err != nil && x.offs[key] == m[1] {
+			x.offs[key] = m[0]
+		}
+	}
+	clear(x.moves)
 }
 
 func ExampleDevice_CreateLog() {
@@ -2141,7 +2201,7 @@ func ExampleLog() {
 	if err != nil {
 		panic(err)
 	}
-	index := &valueIndex{offs: map[string]int64{}}
+	index := &valueIndex{offs: map[string]int64{}, moves: map[string][2]int64{}}
 	if err := log.SetOwner(index, nil); err != nil {
 		panic(err)
 	}
@@ -2154,12 +2214,14 @@ func ExampleLog() {
 		if err := log.Write(r, entry); err != nil {
 			panic(err)
 		}
-		if err := log.Commit(r); err != nil { // durable once it returns
-			panic(err)
-		}
+		// Indexed first: GC may look at the entry once it is durable,
+		// before Commit returns.
 		index.mu.Lock()
 		index.offs[key] = r.Offset()
 		index.mu.Unlock()
+		if err := log.Commit(r); err != nil { // durable once it returns
+			panic(err) // a real engine would point the key back
+		}
 	}
 	put("a", "1")
 	put("b", "2")
