@@ -540,14 +540,17 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // WriteAt writes the caller's data in place, without the journal. It is
-// accepted only where the caller owns the bytes (allocated pages, log
-// reservations); the root area and the library's own state are refused
-// with ErrProtected. The data is durable once Sync or the next Commit
-// returns. It implements io.WriterAt.
+// accepted only where the caller owns the bytes (pages whose allocation
+// has committed, log reservations); the root area and the library's own
+// state are refused with ErrProtected. Inside a sub-page parent the check
+// is per page: any slot's bytes are accepted, the header's are not. The
+// data is durable once Sync or the next Commit returns. It implements
+// io.WriterAt.
 //
-// Write any one byte either in place or journaled (Txn.Write), not both:
-// until the next checkpoint, replay after a crash would put back the
-// journaled value over a later in-place one.
+// A byte written in place after a journaled write of it (Txn.Write) may
+// be put back to the journaled value by replay after a crash, until the
+// next checkpoint; the other order is safe. Simplest: write any one byte
+// one way only.
 func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 	d.lifeMu.RLock()
 	defer d.lifeMu.RUnlock()
