@@ -159,6 +159,7 @@ type Device struct {
 	store    storage.Storage
 	view     []byte // the mapping: capacity bytes, valid below size
 	homeView []byte // a writable mapping for applying journaled writes, or nil
+	mapsHome bool   // homeView was mapped at Open; unlike it, never changes
 	opts     Options
 	capacity int64
 	geometry superblock // fixed at Create; the journal owns the live copy
@@ -384,6 +385,7 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	if mw, ok := store.(storage.MapWriter); ok && !o.ReadOnly {
 		// Without it, home writes go through WriteAt: slower, as correct.
 		d.homeView, _ = mw.MapWritable(capacity)
+		d.mapsHome = d.homeView != nil
 	}
 	d.size.Store(size)
 	d.alloc = newAllocator(d)

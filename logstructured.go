@@ -404,14 +404,24 @@ func (d *Device) CreateLog(name string, sizeBytes int64) (*Log, error) {
 	encodeLogSlot(b[:], s)
 	slotOff := tableOff + int64(slot)*logSlotBytes
 	tx.write(slotOff, b[:], kindMeta)
+	l := newLog(d, s, slotOff)
+	l.carved = true
+	// Into the set as the transaction commits, with the writer slot
+	// still held: from then on the ring is guarded as the log's.
+	tx.join(&onCommit{func() { set.set(append(slices.Clone(set.all()), l)) }})
 	if err := tx.Commit(); err != nil {
 		return nil, err
 	}
-	l := newLog(d, s, slotOff)
-	l.carved = true
-	set.set(append(slices.Clone(set.all()), l))
 	return l, nil
 }
+
+// onCommit is a participant that runs f when its transaction commits,
+// with the writer slot still held.
+type onCommit struct{ f func() }
+
+func (p *onCommit) prepare(*Txn) error { return nil }
+func (p *onCommit) committed(*Txn)     { p.f() }
+func (p *onCommit) rolledBack(*Txn)    {}
 
 // DropLog removes the log called name, which CreateLog carved, and frees
 // its page in the same transaction that clears its slot in the carved log
@@ -472,6 +482,13 @@ func (d *Device) DropLog(name string) error {
 	l.mu.Unlock()
 	err := d.Update(func(tx *Txn) error {
 		l.dropper.Store(tx)
+		// Out of the set as the transaction commits, with the writer
+		// slot still held: once a checkpoint covers the free, the page
+		// is someone else's, and must not be guarded as the log's.
+		tx.join(&onCommit{func() {
+			set.set(slices.DeleteFunc(slices.Clone(set.all()), func(m *Log) bool { return m == l }))
+			l.dropper.Store(nil)
+		}})
 		var zero [logSlotBytes]byte
 		tx.write(l.slotOff, zero[:], kindMeta)
 		return tx.Free(makeAddr(l.ring.off, uint(bits.TrailingZeros64(l.size))))
@@ -485,8 +502,6 @@ func (d *Device) DropLog(name string) error {
 		l.gcMu.Unlock()
 		return err
 	}
-	set.set(slices.DeleteFunc(slices.Clone(set.all()), func(m *Log) bool { return m == l }))
-	l.dropper.Store(nil) // out of the set: nothing asks any more
 	l.gcMu.Unlock()
 	l.stop()
 	return nil
@@ -627,7 +642,7 @@ func (l *Log) Write(r Reservation, p []byte) error {
 	if err := l.d.usable(); err != nil {
 		return err
 	}
-	if l.d.homeView != nil || len(p) > logJoinedWriteMaxBytes || r.pos-r.start >= logFrameHeaderBytes {
+	if l.d.mapsHome || len(p) > logJoinedWriteMaxBytes || r.pos-r.start >= logFrameHeaderBytes {
 		// Through the file's writable mapping if there is one; else
 		// large, or after padding that needs a header: written now.
 		return l.writeNow(r, p)
@@ -1918,11 +1933,11 @@ func (c *checker) checkCarvedLogs() {
 		c.errs = append(c.errs, err)
 		return
 	}
-	// A log CreateLog has just committed may not be in the set yet, and
-	// one DropLog is dropping may still be: neither is compared.
+	// CreateLog and DropLog change the set as their transactions commit,
+	// under the writer slot Check holds: the set matches the table.
 	open := make(map[int64]*Log)
 	for _, l := range d.logs.all() {
-		if l.carved && l.dropper.Load() == nil {
+		if l.carved {
 			open[l.slotOff] = l
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -2564,6 +2565,54 @@ func TestCheckCarvedRingOnParent(t *testing.T) {
 	defer d.Close()
 	if err := d.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "sub-page parent") {
 		t.Fatalf("Check of a ring on a sub-page parent: %v", err)
+	}
+}
+
+// TestDropLogPageReusedAtOnce carves and drops a log over and over while
+// another goroutine allocates pages of the ring's size, writes and frees
+// them: a page DropLog freed may be handed out as soon as a checkpoint
+// covers the free, and its new owner's writes and free must not be
+// refused as the dropped log's.
+func TestDropLogPageReusedAtOnce(t *testing.T) {
+	d, _ := carvedLogDevice(t, &Options{NoSync: true, MaxPageSize: 64 << 10, JournalSize: minJournalBytes})
+	var stop atomic.Bool
+	done := make(chan error, 1)
+	go func() {
+		for !stop.Load() {
+			if _, err := d.CreateLog("x", 64<<10); err != nil {
+				done <- err
+				return
+			}
+			if err := d.DropLog("x"); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	defer func() {
+		stop.Store(true)
+		if err := <-done; err != nil {
+			t.Errorf("carving and dropping: %v", err)
+		}
+	}()
+	for i := range 500 {
+		var page Addr
+		err := d.Update(func(tx *Txn) (err error) {
+			if page, err = tx.Alloc(64 << 10); err != nil {
+				return err
+			}
+			return tx.Write(page.Offset(), []byte("mine"))
+		})
+		if err != nil {
+			t.Fatalf("round %d: Txn.Write into a page just allocated: %v", i, err)
+		}
+		if _, err := d.WriteAt([]byte("data"), page.Offset()+8); err != nil {
+			t.Fatalf("round %d: WriteAt into %v: %v", i, page, err)
+		}
+		if err := d.Update(func(tx *Txn) error { return tx.Free(page) }); err != nil {
+			t.Fatalf("round %d: Free of %v: %v", i, page, err)
+		}
 	}
 }
 
