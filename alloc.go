@@ -200,6 +200,7 @@ type Device struct {
 	closeMu sync.Mutex
 	closed  atomic.Bool
 	failure atomic.Pointer[failedError]
+	failed  chan struct{} // closed when failure is set
 }
 
 // Create creates a device file at path and opens it. It fails with
@@ -381,7 +382,7 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{store: store, view: view, opts: o, capacity: capacity, geometry: sb}
+	d := &Device{store: store, view: view, opts: o, capacity: capacity, geometry: sb, failed: make(chan struct{})}
 	if mw, ok := store.(storage.MapWriter); ok && !o.ReadOnly {
 		// Without it, home writes go through WriteAt: slower, as correct.
 		d.homeView, _ = mw.MapWritable(capacity)
@@ -660,7 +661,9 @@ func (d *Device) usable() error {
 // fail puts the device into the failed state after an I/O error whose
 // effect on the file is unknown, and returns the error to report.
 func (d *Device) fail(err error) error {
-	d.failure.CompareAndSwap(nil, &failedError{cause: err})
+	if d.failure.CompareAndSwap(nil, &failedError{cause: err}) {
+		close(d.failed) // wakes those waiting for a checkpoint that will not come
+	}
 	return d.failure.Load()
 }
 

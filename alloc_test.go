@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pagealloc/pagealloc/internal/simstore"
 )
 
 // testOptions are small and fast: no fsync, a small journal so that tests
@@ -567,4 +569,70 @@ func TestHugeGrowthStep(t *testing.T) {
 		t.Fatalf("after the first Alloc: file of %d bytes, page %v; want the file at the capacity %d", st.FileSize, a, o.MaxSize)
 	}
 	mustCheck(t, d)
+}
+
+// TestFailedDeviceWakesCheckpointWaiters fails the device (an I/O error)
+// while a transaction is open, then has it allocate past the free pages,
+// where Alloc waits for a checkpoint to free pending ones: a failed
+// device takes none, so Alloc must return the failure, and Close must not
+// wait for the transaction forever.
+func TestFailedDeviceWakesCheckpointWaiters(t *testing.T) {
+	o := crashOptions(t)
+	o.NoSync = true
+	store := simstore.New(o.MaxSize)
+	defer store.Close()
+	d, err := createOn(store, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pages []Addr
+	for {
+		got, err := tryAllocPages(d, 1, 4096)
+		if errors.Is(err, ErrNoSpace) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, got...)
+	}
+	freePages(t, d, pages[:2])
+	coverCommitted(t, d)
+	releaseCovered(t, d)
+	freePages(t, d, pages[2:3]) // pending, and no checkpoint covers it
+	if st := d.Stats(); st.FreeBytes != 2*4096 || st.PendingBytes != 4096 {
+		t.Fatalf("before: %d bytes free and %d pending, want 8192 and 4096", st.FreeBytes, st.PendingBytes)
+	}
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	injected := errors.New("injected I/O error")
+	store.SetFault(func(op simstore.Op) error { return injected })
+	if _, err := d.WriteAt([]byte("x"), pages[3].Offset()); !errors.Is(err, ErrFailed) {
+		t.Fatalf("WriteAt with the disk failing: %v, want ErrFailed", err)
+	}
+	store.SetFault(nil)
+	done := make(chan error, 2)
+	go func() {
+		var err error
+		for range 3 {
+			if _, err = tx.Alloc(4096); err != nil {
+				break
+			}
+		}
+		tx.Rollback()
+		done <- err
+		done <- d.Close()
+	}()
+	for _, what := range []string{"the third Alloc", "Close"} {
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrFailed) {
+				t.Errorf("%s on a failed device: %v, want ErrFailed", what, err)
+			}
+		case <-time.After(20 * time.Second): // a hang, not a speed goal
+			t.Fatalf("%s still waiting 20 s after the device failed", what)
+		}
+	}
 }

@@ -448,17 +448,18 @@ func (j *journal) covered() {
 // transaction txSeq, which must have been committed.
 func (j *journal) waitCheckpoint(txSeq uint64) error {
 	for j.d.checkpointTxSeq.Load() < txSeq {
+		if f := j.d.failure.Load(); f != nil {
+			return f // a failed device takes no checkpoint
+		}
 		j.mu.Lock()
 		ch := j.checkpointed
 		j.mu.Unlock()
 		j.requestCheckpoint()
 		select {
 		case <-ch:
+		case <-j.d.failed:
 		case <-j.stopped:
 			return ErrClosed
-		}
-		if f := j.d.failure.Load(); f != nil {
-			return f
 		}
 	}
 	return nil
