@@ -463,8 +463,9 @@ func (d *Device) Close() error {
 	d.closeLogs()
 	var err error
 	if !d.opts.ReadOnly {
-		if err = d.drainSubpages(); err == nil {
-			err = d.retractHeap()
+		err = d.drainSubpages()
+		if d.failure.Load() == nil {
+			err = errors.Join(err, d.retractHeap())
 		}
 	}
 	d.writer.Lock()

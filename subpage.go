@@ -611,17 +611,22 @@ func (d *Device) drainSubpages() error {
 		}
 		covered := d.checkpointTxSeq.Load()
 		moved, waiting := false, false
+		// Within a release's worth of lines a transaction, as the
+		// buddy allocator's releases: the rest in the next one.
+		budget, start := d.alloc.releaseBudget(tx), tx.lines.len()
 		for i := range set.count {
-			c := set.class(tx, i)
-			if c.pendHead == 0 {
-				continue
+			c, s := set.class(tx, i), set.handle(i)
+			for c.pendHead != 0 && tx.lines.len()-start < budget {
+				head, parents := c.pendHead, c.parents
+				if err := s.release(tx, c, 1, false); err != nil {
+					tx.Rollback()
+					return err
+				}
+				if c.pendHead == head && c.parents == parents {
+					break // the head waits for a checkpoint
+				}
+				moved = true
 			}
-			head, parents := c.pendHead, c.parents
-			if err := set.handle(i).release(tx, c, subpageSlotsPerParent, false); err != nil {
-				tx.Rollback()
-				return err
-			}
-			moved = moved || c.pendHead != head || c.parents != parents
 			waiting = waiting || c.pendHead != 0 && (c.headSeq == 0 || c.headSeq > covered)
 		}
 		seq := d.txSeq

@@ -191,3 +191,52 @@ func TestCloseDrainsIdleClass(t *testing.T) {
 	}
 	mustCheck(t, d)
 }
+
+// TestCloseDrainsManyClassesSmallJournal: with a 64 KiB journal, nine
+// classes holding 64 parents each, all but emptied, must drain at Close
+// in as many transactions as the journal needs, not fail it.
+func TestCloseDrainsManyClassesSmallJournal(t *testing.T) {
+	opts := &Options{NoSync: true, MaxPageSize: 1 << 20, JournalSize: minJournalBytes, MaxSize: 1 << 30, GrowthStep: 1 << 20}
+	d, path := createTestDevice(t, opts)
+	var sizes []int
+	var classes []*Subpages
+	var last [][]Addr
+	for size := 64; size <= 16<<10; size *= 2 {
+		sizes = append(sizes, size)
+		s, err := d.Subpages(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		classes = append(classes, s)
+		// 64 parents; all but one slot of each freed and released.
+		var keep, rest []Addr
+		for range 8 {
+			for i, a := range allocSlots(t, d, s, 8*(subpageSlotsPerParent-1)) {
+				if i%(subpageSlotsPerParent-1) == 0 {
+					keep = append(keep, a)
+				} else {
+					rest = append(rest, a)
+				}
+			}
+		}
+		for i := 0; i < len(rest); i += 200 {
+			freeSlots(t, d, s, rest[i:min(len(rest), i+200)])
+		}
+		last = append(last, keep)
+	}
+	subpageDrain(t, d, classes...)
+	for i, s := range classes { // every parent pending at Close
+		freeSlots(t, d, s, last[i])
+	}
+	d = reopen(t, d, path, &Options{NoSync: true})
+	for _, size := range sizes {
+		s, err := d.Subpages(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := s.Stats(); st.Parents != 0 {
+			t.Errorf("class of %d-byte slots after Close and Open: %+v; want no parent", size, st)
+		}
+	}
+	mustCheck(t, d)
+}
