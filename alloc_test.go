@@ -571,6 +571,23 @@ func TestHugeGrowthStep(t *testing.T) {
 	mustCheck(t, d)
 }
 
+// simDevice creates a device with options o on a simulated store, which
+// the test can crash, fault or trace; both are closed when it ends.
+func simDevice(t *testing.T, o Options) (*Device, *simstore.Store) {
+	t.Helper()
+	store := simstore.New(o.MaxSize)
+	d, err := createOn(store, o)
+	if err != nil {
+		store.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.Close()
+		store.Close()
+	})
+	return d, store
+}
+
 // TestFailedDeviceWakesCheckpointWaiters fails the device (an I/O error)
 // while a transaction is open, then has it allocate past the free pages,
 // where Alloc waits for a checkpoint to free pending ones: a failed
@@ -579,12 +596,7 @@ func TestHugeGrowthStep(t *testing.T) {
 func TestFailedDeviceWakesCheckpointWaiters(t *testing.T) {
 	o := crashOptions(t)
 	o.NoSync = true
-	store := simstore.New(o.MaxSize)
-	defer store.Close()
-	d, err := createOn(store, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, store := simDevice(t, o)
 	var pages []Addr
 	for {
 		got, err := tryAllocPages(d, 1, 4096)

@@ -602,12 +602,7 @@ func TestPunchHolesAfterDurability(t *testing.T) {
 func TestPunchHolesAtClose(t *testing.T) {
 	o := crashOptions(t)
 	o.PunchHoles = true
-	store := simstore.New(o.MaxSize)
-	defer store.Close()
-	d, err := createOn(store, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, store := simDevice(t, o)
 	pages := allocPages(t, d, 8, 64<<10)
 	allocPages(t, d, 1, 64<<10) // holds the tail: nothing is retracted
 	freePages(t, d, pages)

@@ -433,7 +433,8 @@ func (p *onCommit) rolledBack(*Txn)    {}
 // ErrInvalidArgument for a log laid out at Create, and ErrInUse while the
 // log has a reservation not yet durable (commit or cancel it first), a
 // Commit waiting, or a GC pass under way. A failed DropLog changes
-// nothing.
+// nothing, unless the device failed (ErrFailed) while committing it: then
+// the log is closed as well.
 func (d *Device) DropLog(name string) error {
 	if err := d.usable(); err != nil {
 		return err
@@ -480,6 +481,7 @@ func (d *Device) DropLog(name string) error {
 	l.closed = true
 	l.closing.Store(true)
 	l.mu.Unlock()
+	left := false
 	err := d.Update(func(tx *Txn) error {
 		l.dropper.Store(tx)
 		// Out of the set as the transaction commits, with the writer
@@ -488,11 +490,19 @@ func (d *Device) DropLog(name string) error {
 		tx.join(&onCommit{func() {
 			set.set(slices.DeleteFunc(slices.Clone(set.all()), func(m *Log) bool { return m == l }))
 			l.dropper.Store(nil)
+			left = true
 		}})
 		var zero [logSlotBytes]byte
 		tx.write(l.slotOff, zero[:], kindMeta)
 		return tx.Free(makeAddr(l.ring.off, uint(bits.TrailingZeros64(l.size))))
 	})
+	if err != nil && left {
+		// The journal failed after the commit began: the device has
+		// failed, and the log, out of the set, is stopped here.
+		l.gcMu.Unlock()
+		l.stop()
+		return err
+	}
 	if err != nil {
 		l.dropper.Store(nil)
 		l.mu.Lock()

@@ -2616,6 +2616,35 @@ func TestDropLogPageReusedAtOnce(t *testing.T) {
 	}
 }
 
+// TestDropLogFailedCommitStopsLog fails the disk under a DropLog whose
+// commit has begun: the log is out of the set by then, so DropLog, not
+// Close, must stop its background GC.
+func TestDropLogFailedCommitStopsLog(t *testing.T) {
+	o := crashOptions(t)
+	o.NoSync = true
+	d, store := simDevice(t, o)
+	l, err := d.CreateLog("carved", 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetOwner(allLive{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	injected := errors.New("injected I/O error")
+	store.SetFault(func(op simstore.Op) error { return injected })
+	err = d.DropLog("carved")
+	store.SetFault(nil)
+	if !errors.Is(err, ErrFailed) {
+		t.Fatalf("DropLog with the disk failing: %v, want ErrFailed", err)
+	}
+	d.Close()
+	select {
+	case <-l.gcDone:
+	case <-time.After(20 * time.Second): // a leak, not a speed goal
+		t.Fatal("the dropped log's GC goroutine outlives Close")
+	}
+}
+
 // TestDropLogAfterCancel drops a log whose last reservation was cancelled:
 // the cancelled span past the durable tail is no reservation in use.
 func TestDropLogAfterCancel(t *testing.T) {
