@@ -27,7 +27,7 @@ import (
 // pending slots are released whenever its header is in hand anyway
 // (releaseInPlace); up to subpageReleaseBudget queued parents are looked
 // at when Alloc finds no free slot, or when Free finds many slots pending
-// (subpagePendingShare, subpageCheckpointBytes); and each Free looks at
+// (subpagePendingShare); and each Free looks at
 // the head of one other class's queue, in turn (drainOther), so that an
 // idle class drains too. A parent whose last allocated slot is released
 // goes back to the buddy allocator, as one more deferred free, unless an
@@ -60,9 +60,10 @@ const subpageReleaseBudget = 4
 
 // subpagePendingShare: Free walks the pending queue only while more than
 // one slot in subpagePendingShare of the class's allocated ones is
-// pending, or subpageCheckpointBytes/16 bytes of slots. Below, pending
-// slots are released when their parent is touched anyway, when Alloc finds
-// no free slot, or by another class's Free (drainOther).
+// pending. Below, pending slots are released when their parent is touched
+// anyway, when Alloc finds no free slot, or by another class's Free
+// (drainOther): a walk reads headers nothing else needs, a cache miss
+// each in a large class.
 const subpagePendingShare = 8
 
 // subpageCheckpointBytes is how many bytes of pending slots make the
@@ -581,7 +582,7 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 	c.pendSeq = seq
 	// Walk the queue only while the pending slots are worth it: a
 	// parent found there costs a header read that nothing else pays for.
-	if c.pending*subpagePendingShare > c.used || c.pending<<s.slotShift >= subpageCheckpointBytes/16 {
+	if c.pending*subpagePendingShare > c.used {
 		if err := s.release(tx, c, subpageReleaseBudget, false); err != nil {
 			return err
 		}
