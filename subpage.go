@@ -27,12 +27,12 @@ import (
 // pending slots are released whenever its header is in hand anyway
 // (releaseInPlace); up to subpageReleaseBudget queued parents are looked
 // at when Alloc finds no free slot, or when Free finds many slots pending
-// (subpagePendingShare); and each Free looks at
-// the head of one other class's queue, in turn (drainOther), so that an
-// idle class drains too. A parent whose last allocated slot is released
-// goes back to the buddy allocator, as one more deferred free, unless an
-// Alloc needs it. After Open everything durable is covered, so the queues
-// drain from the first operations on.
+// (subpagePendingShare); and each Free looks at the head of one other
+// class's queue, in turn (drainOther), so that an idle class drains too;
+// Close drains every queue (drainSubpages). A parent whose last allocated
+// slot is released goes back to the buddy allocator, as one more deferred
+// free, unless an Alloc needs it. After Open everything durable is
+// covered, so the queues drain from the first operations on.
 //
 // A page is a parent because a bit in its block's metadata says so, not
 // because of what it holds: user writes can reach neither that bit nor a
