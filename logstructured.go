@@ -1859,6 +1859,14 @@ func (d *Device) openLogs() error {
 					return corruptf(slotOff, "carved log table", "names unique among all logs, found %q twice", s.name)
 				}
 			}
+			// Reads of the ring go straight to the mapping: a ring
+			// outside the heap's allocated pages would fault there.
+			g := &d.alloc.g
+			order := bits.TrailingZeros64(uint64(s.ring.size)) - int(g.minShift)
+			if s.ring.off < g.heapOff || s.ring.end() > d.alloc.last.frontier || s.ring.end() > d.size.Load() ||
+				d.committedPageState(g, order, s.ring.off) != stateAllocated {
+				return corruptf(slotOff, "carved log table", "slot %d (log %q) ring [%d, +%d) to be an allocated page of the heap", i, s.name, s.ring.off, s.ring.size)
+			}
 			l := newLog(d, s, slotOff)
 			l.carved = true
 			list = append(list, l)

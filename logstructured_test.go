@@ -2645,6 +2645,37 @@ func TestDropLogFailedCommitStopsLog(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesCarvedRingOutsideHeap forges a carved log's ring to lie
+// past the file, and on a free page: Open must refuse both as corrupt
+// (reads of the ring go straight to the mapping, and past the file they
+// would kill the process), not leave it to Check.
+func TestOpenRefusesCarvedRingOutsideHeap(t *testing.T) {
+	d, path := carvedLogDevice(t, nil)
+	l := mustCreateLog(t, d, "c", 4096)
+	appendEntryT(t, l, logContent(1, 100))
+	free := allocPages(t, d, 1, 4096)[0]
+	freePages(t, d, []Addr{free})
+	ringAt, capacity := l.slotOff+logSlotRingOff, d.capacity
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for what, off := range map[string]int64{"past the file": capacity - 4096, "on a free page": free.Offset()} {
+		bad := corruptCopy(t, path, func(b []byte) []byte {
+			binary.LittleEndian.PutUint64(b[ringAt:], uint64(off))
+			return b
+		})
+		for _, ro := range []bool{true, false} {
+			d, err := Open(bad, &Options{ReadOnly: ro})
+			if err == nil {
+				d.Close()
+			}
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("Open (read-only %v) of a ring %s: %v, want ErrCorrupt", ro, what, err)
+			}
+		}
+	}
+}
+
 // TestDropLogAfterCancel drops a log whose last reservation was cancelled:
 // the cancelled span past the durable tail is no reservation in use.
 func TestDropLogAfterCancel(t *testing.T) {
