@@ -380,7 +380,8 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	}
 	view, err := mapper.Map(capacity, o.WritableMap && !o.ReadOnly)
 	if err != nil {
-		return nil, err
+		// The address space for MaxSize could not be reserved.
+		return nil, fmt.Errorf("%w: mapping a capacity of %d bytes: %w", ErrTooLarge, capacity, err)
 	}
 	d := &Device{store: store, view: view, opts: o, capacity: capacity, geometry: sb, failed: make(chan struct{})}
 	if mw, ok := store.(storage.MapWriter); ok && !o.ReadOnly {
@@ -628,8 +629,11 @@ func (d *Device) Begin() (*Txn, error) {
 
 // Update runs fn inside a transaction and commits it if fn returns nil;
 // otherwise, or if fn panics, it rolls the transaction back. It returns
-// fn's error or Commit's.
+// fn's error or Commit's; a nil fn, ErrInvalidArgument.
 func (d *Device) Update(fn func(*Txn) error) (err error) {
+	if fn == nil {
+		return fmt.Errorf("%w: Update with a nil function", ErrInvalidArgument)
+	}
 	tx, err := d.Begin()
 	if err != nil {
 		return err

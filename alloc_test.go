@@ -648,3 +648,47 @@ func TestFailedDeviceWakesCheckpointWaiters(t *testing.T) {
 		}
 	}
 }
+
+// TestNilArgumentsRefused passes nil where a function or a context is
+// due, and a capacity no address space holds: typed errors, or for a nil
+// context the background one, never a panic.
+func TestNilArgumentsRefused(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	if err := d.Update(nil); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("Update(nil): %v, want ErrInvalidArgument", err)
+	}
+	if err := d.WalkHeap(nil); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("WalkHeap(nil): %v, want ErrInvalidArgument", err)
+	}
+	l := mustCreateLog(t, d, "c", 4096)
+	if err := l.SetOwner(allLive{}, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GC(nil); err != nil {
+		t.Errorf("Log.GC(nil): %v", err)
+	}
+	p, err := NewPool(1, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	b, err := p.Get(nil)
+	if err != nil {
+		t.Fatalf("Pool.Get(nil): %v", err)
+	}
+	if err := p.Put(b); err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, d)
+	if defaultMaxSize >= 1<<40 {
+		if d, err := Open(path, &Options{MaxSize: math.MaxInt64 &^ 4095, ReadOnly: true}); !errors.Is(err, ErrTooLarge) {
+			if err == nil {
+				d.Close()
+			}
+			t.Errorf("Open with a MaxSize no address space holds: %v, want ErrTooLarge", err)
+		}
+		if _, err := NewPool(1<<24, 1<<24); !errors.Is(err, ErrTooLarge) {
+			t.Errorf("NewPool of 256 TiB: %v, want ErrTooLarge", err)
+		}
+	}
+}

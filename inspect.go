@@ -327,8 +327,12 @@ type HeapExtent struct {
 // WalkHeap calls fn for every extent of the heap below the frontier, in
 // address order, as the state bits describe it, until fn returns false.
 // Together the extents cover [HeapOffset, Frontier) once each on a device
-// that passes Check. It reads committed state and changes nothing.
+// that passes Check. It reads committed state and changes nothing. A nil
+// fn is ErrInvalidArgument.
 func (d *Device) WalkHeap(fn func(HeapExtent) bool) error {
+	if fn == nil {
+		return fmt.Errorf("%w: WalkHeap with a nil function", ErrInvalidArgument)
+	}
 	d.writer.Lock()
 	defer d.writer.Unlock()
 	if d.closed.Load() {

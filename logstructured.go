@@ -843,10 +843,14 @@ func (l *Log) Read(off int64) ([]byte, error) {
 // *CorruptError (background GC stops there silently, and GC reports it).
 // GC waits for ctx, for a pass already under way, and, to make relocated
 // copies durable, for the appends reserved before them to commit: do not
-// call it while holding an uncommitted Reservation of this log.
+// call it while holding an uncommitted Reservation of this log. A nil ctx
+// is context.Background().
 func (l *Log) GC(ctx context.Context) error {
 	if err := l.d.usable(); err != nil {
 		return err
+	}
+	if ctx == nil {
+		ctx = context.Background()
 	}
 	return l.collect(ctx, true)
 }

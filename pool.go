@@ -190,7 +190,7 @@ func NewPool(count, sizeBytes int) (*Pool, error) {
 	}
 	slab, err := mmap.MapRegion(nil, count*sizeBytes, mmap.RDWR, mmap.ANON, 0)
 	if err != nil {
-		return nil, fmt.Errorf("pagealloc: map pool slab: %w", err)
+		return nil, fmt.Errorf("%w: mapping a pool slab of %d bytes: %w", ErrTooLarge, count*sizeBytes, err)
 	}
 	if uintptr(unsafe.Pointer(unsafe.SliceData(slab)))%poolAlignBytes != 0 {
 		// mmap returns whole pages; smaller pages would break O_DIRECT.
@@ -271,8 +271,12 @@ func (p *Pool) TryGet() (*Buffer, bool) {
 
 // Get returns a free buffer, waiting for a Put while the pool is empty. It
 // returns ErrClosed once the pool is closed, and ctx.Err() if ctx ends
-// first; a Get that returns an error holds no buffer.
+// first (a nil ctx never does); a Get that returns an error holds no
+// buffer.
 func (p *Pool) Get(ctx context.Context) (*Buffer, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	if b, ok := p.TryGet(); ok {
 		return b, nil
 	}
