@@ -288,8 +288,13 @@ func (d *Device) Subpages(slotBytes int) (*Subpages, error) {
 			return nil, err
 		}
 	}
+	return newSubpages(d, index, size), nil
+}
+
+// newSubpages returns the handle of class index, of slots of size bytes.
+func newSubpages(d *Device, index int, size int64) *Subpages {
 	shift := uint(bits.TrailingZeros64(uint64(size)))
-	return &Subpages{d: d, index: index, slotShift: shift, parentBytes: size * subpageSlotsPerParent}, nil
+	return &Subpages{d: d, index: index, slotShift: shift, parentBytes: size * subpageSlotsPerParent}
 }
 
 // find returns the index of the class of slotBytes in classes, or -1.
@@ -653,8 +658,7 @@ func (s *subpageSet) handle(i int) *Subpages {
 	if s.tx != nil && s.touched&(1<<i) != 0 {
 		size = s.work[i].slotBytes
 	}
-	shift := uint(bits.TrailingZeros64(uint64(size)))
-	return &Subpages{d: s.d, index: i, slotShift: shift, parentBytes: size * subpageSlotsPerParent}
+	return newSubpages(s.d, i, size)
 }
 
 // drainOther looks at the pending queue of one class other than self, in
