@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -586,6 +587,23 @@ func simDevice(t *testing.T, o Options) (*Device, *simstore.Store) {
 		store.Close()
 	})
 	return d, store
+}
+
+// openImage opens what a crash after the store's first n operations
+// leaves, with the unsynced ones' fates drawn from rng (nil: all kept);
+// the caller closes the device.
+func openImage(t *testing.T, store *simstore.Store, n int, rng *rand.Rand) *Device {
+	t.Helper()
+	img, err := store.Image(n, rng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := openOn(img, &Options{})
+	if err != nil {
+		img.Close()
+		t.Fatalf("crash after op %d: Open: %v", n, err)
+	}
+	return d
 }
 
 // TestFailedDeviceWakesCheckpointWaiters fails the device (an I/O error)

@@ -1230,15 +1230,7 @@ func testBuddyCrashSyncRace(t *testing.T, held string) {
 // unsynced one, and checks that page a starts with want.
 func buddyCrashCheckSlotAt(t *testing.T, store *simstore.Store, n int, a Addr, want []byte) {
 	t.Helper()
-	img, err := store.Image(n, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := openOn(img, &Options{})
-	if err != nil {
-		img.Close()
-		t.Fatal(err)
-	}
+	d := openImage(t, store, n, nil)
 	defer d.Close()
 	got := make([]byte, len(want))
 	if _, err := d.ReadAt(got, a.Offset()); err != nil {

@@ -579,15 +579,7 @@ func TestPunchHolesAfterDurability(t *testing.T) {
 	}
 	for n := from; n <= store.Ops(); n++ {
 		for s := range uint64(4) {
-			img, err := store.Image(n, rand.New(rand.NewPCG(uint64(n), s)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			rd, err := openOn(img, &Options{})
-			if err != nil {
-				img.Close()
-				t.Fatalf("crash after op %d: Open: %v", n, err)
-			}
+			rd := openImage(t, store, n, rand.New(rand.NewPCG(uint64(n), s)))
 			if err := rd.Check(); err != nil {
 				t.Errorf("crash after op %d (stream %d): %v", n, s, err)
 			}

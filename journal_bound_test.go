@@ -63,15 +63,7 @@ func TestJournalRecordBound(t *testing.T) {
 					continue
 				}
 				points++
-				img, err := store.Image(n, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				rd, err := openOn(img, &Options{})
-				if err != nil {
-					img.Close()
-					t.Fatalf("Open of the image at op %d: %v", n, err)
-				}
+				rd := openImage(t, store, n, nil)
 				got := make([]byte, len(want))
 				if _, err := rd.ReadAt(got, rootOff); err != nil {
 					t.Fatal(err)
@@ -184,15 +176,7 @@ func TestCommitCoversInPlaceWrites(t *testing.T) {
 	seen := 0
 	for n := from; n <= store.Ops(); n++ {
 		for s := range uint64(16) {
-			img, err := store.Image(n, rand.New(rand.NewPCG(uint64(n), s)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			rd, err := openOn(img, &Options{})
-			if err != nil {
-				img.Close()
-				t.Fatalf("crash after op %d: Open: %v", n, err)
-			}
+			rd := openImage(t, store, n, rand.New(rand.NewPCG(uint64(n), s)))
 			got := make([]byte, len(data))
 			if root := readRoot(t, rd, 0, 8); bytes.Equal(root, ptr[:]) {
 				seen++
