@@ -9,6 +9,16 @@ import (
 // early: these tests hold the sub-page allocator to giving covered slots
 // and empty parents back, without a checkpoint per commit.
 
+// mustSubpages returns the class of slotBytes slots, creating it if need be.
+func mustSubpages(t *testing.T, d *Device, slotBytes int) *Subpages {
+	t.Helper()
+	s, err := d.Subpages(slotBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // allocSlots allocates n slots of s in one transaction.
 func allocSlots(t *testing.T, d *Device, s *Subpages, n int) []Addr {
 	t.Helper()
@@ -64,10 +74,7 @@ func fillHeap(t *testing.T, d *Device, size int64) {
 // and Alloc would find no page for a new one.
 func TestSubpageAllocReusesEmptiedParent(t *testing.T) {
 	d, _ := createTestDevice(t, subpageOptions())
-	s, err := d.Subpages(64)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustSubpages(t, d, 64)
 	slots := allocSlots(t, d, s, subpageSlotsPerParent-1)
 	fillHeap(t, d, 4096)
 	freeSlots(t, d, s, slots)
@@ -85,16 +92,10 @@ func TestSubpageAllocReusesEmptiedParent(t *testing.T) {
 // commit ask for one.
 func TestSubpageCoveredPendingNoCheckpoints(t *testing.T) {
 	d, path := createTestDevice(t, subpageOptions())
-	idle, err := d.Subpages(1024)
-	if err != nil {
-		t.Fatal(err)
-	}
+	idle := mustSubpages(t, d, 1024)
 	freeSlots(t, d, idle, allocSlots(t, d, idle, 5*(subpageSlotsPerParent-1)))
 	d = reopen(t, d, path, &Options{NoSync: true}) // everything covered
-	small, err := d.Subpages(64)
-	if err != nil {
-		t.Fatal(err)
-	}
+	small := mustSubpages(t, d, 64)
 	before := d.journal.sb.seq
 	for range 30 {
 		allocSlots(t, d, small, 1)
@@ -109,14 +110,8 @@ func TestSubpageCoveredPendingNoCheckpoints(t *testing.T) {
 // buddy allocator, a few at a time.
 func TestSubpageIdleClassDrains(t *testing.T) {
 	d, _ := createTestDevice(t, subpageOptions())
-	idle, err := d.Subpages(1024)
-	if err != nil {
-		t.Fatal(err)
-	}
-	busy, err := d.Subpages(64)
-	if err != nil {
-		t.Fatal(err)
-	}
+	idle := mustSubpages(t, d, 1024)
+	busy := mustSubpages(t, d, 64)
 	const parents = 20
 	freeSlots(t, d, idle, allocSlots(t, d, idle, parents*(subpageSlotsPerParent-1)))
 	coverCommitted(t, d)
@@ -135,10 +130,7 @@ func TestSubpageIdleClassDrains(t *testing.T) {
 // reusing.
 func TestSubpageReleasePastStaleEntries(t *testing.T) {
 	d, _ := createTestDevice(t, subpageOptions())
-	s, err := d.Subpages(64)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustSubpages(t, d, 64)
 	var par [10][]Addr
 	all := allocSlots(t, d, s, 10*(subpageSlotsPerParent-1))
 	for i := range par {
@@ -171,18 +163,13 @@ func TestSubpageReleasePastStaleEntries(t *testing.T) {
 // again.
 func TestCloseDrainsIdleClass(t *testing.T) {
 	d, path := createTestDevice(t, subpageOptions())
-	idle, err := d.Subpages(1024)
-	if err != nil {
-		t.Fatal(err)
-	}
+	idle := mustSubpages(t, d, 1024)
 	const parents = 20
 	slots := allocSlots(t, d, idle, parents*(subpageSlotsPerParent-1))
 	fillHeap(t, d, 64<<10)
 	freeSlots(t, d, idle, slots)
 	d = reopen(t, d, path, &Options{NoSync: true})
-	if idle, err = d.Subpages(1024); err != nil {
-		t.Fatal(err)
-	}
+	idle = mustSubpages(t, d, 1024)
 	if st := idle.Stats(); st.Parents != 0 || st.SlotsPending != 0 {
 		t.Fatalf("after Close and Open the idle class holds %+v; want nothing", st)
 	}
@@ -203,10 +190,7 @@ func TestCloseDrainsManyClassesSmallJournal(t *testing.T) {
 	var last [][]Addr
 	for size := 64; size <= 16<<10; size *= 2 {
 		sizes = append(sizes, size)
-		s, err := d.Subpages(size)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := mustSubpages(t, d, size)
 		classes = append(classes, s)
 		// 64 parents; all but one slot of each freed and released.
 		var keep, rest []Addr
@@ -230,10 +214,7 @@ func TestCloseDrainsManyClassesSmallJournal(t *testing.T) {
 	}
 	d = reopen(t, d, path, &Options{NoSync: true})
 	for _, size := range sizes {
-		s, err := d.Subpages(size)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := mustSubpages(t, d, size)
 		if st := s.Stats(); st.Parents != 0 {
 			t.Errorf("class of %d-byte slots after Close and Open: %+v; want no parent", size, st)
 		}
