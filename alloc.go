@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -34,6 +35,10 @@ const (
 	defaultMinPageBytes = 4096
 	defaultMaxPageBytes = 16 << 20
 	defaultGrowthStep   = 64 << 20
+
+	// maxRegionBytes bounds the journal, the root area and the log
+	// regions each, so that the layout's sums cannot overflow.
+	maxRegionBytes = math.MaxInt64 / 4
 )
 
 // defaultMaxSize is the address space a device reserves when Options.MaxSize
@@ -149,6 +154,9 @@ func (o *Options) withDefaults() (Options, error) {
 		return v, fmt.Errorf("%w: GrowthStep %d is negative", ErrInvalidArgument, v.GrowthStep)
 	case v.RootSize <= 0 || v.RootSize%4096 != 0:
 		return v, fmt.Errorf("%w: RootSize %d is not a positive multiple of 4 KiB", ErrInvalidArgument, v.RootSize)
+	case v.JournalSize > maxRegionBytes || v.RootSize > maxRegionBytes:
+		// Above this the layout's sums could overflow.
+		return v, fmt.Errorf("%w: JournalSize %d or RootSize %d is above %d", ErrTooLarge, v.JournalSize, v.RootSize, int64(maxRegionBytes))
 	}
 	return v, nil
 }
@@ -279,7 +287,9 @@ func createOn(store storage.Storage, o Options) (*Device, error) {
 	if sb.capacity < sb.heapOff {
 		return nil, fmt.Errorf("%w: MaxSize %d is smaller than the %d bytes of headers", ErrInvalidArgument, o.MaxSize, sb.heapOff)
 	}
-	if err := store.Truncate(sb.heapOff); err != nil {
+	if err := store.Truncate(sb.heapOff); errors.Is(err, storage.ErrFileLimit) {
+		return nil, fmt.Errorf("%w: %d bytes of headers: %w", ErrTooLarge, sb.heapOff, err)
+	} else if err != nil {
 		return nil, err
 	}
 	// Zero the journal ring once so that journal writes overwrite allocated
@@ -705,7 +715,8 @@ func (d *Device) checkUserWrite(off, n int64, tx *Txn) error {
 }
 
 // growTo grows the file to cover at least size bytes, in steps of step
-// bytes, never past the capacity.
+// bytes, never past the capacity. Past the largest file the filesystem or
+// the process allows, it returns ErrNoSpace and the device goes on.
 func (d *Device) growTo(size, step int64) error {
 	d.growMu.Lock()
 	defer d.growMu.Unlock()
@@ -714,9 +725,19 @@ func (d *Device) growTo(size, step int64) error {
 	}
 	target := d.capacity
 	if size < d.capacity-step { // else the step overshoots the capacity, or overflows
-		target = alignUp(size, step)
+		target = (size + step - 1) / step * step // any step, not only powers of two
 	}
-	if err := d.store.Truncate(target); err != nil {
+	err := d.store.Truncate(target)
+	if errors.Is(err, storage.ErrFileLimit) && target > size {
+		// The limit falls inside the step: grow by just what is needed.
+		target = size
+		err = d.store.Truncate(target)
+	}
+	if errors.Is(err, storage.ErrFileLimit) {
+		// Refused, the growth changed nothing.
+		return fmt.Errorf("%w: the file may not grow to %d bytes: %w", ErrNoSpace, target, err)
+	}
+	if err != nil {
 		return d.fail(err)
 	}
 	d.size.Store(target)
@@ -754,6 +775,7 @@ func writeZeroes(store storage.Storage, r region) error {
 	return nil
 }
 
+// alignUp rounds n up to a multiple of align, a power of two.
 func alignUp(n, align int64) int64 { return (n + align - 1) &^ (align - 1) }
 
 func fmtVersionError(v uint32) error {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -570,6 +571,58 @@ func TestHugeGrowthStep(t *testing.T) {
 		t.Fatalf("after the first Alloc: file of %d bytes, page %v; want the file at the capacity %d", st.FileSize, a, o.MaxSize)
 	}
 	mustCheck(t, d)
+}
+
+// TestGrowthStepAnySize grows a device by a GrowthStep that is not a power
+// of two: the file grows to multiples of it.
+func TestGrowthStepAnySize(t *testing.T) {
+	o := testOptions()
+	o.MaxPageSize = 64 << 10
+	o.GrowthStep = 3 * 128 << 10
+	d, _ := createTestDevice(t, o)
+	for i := 0; i < 40; i++ {
+		allocPages(t, d, 1, 64<<10)
+		if st := d.Stats(); st.FileSize%o.GrowthStep != 0 || st.FileSize < st.Frontier {
+			t.Fatalf("after %d pages: a file of %d bytes, frontier at %d; want a multiple of %d covering the frontier", i+1, st.FileSize, st.Frontier, o.GrowthStep)
+		}
+	}
+	mustCheck(t, d)
+}
+
+// TestHugeRegionSizes creates devices whose journal or root area is too
+// large for any file: ErrTooLarge, no file left behind, where the sizes'
+// sum overflowed before and the error came untyped from the filesystem.
+func TestHugeRegionSizes(t *testing.T) {
+	const huge = math.MaxInt64 &^ 4095
+	type tc struct {
+		name string
+		o    Options
+	}
+	cases := []tc{
+		{"JournalSize", Options{JournalSize: huge}},
+		{"RootSize", Options{RootSize: huge}},
+		{"RootSize beside the largest MaxSize", Options{RootSize: huge, MaxSize: math.MaxInt}},
+	}
+	if strconv.IntSize == 64 {
+		// Fits the layout's arithmetic, not ext4's 16 TiB files nor
+		// the address space: refused by one or the other.
+		cases = append(cases, tc{"RootSize of 2^60", Options{RootSize: 1 << 60, MaxSize: math.MaxInt}})
+	}
+	for _, tc := range cases {
+		path := filepath.Join(t.TempDir(), "device")
+		o := tc.o
+		o.NoSync = true
+		d, err := Create(path, &o)
+		if err == nil {
+			d.Close()
+		}
+		if !errors.Is(err, ErrTooLarge) {
+			t.Errorf("%s: Create: %v, want ErrTooLarge", tc.name, err)
+		}
+		if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: the refused file is left behind: %v", tc.name, err)
+		}
+	}
 }
 
 // simDevice creates a device with options o on a simulated store, which

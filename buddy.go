@@ -1,6 +1,7 @@
 package pagealloc
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"sync"
@@ -230,7 +231,7 @@ func (a *allocator) allocOrder(tx *Txn, st *allocState, order int) (int64, error
 			return off, nil
 		}
 		grew, err := a.grow(tx, st)
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrNoSpace) {
 			return 0, err
 		}
 		if grew {
@@ -247,6 +248,9 @@ func (a *allocator) allocOrder(tx *Txn, st *allocState, order int) (int64, error
 					continue
 				}
 			}
+		}
+		if err != nil { // the file may grow no further
+			return 0, err
 		}
 		return 0, fmt.Errorf("%w: no free page of %d bytes in a %d-byte device", ErrNoSpace, a.g.pageBytes(order), a.g.capacity)
 	}

@@ -35,12 +35,14 @@ var (
 	ErrExists = errors.New("pagealloc: file already exists")
 
 	// ErrNoSpace is returned when a request cannot be met because the
-	// device (or a region of it) is full.
+	// device (or a region of it) is full, or its file may grow no further
+	// (the filesystem's or the process's limit on a file's size).
 	ErrNoSpace = errors.New("pagealloc: no space")
 
 	// ErrTooLarge is returned when a request is larger than anything the
 	// device can ever hold: a page above MaxPageSize, a transaction larger
-	// than half the journal, an entry larger than its log.
+	// than half the journal, an entry larger than its log, a MaxSize no
+	// address space can map, headers larger than the file may grow.
 	ErrTooLarge = errors.New("pagealloc: request too large")
 
 	// ErrInvalidFree is returned when Free is given anything that is not a

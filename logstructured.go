@@ -47,7 +47,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"iter"
-	"math"
 	"math/bits"
 	"runtime"
 	"runtime/debug"
@@ -1774,8 +1773,8 @@ func logRegionsBytes(regions []LogRegion) (int64, error) {
 			return 0, fmt.Errorf("%w: log name %q given twice", ErrInvalidArgument, r.Name)
 		case r.Size <= 0 || r.Size%4096 != 0:
 			return 0, fmt.Errorf("%w: log %q size %d is not a positive multiple of 4 KiB", ErrInvalidArgument, r.Name, r.Size)
-		case r.Size > math.MaxInt64/4-total:
-			return 0, fmt.Errorf("%w: log regions of more than %d bytes", ErrTooLarge, int64(math.MaxInt64/4))
+		case r.Size > maxRegionBytes-total:
+			return 0, fmt.Errorf("%w: log regions of more than %d bytes", ErrTooLarge, int64(maxRegionBytes))
 		}
 		seen[r.Name] = true
 		total += r.Size

@@ -15,7 +15,9 @@ type Storage interface {
 	WriteAt(p []byte, off int64) (int, error)
 	// Sync makes every earlier WriteAt and Truncate durable.
 	Sync() error
-	// Truncate sets the size; growing exposes zeroes and must not write them.
+	// Truncate sets the size; growing exposes zeroes and must not write
+	// them. A growth past the largest file the filesystem or the process
+	// allows fails with an error matching ErrFileLimit and changes nothing.
 	Truncate(size int64) error
 	// Size reports the current size in bytes.
 	Size() (int64, error)
@@ -49,3 +51,7 @@ type HolePuncher interface {
 }
 
 var errUnsupported = errors.ErrUnsupported
+
+// ErrFileLimit marks a growth refused because the file would pass the
+// largest size the filesystem or the process (RLIMIT_FSIZE) allows.
+var ErrFileLimit = errors.New("storage: file size limit")
