@@ -463,6 +463,20 @@ func TestJournalTailAndCorruption(t *testing.T) {
 		t.Fatalf("corrupt middle record: %q does not name the next record (%q)", err, want)
 	}
 
+	// Forged headers after the tail, each claiming a later record as long
+	// as the journal allows: checking them all would checksum this ring
+	// a thousand times over, growing with the square of the ring's size.
+	// A journal the package wrote never holds that many: corrupt.
+	_, err = open(func(b []byte) {
+		ring := d.geometry.journal
+		for off := offs[2] + lens[2]; off+recordHeaderBytes <= ring.end(); off += recordHeaderBytes {
+			putRecordHeader(b[off:], recordHeader{length: uint32(d.journal.maxRecord), seq: 1 << 40, pos: uint64(off - ring.off), crc: 1})
+		}
+	})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "claiming sequence") {
+		t.Fatalf("a ring of forged headers: %v, want ErrCorrupt for too many records claiming later sequences", err)
+	}
+
 	// A record whose checksum verifies but whose body is impossible.
 	_, err = open(func(b []byte) {
 		rec := b[offs[0] : offs[0]+lens[0]]

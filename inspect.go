@@ -249,7 +249,7 @@ func (d *Device) inspectJournal(in *Inspection) {
 	pos := head
 	ringBytes := uint64(j.ring.size)
 	for pos-head < ringBytes {
-		rec, h, ok := j.readRecord(pos, seq)
+		rec, h, ok := j.readRecord(pos, seq, nil)
 		if !ok || pos+uint64(h.length)-head > ringBytes {
 			var hb [recordHeaderBytes]byte
 			j.readRing(hb[:], pos)

@@ -482,14 +482,19 @@ type scannedRecord struct {
 
 // readRecord returns the record at virtual offset pos if it is valid there
 // with sequence seq: right magic, length, position, sequence and checksum.
-func (j *journal) readRecord(pos, seq uint64) ([]byte, recordHeader, bool) {
+// The record is read into buf if it is large enough, else into new memory.
+func (j *journal) readRecord(pos, seq uint64, buf []byte) ([]byte, recordHeader, bool) {
 	var hb [recordHeaderBytes]byte
 	j.readRing(hb[:], pos)
 	h, ok := parseRecordHeader(hb[:], uint32(j.maxRecord))
 	if !ok || h.seq != seq || h.pos != pos {
 		return nil, h, false
 	}
-	rec := make([]byte, h.length)
+	rec := buf
+	if uint32(cap(rec)) < h.length {
+		rec = make([]byte, h.length)
+	}
+	rec = rec[:h.length]
 	j.readRing(rec, pos)
 	if recordChecksum(rec) != h.crc {
 		return nil, h, false
@@ -505,7 +510,7 @@ func (j *journal) scan() ([]scannedRecord, error) {
 	var recs []scannedRecord
 	pos, seq := j.head, j.nextSeq
 	for pos-j.head < uint64(j.ring.size) {
-		rec, h, ok := j.readRecord(pos, seq)
+		rec, h, ok := j.readRecord(pos, seq, nil) // entries alias it
 		if !ok {
 			break
 		}
@@ -520,7 +525,9 @@ func (j *journal) scan() ([]scannedRecord, error) {
 		pos += uint64(h.length)
 		seq++
 	}
-	if later, laterOff, ok := j.findLaterRecord(seq); ok {
+	if later, laterOff, ok, err := j.findLaterRecord(seq); err != nil {
+		return nil, err
+	} else if ok {
 		return nil, corruptf(j.physOff(pos), "journal record", "a valid record with sequence %d (record %d follows at offset %d)", seq, later, laterOff)
 	}
 	j.tail, j.nextSeq = pos, seq
@@ -532,8 +539,18 @@ func (j *journal) physOff(pos uint64) int64 { return j.ring.off + int64(pos%uint
 // findLaterRecord looks at every 8-byte-aligned position of the ring for a
 // valid record whose sequence number is seq or later, and returns its
 // sequence number and file offset.
-func (j *journal) findLaterRecord(seq uint64) (later uint64, off int64, ok bool) {
+//
+// Each header that claims such a sequence number costs a checksum of the
+// record it claims, up to half the ring. A journal this package wrote has
+// at most one lap of records (which do not overlap) and one torn record
+// that claim one, so their checksums together cover less than twice the
+// ring; headers claiming more are corruption, reported without checking
+// them all: forged headers filling a ring would cost checksums quadratic
+// in its size, about two minutes for the default 4 MiB.
+func (j *journal) findLaterRecord(seq uint64) (later uint64, off int64, ok bool, err error) {
 	ring := j.d.view[j.ring.off:j.ring.end()]
+	budget := 2 * uint64(j.ring.size)
+	var buf []byte
 	for phys := 0; phys+8 <= len(ring); phys += 8 {
 		if binary.LittleEndian.Uint32(ring[phys:]) != recordMagic {
 			continue
@@ -544,11 +561,18 @@ func (j *journal) findLaterRecord(seq uint64) (later uint64, off int64, ok bool)
 		if !ok || h.seq < seq || h.pos%uint64(j.ring.size) != uint64(phys) {
 			continue
 		}
-		if _, _, ok := j.readRecord(h.pos, h.seq); ok {
-			return h.seq, j.ring.off + int64(phys), true
+		if uint64(h.length) > budget {
+			return 0, 0, false, corruptf(j.ring.off+int64(phys), "journal record", "at most %d bytes of records claiming sequence %d or later", 2*j.ring.size, seq)
+		}
+		budget -= uint64(h.length)
+		if uint32(cap(buf)) < h.length {
+			buf = make([]byte, h.length)
+		}
+		if _, _, ok := j.readRecord(h.pos, h.seq, buf); ok {
+			return h.seq, j.ring.off + int64(phys), true, nil
 		}
 	}
-	return 0, 0, false
+	return 0, 0, false, nil
 }
 
 // recover replays the journal. Opened for writing, it applies every valid
