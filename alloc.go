@@ -716,7 +716,8 @@ func (d *Device) checkUserWrite(off, n int64, tx *Txn) error {
 
 // growTo grows the file to cover at least size bytes, in steps of step
 // bytes, never past the capacity. Past the largest file the filesystem or
-// the process allows, it returns ErrNoSpace and the device goes on.
+// the process allows, where the store tells (storage.ErrFileLimit), it
+// returns ErrNoSpace and the device goes on.
 func (d *Device) growTo(size, step int64) error {
 	d.growMu.Lock()
 	defer d.growMu.Unlock()

@@ -35,8 +35,9 @@ var (
 	ErrExists = errors.New("pagealloc: file already exists")
 
 	// ErrNoSpace is returned when a request cannot be met because the
-	// device (or a region of it) is full, or its file may grow no further
-	// (the filesystem's or the process's limit on a file's size).
+	// device (or a region of it) is full, or, on Unix systems, its file
+	// may grow no further (the filesystem's or the process's limit on a
+	// file's size).
 	ErrNoSpace = errors.New("pagealloc: no space")
 
 	// ErrTooLarge is returned when a request is larger than anything the

@@ -45,7 +45,8 @@ func fileLimitChild(t *testing.T, dir string) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
 		t.Fatal(err)
 	}
-	// Without this the kernel kills the process at the first refusal.
+	// Go programs ignore SIGXFSZ already, unless a parent set it to its
+	// default, which kills the process at the first refusal.
 	signal.Ignore(syscall.SIGXFSZ)
 
 	// Headers past the cap: nothing to create.
@@ -64,12 +65,12 @@ func fileLimitChild(t *testing.T, dir string) {
 	o := Options{NoSync: true, MaxSize: 64 << 20, MaxPageSize: page, JournalSize: 64 << 10, GrowthStep: 384 << 10}
 	small := o
 	small.MaxSize = fileLimitBytes
-	sd, _ := fillUntilFull(t, filepath.Join(dir, "small"), small, page)
+	sd, _, _ := fillUntilFull(t, filepath.Join(dir, "small"), small, page)
 	defer sd.Close()
 	want := sd.Stats().AllocatedPages
 
 	path = filepath.Join(dir, "device")
-	d, pages := fillUntilFull(t, path, o, page)
+	d, _, pages := fillUntilFull(t, path, o, page)
 	defer d.Close()
 	if int64(len(pages)) != want || want == 0 {
 		t.Errorf("%d pages below the cap, want %d as at a MaxSize of the cap", len(pages), want)
@@ -88,32 +89,68 @@ func fileLimitChild(t *testing.T, dir string) {
 	}); err != nil {
 		t.Fatalf("Alloc after a free at the cap: %v", err)
 	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	d, err := Open(path, &Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d = reopen(t, d, path, &Options{NoSync: true})
 	mustCheck(t, d)
 	if st := d.Stats(); st.AllocatedPages != want {
 		t.Errorf("after reopening: %d pages allocated, want %d", st.AllocatedPages, want)
 	}
+	fileLimitPending(t, filepath.Join(dir, "pending"), o)
 	fmt.Println(fileLimitDone)
 }
 
-// fillUntilFull creates a device at path and allocates pages of size
-// bytes in one transaction until ErrNoSpace, then commits the transaction,
-// which the refusal must have left whole.
-func fillUntilFull(t *testing.T, path string, o Options, size int64) (*Device, []Addr) {
+// fileLimitPending fills a device to the cap leaving free space only in
+// fragments, frees a page of the largest size and allocates one: Alloc
+// must wait for the checkpoint that makes the freed page reusable rather
+// than give up at the cap. Nothing else asks for that checkpoint (the
+// pending bytes are fewer than the free ones).
+func fileLimitPending(t *testing.T, path string, o Options) {
+	// The first max page in pieces, then a 4 KiB piece of a second,
+	// leaving 60 KiB of it free.
+	page := o.MaxPageSize
+	d, small, pages := fillUntilFull(t, path, o, page, 4<<10, 32<<10, 16<<10, 8<<10, 4<<10, 4<<10)
+	if len(pages) == 0 {
+		d.Close()
+		t.Fatal("no max page below the cap")
+	}
+	// 48 KiB more in fragments, made free by the reopening.
+	if err := d.Update(func(tx *Txn) error { return errors.Join(tx.Free(small[1]), tx.Free(small[2])) }); err != nil {
+		d.Close()
+		t.Fatal(err)
+	}
+	d = reopen(t, d, path, &Options{NoSync: true})
+	if err := d.Update(func(tx *Txn) error { return tx.Free(pages[0]) }); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Stats(); st.LargestFreePage >= page || st.PendingBytes != page {
+		t.Fatalf("before the Alloc: largest free page %d, %d bytes pending; want below %d and %d", st.LargestFreePage, st.PendingBytes, page, page)
+	}
+	if err := d.Update(func(tx *Txn) (err error) {
+		pages[0], err = tx.Alloc(page)
+		return err
+	}); err != nil {
+		t.Fatalf("Alloc at the cap with a committed free pending: %v", err)
+	}
+	mustCheck(t, d)
+}
+
+// fillUntilFull creates a device at path and, in one transaction,
+// allocates a page of each of the sizes first, then pages of size bytes
+// until ErrNoSpace; it commits the transaction, which the refusal must
+// have left whole.
+func fillUntilFull(t *testing.T, path string, o Options, size int64, first ...int64) (d *Device, firstPages, pages []Addr) {
 	t.Helper()
 	d, err := Create(path, &o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pages []Addr
 	err = d.Update(func(tx *Txn) error {
+		for _, n := range first {
+			a, err := tx.Alloc(n)
+			if err != nil {
+				return err
+			}
+			firstPages = append(firstPages, a)
+		}
 		for {
 			a, err := tx.Alloc(size)
 			if errors.Is(err, ErrNoSpace) {
@@ -130,5 +167,5 @@ func fillUntilFull(t *testing.T, path string, o Options, size int64) (*Device, [
 		d.Close()
 		t.Fatal(err)
 	}
-	return d, pages
+	return d, firstPages, pages
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"syscall"
 
 	"github.com/edsrzf/mmap-go"
 )
@@ -63,11 +62,11 @@ func (s *File) WriteAt(p []byte, off int64) (int, error) { return s.f.WriteAt(p,
 // F_FULLFSYNC on macOS).
 func (s *File) Sync() error { return datasync(s.f) }
 
-// Truncate sets the file size. EFBIG, the refusal of a size past the
-// filesystem's or the process's limit, matches ErrFileLimit.
+// Truncate sets the file size. On Unix systems EFBIG, the refusal of a
+// size past the filesystem's or the process's limit, matches ErrFileLimit.
 func (s *File) Truncate(size int64) error {
 	err := s.f.Truncate(size)
-	if errors.Is(err, syscall.EFBIG) {
+	if isFileLimit(err) {
 		return fmt.Errorf("%w: %w", ErrFileLimit, err)
 	}
 	return err

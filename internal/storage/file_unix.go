@@ -3,6 +3,7 @@
 package storage
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 
@@ -23,3 +24,7 @@ func syncDir(path string) error {
 // adviseRandom tells the kernel that metadata is read at random, so that
 // faults do not read ahead pages nobody asked for. Purely advisory.
 func adviseRandom(b []byte) { _ = unix.Madvise(b, unix.MADV_RANDOM) }
+
+// isFileLimit reports whether err refuses a size past the largest file
+// the filesystem or the process (RLIMIT_FSIZE) allows.
+func isFileLimit(err error) bool { return errors.Is(err, unix.EFBIG) }

@@ -16,8 +16,10 @@ type Storage interface {
 	// Sync makes every earlier WriteAt and Truncate durable.
 	Sync() error
 	// Truncate sets the size; growing exposes zeroes and must not write
-	// them. A growth past the largest file the filesystem or the process
-	// allows fails with an error matching ErrFileLimit and changes nothing.
+	// them. A growth refused because it passes the largest file the
+	// filesystem or the process allows changes nothing and, where the
+	// store can tell (Unix systems), fails with an error matching
+	// ErrFileLimit.
 	Truncate(size int64) error
 	// Size reports the current size in bytes.
 	Size() (int64, error)
