@@ -166,6 +166,11 @@ func (tx *Txn) ReadAt(p []byte, off int64) (int, error) {
 // Options.JournalSize: each run of bytes it wrote costs 16 bytes of entry
 // header and up to 7 of padding besides the bytes themselves) is rolled
 // back instead, and Commit returns ErrTooLarge.
+//
+// ErrFailed means an I/O error failed the device, perhaps after the
+// transaction's record reached the journal: whether the transaction is
+// durable is known only once the device is opened again, which finds it
+// wholly present or wholly absent.
 func (tx *Txn) Commit() error {
 	if tx.done {
 		return ErrTxDone

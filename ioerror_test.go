@@ -1,0 +1,127 @@
+package pagealloc
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+	"testing"
+
+	"github.com/pagealloc/pagealloc/internal/simstore"
+)
+
+// TestIOErrorsLoseNothing makes the store refuse writes, either at home
+// locations only (as a full filesystem refuses writes into the file's
+// holes while the journal's ring, written at Create, still takes them) or
+// everywhere, and runs two transactions, one of which also writes the root
+// area. The device fails with ErrFailed; reopened once writes succeed
+// again, it holds every transaction whose Commit returned nil, and each
+// transaction whose Commit failed wholly or not at all.
+func TestIOErrorsLoseNothing(t *testing.T) {
+	for _, tc := range []struct {
+		homeOnly bool
+		rootTxn  int
+	}{{true, 0}, {true, 1}, {false, 0}, {false, 1}} {
+		t.Run(fmt.Sprintf("homeOnly=%v/root=%d", tc.homeOnly, tc.rootTxn), func(t *testing.T) {
+			d, store := simDevice(t, crashOptions(t))
+			ring := d.geometry.journal
+			before := allocPages(t, d, 8, 4096)
+			writeRoot(t, d, 0, []byte("before--"))
+
+			store.SetFault(func(op simstore.Op) error {
+				if op.Kind != simstore.OpWrite || tc.homeOnly && op.Off >= ring.off && op.Off+op.Len <= ring.end() {
+					return nil
+				}
+				return syscall.ENOSPC
+			})
+			type fate struct {
+				pages     []Addr
+				committed bool
+			}
+			var fates [2]fate
+			for i := range fates {
+				err := d.Update(func(tx *Txn) error {
+					for range 3 {
+						a, err := tx.Alloc(4096)
+						if err != nil {
+							return err
+						}
+						fates[i].pages = append(fates[i].pages, a)
+					}
+					if i == tc.rootTxn {
+						return tx.Write(d.geometry.root.off, []byte("during--"))
+					}
+					return nil
+				})
+				if err != nil && !errors.Is(err, ErrFailed) {
+					t.Fatalf("transaction %d: %v, want nil or ErrFailed", i, err)
+				}
+				fates[i].committed = err == nil
+			}
+			t.Logf("committed: %v and %v", fates[0].committed, fates[1].committed)
+			if fates[1].committed {
+				t.Fatal("both transactions committed with the store refusing writes")
+			}
+			if _, err := d.Begin(); !errors.Is(err, ErrFailed) {
+				t.Errorf("Begin after the failure: %v, want ErrFailed", err)
+			}
+			if err := d.Close(); !errors.Is(err, ErrFailed) {
+				t.Errorf("Close after the failure: %v, want ErrFailed", err)
+			}
+
+			store.SetFault(nil)
+			rd := openImage(t, store, store.Ops(), nil)
+			defer rd.Close()
+			mustCheck(t, rd)
+			want, wantRoot := int64(len(before)), "before--"
+			for _, a := range before {
+				if !isAllocated(t, rd, a) {
+					t.Errorf("page %v, allocated before the failure, is not after reopening", a)
+				}
+			}
+			var found [2]int
+			for i, f := range fates {
+				n := 0
+				for _, a := range f.pages {
+					if isAllocated(t, rd, a) {
+						n++
+					}
+				}
+				switch {
+				case f.committed && n != len(f.pages):
+					t.Errorf("transaction %d committed, but %d of its %d pages are allocated after reopening", i, n, len(f.pages))
+				case n != 0 && n != len(f.pages):
+					t.Errorf("transaction %d failed, and %d of its %d pages are allocated after reopening", i, n, len(f.pages))
+				}
+				found[i] = n
+				want += int64(n)
+				if i == tc.rootTxn && n > 0 {
+					wantRoot = "during--"
+				}
+			}
+			t.Logf("pages found after reopening: %d of %d, %d of %d", found[0], len(fates[0].pages), found[1], len(fates[1].pages))
+			if st := rd.Stats(); st.AllocatedPages != want {
+				t.Errorf("%d pages allocated after reopening, want %d", st.AllocatedPages, want)
+			}
+			if got := string(readRoot(t, rd, 0, 8)); got != wantRoot {
+				t.Errorf("root area %q after reopening, want %q (it goes with its transaction's pages)", got, wantRoot)
+			}
+		})
+	}
+}
+
+// isAllocated reports whether a is an allocated page of d: freeing it
+// succeeds (in a transaction rolled back) rather than failing with
+// ErrInvalidFree.
+func isAllocated(t *testing.T, d *Device, a Addr) bool {
+	t.Helper()
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	err = tx.Free(a)
+	if err != nil && !errors.Is(err, ErrInvalidFree) {
+		t.Fatalf("Free(%v): %v", a, err)
+	}
+	return err == nil
+}
