@@ -4,8 +4,12 @@ package pagealloc
 
 import (
 	"os"
+	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"testing"
+
+	"github.com/pagealloc/pagealloc/internal/storage"
 )
 
 // allocatedBlocks returns the bytes of storage the filesystem holds for a
@@ -17,4 +21,37 @@ func allocatedBlocks(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Sys().(*syscall.Stat_t).Blocks * 512
+}
+
+// TestMappedCopiesRecoverFaults writes through a writable mapping past the
+// file's end, where the kernel raises SIGBUS as it does for a page the
+// filesystem cannot back (out of space): the journal's and the log's
+// mapped copies report failure, so that their callers fall back to pwrite
+// and its error, instead of the process dying.
+func TestMappedCopiesRecoverFaults(t *testing.T) {
+	f, err := storage.CreateFile(filepath.Join(t.TempDir(), "file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(4096); err != nil {
+		t.Fatal(err)
+	}
+	view, err := f.Map(3*4096, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if !copyMapped(view[100:], []byte("inside")) || string(view[100:106]) != "inside" {
+		t.Fatal("copyMapped failed inside the file")
+	}
+	if !putFrameMapped(view[512:], logFrame{pos: 1, frameBytes: 64}) {
+		t.Fatal("putFrameMapped failed inside the file")
+	}
+	if copyMapped(view[2*4096:], []byte("past the end")) {
+		t.Fatal("copyMapped reported success past the file's end")
+	}
+	if putFrameMapped(view[2*4096:], logFrame{pos: 1, frameBytes: 64}) {
+		t.Fatal("putFrameMapped reported success past the file's end")
+	}
 }
