@@ -239,13 +239,18 @@ func Create(path string, opts *Options) (*Device, error) {
 }
 
 // Open opens the device file at path, replaying its journal: the device
-// then holds every transaction whose Commit returned before a crash.
+// then holds every transaction whose Commit returned before a crash. A
+// path that is not a regular file (a directory, a FIFO) is refused with
+// ErrInvalidArgument.
 func Open(path string, opts *Options) (*Device, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
 	}
 	f, err := storage.OpenFile(path, o.ReadOnly)
+	if errors.Is(err, storage.ErrNotRegular) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
 	if err != nil {
 		return nil, err
 	}

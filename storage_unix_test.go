@@ -3,11 +3,13 @@
 package pagealloc
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pagealloc/pagealloc/internal/storage"
 )
@@ -53,5 +55,36 @@ func TestMappedCopiesRecoverFaults(t *testing.T) {
 	}
 	if putFrameMapped(view[2*4096:], logFrame{pos: 1, frameBytes: 64}) {
 		t.Fatal("putFrameMapped reported success past the file's end")
+	}
+}
+
+// TestOpenRefusesNonRegularFiles opens a directory and a FIFO: a FIFO's
+// open would wait for a writer for ever, and a directory read as a
+// device file is reported as a corrupt header. Both are refused at once.
+func TestOpenRefusesNonRegularFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{dir, fifo} {
+		for _, readOnly := range []bool{true, false} {
+			done := make(chan error, 1)
+			go func() {
+				d, err := Open(path, &Options{ReadOnly: readOnly})
+				if err == nil {
+					d.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, ErrInvalidArgument) {
+					t.Errorf("Open(%s, ReadOnly %v): %v, want ErrInvalidArgument", filepath.Base(path), readOnly, err)
+				}
+			case <-time.After(20 * time.Second): // a hang, not a speed goal
+				t.Fatalf("Open(%s, ReadOnly %v) still waiting after 20 s", filepath.Base(path), readOnly)
+			}
+		}
 	}
 }

@@ -37,9 +37,16 @@ func CreateFile(path string) (*File, error) {
 	return &File{f: f}, nil
 }
 
-// OpenFile opens an existing file for reading, and for writing unless
-// readOnly.
+// OpenFile opens an existing regular file for reading, and for writing
+// unless readOnly. Anything else (a directory, a FIFO, whose open would
+// wait for a writer, a device) fails with an error matching
+// ErrNotRegular.
 func OpenFile(path string, readOnly bool) (*File, error) {
+	if fi, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, &os.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (%s)", ErrNotRegular, fi.Mode().Type())}
+	}
 	flag := os.O_RDWR
 	if readOnly {
 		flag = os.O_RDONLY
@@ -47,6 +54,14 @@ func OpenFile(path string, readOnly bool) (*File, error) {
 	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
 		return nil, err
+	}
+	// The path may have been replaced since the Stat.
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("%w (%s)", ErrNotRegular, fi.Mode().Type())
+		}
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	return &File{f: f}, nil
 }

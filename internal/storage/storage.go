@@ -54,6 +54,10 @@ type HolePuncher interface {
 
 var errUnsupported = errors.ErrUnsupported
 
+// ErrNotRegular marks a path that names something other than a regular
+// file.
+var ErrNotRegular = errors.New("not a regular file")
+
 // ErrFileLimit marks a growth refused because the file would pass the
 // largest size the filesystem or the process (RLIMIT_FSIZE) allows.
 var ErrFileLimit = errors.New("storage: file size limit")
