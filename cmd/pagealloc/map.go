@@ -112,6 +112,9 @@ func runMap(args []string, stdout, stderr io.Writer) error {
 		m.add(in.AllocatorState.Offset, in.AllocatorState.Size, mapMetadata)
 		at := in.LogRegions.Offset
 		for _, l := range in.Logs {
+			if l.Carved {
+				continue // a heap page: the walk below draws it
+			}
 			m.add(at, l.Ring.Offset-at, mapMetadata) // the log table
 			m.add(l.Ring.Offset, l.Ring.Size, mapLog)
 			at = l.Ring.End()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -129,6 +130,42 @@ func TestMap(t *testing.T) {
 		if code, _, stderr := runUnchanged(t, args...); code != 2 || stderr == "" {
 			t.Errorf("%v: exit %d, stderr %q; want a usage error (exit 2)", bad, code, stderr)
 		}
+	}
+}
+
+// TestMapCarvedLog maps a device with a carved log, whose ring is a heap
+// page: the legend's shares add up to the whole file, as without one.
+func TestMapCarvedLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "device")
+	d, err := pagealloc.Create(path, fixtureOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CreateLog("carved", 64<<10); err != nil {
+		d.Close()
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "map.png")
+	code, stdout, stderr := runUnchanged(t, "map", "-o", out, "-group", "4K", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	total := 0.0
+	for _, m := range regexp.MustCompile(`(?m)\s([0-9.]+)%$`).FindAllStringSubmatch(stdout, -1) {
+		share, err := strconv.ParseFloat(m[1], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += share
+	}
+	if total < 99.5 || total > 100.5 {
+		t.Errorf("the legend's shares add up to %.1f%%:\n%s", total, stdout)
+	}
+	if !strings.Contains(stdout, "padding") {
+		t.Errorf("no padding row between the log regions and the heap:\n%s", stdout)
 	}
 }
 
