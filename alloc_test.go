@@ -477,6 +477,19 @@ func TestJournalTailAndCorruption(t *testing.T) {
 		t.Fatalf("a ring of forged headers: %v, want ErrCorrupt for too many records claiming later sequences", err)
 	}
 
+	// Records whose checksums verify but whose entries write over a
+	// superblock or into the journal ring: nothing a transaction writes.
+	for _, target := range []int64{0, superblockSlotBytes, ringOff, ringOff + 4096} {
+		_, err = open(func(b []byte) {
+			rec := b[offs[0] : offs[0]+lens[0]]
+			binary.LittleEndian.PutUint64(rec[recordHeaderBytes:], uint64(target))
+			binary.LittleEndian.PutUint32(rec[recordCRCOff:], recordChecksum(rec))
+		})
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("a record writing at %d: %v, want ErrCorrupt", target, err)
+		}
+	}
+
 	// A record whose checksum verifies but whose body is impossible.
 	_, err = open(func(b []byte) {
 		rec := b[offs[0] : offs[0]+lens[0]]

@@ -521,6 +521,9 @@ func (j *journal) scan() ([]scannedRecord, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := j.checkTargets(entries, j.physOff(pos)); err != nil {
+			return nil, err
+		}
 		recs = append(recs, scannedRecord{pos: pos, entries: entries})
 		pos += uint64(h.length)
 		seq++
@@ -532,6 +535,19 @@ func (j *journal) scan() ([]scannedRecord, error) {
 	}
 	j.tail, j.nextSeq = pos, seq
 	return recs, nil
+}
+
+// checkTargets refuses a record with an entry where no transaction
+// writes: the superblocks, which only checkpoints write, or the journal's
+// own ring. Replaying it would overwrite what recovery stands on.
+func (j *journal) checkTargets(entries []journalEntry, recOff int64) error {
+	for i, e := range entries {
+		end := e.off + int64(len(e.data))
+		if e.off < j.d.geometry.root.off || e.off < j.ring.end() && end > j.ring.off {
+			return corruptf(recOff, "journal record", "entry %d outside the superblocks and the journal ring, found [%d, +%d)", i, e.off, len(e.data))
+		}
+	}
+	return nil
 }
 
 func (j *journal) physOff(pos uint64) int64 { return j.ring.off + int64(pos%uint64(j.ring.size)) }
