@@ -284,8 +284,8 @@ const (
 	PageFree
 	// PagePending is a freed page waiting for a checkpoint before reuse.
 	PagePending
-	// PageUnaccounted is a MinPageSize page that no state bit claims:
-	// space leaked by a corrupt device (Check reports it).
+	// PageUnaccounted is space that no state bit claims: space leaked by
+	// a corrupt device (Check reports it), a run of MinPageSize pages.
 	PageUnaccounted
 	// PageLog is an allocated page that holds the ring of a log carved
 	// from the heap (Device.CreateLog).
@@ -313,8 +313,8 @@ func (k PageKind) String() string {
 // MarshalText writes the kind's name, so that JSON shows "free", not 4.
 func (k PageKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
-// HeapExtent is one page of the heap, or one MinPageSize page of block
-// metadata or of unaccounted space, as Device.WalkHeap reports it.
+// HeapExtent is one page of the heap, one MinPageSize page of block
+// metadata, or a run of unaccounted space, as Device.WalkHeap reports it.
 type HeapExtent struct {
 	Extent
 	Kind PageKind
@@ -344,17 +344,47 @@ func (d *Device) WalkHeap(fn func(HeapExtent) bool) error {
 	w := heapWalker{d: d, g: &d.alloc.g, tx: &Txn{d: d}, fn: fn}
 	for off := w.g.heapOff; off < frontier; off += w.g.maxPageBytes() {
 		if !w.visit(off, w.g.maxOrder) {
-			break
+			return nil
 		}
 	}
+	w.flushGap()
 	return nil
 }
 
 type heapWalker struct {
-	d  *Device
-	g  *heapGeometry
-	tx *Txn // empty: reads committed state
-	fn func(HeapExtent) bool
+	d   *Device
+	g   *heapGeometry
+	tx  *Txn // empty: reads committed state
+	fn  func(HeapExtent) bool
+	gap HeapExtent // unaccounted space not yet reported; Size 0: none
+}
+
+// emit reports e, joining neighbouring unaccounted pages into one extent:
+// a heap whose state bits were wiped would otherwise come out one min page
+// at a time. It returns false once fn has asked to stop.
+func (w *heapWalker) emit(e HeapExtent) bool {
+	if e.Kind == PageUnaccounted {
+		if w.gap.Size > 0 && w.gap.End() == e.Offset {
+			w.gap.Size += e.Size
+			return true
+		}
+		if !w.flushGap() {
+			return false
+		}
+		w.gap = e
+		return true
+	}
+	return w.flushGap() && w.fn(e)
+}
+
+// flushGap reports the pending unaccounted run, if any.
+func (w *heapWalker) flushGap() bool {
+	if w.gap.Size == 0 {
+		return true
+	}
+	e := w.gap
+	w.gap = HeapExtent{}
+	return w.fn(e)
 }
 
 // visit reports the order-k page at off, or what lies inside it if it is
@@ -388,5 +418,5 @@ func (w *heapWalker) visit(off int64, order int) bool {
 			e.Kind, e.SlotBytes, e.SlotsUsed = PageSubpages, 1<<h.slotShift, bits.OnesCount64(h.mask)-1
 		}
 	}
-	return w.fn(e)
+	return w.emit(e)
 }

@@ -208,3 +208,51 @@ func TestInspectReadOnlyJournal(t *testing.T) {
 		t.Errorf("torn last record: %+v", torn)
 	}
 }
+
+// TestWalkHeapJoinsUnaccounted wipes the state bits of a device's first
+// block: its pages come out as one run of unaccounted space, not one
+// extent per min page (which made dump -pages of a wiped 2 GiB heap take
+// 2 GB of memory).
+func TestWalkHeapJoinsUnaccounted(t *testing.T) {
+	d, path := createTestDevice(t, inspectOptions())
+	allocPages(t, d, 16, 4096)
+	g := d.alloc.g
+	frontier := d.Stats().Frontier
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wiped := corruptCopy(t, path, func(b []byte) []byte { clear(b[g.heapOff : g.heapOff+g.metaBytes]); return b })
+	rd, err := Open(wiped, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var got []HeapExtent
+	next := g.heapOff
+	err = rd.WalkHeap(func(e HeapExtent) bool {
+		if e.Offset != next {
+			t.Fatalf("extent at %d, want %d", e.Offset, next)
+		}
+		next = e.End()
+		if e.Kind != PageMetadata {
+			got = append(got, e)
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := min(frontier, g.heapOff+g.blockBytes)
+	want := HeapExtent{Extent: Extent{Offset: g.heapOff + g.metaPad, Size: end - g.heapOff - g.metaPad}, Kind: PageUnaccounted}
+	if len(got) == 0 || got[0] != want || next != frontier {
+		t.Errorf("after the first block's metadata the walk found %d extents starting %+v, ending at %d; want %+v first and the frontier %d", len(got), got[:min(len(got), 1)], next, want, frontier)
+	}
+	if end == frontier && len(got) != 1 {
+		t.Errorf("%d extents past the metadata, want the one unaccounted run", len(got))
+	}
+	// Stopped at once, the walk reports the run once.
+	calls := 0
+	if err := rd.WalkHeap(func(e HeapExtent) bool { calls++; return e.Kind == PageMetadata }); err != nil || calls != int(g.metaPad/g.pageBytes(0))+1 {
+		t.Errorf("a walk stopped at the first unaccounted extent made %d calls (%v), want %d", calls, err, g.metaPad/g.pageBytes(0)+1)
+	}
+}
