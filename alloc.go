@@ -414,7 +414,9 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	if err := d.alloc.load(); err != nil {
 		return nil, err
 	}
-	d.loadSubpages()
+	if err := d.loadSubpages(); err != nil {
+		return nil, err
+	}
 	// Transactions replayed since the checkpoint left no sequence number,
 	// but the newest page they freed carries its transaction's, as the
 	// newest slot they freed did for loadSubpages: continue after both,
@@ -422,7 +424,11 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	if tail := d.alloc.last.pendTail; tail != 0 {
 		var h [pageHeaderBytes]byte
 		d.readCommittedRange(h[:], tail)
-		d.setTxSeq(max(d.txSeq, uint64(decodeHeader(h[:]).word0)))
+		seq := uint64(decodeHeader(h[:]).word0)
+		if seq >= maxTxSeq {
+			return nil, corruptf(tail, "pending page", "the sequence number of the transaction that freed it, below %d, found %d", uint64(maxTxSeq), seq)
+		}
+		d.setTxSeq(max(d.txSeq, seq))
 	}
 	// The file's growth is not journaled: a crash may have lost it.
 	if frontier := d.alloc.last.frontier; size < frontier {
@@ -450,6 +456,11 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 
 // setTxSeq makes seq the last committed, durable and checkpointed
 // transaction, as it is when a device opens.
+// maxTxSeq bounds the transaction sequence numbers a device file may hold:
+// no device commits 2^62 transactions, and a stamp near 2^64 would make
+// the numbers that follow it wrap, and sequence comparisons fail.
+const maxTxSeq = 1 << 62
+
 func (d *Device) setTxSeq(seq uint64) {
 	d.txSeq = seq
 	d.durableTxSeq.Store(seq)

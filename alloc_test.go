@@ -790,3 +790,38 @@ func TestNilArgumentsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenRefusesHugeStamps opens files whose newest pending page or a
+// sub-page class carries a transaction number near 2^64: Open continues
+// the numbering after them, which would wrap within two transactions and
+// make every later sequence comparison wrong. Refused as corrupt.
+func TestOpenRefusesHugeStamps(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	pages := allocPages(t, d, 2, 4096)
+	freePages(t, d, pages[:1])
+	tail := d.alloc.last.pendTail
+	if tail == 0 {
+		t.Fatal("no pending page")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	class := d.geometry.state.off + subpageTableOff
+	for _, c := range []struct {
+		name          string
+		stamp, report int64 // where the stamp lies, and the offset the error names
+	}{
+		{"the newest pending page", tail, tail},
+		{"a sub-page class", class + subpageClassFields[7], class},
+	} {
+		p := corruptCopy(t, path, func(b []byte) []byte { binary.LittleEndian.PutUint64(b[c.stamp:], 1<<64-2); return b })
+		rd, err := Open(p, &Options{NoSync: true})
+		if err == nil {
+			rd.Close()
+		}
+		var ce *CorruptError
+		if !errors.As(err, &ce) || ce.Offset != c.report {
+			t.Errorf("%s stamped 2^64-2: %v, want a CorruptError at offset %d", c.name, err, c.report)
+		}
+	}
+}

@@ -150,18 +150,21 @@ type subpageSet struct {
 
 // loadSubpages reads the committed class table after recovery, and makes
 // sure transaction numbers continue after every stamp it holds.
-func (d *Device) loadSubpages() {
+func (d *Device) loadSubpages() error {
 	s := &d.subpages
 	s.d = d
 	s.count = 0
 	if d.alloc.g.parentShift == 0 {
-		return // a version-1 device: no sub-pages
+		return nil // a version-1 device: no sub-pages
 	}
 	b := make([]byte, subpageClassLimit*subpageClassBytes)
 	d.readCommittedRange(b, d.geometry.state.off+subpageTableOff)
 	newest := d.txSeq
 	for i := range subpageClassLimit {
 		c := decodeSubpageClass(b[i*subpageClassBytes:])
+		if c.pendSeq >= maxTxSeq {
+			return corruptf(d.geometry.state.off+subpageTableOff+int64(i)*subpageClassBytes, "sub-page class", "a pending stamp below %d, found %d", uint64(maxTxSeq), c.pendSeq)
+		}
 		s.last[i] = c
 		if c.slotBytes != 0 && s.count == i {
 			s.count = i + 1
@@ -173,6 +176,7 @@ func (d *Device) loadSubpages() {
 	if newest > d.txSeq {
 		d.setTxSeq(newest)
 	}
+	return nil
 }
 
 // class returns tx's copy of class i, registering the set with tx.
