@@ -454,13 +454,13 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	return d, nil
 }
 
-// setTxSeq makes seq the last committed, durable and checkpointed
-// transaction, as it is when a device opens.
 // maxTxSeq bounds the transaction sequence numbers a device file may hold:
 // no device commits 2^62 transactions, and a stamp near 2^64 would make
 // the numbers that follow it wrap, and sequence comparisons fail.
 const maxTxSeq = 1 << 62
 
+// setTxSeq makes seq the last committed, durable and checkpointed
+// transaction, as it is when a device opens.
 func (d *Device) setTxSeq(seq uint64) {
 	d.txSeq = seq
 	d.durableTxSeq.Store(seq)
