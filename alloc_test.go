@@ -695,17 +695,7 @@ func TestFailedDeviceWakesCheckpointWaiters(t *testing.T) {
 	o := crashOptions(t)
 	o.NoSync = true
 	d, store := simDevice(t, o)
-	var pages []Addr
-	for {
-		got, err := tryAllocPages(d, 1, 4096)
-		if errors.Is(err, ErrNoSpace) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		pages = append(pages, got...)
-	}
+	pages := fillHeap(t, d, 4096)
 	freePages(t, d, pages[:2])
 	coverCommitted(t, d)
 	releaseCovered(t, d)

@@ -660,17 +660,7 @@ func TestLongPendingQueue(t *testing.T) {
 func TestLargeTransactionReleasesPending(t *testing.T) {
 	d, _ := createTestDevice(t, smallHeapOptions())
 	keep := allocPages(t, d, 1, 64<<10)[0]
-	var pages []Addr
-	for { // one page per transaction: the free lists end empty
-		got, err := tryAllocPages(d, 1, 64<<10)
-		if errors.Is(err, ErrNoSpace) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		pages = append(pages, got...)
-	}
+	pages := fillHeap(t, d, 64<<10) // one page per transaction: the free lists end empty
 	freePages(t, d, pages[:300])
 	coverCommitted(t, d)
 	err := d.Update(func(tx *Txn) error {

@@ -53,17 +53,20 @@ func freeSlots(t *testing.T, d *Device, s *Subpages, slots []Addr) {
 	}
 }
 
-// fillHeap allocates pages of size bytes until the device is full.
-func fillHeap(t *testing.T, d *Device, size int64) {
+// fillHeap allocates pages of size bytes, one per transaction, until the
+// device is full, and returns them.
+func fillHeap(t *testing.T, d *Device, size int64) []Addr {
 	t.Helper()
+	var pages []Addr
 	for {
-		_, err := tryAllocPages(d, 1, size)
+		got, err := tryAllocPages(d, 1, size)
 		if errors.Is(err, ErrNoSpace) {
-			return
+			return pages
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
+		pages = append(pages, got...)
 	}
 }
 

@@ -363,23 +363,8 @@ func TestSubpageNoReuseBeforeCheckpoint(t *testing.T) {
 	// One checkpoint short. The parent keeps free slots, so it stays at
 	// the head of the partial list, where Alloc releases its pending
 	// slots in place when a checkpoint covers them.
-	s128, err := d.Subpages(128)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []Addr
-	if err := d.Update(func(tx *Txn) error {
-		for range 3 {
-			a, err := s128.Alloc(tx)
-			if err != nil {
-				return err
-			}
-			held = append(held, a)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	s128 := mustSubpages(t, d, 128)
+	held := allocSlots(t, d, s128, 3)
 	coverCommitted(t, d) // covers the allocation, and nothing after it
 	y := held[0]
 	if err := d.Update(func(tx *Txn) error { return s128.Free(tx, y) }); err != nil {
@@ -929,24 +914,8 @@ func TestSubpageCheckFindsDamage(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, _ := createTestDevice(t, subpageOptions())
-			s, err := d.Subpages(128)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var a []Addr
-			err = d.Update(func(tx *Txn) error {
-				for range 3 {
-					x, err := s.Alloc(tx)
-					if err != nil {
-						return err
-					}
-					a = append(a, x)
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := mustSubpages(t, d, 128)
+			a := allocSlots(t, d, s, 3)
 			if err := d.Update(func(tx *Txn) error { return s.Free(tx, a[1]) }); err != nil {
 				t.Fatal(err)
 			}
