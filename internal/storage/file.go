@@ -19,6 +19,7 @@ var (
 	_ Storage     = (*File)(nil)
 	_ Mapper      = (*File)(nil)
 	_ HolePuncher = (*File)(nil)
+	_ Reserver    = (*File)(nil)
 )
 
 // CreateFile creates path, failing with an error satisfying
@@ -131,6 +132,11 @@ func mapFile(f *os.File, length int64, prot int) (mmap.MMap, error) {
 // range reads as zeroes and the size is kept. It returns an error wrapping
 // errors.ErrUnsupported where the platform or filesystem cannot.
 func (s *File) PunchHole(off, length int64) error { return punchHole(s.f, off, length) }
+
+// Reserve allocates the file's blocks under [off, off+length)
+// (fallocate, keeping the size). It is supported on Linux only; elsewhere
+// it returns an error wrapping errors.ErrUnsupported.
+func (s *File) Reserve(off, length int64) error { return reserve(s.f, off, length) }
 
 // Close unmaps the file and closes it.
 func (s *File) Close() error {

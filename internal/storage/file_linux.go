@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"fmt"
 	"os"
 
 	"github.com/edsrzf/mmap-go"
@@ -24,6 +25,26 @@ func punchHole(f *os.File, off, length int64) error {
 		return &os.PathError{Op: "fallocate", Path: f.Name(), Err: errUnsupported}
 	}
 	return err
+}
+
+// reserve is fallocate with FALLOC_FL_KEEP_SIZE. A large range takes long
+// enough for a signal (the Go scheduler's, say) to interrupt it: it is
+// tried again, keeping what the first call reserved.
+func reserve(f *os.File, off, length int64) error {
+	for {
+		err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, length)
+		switch err {
+		case nil:
+			return nil
+		case unix.EINTR:
+			continue
+		case unix.ENOSPC, unix.EDQUOT:
+			return &os.PathError{Op: "fallocate", Path: f.Name(), Err: fmt.Errorf("%w: %w", ErrNoSpace, err)}
+		case unix.EOPNOTSUPP, unix.ENOSYS:
+			return &os.PathError{Op: "fallocate", Path: f.Name(), Err: errUnsupported}
+		}
+		return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
+	}
 }
 
 // MapWritable maps the file a second time, read-write. On Linux a shared

@@ -52,7 +52,23 @@ type HolePuncher interface {
 	PunchHole(off, length int64) error
 }
 
+// Reserver is implemented by stores that can set the filesystem's blocks
+// aside for a range of the file before anything is written there, so that
+// the writes cannot fail for want of space.
+type Reserver interface {
+	// Reserve allocates the blocks under [off, off+length), which lies
+	// within the size; the size and the bytes stay as they were. Without
+	// the room it fails with an error matching ErrNoSpace, having perhaps
+	// reserved part of the range; where the platform or filesystem cannot
+	// reserve, with one matching errors.ErrUnsupported.
+	Reserve(off, length int64) error
+}
+
 var errUnsupported = errors.ErrUnsupported
+
+// ErrNoSpace marks a reservation refused because the filesystem, or the
+// user's quota on it, has no room left.
+var ErrNoSpace = errors.New("storage: no space left on the filesystem")
 
 // ErrNotRegular marks a path that names something other than a regular
 // file.
