@@ -105,6 +105,20 @@ type Options struct {
 	// Close), if the page is still free. False keeps the storage.
 	PunchHoles bool
 
+	// Preallocate reserves the filesystem's blocks under the whole file
+	// (fallocate) at Create and Open and whenever the file grows, so that
+	// a full filesystem makes Alloc return ErrNoSpace and the device goes
+	// on. Without it the file is sparse, and the filesystem running out
+	// of room fails the device at a write into a hole (see Commit). With
+	// PunchHoles too, a punched max page is reserved again before Alloc
+	// hands out any of it, and Open reserves the whole file, holes and
+	// all. Create or Open returns ErrNoSpace if the room is not there.
+	// Supported on Linux, on filesystems with fallocate: elsewhere Create
+	// and Open fail with an error matching both ErrInvalidArgument and
+	// errors.ErrUnsupported. A copy-on-write filesystem (btrfs, ZFS) can
+	// still run out of room when overwriting reserved blocks.
+	Preallocate bool
+
 	// LogRegions names and sizes the log-structured regions laid out at
 	// Create (see Device.Log). Nil means none. Ignored by Open.
 	LogRegions []LogRegion
@@ -297,6 +311,13 @@ func createOn(store storage.Storage, o Options) (*Device, error) {
 	} else if err != nil {
 		return nil, err
 	}
+	if o.Preallocate {
+		// Before the writes below, which would fail on a full filesystem
+		// with a bare ENOSPC.
+		if err := reserveSpace(store, 0, sb.heapOff); err != nil {
+			return nil, err
+		}
+	}
 	// Zero the journal ring once so that journal writes overwrite allocated
 	// blocks: a sync then flushes data alone, where writing a hole also
 	// commits the filesystem's block allocation, which costs about twice
@@ -405,6 +426,12 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		d.mapsHome = d.homeView != nil
 	}
 	d.size.Store(size)
+	if !o.ReadOnly {
+		// Before recovery, whose home writes may fall in holes.
+		if err := d.reserve(0, size); err != nil {
+			return nil, err
+		}
+	}
 	d.alloc = newAllocator(d)
 	d.journal = newJournal(d, sb)
 	d.setTxSeq(sb.txSeq)
@@ -744,21 +771,72 @@ func (d *Device) growTo(size, step int64) error {
 	if size < d.capacity-step { // else the step overshoots the capacity, or overflows
 		target = (size + step - 1) / step * step // any step, not only powers of two
 	}
-	err := d.store.Truncate(target)
-	if errors.Is(err, storage.ErrFileLimit) && target > size {
+	err := d.extend(target)
+	if target > size && (errors.Is(err, storage.ErrFileLimit) || errors.Is(err, ErrNoSpace)) {
 		// The limit falls inside the step: grow by just what is needed.
 		target = size
-		err = d.store.Truncate(target)
+		err = d.extend(target)
 	}
 	if errors.Is(err, storage.ErrFileLimit) {
 		// Refused, the growth changed nothing.
 		return fmt.Errorf("%w: the file may not grow to %d bytes: %w", ErrNoSpace, target, err)
+	}
+	if errors.Is(err, ErrNoSpace) {
+		return err
 	}
 	if err != nil {
 		return d.fail(err)
 	}
 	d.size.Store(target)
 	return nil
+}
+
+// extend sets the file's size to target, above the recorded size, and
+// reserves the new bytes with Options.Preallocate. Refused for want of
+// room, it sets the size back, so that a refusal changes nothing; an
+// error that does not match ErrNoSpace or storage.ErrFileLimit may have
+// left the size anywhere.
+func (d *Device) extend(target int64) error {
+	old := d.size.Load()
+	if err := d.store.Truncate(target); err != nil {
+		return err
+	}
+	err := d.reserve(old, target-old)
+	if errors.Is(err, ErrNoSpace) {
+		if terr := d.store.Truncate(old); terr != nil {
+			return terr
+		}
+	}
+	return err
+}
+
+// reserve sets the filesystem's blocks aside under [off, off+length) if
+// Options.Preallocate asks for it.
+func (d *Device) reserve(off, length int64) error {
+	if !d.opts.Preallocate {
+		return nil
+	}
+	return reserveSpace(d.store, off, length)
+}
+
+// reserveSpace sets the filesystem's blocks aside under [off,
+// off+length). Lack of room is ErrNoSpace.
+func reserveSpace(store storage.Storage, off, length int64) error {
+	if length <= 0 {
+		return nil
+	}
+	r, ok := store.(storage.Reserver)
+	if !ok {
+		return fmt.Errorf("%w: Preallocate: the store cannot reserve space: %w", ErrInvalidArgument, errors.ErrUnsupported)
+	}
+	err := r.Reserve(off, length)
+	switch {
+	case errors.Is(err, storage.ErrNoSpace):
+		return fmt.Errorf("%w: reserving %d bytes at offset %d: %w", ErrNoSpace, length, off, err)
+	case errors.Is(err, errors.ErrUnsupported):
+		return fmt.Errorf("%w: Preallocate: %w", ErrInvalidArgument, err)
+	}
+	return err
 }
 
 // punchFreePage returns the storage of a free max page to the filesystem

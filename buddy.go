@@ -218,6 +218,13 @@ func (a *allocator) allocOrder(tx *Txn, st *allocState, order int) (int64, error
 	for {
 		if avail := st.nonEmpty >> order; avail != 0 {
 			from := order + bits.TrailingZeros64(avail)
+			if from == a.g.maxOrder && a.d.opts.PunchHoles {
+				// The page may have been punched: its blocks come back
+				// before anything is written there.
+				if err := a.d.reserve(st.heads[from], a.g.maxPageBytes()); err != nil {
+					return 0, err
+				}
+			}
 			off := st.pop(tx, from)
 			tx.setPageState(&a.g, from, off, stateNone)
 			for k := from - 1; k >= order; k-- {

@@ -28,16 +28,33 @@ func TestFileSizeLimit(t *testing.T) {
 		fileLimitChild(t, dir)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFileSizeLimit$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), fileLimitChildEnv+"="+t.TempDir())
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("child: %v\n%s", err, out)
+	if err := runChildTest(t, fileLimitChildEnv, fileLimitDone, nil); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(string(out), fileLimitDone) {
-		t.Fatalf("the child did not run the test:\n%s", out)
+}
+
+// runChildTest runs the current test again in a child process started
+// with attr, its environment setting env to a temporary directory, and
+// fails unless the child passes, printing done. It returns an error if
+// the child could not be started.
+func runChildTest(t *testing.T, env, done string, attr *syscall.SysProcAttr) error {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), env+"="+t.TempDir())
+	cmd.SysProcAttr = attr
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return err
 	}
-	t.Logf("child:\n%s", out)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), done) {
+		t.Fatalf("the child did not run the test:\n%s", out.String())
+	}
+	t.Logf("child:\n%s", out.String())
+	return nil
 }
 
 func fileLimitChild(t *testing.T, dir string) {
@@ -133,39 +150,13 @@ func fileLimitPending(t *testing.T, path string, o Options) {
 	mustCheck(t, d)
 }
 
-// fillUntilFull creates a device at path and, in one transaction,
-// allocates a page of each of the sizes first, then pages of size bytes
-// until ErrNoSpace; it commits the transaction, which the refusal must
-// have left whole.
+// fillUntilFull creates a device at path and fills it (fillDevice).
 func fillUntilFull(t *testing.T, path string, o Options, size int64, first ...int64) (d *Device, firstPages, pages []Addr) {
 	t.Helper()
 	d, err := Create(path, &o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = d.Update(func(tx *Txn) error {
-		for _, n := range first {
-			a, err := tx.Alloc(n)
-			if err != nil {
-				return err
-			}
-			firstPages = append(firstPages, a)
-		}
-		for {
-			a, err := tx.Alloc(size)
-			if errors.Is(err, ErrNoSpace) {
-				t.Logf("%s full after %d pages: %v", filepath.Base(path), len(pages), err)
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("Alloc of page %d: %w", len(pages)+1, err)
-			}
-			pages = append(pages, a)
-		}
-	})
-	if err != nil {
-		d.Close()
-		t.Fatal(err)
-	}
+	firstPages, pages = fillDevice(t, d, size, first...)
 	return d, firstPages, pages
 }

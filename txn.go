@@ -168,7 +168,9 @@ func (tx *Txn) ReadAt(p []byte, off int64) (int, error) {
 // back instead, and Commit returns ErrTooLarge.
 //
 // ErrFailed means an I/O error failed the device, perhaps after the
-// transaction's record reached the journal: whether the transaction is
+// transaction's record reached the journal (the writes to the bytes' home
+// locations follow it, and a full filesystem refuses them where the file
+// has holes, unless Options.Preallocate reserved them): whether it is
 // durable is known only once the device is opened again, which finds it
 // wholly present or wholly absent.
 func (tx *Txn) Commit() error {

@@ -1,0 +1,448 @@
+package pagealloc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/pagealloc/pagealloc/internal/simstore"
+	"github.com/pagealloc/pagealloc/internal/storage"
+)
+
+// fsBlock is the block size of fsStore's filesystem.
+const fsBlock = 4096
+
+// fsStore is a simulated store on a filesystem with room for a limited
+// number of blocks. It tracks the blocks the file holds: a write into a
+// hole takes them, as do reservations; truncation and hole punching give
+// them back. A write or a reservation that needs more than the room fails
+// with ENOSPC, as a full filesystem's do; a reservation takes what it can
+// first, as fallocate may. Close leaves the simulated store open, so that
+// the device can be opened on it again; the test closes it.
+type fsStore struct {
+	*simstore.Store
+	mu     sync.Mutex
+	room   int64 // blocks the filesystem can give the file
+	blocks map[int64]bool
+}
+
+var _ storage.Reserver = (*fsStore)(nil)
+
+func newFSStore(t *testing.T, maxSize, room int64) *fsStore {
+	s := &fsStore{Store: simstore.New(maxSize), room: room / fsBlock, blocks: map[int64]bool{}}
+	t.Cleanup(func() { s.Store.Close() })
+	return s
+}
+
+func errNoRoom(op string) error { return &os.PathError{Op: op, Path: "fsStore", Err: syscall.ENOSPC} }
+
+// blockSpan returns the blocks [first, end) that [off, off+length) touches.
+func blockSpan(off, length int64) (first, end int64) {
+	return off / fsBlock, (off + length + fsBlock - 1) / fsBlock
+}
+
+func (s *fsStore) WriteAt(p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first, end := blockSpan(off, int64(len(p)))
+	holes := int64(0)
+	for b := first; b < end; b++ {
+		if !s.blocks[b] {
+			holes++
+		}
+	}
+	if int64(len(s.blocks))+holes > s.room {
+		return 0, errNoRoom("write")
+	}
+	n, err := s.Store.WriteAt(p, off)
+	if err == nil {
+		for b := first; b < end; b++ {
+			s.blocks[b] = true
+		}
+	}
+	return n, err
+}
+
+func (s *fsStore) Truncate(size int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.Store.Truncate(size); err != nil {
+		return err
+	}
+	for b := range s.blocks {
+		if b*fsBlock >= size {
+			delete(s.blocks, b)
+		}
+	}
+	return nil
+}
+
+func (s *fsStore) PunchHole(off, length int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.Store.PunchHole(off, length); err != nil {
+		return err
+	}
+	for b := (off + fsBlock - 1) / fsBlock; (b+1)*fsBlock <= off+length; b++ {
+		delete(s.blocks, b)
+	}
+	return nil
+}
+
+func (s *fsStore) Reserve(off, length int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first, end := blockSpan(off, length)
+	for b := first; b < end; b++ {
+		if s.blocks[b] {
+			continue
+		}
+		if int64(len(s.blocks)) >= s.room {
+			return fmt.Errorf("%w: %w", storage.ErrNoSpace, errNoRoom("fallocate"))
+		}
+		s.blocks[b] = true
+	}
+	return nil
+}
+
+func (s *fsStore) Close() error { return nil }
+
+// held returns the bytes of the file's blocks.
+func (s *fsStore) held() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return int64(len(s.blocks)) * fsBlock
+}
+
+// free returns the bytes the filesystem has left.
+func (s *fsStore) free() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return (s.room - int64(len(s.blocks))) * fsBlock
+}
+
+// setFree leaves the filesystem n bytes of room beside the file's blocks,
+// as other files filling or leaving it would.
+func (s *fsStore) setFree(n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.room = int64(len(s.blocks)) + n/fsBlock
+}
+
+// preallocOptions make a device of 64 KiB max pages that would grow to
+// 64 MiB, past any room fsStore gives it in these tests.
+func preallocOptions(t *testing.T) Options {
+	t.Helper()
+	o, err := (&Options{NoSync: true, MaxPageSize: 64 << 10, JournalSize: 256 << 10, MaxSize: 64 << 20, GrowthStep: 1 << 20, Preallocate: true}).withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// fillDevice allocates, in one transaction, a page of each of the sizes
+// first, then pages of size bytes until ErrNoSpace, and commits: the
+// refusal must have left the transaction whole.
+func fillDevice(t *testing.T, d *Device, size int64, first ...int64) (firstPages, pages []Addr) {
+	t.Helper()
+	err := d.Update(func(tx *Txn) error {
+		for _, n := range first {
+			a, err := tx.Alloc(n)
+			if err != nil {
+				return err
+			}
+			firstPages = append(firstPages, a)
+		}
+		for {
+			a, err := tx.Alloc(size)
+			if errors.Is(err, ErrNoSpace) {
+				t.Logf("full after %d pages: %v", len(pages), err)
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("Alloc of page %d: %w", len(pages)+1, err)
+			}
+			pages = append(pages, a)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return firstPages, pages
+}
+
+// wantAllocated fails unless d's allocated pages are exactly pages, and d
+// checks clean.
+func wantAllocated(t *testing.T, d *Device, pages []Addr) {
+	t.Helper()
+	got := allocatedSet(t, d)
+	for _, a := range pages {
+		if !got[a] {
+			t.Errorf("page %v is not allocated", a)
+		}
+	}
+	if len(got) != len(pages) {
+		t.Errorf("%d pages allocated, want %d", len(got), len(pages))
+	}
+}
+
+// TestPreallocateFullFilesystem runs devices on a filesystem that fills
+// up. A sparse file finds out at a write into one of its holes, after the
+// commit that made it, and the device fails. With Preallocate the file's
+// growth reserves the room first: Alloc returns ErrNoSpace and the device
+// goes on, having used the room to within a page.
+func TestPreallocateFullFilesystem(t *testing.T) {
+	page := preallocOptions(t).MaxPageSize
+
+	t.Run("sparse", func(t *testing.T) {
+		o := preallocOptions(t)
+		o.Preallocate = false
+		d, fs := fsDevice(t, o, 1<<40)
+		defer d.Close()
+		// Room for 64 blocks, where each page takes one as it is written.
+		fs.setFree(64 * fsBlock)
+		fillUntilFailed(t, d, page)
+	})
+
+	t.Run("preallocated", func(t *testing.T) {
+		o := preallocOptions(t)
+		d, fs := fsDevice(t, o, 1<<40)
+		// Room for three growth steps and a fraction: the fourth is
+		// refused, and the file then grows by just what each page needs.
+		fs.setFree(3<<20 + 200<<10)
+		pages := append(allocPages(t, d, 3, 4096), fillWritten(t, d, page)...)
+		if free := fs.free(); free >= page {
+			t.Errorf("%d bytes of room left, a page of %d would fit", free, page)
+		}
+		st := d.Stats()
+		if st.FileSize >= o.MaxSize || st.LargestFreePage >= page {
+			t.Errorf("Stats after ErrNoSpace: %+v", st)
+		}
+		if size, _ := fs.Size(); size != st.FileSize {
+			t.Errorf("the refused growth left a file of %d bytes, want %d", size, st.FileSize)
+		}
+		wantAllocated(t, d, pages)
+		pages = goOnAtFull(t, d, pages, page)
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		d, err := openOn(fs, &Options{Preallocate: true})
+		if err != nil {
+			t.Fatalf("reopening at full: %v", err)
+		}
+		defer d.Close()
+		wantAllocated(t, d, pages)
+	})
+
+	t.Run("punched", func(t *testing.T) {
+		// A heap all allocated, most of it in max pages; 8 of them are
+		// freed and punched, and the filesystem fills up meanwhile.
+		o := preallocOptions(t)
+		o.PunchHoles = true
+		o.MaxSize = 2 << 20
+		d, fs := fsDevice(t, o, 1<<40)
+		defer d.Close()
+		small, pages := fillDevice(t, d, page, 4096, 8192, 16<<10, 32<<10)
+		freed := pages[:8]
+		freePages(t, d, freed)
+		before := fs.free()
+		coverCommitted(t, d)
+		releaseCovered(t, d)
+		if err := d.Update(func(tx *Txn) error { d.alloc.join(tx); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if punched := fs.free() - before; punched != 8*(page-4096) {
+			t.Fatalf("%d bytes punched, want %d", punched, 8*(page-4096))
+		}
+		fs.setFree(page - 8192)
+		st := d.Stats()
+		_, err := allocOne(d, page)
+		if !errors.Is(err, ErrNoSpace) {
+			t.Fatalf("Alloc of a punched page with no room: %v, want ErrNoSpace", err)
+		}
+		if after := d.Stats(); !reflect.DeepEqual(after, st) {
+			t.Errorf("the refused Alloc changed the device:\n%+v\n%+v", st, after)
+		}
+		wantAllocated(t, d, append(append([]Addr(nil), small...), pages[8:]...))
+		// With the room back, the page is handed out and written whole.
+		fs.setFree(1 << 30)
+		a, err := allocOne(d, page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs.setFree(0)
+		if err := d.Update(func(tx *Txn) error { return tx.Write(a.Offset(), make([]byte, page)) }); err != nil {
+			t.Fatalf("writing the page handed out: %v", err)
+		}
+		mustCheck(t, d)
+	})
+
+	t.Run("create", func(t *testing.T) {
+		o := preallocOptions(t)
+		fs := newFSStore(t, o.MaxSize, o.JournalSize)
+		if d, err := createOn(fs, o); !errors.Is(err, ErrNoSpace) {
+			if err == nil {
+				d.Close()
+			}
+			t.Fatalf("Create with no room for the headers: %v, want ErrNoSpace", err)
+		}
+	})
+
+	t.Run("open", func(t *testing.T) {
+		// A sparse device opened with Preallocate has its holes reserved,
+		// or is refused.
+		o := preallocOptions(t)
+		o.Preallocate = false
+		d, fs := fsDevice(t, o, 1<<40)
+		pages := allocPages(t, d, 8, page)
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		size, _ := fs.Size()
+		fs.setFree(page)
+		if d, err := openOn(fs, &Options{Preallocate: true}); !errors.Is(err, ErrNoSpace) {
+			if err == nil {
+				d.Close()
+			}
+			t.Fatalf("Open with Preallocate, no room for the holes: %v, want ErrNoSpace", err)
+		}
+		if after, _ := fs.Size(); after != size {
+			t.Errorf("the refused Open changed the size from %d to %d", size, after)
+		}
+		fs.setFree(size)
+		d, err := openOn(fs, &Options{Preallocate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if held := fs.held(); held < size {
+			t.Errorf("a file of %d bytes holds %d bytes of blocks after Open, want all of it", size, held)
+		}
+		wantAllocated(t, d, pages)
+	})
+}
+
+// allocOne allocates one page of size bytes in its own transaction.
+func allocOne(d *Device, size int64) (a Addr, err error) {
+	err = d.Update(func(tx *Txn) (err error) { a, err = tx.Alloc(size); return err })
+	return a, err
+}
+
+// fsDevice creates a device with options o on an fsStore with room for
+// room bytes.
+func fsDevice(t *testing.T, o Options, room int64) (*Device, *fsStore) {
+	t.Helper()
+	fs := newFSStore(t, o.MaxSize, room)
+	d, err := createOn(fs, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, fs
+}
+
+// fillUntilFailed allocates and writes pages of size bytes, each in its
+// own transaction, until the device fails; any other error fails t.
+func fillUntilFailed(t *testing.T, d *Device, size int64) {
+	t.Helper()
+	for i := 1; ; i++ {
+		_, err := allocWritten(d, size)
+		if errors.Is(err, ErrFailed) {
+			t.Logf("the device failed at page %d: %v", i, err)
+			return
+		}
+		if err != nil {
+			t.Fatalf("page %d: %v; want the device to fail once the room is gone", i, err)
+		}
+	}
+}
+
+// fillWritten allocates and writes pages of size bytes, each in its own
+// transaction, until ErrNoSpace, and returns them.
+func fillWritten(t *testing.T, d *Device, size int64) []Addr {
+	t.Helper()
+	var pages []Addr
+	for {
+		a, err := allocWritten(d, size)
+		if errors.Is(err, ErrNoSpace) {
+			t.Logf("full after %d pages: %v", len(pages), err)
+			return pages
+		}
+		if err != nil {
+			t.Fatalf("page %d: %v", len(pages)+1, err)
+		}
+		pages = append(pages, a)
+	}
+}
+
+// goOnAtFull frees the last four of pages, of size bytes, on a full
+// device, allocates four again and writes one whole: the device goes on.
+// It returns the pages allocated now.
+func goOnAtFull(t *testing.T, d *Device, pages []Addr, size int64) []Addr {
+	t.Helper()
+	freePages(t, d, pages[len(pages)-4:])
+	coverCommitted(t, d)
+	again := allocPages(t, d, 4, size)
+	pages = append(pages[:len(pages)-4], again...)
+	if err := d.Update(func(tx *Txn) error { return tx.Write(again[0].Offset(), make([]byte, size)) }); err != nil {
+		t.Fatalf("writing a page at full: %v", err)
+	}
+	return pages
+}
+
+// allocWritten allocates one page of size bytes and writes its first
+// bytes, in one transaction.
+func allocWritten(d *Device, size int64) (a Addr, err error) {
+	err = d.Update(func(tx *Txn) (err error) {
+		if a, err = tx.Alloc(size); err != nil {
+			return err
+		}
+		return tx.Write(a.Offset(), []byte("written"))
+	})
+	return a, err
+}
+
+// TestPreallocateUnsupported: a store that cannot reserve refuses
+// Preallocate at once, as do platforms without fallocate.
+func TestPreallocateUnsupported(t *testing.T) {
+	o := preallocOptions(t)
+	store := simstore.New(o.MaxSize)
+	defer store.Close()
+	if d, err := createOn(store, o); !errors.Is(err, ErrInvalidArgument) || !errors.Is(err, errors.ErrUnsupported) {
+		if err == nil {
+			d.Close()
+		}
+		t.Fatalf("Preallocate on a store that cannot reserve: %v, want ErrInvalidArgument and ErrUnsupported", err)
+	}
+}
+
+// TestPreallocateReservesFile checks on the real file that Preallocate
+// leaves no hole as the file grows, where fallocate exists.
+func TestPreallocateReservesFile(t *testing.T) {
+	o := preallocOptions(t)
+	path := filepath.Join(t.TempDir(), "device")
+	d, err := Create(path, &o)
+	if runtime.GOOS != "linux" {
+		if err == nil {
+			d.Close()
+		}
+		if !errors.Is(err, errors.ErrUnsupported) {
+			t.Fatalf("Create with Preallocate on %s: %v, want ErrUnsupported", runtime.GOOS, err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	allocPages(t, d, 40, o.MaxPageSize)
+	size := d.Stats().FileSize
+	if held := allocatedBlocks(t, path); held < size {
+		t.Errorf("a file of %d bytes holds %d bytes of storage, want all of it", size, held)
+	}
+}
