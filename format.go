@@ -188,6 +188,7 @@ const (
 	stateAllocBytesOff  = 32
 	statePendPagesOff   = 40
 	statePendBytesOff   = 48
+	stateReservedOff    = 56
 	stateOrdersOff      = 64
 	stateOrderBytes     = 16
 

@@ -3,6 +3,7 @@ package pagealloc
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 	"testing"
 )
@@ -61,4 +62,66 @@ func TestInvariantsStopCorruptCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	tx.Rollback()
+}
+
+// TestCheckFindsPagesInsidePages sets the state bits of a page of a lower
+// order inside an allocated or free page, at its first, last and a middle
+// position, and expects Check to name that page. Check reads the bits
+// inside a page a word at a time; these land at either end of a word and
+// of a run of words, and inside a page whose bits share a word with its
+// neighbours'.
+func TestCheckFindsPagesInsidePages(t *testing.T) {
+	for _, tc := range []struct {
+		size  int64 // the page holding the bad one
+		order int   // the bad page's order
+		index int64 // the bad page's index inside, from the end if negative
+		state pageState
+	}{
+		{64 << 10, 0, 0, stateAllocated},
+		{64 << 10, 0, -1, stateFree},
+		{64 << 10, 1, 3, statePending},
+		{1 << 20, 0, 31, stateAllocated},
+		{1 << 20, 0, 32, stateAllocated},
+		{1 << 20, 0, -1, stateFree},
+		{1 << 20, 3, -1, stateAllocated},
+		{16 << 20, 0, 2047, stateAllocated},
+		{16 << 20, 0, -1, stateFree},
+		{16 << 20, 11, 0, stateAllocated},
+	} {
+		d, _ := createTestDevice(t, testOptions())
+		g := &d.alloc.g
+		// Neighbours on both sides, so that their bits sit beside the
+		// page's in the same words.
+		pages := allocPages(t, d, 3, tc.size)
+		a := pages[1]
+		n := tc.size / g.pageBytes(tc.order)
+		sub := a.Offset() + (tc.index+n)%n*g.pageBytes(tc.order)
+		want := fmt.Sprintf("corrupt heap at offset %d: expected nothing inside the order-%d page at %d, found order %d state %02b",
+			sub, orderOfSize(g, a.Size()), a.Offset(), tc.order, tc.state)
+		commitCorrupt(t, d, want, func() error {
+			return d.Update(func(tx *Txn) error {
+				tx.setPageState(g, tc.order, sub, tc.state)
+				return nil
+			})
+		})
+		d.Close()
+	}
+}
+
+// orderOfSize returns the order of pages of size bytes.
+func orderOfSize(g *heapGeometry, size int64) int {
+	return bits.TrailingZeros64(uint64(size)) - int(g.minShift)
+}
+
+// TestCheckReservedStateWord: the allocator state's reserved word must be
+// zero, so that a later format may give it a meaning.
+func TestCheckReservedStateWord(t *testing.T) {
+	d, _ := createTestDevice(t, testOptions())
+	off := d.geometry.state.off + stateReservedOff
+	commitCorrupt(t, d, fmt.Sprintf("corrupt allocator state at offset %d: expected a reserved word of zero, found 0x1", off), func() error {
+		return d.Update(func(tx *Txn) error {
+			tx.writeU64(off, 1, kindMeta)
+			return nil
+		})
+	})
 }
