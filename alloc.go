@@ -759,8 +759,9 @@ func (d *Device) checkUserWrite(off, n int64, tx *Txn) error {
 
 // growTo grows the file to cover at least size bytes, in steps of step
 // bytes, never past the capacity. Past the largest file the filesystem or
-// the process allows, where the store tells (storage.ErrFileLimit), it
-// returns ErrNoSpace and the device goes on.
+// the process allows, where the store tells (storage.ErrFileLimit), or
+// past the filesystem's room with Options.Preallocate, it returns
+// ErrNoSpace and the device goes on.
 func (d *Device) growTo(size, step int64) error {
 	d.growMu.Lock()
 	defer d.growMu.Unlock()
@@ -773,7 +774,8 @@ func (d *Device) growTo(size, step int64) error {
 	}
 	err := d.extend(target)
 	if target > size && (errors.Is(err, storage.ErrFileLimit) || errors.Is(err, ErrNoSpace)) {
-		// The limit falls inside the step: grow by just what is needed.
+		// The limit or the room ends inside the step: grow by just what
+		// is needed.
 		target = size
 		err = d.extend(target)
 	}
