@@ -33,18 +33,23 @@ func punchHole(f *os.File, off, length int64) error {
 func reserve(f *os.File, off, length int64) error {
 	for {
 		err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, length)
-		switch err {
-		case nil:
-			return nil
-		case unix.EINTR:
-			continue
-		case unix.ENOSPC, unix.EDQUOT:
-			return &os.PathError{Op: "fallocate", Path: f.Name(), Err: fmt.Errorf("%w: %w", ErrNoSpace, err)}
-		case unix.EOPNOTSUPP, unix.ENOSYS:
-			return &os.PathError{Op: "fallocate", Path: f.Name(), Err: errUnsupported}
+		if err != unix.EINTR {
+			return reserveError(f.Name(), err)
 		}
-		return &os.PathError{Op: "fallocate", Path: f.Name(), Err: err}
 	}
+}
+
+// reserveError gives fallocate's errno the meaning Reserver documents.
+func reserveError(path string, errno error) error {
+	switch errno {
+	case nil:
+		return nil
+	case unix.ENOSPC, unix.EDQUOT:
+		errno = fmt.Errorf("%w: %w", ErrNoSpace, errno)
+	case unix.EOPNOTSUPP, unix.ENOSYS:
+		errno = fmt.Errorf("%w: %w", errUnsupported, errno)
+	}
+	return &os.PathError{Op: "fallocate", Path: path, Err: errno}
 }
 
 // MapWritable maps the file a second time, read-write. On Linux a shared
