@@ -111,12 +111,14 @@ type Options struct {
 	// on. Without it the file is sparse, and the filesystem running out
 	// of room fails the device at a write into a hole (see Commit). With
 	// PunchHoles too, a punched max page is reserved again before Alloc
-	// hands out any of it, and Open reserves the whole file, holes and
-	// all. Create or Open returns ErrNoSpace if the room is not there.
-	// Supported on Linux, on filesystems with fallocate: elsewhere Create
-	// and Open fail with an error matching both ErrInvalidArgument and
-	// errors.ErrUnsupported. A copy-on-write filesystem (btrfs, ZFS) can
-	// still run out of room when overwriting reserved blocks.
+	// hands out any of it, and each Open reserves the whole file, taking
+	// back what was punched before. Create, or Open for writing, returns
+	// ErrNoSpace if the room is not there. Supported on Linux, on
+	// filesystems with fallocate: elsewhere Create and Open for writing
+	// fail with an error matching both ErrInvalidArgument and
+	// errors.ErrUnsupported; a read-only Open ignores it. A copy-on-write
+	// filesystem (btrfs, ZFS) can still run out of room when overwriting
+	// reserved blocks.
 	Preallocate bool
 
 	// LogRegions names and sizes the log-structured regions laid out at
@@ -227,7 +229,8 @@ type Device struct {
 
 // Create creates a device file at path and opens it. It fails with
 // ErrExists if the file exists. Only the headers are written: creating a
-// device of any MaxSize takes the same few writes and the file stays sparse.
+// device of any MaxSize takes the same few writes and the file stays sparse
+// (Options.Preallocate reserves the headers' blocks, no more).
 func Create(path string, opts *Options) (*Device, error) {
 	o, err := opts.withDefaults()
 	if err != nil {

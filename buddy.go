@@ -216,27 +216,19 @@ func (tx *Txn) Alloc(sizeBytes int64) (Addr, error) {
 
 func (a *allocator) allocOrder(tx *Txn, st *allocState, order int) (int64, error) {
 	for {
+		var refused error // the filesystem's room for a punched page
 		if avail := st.nonEmpty >> order; avail != 0 {
 			from := order + bits.TrailingZeros64(avail)
-			if from == a.g.maxOrder && a.d.opts.PunchHoles {
-				// The page may have been punched: its blocks come back
-				// before anything is written there.
-				if err := a.d.reserve(st.heads[from], a.g.maxPageBytes()); err != nil {
-					return 0, err
-				}
+			refused = a.reservePunched(st, from)
+			if refused == nil {
+				return a.take(tx, st, from, order), nil
 			}
-			off := st.pop(tx, from)
-			tx.setPageState(&a.g, from, off, stateNone)
-			for k := from - 1; k >= order; k-- {
-				buddy := off + a.g.pageBytes(k)
-				tx.setPageState(&a.g, k, buddy, stateFree)
-				st.push(tx, k, buddy)
+			if !errors.Is(refused, ErrNoSpace) {
+				return 0, refused
 			}
-			tx.setPageState(&a.g, order, off, stateAllocated)
-			st.allocPages++
-			st.allocBytes += a.g.pageBytes(order)
-			return off, nil
 		}
+		// The frontier may have room the file already holds: grow pushes
+		// a max page of it at the head of its list.
 		grew, err := a.grow(tx, st)
 		if err != nil && !errors.Is(err, ErrNoSpace) {
 			return 0, err
@@ -256,11 +248,47 @@ func (a *allocator) allocOrder(tx *Txn, st *allocState, order int) (int64, error
 				}
 			}
 		}
+		if refused != nil {
+			return 0, refused
+		}
 		if err != nil { // the file may grow no further
 			return 0, err
 		}
 		return 0, fmt.Errorf("%w: no free page of %d bytes in a %d-byte device", ErrNoSpace, a.g.pageBytes(order), a.g.capacity)
 	}
+}
+
+// take pops the head of list from and allocates an order-k page of it,
+// pushing the rest back as free pages of the orders in between.
+func (a *allocator) take(tx *Txn, st *allocState, from, k int) int64 {
+	off := st.pop(tx, from)
+	tx.setPageState(&a.g, from, off, stateNone)
+	for j := from - 1; j >= k; j-- {
+		buddy := off + a.g.pageBytes(j)
+		tx.setPageState(&a.g, j, buddy, stateFree)
+		st.push(tx, j, buddy)
+	}
+	tx.setPageState(&a.g, k, off, stateAllocated)
+	st.allocPages++
+	st.allocBytes += a.g.pageBytes(k)
+	return off
+}
+
+// reservePunched reserves the blocks of the page at the head of list k
+// before Alloc takes it, if it is a max page that may have been punched
+// (Options.PunchHoles with Options.Preallocate). Refused, the page is
+// queued to be punched again, once that is safe (punchDurable): the
+// filesystem may have given part of the room, and it goes back.
+func (a *allocator) reservePunched(st *allocState, k int) error {
+	if k != a.g.maxOrder || !a.d.opts.PunchHoles {
+		return nil
+	}
+	head := st.heads[k]
+	err := a.d.reserve(head, a.g.maxPageBytes())
+	if n := len(a.toPunch); errors.Is(err, ErrNoSpace) && (n == 0 || a.toPunch[n-1] != head) {
+		a.toPunch = append(a.toPunch, head)
+	}
+	return err
 }
 
 // grow hands the next max page at the frontier to the allocator, growing

@@ -28,16 +28,20 @@ func TestFileSizeLimit(t *testing.T) {
 		fileLimitChild(t, dir)
 		return
 	}
-	if err := runChildTest(t, fileLimitChildEnv, fileLimitDone, nil); err != nil {
+	out, err := runChildTest(t, fileLimitChildEnv, nil)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(out, fileLimitDone) {
+		t.Fatalf("the child did not run the test:\n%s", out)
 	}
 }
 
 // runChildTest runs the current test again in a child process started
-// with attr, its environment setting env to a temporary directory, and
-// fails unless the child passes, printing done. It returns an error if
+// with attr, its environment setting env to a temporary directory, fails
+// unless the child passes, and returns its output. It returns an error if
 // the child could not be started.
-func runChildTest(t *testing.T, env, done string, attr *syscall.SysProcAttr) error {
+func runChildTest(t *testing.T, env string, attr *syscall.SysProcAttr) (string, error) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), env+"="+t.TempDir())
@@ -45,16 +49,13 @@ func runChildTest(t *testing.T, env, done string, attr *syscall.SysProcAttr) err
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		return err
+		return "", err
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("child: %v\n%s", err, out.String())
 	}
-	if !strings.Contains(out.String(), done) {
-		t.Fatalf("the child did not run the test:\n%s", out.String())
-	}
 	t.Logf("child:\n%s", out.String())
-	return nil
+	return out.String(), nil
 }
 
 func fileLimitChild(t *testing.T, dir string) {

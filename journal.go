@@ -605,8 +605,10 @@ func (j *journal) recover() error {
 	d := j.d
 	replay := &Txn{d: d}
 	var links []journalEntry
+	end := int64(0)
 	for _, r := range recs {
 		for _, e := range r.entries {
+			end = max(end, e.off+int64(len(e.data)))
 			if e.kind == kindLink {
 				links = append(links, e)
 				continue
@@ -624,6 +626,12 @@ func (j *journal) recover() error {
 	if d.opts.ReadOnly {
 		d.pending.add(replay)
 		return nil
+	}
+	// A crash may have lost the file's growth, which is not journaled:
+	// grow it back first, reserving it with Options.Preallocate, rather
+	// than let the writes past its end leave holes.
+	if err := d.growTo(end, 1); err != nil {
+		return err
 	}
 	if err := j.applyHome(&replay.lines, replay.lines.sorted(nil)); err != nil {
 		return err

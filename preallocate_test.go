@@ -30,6 +30,9 @@ type fsStore struct {
 	mu     sync.Mutex
 	room   int64 // blocks the filesystem can give the file
 	blocks map[int64]bool
+	// unsupported makes Reserve fail as on a filesystem without
+	// fallocate.
+	unsupported bool
 }
 
 var _ storage.Reserver = (*fsStore)(nil)
@@ -98,6 +101,9 @@ func (s *fsStore) PunchHole(off, length int64) error {
 func (s *fsStore) Reserve(off, length int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.unsupported {
+		return &os.PathError{Op: "fallocate", Path: "fsStore", Err: errors.ErrUnsupported}
+	}
 	first, end := blockSpan(off, length)
 	for b := first; b < end; b++ {
 		if s.blocks[b] {
@@ -248,37 +254,73 @@ func TestPreallocateFullFilesystem(t *testing.T) {
 		o.MaxSize = 2 << 20
 		d, fs := fsDevice(t, o, 1<<40)
 		defer d.Close()
-		small, pages := fillDevice(t, d, page, 4096, 8192, 16<<10, 32<<10)
-		freed := pages[:8]
-		freePages(t, d, freed)
-		before := fs.free()
-		coverCommitted(t, d)
-		releaseCovered(t, d)
+		_, pages := fillDevice(t, d, page)
+		_, small := fillDevice(t, d, 4096) // what the max pages left
+		punchFreed(t, d, fs, pages[:8], page)
+		// Room for all but one block of a punched page.
+		room := page - 8192
+		fs.setFree(room)
+		st := d.Stats()
+		for _, size := range []int64{page, 4096} { // whole, and split
+			if _, err := allocOne(d, size); !errors.Is(err, ErrNoSpace) {
+				t.Fatalf("Alloc(%d) of a punched page with no room: %v, want ErrNoSpace", size, err)
+			}
+		}
+		if after := d.Stats(); !reflect.DeepEqual(after, st) {
+			t.Errorf("the refused Allocs changed the device:\n%+v\n%+v", st, after)
+		}
+		wantAllocated(t, d, append(append([]Addr(nil), small...), pages[8:]...))
+		// The blocks the refused reservation took go back to the
+		// filesystem with the next transaction.
 		if err := d.Update(func(tx *Txn) error { d.alloc.join(tx); return nil }); err != nil {
 			t.Fatal(err)
 		}
-		if punched := fs.free() - before; punched != 8*(page-4096) {
-			t.Fatalf("%d bytes punched, want %d", punched, 8*(page-4096))
+		if free := fs.free(); free != room {
+			t.Errorf("%d bytes of room after the refusals, want the %d before them", free, room)
 		}
-		fs.setFree(page - 8192)
-		st := d.Stats()
-		_, err := allocOne(d, page)
-		if !errors.Is(err, ErrNoSpace) {
-			t.Fatalf("Alloc of a punched page with no room: %v, want ErrNoSpace", err)
-		}
-		if after := d.Stats(); !reflect.DeepEqual(after, st) {
-			t.Errorf("the refused Alloc changed the device:\n%+v\n%+v", st, after)
-		}
-		wantAllocated(t, d, append(append([]Addr(nil), small...), pages[8:]...))
-		// With the room back, the page is handed out and written whole.
+		// With the room back, pages are handed out and written whole,
+		// the filesystem full again.
 		fs.setFree(1 << 30)
-		a, err := allocOne(d, page)
+		whole, err := allocOne(d, page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		split, err := allocOne(d, 4096)
 		if err != nil {
 			t.Fatal(err)
 		}
 		fs.setFree(0)
-		if err := d.Update(func(tx *Txn) error { return tx.Write(a.Offset(), make([]byte, page)) }); err != nil {
-			t.Fatalf("writing the page handed out: %v", err)
+		if err := d.Update(func(tx *Txn) error {
+			return errors.Join(tx.Write(whole.Offset(), make([]byte, page)), tx.Write(split.Offset(), make([]byte, 4096)))
+		}); err != nil {
+			t.Fatalf("writing the pages handed out: %v", err)
+		}
+		// The split's free halves have their headers written too.
+		if _, err := allocOne(d, 8192); err != nil {
+			t.Fatalf("Alloc from the rest of the split page: %v", err)
+		}
+		mustCheck(t, d)
+	})
+
+	t.Run("punched head, room past the frontier", func(t *testing.T) {
+		// A punched page heads the list, the filesystem is full, but
+		// the file holds reserved room past the frontier: Alloc takes it.
+		o := preallocOptions(t)
+		o.PunchHoles = true
+		d, fs := fsDevice(t, o, 1<<40)
+		defer d.Close()
+		pages := allocPages(t, d, 2, page)
+		punchFreed(t, d, fs, pages[:1], page)
+		fs.setFree(0)
+		st := d.Stats()
+		for _, size := range []int64{page, 4096} {
+			if _, err := allocOne(d, size); err != nil {
+				t.Fatalf("Alloc(%d) with %d reserved bytes past the frontier: %v", size, st.FileSize-st.Frontier, err)
+			}
+		}
+		if after := d.Stats(); after.FileSize != st.FileSize || after.Frontier <= st.Frontier {
+			t.Errorf("file of %d bytes and frontier %d, from %d and %d: want the frontier up within the file",
+				after.FileSize, after.Frontier, st.FileSize, st.Frontier)
 		}
 		mustCheck(t, d)
 	})
@@ -315,8 +357,14 @@ func TestPreallocateFullFilesystem(t *testing.T) {
 		if after, _ := fs.Size(); after != size {
 			t.Errorf("the refused Open changed the size from %d to %d", size, after)
 		}
+		// Read-only, nothing is written and nothing reserved.
+		ro, err := openOn(fs, &Options{Preallocate: true, ReadOnly: true})
+		if err != nil {
+			t.Fatalf("read-only Open with Preallocate and no room: %v", err)
+		}
+		ro.Close()
 		fs.setFree(size)
-		d, err := openOn(fs, &Options{Preallocate: true})
+		d, err = openOn(fs, &Options{Preallocate: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -326,6 +374,74 @@ func TestPreallocateFullFilesystem(t *testing.T) {
 		}
 		wantAllocated(t, d, pages)
 	})
+
+	t.Run("recovery past the end", func(t *testing.T) {
+		// The file cut back below what its journal writes, its growth
+		// lost: recovery grows it again, reserved, before replaying.
+		o := preallocOptions(t)
+		orig, fs := fsDevice(t, o, 1<<40)
+		defer orig.Close()
+		base, _ := fs.Size()
+		var pages []Addr
+		for range 3 {
+			a, err := allocWritten(orig, page)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages = append(pages, a)
+		}
+		image := func(free int64) *fsStore {
+			img := make([]byte, base)
+			if _, err := fs.ReadAt(img, 0); err != nil {
+				t.Fatal(err)
+			}
+			cut := newFSStore(t, o.MaxSize, 1<<40)
+			if _, err := cut.WriteAt(img, 0); err != nil {
+				t.Fatal(err)
+			}
+			cut.setFree(free)
+			return cut
+		}
+		if d, err := openOn(image(0), &Options{Preallocate: true}); !errors.Is(err, ErrNoSpace) {
+			if err == nil {
+				d.Close()
+			}
+			t.Fatalf("Open replaying past the end with no room: %v, want ErrNoSpace", err)
+		}
+		cut := image(1 << 30)
+		d, err := openOn(cut, &Options{Preallocate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		size, _ := cut.Size()
+		if held := cut.held(); size <= base || held < size {
+			t.Errorf("after replaying past the end of a %d-byte file: %d bytes, %d of them held", base, size, held)
+		}
+		cut.setFree(0)
+		for _, a := range pages {
+			if err := d.Update(func(tx *Txn) error { return tx.Write(a.Offset(), make([]byte, page)) }); err != nil {
+				t.Fatalf("writing page %v on a full filesystem: %v", a, err)
+			}
+		}
+		wantAllocated(t, d, pages)
+	})
+}
+
+// punchFreed frees pages, max pages of size bytes, and runs transactions
+// until they are free and punched.
+func punchFreed(t *testing.T, d *Device, fs *fsStore, pages []Addr, size int64) {
+	t.Helper()
+	freePages(t, d, pages)
+	before := fs.free()
+	coverCommitted(t, d)
+	releaseCovered(t, d)
+	if err := d.Update(func(tx *Txn) error { d.alloc.join(tx); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if punched, want := fs.free()-before, int64(len(pages))*(size-4096); punched != want {
+		t.Fatalf("%d bytes punched, want %d", punched, want)
+	}
 }
 
 // allocOne allocates one page of size bytes in its own transaction.
@@ -411,13 +527,17 @@ func allocWritten(d *Device, size int64) (a Addr, err error) {
 // Preallocate at once, as do platforms without fallocate.
 func TestPreallocateUnsupported(t *testing.T) {
 	o := preallocOptions(t)
-	store := simstore.New(o.MaxSize)
-	defer store.Close()
-	if d, err := createOn(store, o); !errors.Is(err, ErrInvalidArgument) || !errors.Is(err, errors.ErrUnsupported) {
-		if err == nil {
-			d.Close()
+	plain := simstore.New(o.MaxSize)
+	defer plain.Close()
+	refusing := newFSStore(t, o.MaxSize, 1<<40)
+	refusing.unsupported = true
+	for _, store := range []storage.Storage{plain, refusing} {
+		if d, err := createOn(store, o); !errors.Is(err, ErrInvalidArgument) || !errors.Is(err, errors.ErrUnsupported) {
+			if err == nil {
+				d.Close()
+			}
+			t.Fatalf("Preallocate on a store that cannot reserve (%T): %v, want ErrInvalidArgument and ErrUnsupported", store, err)
 		}
-		t.Fatalf("Preallocate on a store that cannot reserve: %v, want ErrInvalidArgument and ErrUnsupported", err)
 	}
 }
 
