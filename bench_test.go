@@ -131,32 +131,48 @@ func randomPageSize(rng *rand.Rand) int64 { return 4096 << rng.IntN(5) }
 func BenchmarkAllocFree(b *testing.B) {
 	for _, live := range []int{1e3, 1e5, 1e6} {
 		b.Run(fmt.Sprintf("live=%.0e", float64(live)), func(b *testing.B) {
-			rng := rand.New(rand.NewPCG(1, 2))
-			pages := make([]Addr, live)
-			runtime.GC()
-			var before runtime.MemStats
-			runtime.ReadMemStats(&before)
-			d, _ := createCounted(b, allocFreeOptions())
-			fill(b, d, pages, rng)
-			b.ReportAllocs()
-			b.ResetTimer()
-			inBatches(b, d, func(tx *Txn) error {
-				j := rng.IntN(live)
-				if err := tx.Free(pages[j]); err != nil {
-					return err
-				}
-				a, err := tx.Alloc(randomPageSize(rng))
-				pages[j] = a
-				return err
-			})
-			b.StopTimer()
-			runtime.GC()
-			var after runtime.MemStats
-			runtime.ReadMemStats(&after)
-			b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)), "heap-bytes")
-			runtime.KeepAlive(pages)
+			benchAllocFree(b, live, allocFreeOptions())
 		})
 	}
+}
+
+// BenchmarkAllocFreePreallocated is BenchmarkAllocFree's largest case with
+// Options.Preallocate: the filesystem's blocks are reserved as the file
+// grows, not found the first time a page header is written.
+func BenchmarkAllocFreePreallocated(b *testing.B) {
+	if runtime.GOOS != "linux" {
+		b.Skip("Preallocate is supported on Linux only")
+	}
+	o := allocFreeOptions()
+	o.Preallocate = true
+	b.Run("live=1e+06", func(b *testing.B) { benchAllocFree(b, 1e6, o) })
+}
+
+func benchAllocFree(b *testing.B, live int, o *Options) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pages := make([]Addr, live)
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	d, _ := createCounted(b, o)
+	fill(b, d, pages, rng)
+	b.ReportAllocs()
+	b.ResetTimer()
+	inBatches(b, d, func(tx *Txn) error {
+		j := rng.IntN(live)
+		if err := tx.Free(pages[j]); err != nil {
+			return err
+		}
+		a, err := tx.Alloc(randomPageSize(rng))
+		pages[j] = a
+		return err
+	})
+	b.StopTimer()
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)), "heap-bytes")
+	runtime.KeepAlive(pages)
 }
 
 // inBatches runs op b.N times, committing every 1,000 operations.
