@@ -375,9 +375,13 @@ func TestPreallocateFullFilesystem(t *testing.T) {
 		wantAllocated(t, d, pages)
 	})
 
-	t.Run("recovery past the end", func(t *testing.T) {
-		// The file cut back below what its journal writes, its growth
-		// lost: recovery grows it again, reserved, before replaying.
+	t.Run("recovery", func(t *testing.T) {
+		// Crash images that hold the journal but none of the home writes
+		// after Create: sparse, the heap is holes (its growth durable,
+		// the writes into it not yet), or the file is cut back below the
+		// heap (its growth lost too). Open reserves the holes, and
+		// recovery grows the file, reserved, before replaying; a full
+		// filesystem makes Open return ErrNoSpace.
 		o := preallocOptions(t)
 		orig, fs := fsDevice(t, o, 1<<40)
 		defer orig.Close()
@@ -390,41 +394,47 @@ func TestPreallocateFullFilesystem(t *testing.T) {
 			}
 			pages = append(pages, a)
 		}
-		image := func(free int64) *fsStore {
+		full, _ := fs.Size()
+		image := func(size, free int64) *fsStore {
 			img := make([]byte, base)
 			if _, err := fs.ReadAt(img, 0); err != nil {
 				t.Fatal(err)
 			}
-			cut := newFSStore(t, o.MaxSize, 1<<40)
-			if _, err := cut.WriteAt(img, 0); err != nil {
+			crashed := newFSStore(t, o.MaxSize, 1<<40)
+			if _, err := crashed.WriteAt(img, 0); err != nil {
 				t.Fatal(err)
 			}
-			cut.setFree(free)
-			return cut
-		}
-		if d, err := openOn(image(0), &Options{Preallocate: true}); !errors.Is(err, ErrNoSpace) {
-			if err == nil {
-				d.Close()
+			if err := crashed.Truncate(size); err != nil {
+				t.Fatal(err)
 			}
-			t.Fatalf("Open replaying past the end with no room: %v, want ErrNoSpace", err)
+			crashed.setFree(free)
+			return crashed
 		}
-		cut := image(1 << 30)
-		d, err := openOn(cut, &Options{Preallocate: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		size, _ := cut.Size()
-		if held := cut.held(); size <= base || held < size {
-			t.Errorf("after replaying past the end of a %d-byte file: %d bytes, %d of them held", base, size, held)
-		}
-		cut.setFree(0)
-		for _, a := range pages {
-			if err := d.Update(func(tx *Txn) error { return tx.Write(a.Offset(), make([]byte, page)) }); err != nil {
-				t.Fatalf("writing page %v on a full filesystem: %v", a, err)
+		for _, size := range []int64{full, base} {
+			if d, err := openOn(image(size, 0), &Options{Preallocate: true}); !errors.Is(err, ErrNoSpace) {
+				if err == nil {
+					d.Close()
+				}
+				t.Fatalf("Open of a %d-byte image holding %d, no room: %v, want ErrNoSpace", size, base, err)
 			}
+			crashed := image(size, 1<<30)
+			d, err := openOn(crashed, &Options{Preallocate: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			after, _ := crashed.Size()
+			if held := crashed.held(); after < size || after <= base || held < after {
+				t.Errorf("Open of a %d-byte image holding %d: a file of %d bytes, %d of them held; want the heap back, all held", size, base, after, held)
+			}
+			crashed.setFree(0)
+			for _, a := range pages {
+				if err := d.Update(func(tx *Txn) error { return tx.Write(a.Offset(), make([]byte, page)) }); err != nil {
+					t.Fatalf("writing page %v on a full filesystem: %v", a, err)
+				}
+			}
+			wantAllocated(t, d, pages)
 		}
-		wantAllocated(t, d, pages)
 	})
 }
 
