@@ -38,14 +38,13 @@ func (l *logFlag) Set(text string) error {
 // prints its layout. Zero flags take the library's defaults.
 func runCreate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("create", "FILE", stderr)
-	var maxSize, minPage, maxPage, journal, root, growth sizeValue
+	var maxSize, minPage, maxPage, journal, root sizeValue
 	var logs logFlag
 	fs.Var(&maxSize, "max-size", "the most `bytes` the file may ever hold, reserved as address space (default 1TiB; 1GiB on 32-bit)")
 	fs.Var(&minPage, "min-page", "smallest page in `bytes`, a power of two >= 512 (default 4KiB)")
 	fs.Var(&maxPage, "max-page", "largest page in `bytes`, a power of two <= 1GiB (default 16MiB)")
 	fs.Var(&journal, "journal", "journal ring size in `bytes`, a multiple of 4KiB >= 64KiB (default 4MiB)")
 	fs.Var(&root, "root", "caller's root area size in `bytes`, a multiple of 4KiB (default 4KiB)")
-	fs.Var(&growth, "growth", "`bytes` the file grows by at a time (default 64MiB, at least the max page)")
 	fs.Var(&logs, "log", "add a log-structured region `name=size` (size a multiple of 4KiB); repeatable")
 	path, err := parseFileArgs(fs, args)
 	if err != nil {
@@ -57,7 +56,6 @@ func runCreate(args []string, stdout, stderr io.Writer) error {
 		MaxPageSize: int64(maxPage),
 		JournalSize: int64(journal),
 		RootSize:    int64(root),
-		GrowthStep:  int64(growth),
 		LogRegions:  logs,
 	})
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 func TestCreate(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "device")
 	code, stdout, stderr := runCLI(t, "create", "-max-size", "1GiB", "-min-page", "8K", "-max-page", "1MiB",
-		"-journal", "128K", "-root", "16K", "-growth", "2M", "-log", "wal=1M", "-log", "index=64K", path)
+		"-journal", "128K", "-root", "16K", "-log", "wal=1M", "-log", "index=64K", path)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
