@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -29,17 +34,11 @@ func runDump(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer d.Close()
-	var extents []pagealloc.HeapExtent
-	if *pages {
-		if err := d.WalkHeap(func(e pagealloc.HeapExtent) bool { extents = append(extents, e); return true }); err != nil {
-			return err
-		}
-	}
 	if *asJSON {
-		return writeJSON(stdout, struct {
-			*pagealloc.Inspection
-			Pages []pagealloc.HeapExtent `json:",omitempty"`
-		}{in, extents})
+		if *pages {
+			return writePagesJSON(stdout, d, in)
+		}
+		return writeJSON(stdout, in)
 	}
 	if err := printLayout(stdout, in); err != nil {
 		return err
@@ -59,7 +58,7 @@ func runDump(args []string, stdout, stderr io.Writer) error {
 	}
 	if *pages {
 		fmt.Fprintln(stdout)
-		return printPages(stdout, extents)
+		return printPages(stdout, d)
 	}
 	return nil
 }
@@ -202,15 +201,78 @@ func printSubpageClasses(w io.Writer, in *pagealloc.Inspection) error {
 	return tw.Flush()
 }
 
-func printPages(w io.Writer, extents []pagealloc.HeapExtent) error {
-	fmt.Fprintln(w, "heap pages:")
-	tw := table(w, "offset", "size", "state", "detail")
-	for _, e := range extents {
-		detail := ""
-		if e.Kind == pagealloc.PageSubpages {
-			detail = fmt.Sprintf("%d of 63 slots of %s used", e.SlotsUsed, formatBytes(e.SlotBytes))
+// printPages lists every extent of the heap, one row each. A heap may
+// hold millions: rather than keep them, it walks the heap twice, first
+// for the width of each column, then to print the rows as it goes.
+func printPages(w io.Writer, d *pagealloc.Device) error {
+	wOff, wSize, wState := len("offset"), len("size"), len("state")
+	if err := d.WalkHeap(func(e pagealloc.HeapExtent) bool {
+		off, size, state, detail := extentCells(e)
+		wOff, wSize = max(wOff, len(off)), max(wSize, len(size))
+		if detail != "" {
+			wState = max(wState, len(state))
 		}
-		row(tw, e.Offset, formatBytes(e.Size), e.Kind, detail)
+		return true
+	}); err != nil {
+		return err
 	}
-	return tw.Flush()
+	bw := bufio.NewWriter(w)
+	fmt.Fprintln(bw, "heap pages:")
+	fmt.Fprintf(bw, "  %-*s  %-*s  %-*s  detail\n", wOff, "offset", wSize, "size", wState, "state")
+	if err := d.WalkHeap(func(e pagealloc.HeapExtent) bool {
+		off, size, state, detail := extentCells(e)
+		if detail != "" {
+			state = fmt.Sprintf("%-*s  %s", wState, state, detail)
+		}
+		_, err := fmt.Fprintf(bw, "  %-*s  %-*s  %s\n", wOff, off, wSize, size, state)
+		return err == nil
+	}); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// extentCells returns the cells of an extent's row.
+func extentCells(e pagealloc.HeapExtent) (off, size, state, detail string) {
+	if e.Kind == pagealloc.PageSubpages {
+		detail = fmt.Sprintf("%d of 63 slots of %s used", e.SlotsUsed, formatBytes(e.SlotBytes))
+	}
+	return strconv.FormatInt(e.Offset, 10), formatBytes(e.Size), e.Kind.String(), detail
+}
+
+// writePagesJSON writes the inspection with every extent of the heap in
+// a "Pages" array, as one JSON object, encoding each extent as the walk
+// reaches it instead of keeping them all.
+func writePagesJSON(w io.Writer, d *pagealloc.Device, in *pagealloc.Inspection) error {
+	head, err := json.MarshalIndent(in, "", "  ")
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(w)
+	bw.Write(bytes.TrimRight(bytes.TrimSuffix(head, []byte("}")), "\n")) // open, for one more field
+	n := 0
+	var encErr error
+	err = d.WalkHeap(func(e pagealloc.HeapExtent) bool {
+		b, err := json.MarshalIndent(e, "    ", "  ")
+		if err != nil {
+			encErr = err
+			return false
+		}
+		if n == 0 {
+			bw.WriteString(",\n  \"Pages\": [\n    ")
+		} else {
+			bw.WriteString(",\n    ")
+		}
+		n++
+		_, err = bw.Write(b)
+		return err == nil
+	})
+	if err = errors.Join(err, encErr); err != nil {
+		return err
+	}
+	if n > 0 {
+		bw.WriteString("\n  ]")
+	}
+	bw.WriteString("\n}\n")
+	return bw.Flush()
 }

@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -117,5 +119,64 @@ func TestDumpJournal(t *testing.T) {
 	_, stdout, _ = runUnchanged(t, "dump", torn)
 	if !strings.Contains(stdout, ": 3 records,") || !strings.Contains(stdout, fmt.Sprintf("torn record at offset %d", last.Offset)) {
 		t.Errorf("torn copy:\n%s", stdout)
+	}
+}
+
+// peakWriter discards what is written to it, noting the Go heap's
+// largest size at each write.
+type peakWriter struct {
+	n    int64
+	peak uint64
+}
+
+func (w *peakWriter) Write(p []byte) (int, error) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	w.n += int64(len(p))
+	w.peak = max(w.peak, ms.HeapAlloc)
+	return len(p), nil
+}
+
+// TestDumpPagesMemory dumps the pages of a heap of 300,000 small pages,
+// as text and as JSON: the Go heap must not grow with their number, as
+// it did when dump built its output whole (65 MB as text, 106 MB as JSON
+// for these pages).
+func TestDumpPagesMemory(t *testing.T) {
+	const pages = 300_000
+	path := filepath.Join(t.TempDir(), "device")
+	d, err := pagealloc.Create(path, &pagealloc.Options{NoSync: true, MinPageSize: 512, MaxPageSize: 64 << 10, MaxSize: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < pages; i += 10_000 {
+		if err := d.Update(func(tx *pagealloc.Txn) error {
+			for range 10_000 {
+				if _, err := tx.Alloc(512); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			d.Close()
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"dump", "-pages", path}, {"dump", "-pages", "-json", path}} {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		w := &peakWriter{}
+		var stderr strings.Builder
+		if code := run(args, w, &stderr); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr.String())
+		}
+		grew := int64(w.peak) - int64(ms.HeapAlloc)
+		t.Logf("%v: %d bytes out, the Go heap %d bytes above where it started at most", args, w.n, grew)
+		if w.n < pages*20 || grew > 16<<20 {
+			t.Errorf("%v: %d bytes written for %d pages, the heap up to %d bytes above its start; want at most 16 MiB", args, w.n, pages, grew)
+		}
 	}
 }
