@@ -776,18 +776,14 @@ func (d *Device) growTo(size, step int64) error {
 		target = (size + step - 1) / step * step // any step, not only powers of two
 	}
 	err := d.extend(target)
-	if target > size && (errors.Is(err, storage.ErrFileLimit) || errors.Is(err, ErrNoSpace)) {
+	if target > size && errors.Is(err, ErrNoSpace) {
 		// The limit or the room ends inside the step: grow by just what
 		// is needed.
 		target = size
 		err = d.extend(target)
 	}
-	if errors.Is(err, storage.ErrFileLimit) {
-		// Refused, the growth changed nothing.
-		return fmt.Errorf("%w: the file may not grow to %d bytes: %w", ErrNoSpace, target, err)
-	}
 	if errors.Is(err, ErrNoSpace) {
-		return err
+		return err // refused, the growth changed nothing
 	}
 	if err != nil {
 		return d.fail(err)
@@ -797,13 +793,15 @@ func (d *Device) growTo(size, step int64) error {
 }
 
 // extend sets the file's size to target, above the recorded size, and
-// reserves the new bytes with Options.Preallocate. Refused for want of
-// room, it sets the size back, so that a refusal changes nothing; an
-// error that does not match ErrNoSpace or storage.ErrFileLimit may have
-// left the size anywhere.
+// reserves the new bytes with Options.Preallocate. A growth past the
+// file's size limit (storage.ErrFileLimit) or the filesystem's room is
+// refused with ErrNoSpace and changes nothing (the size is set back);
+// any other error may have left the size anywhere.
 func (d *Device) extend(target int64) error {
 	old := d.size.Load()
-	if err := d.store.Truncate(target); err != nil {
+	if err := d.store.Truncate(target); errors.Is(err, storage.ErrFileLimit) {
+		return fmt.Errorf("%w: the file may not grow to %d bytes: %w", ErrNoSpace, target, err)
+	} else if err != nil {
 		return err
 	}
 	err := d.reserve(old, target-old)
