@@ -214,8 +214,9 @@ func (c *checker) checkCounters() {
 		c.report(c.d.geometry.state.off, "allocator state", "%d allocated pages of %d bytes as the bits show, found counters %d and %d",
 			c.allocPages, c.allocBytes, c.st.allocPages, c.st.allocBytes)
 	}
-	if off := c.d.geometry.state.off + stateReservedOff; c.tx.readU64(off) != 0 {
-		c.report(off, "allocator state", "a reserved word of zero, found %#x", c.tx.readU64(off))
+	off := c.d.geometry.state.off + stateReservedOff
+	if v := c.tx.readU64(off); v != 0 {
+		c.report(off, "allocator state", "a reserved word of zero, found %#x", v)
 	}
 }
 
