@@ -121,7 +121,9 @@ func (a *allocator) join(tx *Txn) *allocState {
 		a.tx = tx
 		tx.join(a)
 		a.punchDurable(tx)
-		a.releasePending(tx)
+		// A corrupt queue stops the release; Alloc returns the error
+		// if it needs the pages, and Check reports it.
+		_, _ = a.releasePending(tx)
 	}
 	return &a.work
 }
@@ -221,7 +223,7 @@ func (a *allocator) allocOrder(tx *Txn, st *allocState, order int) (int64, error
 			from := order + bits.TrailingZeros64(avail)
 			refused = a.reservePunched(st, from)
 			if refused == nil {
-				return a.take(tx, st, from, order), nil
+				return a.take(tx, st, from, order)
 			}
 			if !errors.Is(refused, ErrNoSpace) {
 				return 0, refused
@@ -243,8 +245,12 @@ func (a *allocator) allocOrder(tx *Txn, st *allocState, order int) (int64, error
 				if err := a.d.journal.waitCheckpoint(seq); err != nil {
 					return 0, err
 				}
-				if a.releasePending(tx) > 0 {
+				released, err := a.releasePending(tx)
+				if released > 0 {
 					continue
+				}
+				if err != nil {
+					return 0, err
 				}
 			}
 		}
@@ -259,9 +265,16 @@ func (a *allocator) allocOrder(tx *Txn, st *allocState, order int) (int64, error
 }
 
 // take pops the head of list from and allocates an order-k page of it,
-// pushing the rest back as free pages of the orders in between.
-func (a *allocator) take(tx *Txn, st *allocState, from, k int) int64 {
-	off := st.pop(tx, from)
+// pushing the rest back as free pages of the orders in between. A head
+// that is not a sound free page is corruption: take changes nothing and
+// returns it.
+func (a *allocator) take(tx *Txn, st *allocState, from, k int) (int64, error) {
+	off := st.heads[from]
+	h, err := a.linkedFree(tx, st, from, off)
+	if err != nil {
+		return 0, err
+	}
+	st.detach(tx, from, off, h)
 	tx.setPageState(&a.g, from, off, stateNone)
 	for j := from - 1; j >= k; j-- {
 		buddy := off + a.g.pageBytes(j)
@@ -271,7 +284,7 @@ func (a *allocator) take(tx *Txn, st *allocState, from, k int) int64 {
 	tx.setPageState(&a.g, k, off, stateAllocated)
 	st.allocPages++
 	st.allocBytes += a.g.pageBytes(k)
-	return off
+	return off, nil
 }
 
 // reservePunched reserves the blocks of the page at the head of list k
@@ -328,6 +341,13 @@ func (a *allocator) forEachGrownPage(from int64, fn func(order int, off int64) b
 	return true
 }
 
+// freeListPage is a page on a free list and its header.
+type freeListPage struct {
+	order int
+	off   int64
+	h     pageHeader
+}
+
 // retractTail undoes grow for every max page at the end of the heap that
 // is wholly free again, lowering the frontier. Such a max page holds
 // exactly the free pages grow made of it: merging stops at its edges (the
@@ -344,17 +364,19 @@ func (a *allocator) retractTail(tx *Txn, st *allocState) bool {
 			return false
 		}
 		from := st.frontier - a.g.maxPageBytes()
+		var pages []freeListPage
 		free := a.forEachGrownPage(from, func(order int, off int64) bool {
-			return tx.pageState(&a.g, order, off) == stateFree
+			h, err := a.linkedFree(tx, st, order, off)
+			pages = append(pages, freeListPage{order, off, h})
+			return err == nil
 		})
 		if !free {
-			return true
+			return true // in use, or corrupt: Check reports it
 		}
-		a.forEachGrownPage(from, func(order int, off int64) bool {
-			st.detach(tx, order, off)
-			tx.setPageState(&a.g, order, off, stateNone)
-			return true
-		})
+		for _, p := range pages {
+			st.detach(tx, p.order, p.off, p.h)
+			tx.setPageState(&a.g, p.order, p.off, stateNone)
+		}
 		st.frontier = from
 	}
 	return true
@@ -455,6 +477,9 @@ func (tx *Txn) Free(a Addr) error {
 		return fmt.Errorf("%w: %v is the ring of log %q; drop it with Device.DropLog", ErrInvalidFree, a, l.name)
 	}
 	st := al.join(tx)
+	if err := al.pendingTail(tx, st); err != nil {
+		return err
+	}
 	off, size := a.Offset(), a.Size()
 	tx.setPageState(&al.g, order, off, statePending)
 	st.enqueuePending(tx, order, off, size, tx.d.txSeq+1)
@@ -497,14 +522,15 @@ func (al *allocator) validate(tx *Txn, a Addr) (int, error) {
 
 // releasePending moves every pending page whose free a checkpoint covers
 // into the free lists, merging it with free buddies, and returns how many
-// it moved.
+// it moved. A page at the head of the queue that is not a sound pending
+// page stops it, with the CorruptError.
 //
 // Why a checkpoint and not durability: until a checkpoint, replay may
 // apply journaled writes made into the page while it was allocated (the
 // caller's Txn.Write, a sub-page header). Had the page been handed to a new
 // owner whose in-place data then came after those records, replay would
 // overwrite that data with the old owner's bytes.
-func (a *allocator) releasePending(tx *Txn) int {
+func (a *allocator) releasePending(tx *Txn) (int, error) {
 	st := &a.work
 	covered := a.d.checkpointTxSeq.Load()
 	budget, start := a.releaseBudget(tx), tx.lines.len()
@@ -512,16 +538,21 @@ func (a *allocator) releasePending(tx *Txn) int {
 	// Bounded by the counter too, so that a corrupt (cyclic) queue cannot
 	// hang the device; Check reports it.
 	for st.pendHead != 0 && st.pendPages > 0 && tx.lines.len()-start < budget {
-		if uint64(tx.readHeader(st.pendHead).word0) > covered {
+		off := st.pendHead
+		h, err := a.pendingHead(tx, st)
+		if err != nil {
+			return n, err
+		}
+		if uint64(h.word0) > covered {
 			break
 		}
-		off, h := st.dequeuePending(tx)
+		st.dequeuePending(h)
 		st.pendBytes -= a.g.pageBytes(h.order)
 		tx.setPageState(&a.g, h.order, off, stateNone)
 		a.freeMerge(tx, st, h.order, off)
 		n++
 	}
-	return n
+	return n, nil
 }
 
 // releaseBudget is how many lines the allocator may add to tx on its own
@@ -548,7 +579,11 @@ func (a *allocator) freeMerge(tx *Txn, st *allocState, order int, off int64) {
 		if buddy >= st.frontier || tx.pageState(&a.g, order, buddy) != stateFree {
 			break
 		}
-		st.detach(tx, order, buddy)
+		h, err := a.linkedFree(tx, st, order, buddy)
+		if err != nil {
+			break // a corrupt list: the buddy stays on it, for Check to report
+		}
+		st.detach(tx, order, buddy, h)
 		tx.setPageState(&a.g, order, buddy, stateNone)
 		off = min(off, buddy)
 		order++

@@ -1,6 +1,9 @@
 package pagealloc
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"fmt"
+)
 
 // The free lists are intrusive: a free page's first bytes hold its previous
 // and next page on the list of its order (format.go, "Page headers"), so the
@@ -116,21 +119,9 @@ func (st *allocState) push(tx *Txn, order int, off int64) {
 	st.nonEmpty |= 1 << order
 }
 
-// pop takes the page at the head of list k, which must not be empty.
-func (st *allocState) pop(tx *Txn, order int) int64 {
-	off := st.heads[order]
-	next := int64(tx.readU64(off + 8))
-	if next != 0 {
-		tx.writeU64(next, 0, kindLink) // next.prev
-	}
-	st.setHead(order, next)
-	st.freePages[order]--
-	return off
-}
-
-// detach takes the free page off out of the middle of list k.
-func (st *allocState) detach(tx *Txn, order int, off int64) {
-	h := tx.readHeader(off)
+// detach takes the free page off, whose header is h, off list k: from its
+// head or out of its middle. linkedFree has checked h and the neighbours.
+func (st *allocState) detach(tx *Txn, order int, off int64, h pageHeader) {
 	if h.word0 == 0 {
 		st.setHead(order, h.next)
 	} else {
@@ -163,14 +154,109 @@ func (st *allocState) enqueuePending(tx *Txn, order int, off int64, size int64, 
 	st.pendBytes += size
 }
 
-// dequeuePending takes the oldest pending page and returns its header.
-func (st *allocState) dequeuePending(tx *Txn) (int64, pageHeader) {
-	off := st.pendHead
-	h := tx.readHeader(off)
+// dequeuePending takes the oldest pending page, whose header is h (see
+// pendingHead).
+func (st *allocState) dequeuePending(h pageHeader) {
 	st.pendHead = h.next
 	if h.next == 0 {
 		st.pendTail = 0
 	}
 	st.pendPages--
-	return off, h
+}
+
+// The links the allocator follows come from disk. A corrupt one must not
+// make Alloc hand out a page someone owns, nor send a link's write outside
+// the heap or into someone's page, nor leave a committed state that Open
+// refuses. So each page is checked as the allocator reaches it, against
+// its state bits and the links that lead to it, before anything is
+// written: Alloc and Free return the CorruptError; a release or a merge
+// stops short of the page and leaves it where it is, for Check to report.
+
+// pageAt reports whether the order-k page at off can exist: inside the
+// heap below the frontier, aligned to its size, outside block metadata.
+func (a *allocator) pageAt(st *allocState, k int, off int64) bool {
+	return k >= 0 && k <= a.g.maxOrder && off >= a.g.heapOff && off < st.frontier &&
+		off&(a.g.pageBytes(k)-1) == 0 && !a.g.isMeta(off)
+}
+
+// freePageAt returns the header of the page at off on free list k, as tx
+// sees it, once it has checked that it is one: a page that can exist,
+// whose state is free at order k and whose header says so.
+func (a *allocator) freePageAt(tx *Txn, st *allocState, k int, off int64) (pageHeader, error) {
+	if !a.pageAt(st, k, off) {
+		return pageHeader{}, corruptf(off, fmt.Sprintf("free list %d", k), "a link to an order-%d page in the heap [%d, %d)", k, a.g.heapOff, st.frontier)
+	}
+	h := tx.readHeader(off)
+	if s := tx.pageState(&a.g, k, off); s != stateFree || h.magic != freeMagic || h.order != k {
+		return h, corruptf(off, fmt.Sprintf("free list %d", k), "a free page of order %d, found state %02b, magic %#x, order %d", k, s, h.magic, h.order)
+	}
+	return h, nil
+}
+
+// linkedFree checks the page at off as freePageAt does, and that the pages
+// either side of it on list k link back to it, so that detach writes only
+// into free pages' headers. It returns the page's header.
+func (a *allocator) linkedFree(tx *Txn, st *allocState, k int, off int64) (pageHeader, error) {
+	h, err := a.freePageAt(tx, st, k, off)
+	if err != nil {
+		return h, err
+	}
+	if h.word0 == 0 {
+		if st.heads[k] != off {
+			return h, corruptf(off, fmt.Sprintf("free list %d", k), "a previous page, or the list's head %d, found neither", st.heads[k])
+		}
+	} else if p, err := a.freePageAt(tx, st, k, h.word0); err != nil {
+		return h, err
+	} else if p.next != off {
+		return h, corruptf(h.word0+8, fmt.Sprintf("free list %d", k), "a next link to %d, found %d", off, p.next)
+	}
+	if h.next != 0 {
+		if n, err := a.freePageAt(tx, st, k, h.next); err != nil {
+			return h, err
+		} else if n.word0 != off {
+			return h, corruptf(h.next, fmt.Sprintf("free list %d", k), "a back link to %d, found %d", off, n.word0)
+		}
+	}
+	return h, nil
+}
+
+// pendingPageAt returns the header of the page at off in the pending
+// queue once it has checked that it is one: a page that can exist, whose
+// header says it is pending at an order and whose state at that order is
+// pending.
+func (a *allocator) pendingPageAt(tx *Txn, st *allocState, off int64) (pageHeader, error) {
+	h := tx.readHeader(off)
+	if h.magic != pendingMagic || !a.pageAt(st, h.order, off) || tx.pageState(&a.g, h.order, off) != statePending {
+		return h, corruptf(off, "pending queue", "a pending page in the heap [%d, %d), found magic %#x order %d", a.g.heapOff, st.frontier, h.magic, h.order)
+	}
+	return h, nil
+}
+
+// pendingHead returns the header of the page at the head of the pending
+// queue, which must not be empty, once it has checked the page and the
+// link to the next one (or, if there is none, that it is the tail).
+func (a *allocator) pendingHead(tx *Txn, st *allocState) (pageHeader, error) {
+	h, err := a.pendingPageAt(tx, st, st.pendHead)
+	switch {
+	case err != nil:
+		return h, err
+	case h.next == 0 && st.pendTail != st.pendHead:
+		return h, corruptf(st.pendHead, "pending queue", "a next link or the tail %d, found neither", st.pendTail)
+	case h.next != 0 && (h.next < a.g.heapOff || h.next >= st.frontier):
+		return h, corruptf(st.pendHead+8, "pending queue", "a next link into the heap [%d, %d), found %d", a.g.heapOff, st.frontier, h.next)
+	}
+	return h, nil
+}
+
+// pendingTail checks the tail of the pending queue before enqueuePending
+// links a page after it: a pending page with no next one.
+func (a *allocator) pendingTail(tx *Txn, st *allocState) error {
+	if st.pendTail == 0 {
+		return nil
+	}
+	h, err := a.pendingPageAt(tx, st, st.pendTail)
+	if err == nil && h.next != 0 {
+		err = corruptf(st.pendTail+8, "pending queue", "no page after the tail, found %d", h.next)
+	}
+	return err
 }

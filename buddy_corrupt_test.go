@@ -1,0 +1,278 @@
+package pagealloc
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"testing"
+)
+
+// corruptHeap is a closed device's file with free and pending pages to
+// corrupt, and the pages still allocated in it, each filled with a pattern
+// of its own.
+type corruptHeap struct {
+	path  string
+	opts  *Options
+	g     heapGeometry
+	st    allocState // as the file holds it after Close
+	live  []Addr
+	pages []Addr // every page allocated at first, in address order
+}
+
+// pattern is what the test writes into a live page: its offset, repeated.
+func pattern(a Addr) []byte {
+	p := make([]byte, a.Size())
+	for i := 0; i < len(p); i += 8 {
+		binary.LittleEndian.PutUint64(p[i:], uint64(a.Offset()))
+	}
+	return p
+}
+
+// newCorruptHeap makes 256 pages of 4 KiB. The even pages of the first
+// half are freed and released onto free list 0 (their odd buddies stay
+// live, so nothing merges); the even pages of the third quarter are freed
+// just before Close and stay in the pending queue.
+func newCorruptHeap(t *testing.T) *corruptHeap {
+	t.Helper()
+	opts := smallHeapOptions()
+	d, path := createTestDevice(t, opts)
+	pages := allocPages(t, d, 256, 4<<10)
+	var free, pending []Addr
+	h := &corruptHeap{path: path, opts: opts, g: d.alloc.g, pages: pages}
+	for i, a := range pages {
+		switch {
+		case i%2 == 1 || i >= 192:
+			h.live = append(h.live, a)
+			if _, err := d.WriteAt(pattern(a), a.Offset()); err != nil {
+				t.Fatal(err)
+			}
+		case i < 128:
+			free = append(free, a)
+		default:
+			pending = append(pending, a)
+		}
+	}
+	freePages(t, d, free)
+	coverCommitted(t, d)
+	releaseCovered(t, d)
+	freePages(t, d, pending)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := readFile(t, path)
+	orders := h.g.maxOrder + 1
+	stateOff := d.geometry.state.off
+	h.st = decodeState(b[stateOff:stateOff+stateOrdersOff+int64(orders)*stateOrderBytes], orders)
+	if h.st.heads[0] == 0 || h.st.pendHead == 0 || h.st.pendHead == h.st.pendTail {
+		t.Fatalf("set-up: want free list 0 and a pending queue of several pages, found head %d, pending %d..%d", h.st.heads[0], h.st.pendHead, h.st.pendTail)
+	}
+	return h
+}
+
+// setState returns an edit that sets the state bits of the order-k page at
+// off to s.
+func (h *corruptHeap) setState(k int, off int64, s pageState) func([]byte) {
+	w, shift := h.g.bitPos(k, off)
+	return func(b []byte) {
+		v := binary.LittleEndian.Uint64(b[w:])
+		binary.LittleEndian.PutUint64(b[w:], v&^(3<<shift)|uint64(s)<<shift)
+	}
+}
+
+func putU64(at int64, v uint64) func([]byte) {
+	return func(b []byte) { binary.LittleEndian.PutUint64(b[at:], v) }
+}
+
+// TestBuddyCorruptLinks corrupts a free list, a page's state bits or the
+// pending queue of a closed device, then runs allocations, frees and
+// releases on it. The allocator follows these links at use time, past
+// Open's checks: each corruption must come back as ErrCorrupt from Check
+// (and from Alloc or Free where they meet it), and none may make the
+// allocator hand out a page that is still allocated or overlaps another,
+// write into a live page, panic, or commit a state that Open then refuses.
+func TestBuddyCorruptLinks(t *testing.T) {
+	if invariantsEnabled {
+		// That build checks the whole device after every commit and
+		// panics at the first on a corrupt one, by design
+		// (TestInvariantsStopCorruptCommit): there is no workload to run.
+		t.Skip("the invariants build panics at the first commit on a corrupt device")
+	}
+	seed := testSeed(t, "buddy.seed", *buddySeed)
+	cases := []struct {
+		name string
+		edit func(h *corruptHeap) func([]byte)
+		// The workload must meet the corruption: an Alloc or a Free
+		// returns ErrCorrupt.
+		wantOpErr bool
+	}{
+		{"free next to a live page", func(h *corruptHeap) func([]byte) {
+			return putU64(h.st.heads[0]+8, uint64(h.live[0].Offset()))
+		}, true},
+		{"free next misaligned", func(h *corruptHeap) func([]byte) {
+			return putU64(h.st.heads[0]+8, uint64(h.live[0].Offset()+3))
+		}, true},
+		{"free next past the file", func(h *corruptHeap) func([]byte) { return putU64(h.st.heads[0]+8, 1<<62) }, true},
+		{"free next negative", func(h *corruptHeap) func([]byte) { return putU64(h.st.heads[0]+8, 1<<63) }, true},
+		{"free next into block metadata", func(h *corruptHeap) func([]byte) {
+			return putU64(h.st.heads[0]+8, uint64(h.g.heapOff))
+		}, true},
+		{"free next to itself", func(h *corruptHeap) func([]byte) { return putU64(h.st.heads[0]+8, uint64(h.st.heads[0])) }, true},
+		{"free head's magic", func(h *corruptHeap) func([]byte) { return putU64(h.st.heads[0]+headerMagicOff, 0) }, true},
+		{"free head's state allocated", func(h *corruptHeap) func([]byte) {
+			return h.setState(0, h.st.heads[0], stateAllocated)
+		}, true},
+		{"free page's prev", func(h *corruptHeap) func([]byte) {
+			// The second page of the list: a merge or an Alloc detaches
+			// it, and would write its prev's next link.
+			second := int64(binary.LittleEndian.Uint64(readFile(t, h.path)[h.st.heads[0]+8:]))
+			return putU64(second, uint64(h.live[1].Offset()))
+		}, true},
+		{"live page's state free", func(h *corruptHeap) func([]byte) {
+			// The buddy of a pending page: its release would merge the
+			// two, detaching the live page from a list it is not on.
+			return h.setState(0, h.pages[129].Offset(), stateFree)
+		}, false},
+		{"pending next to a live page", func(h *corruptHeap) func([]byte) {
+			return putU64(h.st.pendHead+8, uint64(h.live[0].Offset()))
+		}, false},
+		{"pending next past the file", func(h *corruptHeap) func([]byte) { return putU64(h.st.pendHead+8, 1<<62) }, false},
+		{"pending head's order", func(h *corruptHeap) func([]byte) {
+			return func(b []byte) { b[h.st.pendHead+headerOrderOff] = 200 }
+		}, false},
+		{"pending tail's magic", func(h *corruptHeap) func([]byte) { return putU64(h.st.pendTail+headerMagicOff, 0) }, true},
+		{"pending tail's next", func(h *corruptHeap) func([]byte) {
+			return putU64(h.st.pendTail+8, uint64(h.live[0].Offset()))
+		}, true},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := newCorruptHeap(t)
+			edit := c.edit(h)
+			path := corruptCopy(t, h.path, func(b []byte) []byte { edit(b); return b })
+			d, err := Open(path, h.opts)
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			rng := rand.New(rand.NewPCG(seed, uint64(i)))
+			opErr := h.churn(t, d, rng)
+			if c.wantOpErr && opErr == nil {
+				t.Errorf("no Alloc or Free returned ErrCorrupt")
+			}
+			h.checkLive(t, d)
+			if err := d.Check(); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("Check: %v, want ErrCorrupt", err)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			d, err = Open(path, h.opts)
+			if err != nil {
+				t.Fatalf("Open after the workload: %v", err)
+			}
+			defer d.Close()
+			h.checkLive(t, d)
+		})
+	}
+}
+
+// churn runs transactions that allocate pages, 128 of 4 KiB in the first
+// and 8 of 4 to 64 KiB in each of the others, and free some, waiting for each to be covered so that its frees are released by
+// the next. Every page it is given must be a page of the heap that
+// overlaps neither a live page nor another it holds. It returns the first
+// ErrCorrupt an Alloc or Free returned; any other error fails the test.
+func (h *corruptHeap) churn(t *testing.T, d *Device, rng *rand.Rand) error {
+	t.Helper()
+	minPage := h.g.pageBytes(0)
+	owner := map[int64]Addr{} // every min page of a page held, and its page
+	hold := func(a Addr) {
+		if a.Offset() < h.g.heapOff || a.Offset()&(a.Size()-1) != 0 || h.g.isMeta(a.Offset()) {
+			t.Fatalf("Alloc returned %v, not a page of the heap", a)
+		}
+		for off := a.Offset(); off < a.Offset()+a.Size(); off += minPage {
+			if o, ok := owner[off]; ok {
+				t.Fatalf("Alloc returned %v, which overlaps %v", a, o)
+			}
+			owner[off] = a
+		}
+	}
+	for _, a := range h.live {
+		hold(a)
+	}
+	var mine []Addr
+	var corrupt error
+	note := func(err error) {
+		switch {
+		case errors.Is(err, ErrCorrupt):
+			if corrupt == nil {
+				corrupt = err
+				t.Logf("first corruption met: %v", err)
+			}
+		case errors.Is(err, ErrNoSpace):
+		default:
+			t.Fatal(err)
+		}
+	}
+	for round := range 40 {
+		err := d.Update(func(tx *Txn) error {
+			// The first round takes more min pages than list 0 holds,
+			// to reach any corruption in it; the rest mix the sizes.
+			n, size := 8, func() int64 { return 4 << 10 << rng.IntN(5) }
+			if round == 0 {
+				n, size = 128, func() int64 { return 4 << 10 }
+			}
+			for range n {
+				a, err := tx.Alloc(size())
+				if err != nil {
+					note(err)
+					continue
+				}
+				hold(a)
+				mine = append(mine, a)
+			}
+			rng.Shuffle(len(mine), func(i, j int) { mine[i], mine[j] = mine[j], mine[i] })
+			for len(mine) > 64 {
+				a := mine[len(mine)-1]
+				if err := tx.Free(a); err != nil {
+					note(err)
+					break
+				}
+				mine = mine[:len(mine)-1]
+				for off := a.Offset(); off < a.Offset()+a.Size(); off += minPage {
+					delete(owner, off)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		coverCommitted(t, d)
+	}
+	return corrupt
+}
+
+// checkLive fails if a live page's bytes are not the pattern written into
+// it.
+func (h *corruptHeap) checkLive(t *testing.T, d *Device) {
+	t.Helper()
+	for _, a := range h.live {
+		got := make([]byte, a.Size())
+		if _, err := d.ReadAt(got, a.Offset()); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, pattern(a)) {
+			t.Fatalf("live page %v was written over", a)
+		}
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
