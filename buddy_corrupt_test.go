@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"flag"
+	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -275,4 +279,117 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+var corruptRounds = flag.Int("buddycorrupt.rounds", 150, "corrupted devices in TestBuddyRandomCorruption")
+
+// TestBuddyRandomCorruption is TestBuddyCorruptLinks with random damage:
+// each round writes one to three random values (a live page's offset, a
+// free page's, an aligned heap offset, its own offset, zero, any word)
+// into the headers of free and pending pages, into state bits and into
+// the allocator state's links and counters, then runs the same workload.
+// Open may refuse the file with ErrCorrupt; if it opens, nothing the
+// workload does may panic, hand out a page that overlaps a live one, write
+// into a live page, fail the device, or leave a file Open refuses.
+func TestBuddyRandomCorruption(t *testing.T) {
+	if invariantsEnabled {
+		t.Skip("the invariants build panics at the first commit on a corrupt device")
+	}
+	seed := testSeed(t, "buddy.seed", *buddySeed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	h := newCorruptHeap(t)
+	clean := readFile(t, h.path)
+	stateOff := int64(0)
+	{
+		d, err := Open(h.path, &Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stateOff = d.geometry.state.off
+		d.Close()
+	}
+	var spare []Addr // the pages not live: on list 0 or pending
+	for _, a := range h.pages {
+		if !slices.Contains(h.live, a) {
+			spare = append(spare, a)
+		}
+	}
+	value := func(self int64) uint64 {
+		switch rng.IntN(6) {
+		case 0:
+			return uint64(h.live[rng.IntN(len(h.live))].Offset())
+		case 1:
+			return uint64(spare[rng.IntN(len(spare))].Offset())
+		case 2:
+			return uint64(h.g.heapOff + rng.Int64N(h.st.frontier-h.g.heapOff)&^(4<<10-1))
+		case 3:
+			return uint64(self)
+		case 4:
+			return 0
+		}
+		return rng.Uint64()
+	}
+	opened, met := 0, 0
+	for round := range *corruptRounds {
+		b := slices.Clone(clean)
+		var what []string
+		for range 1 + rng.IntN(3) {
+			switch rng.IntN(3) {
+			case 0: // a word of a free or pending page's header
+				p := spare[rng.IntN(len(spare))].Offset()
+				at := p + 8*rng.Int64N(3)
+				binary.LittleEndian.PutUint64(b[at:], value(p))
+				what = append(what, fmt.Sprintf("header word %d", at))
+			case 1: // state bits of a page at some order
+				k := rng.IntN(h.g.maxOrder + 1)
+				p := h.pages[rng.IntN(len(h.pages))].Offset() &^ (h.g.pageBytes(k) - 1)
+				w, shift := h.g.bitPos(k, p)
+				v := binary.LittleEndian.Uint64(b[w:]) ^ uint64(1+rng.IntN(3))<<shift
+				binary.LittleEndian.PutUint64(b[w:], v)
+				what = append(what, fmt.Sprintf("state of order %d page %d", k, p))
+			default: // a link or counter of the allocator state
+				words := []int64{statePendingHeadOff, statePendingTailOff, statePendPagesOff, stateOrdersOff, stateOrdersOff + 8, stateOrdersOff + stateOrderBytes}
+				at := stateOff + words[rng.IntN(len(words))]
+				binary.LittleEndian.PutUint64(b[at:], value(0))
+				what = append(what, fmt.Sprintf("state word %d", at-stateOff))
+			}
+		}
+		path := filepath.Join(t.TempDir(), "copy")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d, err := Open(path, h.opts)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("round %d (%v): Open: %v, want ErrCorrupt", round, what, err)
+			}
+			continue
+		}
+		opened++
+		var corrupt error
+		t.Run(fmt.Sprint(round), func(t *testing.T) {
+			corrupt = h.churn(t, d, rand.New(rand.NewPCG(seed, uint64(round)+1)))
+			h.checkLive(t, d)
+			d.Check() // must not panic; the damage may be in bytes nothing reads
+			if err := d.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			d, err := Open(path, h.opts)
+			if err != nil {
+				t.Fatalf("Open after the workload: %v", err)
+			}
+			h.checkLive(t, d)
+			d.Close()
+		})
+		if t.Failed() {
+			t.Fatalf("round %d: corrupted %v", round, what)
+		}
+		if corrupt != nil {
+			met++
+		}
+	}
+	t.Logf("%d rounds: %d opened, in %d of them Alloc or Free met the damage", *corruptRounds, opened, met)
+	if opened == 0 || met == 0 {
+		t.Errorf("the damage never reached the workload")
+	}
 }
