@@ -875,10 +875,21 @@ func (l *Log) kickGC() {
 	}
 }
 
+// logPosLimit bounds a log's positions: they are handed out as int64
+// (Reservation.Pos, Entry.Pos, LogStats), and a tail near 2^64 would wrap
+// past zero, below the head. No log appends 2^62 bytes in its life; a
+// larger position read from the device is corrupt (openLogs).
+const logPosLimit = 1 << 62
+
 // reserveLocked reserves a frame for size payload bytes at the tail,
 // preceded by padding if it would cross the ring's end, leaving at least
 // keepBytes free; l.mu is held.
 func (l *Log) reserveLocked(size uint32, keepBytes uint64) (span, error) {
+	if l.tail > logPosLimit {
+		// openLogs refuses such a tail: only a log that appended 2^62
+		// bytes gets here.
+		return span{}, corruptf(l.slotOff+logSlotTailOff, "log", "log %q tail at most %d, found %d", l.name, uint64(logPosLimit), l.tail)
+	}
 	frame := uint64(logFrameBytes(int64(size)))
 	phys := l.tail % l.size
 	pad := uint64(0)
@@ -1838,7 +1849,11 @@ func (d *Device) openLogs() error {
 			return err
 		}
 		for i, s := range slots {
-			list = append(list, newLog(d, s, logs.off+logTableHeaderBytes+int64(i)*logSlotBytes))
+			slotOff := logs.off + logTableHeaderBytes + int64(i)*logSlotBytes
+			if s.tail > logPosLimit {
+				return corruptf(slotOff, "log table", "slot %d (log %q) tail at most %d, found %d", i, s.name, uint64(logPosLimit), s.tail)
+			}
+			list = append(list, newLog(d, s, slotOff))
 		}
 	}
 	if d.geometry.version >= carvedLogsVersion {
@@ -1869,6 +1884,19 @@ func (d *Device) openLogs() error {
 			if s.ring.off < g.heapOff || s.ring.end() > d.alloc.last.frontier || s.ring.end() > d.size.Load() ||
 				d.committedPageState(g, order, s.ring.off) != stateAllocated {
 				return corruptf(slotOff, "carved log table", "slot %d (log %q) ring [%d, +%d) to be an allocated page of the heap", i, s.name, s.ring.off, s.ring.size)
+			}
+			// The page must be the log's alone: the log writes it in
+			// place, unjournaled, and DropLog frees it.
+			if d.subpageParentAt(nil, s.ring.off, s.ring.size) {
+				return corruptf(slotOff, "carved log table", "slot %d (log %q) ring [%d, +%d) to be the log's alone, found a sub-page parent", i, s.name, s.ring.off, s.ring.size)
+			}
+			for _, m := range list[fixed:] {
+				if m.ring.overlaps(s.ring.off, s.ring.size) {
+					return corruptf(slotOff, "carved log table", "slot %d (log %q) ring [%d, +%d) owned by no other log, found it shared with %q", i, s.name, s.ring.off, s.ring.size, m.name)
+				}
+			}
+			if s.tail > logPosLimit {
+				return corruptf(slotOff, "carved log table", "slot %d (log %q) tail at most %d, found %d", i, s.name, uint64(logPosLimit), s.tail)
 			}
 			l := newLog(d, s, slotOff)
 			l.carved = true

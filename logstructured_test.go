@@ -2536,8 +2536,9 @@ func TestCreateLogBadInput(t *testing.T) {
 }
 
 // TestCheckCarvedRingOnParent points a carved log's ring at a sub-page
-// parent of the same size, an allocated page two owners would write:
-// Check must report it.
+// parent of the same size, an allocated page two owners would write: Open
+// must refuse it (the log would write over the parent's header and
+// slots), and Check must report it.
 func TestCheckCarvedRingOnParent(t *testing.T) {
 	d, path := carvedLogDevice(t, nil)
 	l := mustCreateLog(t, d, "c", 64<<10)
@@ -2558,14 +2559,27 @@ func TestCheckCarvedRingOnParent(t *testing.T) {
 		binary.LittleEndian.PutUint64(b[ringAt:], uint64(parent))
 		return b
 	})
-	d, err = Open(bad, &Options{ReadOnly: true})
+	for _, ro := range []bool{true, false} {
+		d, err := Open(bad, &Options{ReadOnly: ro, NoSync: true})
+		if err == nil {
+			d.Close()
+		}
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "sub-page parent") {
+			t.Fatalf("Open (read-only %v) of a ring on a sub-page parent: %v, want ErrCorrupt", ro, err)
+		}
+	}
+	// Check, on a device opened before the damage was done.
+	d, err = Open(path, &Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if err := d.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "sub-page parent") {
-		t.Fatalf("Check of a ring on a sub-page parent: %v", err)
-	}
+	commitCorrupt(t, d, "sub-page parent", func() error {
+		return d.Update(func(tx *Txn) error {
+			tx.writeU64(ringAt, uint64(parent), kindMeta)
+			return nil
+		})
+	})
 }
 
 // TestDropLogPageReusedAtOnce carves and drops a log over and over while

@@ -393,7 +393,6 @@ func (g *heapGeometry) parentBitPos(off int64) (wordOff int64, bit uint) {
 	return start + g.parentBitsOff + i/64*8, uint(i % 64)
 }
 
-// setParentBit journals the parent bit of the page at p.
 // setParentBit journals the parent bit of the page at p, and keeps the
 // mark on tx's line holding the page's header (line.parent) in step.
 func (tx *Txn) setParentBit(g *heapGeometry, p int64, on bool) {
@@ -410,11 +409,16 @@ func (tx *Txn) setParentBit(g *heapGeometry, p int64, on bool) {
 }
 
 // knownParent reports whether tx has seen the parent bit of the page at p
-// set, as marked on its line holding the page's header.
+// set, as marked on its line holding the page's header (markParent).
 func (tx *Txn) knownParent(p int64) bool {
 	l := tx.lines.line(p >> lineShift)
 	return l != nil && l.parent
 }
+
+// markParent records that tx found the parent bit of the page at p set,
+// once it has written to the line holding the page's header: later links
+// to p and frees into it in tx need not look at the bit again.
+func (tx *Txn) markParent(p int64) { tx.lines.line(p >> lineShift).parent = true }
 
 // subpageParentAt reports whether the allocated page of pageBytes at off
 // is a sub-page parent: as tx sees it, or committed with a nil tx.
@@ -442,6 +446,44 @@ func (s *Subpages) owns(h *subpageHeader) bool {
 	return h.magic == subpageMagic && h.class == s.index && h.slotShift == s.slotShift
 }
 
+// corrupt returns a CorruptError in part ("list", "pending queue", ...)
+// of the class's structures.
+func (s *Subpages) corrupt(off int64, part, format string, args ...any) error {
+	return corruptf(off, fmt.Sprintf("sub-page class %d %s", s.index, part), format, args...)
+}
+
+// link reads into h the header of the parent p, a link read from the
+// device (a list or queue link, the class table's ends) that the caller is
+// about to follow in part of the class's structures, and returns an error
+// wrapping ErrCorrupt unless p is a
+// parent of s as tx sees it: aligned to the parent size, inside the heap,
+// its parent bit set and its header the class's. The links are not
+// checked at Open: a corrupt one would otherwise have the allocator write
+// through it outside any parent's header, or hand out a slot of a page
+// that is not a parent (a caller's page may hold a copy of a header).
+func (s *Subpages) link(tx *Txn, p int64, part string, h *subpageHeader) error {
+	al := tx.d.alloc
+	frontier := al.last.frontier
+	if al.tx == tx {
+		frontier = al.work.frontier
+	}
+	if p <= 0 || s.parentBytes <= 0 || p&(s.parentBytes-1) != 0 || p < al.g.heapOff || p > frontier-s.parentBytes ||
+		!tx.knownParent(p) && !tx.d.subpageParentAt(tx, p, s.parentBytes) {
+		return s.corrupt(p, part, "a sub-page parent of class %d: a page of %d bytes in the heap below %d with its parent bit set", s.index, s.parentBytes, frontier)
+	}
+	tx.readSubpageHeader(p, h)
+	if !s.owns(h) {
+		return s.corrupt(p, part, "a header of class %d, found magic %#x class %d slot shift %d", s.index, h.magic, h.class, h.slotShift)
+	}
+	return nil
+}
+
+// releasable reports whether releaseInPlace would release h's pending
+// slots now.
+func (s *Subpages) releasable(tx *Txn, h *subpageHeader) bool {
+	return h.pend != 0 && h.pendSeq <= tx.d.checkpointTxSeq.Load()
+}
+
 // Alloc allocates one slot of the class. The Addr is the slot's offset
 // with log2 of the slot size in the low 6 bits, as a page's is: its Offset
 // lies inside a parent page and its Size is the slot size. The slot's
@@ -466,10 +508,27 @@ func (s *Subpages) Alloc(tx *Txn) (Addr, error) {
 	}
 	p := c.head
 	var h subpageHeader
-	tx.readSubpageHeader(p, &h)
-	if !s.owns(&h) || h.free() == 0 || h.prev != 0 {
-		return 0, corruptf(p, "sub-page parent", "the head of class %d's list: a header with a free slot and no previous parent, found magic %#x class %d mask %#x pending %#x prev %d",
+	if err := s.link(tx, p, "list head", &h); err != nil {
+		return 0, err
+	}
+	if h.free() == 0 || h.prev != 0 || h.mask&1 == 0 || h.mask&h.pend != 0 {
+		return 0, corruptf(p, "sub-page parent", "the head of class %d's list: a header with its header slot allocated, a free slot and no previous parent, found magic %#x class %d mask %#x pending %#x prev %d",
 			s.index, h.magic, h.class, h.mask, h.pend, h.prev)
+	}
+	free := h.free()
+	if s.releasable(tx, &h) {
+		free = ^h.mask
+	}
+	if free&(free-1) == 0 && h.next != 0 {
+		// This slot fills p, which leaves the list: its successor
+		// becomes the head, and its back link is written.
+		var n subpageHeader
+		if err := s.link(tx, h.next, "list", &n); err != nil {
+			return 0, err
+		}
+		if n.prev != p {
+			return 0, s.corrupt(h.next+subpagePrevOff, "list", "a back link to %d, found %d", p, n.prev)
+		}
 	}
 	from, to := subpageMaskOff, subpageMaskOff+8
 	if s.releaseInPlace(tx, c, &h) {
@@ -483,11 +542,13 @@ func (s *Subpages) Alloc(tx *Txn) (Addr, error) {
 		c.head = h.next
 		if h.next != 0 {
 			tx.writeU64(h.next+subpagePrevOff, 0, kindMeta)
+			tx.markParent(h.next) // checked above
 		}
 		h.next = 0
 		from, to = min(from, subpageMaskOff), max(to, subpageNextOff+8)
 	}
 	tx.writeSubpageHeader(p, &h, from, to)
+	tx.markParent(p)
 	return makeAddr(p+int64(slot)<<s.slotShift, s.slotShift), nil
 }
 
@@ -558,6 +619,18 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 	c := tx.d.subpages.class(tx, s.index)
 	seq := tx.d.txSeq + 1 // this transaction's, once it commits
 	wasFull := h.free() == 0
+	// The links this Free writes through, checked before it changes
+	// anything: the queue's tail, and the list's head if p joins it.
+	if h.flags&subpageFlagQueued == 0 && c.pendTail != 0 {
+		if err := s.queueTail(tx, c); err != nil {
+			return err
+		}
+	}
+	if wasFull && s.releasable(tx, &h) && c.head != 0 {
+		if err := s.listHead(tx, c); err != nil {
+			return err
+		}
+	}
 	released := s.releaseInPlace(tx, c, &h)
 	switch {
 	case h.flags&subpageFlagQueued == 0:
@@ -579,13 +652,12 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 	h.mask &^= 1 << slot
 	h.pend |= 1 << slot
 	if wasFull && released {
-		// It has free slots again: onto the list, at the head.
+		// It has free slots again: onto the list, at the head (checked
+		// above).
 		s.push(tx, c, p, &h)
 	}
 	tx.writeSubpageHeader(p, &h, subpageFlagsOff, subpageSpareOff)
-	// validate found the parent bit set: later frees into p in this
-	// transaction need not look at it again.
-	tx.lines.line(p >> lineShift).parent = true
+	tx.markParent(p) // validate found the bit set
 	c.used--
 	c.pending++
 	c.pendSeq = seq
@@ -685,7 +757,36 @@ func (s *subpageSet) drainOther(tx *Txn, self int) error {
 	return s.handle(i).release(tx, c, 1, false)
 }
 
-// push puts the parent p with header h at the head of c's partial list.
+// listHead returns an error wrapping ErrCorrupt unless c's list head,
+// which is not 0, is a parent of the class heading the list.
+func (s *Subpages) listHead(tx *Txn, c *subpageClass) error {
+	const part = "list head"
+	var h subpageHeader
+	if err := s.link(tx, c.head, part, &h); err != nil {
+		return err
+	}
+	if h.prev != 0 {
+		return s.corrupt(c.head+subpagePrevOff, part, "no previous parent, found %d", h.prev)
+	}
+	return nil
+}
+
+// queueTail returns an error wrapping ErrCorrupt unless c's pending queue
+// tail, which is not 0, is a queued parent of the class ending the queue.
+func (s *Subpages) queueTail(tx *Txn, c *subpageClass) error {
+	const part = "pending queue tail"
+	var h subpageHeader
+	if err := s.link(tx, c.pendTail, part, &h); err != nil {
+		return err
+	}
+	if h.flags&subpageFlagQueued == 0 || h.pendNext != 0 {
+		return s.corrupt(c.pendTail, part, "a queued parent with no next, found flags %#x next %d", h.flags, h.pendNext)
+	}
+	return nil
+}
+
+// push puts the parent p with header h at the head of c's partial list;
+// the caller has checked the head (listHead).
 func (s *Subpages) push(tx *Txn, c *subpageClass, p int64, h *subpageHeader) {
 	h.prev, h.next = 0, c.head
 	if c.head != 0 {
@@ -710,15 +811,23 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int, forAlloc bool) 
 	for ; budget > 0 && c.pendHead != 0 && c.headSeq <= covered; budget-- {
 		p := c.pendHead
 		var h subpageHeader
-		tx.readSubpageHeader(p, &h)
-		if !s.owns(&h) || h.flags&subpageFlagQueued == 0 {
-			return corruptf(p, fmt.Sprintf("sub-page class %d pending queue", s.index), "a queued parent of the class, found magic %#x class %d flags %#x",
-				h.magic, h.class, h.flags)
+		const part = "pending queue"
+		if err := s.link(tx, p, part, &h); err != nil {
+			return err
+		}
+		if h.flags&subpageFlagQueued == 0 || h.pendSeq > tx.d.txSeq+1 {
+			// A stamp past this transaction's would hold the queue up
+			// for ever.
+			return s.corrupt(p, part, "a queued parent of the class stamped by transaction %d at the latest, found flags %#x stamp %d",
+				tx.d.txSeq+1, h.flags, h.pendSeq)
 		}
 		if h.pendSeq > covered {
 			if h.flags&subpageFlagRequeue == 0 || c.pendTail == p {
 				c.headSeq = h.pendSeq
 				return nil
+			}
+			if err := s.queueTail(tx, c); err != nil {
+				return err
 			}
 			c.pendHead, c.headSeq = h.pendNext, 0
 			tx.writeU64(c.pendTail+subpagePendNextOff, uint64(p), kindMeta)
@@ -728,18 +837,32 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int, forAlloc bool) 
 			tx.writeSubpageHeader(p, &h, subpageFlagsOff, subpageSpareOff)
 			continue
 		}
+		wasFull := h.free() == 0
+		keep := forAlloc && c.head == 0 // then it was full: on no list
+		empty := h.mask == subpageEmptyMask && !keep
+		// The links it will write through, checked before anything
+		// changes: its neighbours on the list if it leaves it, the
+		// list's head if it joins it.
+		switch {
+		case empty && !wasFull:
+			if err := s.linked(tx, c, p, &h); err != nil {
+				return err
+			}
+		case wasFull && !empty && h.pend != 0 && c.head != 0: // its pending slots free up
+			if err := s.listHead(tx, c); err != nil {
+				return err
+			}
+		}
 		c.pendHead, c.headSeq = h.pendNext, 0
 		if c.pendHead == 0 {
 			c.pendTail = 0
 		}
-		wasFull := h.free() == 0
 		if !s.releaseInPlace(tx, c, &h) && h.pend == 0 && refunds > 0 {
 			refunds-- // released in place when last touched: only dequeued
 			budget++
 		}
 		h.pendNext, h.flags = 0, 0
-		keep := forAlloc && c.head == 0 // then it was full: on no list
-		if h.mask == subpageEmptyMask && !keep {
+		if empty {
 			if !wasFull {
 				s.detach(tx, c, &h)
 			}
@@ -775,7 +898,38 @@ func (s *Subpages) freeParent(tx *Txn, c *subpageClass, p int64) error {
 	return nil
 }
 
-// detach takes the parent with header h off class c's partial list.
+// linked returns an error wrapping ErrCorrupt unless the parent p with
+// header h, on class c's partial list, is linked to by its neighbours
+// there: the head or its previous parent's next link, and its next
+// parent's back link. detach writes through them.
+func (s *Subpages) linked(tx *Txn, c *subpageClass, p int64, h *subpageHeader) error {
+	const part = "list"
+	var n subpageHeader
+	if h.prev == 0 {
+		if c.head != p {
+			return s.corrupt(p+subpagePrevOff, part, "a previous parent, or the head %d, found neither", c.head)
+		}
+	} else {
+		if err := s.link(tx, h.prev, part, &n); err != nil {
+			return err
+		}
+		if n.next != p {
+			return s.corrupt(h.prev+subpageNextOff, part, "a link to %d, found %d", p, n.next)
+		}
+	}
+	if h.next != 0 {
+		if err := s.link(tx, h.next, part, &n); err != nil {
+			return err
+		}
+		if n.prev != p {
+			return s.corrupt(h.next+subpagePrevOff, part, "a back link to %d, found %d", p, n.prev)
+		}
+	}
+	return nil
+}
+
+// detach takes the parent with header h off class c's partial list; the
+// caller has checked its neighbours (linked).
 func (s *Subpages) detach(tx *Txn, c *subpageClass, h *subpageHeader) {
 	if h.prev == 0 {
 		c.head = h.next
