@@ -393,3 +393,40 @@ func TestBuddyRandomCorruption(t *testing.T) {
 		t.Errorf("the damage never reached the workload")
 	}
 }
+
+// TestCommitRefusesStrayLines writes, through the internals a corrupt
+// link would reach, one word where no transaction may (below the root
+// area, into the journal's ring, past the capacity, at a negative offset),
+// beside a word of the root area. Commit must refuse the whole transaction
+// with ErrCorrupt, and the device must go on and reopen with neither word
+// written. The same write into the root area alone commits.
+func TestCommitRefusesStrayLines(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	root, _ := d.Root()
+	ring := d.journal.ring
+	for _, off := range []int64{-64, 0, root - 8, ring.off, ring.end() - 8, d.capacity, 1 << 62} {
+		tx, err := d.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.writeU64(root, 1, kindMeta)
+		tx.writeU64(off, 1, kindMeta)
+		if err := tx.Commit(); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("Commit of a write at %d: %v, want ErrCorrupt", off, err)
+		}
+	}
+	if got := readRoot(t, d, 0, 8); !bytes.Equal(got, make([]byte, 8)) {
+		t.Fatalf("root after the refused commits: %x", got)
+	}
+	if err := d.Update(func(tx *Txn) error { tx.writeU64(root, 2, kindMeta); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	allocPages(t, d, 3, 4<<10)
+	d = reopen(t, d, path, testOptions())
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.LittleEndian.Uint64(readRoot(t, d, 0, 8)); got != 2 {
+		t.Fatalf("root after reopen: %d, want 2", got)
+	}
+}

@@ -189,6 +189,10 @@ func (tx *Txn) Commit() error {
 		}
 	}
 	tx.dropDeadLinks()
+	if off, ok := tx.strayLine(); ok {
+		tx.Rollback()
+		return corruptf(off, "transaction", "writes to the root area, the allocator's state, the log table and the heap only, found one at %d (a corrupt link followed)", off)
+	}
 	tx.measure()
 	if bound := tx.soloBound(); bound > d.journal.maxRecord {
 		tx.Rollback()
@@ -223,6 +227,31 @@ func (tx *Txn) Commit() error {
 		d.assertInvariants()
 	}
 	return g.err
+}
+
+// strayLine returns the offset of a line tx writes where no transaction
+// may: below the root area (the superblocks), in the journal's ring, or
+// past the device's capacity. The allocators check every link they follow
+// from disk; this is the backstop, so that a link no check caught fails
+// the commit with ErrCorrupt instead of a write that recovery would refuse
+// to replay, or that the journal could not place.
+func (tx *Txn) strayLine() (int64, bool) {
+	t := &tx.lines
+	if t.n == 0 {
+		return 0, false
+	}
+	lo, hi := tx.d.geometry.root.off>>lineShift, (tx.d.capacity-1)>>lineShift
+	ring := tx.d.journal.ring
+	ringLo, ringHi := ring.off>>lineShift, (ring.end()-1)>>lineShift
+	if t.minIdx >= lo && t.maxIdx <= hi && (t.maxIdx < ringLo || t.minIdx > ringHi) {
+		return 0, false
+	}
+	for _, r := range t.slots {
+		if r.l != nil && (r.idx < lo || r.idx > hi || r.idx >= ringLo && r.idx <= ringHi) {
+			return r.idx << lineShift, true
+		}
+	}
+	return 0, false
 }
 
 // dropDeadLinks forgets the free-list links tx wrote into pages it leaves
