@@ -287,7 +287,8 @@ var corruptRounds = flag.Int("buddycorrupt.rounds", 150, "corrupted devices in T
 // each round writes one to three random values (a live page's offset, a
 // free page's, an aligned heap offset, its own offset, zero, any word)
 // into the headers of free and pending pages, into state bits and into
-// the allocator state's links and counters, then runs the same workload.
+// the allocator state's links and counters, then inspects the device and
+// runs the same workload.
 // Open may refuse the file with ErrCorrupt; if it opens, nothing the
 // workload does may panic, hand out a page that overlaps a live one, write
 // into a live page, fail the device, or leave a file Open refuses.
@@ -368,6 +369,10 @@ func TestBuddyRandomCorruption(t *testing.T) {
 		opened++
 		var corrupt error
 		t.Run(fmt.Sprint(round), func(t *testing.T) {
+			// The inspecting calls must not panic on the damage
+			// either; what they report is not judged here.
+			d.Inspect()
+			d.WalkHeap(func(HeapExtent) bool { return true })
 			corrupt = h.churn(t, d, rand.New(rand.NewPCG(seed, uint64(round)+1)))
 			h.checkLive(t, d)
 			d.Check() // must not panic; the damage may be in bytes nothing reads
