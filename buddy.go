@@ -190,7 +190,9 @@ func (a *allocator) freeBytes(st *allocState) int64 {
 // Alloc allocates a page of at least sizeBytes, rounded up to a power of
 // two no smaller than MinPageSize. It returns ErrInvalidArgument for a size
 // below 1, ErrTooLarge above MaxPageSize and ErrNoSpace when the device is
-// full. The page's contents are undefined.
+// full. A free list it would take the page from that the file's corruption
+// broke is ErrCorrupt, and changes nothing. The page's contents are
+// undefined.
 func (tx *Txn) Alloc(sizeBytes int64) (Addr, error) {
 	if tx.done {
 		return 0, ErrTxDone
@@ -460,7 +462,8 @@ func (a *allocator) holdsAllocated(tx *Txn, order int, off int64) bool {
 // transaction (never before: a crash must not find the page owned twice).
 // Free of anything that is not an allocated page (a double free, a wrong
 // size, an address inside another page, misaligned or out of range)
-// returns ErrInvalidFree and changes nothing.
+// returns ErrInvalidFree and changes nothing; so does a pending queue that
+// the file's corruption broke, with ErrCorrupt.
 func (tx *Txn) Free(a Addr) error {
 	if tx.done {
 		return ErrTxDone

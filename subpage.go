@@ -489,7 +489,8 @@ func (s *Subpages) releasable(tx *Txn, h *subpageHeader) bool {
 // lies inside a parent page and its Size is the slot size. The slot's
 // contents are undefined. When no parent has a free slot it takes a new
 // parent from the buddy allocator, and fails as Txn.Alloc does
-// (ErrNoSpace).
+// (ErrNoSpace). A list or queue that the file's corruption broke is
+// ErrCorrupt.
 func (s *Subpages) Alloc(tx *Txn) (Addr, error) {
 	if err := s.usableBy(tx); err != nil {
 		return 0, err
@@ -606,7 +607,9 @@ func (s *Subpages) newParent(tx *Txn, c *subpageClass) error {
 // allocator once its pending slots are free. Free of anything that is not
 // an allocated slot of this class (a slot of another class, a double free,
 // an address that is not a slot's, a parent's header, an address in a
-// page that is not a parent) returns ErrInvalidFree and changes nothing.
+// page that is not a parent) returns ErrInvalidFree and changes nothing;
+// so does a list or queue that the file's corruption broke, with
+// ErrCorrupt.
 func (s *Subpages) Free(tx *Txn, a Addr) error {
 	if err := s.usableBy(tx); err != nil {
 		return err
