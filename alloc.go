@@ -193,6 +193,7 @@ type Device struct {
 
 	writer  sync.Mutex // held by the one open writing transaction
 	txSeq   uint64     // sequence of the last committed transaction; under writer
+	txLines int        // lines the last transaction wrote, to size the next's table; under writer
 	pending overlay    // committed writes not yet at their home locations
 	journal *journal
 
@@ -680,7 +681,9 @@ func (d *Device) Begin() (*Txn, error) {
 		d.writer.Unlock()
 		return nil, err
 	}
-	return &Txn{d: d}, nil
+	tx := &Txn{d: d}
+	tx.lines.reserve(d.txLines)
+	return tx, nil
 }
 
 // Update runs fn inside a transaction and commits it if fn returns nil;

@@ -89,6 +89,17 @@ func (t *lineTable) inserted(idx int64) {
 	t.n++
 }
 
+// reserve sizes the empty table t for about n lines, so that a
+// transaction as large as the last one does not grow it line by line:
+// each growth rehashes every line. At most 1<<14 lines are reserved.
+func (t *lineTable) reserve(n int) {
+	if n = min(n, 1<<14); n > 8 {
+		size := 1 << bits.Len(uint(2*n-1)) // at least twice n
+		t.slots = make([]lineRef, size)
+		t.shift = uint(64 - bits.TrailingZeros(uint(size)))
+	}
+}
+
 func (t *lineTable) grow() {
 	size := max(16, 2*len(t.slots))
 	old := t.slots

@@ -215,6 +215,7 @@ func (tx *Txn) Commit() error {
 		return nil
 	}
 	d.txSeq++
+	d.txLines = tx.lines.len()
 	tx.seq = d.txSeq
 	d.pending.add(tx)
 	for _, p := range tx.participants {
