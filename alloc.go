@@ -506,8 +506,10 @@ func (d *Device) setTxSeq(seq uint64) {
 // page that holds an allocated or pending page. When that max page holds
 // pending pages and no allocated one, Close first waits for a checkpoint
 // to make the pending pages free, and cuts after the last max page
-// holding an allocated page. Slices from Slice are invalid after it.
-// Close is idempotent: later calls return nil.
+// holding an allocated page. A pending queue or list that the file's
+// corruption broke stops these releases where it is broken, and is left
+// for Check to report. Slices from Slice are invalid after it. Close is
+// idempotent: later calls return nil.
 func (d *Device) Close() error {
 	d.closeMu.Lock()
 	defer d.closeMu.Unlock()

@@ -666,12 +666,14 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 	c.pendSeq = seq
 	// Walk the queue only while the pending slots are worth it: a
 	// parent found there costs a header read that nothing else pays for.
+	// The slot is free whatever the walks meet: a queue the file's
+	// corruption broke stops them, changing nothing (release), and is
+	// for Alloc and Check to report.
 	if c.pending*subpagePendingShare > c.used {
-		if err := s.release(tx, c, subpageReleaseBudget, false); err != nil {
-			return err
-		}
+		_ = s.release(tx, c, subpageReleaseBudget, false)
 	}
-	return tx.d.subpages.drainOther(tx, s.index)
+	_ = tx.d.subpages.drainOther(tx, s.index)
+	return nil
 }
 
 // drainSubpages releases, before Close retracts the heap, every pending
@@ -689,6 +691,7 @@ func (d *Device) drainSubpages() error {
 		return nil
 	}
 	waited := false
+	var broken uint64 // classes whose queue is corrupt
 	for {
 		tx, err := d.beginClosing()
 		if err != nil {
@@ -700,10 +703,19 @@ func (d *Device) drainSubpages() error {
 		// buddy allocator's releases: the rest in the next one.
 		budget, start := d.alloc.releaseBudget(tx), tx.lines.len()
 		for i := range set.count {
+			if broken&(1<<i) != 0 {
+				continue
+			}
 			c, s := set.class(tx, i), set.handle(i)
 			for c.pendHead != 0 && tx.lines.len()-start < budget {
 				head, parents := c.pendHead, c.parents
-				if err := s.release(tx, c, 1, false); err != nil {
+				if err := s.release(tx, c, 1, false); errors.Is(err, ErrCorrupt) {
+					// A queue the file's corruption broke stops
+					// there, as the buddy allocator's does:
+					// Check reports it.
+					broken |= 1 << i
+					break
+				} else if err != nil {
 					tx.Rollback()
 					return err
 				}
@@ -712,7 +724,7 @@ func (d *Device) drainSubpages() error {
 				}
 				moved = true
 			}
-			waiting = waiting || c.pendHead != 0 && (c.headSeq == 0 || c.headSeq > covered)
+			waiting = waiting || broken&(1<<i) == 0 && c.pendHead != 0 && (c.headSeq == 0 || c.headSeq > covered)
 		}
 		seq := d.txSeq
 		if err := tx.Commit(); err != nil {
@@ -974,6 +986,8 @@ func (s *Subpages) validate(tx *Txn, a Addr, h *subpageHeader) (int64, int, erro
 	switch {
 	case h.class != s.index || h.slotShift != s.slotShift:
 		return 0, 0, fmt.Errorf("%w: %v lies in a parent of sub-page class %d, not %d", ErrInvalidFree, a, h.class, s.index)
+	case h.mask&h.pend&(1<<slot) != 0:
+		return 0, 0, s.corrupt(p+subpageMaskOff, "parent", "slot %d allocated or pending, found both", slot)
 	case h.pend&(1<<slot) != 0:
 		return 0, 0, fmt.Errorf("%w: %v was already freed (double free)", ErrInvalidFree, a)
 	case h.mask&(1<<slot) == 0:
