@@ -21,6 +21,7 @@ type corruptHeap struct {
 	opts  *Options
 	g     heapGeometry
 	st    allocState // as the file holds it after Close
+	state int64      // the allocator state's offset
 	live  []Addr
 	pages []Addr // every page allocated at first, in address order
 }
@@ -68,6 +69,7 @@ func newCorruptHeap(t *testing.T) *corruptHeap {
 	b := readFile(t, path)
 	orders := h.g.maxOrder + 1
 	stateOff := d.geometry.state.off
+	h.state = stateOff
 	h.st = decodeState(b[stateOff:stateOff+stateOrdersOff+int64(orders)*stateOrderBytes], orders)
 	if h.st.heads[0] == 0 || h.st.pendHead == 0 || h.st.pendHead == h.st.pendTail {
 		t.Fatalf("set-up: want free list 0 and a pending queue of several pages, found head %d, pending %d..%d", h.st.heads[0], h.st.pendHead, h.st.pendTail)
@@ -145,6 +147,9 @@ func TestBuddyCorruptLinks(t *testing.T) {
 		{"pending head's order", func(h *corruptHeap) func([]byte) {
 			return func(b []byte) { b[h.st.pendHead+headerOrderOff] = 200 }
 		}, false},
+		{"pending tail at the head", func(h *corruptHeap) func([]byte) {
+			return putU64(h.state+statePendingTailOff, uint64(h.st.pendHead))
+		}, true},
 		{"pending tail's magic", func(h *corruptHeap) func([]byte) { return putU64(h.st.pendTail+headerMagicOff, 0) }, true},
 		{"pending tail's next", func(h *corruptHeap) func([]byte) {
 			return putU64(h.st.pendTail+8, uint64(h.live[0].Offset()))

@@ -234,14 +234,14 @@ func (a *allocator) pendingPageAt(tx *Txn, st *allocState, off int64) (pageHeade
 
 // pendingHead returns the header of the page at the head of the pending
 // queue, which must not be empty, once it has checked the page and the
-// link to the next one (or, if there is none, that it is the tail).
+// link to the next one: none if it is the tail, else one into the heap.
 func (a *allocator) pendingHead(tx *Txn, st *allocState) (pageHeader, error) {
 	h, err := a.pendingPageAt(tx, st, st.pendHead)
 	switch {
 	case err != nil:
 		return h, err
-	case h.next == 0 && st.pendTail != st.pendHead:
-		return h, corruptf(st.pendHead, "pending queue", "a next link or the tail %d, found neither", st.pendTail)
+	case (h.next == 0) != (st.pendTail == st.pendHead):
+		return h, corruptf(st.pendHead+8, "pending queue", "a next link unless the head is the tail %d, found %d", st.pendTail, h.next)
 	case h.next != 0 && (h.next < a.g.heapOff || h.next >= st.frontier):
 		return h, corruptf(st.pendHead+8, "pending queue", "a next link into the heap [%d, %d), found %d", a.g.heapOff, st.frontier, h.next)
 	}
