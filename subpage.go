@@ -454,13 +454,13 @@ func (s *Subpages) corrupt(off int64, part, format string, args ...any) error {
 
 // link reads into h the header of the parent p, a link read from the
 // device (a list or queue link, the class table's ends) that the caller is
-// about to follow in part of the class's structures, and returns an error
-// wrapping ErrCorrupt unless p is a
-// parent of s as tx sees it: aligned to the parent size, inside the heap,
-// its parent bit set and its header the class's. The links are not
-// checked at Open: a corrupt one would otherwise have the allocator write
-// through it outside any parent's header, or hand out a slot of a page
-// that is not a parent (a caller's page may hold a copy of a header).
+// about to follow in part of the class's structures. It returns an error
+// wrapping ErrCorrupt unless p is a parent of s as tx sees it: aligned to
+// the parent size, inside the heap, its parent bit set and its header the
+// class's. The links are not checked at Open: a corrupt one would
+// otherwise have the allocator write through it outside any parent's
+// header, or hand out a slot of a page that is not a parent (a caller's
+// page may hold a copy of a header).
 func (s *Subpages) link(tx *Txn, p int64, part string, h *subpageHeader) error {
 	al := tx.d.alloc
 	frontier := al.last.frontier
