@@ -491,6 +491,16 @@ func (tx *Txn) Free(a Addr) error {
 	return nil
 }
 
+// freeable returns nil if Free(a) would find a an allocated page and the
+// pending queue's tail sound: what a caller that must check before it
+// changes anything (a sub-page parent's release) asks first.
+func (al *allocator) freeable(tx *Txn, a Addr) error {
+	if _, err := al.validate(tx, a); err != nil {
+		return err
+	}
+	return al.pendingTail(tx, al.join(tx))
+}
+
 // validate returns the order of a if it is an allocated page as tx sees
 // it, or an error wrapping ErrInvalidFree that says what it is instead.
 func (al *allocator) validate(tx *Txn, a Addr) (int, error) {

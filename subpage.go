@@ -856,11 +856,17 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int, forAlloc bool) 
 		keep := forAlloc && c.head == 0 // then it was full: on no list
 		empty := h.mask == subpageEmptyMask && !keep
 		// The links it will write through, checked before anything
-		// changes: its neighbours on the list if it leaves it, the
-		// list's head if it joins it.
+		// changes: its neighbours on the list if it leaves it, and the
+		// buddy allocator's if it goes back there; the list's head if
+		// it joins it.
 		switch {
-		case empty && !wasFull:
-			if err := s.linked(tx, c, p, &h); err != nil {
+		case empty:
+			if !wasFull {
+				if err := s.linked(tx, c, p, &h); err != nil {
+					return err
+				}
+			}
+			if err := s.parentFreeable(tx, p); err != nil {
 				return err
 			}
 		case wasFull && !empty && h.pend != 0 && c.head != 0: // its pending slots free up
@@ -899,14 +905,23 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int, forAlloc bool) 
 	return nil
 }
 
+// parentFreeable returns nil if freeParent can give the parent p back to
+// the buddy allocator, or else an error wrapping ErrCorrupt: the parent
+// bit says an allocated page is there.
+func (s *Subpages) parentFreeable(tx *Txn, p int64) error {
+	if err := tx.d.alloc.freeable(tx, makeAddr(p, s.slotShift+6)); err != nil {
+		return fmt.Errorf("%w (freeing sub-page parent %d: %w)", corruptf(p, "sub-page parent", "an allocated page"), p, err)
+	}
+	return nil
+}
+
 // freeParent gives the parent p, empty and off both lists, back to the
-// buddy allocator.
+// buddy allocator; parentFreeable has checked that it can.
 func (s *Subpages) freeParent(tx *Txn, c *subpageClass, p int64) error {
 	g := &tx.d.alloc.g
 	// Clear the bit first: Txn.Free refuses a parent.
 	tx.setParentBit(g, p, false)
 	if err := tx.Free(makeAddr(p, s.slotShift+6)); err != nil {
-		// The parent bit says an allocated page is there.
 		return fmt.Errorf("%w (freeing sub-page parent %d: %w)", corruptf(p, "sub-page parent", "an allocated page"), p, err)
 	}
 	c.parents--

@@ -330,6 +330,13 @@ func TestSubpageCorruptLinks(t *testing.T) {
 			s := h.looseIn(h.p2, 0)
 			return edits(putU64(h.p2+subpagePendOff, 1<<((s.Offset()-h.p2)>>7)), putU64(h.p2+subpagePendSeqOff, 1<<61))
 		}, true},
+		// The buddy allocator's pending queue, ending at a parent: an
+		// emptied parent released to the buddy allocator meets it, and
+		// must stay a parent rather than leak.
+		{"buddy queue ends at a parent", func(h *corruptSubpages) func([]byte) {
+			state := h.tableOff - subpageTableOff
+			return edits(putU64(state+statePendingHeadOff, uint64(h.p1)), putU64(state+statePendingTailOff, uint64(h.p1)))
+		}, false},
 		// A queued parent stamped by a transaction far in the future
 		// would hold the queue up for ever.
 		{"pendSeq stamp 2^62", func(h *corruptSubpages) func([]byte) {
@@ -367,7 +374,21 @@ func TestSubpageCorruptLinks(t *testing.T) {
 			}
 			defer d.Close()
 			h.checkLive(t, d)
+			h.checkParents(t, d)
 		})
+	}
+}
+
+// checkParents fails if a page that was a parent of the fixture's is
+// allocated in the buddy allocator but no longer a parent: a leak.
+func (h *corruptSubpages) checkParents(t *testing.T, d *Device) {
+	t.Helper()
+	for _, a := range slices.Concat(h.live, h.loose, h.pinned) {
+		p, size := parentOf(a), a.Size()*subpageSlotsPerParent
+		order := bits.TrailingZeros64(uint64(size)) - int(h.g.minShift)
+		if !d.subpageParentAt(nil, p, size) && d.committedPageState(&h.g, order, p) == stateAllocated {
+			t.Fatalf("parent %d is allocated and no longer a parent: leaked", p)
+		}
 	}
 }
 
