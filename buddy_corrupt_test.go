@@ -186,11 +186,13 @@ func TestBuddyCorruptLinks(t *testing.T) {
 	}
 }
 
-// churn runs transactions that allocate pages, 128 of 4 KiB in the first
-// and 8 of 4 to 64 KiB in each of the others, and free some, waiting for each to be covered so that its frees are released by
-// the next. Every page it is given must be a page of the heap that
-// overlaps neither a live page nor another it holds. It returns the first
-// ErrCorrupt an Alloc or Free returned; any other error fails the test.
+// churn runs 40 transactions that allocate pages, 128 of 4 KiB in the
+// first and 8 of 4 to 64 KiB in each of the others, and free pages at
+// random down to 64 held, each waiting for a checkpoint to cover it so
+// that the next releases its frees. Every page it is given must be a page
+// of the heap that overlaps neither a live page nor another it holds. It
+// returns the first ErrCorrupt an Alloc or Free returned; ErrNoSpace is
+// allowed, and any other error fails the test.
 func (h *corruptHeap) churn(t *testing.T, d *Device, rng *rand.Rand) error {
 	t.Helper()
 	minPage := h.g.pageBytes(0)
