@@ -529,8 +529,9 @@ func (p *Pool) takeQueued() *Buffer {
 
 // remember names slot i in one of shard's cells, looking from cell start
 // on, and makes shard its home. It prefers an empty cell, then one whose
-// slot is held, so free slots stay named. If every cell names a free slot, a free i goes to the depot
-// instead and a held i is left out: its own Put will place it.
+// slot is held, so free slots stay named. If every cell names a free slot,
+// a free i goes to the depot instead and a held i is left out: its own
+// Put will place it.
 //
 // home is stored before the slot is named (or, if already named, before
 // the name is checked again), so whoever unnames the slot afterwards also
