@@ -11,9 +11,13 @@ import (
 )
 
 func datasync(f *os.File) error {
+	return retryEINTR(func() error { return unix.Fdatasync(int(f.Fd())) })
+}
+
+// retryEINTR calls call again for as long as a signal interrupts it.
+func retryEINTR(call func() error) error {
 	for {
-		err := unix.Fdatasync(int(f.Fd()))
-		if err != unix.EINTR {
+		if err := call(); err != unix.EINTR {
 			return err
 		}
 	}
@@ -31,12 +35,9 @@ func punchHole(f *os.File, off, length int64) error {
 // enough for a signal (the Go scheduler's, say) to interrupt it: it is
 // tried again, keeping what the first call reserved.
 func reserve(f *os.File, off, length int64) error {
-	for {
-		err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, length)
-		if err != unix.EINTR {
-			return reserveError(f.Name(), err)
-		}
-	}
+	return reserveError(f.Name(), retryEINTR(func() error {
+		return unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, off, length)
+	}))
 }
 
 // reserveError gives fallocate's errno the meaning Reserver documents.

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -54,5 +55,25 @@ func TestReserve(t *testing.T) {
 	}
 	if size, held := st.Size, st.Blocks*512; size != 1<<20 || held < 512<<10 {
 		t.Errorf("after reserving 512 KiB of a 1 MiB file: size %d, %d bytes held", size, held)
+	}
+}
+
+// TestRetryEINTR checks that fdatasync and fallocate are called again
+// after a signal interrupts them, and only then.
+func TestRetryEINTR(t *testing.T) {
+	for _, tc := range []struct {
+		results []error // what each call returns
+		want    error
+	}{
+		{[]error{nil}, nil},
+		{[]error{unix.EINTR, unix.EINTR, nil}, nil},
+		{[]error{unix.EINTR, unix.ENOSPC, nil}, unix.ENOSPC},
+		{[]error{unix.EIO, nil}, unix.EIO},
+	} {
+		calls := 0
+		err := retryEINTR(func() error { calls++; return tc.results[calls-1] })
+		if wantCalls := slices.IndexFunc(tc.results, func(e error) bool { return e != unix.EINTR }) + 1; err != tc.want || calls != wantCalls {
+			t.Errorf("%v: returned %v after %d calls, want %v after %d", tc.results, err, calls, tc.want, wantCalls)
+		}
 	}
 }
