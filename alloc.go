@@ -451,15 +451,19 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	// Transactions replayed since the checkpoint left no sequence number,
 	// but the newest page they freed carries its transaction's, as the
 	// newest slot they freed did for loadSubpages: continue after both,
-	// so that sequence numbers only grow across opens.
+	// so that sequence numbers only grow across opens. A tail whose header
+	// is no pending page's holds no stamp: the allocator reports it when
+	// it reaches it.
 	if tail := d.alloc.last.pendTail; tail != 0 {
-		var h [pageHeaderBytes]byte
-		d.readCommittedRange(h[:], tail)
-		seq := uint64(decodeHeader(h[:]).word0)
-		if seq >= maxTxSeq {
-			return nil, corruptf(tail, "pending page", "the sequence number of the transaction that freed it, below %d, found %d", uint64(maxTxSeq), seq)
+		var b [pageHeaderBytes]byte
+		d.readCommittedRange(b[:], tail)
+		if h := decodeHeader(b[:]); h.magic == pendingMagic {
+			seq := uint64(h.word0)
+			if seq >= maxTxSeq {
+				return nil, corruptf(tail, "pending page", "the sequence number of the transaction that freed it, below %d, found %d", uint64(maxTxSeq), seq)
+			}
+			d.setTxSeq(max(d.txSeq, seq))
 		}
-		d.setTxSeq(max(d.txSeq, seq))
 	}
 	// The file's growth is not journaled: a crash may have lost it.
 	if frontier := d.alloc.last.frontier; size < frontier {

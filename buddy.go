@@ -85,9 +85,12 @@ func newAllocator(d *Device) *allocator {
 }
 
 // load reads the committed allocator state after recovery. A frontier off
-// the heap's max-page grid, or a list head or pending end outside the
-// heap, is corruption that would send reads outside the file: Open
-// refuses it. What lies inside the heap is Check's to judge.
+// the heap's max-page grid, or a list head or pending end that is no page
+// of the heap (outside it, misaligned, in block metadata), is corruption
+// that would send reads outside the file or into metadata: Open refuses
+// it. What the pages hold is checked as the allocator reaches them, and by
+// Check (so that a device whose lists are damaged still opens, for the
+// inspecting tools).
 func (a *allocator) load() error {
 	b := make([]byte, stateOrdersOff+(a.g.maxOrder+1)*stateOrderBytes)
 	stateOff := a.d.geometry.state.off
@@ -99,13 +102,13 @@ func (a *allocator) load() error {
 	if st.frontier < a.g.heapOff || st.frontier > a.g.capacity || (st.frontier-a.g.heapOff)%a.g.maxPageBytes() != 0 {
 		return corruptf(stateOff+stateFrontierOff, "allocator state", "a frontier on a max-page boundary in [%d, %d], found %d", a.g.heapOff, a.g.capacity, st.frontier)
 	}
-	inHeap := func(off int64) bool { return off == 0 || off >= a.g.heapOff && off < st.frontier }
-	if !inHeap(st.pendHead) || !inHeap(st.pendTail) || (st.pendHead == 0) != (st.pendTail == 0) {
-		return corruptf(stateOff+statePendingHeadOff, "allocator state", "a pending queue empty or with both ends in the heap [%d, %d), found head %d and tail %d", a.g.heapOff, st.frontier, st.pendHead, st.pendTail)
+	page := func(k int, off int64) bool { return off == 0 || a.pageAt(&st, k, off) }
+	if !page(0, st.pendHead) || !page(0, st.pendTail) || (st.pendHead == 0) != (st.pendTail == 0) {
+		return corruptf(stateOff+statePendingHeadOff, "allocator state", "a pending queue empty or with both ends pages of the heap [%d, %d), found head %d and tail %d", a.g.heapOff, st.frontier, st.pendHead, st.pendTail)
 	}
 	for k := 0; k <= a.g.maxOrder; k++ {
-		if !inHeap(st.heads[k]) {
-			return corruptf(stateOff+stateOrdersOff+int64(k)*stateOrderBytes, "allocator state", "free list %d empty or headed in the heap [%d, %d), found %d", k, a.g.heapOff, st.frontier, st.heads[k])
+		if !page(k, st.heads[k]) {
+			return corruptf(stateOff+stateOrdersOff+int64(k)*stateOrderBytes, "allocator state", "free list %d empty or headed by an order-%d page of the heap [%d, %d), found %d", k, k, a.g.heapOff, st.frontier, st.heads[k])
 		}
 	}
 	a.last = st
@@ -281,7 +284,7 @@ func (a *allocator) take(tx *Txn, st *allocState, from, k int) (int64, error) {
 	for j := from - 1; j >= k; j-- {
 		buddy := off + a.g.pageBytes(j)
 		tx.setPageState(&a.g, j, buddy, stateFree)
-		st.push(tx, j, buddy)
+		a.push(tx, st, j, buddy)
 	}
 	tx.setPageState(&a.g, k, off, stateAllocated)
 	st.allocPages++
@@ -319,7 +322,7 @@ func (a *allocator) grow(tx *Txn, st *allocState) (bool, error) {
 	}
 	a.forEachGrownPage(from, func(order int, off int64) bool {
 		tx.setPageState(&a.g, order, off, stateFree)
-		st.push(tx, order, off)
+		a.push(tx, st, order, off)
 		return true
 	})
 	st.frontier = to
@@ -602,7 +605,7 @@ func (a *allocator) freeMerge(tx *Txn, st *allocState, order int, off int64) {
 		order++
 	}
 	tx.setPageState(&a.g, order, off, stateFree)
-	st.push(tx, order, off)
+	a.push(tx, st, order, off)
 	if order == a.g.maxOrder && a.d.opts.PunchHoles {
 		a.punching = append(a.punching, off)
 	}

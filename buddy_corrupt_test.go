@@ -125,9 +125,27 @@ func TestBuddyCorruptLinks(t *testing.T) {
 			return putU64(h.st.heads[0]+8, uint64(h.g.heapOff))
 		}, true},
 		{"free next to itself", func(h *corruptHeap) func([]byte) { return putU64(h.st.heads[0]+8, uint64(h.st.heads[0])) }, true},
+		// The head itself: a Free pushes a page in front of it and
+		// would write a back link into it.
 		{"free head's magic", func(h *corruptHeap) func([]byte) { return putU64(h.st.heads[0]+headerMagicOff, 0) }, true},
 		{"free head's state allocated", func(h *corruptHeap) func([]byte) {
 			return h.setState(0, h.st.heads[0], stateAllocated)
+		}, true},
+		{"free head at a live page", func(h *corruptHeap) func([]byte) {
+			return putU64(h.state+stateOrdersOff, uint64(h.live[0].Offset()))
+		}, true},
+		{"free head with a page before it", func(h *corruptHeap) func([]byte) {
+			return putU64(h.st.heads[0], uint64(h.live[0].Offset()))
+		}, true},
+		{"free head at the list's second page", func(h *corruptHeap) func([]byte) {
+			second := int64(binary.LittleEndian.Uint64(readFile(t, h.path)[h.st.heads[0]+8:]))
+			return putU64(h.state+stateOrdersOff, uint64(second))
+		}, true},
+		{"free page linked to itself both ways", func(h *corruptHeap) func([]byte) {
+			return func(b []byte) {
+				putU64(h.st.heads[0], uint64(h.st.heads[0]))(b)
+				putU64(h.st.heads[0]+8, uint64(h.st.heads[0]))(b)
+			}
 		}, true},
 		{"free page's prev", func(h *corruptHeap) func([]byte) {
 			// The second page of the list: a merge or an Alloc detaches

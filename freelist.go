@@ -107,12 +107,18 @@ func (tx *Txn) writeHeader(off int64, h pageHeader) {
 	tx.write(off, b[:], kindLink)
 }
 
-// push puts the free page off at the head of list k.
-func (st *allocState) push(tx *Txn, order int, off int64) {
+// push puts the free page off at the head of list k. It links the old
+// head back to off only if the old head is sound (a free page of order k
+// with nothing before it): a corrupt head is left as it is, so that the
+// link into it stays broken for take to meet (linkedFree) and Check to
+// report, and nothing is written into a page that may be someone's.
+func (a *allocator) push(tx *Txn, st *allocState, order int, off int64) {
 	next := st.heads[order]
 	tx.writeHeader(off, pageHeader{next: next, magic: freeMagic, order: order})
-	if next != 0 {
-		tx.writeU64(next, uint64(off), kindLink) // next.prev
+	if next != 0 && next != off {
+		if h, err := a.freePageAt(tx, st, order, next); err == nil && h.word0 == 0 {
+			tx.writeU64(next, uint64(off), kindLink) // next.prev
+		}
 	}
 	st.heads[order] = off
 	st.freePages[order]++
@@ -201,14 +207,18 @@ func (a *allocator) linkedFree(tx *Txn, st *allocState, k int, off int64) (pageH
 	if err != nil {
 		return h, err
 	}
-	if h.word0 == 0 {
-		if st.heads[k] != off {
-			return h, corruptf(off, fmt.Sprintf("free list %d", k), "a previous page, or the list's head %d, found neither", st.heads[k])
+	if h.word0 == off || h.next == off {
+		return h, corruptf(off, fmt.Sprintf("free list %d", k), "no link to the page itself, found prev %d next %d", h.word0, h.next)
+	}
+	if (h.word0 == 0) != (st.heads[k] == off) {
+		return h, corruptf(off, fmt.Sprintf("free list %d", k), "a previous page unless it is the list's head %d, found %d", st.heads[k], h.word0)
+	}
+	if h.word0 != 0 {
+		if p, err := a.freePageAt(tx, st, k, h.word0); err != nil {
+			return h, err
+		} else if p.next != off {
+			return h, corruptf(h.word0+8, fmt.Sprintf("free list %d", k), "a next link to %d, found %d", off, p.next)
 		}
-	} else if p, err := a.freePageAt(tx, st, k, h.word0); err != nil {
-		return h, err
-	} else if p.next != off {
-		return h, corruptf(h.word0+8, fmt.Sprintf("free list %d", k), "a next link to %d, found %d", off, p.next)
 	}
 	if h.next != 0 {
 		if n, err := a.freePageAt(tx, st, k, h.next); err != nil {
@@ -234,7 +244,8 @@ func (a *allocator) pendingPageAt(tx *Txn, st *allocState, off int64) (pageHeade
 
 // pendingHead returns the header of the page at the head of the pending
 // queue, which must not be empty, once it has checked the page and the
-// link to the next one: none if it is the tail, else one into the heap.
+// link to the next one: none if it is the tail, else one to a page of the
+// heap.
 func (a *allocator) pendingHead(tx *Txn, st *allocState) (pageHeader, error) {
 	h, err := a.pendingPageAt(tx, st, st.pendHead)
 	switch {
@@ -242,8 +253,9 @@ func (a *allocator) pendingHead(tx *Txn, st *allocState) (pageHeader, error) {
 		return h, err
 	case (h.next == 0) != (st.pendTail == st.pendHead):
 		return h, corruptf(st.pendHead+8, "pending queue", "a next link unless the head is the tail %d, found %d", st.pendTail, h.next)
-	case h.next != 0 && (h.next < a.g.heapOff || h.next >= st.frontier):
-		return h, corruptf(st.pendHead+8, "pending queue", "a next link into the heap [%d, %d), found %d", a.g.heapOff, st.frontier, h.next)
+	case h.next != 0 && !a.pageAt(st, 0, h.next):
+		// Open refuses a queue headed by anything else (allocator.load).
+		return h, corruptf(st.pendHead+8, "pending queue", "a next link to a page of the heap [%d, %d), found %d", a.g.heapOff, st.frontier, h.next)
 	}
 	return h, nil
 }
