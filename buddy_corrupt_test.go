@@ -178,29 +178,112 @@ func TestBuddyCorruptLinks(t *testing.T) {
 			h := newCorruptHeap(t)
 			edit := c.edit(h)
 			path := corruptCopy(t, h.path, func(b []byte) []byte { edit(b); return b })
-			d, err := Open(path, h.opts)
-			if err != nil {
-				t.Fatalf("Open: %v", err)
-			}
-			rng := rand.New(rand.NewPCG(seed, uint64(i)))
-			opErr := h.churn(t, d, rng)
-			if c.wantOpErr && opErr == nil {
-				t.Errorf("no Alloc or Free returned ErrCorrupt")
-			}
-			h.checkLive(t, d)
-			if err := d.Check(); !errors.Is(err, ErrCorrupt) {
-				t.Errorf("Check: %v, want ErrCorrupt", err)
-			}
-			if err := d.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-			d, err = Open(path, h.opts)
-			if err != nil {
-				t.Fatalf("Open after the workload: %v", err)
-			}
-			defer d.Close()
-			h.checkLive(t, d)
+			damageCase(t, h, path, rand.New(rand.NewPCG(seed, uint64(i))), c.wantOpErr)
 		})
+	}
+}
+
+// damagedDevice is a closed device whose damaged copies the corruption
+// tests run a workload on.
+type damagedDevice interface {
+	options() *Options
+	// churn runs the workload on d and returns the first ErrCorrupt an
+	// Alloc or Free returned; any other error fails t.
+	churn(t *testing.T, d *Device, rng *rand.Rand) error
+	// intact fails t if the damage reached what the device's owners
+	// hold.
+	intact(t *testing.T, d *Device)
+}
+
+// runDamaged runs dv's workload on d, opened on the damaged copy at path,
+// after the inspecting calls (which must not panic; what they report is
+// not judged). It checks that dv is intact after the workload and after a
+// Close and an Open again; Close, which drains the sub-page queues and
+// releases pending pages, must succeed whatever it meets there (Check
+// reports it). It returns the first ErrCorrupt the workload met and what
+// Check said after it.
+func runDamaged(t *testing.T, dv damagedDevice, d *Device, path string, rng *rand.Rand) (opErr, checkErr error) {
+	t.Helper()
+	d.Inspect()
+	d.WalkHeap(func(HeapExtent) bool { return true })
+	opErr = dv.churn(t, d, rng)
+	dv.intact(t, d)
+	checkErr = d.Check()
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	d, err := Open(path, dv.options())
+	if err != nil {
+		t.Fatalf("Open after the workload: %v", err)
+	}
+	defer d.Close()
+	dv.intact(t, d)
+	return opErr, checkErr
+}
+
+// damageCase opens the damaged copy at path, which Open must take, and
+// runs the workload on it (runDamaged): Check must report the damage,
+// and with wantOpErr an Alloc or Free must have met it.
+func damageCase(t *testing.T, dv damagedDevice, path string, rng *rand.Rand, wantOpErr bool) {
+	t.Helper()
+	d, err := Open(path, dv.options())
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	opErr, checkErr := runDamaged(t, dv, d, path, rng)
+	if wantOpErr && opErr == nil {
+		t.Errorf("no Alloc or Free returned ErrCorrupt")
+	}
+	if !errors.Is(checkErr, ErrCorrupt) {
+		t.Errorf("Check: %v, want ErrCorrupt", checkErr)
+	}
+}
+
+// damageRound writes b, a damaged copy of dv's file, and opens it: Open
+// may refuse it, with ErrCorrupt only. If it opens, the workload runs on
+// it (runDamaged) in a subtest called round. It reports whether the file
+// opened and whether an Alloc or Free met the damage; what says what the
+// damage was, for a failure.
+func damageRound(t *testing.T, dv damagedDevice, b []byte, round int, what []string, rng *rand.Rand) (opened, met bool) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "copy")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(path, dv.options())
+	if err != nil {
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("round %d (%v): Open: %v, want ErrCorrupt", round, what, err)
+		}
+		return false, false
+	}
+	var opErr error
+	if !t.Run(fmt.Sprint(round), func(t *testing.T) { opErr, _ = runDamaged(t, dv, d, path, rng) }) {
+		t.Fatalf("round %d: corrupted %v", round, what)
+	}
+	return true, opErr != nil
+}
+
+// damageTally counts what damageRound reports.
+type damageTally struct{ rounds, opened, met int }
+
+func (c *damageTally) add(opened, met bool) {
+	c.rounds++
+	if opened {
+		c.opened++
+	}
+	if met {
+		c.met++
+	}
+}
+
+// report logs the counts and fails t if the damage never reached the
+// workload.
+func (c *damageTally) report(t *testing.T) {
+	t.Helper()
+	t.Logf("%d rounds: %d opened, in %d of them Alloc or Free met the damage", c.rounds, c.opened, c.met)
+	if c.opened == 0 || c.met == 0 {
+		t.Errorf("the damage never reached the workload")
 	}
 }
 
@@ -282,9 +365,11 @@ func (h *corruptHeap) churn(t *testing.T, d *Device, rng *rand.Rand) error {
 	return corrupt
 }
 
-// checkLive fails if a live page's bytes are not the pattern written into
+func (h *corruptHeap) options() *Options { return h.opts }
+
+// intact fails if a live page's bytes are not the pattern written into
 // it.
-func (h *corruptHeap) checkLive(t *testing.T, d *Device) {
+func (h *corruptHeap) intact(t *testing.T, d *Device) {
 	t.Helper()
 	for _, a := range h.live {
 		got := make([]byte, a.Size())
@@ -355,7 +440,7 @@ func TestBuddyRandomCorruption(t *testing.T) {
 		}
 		return rng.Uint64()
 	}
-	opened, met := 0, 0
+	var tally damageTally
 	for round := range *corruptRounds {
 		b := slices.Clone(clean)
 		var what []string
@@ -380,48 +465,9 @@ func TestBuddyRandomCorruption(t *testing.T) {
 				what = append(what, fmt.Sprintf("state word %d", at-stateOff))
 			}
 		}
-		path := filepath.Join(t.TempDir(), "copy")
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		d, err := Open(path, h.opts)
-		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("round %d (%v): Open: %v, want ErrCorrupt", round, what, err)
-			}
-			continue
-		}
-		opened++
-		var corrupt error
-		t.Run(fmt.Sprint(round), func(t *testing.T) {
-			// The inspecting calls must not panic on the damage
-			// either; what they report is not judged here.
-			d.Inspect()
-			d.WalkHeap(func(HeapExtent) bool { return true })
-			corrupt = h.churn(t, d, rand.New(rand.NewPCG(seed, uint64(round)+1)))
-			h.checkLive(t, d)
-			d.Check() // must not panic; the damage may be in bytes nothing reads
-			if err := d.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-			d, err := Open(path, h.opts)
-			if err != nil {
-				t.Fatalf("Open after the workload: %v", err)
-			}
-			h.checkLive(t, d)
-			d.Close()
-		})
-		if t.Failed() {
-			t.Fatalf("round %d: corrupted %v", round, what)
-		}
-		if corrupt != nil {
-			met++
-		}
+		tally.add(damageRound(t, h, b, round, what, rand.New(rand.NewPCG(seed, uint64(round)+1))))
 	}
-	t.Logf("%d rounds: %d opened, in %d of them Alloc or Free met the damage", *corruptRounds, opened, met)
-	if opened == 0 || met == 0 {
-		t.Errorf("the damage never reached the workload")
-	}
+	tally.report(t)
 }
 
 // TestCommitRefusesStrayLines writes, through the internals a corrupt

@@ -349,32 +349,7 @@ func TestSubpageCorruptLinks(t *testing.T) {
 			h := newCorruptSubpages(t)
 			edit := c.edit(h)
 			path := corruptCopy(t, h.path, func(b []byte) []byte { edit(b); return b })
-			d, err := Open(path, h.opts)
-			if err != nil {
-				t.Fatalf("Open: %v", err)
-			}
-			rng := rand.New(rand.NewPCG(seed, uint64(i)))
-			opErr := h.churn(t, d, rng)
-			if c.wantOpErr && opErr == nil {
-				t.Errorf("no Alloc or Free returned ErrCorrupt")
-			}
-			h.checkLive(t, d)
-			if err := d.Check(); !errors.Is(err, ErrCorrupt) {
-				t.Errorf("Check: %v, want ErrCorrupt", err)
-			}
-			// Close drains the queues: damage it meets there is Check's
-			// to report, as the buddy allocator's Close leaves a corrupt
-			// queue to Check (allocator.join).
-			if err := d.Close(); err != nil {
-				t.Errorf("Close: %v", err)
-			}
-			d, err = Open(path, h.opts)
-			if err != nil {
-				t.Fatalf("Open after the workload: %v", err)
-			}
-			defer d.Close()
-			h.checkLive(t, d)
-			h.checkParents(t, d)
+			damageCase(t, h, path, rand.New(rand.NewPCG(seed, uint64(i))), c.wantOpErr)
 		})
 	}
 }
@@ -530,9 +505,18 @@ func (h *corruptSubpages) allocatedIn(d *Device, a Addr) bool {
 	return readHeader(b[:], 0).mask&(1<<((a.Offset()-parentOf(a))/a.Size())) != 0
 }
 
+func (h *corruptSubpages) options() *Options { return h.opts }
+
+// intact fails as checkLive and checkParents do.
+func (h *corruptSubpages) intact(t *testing.T, d *Device) {
+	t.Helper()
+	h.checkLive(t, d)
+	h.checkParents(t, d)
+}
+
 // checkLive fails if a live slot, the caller's page or the root area does
-// not hold the bytes written into it, or the caller's page is no longer an allocated
-// page.
+// not hold the bytes written into it, or the caller's page is no longer
+// an allocated page.
 func (h *corruptSubpages) checkLive(t *testing.T, d *Device) {
 	t.Helper()
 	for _, a := range h.live {
@@ -639,7 +623,7 @@ func TestSubpageRandomCorruption(t *testing.T) {
 		}
 		return rng.Uint64()
 	}
-	opened, met := 0, 0
+	var tally damageTally
 	for round := range *subpageCorruptRounds {
 		b := slices.Clone(clean)
 		var what []string
@@ -665,44 +649,7 @@ func TestSubpageRandomCorruption(t *testing.T) {
 				what = append(what, fmt.Sprintf("class %d word %d = %#x", i, at-h.entry(i), v))
 			}
 		}
-		path := filepath.Join(t.TempDir(), "copy")
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		d, err := Open(path, h.opts)
-		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("round %d (%v): Open: %v, want ErrCorrupt", round, what, err)
-			}
-			continue
-		}
-		opened++
-		var corrupt error
-		t.Run(fmt.Sprint(round), func(t *testing.T) {
-			corrupt = h.churn(t, d, rand.New(rand.NewPCG(seed, uint64(round)+1)))
-			h.checkLive(t, d)
-			d.Check() // must not panic; the damage may be in bytes nothing reads
-			// Close drains the queues: damage it meets there is
-			// Check's to report.
-			if err := d.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-			d, err := Open(path, h.opts)
-			if err != nil {
-				t.Fatalf("Open after the workload: %v", err)
-			}
-			h.checkLive(t, d)
-			d.Close()
-		})
-		if t.Failed() {
-			t.Fatalf("round %d: corrupted %v", round, what)
-		}
-		if corrupt != nil {
-			met++
-		}
+		tally.add(damageRound(t, h, b, round, what, rand.New(rand.NewPCG(seed, uint64(round)+1))))
 	}
-	t.Logf("%d rounds: %d opened, in %d of them Alloc or Free met the damage", *subpageCorruptRounds, opened, met)
-	if opened == 0 || met == 0 {
-		t.Errorf("the damage never reached the workload")
-	}
+	tally.report(t)
 }
