@@ -28,26 +28,10 @@ func openCorrupt(t *testing.T, path, what, want string) {
 // tail past zero, below the head, so that Commit returned nil for an
 // entry no reader or reopen could find.
 func TestLogCorruptPositionsWrap(t *testing.T) {
-	const pos = uint64(1<<64 - 8)
-	for _, ringBytes := range []int64{8 << 10, 12 << 10} {
-		t.Run(fmt.Sprintf("fixed %d", ringBytes), func(t *testing.T) {
-			d, path := createLogDevice(t, LogRegion{"wal", ringBytes})
-			l := mustLog(t, d, "wal")
-			appendEntryT(t, l, logContent(1, 100))
-			slot := l.slotOff
-			if err := d.Close(); err != nil {
-				t.Fatal(err)
-			}
-			openCorrupt(t, corruptCopy(t, path, func(b []byte) []byte {
-				putU64(slot+logSlotHeadOff, pos)(b)
-				putU64(slot+logSlotTailOff, pos)(b)
-				return b
-			}), "a log at position 2^64-8", "tail at most")
-		})
-	}
-	t.Run("carved", func(t *testing.T) {
-		d, path := carvedLogDevice(t, nil)
-		l := mustCreateLog(t, d, "c", 8<<10)
+	// wrap appends an entry to l, closes d and sets l's head and tail to
+	// 2^64-8 in a copy of the file at path, which Open must refuse.
+	wrap := func(t *testing.T, d *Device, path string, l *Log, what string) {
+		const pos = uint64(1<<64 - 8)
 		appendEntryT(t, l, logContent(1, 100))
 		slot := l.slotOff
 		if err := d.Close(); err != nil {
@@ -57,7 +41,17 @@ func TestLogCorruptPositionsWrap(t *testing.T) {
 			putU64(slot+logSlotHeadOff, pos)(b)
 			putU64(slot+logSlotTailOff, pos)(b)
 			return b
-		}), "a carved log at position 2^64-8", "tail at most")
+		}), what, "tail at most")
+	}
+	for _, ringBytes := range []int64{8 << 10, 12 << 10} {
+		t.Run(fmt.Sprintf("fixed %d", ringBytes), func(t *testing.T) {
+			d, path := createLogDevice(t, LogRegion{"wal", ringBytes})
+			wrap(t, d, path, mustLog(t, d, "wal"), "a log at position 2^64-8")
+		})
+	}
+	t.Run("carved", func(t *testing.T) {
+		d, path := carvedLogDevice(t, nil)
+		wrap(t, d, path, mustCreateLog(t, d, "c", 8<<10), "a carved log at position 2^64-8")
 	})
 }
 
