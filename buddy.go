@@ -364,12 +364,13 @@ type freeListPage struct {
 // whether it got to the end: a long free tail takes several transactions.
 func (a *allocator) retractTail(tx *Txn, st *allocState) bool {
 	budget, start := a.releaseBudget(tx), tx.lines.len()
+	var pages []freeListPage
 	for st.frontier > a.g.heapOff {
 		if tx.lines.len() > start && tx.lines.len()-start >= budget {
 			return false
 		}
 		from := st.frontier - a.g.maxPageBytes()
-		var pages []freeListPage
+		pages = pages[:0]
 		free := a.forEachGrownPage(from, func(order int, off int64) bool {
 			h, err := a.linkedFree(tx, st, order, off)
 			pages = append(pages, freeListPage{order, off, h})

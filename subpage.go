@@ -906,13 +906,22 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int, forAlloc bool) 
 }
 
 // parentFreeable returns nil if freeParent can give the parent p back to
-// the buddy allocator, or else an error wrapping ErrCorrupt: the parent
-// bit says an allocated page is there.
+// the buddy allocator, or else parentFreeError.
 func (s *Subpages) parentFreeable(tx *Txn, p int64) error {
-	if err := tx.d.alloc.freeable(tx, makeAddr(p, s.slotShift+6)); err != nil {
-		return fmt.Errorf("%w (freeing sub-page parent %d: %w)", corruptf(p, "sub-page parent", "an allocated page"), p, err)
+	if err := tx.d.alloc.freeable(tx, s.parentAddr(p)); err != nil {
+		return parentFreeError(p, err)
 	}
 	return nil
+}
+
+// parentAddr is the buddy allocator's Addr of the parent p.
+func (s *Subpages) parentAddr(p int64) Addr { return makeAddr(p, s.slotShift+6) }
+
+// parentFreeError is the error of a parent p that the buddy allocator
+// refuses to take back (err): corruption, since the parent bit says an
+// allocated page is there.
+func parentFreeError(p int64, err error) error {
+	return fmt.Errorf("%w (freeing sub-page parent %d: %w)", corruptf(p, "sub-page parent", "an allocated page"), p, err)
 }
 
 // freeParent gives the parent p, empty and off both lists, back to the
@@ -921,8 +930,8 @@ func (s *Subpages) freeParent(tx *Txn, c *subpageClass, p int64) error {
 	g := &tx.d.alloc.g
 	// Clear the bit first: Txn.Free refuses a parent.
 	tx.setParentBit(g, p, false)
-	if err := tx.Free(makeAddr(p, s.slotShift+6)); err != nil {
-		return fmt.Errorf("%w (freeing sub-page parent %d: %w)", corruptf(p, "sub-page parent", "an allocated page"), p, err)
+	if err := tx.Free(s.parentAddr(p)); err != nil {
+		return parentFreeError(p, err)
 	}
 	c.parents--
 	return nil
