@@ -89,6 +89,10 @@ type Txn struct {
 	allocated []Addr
 	seq       uint64 // commit order, set by Commit
 	done      bool
+	// stray is set, with the line's offset in strayOff, once tx writes a
+	// line where no transaction may (see lineFor); Commit refuses it.
+	stray    bool
+	strayOff int64
 	// runs and dirtyBytes measure tx's lines once it commits, for the
 	// bounds on the journal record they need (see soloBound).
 	runs, dirtyBytes int64
@@ -189,9 +193,9 @@ func (tx *Txn) Commit() error {
 		}
 	}
 	tx.dropDeadLinks()
-	if off, ok := tx.strayLine(); ok {
+	if tx.stray {
 		tx.Rollback()
-		return corruptf(off, "transaction", "writes to the root area, the allocator's state, the log table and the heap only, found one at %d (a corrupt link followed)", off)
+		return corruptf(tx.strayOff, "transaction", "writes to the root area, the allocator's state, the log table and the heap only, found one at %d (a corrupt link followed)", tx.strayOff)
 	}
 	tx.measure()
 	if bound := tx.soloBound(); bound > d.journal.maxRecord {
@@ -228,31 +232,6 @@ func (tx *Txn) Commit() error {
 		d.assertInvariants()
 	}
 	return g.err
-}
-
-// strayLine returns the offset of a line tx writes where no transaction
-// may: below the root area (the superblocks), in the journal's ring, or
-// past the device's capacity. The allocators check every link they follow
-// from disk; this is the backstop, so that a link no check caught fails
-// the commit with ErrCorrupt instead of a write that recovery would refuse
-// to replay, or that the journal could not place.
-func (tx *Txn) strayLine() (int64, bool) {
-	t := &tx.lines
-	if t.n == 0 {
-		return 0, false
-	}
-	lo, hi := tx.d.geometry.root.off>>lineShift, (tx.d.capacity-1)>>lineShift
-	ring := tx.d.journal.ring
-	ringLo, ringHi := ring.off>>lineShift, (ring.end()-1)>>lineShift
-	if t.minIdx >= lo && t.maxIdx <= hi && (t.maxIdx < ringLo || t.minIdx > ringHi) {
-		return 0, false
-	}
-	for _, r := range t.slots {
-		if r.l != nil && (r.idx < lo || r.idx > hi || r.idx >= ringLo && r.idx <= ringHi) {
-			return r.idx << lineShift, true
-		}
-	}
-	return 0, false
 }
 
 // dropDeadLinks forgets the free-list links tx wrote into pages it leaves
@@ -462,12 +441,27 @@ func (tx *Txn) lineFor(idx int64) *line {
 	if !fresh {
 		return l
 	}
+	if !tx.stray && !tx.d.txWritable(idx) {
+		tx.stray, tx.strayOff = true, idx<<lineShift
+	}
 	// A version still on its way home holds bytes home does not have
 	// yet; start from it. Home needs no reading until someone reads.
 	if p := tx.d.pending.get(idx); p != nil {
 		l.data, l.valid = p.data, p.valid
 	}
 	return l
+}
+
+// txWritable reports whether a transaction may write line idx: not below
+// the root area (the superblocks), not in the journal's ring, not past the
+// device's capacity. The allocators check every link they follow from
+// disk; this is the backstop, so that a link no check caught fails the
+// commit with ErrCorrupt instead of making a write that recovery would
+// refuse to replay, or that the journal could not place.
+func (d *Device) txWritable(idx int64) bool {
+	ring := d.journal.ring
+	return idx >= d.geometry.root.off>>lineShift && idx <= (d.capacity-1)>>lineShift &&
+		(idx < ring.off>>lineShift || idx > (ring.end()-1)>>lineShift)
 }
 
 // readCommitted fills p, which lies within one line, with committed bytes:
