@@ -764,8 +764,12 @@ func (l *Log) Stats() LogStats {
 func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 	return func(yield func(Entry, error) bool) {
 		l.mu.Lock()
-		head, end := l.head, l.durableTail
+		head, end, closed := l.head, l.durableTail, l.closed
 		l.mu.Unlock()
+		if closed || l.d.closed.Load() {
+			yield(Entry{}, ErrClosed)
+			return
+		}
 		pos := head
 		userPos := from > 0 && uint64(from) > head
 		if userPos {
@@ -812,14 +816,17 @@ func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 // against its checksum. It fails with ErrNotFound when no durable entry
 // starts there: never written, not yet durable, or reclaimed.
 func (l *Log) Read(off int64) ([]byte, error) {
+	l.mu.Lock()
+	head, end, closed := l.head, l.durableTail, l.closed
+	l.mu.Unlock()
+	if closed || l.d.closed.Load() {
+		return nil, ErrClosed
+	}
 	notFound := fmt.Errorf("%w: no durable entry of log %q at offset %d", ErrNotFound, l.name, off)
 	phys := off - logFrameHeaderBytes - l.ring.off
 	if phys < 0 || phys >= l.ring.size || phys%8 != 0 {
 		return nil, notFound
 	}
-	l.mu.Lock()
-	head, end := l.head, l.durableTail
-	l.mu.Unlock()
 	pos, ok := latestBefore(end, uint64(phys), l.size)
 	if !ok || pos < head {
 		return nil, notFound

@@ -372,11 +372,19 @@ func TestLogBadInput(t *testing.T) {
 	expect("Commit after Close", other.Commit(pending), ErrClosed)
 	expect("GC after Close", l.GC(context.Background()), ErrClosed)
 	expect("SetOwner after Close", l.SetOwner(allLive{}, nil), ErrClosed)
+	yielded := false
 	for _, err := range l.Entries(0) {
 		expect("Entries after Close", err, ErrClosed)
+		yielded = true
+	}
+	if !yielded {
+		t.Error("Entries after Close yielded nothing, want ErrClosed")
 	}
 	_, err = l.Read(l.ring.off + logFrameHeaderBytes)
 	expect("Read after Close", err, ErrClosed)
+	// An offset where no entry could start is ErrClosed too, not ErrNotFound.
+	_, err = l.Read(1)
+	expect("Read of no entry's offset after Close", err, ErrClosed)
 }
 
 func TestLogRegionsOptions(t *testing.T) {
@@ -2338,10 +2346,18 @@ func TestCreateLogDropLogReopen(t *testing.T) {
 	if _, err := a.Append(10); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Append to a dropped log: %v, want ErrClosed", err)
 	}
+	yielded := false
 	for _, err := range a.Entries(0) {
 		if !errors.Is(err, ErrClosed) {
 			t.Fatalf("Entries of a dropped log: %v, want ErrClosed", err)
 		}
+		yielded = true
+	}
+	if !yielded {
+		t.Fatal("Entries of a dropped log yielded nothing, want ErrClosed")
+	}
+	if _, err := a.Read(1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Read of a dropped log: %v, want ErrClosed", err)
 	}
 	if st := d.Stats(); st.AllocatedPages != 1 || st.PendingPages != 1 || st.PendingBytes != 64<<10 {
 		t.Fatalf("after dropping log a, allocator stats %+v: its page should be pending", st)
