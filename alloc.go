@@ -260,6 +260,12 @@ func Create(path string, opts *Options) (*Device, error) {
 // then holds every transaction whose Commit returned before a crash. A
 // path that is not a regular file (a directory, a FIFO) is refused with
 // ErrInvalidArgument.
+//
+// Open takes no lock on the file: it is the caller's to make sure that
+// one Device at a time, in one process, has the file open for writing.
+// A second one (another Open in this process or in another) keeps its own
+// copy of the allocator state and journal position, and the two
+// overwrite each other's transactions.
 func Open(path string, opts *Options) (*Device, error) {
 	var o Options
 	if opts != nil {
@@ -694,7 +700,9 @@ func (d *Device) Begin() (*Txn, error) {
 
 // Update runs fn inside a transaction and commits it if fn returns nil;
 // otherwise, or if fn panics, it rolls the transaction back. It returns
-// fn's error or Commit's; a nil fn, ErrInvalidArgument.
+// fn's error or Commit's; a nil fn, ErrInvalidArgument. fn must not call
+// Commit or Rollback itself: Update would then return ErrTxDone, even
+// though fn's Commit succeeded.
 func (d *Device) Update(fn func(*Txn) error) (err error) {
 	if fn == nil {
 		return fmt.Errorf("%w: Update with a nil function", ErrInvalidArgument)

@@ -42,6 +42,11 @@ func (a Addr) Size() int64 { return 1 << (a & addrSizeMask) }
 func (a Addr) String() string { return fmt.Sprintf("page %d+%d", a.Offset(), a.Size()) }
 
 // Stats describes the allocator's committed state.
+//
+// Pending pages are freed pages not yet back on the free lists. Each waits
+// for a checkpoint to cover the transaction that freed it, then for the
+// next transaction that allocates or frees to move it, so a device just
+// opened may report pending pages that are already reusable.
 type Stats struct {
 	UsedBytes       int64   // bytes in allocated pages
 	FreeBytes       int64   // bytes in free pages below the frontier
