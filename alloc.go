@@ -242,7 +242,7 @@ func Create(path string, opts *Options) (*Device, error) {
 	}
 	f, err := storage.CreateFile(path)
 	if errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("%w: %s", ErrExists, path)
+		return nil, fmt.Errorf("%w: file %s", ErrExists, path)
 	}
 	if err != nil {
 		return nil, err

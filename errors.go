@@ -32,7 +32,7 @@ var (
 
 	// ErrExists is returned by Create when the file already exists, and
 	// by Device.CreateLog when a log of that name exists.
-	ErrExists = errors.New("pagealloc: file already exists")
+	ErrExists = errors.New("pagealloc: already exists")
 
 	// ErrNoSpace is returned when a request cannot be met because the
 	// device (or a region of it) is full, or, on Unix systems, its file

@@ -45,7 +45,7 @@ func TestCreate(t *testing.T) {
 		code int
 		err  string
 	}{
-		{[]string{path}, 1, "file already exists"},
+		{[]string{path}, 1, "already exists: file"},
 		{[]string{"-max-page", "3000", filepath.Join(t.TempDir(), "x")}, 1, "invalid argument"},
 		{[]string{"-log", "wal=100", filepath.Join(t.TempDir(), "x")}, 1, "invalid argument"},
 		{[]string{"-log", "nosize", filepath.Join(t.TempDir(), "x")}, 2, "name=size"},
