@@ -522,6 +522,9 @@ func (al *allocator) validate(tx *Txn, a Addr) (int, error) {
 		frontier = al.work.frontier
 	}
 	switch {
+	case order < 0 && shift >= 6:
+		// The size of a sub-page slot, most likely: say where it goes.
+		return 0, fmt.Errorf("%w: %v: smaller than MinPageSize %d (free a sub-page slot with Subpages.Free)", ErrInvalidFree, a, g.pageBytes(0))
 	case order < 0 || order > g.maxOrder:
 		return 0, fmt.Errorf("%w: %v: no page size is %d bytes", ErrInvalidFree, a, a.Size())
 	case off < g.heapOff || off >= frontier || off+a.Size() > frontier:

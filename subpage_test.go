@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -616,6 +617,18 @@ func TestSubpageBadInput(t *testing.T) {
 		if err := d.Check(); err != nil {
 			t.Fatalf("after Free of %s (%v): Check: %v", c.what, c.a, err)
 		}
+	}
+	// A slot given to the buddy allocator's Free is refused, and the error
+	// says which Free takes it.
+	var ferr error
+	if err := d.Update(func(tx *Txn) error { ferr = tx.Free(small[0]); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(ferr, ErrInvalidFree) || !strings.Contains(ferr.Error(), "Subpages.Free") {
+		t.Errorf("Txn.Free of slot %v: %v, want ErrInvalidFree naming Subpages.Free", small[0], ferr)
+	}
+	if got := snapshot(); got != before {
+		t.Errorf("Txn.Free of a slot changed the counters:\n got %+v\nwant %+v", got, before)
 	}
 	// A double free inside one transaction, which then rolls back; it
 	// allocates a page first, so that Free sees the transaction's own
