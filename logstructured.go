@@ -60,8 +60,9 @@ import (
 )
 
 var (
-	// ErrNotFound is returned by Device.Log for a name no log region
-	// carries, and by Log.Read for an offset where no durable entry lies.
+	// ErrNotFound is returned by Device.Log and Device.DropLog for a name
+	// no log carries, and by Log.Read for an offset where no durable entry
+	// lies.
 	ErrNotFound = errors.New("pagealloc: not found")
 
 	// ErrInUse is returned by Device.DropLog for a log that has
