@@ -244,6 +244,10 @@ func Create(path string, opts *Options) (*Device, error) {
 	if errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("%w: file %s", ErrExists, path)
 	}
+	if errors.Is(err, storage.ErrLocked) {
+		// Created by another, which has it open already.
+		return nil, fmt.Errorf("%w: file %s: %w", ErrInUse, path, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -261,11 +265,14 @@ func Create(path string, opts *Options) (*Device, error) {
 // path that is not a regular file (a directory, a FIFO) is refused with
 // ErrInvalidArgument.
 //
-// Open takes no lock on the file: it is the caller's to make sure that
-// one Device at a time, in one process, has the file open for writing.
-// A second one (another Open in this process or in another) keeps its own
-// copy of the allocator state and journal position, and the two
-// overwrite each other's transactions.
+// On Unix systems Open locks the file (flock) until Close, so that two
+// Devices never write one file: each would keep its own allocator state
+// and journal position and overwrite the other's transactions. A Device
+// open for writing has the file to itself; read-only ones share it with
+// each other. An Open that would break this, in this process or another,
+// fails at once with ErrInUse. On a filesystem without
+// flock, and on other systems, no lock is taken and keeping to one writer
+// is the caller's to see to.
 func Open(path string, opts *Options) (*Device, error) {
 	var o Options
 	if opts != nil {
@@ -274,6 +281,9 @@ func Open(path string, opts *Options) (*Device, error) {
 	f, err := storage.OpenFile(path, o.ReadOnly)
 	if errors.Is(err, storage.ErrNotRegular) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	if errors.Is(err, storage.ErrLocked) {
+		return nil, fmt.Errorf("%w: another Device has the file open: %w", ErrInUse, err)
 	}
 	if err != nil {
 		return nil, err

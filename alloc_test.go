@@ -768,6 +768,9 @@ func TestNilArgumentsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustCheck(t, d)
+	if err := d.Close(); err != nil { // the read-only Open below needs the file
+		t.Fatal(err)
+	}
 	if defaultMaxSize >= 1<<40 {
 		if d, err := Open(path, &Options{MaxSize: math.MaxInt64 &^ 4095, ReadOnly: true}); !errors.Is(err, ErrTooLarge) {
 			if err == nil {

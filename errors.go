@@ -34,6 +34,12 @@ var (
 	// by Device.CreateLog when a log of that name exists.
 	ErrExists = errors.New("pagealloc: already exists")
 
+	// ErrInUse is returned by Open and Create when another Device has
+	// the file open (see Open), and by Device.DropLog for a log that has
+	// reservations not yet durable, a Commit waiting, or a GC pass under
+	// way.
+	ErrInUse = errors.New("pagealloc: in use")
+
 	// ErrNoSpace is returned when a request cannot be met because the
 	// device (or a region of it) is full, or, on Unix systems, its file
 	// may grow no further (the filesystem's or the process's limit on a

@@ -65,11 +65,6 @@ var (
 	// lies.
 	ErrNotFound = errors.New("pagealloc: not found")
 
-	// ErrInUse is returned by Device.DropLog for a log that has
-	// reservations not yet durable, a Commit waiting, or a GC pass under
-	// way.
-	ErrInUse = errors.New("pagealloc: log in use")
-
 	// ErrNotReserved is returned by Log.Commit and Log.Cancel for a
 	// reservation that is not live: already committed or cancelled, made
 	// by another log or device, or the zero Reservation.

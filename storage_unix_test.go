@@ -88,3 +88,69 @@ func TestOpenRefusesNonRegularFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenLocksFile: a Device open for writing has its file to itself,
+// read-only ones share it with each other, and a refused Open changes
+// nothing for the Device that holds the file.
+func TestOpenLocksFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "device")
+	d, err := Create(path, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := func(what string, opts *Options) {
+		t.Helper()
+		o := *testOptions()
+		if opts != nil {
+			o.ReadOnly = opts.ReadOnly
+		}
+		other, err := Open(path, &o)
+		if err == nil {
+			other.Close()
+		}
+		if !errors.Is(err, ErrInUse) {
+			t.Fatalf("%s: %v, want ErrInUse", what, err)
+		}
+	}
+	refused("Open for writing beside a writer", nil)
+	refused("read-only Open beside a writer", &Options{ReadOnly: true})
+	if _, err := Create(path, testOptions()); !errors.Is(err, ErrExists) {
+		t.Fatalf("Create over an open device: %v, want ErrExists", err)
+	}
+	var a Addr
+	if err := d.Update(func(tx *Txn) (err error) { a, err = tx.Alloc(4096); return err }); err != nil {
+		t.Fatalf("Update after the refused Opens: %v", err)
+	}
+	mustCheck(t, d)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	ro := &Options{ReadOnly: true}
+	r1, err := Open(path, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Open(path, ro)
+	if err != nil {
+		t.Fatalf("a second read-only Open: %v", err)
+	}
+	refused("Open for writing beside readers", nil)
+	if err := r1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	refused("Open for writing beside one reader", nil)
+	if err := r2.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	d, err = Open(path, testOptions())
+	if err != nil {
+		t.Fatalf("Open after every other Device closed: %v", err)
+	}
+	defer d.Close()
+	if st := d.Stats(); st.AllocatedPages != 1 {
+		t.Fatalf("after the reopen: %d allocated pages, want 1 (%v)", st.AllocatedPages, a)
+	}
+	mustCheck(t, d)
+}

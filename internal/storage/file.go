@@ -23,11 +23,16 @@ var (
 )
 
 // CreateFile creates path, failing with an error satisfying
-// errors.Is(err, fs.ErrExist) if it exists, and makes the new directory
-// entry durable.
+// errors.Is(err, fs.ErrExist) if it exists, locks it for writing (see
+// OpenFile) and makes the new directory entry durable.
 func CreateFile(path string) (*File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
+		return nil, err
+	}
+	if err := lock(f, true); err != nil {
+		f.Close()
+		os.Remove(path)
 		return nil, err
 	}
 	if err := syncDir(path); err != nil {
@@ -42,6 +47,12 @@ func CreateFile(path string) (*File, error) {
 // unless readOnly. Anything else (a directory, a FIFO, whose open would
 // wait for a writer, a device) fails with an error matching
 // ErrNotRegular.
+//
+// On Unix systems the file is locked (flock) until Close: for writing,
+// exclusively; for reading, shared. A lock another open holds, in this
+// process or another, fails the open at once with an error matching
+// ErrLocked. A filesystem that does not support the lock opens the file
+// unlocked. Elsewhere no lock is taken.
 func OpenFile(path string, readOnly bool) (*File, error) {
 	if fi, err := os.Stat(path); err != nil {
 		return nil, err
@@ -63,6 +74,10 @@ func OpenFile(path string, readOnly bool) (*File, error) {
 			err = fmt.Errorf("%w (%s)", ErrNotRegular, fi.Mode().Type())
 		}
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	if err := lock(f, !readOnly); err != nil {
+		f.Close()
+		return nil, &os.PathError{Op: "lock", Path: path, Err: err}
 	}
 	return &File{f: f}, nil
 }

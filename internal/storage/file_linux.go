@@ -14,15 +14,6 @@ func datasync(f *os.File) error {
 	return retryEINTR(func() error { return unix.Fdatasync(int(f.Fd())) })
 }
 
-// retryEINTR calls call again for as long as a signal interrupts it.
-func retryEINTR(call func() error) error {
-	for {
-		if err := call(); err != unix.EINTR {
-			return err
-		}
-	}
-}
-
 func punchHole(f *os.File, off, length int64) error {
 	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
 	if err == unix.EOPNOTSUPP || err == unix.ENOSYS {

@@ -74,6 +74,10 @@ var ErrNoSpace = errors.New("storage: no space left on the filesystem")
 // file.
 var ErrNotRegular = errors.New("not a regular file")
 
+// ErrLocked marks a file another open holds locked: for writing, when
+// any other open holds it; for reading, when one holds it for writing.
+var ErrLocked = errors.New("storage: file locked by another open")
+
 // ErrFileLimit marks a growth refused because the file would pass the
 // largest size the filesystem or the process (RLIMIT_FSIZE) allows.
 var ErrFileLimit = errors.New("storage: file size limit")
