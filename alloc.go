@@ -661,7 +661,8 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 // whose Commit returned, and of WriteAt. The view changes under the
 // caller as later commits reach home, so a read of it may show part of
 // one; ReadAt never does. The view is read-only unless
-// Options.WritableMap is set, and invalid after Close.
+// Options.WritableMap is set, and invalid after Close. A range not inside
+// the device, a negative n included, returns ErrOutOfRange.
 func (d *Device) Slice(off, n int64) ([]byte, error) {
 	d.lifeMu.RLock()
 	defer d.lifeMu.RUnlock()

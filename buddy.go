@@ -38,8 +38,15 @@ func (a Addr) Offset() int64 { return int64(a &^ addrSizeMask) }
 // Size returns the size of the page in bytes.
 func (a Addr) Size() int64 { return 1 << (a & addrSizeMask) }
 
-// String returns the page's offset and size, as "page 65536+4096".
-func (a Addr) String() string { return fmt.Sprintf("page %d+%d", a.Offset(), a.Size()) }
+// String returns the page's offset and size, as "page 65536+4096"; a
+// word no page can have (a negative offset, a size of 2^63 bytes) as
+// "Addr(0x…)".
+func (a Addr) String() string {
+	if a.Offset() < 0 || a&addrSizeMask == 63 {
+		return fmt.Sprintf("Addr(%#x)", uint64(a))
+	}
+	return fmt.Sprintf("page %d+%d", a.Offset(), a.Size())
+}
 
 // Stats describes the allocator's committed state.
 //

@@ -778,3 +778,22 @@ func TestCommitDropsDeadLinks(t *testing.T) {
 		t.Fatalf("committed links into %v, which the transaction handed out: link mask %#x, dirty %#x", a, l.link, l.dirty)
 	}
 }
+
+// TestAddrString: a page prints as its offset and size; a word no page
+// can have prints as the word, not as a negative offset or size.
+func TestAddrString(t *testing.T) {
+	for _, c := range []struct {
+		a    Addr
+		want string
+	}{
+		{makeAddr(65536, 12), "page 65536+4096"},
+		{makeAddr(1<<40, 24), "page 1099511627776+16777216"},
+		{^Addr(0), "Addr(0xffffffffffffffff)"},
+		{Addr(63), "Addr(0x3f)"},
+		{Addr(1<<63 | 12), "Addr(0x800000000000000c)"},
+	} {
+		if got := c.a.String(); got != c.want {
+			t.Errorf("Addr(%#x).String() = %q, want %q", uint64(c.a), got, c.want)
+		}
+	}
+}

@@ -177,7 +177,8 @@ const (
 // NewPool maps count buffers of sizeBytes each, one slab aligned to 4096
 // bytes and outside the Go heap. sizeBytes must be a positive multiple of
 // 4096. The slab holds no Go pointers, so the garbage collector never
-// scans it. Bad arguments return an error wrapping ErrInvalidArgument.
+// scans it. Bad arguments return an error wrapping ErrInvalidArgument; a
+// slab the system will not map, ErrTooLarge.
 func NewPool(count, sizeBytes int) (*Pool, error) {
 	if count <= 0 || int64(count) > maxPoolCount {
 		return nil, fmt.Errorf("%w: pool count %d", ErrInvalidArgument, count)

@@ -127,11 +127,12 @@ func (tx *Txn) join(p participant) {
 // Write journals p at off: it is visible to later reads in tx and reaches
 // the device atomically with the rest of the transaction. The caller may
 // write its root area (see Device.Root) and pages it owns, including those
-// tx allocated, each write inside one page. Inside a sub-page parent the check is per page, as for
-// Device.WriteAt: any slot's bytes are accepted, allocated or not, and only
-// the header's are refused, so writing a slot after freeing it is the
-// caller's bug to avoid. Bytes written with Write must not also be written
-// with Device.WriteAt (see there).
+// tx allocated, each write inside one page. Inside a sub-page parent the
+// check is per page, as for Device.WriteAt: any slot's bytes are
+// accepted, allocated or not, and only the header's are refused, so
+// writing a slot after freeing it is the caller's bug to avoid. Bytes
+// written with Write must not also be written with Device.WriteAt (see
+// there).
 func (tx *Txn) Write(off int64, p []byte) error {
 	if tx.done {
 		return ErrTxDone
