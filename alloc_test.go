@@ -27,7 +27,7 @@ func testOptions() *Options {
 
 // createTestDevice creates a device in a temporary directory and closes it
 // when the test ends.
-func createTestDevice(t *testing.T, opts *Options) (*Device, string) {
+func createTestDevice(t testing.TB, opts *Options) (*Device, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "device")
 	d, err := Create(path, opts)

@@ -382,7 +382,7 @@ func (h *corruptHeap) intact(t *testing.T, d *Device) {
 	}
 }
 
-func readFile(t *testing.T, path string) []byte {
+func readFile(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -2267,7 +2267,7 @@ func carvedLogDevice(t *testing.T, opts *Options) (*Device, string) {
 	return createTestDevice(t, o)
 }
 
-func mustCreateLog(t *testing.T, d *Device, name string, size int64) *Log {
+func mustCreateLog(t testing.TB, d *Device, name string, size int64) *Log {
 	t.Helper()
 	l, err := d.CreateLog(name, size)
 	if err != nil {

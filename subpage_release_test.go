@@ -10,7 +10,7 @@ import (
 // and empty parents back, without a checkpoint per commit.
 
 // mustSubpages returns the class of slotBytes slots, creating it if need be.
-func mustSubpages(t *testing.T, d *Device, slotBytes int) *Subpages {
+func mustSubpages(t testing.TB, d *Device, slotBytes int) *Subpages {
 	t.Helper()
 	s, err := d.Subpages(slotBytes)
 	if err != nil {
@@ -20,7 +20,7 @@ func mustSubpages(t *testing.T, d *Device, slotBytes int) *Subpages {
 }
 
 // allocSlots allocates n slots of s in one transaction.
-func allocSlots(t *testing.T, d *Device, s *Subpages, n int) []Addr {
+func allocSlots(t testing.TB, d *Device, s *Subpages, n int) []Addr {
 	t.Helper()
 	var got []Addr
 	if err := d.Update(func(tx *Txn) error {
@@ -39,7 +39,7 @@ func allocSlots(t *testing.T, d *Device, s *Subpages, n int) []Addr {
 }
 
 // freeSlots frees slots of s in one transaction.
-func freeSlots(t *testing.T, d *Device, s *Subpages, slots []Addr) {
+func freeSlots(t testing.TB, d *Device, s *Subpages, slots []Addr) {
 	t.Helper()
 	if err := d.Update(func(tx *Txn) error {
 		for _, a := range slots {

@@ -37,6 +37,216 @@ type keepAll struct{}
 
 func (keepAll) IsLive(int64, []byte) bool { return true }
 
+// systemImage is a closed device that holds every kind of structure:
+// pages, sub-pages in two classes, a fixed log and a carved one, each with
+// entries. It says where damage to it goes and which values point into it.
+type systemImage struct {
+	clean    []byte  // the device file
+	pages    []Addr  // pages allocated; the first 24 were freed again
+	parents  []int64 // the parents of the slots allocated
+	entries  []int64 // the offsets of the entries in both logs
+	heapOff  int64
+	frontier int64
+	// targets are ranges of the file: the allocator state and sub-page
+	// class table, the log tables, the first block's metadata and the
+	// rings of both logs.
+	targets []region
+}
+
+// buildSystemImage creates the device of a systemImage, choosing the
+// sizes of its pages with rng, and closes it.
+func buildSystemImage(tb testing.TB, rng *rand.Rand) *systemImage {
+	tb.Helper()
+	opts := &Options{NoSync: true, MaxPageSize: 64 << 10, JournalSize: 256 << 10, MaxSize: 1<<20 + 16<<20,
+		LogRegions: []LogRegion{{"fixed", 64 << 10}}}
+	d, path := createTestDevice(tb, opts)
+	im := &systemImage{}
+	im.pages = allocSized(tb, d, 64, func() int64 { return 4 << 10 << rng.IntN(5) })
+	freePages(tb, d, im.pages[:24])
+	small, large := mustSubpages(tb, d, 64), mustSubpages(tb, d, 512)
+	slots := slices.Concat(allocSlots(tb, d, small, 200), allocSlots(tb, d, large, 40))
+	freeSlots(tb, d, small, slots[:60])
+	carved := mustCreateLog(tb, d, "carved", 64<<10)
+	fixed := mustLog(tb, d, "fixed")
+	for _, l := range []*Log{fixed, carved} {
+		for i := range 40 {
+			r, err := l.Append(100 + 37*i)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if err := l.Write(r, make([]byte, 100+37*i)); err != nil {
+				tb.Fatal(err)
+			}
+			if err := l.Commit(r); err != nil {
+				tb.Fatal(err)
+			}
+			im.entries = append(im.entries, r.Offset())
+		}
+	}
+	g, geo := d.alloc.g, d.geometry
+	im.heapOff, im.frontier = g.heapOff, d.alloc.last.frontier
+	for _, a := range slots {
+		if p := parentOf(a); !slices.Contains(im.parents, p) {
+			im.parents = append(im.parents, p)
+		}
+	}
+	im.targets = []region{geo.state, geo.logs, {g.heapOff, g.metaPad}, fixed.ring, carved.ring}
+	if err := d.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	im.clean = readFile(tb, path)
+	return im
+}
+
+// damageKinds counts the kinds of place damageAt knows.
+func (im *systemImage) damageKinds() int { return len(im.targets) + 2 }
+
+// damageAt returns the offset of a word of the place of kind k, below
+// damageKinds: a word of one of the targets, one of the first four words
+// of a page, or one of the first eight of a parent's header. pick(n)
+// chooses one of n, first the target's word, page or parent, then the
+// word in the page or parent.
+func (im *systemImage) damageAt(k int, pick func(n int64) int64) int64 {
+	switch {
+	case k < len(im.targets):
+		tg := im.targets[k]
+		return tg.off + pick(tg.size/8)*8
+	case k == len(im.targets):
+		p := im.pages[pick(int64(len(im.pages)))].Offset()
+		return p + 8*pick(4)
+	}
+	p := im.parents[pick(int64(len(im.parents)))]
+	return p + 8*pick(8)
+}
+
+// pointerKinds counts the kinds of value pointer knows.
+const pointerKinds = 3
+
+// pointer returns a value of kind k, below pointerKinds, that points into
+// the device: the offset of one of its pages, of one of its parents, or a
+// 64-byte aligned offset in the used part of its heap, pick(n) choosing
+// one of n.
+func (im *systemImage) pointer(k int, pick func(n int64) int64) uint64 {
+	switch k {
+	case 0:
+		return uint64(im.pages[pick(int64(len(im.pages)))].Offset())
+	case 1:
+		return uint64(im.parents[pick(int64(len(im.parents)))])
+	}
+	return uint64(im.heapOff + pick(im.frontier-im.heapOff)&^63)
+}
+
+// driveSystem opens the damaged copy at path of im's device and makes
+// every call a storage engine makes: Check, Inspect, WalkHeap, reading,
+// appending to and collecting each log, allocating and freeing pages and
+// slots, Close and Open again. Each call must return nil or one of the
+// package's errors; rng makes the driver's own choices. driveSystem
+// reports whether the device opened, whether Check found it damaged, and
+// whether another call met the damage.
+func driveSystem(t *testing.T, path string, im *systemImage, rng *rand.Rand) (opened, found, met bool) {
+	t.Helper()
+	typed := func(what string, err error) {
+		t.Helper()
+		if err != nil && !typedError(err) {
+			t.Fatalf("%s: untyped error %v", what, err)
+		}
+		if errors.Is(err, ErrCorrupt) && !strings.HasPrefix(what, "Check") {
+			met = true
+		}
+	}
+	d, err := Open(path, &Options{NoSync: true})
+	if err != nil {
+		typed("Open", err)
+		return
+	}
+	opened = true
+	if err := d.Check(); err != nil {
+		typed("Check", err)
+		found = true
+	}
+	_, err = d.Inspect()
+	typed("Inspect", err)
+	typed("WalkHeap", d.WalkHeap(func(HeapExtent) bool { return true }))
+	for _, name := range []string{"fixed", "carved"} {
+		l, err := d.Log(name)
+		if err != nil {
+			typed("Log", err)
+			continue
+		}
+		for _, err := range l.Entries(0) {
+			if err != nil {
+				typed("Entries", err)
+				break
+			}
+		}
+		for _, off := range im.entries {
+			_, err := l.Read(off)
+			typed("Read", err)
+		}
+		typed("SetOwner", l.SetOwner(keepAll{}, &LogOptions{GCThresholdBytes: -1}))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		typed("GC", l.GC(ctx))
+		cancel()
+		for range 5 {
+			r, err := l.Append(300)
+			if err != nil {
+				typed("Append", err)
+				break
+			}
+			typed("Write", l.Write(r, make([]byte, 300)))
+			typed("Commit", l.Commit(r))
+		}
+	}
+	for _, size := range []int{64, 512} {
+		s, err := d.Subpages(size)
+		if err != nil {
+			typed("Subpages", err)
+			continue
+		}
+		var got []Addr
+		typed("slots", d.Update(func(tx *Txn) error {
+			for range 70 {
+				a, err := s.Alloc(tx)
+				if err != nil {
+					typed("Subpages.Alloc", err)
+					break
+				}
+				got = append(got, a)
+			}
+			for _, a := range got[:len(got)/2] {
+				typed("Subpages.Free", s.Free(tx, a))
+			}
+			return nil
+		}))
+	}
+	typed("pages", d.Update(func(tx *Txn) error {
+		for range 40 {
+			a, err := tx.Alloc(4 << 10 << rng.IntN(5))
+			if err != nil {
+				typed("Alloc", err)
+				continue
+			}
+			if rng.IntN(2) == 0 {
+				typed("Free", tx.Free(a))
+			}
+		}
+		for _, a := range im.pages[24:30] {
+			typed("Free", tx.Free(a))
+		}
+		return nil
+	}))
+	typed("Check", d.Check())
+	typed("Close", d.Close())
+	d, err = Open(path, &Options{NoSync: true})
+	if err != nil {
+		typed("Open again", err)
+		return
+	}
+	typed("Check again", d.Check())
+	typed("Close again", d.Close())
+	return
+}
+
 // TestSystemRandomCorruption damages every kind of structure at once: a
 // device with pages, sub-pages in two classes, a fixed log and a carved
 // one, each with entries, gets one to four random words written into its
@@ -54,63 +264,11 @@ func TestSystemRandomCorruption(t *testing.T) {
 	}
 	seed := testSeed(t, "systemcorrupt.seed", *systemCorruptSeed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	opts := &Options{NoSync: true, MaxPageSize: 64 << 10, JournalSize: 256 << 10, MaxSize: 1<<20 + 16<<20,
-		LogRegions: []LogRegion{{"fixed", 64 << 10}}}
-	d, path := createTestDevice(t, opts)
-	pages := allocSized(t, d, 64, func() int64 { return 4 << 10 << rng.IntN(5) })
-	freePages(t, d, pages[:24])
-	small, large := mustSubpages(t, d, 64), mustSubpages(t, d, 512)
-	slots := slices.Concat(allocSlots(t, d, small, 200), allocSlots(t, d, large, 40))
-	freeSlots(t, d, small, slots[:60])
-	carved := mustCreateLog(t, d, "carved", 64<<10)
-	fixed := mustLog(t, d, "fixed")
-	var entries []int64
-	for _, l := range []*Log{fixed, carved} {
-		for i := range 40 {
-			r, err := l.Append(100 + 37*i)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := l.Write(r, make([]byte, 100+37*i)); err != nil {
-				t.Fatal(err)
-			}
-			if err := l.Commit(r); err != nil {
-				t.Fatal(err)
-			}
-			entries = append(entries, r.Offset())
-		}
-	}
-	g, geo := d.alloc.g, d.geometry
-	frontier := d.alloc.last.frontier
-	var parents []int64
-	for _, a := range slots {
-		if p := parentOf(a); !slices.Contains(parents, p) {
-			parents = append(parents, p)
-		}
-	}
-	fixedRing, carvedRing := fixed.ring, carved.ring
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	clean := readFile(t, path)
-	// Where the damage goes: ranges of the file and how likely each is.
-	targets := []struct {
-		off, size int64
-	}{
-		{geo.state.off, geo.state.size},
-		{geo.logs.off, geo.logs.size},
-		{g.heapOff, g.metaPad}, // the first block's metadata
-		{fixedRing.off, fixedRing.size},
-		{carvedRing.off, carvedRing.size},
-	}
+	im := buildSystemImage(t, rng)
 	value := func() uint64 {
-		switch rng.IntN(6) {
-		case 0:
-			return uint64(pages[rng.IntN(len(pages))].Offset())
-		case 1:
-			return uint64(parents[rng.IntN(len(parents))])
-		case 2:
-			return uint64(g.heapOff + rng.Int64N(frontier-g.heapOff)&^63)
+		switch k := rng.IntN(6); k {
+		case 0, 1, 2:
+			return im.pointer(k, rng.Int64N)
 		case 3:
 			return 0
 		case 4:
@@ -120,19 +278,10 @@ func TestSystemRandomCorruption(t *testing.T) {
 	}
 	opened, found, met := 0, 0, 0 // opened; Check found damage; a call met it
 	for round := range *systemCorruptRounds {
-		b := slices.Clone(clean)
+		b := slices.Clone(im.clean)
 		var what []string
 		for range 1 + rng.IntN(4) {
-			var at int64
-			switch k := rng.IntN(len(targets) + 2); {
-			case k < len(targets):
-				tg := targets[k]
-				at = tg.off + rng.Int64N(tg.size/8)*8
-			case k == len(targets): // a page's first bytes
-				at = pages[rng.IntN(len(pages))].Offset() + 8*rng.Int64N(4)
-			default: // a parent's header
-				at = parents[rng.IntN(len(parents))] + 8*rng.Int64N(8)
-			}
+			at := im.damageAt(rng.IntN(im.damageKinds()), rng.Int64N)
 			if at+8 > int64(len(b)) {
 				continue
 			}
@@ -145,111 +294,16 @@ func TestSystemRandomCorruption(t *testing.T) {
 			t.Fatal(err)
 		}
 		ok := t.Run(fmt.Sprint(round), func(t *testing.T) {
-			metHere := false
-			typed := func(what string, err error) {
-				t.Helper()
-				if err != nil && !typedError(err) {
-					t.Fatalf("%s: untyped error %v", what, err)
-				}
-				if errors.Is(err, ErrCorrupt) && !strings.HasPrefix(what, "Check") {
-					metHere = true
-				}
+			o, f, m := driveSystem(t, p, im, rng)
+			if o {
+				opened++
 			}
-			defer func() {
-				if metHere {
-					met++
-				}
-			}()
-			d, err := Open(p, &Options{NoSync: true})
-			if err != nil {
-				typed("Open", err)
-				return
-			}
-			opened++
-			if err := d.Check(); err != nil {
-				typed("Check", err)
+			if f {
 				found++
 			}
-			_, err = d.Inspect()
-			typed("Inspect", err)
-			typed("WalkHeap", d.WalkHeap(func(HeapExtent) bool { return true }))
-			for _, name := range []string{"fixed", "carved"} {
-				l, err := d.Log(name)
-				if err != nil {
-					typed("Log", err)
-					continue
-				}
-				for _, err := range l.Entries(0) {
-					if err != nil {
-						typed("Entries", err)
-						break
-					}
-				}
-				for _, off := range entries {
-					_, err := l.Read(off)
-					typed("Read", err)
-				}
-				typed("SetOwner", l.SetOwner(keepAll{}, &LogOptions{GCThresholdBytes: -1}))
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				typed("GC", l.GC(ctx))
-				cancel()
-				for range 5 {
-					r, err := l.Append(300)
-					if err != nil {
-						typed("Append", err)
-						break
-					}
-					typed("Write", l.Write(r, make([]byte, 300)))
-					typed("Commit", l.Commit(r))
-				}
+			if m {
+				met++
 			}
-			for _, size := range []int{64, 512} {
-				s, err := d.Subpages(size)
-				if err != nil {
-					typed("Subpages", err)
-					continue
-				}
-				var got []Addr
-				typed("slots", d.Update(func(tx *Txn) error {
-					for range 70 {
-						a, err := s.Alloc(tx)
-						if err != nil {
-							typed("Subpages.Alloc", err)
-							break
-						}
-						got = append(got, a)
-					}
-					for _, a := range got[:len(got)/2] {
-						typed("Subpages.Free", s.Free(tx, a))
-					}
-					return nil
-				}))
-			}
-			typed("pages", d.Update(func(tx *Txn) error {
-				for range 40 {
-					a, err := tx.Alloc(4 << 10 << rng.IntN(5))
-					if err != nil {
-						typed("Alloc", err)
-						continue
-					}
-					if rng.IntN(2) == 0 {
-						typed("Free", tx.Free(a))
-					}
-				}
-				for _, a := range pages[24:30] {
-					typed("Free", tx.Free(a))
-				}
-				return nil
-			}))
-			typed("Check", d.Check())
-			typed("Close", d.Close())
-			d, err = Open(p, &Options{NoSync: true})
-			if err != nil {
-				typed("Open again", err)
-				return
-			}
-			typed("Check again", d.Check())
-			typed("Close again", d.Close())
 		})
 		if !ok {
 			t.Fatalf("round %d: damage %v", round, what)
