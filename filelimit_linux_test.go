@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -28,34 +27,13 @@ func TestFileSizeLimit(t *testing.T) {
 		fileLimitChild(t, dir)
 		return
 	}
-	out, err := runChildTest(t, fileLimitChildEnv, nil)
+	out, err := runChildTest(t, fileLimitChildEnv, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out, fileLimitDone) {
 		t.Fatalf("the child did not run the test:\n%s", out)
 	}
-}
-
-// runChildTest runs the current test again in a child process started
-// with attr, its environment setting env to a temporary directory, fails
-// unless the child passes, and returns its output. It returns an error if
-// the child could not be started.
-func runChildTest(t *testing.T, env string, attr *syscall.SysProcAttr) (string, error) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), env+"="+t.TempDir())
-	cmd.SysProcAttr = attr
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return "", err
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("child: %v\n%s", err, out.String())
-	}
-	t.Logf("child:\n%s", out.String())
-	return out.String(), nil
 }
 
 func fileLimitChild(t *testing.T, dir string) {

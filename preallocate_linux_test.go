@@ -29,7 +29,7 @@ func TestPreallocateTmpfs(t *testing.T) {
 		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
 		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
 	}
-	out, err := runChildTest(t, tmpfsChildEnv, attr)
+	out, err := runChildTest(t, tmpfsChildEnv, t.TempDir(), attr)
 	switch {
 	case err != nil:
 		t.Skipf("no user namespace to mount a small filesystem in: %v", err)

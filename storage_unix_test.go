@@ -5,8 +5,10 @@ package pagealloc
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -89,14 +91,42 @@ func TestOpenRefusesNonRegularFiles(t *testing.T) {
 	}
 }
 
+// runChildTest runs the current test again in a child process started
+// with attr, its environment setting env to value, fails unless the child
+// passes, and returns its output. It returns an error if the child could
+// not be started.
+func runChildTest(t *testing.T, env, value string, attr *syscall.SysProcAttr) (string, error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), env+"="+value)
+	cmd.SysProcAttr = attr
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out.String())
+	}
+	t.Logf("child:\n%s", out.String())
+	return out.String(), nil
+}
+
+// lockChildEnv names, for TestOpenLocksFile's child process, the device
+// its parent holds open for writing.
+const (
+	lockChildEnv  = "PAGEALLOC_LOCK_CHILD"
+	lockChildDone = "lock child: done"
+)
+
 // TestOpenLocksFile: a Device open for writing has its file to itself,
 // read-only ones share it with each other, and a refused Open changes
 // nothing for the Device that holds the file.
 func TestOpenLocksFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "device")
-	d, err := Create(path, testOptions())
-	if err != nil {
-		t.Fatal(err)
+	child := os.Getenv(lockChildEnv)
+	path := child
+	if child == "" {
+		path = filepath.Join(t.TempDir(), "device")
 	}
 	refused := func(what string, opts *Options) {
 		t.Helper()
@@ -112,8 +142,23 @@ func TestOpenLocksFile(t *testing.T) {
 			t.Fatalf("%s: %v, want ErrInUse", what, err)
 		}
 	}
+	if child != "" { // in a process other than the writer's
+		refused("Open for writing beside another process's writer", nil)
+		refused("read-only Open beside another process's writer", &Options{ReadOnly: true})
+		t.Log(lockChildDone)
+		return
+	}
+	d, err := Create(path, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
 	refused("Open for writing beside a writer", nil)
 	refused("read-only Open beside a writer", &Options{ReadOnly: true})
+	if out, err := runChildTest(t, lockChildEnv, path, nil); err != nil {
+		t.Fatal(err)
+	} else if !strings.Contains(out, lockChildDone) {
+		t.Fatalf("the child did not run the test:\n%s", out)
+	}
 	if _, err := Create(path, testOptions()); !errors.Is(err, ErrExists) {
 		t.Fatalf("Create over an open device: %v, want ErrExists", err)
 	}
