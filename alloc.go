@@ -270,9 +270,9 @@ func Create(path string, opts *Options) (*Device, error) {
 // and journal position and overwrite the other's transactions. A Device
 // open for writing has the file to itself; read-only ones share it with
 // each other. An Open that would break this, in this process or another,
-// fails at once with ErrInUse. On a filesystem without
-// flock, and on other systems, no lock is taken and keeping to one writer
-// is the caller's to see to.
+// fails at once with ErrInUse. On a filesystem without flock, and on
+// other systems, no lock is taken and keeping to one writer is the
+// caller's to see to.
 func Open(path string, opts *Options) (*Device, error) {
 	var o Options
 	if opts != nil {
@@ -629,9 +629,8 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 // state are refused with ErrProtected. A write must lie inside one page:
 // one spanning two pages is refused even when both are the caller's.
 // Inside a sub-page parent the check is per page: any slot's bytes are
-// accepted, the header's are not. The
-// data is durable once Sync or the next Commit returns. It implements
-// io.WriterAt.
+// accepted, the header's are not. The data is durable once Sync or the
+// next Commit returns. It implements io.WriterAt.
 //
 // A byte written in place after a journaled write of it (Txn.Write) may
 // be put back to the journaled value by replay after a crash, until the
