@@ -45,8 +45,8 @@ func TestCreate(t *testing.T) {
 		code int
 		err  string
 	}{
-		{[]string{path}, 1, "already exists: file"},
-		{[]string{"-max-page", "3000", filepath.Join(t.TempDir(), "x")}, 1, "invalid argument"},
+		{[]string{path}, 1, "pagealloc create: already exists: file"}, // the library's name said once
+		{[]string{"-max-page", "3000", filepath.Join(t.TempDir(), "x")}, 1, "pagealloc create: invalid argument"},
 		{[]string{"-log", "wal=100", filepath.Join(t.TempDir(), "x")}, 1, "invalid argument"},
 		{[]string{"-log", "nosize", filepath.Join(t.TempDir(), "x")}, 2, "name=size"},
 		{[]string{"-journal", "lots", filepath.Join(t.TempDir(), "x")}, 2, "not a byte count"},

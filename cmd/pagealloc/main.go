@@ -83,7 +83,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case errors.Is(err, errReported):
 			return 1
 		}
-		fmt.Fprintf(stderr, "pagealloc %s: %v\n", v.name, err)
+		// The library's errors start with its name, which the verb's
+		// prefix already gives.
+		fmt.Fprintf(stderr, "pagealloc %s: %s\n", v.name, strings.TrimPrefix(err.Error(), "pagealloc: "))
 		return 1
 	}
 	fmt.Fprintf(stderr, "pagealloc: unknown verb %q\n", args[0])
