@@ -123,6 +123,12 @@ type RelocationsEnder interface {
 }
 
 // LogOptions configures a log's garbage collection; see Log.SetOwner.
+//
+// GC copies every live entry it meets at the head to the tail, so its cost
+// follows the share of the ring that is live: with half the entries live,
+// each byte it reclaims costs about a byte relocated, and with most live,
+// it relocates many bytes per byte reclaimed. Size the ring so that the
+// live data fills a modest part of it.
 type LogOptions struct {
 	// GCThresholdBytes is the free space below which GC runs in the
 	// background, until about twice as much is free. Zero means a quarter
