@@ -576,9 +576,8 @@ func (l *Log) SetOwner(owner GarbageChecker, opts *LogOptions) error {
 // where to write it. It never waits for I/O. It fails with
 // ErrInvalidArgument for a size below 1, with ErrNoSpace when the ring has
 // no room now (GC may make some: see Log.GC), and with ErrTooLarge when the
-// entry could never fit. An entry larger than half the
-// ring may find no room even in an empty ring, since it cannot wrap around
-// the ring's end.
+// entry could never fit. An entry larger than half the ring may find no
+// room even in an empty ring, since it cannot wrap around the ring's end.
 func (l *Log) Append(sizeBytes int) (Reservation, error) {
 	if err := l.d.usable(); err != nil {
 		return Reservation{}, err
