@@ -84,7 +84,8 @@ type Options struct {
 
 	// ReadOnly opens the device without writing to it: the journal is
 	// replayed in memory only, and Begin and WriteAt return ErrReadOnly.
-	// False opens it for writing.
+	// It shares the file with other read-only Devices but not with one
+	// open for writing (see Open). False opens it for writing.
 	ReadOnly bool
 
 	// WritableMap maps the file read-write so that the caller can write
