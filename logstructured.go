@@ -758,6 +758,18 @@ func (l *Log) Stats() LogStats {
 	return s
 }
 
+// durableSpan returns the head and the durable tail: what Entries and
+// Read may read. A closed device or a dropped log is ErrClosed.
+func (l *Log) durableSpan() (head, end uint64, err error) {
+	l.mu.Lock()
+	head, end, closed := l.head, l.durableTail, l.closed
+	l.mu.Unlock()
+	if closed || l.d.closed.Load() {
+		return 0, 0, ErrClosed
+	}
+	return head, end, nil
+}
+
 // Entries walks the durable entries from position from (from the head if
 // from lies before it) to the durable tail as of the call, checking each
 // against its checksum. A failed check yields an error and ends the walk.
@@ -765,11 +777,9 @@ func (l *Log) Stats() LogStats {
 // and new position, but a live entry is never missed.
 func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 	return func(yield func(Entry, error) bool) {
-		l.mu.Lock()
-		head, end, closed := l.head, l.durableTail, l.closed
-		l.mu.Unlock()
-		if closed || l.d.closed.Load() {
-			yield(Entry{}, ErrClosed)
+		head, end, err := l.durableSpan()
+		if err != nil {
+			yield(Entry{}, err)
 			return
 		}
 		pos := head
@@ -818,11 +828,9 @@ func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 // against its checksum. It fails with ErrNotFound when no durable entry
 // starts there: never written, not yet durable, or reclaimed.
 func (l *Log) Read(off int64) ([]byte, error) {
-	l.mu.Lock()
-	head, end, closed := l.head, l.durableTail, l.closed
-	l.mu.Unlock()
-	if closed || l.d.closed.Load() {
-		return nil, ErrClosed
+	head, end, err := l.durableSpan()
+	if err != nil {
+		return nil, err
 	}
 	notFound := fmt.Errorf("%w: no durable entry of log %q at offset %d", ErrNotFound, l.name, off)
 	phys := off - logFrameHeaderBytes - l.ring.off
