@@ -128,13 +128,11 @@ func TestOpenLocksFile(t *testing.T) {
 	if child == "" {
 		path = filepath.Join(t.TempDir(), "device")
 	}
-	refused := func(what string, opts *Options) {
+	refused := func(what string, readOnly bool) {
 		t.Helper()
-		o := *testOptions()
-		if opts != nil {
-			o.ReadOnly = opts.ReadOnly
-		}
-		other, err := Open(path, &o)
+		o := testOptions()
+		o.ReadOnly = readOnly
+		other, err := Open(path, o)
 		if err == nil {
 			other.Close()
 		}
@@ -143,8 +141,8 @@ func TestOpenLocksFile(t *testing.T) {
 		}
 	}
 	if child != "" { // in a process other than the writer's
-		refused("Open for writing beside another process's writer", nil)
-		refused("read-only Open beside another process's writer", &Options{ReadOnly: true})
+		refused("Open for writing beside another process's writer", false)
+		refused("read-only Open beside another process's writer", true)
 		t.Log(lockChildDone)
 		return
 	}
@@ -152,8 +150,8 @@ func TestOpenLocksFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refused("Open for writing beside a writer", nil)
-	refused("read-only Open beside a writer", &Options{ReadOnly: true})
+	refused("Open for writing beside a writer", false)
+	refused("read-only Open beside a writer", true)
 	if out, err := runChildTest(t, lockChildEnv, path, nil); err != nil {
 		t.Fatal(err)
 	} else if !strings.Contains(out, lockChildDone) {
@@ -180,11 +178,11 @@ func TestOpenLocksFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a second read-only Open: %v", err)
 	}
-	refused("Open for writing beside readers", nil)
+	refused("Open for writing beside readers", false)
 	if err := r1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	refused("Open for writing beside one reader", nil)
+	refused("Open for writing beside one reader", false)
 	if err := r2.Close(); err != nil {
 		t.Fatal(err)
 	}
