@@ -1127,6 +1127,8 @@ func (c *checker) checkSubpages() {
 			c.report(p+subpagePendSeqOff, "sub-page parent", "pending slots queued, with a stamp in [1, %d] (the class's newest), found stamp %d flags %#x", classes[cl].pendSeq, h.pendSeq, h.flags)
 		case h.flags&subpageFlagQueued == 0 && (h.pendNext != 0 || h.flags != 0):
 			c.report(p+subpagePendNextOff, "sub-page parent", "no queue link or flag off the queue, found next %d flags %#x", h.pendNext, h.flags)
+		case h.free() == 0 && (h.prev != 0 || h.next != 0):
+			c.report(p+subpagePrevOff, "sub-page parent", "no list links on a full parent, found prev %d next %d", h.prev, h.next)
 		}
 		parents[cl]++
 		used[cl] += int64(bits.OnesCount64(h.mask)) - 1

@@ -315,6 +315,17 @@ func TestSubpageCorruptLinks(t *testing.T) {
 			h.pin(h.p3)
 			return edits(h.forge(h.header()), head(h, h.caller.Offset()))
 		}, true},
+		// Links left on a full parent, which is on no list: not a state
+		// any transaction leaves. They would be harmless (pushing p1 back
+		// sets both), so p1 is kept full for Check to see them.
+		{"next on a full parent", func(h *corruptSubpages) func([]byte) {
+			h.pin(h.p1)
+			return putU64(h.p1+subpageNextOff, uint64(h.p2))
+		}, false},
+		{"prev on a full parent", func(h *corruptSubpages) func([]byte) {
+			h.pin(h.p1)
+			return putU64(h.p1+subpagePrevOff, uint64(h.p3))
+		}, false},
 		// The header slot's bit in the allocated mask of the head.
 		{"mask bit 0 cleared", func(h *corruptSubpages) func([]byte) {
 			return func(b []byte) {
