@@ -218,29 +218,7 @@ func testBuddyCrash(t *testing.T, run buddyCrashRun) {
 	}
 
 	c := &buddyCrashChecker{t: t, seed: seed}
-	start = time.Now()
-	points := buddyCrashCrashPoints(store, seed, randomPoints, deepPoints)
-	var deep buddyCrashDeepStats
-	syncImages, randomImages := 0, 0
-	for _, p := range points {
-		switch {
-		case p.deep:
-			randomImages++
-			c.deepCheck(store, m, p.n, p.stream, &deep)
-		case p.sync:
-			syncImages++
-			c.check(store, m, p.n, p.stream, "sync point", false)
-		default:
-			randomImages++
-			c.check(store, m, p.n, p.stream, "random point", false)
-		}
-	}
-	t.Logf("crash points: %d at syncs (%d syncs), %d random; %d images opened (%d crashed inside Create and were refused), %d held commits beyond the last returned; %v",
-		syncImages, len(store.SyncPoints()), randomImages, c.opened, c.createFailed, c.beyondReturned, time.Since(start).Round(time.Millisecond))
-	t.Logf("recoveries of recoveries: %d recovered images crashed again at %d points inside their recovery; %d of them took %d more commits and were crashed at %d more points",
-		deep.images, deep.inRecovery, deep.continued, deep.commits, deep.afterRecovery)
-	t.Logf("pages checked: %d allocated pages compared, %d data slots verified (%d with no data certainly on disk yet); violations: %d",
-		c.pagesCompared, c.slotsChecked, c.slotsUnknown, c.violations)
+	c.checkPoints(store, m, randomPoints, deepPoints)
 }
 
 // buddyCrashPoint is one crash image to check.
@@ -397,6 +375,12 @@ type buddyCrashWorkload struct {
 	// filling makes every operation an Alloc until one fails with
 	// ErrNoSpace.
 	filling bool
+	// alloc, if set, allocates in place of tx.Alloc, to check what a
+	// refused Alloc leaves.
+	alloc func(tx *Txn, size int64) (Addr, error)
+	// afterTxn, if set, runs after every transaction has committed or
+	// rolled back, with the writer free.
+	afterTxn func() error
 
 	allocs, reused, noSpace, frees, rollbacks          int
 	journaledWrites, inPlaceWrites, syncs, checkpoints int
@@ -532,7 +516,7 @@ func (w *buddyCrashWorkload) committer(rng *rand.Rand, txns, opsMax int, live []
 			switch {
 			case r < 50:
 				size := buddyCrashSize(rng, w.g)
-				a, err := tx.Alloc(size)
+				a, err := w.allocate(tx, size)
 				if errors.Is(err, ErrNoSpace) {
 					w.mu.Lock()
 					w.noSpace++
@@ -625,6 +609,9 @@ func (w *buddyCrashWorkload) committer(rng *rand.Rand, txns, opsMax int, live []
 			if err := tx.Rollback(); err != nil {
 				return fmt.Errorf("txn %d: Rollback: %w", i, err)
 			}
+			if err := w.runAfterTxn(); err != nil {
+				return fmt.Errorf("txn %d, rolled back: %w", i, err)
+			}
 			continue
 		}
 
@@ -671,8 +658,27 @@ func (w *buddyCrashWorkload) committer(rng *rand.Rand, txns, opsMax int, live []
 				return fmt.Errorf("txn %d: the device holds %d pages, the model %d: %s", i, len(got), len(want), buddyCrashDiff(got, want, w.m))
 			}
 		}
+		if err := w.runAfterTxn(); err != nil {
+			return fmt.Errorf("txn %d: %w", i, err)
+		}
 	}
 	return after.finish()
+}
+
+// allocate allocates a page of size bytes in tx, with w.alloc if set.
+func (w *buddyCrashWorkload) allocate(tx *Txn, size int64) (Addr, error) {
+	if w.alloc != nil {
+		return w.alloc(tx, size)
+	}
+	return tx.Alloc(size)
+}
+
+// runAfterTxn runs w.afterTxn if set.
+func (w *buddyCrashWorkload) runAfterTxn() error {
+	if w.afterTxn == nil {
+		return nil
+	}
+	return w.afterTxn()
 }
 
 // buddyCrashAfter is what a committer does around its transactions, beside
@@ -863,6 +869,9 @@ func buddyCrashDiff(got map[Addr]bool, want map[Addr]*buddyCrashOwner, m *buddyC
 type buddyCrashChecker struct {
 	t    *testing.T
 	seed uint64
+	// open opens a crash image, drawing what it needs from stream; nil
+	// opens it with no options.
+	open func(img *simstore.Store, stream uint64) (*Device, error)
 
 	opened, createFailed, beyondReturned, violations int
 	pagesCompared, slotsChecked, slotsUnknown        int
@@ -881,11 +890,41 @@ func (c *buddyCrashChecker) fail(store *simstore.Store, n int, stream uint64, wh
 	}
 }
 
+// checkPoints crashes store at every sync point and at random points,
+// deep ones among them, checks every image against m and logs the counts.
+func (c *buddyCrashChecker) checkPoints(store *simstore.Store, m *buddyCrashModel, randomPoints, deepPoints int) {
+	t := c.t
+	t.Helper()
+	start := time.Now()
+	points := buddyCrashCrashPoints(store, c.seed, randomPoints, deepPoints)
+	var deep buddyCrashDeepStats
+	syncImages, randomImages := 0, 0
+	for _, p := range points {
+		switch {
+		case p.deep:
+			randomImages++
+			c.deepCheck(store, m, p.n, p.stream, &deep)
+		case p.sync:
+			syncImages++
+			c.check(store, m, p.n, p.stream, "sync point", false)
+		default:
+			randomImages++
+			c.check(store, m, p.n, p.stream, "random point", false)
+		}
+	}
+	t.Logf("crash points: %d at syncs (%d syncs), %d random; %d images opened (%d crashed inside Create and were refused), %d held commits beyond the last returned; %v",
+		syncImages, len(store.SyncPoints()), randomImages, c.opened, c.createFailed, c.beyondReturned, time.Since(start).Round(time.Millisecond))
+	t.Logf("recoveries of recoveries: %d recovered images crashed again at %d points inside their recovery; %d of them took %d more commits and were crashed at %d more points",
+		deep.images, deep.inRecovery, deep.continued, deep.commits, deep.afterRecovery)
+	t.Logf("pages checked: %d allocated pages compared, %d data slots verified (%d with no data certainly on disk yet); violations: %d",
+		c.pagesCompared, c.slotsChecked, c.slotsUnknown, c.violations)
+}
+
 // check crashes store after n operations, with the fate of unsynced
 // operations drawn from (seed, stream), opens the image and checks it
 // against m. With keepOpen it returns the open device (the caller closes
-// it) with the pages it holds; otherwise it closes it.
-func (c *buddyCrashChecker) check(store *simstore.Store, m *buddyCrashModel, n int, stream uint64, what string, keepOpen bool) (*Device, map[Addr]*buddyCrashOwner) {
+// it), the image under it and the pages it holds; otherwise it closes it.
+func (c *buddyCrashChecker) check(store *simstore.Store, m *buddyCrashModel, n int, stream uint64, what string, keepOpen bool) (*Device, *simstore.Store, map[Addr]*buddyCrashOwner) {
 	t := c.t
 	t.Helper()
 	img, err := store.Image(n, rand.New(rand.NewPCG(c.seed, stream)))
@@ -893,15 +932,20 @@ func (c *buddyCrashChecker) check(store *simstore.Store, m *buddyCrashModel, n i
 		t.Fatalf("%s: Image(%d): %v", what, n, err)
 	}
 	desc := img.Describe()
-	d, err := openOn(img, &Options{})
+	var d *Device
+	if c.open != nil {
+		d, err = c.open(img, stream)
+	} else {
+		d, err = openOn(img, &Options{})
+	}
 	if err != nil {
 		img.Close()
 		if n < m.createdAt && errors.Is(err, ErrCorrupt) {
 			c.createFailed++ // a crash inside Create: no device yet
-			return nil, nil
+			return nil, nil, nil
 		}
 		c.fail(store, n, stream, what, desc, "Open: %v", err)
-		return nil, nil
+		return nil, nil, nil
 	}
 	c.opened++
 	owners, ok := c.compare(d, store, m, n, stream, what, desc)
@@ -909,9 +953,9 @@ func (c *buddyCrashChecker) check(store *simstore.Store, m *buddyCrashModel, n i
 		if err := d.Close(); err != nil && ok {
 			c.fail(store, n, stream, what, desc, "Close after recovery: %v", err)
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
-	return d, owners
+	return d, img, owners
 }
 
 // compare checks a recovered device against m for a crash after n
@@ -1023,12 +1067,11 @@ func (c *buddyCrashChecker) checkSlots(d *Device, owners map[Addr]*buddyCrashOwn
 func (c *buddyCrashChecker) deepCheck(store *simstore.Store, m *buddyCrashModel, n int, stream uint64, st *buddyCrashDeepStats) {
 	t := c.t
 	what := fmt.Sprintf("recovery of the crash after %d ops", n)
-	d, owners := c.check(store, m, n, stream, "deep point", true)
+	d, img, owners := c.check(store, m, n, stream, "deep point", true)
 	if d == nil {
 		return
 	}
 	st.images++
-	img := d.store.(*simstore.Store)
 	recoveryOps := img.Ops()
 
 	// The recovered pages are the base of a new model; what their slots
