@@ -845,10 +845,46 @@ func (l *Log) Read(off int64) ([]byte, error) {
 	switch {
 	case errors.Is(err, errReclaimed) || errors.Is(err, errNoFrame) || err == nil && f.padding:
 		return nil, notFound
+	case errors.Is(err, ErrCorrupt) && !l.startsFrame(head, pos):
+		// Bytes inside an entry, which may look like a frame header.
+		return nil, notFound
 	case err != nil:
 		return nil, err
 	}
 	return data, nil
+}
+
+// startsFrame reports whether a frame starts at pos, a durable position
+// from head on, by walking the frame headers from head: Read asks it where
+// what it found fails a check, which is a damaged frame only if one starts
+// there. A header that fails before pos leaves the question open, and the
+// answer is true, so that the damage is reported; a walk the head passes
+// answers false, as Read does for a reclaimed entry.
+func (l *Log) startsFrame(head, pos uint64) bool {
+	d := l.d
+	d.lifeMu.RLock()
+	defer d.lifeMu.RUnlock()
+	p := head
+	for p < pos && !d.closed.Load() {
+		at := l.frameOff(p)
+		room := int64(l.size - p%l.size)
+		var hdr [logFrameHeaderBytes]byte
+		if room >= logFrameHeaderBytes {
+			copy(hdr[:], d.view[at:])
+		}
+		f, err := parseLogFrame(hdr[:], p, room, at)
+		l.mu.Lock()
+		reclaimed := l.head > p || l.closed
+		l.mu.Unlock()
+		switch {
+		case reclaimed:
+			return false
+		case err != nil:
+			return true
+		}
+		p += uint64(f.frameBytes)
+	}
+	return p == pos
 }
 
 // GC reclaims space at the head now: it walks the entries that were
