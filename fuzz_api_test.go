@@ -750,21 +750,30 @@ func (h *apiHarness) alloc(form, handle int, x byte, w uint64) {
 // holds: a page or slot of the open transaction or of the committed state
 // (a page freed meanwhile is pending, not free), a carved ring.
 func (h *apiHarness) mustBeFree(r region, a Addr) {
+	h.mustMissPages(r, a, "which overlaps")
 	for _, m := range []apiModel{h.m, h.w} {
-		for b := range m.pages {
-			if r.overlaps(b.Offset(), b.Size()) {
-				h.fatalf("handed out %v, which overlaps %v, held", a, b)
-			}
-		}
 		for b := range m.slots {
 			if r.overlaps(b.Offset(), b.Size()) {
 				h.fatalf("handed out %v, which overlaps the slot %v, held", a, b)
 			}
 		}
 	}
+}
+
+// mustMissPages fails if r, handed out as a (itself, or the parent of a
+// slot: where says which), overlaps a page the model holds or a carved
+// ring.
+func (h *apiHarness) mustMissPages(r region, a Addr, where string) {
+	for _, m := range []apiModel{h.m, h.w} {
+		for b := range m.pages {
+			if r.overlaps(b.Offset(), b.Size()) {
+				h.fatalf("handed out %v, %s %v, held", a, where, b)
+			}
+		}
+	}
 	for _, lg := range h.logs {
 		if lg.ring.overlaps(r.off, r.size) {
-			h.fatalf("handed out %v, which overlaps the ring of log %q", a, lg.name)
+			h.fatalf("handed out %v, %s the ring of log %q", a, where, lg.name)
 		}
 	}
 }
@@ -1365,18 +1374,7 @@ func (h *apiHarness) slotAlloc(handle int, x byte) {
 	if h.w.slots[a] || h.m.slots[a] {
 		h.fatalf("handed out %v, held already", a)
 	}
-	for _, m := range []apiModel{h.m, h.w} {
-		for b := range m.pages {
-			if p.overlaps(b.Offset(), b.Size()) {
-				h.fatalf("handed out %v in a parent overlapping %v, held", a, b)
-			}
-		}
-	}
-	for _, lg := range h.logs {
-		if lg.ring.overlaps(p.off, p.size) {
-			h.fatalf("handed out %v in a parent overlapping the ring of log %q", a, lg.name)
-		}
-	}
+	h.mustMissPages(p, a, "in a parent overlapping")
 	for b := range h.w.slots {
 		if q := (region{parentOf(b), b.Size() * subpageSlotsPerParent}); q != p && q.overlaps(p.off, p.size) {
 			h.fatalf("handed out %v in a parent overlapping that of %v", a, b)

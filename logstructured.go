@@ -826,7 +826,10 @@ func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 // Read returns a copy of the payload of the durable entry whose payload
 // starts at device offset off (as Reservation.Offset gave it), checked
 // against its checksum. It fails with ErrNotFound when no durable entry
-// starts there: never written, not yet durable, or reclaimed.
+// starts there: never written, not yet durable, reclaimed, or inside
+// another entry. Pass offsets that Reservation.Offset or Entries gave: a
+// payload that holds a whole forged frame, header and checksum, reads as
+// an entry at the offset inside it.
 func (l *Log) Read(off int64) ([]byte, error) {
 	head, end, err := l.durableSpan()
 	if err != nil {
@@ -866,13 +869,7 @@ func (l *Log) startsFrame(head, pos uint64) bool {
 	defer d.lifeMu.RUnlock()
 	p := head
 	for p < pos && !d.closed.Load() {
-		at := l.frameOff(p)
-		room := int64(l.size - p%l.size)
-		var hdr [logFrameHeaderBytes]byte
-		if room >= logFrameHeaderBytes {
-			copy(hdr[:], d.view[at:])
-		}
-		f, err := parseLogFrame(hdr[:], p, room, at)
+		f, err := l.frameAt(p)
 		l.mu.Lock()
 		reclaimed := l.head > p || l.closed
 		l.mu.Unlock()
@@ -1455,12 +1452,7 @@ func (l *Log) readFrame(pos, end uint64, buf []byte) (logFrame, []byte, error) {
 		return logFrame{}, nil, ErrClosed
 	}
 	at := l.frameOff(pos)
-	room := int64(l.size - pos%l.size)
-	var hdr [logFrameHeaderBytes]byte
-	if room >= logFrameHeaderBytes {
-		copy(hdr[:], d.view[at:])
-	}
-	f, err := parseLogFrame(hdr[:], pos, room, at)
+	f, err := l.frameAt(pos)
 	var data []byte
 	if err == nil && !f.padding {
 		off := at + logFrameHeaderBytes
@@ -1488,6 +1480,19 @@ func (l *Log) readFrame(pos, end uint64, buf []byte) (logFrame, []byte, error) {
 		}
 	}
 	return f, data, nil
+}
+
+// frameAt parses the frame header at pos, as the mapping holds it now;
+// the caller holds lifeMu and checks afterwards that the head has not
+// passed pos meanwhile.
+func (l *Log) frameAt(pos uint64) (logFrame, error) {
+	at := l.frameOff(pos)
+	room := int64(l.size - pos%l.size)
+	var hdr [logFrameHeaderBytes]byte
+	if room >= logFrameHeaderBytes {
+		copy(hdr[:], l.d.view[at:])
+	}
+	return parseLogFrame(hdr[:], pos, room, at)
 }
 
 // latestBefore returns the largest position below end that lands on ring
