@@ -1271,7 +1271,7 @@ func (h *apiHarness) checkRead(got int, err error, off, n, size int64) {
 
 // apiSlotSizes are the slot sizes Subpages is asked for: the valid ones
 // first.
-var apiSlotSizes = []int{64, 1024, 256, 0, -64, 32, 96, 100, 2048, 4096, 1 << 40, math.MinInt}
+var apiSlotSizes = []int{64, 1024, 256, 0, -64, 32, 96, 100, 2048, 4096, 1 << 30, math.MinInt}
 
 func (h *apiHarness) subpages(form int, w uint64) {
 	size := apiSlotSizes[form%len(apiSlotSizes)]
@@ -1457,7 +1457,7 @@ func (h *apiHarness) appendEntry(form, handle int, x byte, w uint64) {
 	case 5:
 		size = int(ring) - logFrameHeaderBytes - int(w%16) // about the largest
 	case 6:
-		size = []int{int(ring), math.MaxInt, 1 << 33}[w%3]
+		size = []int{int(ring), math.MaxInt, 1 << 30}[w%3]
 	case 7:
 		size = int(ring)/2 - int(w%64)
 	}
