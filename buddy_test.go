@@ -471,9 +471,11 @@ func TestPunchHoles(t *testing.T) {
 	// change at once.
 	opts.NoSync = false
 	d, path := createTestDevice(t, opts)
+	// Nine max pages, each filled; the last stays allocated beside the
+	// eight freed, and keeps every byte through their punching.
 	var pages []Addr
 	if err := d.Update(func(tx *Txn) error {
-		for range 8 {
+		for range 9 {
 			a, err := tx.Alloc(64 << 10)
 			if err != nil {
 				return err
@@ -493,6 +495,8 @@ func TestPunchHoles(t *testing.T) {
 	if err := d.Sync(); err != nil {
 		t.Fatal(err)
 	}
+	kept := pages[8]
+	pages = pages[:8]
 	before := allocatedBlocks(t, path)
 	freePages(t, d, pages)
 	coverCommitted(t, d)
@@ -507,6 +511,13 @@ func TestPunchHoles(t *testing.T) {
 	after := allocatedBlocks(t, path)
 	if freed := before - after; freed < 7*(60<<10) {
 		t.Fatalf("file holds %d bytes of storage before the frees and %d after; want at least %d returned", before, after, 7*(60<<10))
+	}
+	got := make([]byte, kept.Size())
+	if _, err := d.ReadAt(got, kept.Offset()); err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(got, func(b byte) bool { return b != 0xa5 }); i >= 0 {
+		t.Fatalf("the page %v kept allocated holds %#x at byte %d after its neighbours were punched, want 0xa5", kept, got[i], i)
 	}
 	if err := d.Check(); err != nil {
 		t.Fatal(err)
