@@ -848,9 +848,17 @@ func (l *Log) Read(off int64) ([]byte, error) {
 	switch {
 	case errors.Is(err, errReclaimed) || errors.Is(err, errNoFrame) || err == nil && f.padding:
 		return nil, notFound
-	case errors.Is(err, ErrCorrupt) && !l.startsFrame(head, pos):
-		// Bytes inside an entry, which may look like a frame header.
-		return nil, notFound
+	case errors.Is(err, ErrCorrupt):
+		// A damaged frame, or bytes inside an entry that look like a
+		// frame header.
+		starts, serr := l.startsFrame(head, pos)
+		switch {
+		case serr != nil:
+			return nil, serr
+		case !starts:
+			return nil, notFound
+		}
+		return nil, err
 	case err != nil:
 		return nil, err
 	}
@@ -862,26 +870,32 @@ func (l *Log) Read(off int64) ([]byte, error) {
 // what it found fails a check, which is a damaged frame only if one starts
 // there. A header that fails before pos leaves the question open, and the
 // answer is true, so that the damage is reported; a walk the head passes
-// answers false, as Read does for a reclaimed entry.
-func (l *Log) startsFrame(head, pos uint64) bool {
+// answers false, as Read does for a reclaimed entry. A device closed or a
+// log dropped meanwhile is ErrClosed.
+func (l *Log) startsFrame(head, pos uint64) (bool, error) {
 	d := l.d
 	d.lifeMu.RLock()
 	defer d.lifeMu.RUnlock()
 	p := head
-	for p < pos && !d.closed.Load() {
+	for p < pos {
+		if d.closed.Load() {
+			return false, ErrClosed
+		}
 		f, err := l.frameAt(p)
 		l.mu.Lock()
-		reclaimed := l.head > p || l.closed
+		reclaimed, dropped := l.head > p, l.closed
 		l.mu.Unlock()
 		switch {
+		case dropped:
+			return false, ErrClosed
 		case reclaimed:
-			return false
+			return false, nil
 		case err != nil:
-			return true
+			return true, nil
 		}
 		p += uint64(f.frameBytes)
 	}
-	return p == pos
+	return p == pos, nil
 }
 
 // GC reclaims space at the head now: it walks the entries that were
