@@ -532,6 +532,9 @@ func (d *Device) setTxSeq(seq uint64) {
 // for Check to report. Slices from Slice are invalid after it. Close is
 // idempotent: later calls return nil.
 func (d *Device) Close() error {
+	if d == nil {
+		return errNil("Device")
+	}
 	d.closeMu.Lock()
 	defer d.closeMu.Unlock()
 	if d.closed.Load() {
@@ -579,13 +582,21 @@ func (d *Device) Close() error {
 // Root returns the offset and size of the caller's root area: a few bytes
 // where a storage engine keeps its own root pointers. Write them only with
 // Txn.Write, so that they change atomically with the rest of a transaction.
-func (d *Device) Root() (off, size int64) { return d.geometry.root.off, d.geometry.root.size }
+func (d *Device) Root() (off, size int64) {
+	if d == nil {
+		return 0, 0
+	}
+	return d.geometry.root.off, d.geometry.root.size
+}
 
 // ReadAt reads committed state: everything written by transactions whose
 // Commit has been called, and by WriteAt. Each transaction's writes appear
 // whole or not at all: a read never shows part of a commit. It implements
 // io.ReaderAt.
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
+	if d == nil {
+		return 0, errNil("Device")
+	}
 	d.lifeMu.RLock()
 	defer d.lifeMu.RUnlock()
 	if d.closed.Load() {
@@ -638,6 +649,9 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 // next checkpoint; the other order is safe. Simplest: write any one byte
 // one way only.
 func (d *Device) WriteAt(p []byte, off int64) (int, error) {
+	if d == nil {
+		return 0, errNil("Device")
+	}
 	d.lifeMu.RLock()
 	defer d.lifeMu.RUnlock()
 	if err := d.usable(); err != nil {
@@ -664,6 +678,9 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 // Options.WritableMap is set, and invalid after Close. A range not inside
 // the device, a negative n included, returns ErrOutOfRange.
 func (d *Device) Slice(off, n int64) ([]byte, error) {
+	if d == nil {
+		return nil, errNil("Device")
+	}
 	d.lifeMu.RLock()
 	defer d.lifeMu.RUnlock()
 	if d.closed.Load() {
@@ -678,6 +695,9 @@ func (d *Device) Slice(off, n int64) ([]byte, error) {
 // Sync makes every byte written by WriteAt durable. Committed transactions
 // are durable already.
 func (d *Device) Sync() error {
+	if d == nil {
+		return errNil("Device")
+	}
 	d.lifeMu.RLock()
 	defer d.lifeMu.RUnlock()
 	if err := d.usable(); err != nil {
@@ -698,6 +718,9 @@ func (d *Device) Sync() error {
 // has called Commit or Rollback. The transaction must end with exactly one
 // of them.
 func (d *Device) Begin() (*Txn, error) {
+	if d == nil {
+		return nil, errNil("Device")
+	}
 	if err := d.usable(); err != nil {
 		return nil, err
 	}
@@ -717,6 +740,9 @@ func (d *Device) Begin() (*Txn, error) {
 // Commit or Rollback itself: Update would then return ErrTxDone, even
 // though fn's Commit succeeded.
 func (d *Device) Update(fn func(*Txn) error) (err error) {
+	if d == nil {
+		return errNil("Device")
+	}
 	if fn == nil {
 		return fmt.Errorf("%w: Update with a nil function", ErrInvalidArgument)
 	}

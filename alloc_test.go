@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"iter"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -780,6 +782,63 @@ func TestNilArgumentsRefused(t *testing.T) {
 		}
 		if _, err := NewPool(1<<24, 1<<24); !errors.Is(err, ErrTooLarge) {
 			t.Errorf("NewPool of 256 TiB: %v, want ErrTooLarge", err)
+		}
+	}
+}
+
+// TestNilReceiversRefused calls every exported method of every handle
+// type on a nil handle, with zero arguments: each returns
+// ErrInvalidArgument where it returns an error, zero values where it has
+// none to return, and never panics. Methods added later are called too.
+func TestNilReceiversRefused(t *testing.T) {
+	handles := []any{(*Device)(nil), (*Txn)(nil), (*Log)(nil), (*Pool)(nil), (*Subpages)(nil), (*Buffer)(nil)}
+	calls := 0
+	for _, h := range handles {
+		v := reflect.ValueOf(h)
+		for i := range v.NumMethod() {
+			checkNilCall(t, fmt.Sprintf("%T.%s", h, v.Type().Method(i).Name), v.Method(i))
+			calls++
+		}
+	}
+	if calls < 40 {
+		t.Errorf("called %d methods, want the 40 or more the handles have", calls)
+	}
+}
+
+// checkNilCall calls m, a method of a nil handle, with zero arguments and
+// checks its results, walking an iterator it returns.
+func checkNilCall(t *testing.T, name string, m reflect.Value) {
+	defer func() {
+		if r := recover(); r != nil {
+			t.Errorf("%s on nil: panic %v", name, r)
+		}
+	}()
+	args := make([]reflect.Value, m.Type().NumIn())
+	for j := range args {
+		args[j] = reflect.Zero(m.Type().In(j))
+	}
+	for j, r := range m.Call(args) {
+		switch {
+		case r.Type() == reflect.TypeFor[error]():
+			if err, _ := r.Interface().(error); !errors.Is(err, ErrInvalidArgument) {
+				t.Errorf("%s on nil: %v, want ErrInvalidArgument", name, err)
+			}
+		case r.Type() == reflect.TypeFor[iter.Seq2[Entry, error]]():
+			n := 0
+			for _, err := range r.Interface().(iter.Seq2[Entry, error]) {
+				if n++; !errors.Is(err, ErrInvalidArgument) {
+					t.Errorf("%s on nil yields %v, want ErrInvalidArgument", name, err)
+				}
+			}
+			if n != 1 {
+				t.Errorf("%s on nil yields %d times, want once", name, n)
+			}
+		case name == "*pagealloc.Buffer.Index":
+			if r.Int() != -1 {
+				t.Errorf("%s on nil: %d, want -1", name, r.Int())
+			}
+		case !r.IsZero():
+			t.Errorf("%s on nil: result %d is %v, want its zero value", name, j, r)
 		}
 	}
 }

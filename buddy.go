@@ -211,6 +211,9 @@ func (a *allocator) freeBytes(st *allocState) int64 {
 // free-list links over its first ones, so an engine that needs zeros
 // writes them (Txn.Write, to have them atomic with the allocation).
 func (tx *Txn) Alloc(sizeBytes int64) (Addr, error) {
+	if tx == nil {
+		return 0, errNil("Txn")
+	}
 	if tx.done {
 		return 0, ErrTxDone
 	}
@@ -483,6 +486,9 @@ func (a *allocator) holdsAllocated(tx *Txn, order int, off int64) bool {
 // returns ErrInvalidFree and changes nothing; so does a pending queue that
 // the file's corruption broke, with ErrCorrupt.
 func (tx *Txn) Free(a Addr) error {
+	if tx == nil {
+		return errNil("Txn")
+	}
 	if tx.done {
 		return ErrTxDone
 	}
@@ -697,6 +703,9 @@ func (d *Device) heapWritable(off, n int64, tx *Txn) error {
 
 // Stats returns the allocator's committed state.
 func (d *Device) Stats() Stats {
+	if d == nil {
+		return Stats{}
+	}
 	a := d.alloc
 	a.lastMu.Lock()
 	st := a.last

@@ -16,6 +16,9 @@ const maxViolations = 100
 // Close. It reads committed state and waits for the open transaction to
 // end, so it must not be called while holding one.
 func (d *Device) Check() error {
+	if d == nil {
+		return errNil("Device")
+	}
 	d.writer.Lock()
 	defer d.writer.Unlock()
 	if d.closed.Load() { // Close keeps the writer slot until it is done

@@ -58,7 +58,9 @@ var (
 	ErrInvalidFree = errors.New("pagealloc: invalid free")
 
 	// ErrInvalidArgument is returned for arguments that can never be
-	// valid: a negative length, an option out of range, a nil buffer.
+	// valid: a negative length, an option out of range, a nil buffer. It
+	// is also what a method called on a nil *Device, *Txn, *Log, *Pool or
+	// *Subpages returns; methods with no error to return give zero values.
 	ErrInvalidArgument = errors.New("pagealloc: invalid argument")
 
 	// ErrOutOfRange is returned when an offset or length falls outside the
@@ -102,3 +104,8 @@ type failedError struct{ cause error }
 func (e *failedError) Error() string { return "pagealloc: device failed: " + e.cause.Error() }
 
 func (e *failedError) Unwrap() []error { return []error{ErrFailed, e.cause} }
+
+// errNil is what a method called on a nil handle of the named type returns.
+func errNil(handle string) error {
+	return fmt.Errorf("%w: method called on a nil *%s", ErrInvalidArgument, handle)
+}

@@ -142,6 +142,9 @@ type SubpageClassInfo struct {
 // Inspect returns a snapshot of the device's layout and structures. It
 // reads committed state and changes nothing.
 func (d *Device) Inspect() (*Inspection, error) {
+	if d == nil {
+		return nil, errNil("Device")
+	}
 	d.writer.Lock()
 	defer d.writer.Unlock()
 	if d.closed.Load() {
@@ -330,6 +333,9 @@ type HeapExtent struct {
 // that passes Check. It reads committed state and changes nothing. A nil
 // fn is ErrInvalidArgument.
 func (d *Device) WalkHeap(fn func(HeapExtent) bool) error {
+	if d == nil {
+		return errNil("Device")
+	}
 	if fn == nil {
 		return fmt.Errorf("%w: WalkHeap with a nil function", ErrInvalidArgument)
 	}

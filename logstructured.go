@@ -327,6 +327,9 @@ type Log struct {
 // Options.LogRegions or carved by CreateLog. Every call with one name
 // returns the same *Log, until the log is dropped.
 func (d *Device) Log(name string) (*Log, error) {
+	if d == nil {
+		return nil, errNil("Device")
+	}
 	if d.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -355,6 +358,9 @@ func (d *Device) Log(name string) (*Log, error) {
 // a device of format version 1, which has no carved log table. A failed
 // CreateLog changes nothing.
 func (d *Device) CreateLog(name string, sizeBytes int64) (*Log, error) {
+	if d == nil {
+		return nil, errNil("Device")
+	}
 	if err := d.usable(); err != nil {
 		return nil, err
 	}
@@ -437,6 +443,9 @@ func (p *onCommit) rolledBack(*Txn)    {}
 // nothing, unless the device failed (ErrFailed) while committing it: then
 // the log is closed as well.
 func (d *Device) DropLog(name string) error {
+	if d == nil {
+		return errNil("Device")
+	}
 	if err := d.usable(); err != nil {
 		return err
 	}
@@ -519,13 +528,21 @@ func (d *Device) DropLog(name string) error {
 }
 
 // Name returns the name the log was created with.
-func (l *Log) Name() string { return l.name }
+func (l *Log) Name() string {
+	if l == nil {
+		return ""
+	}
+	return l.name
+}
 
 // SetOwner names the owner GC asks about liveness, and starts background
 // GC unless opts says otherwise. A nil opts means defaults. If owner also
 // implements Relocator, GC moves live entries from the head to the tail;
 // otherwise it stops at the first live one. A nil owner stops GC.
 func (l *Log) SetOwner(owner GarbageChecker, opts *LogOptions) error {
+	if l == nil {
+		return errNil("Log")
+	}
 	var o LogOptions
 	if opts != nil {
 		o = *opts
@@ -579,6 +596,9 @@ func (l *Log) SetOwner(owner GarbageChecker, opts *LogOptions) error {
 // entry could never fit. An entry larger than half the ring may find no
 // room even in an empty ring, since it cannot wrap around the ring's end.
 func (l *Log) Append(sizeBytes int) (Reservation, error) {
+	if l == nil {
+		return Reservation{}, errNil("Log")
+	}
 	if err := l.d.usable(); err != nil {
 		return Reservation{}, err
 	}
@@ -613,6 +633,9 @@ func (l *Log) Append(sizeBytes int) (Reservation, error) {
 // intact. An entry committed before the ones reserved ahead of it waits for
 // them. Commit must not be called while the caller holds a Txn.
 func (l *Log) Commit(r Reservation) error {
+	if l == nil {
+		return errNil("Log")
+	}
 	if r.log == l && l.d.usable() == nil {
 		l.mu.Lock()
 		if i := l.liveLocked(r, spanReserved); i >= 0 && (l.spans[i].staged.frame != nil || l.spans[i].written) {
@@ -644,6 +667,9 @@ func (l *Log) Commit(r Reservation) error {
 // the entry again with Device.WriteAt afterwards is allowed, and makes
 // Commit rewrite the header.
 func (l *Log) Write(r Reservation, p []byte) error {
+	if l == nil {
+		return errNil("Log")
+	}
 	if r.log != l {
 		return fmt.Errorf("%w: the reservation is not from log %q", ErrNotReserved, l.name)
 	}
@@ -734,12 +760,18 @@ func (l *Log) liveLocked(r Reservation, state spanState) int {
 // entries after it become durable. Its bytes are never returned as an
 // entry.
 func (l *Log) Cancel(r Reservation) error {
+	if l == nil {
+		return errNil("Log")
+	}
 	_, err := l.seal(r, true)
 	return err
 }
 
 // Stats returns the log's positions and counters.
 func (l *Log) Stats() LogStats {
+	if l == nil {
+		return LogStats{}
+	}
 	l.mu.Lock()
 	s := LogStats{
 		SizeBytes:   int64(l.size),
@@ -777,6 +809,10 @@ func (l *Log) durableSpan() (head, end uint64, err error) {
 // and new position, but a live entry is never missed.
 func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 	return func(yield func(Entry, error) bool) {
+		if l == nil {
+			yield(Entry{}, errNil("Log"))
+			return
+		}
 		head, end, err := l.durableSpan()
 		if err != nil {
 			yield(Entry{}, err)
@@ -831,6 +867,9 @@ func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 // payload that holds a whole forged frame, header and checksum, reads as
 // an entry at the offset inside it.
 func (l *Log) Read(off int64) ([]byte, error) {
+	if l == nil {
+		return nil, errNil("Log")
+	}
 	head, end, err := l.durableSpan()
 	if err != nil {
 		return nil, err
@@ -909,6 +948,9 @@ func (l *Log) startsFrame(head, pos uint64) (bool, error) {
 // call it while holding an uncommitted Reservation of this log. A nil ctx
 // is context.Background().
 func (l *Log) GC(ctx context.Context) error {
+	if l == nil {
+		return errNil("Log")
+	}
 	if err := l.d.usable(); err != nil {
 		return err
 	}

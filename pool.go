@@ -240,16 +240,30 @@ func NewPool(count, sizeBytes int) (*Pool, error) {
 // Bytes returns the buffer's memory: as long as the pool's buffer size,
 // with capacity capped so an append cannot spill into the next buffer. It
 // may be used until the buffer is returned with Put.
-func (b *Buffer) Bytes() []byte { return b.data }
+func (b *Buffer) Bytes() []byte {
+	if b == nil {
+		return nil
+	}
+	return b.data
+}
 
-// Index returns the buffer's slot number in [0, count). It never changes,
-// so it can name the buffer in a fixed-buffer registration.
-func (b *Buffer) Index() int { return int(b.index) }
+// Index returns the buffer's slot number in [0, count), or -1 for a nil
+// Buffer. It never changes, so it can name the buffer in a fixed-buffer
+// registration.
+func (b *Buffer) Index() int {
+	if b == nil {
+		return -1
+	}
+	return int(b.index)
+}
 
 // TryGet returns a free buffer, or false if none is free or the pool is
-// closed. It never blocks. It may miss a buffer that a concurrent call is
+// closed (or nil). It never blocks. It may miss a buffer that a concurrent call is
 // moving between the pool's caches; Get does not have that gap.
 func (p *Pool) TryGet() (*Buffer, bool) {
+	if p == nil {
+		return nil, false
+	}
 	// The common case: the first cell the caller looks at in its home
 	// shard names a free slot whose home is that shard. The Swap comes
 	// with no load of state before it, because a load just after the
@@ -275,6 +289,9 @@ func (p *Pool) TryGet() (*Buffer, bool) {
 // first (a nil ctx never does); a Get that returns an error holds no
 // buffer.
 func (p *Pool) Get(ctx context.Context) (*Buffer, error) {
+	if p == nil {
+		return nil, errNil("Pool")
+	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -313,6 +330,9 @@ func (p *Pool) Get(ctx context.Context) (*Buffer, error) {
 // buffer unmaps the slab, and Put returns any error from that. The caller
 // must not touch the buffer's bytes after Put.
 func (p *Pool) Put(b *Buffer) error {
+	if p == nil {
+		return errNil("Pool")
+	}
 	if b == nil || b.pool != p {
 		return ErrForeignBuffer
 	}
@@ -347,6 +367,9 @@ func (p *Pool) putSlow(b *Buffer, was uint32) error {
 // returns an *OutstandingError and leaves the slab mapped until the last
 // held buffer comes back through Put. A second Close returns ErrClosed.
 func (p *Pool) Close() error {
+	if p == nil {
+		return errNil("Pool")
+	}
 	if p.status.Or(poolClosed)&poolClosed != 0 {
 		return ErrClosed
 	}
@@ -382,6 +405,9 @@ func (p *Pool) Close() error {
 // Stats returns a snapshot of the pool. It reads every slot's state, so it
 // costs O(count) and is meant for monitoring, not for hot paths.
 func (p *Pool) Stats() PoolStats {
+	if p == nil {
+		return PoolStats{}
+	}
 	inUse := 0
 	for i := range p.buffers {
 		if p.buffers[i].state.Load() == slotHeld {

@@ -256,6 +256,9 @@ func (d *Device) subpageSlotRange() (lo, hi int64) {
 // Creating a class begins a transaction, so Subpages must not be called
 // while the calling goroutine holds one open.
 func (d *Device) Subpages(slotBytes int) (*Subpages, error) {
+	if d == nil {
+		return nil, errNil("Device")
+	}
 	if d.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -438,7 +441,12 @@ func (d *Device) subpageParentAt(tx *Txn, off, pageBytes int64) bool {
 }
 
 // SlotBytes returns the size of the class's slots in bytes.
-func (s *Subpages) SlotBytes() int64 { return 1 << s.slotShift }
+func (s *Subpages) SlotBytes() int64 {
+	if s == nil {
+		return 0
+	}
+	return 1 << s.slotShift
+}
 
 // owns reports whether h is the header of one of s's parents; p must be a
 // parent (its parent bit set).
@@ -492,6 +500,9 @@ func (s *Subpages) releasable(tx *Txn, h *subpageHeader) bool {
 // (ErrNoSpace). A list or queue that the file's corruption broke is
 // ErrCorrupt.
 func (s *Subpages) Alloc(tx *Txn) (Addr, error) {
+	if s == nil {
+		return 0, errNil("Subpages")
+	}
 	if err := s.usableBy(tx); err != nil {
 		return 0, err
 	}
@@ -611,6 +622,9 @@ func (s *Subpages) newParent(tx *Txn, c *subpageClass) error {
 // so does a list or queue that the file's corruption broke, with
 // ErrCorrupt.
 func (s *Subpages) Free(tx *Txn, a Addr) error {
+	if s == nil {
+		return errNil("Subpages")
+	}
 	if err := s.usableBy(tx); err != nil {
 		return err
 	}
@@ -1035,6 +1049,9 @@ func (s *Subpages) usableBy(tx *Txn) error {
 
 // Stats returns the class's committed state.
 func (s *Subpages) Stats() SubpageStats {
+	if s == nil {
+		return SubpageStats{}
+	}
 	set := &s.d.subpages
 	set.mu.Lock()
 	c := set.last[s.index]
