@@ -1471,13 +1471,20 @@ func (l *Log) prepare(tx *Txn) error {
 	return nil
 }
 
-// committed records the tail tx journals and, if tx was the leader's,
+// committed records the tail tx journals, or else the tail journaled
+// before it, which is durable once tx is, and, if tx was the leader's,
 // hands the lead on.
 func (l *Log) committed(tx *Txn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if tail, ok := l.txTails[tx]; ok {
 		l.loggedTail = tail
+	} else if l.loggedTail > l.durableTail {
+		// The transaction that journaled loggedTail is durable once tx
+		// is, perhaps before its committer adopts the tail: GC's
+		// transaction must not move the head past entries it copied
+		// while the copies are not yet below the durable tail.
+		l.txTails[tx] = l.loggedTail
 	}
 	if l.leader == tx {
 		l.leader, l.flushing = nil, false

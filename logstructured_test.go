@@ -3266,3 +3266,109 @@ func TestLogWriteThenChange(t *testing.T) {
 		})
 	}
 }
+
+// readingSet is a relocatingSet that reads each relocated entry back at
+// its new offset as soon as GC says the relocations hold.
+type readingSet struct {
+	relocatingSet
+	l      *Log
+	newOff []int64
+	errs   []error
+}
+
+func (s *readingSet) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
+	s.newOff = append(s.newOff, newOff)
+	return s.relocatingSet.Relocate(tx, oldOff, newOff, entry)
+}
+
+func (s *readingSet) RelocationsEnded(err error) {
+	if err == nil {
+		for _, off := range s.newOff {
+			if _, rerr := s.l.Read(off); rerr != nil {
+				s.errs = append(s.errs, rerr)
+			}
+		}
+	}
+	s.newOff = s.newOff[:0]
+}
+
+// TestLogRelocatedReadableWhenEnded: a Commit's flush journals the tail
+// over GC's copy, and GC's transaction, which moves the head past the old
+// copy, commits after it. Once GC says its relocations hold, the copy
+// reads back at its new offset, even if that Commit has not returned yet:
+// the transaction that journaled the tail over the copy came first, so it
+// is durable too.
+func TestLogRelocatedReadableWhenEnded(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+	l := mustLog(t, d, "log")
+	owner := &readingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, l: l}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	owner.add(0, appendEntryT(t, l, logContent(0, 2000)).Offset())
+	// One P runs the goroutines the journal wakes in a fixed order: the
+	// one woken last first.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const pause = 2 * time.Millisecond // long enough for a goroutine to block
+	openGroup := func() bool {
+		d.journal.mu.Lock()
+		defer d.journal.mu.Unlock()
+		return d.journal.open != nil
+	}
+	for round := range 20 {
+		// The journal's goroutine stalls on the flush's group until GC's
+		// transaction waits in the next one.
+		d.syncMu.Lock()
+		// The flush leader, a transaction of the test's, then GC queue
+		// for the writer slot hold has, and get it in that order.
+		hold, err := d.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := l.Append(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.WriteAt(logContent(1, 100), r.Offset())
+		commitDone := make(chan error, 1)
+		go func() { commitDone <- l.Commit(r) }()
+		time.Sleep(pause)
+		between, release := make(chan error), make(chan struct{})
+		go func() {
+			tx, err := d.Begin()
+			between <- err
+			if err == nil {
+				<-release
+				tx.Rollback()
+			}
+		}()
+		time.Sleep(pause)
+		relocations := l.Stats().Relocations
+		gcDone := make(chan error, 1)
+		go func() { gcDone <- l.GC(context.Background()) }()
+		for l.Stats().Relocations == relocations {
+			runtime.Gosched()
+		}
+		time.Sleep(pause)
+		hold.Rollback()
+		if err := <-between; err != nil { // the flush has committed
+			t.Fatal(err)
+		}
+		for openGroup() {
+			runtime.Gosched()
+		}
+		close(release)
+		for !openGroup() {
+			runtime.Gosched()
+		}
+		d.syncMu.Unlock()
+		for _, c := range []chan error{gcDone, commitDone} {
+			if err := <-c; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(owner.errs) > 0 {
+			t.Fatalf("round %d: relocated entry at %d not readable once GC ended: %v", round, owner.offset(0), owner.errs[0])
+		}
+	}
+}
