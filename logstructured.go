@@ -804,9 +804,11 @@ func (l *Log) durableSpan() (head, end uint64, err error) {
 
 // Entries walks the durable entries from position from (from the head if
 // from lies before it) to the durable tail as of the call, checking each
-// against its checksum. A failed check yields an error and ends the walk.
-// An entry that GC relocates during the walk may be seen twice, at its old
-// and new position, but a live entry is never missed.
+// against its checksum. A failed check yields an error and ends the walk,
+// as does a from past the head where no frame starts (ErrInvalidArgument):
+// pass a position Entry.Next or Reservation.Pos gave. An entry that GC
+// relocates during the walk may be seen twice, at its old and new
+// position, but a live entry is never missed.
 func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 	return func(yield func(Entry, error) bool) {
 		if l == nil {
@@ -826,6 +828,9 @@ func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 		var buf []byte
 		for pos < end {
 			f, data, err := l.readFrame(pos, end, buf)
+			if err == nil && userPos && f.frameBytes < logFrameHeaderBytes {
+				err = l.paddingStartsAt(head, pos)
+			}
 			if errors.Is(err, errReclaimed) {
 				// GC passed pos while it was read. Entries it moved now
 				// lie before the durable tail it made durable with the
@@ -902,6 +907,31 @@ func (l *Log) Read(off int64) ([]byte, error) {
 		return nil, err
 	}
 	return data, nil
+}
+
+// paddingStartsAt returns nil if the implicit padding to the ring's end
+// starts at pos, a durable position from head on: with no room for a
+// header, only a walk from the head tells whether a frame starts there.
+// Otherwise it returns errReclaimed if the head passed pos meanwhile, or
+// why not.
+func (l *Log) paddingStartsAt(head, pos uint64) error {
+	for {
+		starts, err := l.startsFrame(head, pos)
+		if err != nil || starts {
+			return err
+		}
+		// The walk stops where the head passed it: go on from there.
+		l.mu.Lock()
+		moved := l.head
+		l.mu.Unlock()
+		switch {
+		case moved > pos:
+			return errReclaimed
+		case moved == head:
+			return fmt.Errorf("%w: position %d is inside a frame", errNoFrame, pos)
+		}
+		head = moved
+	}
 }
 
 // startsFrame reports whether a frame starts at pos, a durable position

@@ -3372,3 +3372,44 @@ func TestLogRelocatedReadableWhenEnded(t *testing.T) {
 		}
 	}
 }
+
+// TestLogEntriesFromInsidePadding: a position in the last 23 bytes of a
+// lap, where a frame has no room for a header and only the implicit
+// padding to the ring's end may start, is refused as any other position
+// no frame starts at, misaligned or inside that padding; the padding's
+// own start walks on to the next lap.
+func TestLogEntriesFromInsidePadding(t *testing.T) {
+	const ring = 16 << 10
+	d, _ := createLogDevice(t, LogRegion{"log", ring})
+	l := mustLog(t, d, "log")
+	owner := &setLive{live: map[uint64]int64{}}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	// A dead entry, then a live one ending 16 bytes before the lap's end,
+	// too few for a header: implicit padding follows it.
+	appendEntryT(t, l, logContent(0, 4000))
+	b := appendEntryT(t, l, logContent(1, ring-16-int(logFrameBytes(4000))-logFrameHeaderBytes))
+	owner.add(1, b.Offset())
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c := appendEntryT(t, l, logContent(2, 100))
+	if c.Pos() != ring {
+		t.Fatalf("entry after the padding at %d, want %d", c.Pos(), ring)
+	}
+	first := func(from int64) (Entry, error) {
+		for e, err := range l.Entries(from) {
+			return e, err
+		}
+		return Entry{}, errors.New("nothing yielded")
+	}
+	if e, err := first(ring - 16); err != nil || e.Pos != c.Pos() {
+		t.Fatalf("Entries from the padding's start: entry at %d, %v; want the entry at %d", e.Pos, err, c.Pos())
+	}
+	for _, from := range []int64{ring - 24, ring - 20, ring - 15, ring - 8, ring - 3, ring - 1, b.Pos() + 4} {
+		if e, err := first(from); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("Entries from %d, where no frame starts: entry at %d, %v; want ErrInvalidArgument", from, e.Pos, err)
+		}
+	}
+}
