@@ -168,7 +168,7 @@ func (o *Options) withDefaults() (Options, error) {
 	case v.JournalSize < minJournalBytes || v.JournalSize%4096 != 0:
 		return v, fmt.Errorf("%w: JournalSize %d is not a multiple of 4 KiB >= 64 KiB", ErrInvalidArgument, v.JournalSize)
 	case v.GrowthStep < 0:
-		return v, fmt.Errorf("%w: GrowthStep %d is negative", ErrInvalidArgument, v.GrowthStep)
+		return v, errNegativeGrowthStep(v.GrowthStep)
 	case v.RootSize <= 0 || v.RootSize%4096 != 0:
 		return v, fmt.Errorf("%w: RootSize %d is not a positive multiple of 4 KiB", ErrInvalidArgument, v.RootSize)
 	case v.JournalSize > maxRegionBytes || v.RootSize > maxRegionBytes:
@@ -407,9 +407,20 @@ func readSuperblock(store storage.Storage, size int64) (superblock, error) {
 	return best, nil
 }
 
+// errNegativeGrowthStep is the error of Options.GrowthStep step, which is
+// negative.
+func errNegativeGrowthStep(step int64) error {
+	return fmt.Errorf("%w: GrowthStep %d is negative", ErrInvalidArgument, step)
+}
+
 // openOn opens a formatted store: it reads the superblock, maps the store,
 // replays the journal and starts the journal writer.
 func openOn(store storage.Storage, opts *Options) (*Device, error) {
+	// The options Open does not take from the file have their defaults
+	// here, as withDefaults gives them at Create.
+	if opts.GrowthStep < 0 {
+		return nil, errNegativeGrowthStep(opts.GrowthStep)
+	}
 	size, err := store.Size()
 	if err != nil {
 		return nil, err
@@ -422,6 +433,9 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		return nil, corruptf(size, "device header", "a file of at least %d bytes", sb.heapOff)
 	}
 	o := *opts
+	if o.GrowthStep == 0 {
+		o.GrowthStep = defaultGrowthStep
+	}
 	o.MinPageSize, o.MaxPageSize = sb.minPage, sb.maxPage
 	o.JournalSize, o.RootSize = sb.journal.size, sb.root.size
 	capacity := sb.capacity

@@ -618,6 +618,44 @@ func TestGrowthStepAnySize(t *testing.T) {
 	mustCheck(t, d)
 }
 
+// TestOpenGrowthStep opens a device with each GrowthStep: zero grows the
+// file by the default 64 MiB, as at Create, where Open grew it one max
+// page at a time; a negative one is ErrInvalidArgument, as at Create,
+// where Open took it.
+func TestOpenGrowthStep(t *testing.T) {
+	o := testOptions()
+	o.MaxPageSize = 64 << 10
+	d, path := createTestDevice(t, o)
+	allocPages(t, d, 1, 64<<10)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []int64{-1, math.MinInt64} {
+		bad := *o
+		bad.GrowthStep = step
+		if d, err := Open(path, &bad); !errors.Is(err, ErrInvalidArgument) {
+			if err == nil {
+				d.Close()
+			}
+			t.Fatalf("Open with GrowthStep %d: %v, want ErrInvalidArgument", step, err)
+		}
+	}
+	def := *o
+	def.GrowthStep = 0
+	d, err := Open(path, &def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	for i := range 4 {
+		allocPages(t, d, 1, 64<<10)
+		if st := d.Stats(); st.FileSize%defaultGrowthStep != 0 || st.FileSize < st.Frontier {
+			t.Fatalf("after %d pages: a file of %d bytes, frontier at %d; want a multiple of the default step %d covering the frontier", i+1, st.FileSize, st.Frontier, int64(defaultGrowthStep))
+		}
+	}
+	mustCheck(t, d)
+}
+
 // TestHugeRegionSizes creates devices whose journal or root area is too
 // large for any file: ErrTooLarge, no file left behind, where the sizes'
 // sum overflowed before and the error came untyped from the filesystem.
