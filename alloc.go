@@ -533,10 +533,11 @@ func (d *Device) setTxSeq(seq uint64) {
 	d.checkpointTxSeq.Store(seq)
 }
 
-// Close waits for the open transaction, if any, to end, writes a
-// checkpoint and closes the file. Sub-page slots still pending are
-// released first (after a checkpoint, if one must cover them), and empty
-// parents go back to the buddy allocator. Free space at the end of the
+// Close waits for the open transaction, if any, to end, makes the bytes
+// written in place (WriteAt) durable, writes a checkpoint and closes the
+// file. Sub-page slots still pending are released first (after a
+// checkpoint, if one must cover them), and empty parents go back to the
+// buddy allocator. Free space at the end of the
 // heap goes back to the filesystem: the file is cut after the last max
 // page that holds an allocated or pending page. When that max page holds
 // pending pages and no allocated one, Close first waits for a checkpoint
@@ -575,6 +576,13 @@ func (d *Device) Close() error {
 	}
 	d.lifeMu.Lock()
 	defer d.lifeMu.Unlock()
+	// A write in place that passed its check before Close began may have
+	// landed after the journal's last sync; none can start now.
+	if !d.opts.ReadOnly && d.failure.Load() == nil && d.userDirty.Swap(false) {
+		if serr := d.sync(); serr != nil {
+			err = errors.Join(err, d.fail(serr))
+		}
+	}
 	if end := d.alloc.last.frontier; err == nil && end < d.size.Load() {
 		// The frontier's move is checkpointed: nothing durable lies
 		// past it. A store that cannot cut a mapped file (Windows)
@@ -655,8 +663,8 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 // state are refused with ErrProtected. A write must lie inside one page:
 // one spanning two pages is refused even when both are the caller's.
 // Inside a sub-page parent the check is per page: any slot's bytes are
-// accepted, the header's are not. The data is durable once Sync or the
-// next Commit returns. It implements io.WriterAt.
+// accepted, the header's are not. The data is durable once Sync, the
+// next Commit or Close returns. It implements io.WriterAt.
 //
 // A byte written in place after a journaled write of it (Txn.Write) may
 // be put back to the journaled value by replay after a crash, until the

@@ -589,6 +589,41 @@ func TestCloseWaitsForOpenTxn(t *testing.T) {
 	}
 }
 
+// TestCloseSyncsWriteAtUnderWay has a WriteAt that passed its check of
+// the device before Close began write its bytes once Close has stopped
+// the journal: Close waits for it, so the bytes must be durable when both
+// return nil, as at every Close. Close synced them only through its own
+// transactions, before the write.
+func TestCloseSyncsWriteAtUnderWay(t *testing.T) {
+	d, store := simDevice(t, crashOptions(t))
+	page := allocPages(t, d, 1, 4096)[0]
+	coverCommitted(t, d) // nothing left for Close's checkpoint to write
+	entered, release := make(chan int, 1), make(chan struct{})
+	store.SetFault(func(op simstore.Op) error {
+		if op.Kind == simstore.OpWrite && op.Off == page.Offset() {
+			entered <- op.Index
+			<-release // with the store locked: nothing else writes meanwhile
+		}
+		return nil
+	})
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := d.WriteAt([]byte("in place"), page.Offset())
+		wrote <- err
+	}()
+	index := <-entered
+	closed := make(chan error, 1)
+	go func() { closed <- d.Close() }()
+	<-d.journal.stopped
+	close(release)
+	if err := errors.Join(<-wrote, <-closed); err != nil {
+		t.Fatal(err)
+	}
+	if syncs := store.SyncPoints(); len(syncs) == 0 || syncs[len(syncs)-1] < index {
+		t.Fatalf("the WriteAt (op %d) and Close returned nil, and no sync follows the write (syncs at ops %v)", index, syncs)
+	}
+}
+
 // TestHugeGrowthStep grows a device whose GrowthStep is larger than its
 // capacity: the file grows to the capacity, without overflowing.
 func TestHugeGrowthStep(t *testing.T) {
