@@ -624,6 +624,54 @@ func TestCloseSyncsWriteAtUnderWay(t *testing.T) {
 	}
 }
 
+// TestWriteAtRefusesAllocationNotDurable writes in place, from another
+// goroutine, into a page whose allocating Commit has been called but whose
+// record is not yet synced: until it is, a crash brings the page back as
+// a free page, its free-list header where the write went. WriteAt refuses
+// it with ErrProtected, and accepts it once the Commit returns. It took
+// it before, and a crash left a free list that Check reported corrupt.
+func TestWriteAtRefusesAllocationNotDurable(t *testing.T) {
+	d, store := simDevice(t, crashOptions(t))
+	freePages(t, d, allocPages(t, d, 8, 4096))
+	coverCommitted(t, d)
+	releaseCovered(t, d) // free pages with their headers at home
+	coverCommitted(t, d)
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := tx.Alloc(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("the new owner's bytes over the page's first ones")
+	d.syncMu.Lock() // the journal waits here before it writes the record
+	committed := make(chan error, 1)
+	go func() { committed <- tx.Commit() }()
+	for len(d.pending.list()) == 0 { // Commit has published tx
+		runtime.Gosched()
+	}
+	_, werr := d.WriteAt(data, page.Offset())
+	// A crash now, with the write reaching the disk on its own.
+	serr := store.Sync()
+	crashed := store.Ops()
+	d.syncMu.Unlock()
+	if err := errors.Join(serr, <-committed); err != nil {
+		t.Fatal(err)
+	}
+	rd := openImage(t, store, crashed, nil)
+	defer rd.Close()
+	if err := rd.Check(); err != nil {
+		t.Errorf("a crash before the allocation was durable, with the WriteAt (%v) on disk: %v", werr, err)
+	}
+	if !errors.Is(werr, ErrProtected) {
+		t.Errorf("WriteAt before the allocation is durable: %v, want ErrProtected", werr)
+	}
+	if _, err := d.WriteAt(data, page.Offset()); err != nil {
+		t.Fatalf("WriteAt once the Commit returned: %v", err)
+	}
+}
+
 // TestHugeGrowthStep grows a device whose GrowthStep is larger than its
 // capacity: the file grows to the capacity, without overflowing.
 func TestHugeGrowthStep(t *testing.T) {

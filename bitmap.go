@@ -88,3 +88,10 @@ func (d *Device) committedPageState(g *heapGeometry, order int, off int64) pageS
 	w, shift := g.bitPos(order, off)
 	return pageState(d.committedU64(w) >> shift & 3)
 }
+
+// durablePageState is pageState outside a transaction, on the state the
+// durable transactions left (see Device.durableU64).
+func (d *Device) durablePageState(g *heapGeometry, order int, off int64) pageState {
+	w, shift := g.bitPos(order, off)
+	return pageState(d.durableU64(w) >> shift & 3)
+}

@@ -694,6 +694,12 @@ func (d *Device) heapWritable(off, n int64, tx *Txn) error {
 			if off < start+subpageHeaderBytes && d.subpageParentAt(tx, start, g.pageBytes(k)) {
 				return fmt.Errorf("%w: [%d, +%d) holds a sub-page parent's header", ErrProtected, off, n)
 			}
+			// In place, the allocation must be durable: a crash before
+			// would bring back a free page with the write over its
+			// free-list header.
+			if tx == nil && d.durablePageState(g, k, start) != stateAllocated {
+				return fmt.Errorf("%w: [%d, +%d) lies in a page whose allocation is not durable yet (its Commit has not returned)", ErrProtected, off, n)
+			}
 			return nil
 		}
 		break

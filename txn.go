@@ -499,6 +499,31 @@ func (d *Device) readCommitted(p []byte, off int64) {
 	}
 }
 
+// durableU64 reads the little-endian word at off, which must be 8-byte
+// aligned, as the durable transactions left it: committed state without
+// the transactions in the overlay that the journal has not synced yet.
+// Home holds none of their bytes: the journal writes a record's lines
+// home only once the record is synced.
+func (d *Device) durableU64(off int64) uint64 {
+	durable := d.durableTxSeq.Load() // before the list: one synced meanwhile counts as not
+	txs := d.pending.list()
+	var l *line
+	for i := len(txs) - 1; i >= 0 && l == nil; i-- {
+		if txs[i].seq <= durable {
+			l = txs[i].lines.line(off >> lineShift)
+		}
+	}
+	var b [8]byte
+	if l == nil || !l.holds(int(off&(lineBytes-1)), len(b)) {
+		size := d.size.Load()
+		copy(b[:], d.view[min(off, size):size])
+	}
+	if l != nil {
+		l.overlayOnto(b[:], off)
+	}
+	return binary.LittleEndian.Uint64(b[:])
+}
+
 // committedU64 reads the little-endian word at off, which must be 8-byte
 // aligned, from committed state.
 func (d *Device) committedU64(off int64) uint64 {
