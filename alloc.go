@@ -658,11 +658,13 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // WriteAt writes the caller's data in place, without the journal. It is
-// accepted only where the caller owns the bytes (pages whose allocation
-// is durable, as it is once its Commit returns; log reservations); the
-// root area and the library's own state are refused with ErrProtected. A write must lie inside one page:
-// one spanning two pages is refused even when both are the caller's.
-// Inside a sub-page parent the check is per page: any slot's bytes are
+// accepted only where the caller owns the bytes: pages whose allocation
+// is durable, as it is once its Commit returns (before, a crash could
+// bring the page back free with the write over its free-list header),
+// and log reservations. The root area and the library's own state are
+// refused with ErrProtected. A write must lie inside one page: one
+// spanning two pages is refused even when both are the caller's. Inside
+// a sub-page parent the check is per page: any slot's bytes are
 // accepted, the header's are not. The data is durable once Sync, the
 // next Commit or Close returns. It implements io.WriterAt.
 //
