@@ -701,6 +701,10 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 // one; ReadAt never does. The view is read-only unless
 // Options.WritableMap is set, and invalid after Close. A range not inside
 // the device, a negative n included, returns ErrOutOfRange.
+//
+// On a read-only device, the journal a crash left is replayed in memory
+// only (Options.ReadOnly): a range holding bytes of the replay is
+// returned as a copy that has them, not as a view.
 func (d *Device) Slice(off, n int64) ([]byte, error) {
 	if d == nil {
 		return nil, errNil("Device")
@@ -712,6 +716,11 @@ func (d *Device) Slice(off, n int64) ([]byte, error) {
 	}
 	if off < 0 || n < 0 || off > d.size.Load()-n {
 		return nil, fmt.Errorf("%w: [%d, +%d) beyond %d bytes", ErrOutOfRange, off, n, d.size.Load())
+	}
+	if d.opts.ReadOnly && n > 0 && d.pending.holdsAny(off>>lineShift, (off+n-1)>>lineShift) {
+		b := make([]byte, n)
+		d.readCommittedRange(b, off)
+		return b, nil
 	}
 	return d.view[off : off+n : off+n], nil
 }

@@ -54,6 +54,30 @@ func (t *lineTable) line(idx int64) *line {
 	}
 }
 
+// holdsAny reports whether t holds a line with an index in [lo, hi]:
+// probing each index of the range, or scanning the slots if they are
+// fewer.
+func (t *lineTable) holdsAny(lo, hi int64) bool {
+	lo, hi = max(lo, t.minIdx), min(hi, t.maxIdx)
+	if t.n == 0 || lo > hi {
+		return false
+	}
+	if hi-lo < int64(len(t.slots)) {
+		for idx := lo; idx <= hi; idx++ {
+			if t.line(idx) != nil {
+				return true
+			}
+		}
+		return false
+	}
+	for _, s := range t.slots {
+		if s.l != nil && s.idx >= lo && s.idx <= hi {
+			return true
+		}
+	}
+	return false
+}
+
 // add returns the line for idx, making a zeroed one if there is none;
 // fresh reports whether it did.
 func (t *lineTable) add(idx int64) (l *line, fresh bool) {

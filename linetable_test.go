@@ -12,8 +12,8 @@ var lineTableSeed = flag.Uint64("linetable.seed", 0, "seed for the line table's 
 
 // TestLineTableModel adds random line indexes to tables against a map, with
 // indexes drawn from ranges small and wide enough that probe runs collide,
-// wrap and the table grows, and checks every lookup, the count and the
-// sorted listing.
+// wrap and the table grows, and checks every lookup, the count, the
+// sorted listing and which ranges hold a line.
 func TestLineTableModel(t *testing.T) {
 	seed := testSeed(t, "linetable.seed", *lineTableSeed)
 	rng := rand.New(rand.NewPCG(seed, seed))
@@ -47,6 +47,19 @@ func TestLineTableModel(t *testing.T) {
 			for _, i := range append(seen, rng.Int64N(span), -1, span) {
 				if got, want := tab.line(i), model[i]; got != want {
 					t.Fatalf("span %d, op %d: line(%d) = %p, model %p", span, op, i, got, want)
+				}
+			}
+			for range 8 {
+				// Ranges narrower and wider than the table, so that
+				// holdsAny both probes and scans.
+				lo := rng.Int64N(span) - 2
+				hi := lo + rng.Int64N(max(2, span>>rng.IntN(60)))
+				want := false
+				for i := range model {
+					want = want || i >= lo && i <= hi
+				}
+				if got := tab.holdsAny(lo, hi); got != want {
+					t.Fatalf("span %d, op %d: holdsAny(%d, %d) = %v, model %v", span, op, lo, hi, got, want)
 				}
 			}
 			refs := tab.sorted(nil)

@@ -563,6 +563,17 @@ func (o *overlay) get(idx int64) *line {
 	return nil
 }
 
+// holdsAny reports whether a transaction in the overlay holds a line with
+// an index in [lo, hi].
+func (o *overlay) holdsAny(lo, hi int64) bool {
+	for _, tx := range o.list() {
+		if tx.lines.holdsAny(lo, hi) {
+			return true
+		}
+	}
+	return false
+}
+
 // add publishes a committing transaction's lines.
 func (o *overlay) add(tx *Txn) {
 	o.mu.Lock()
