@@ -330,8 +330,11 @@ type HeapExtent struct {
 // WalkHeap calls fn for every extent of the heap below the frontier, in
 // address order, as the state bits describe it, until fn returns false.
 // Together the extents cover [HeapOffset, Frontier) once each on a device
-// that passes Check. It reads committed state and changes nothing. A nil
-// fn is ErrInvalidArgument.
+// that passes Check. It reads committed state and changes nothing. It
+// holds the writer slot for the whole walk: it waits for the open
+// transaction to end, so it must not be called while holding one, and fn
+// must not begin one (Begin or Update would wait for the walk forever).
+// A nil fn is ErrInvalidArgument.
 func (d *Device) WalkHeap(fn func(HeapExtent) bool) error {
 	if d == nil {
 		return errNil("Device")
