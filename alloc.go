@@ -89,8 +89,10 @@ type Options struct {
 	ReadOnly bool
 
 	// WritableMap maps the file read-write so that the caller can write
-	// through slices from Slice. False maps it read-only, so a stray write
-	// through a slice faults instead of corrupting metadata.
+	// through slices from Slice: those bytes are the caller's to make
+	// durable, with Sync (Close syncs them too). False maps it read-only,
+	// so a stray write through a slice faults instead of corrupting
+	// metadata.
 	WritableMap bool
 
 	// GrowthStep is how many bytes the file grows by at a time when the
@@ -534,8 +536,8 @@ func (d *Device) setTxSeq(seq uint64) {
 }
 
 // Close waits for the open transaction, if any, to end, makes the bytes
-// written in place (WriteAt) durable, writes a checkpoint and closes the
-// file. Sub-page slots still pending are released first (after a
+// written in place (WriteAt, or through Options.WritableMap) durable,
+// writes a checkpoint and closes the file. Sub-page slots still pending are released first (after a
 // checkpoint, if one must cover them), and empty parents go back to the
 // buddy allocator. Free space at the end of the
 // heap goes back to the filesystem: the file is cut after the last max
@@ -577,8 +579,9 @@ func (d *Device) Close() error {
 	d.lifeMu.Lock()
 	defer d.lifeMu.Unlock()
 	// A write in place that passed its check before Close began may have
-	// landed after the journal's last sync; none can start now.
-	if !d.opts.ReadOnly && d.failure.Load() == nil && d.userDirty.Swap(false) {
+	// landed after the journal's last sync; none can start now. Writes
+	// through a writable mapping leave no trace: sync for them always.
+	if !d.opts.ReadOnly && d.failure.Load() == nil && (d.userDirty.Swap(false) || d.opts.WritableMap) {
 		if serr := d.sync(); serr != nil {
 			err = errors.Join(err, d.fail(serr))
 		}

@@ -624,6 +624,29 @@ func TestCloseSyncsWriteAtUnderWay(t *testing.T) {
 	}
 }
 
+// TestCloseSyncsWritableMap writes through a slice of a writable mapping,
+// which leaves no trace for the device to see, then closes: Close syncs
+// after the write, as Sync would, though nothing else is left to sync.
+func TestCloseSyncsWritableMap(t *testing.T) {
+	o := crashOptions(t)
+	o.WritableMap = true
+	d, store := simDevice(t, o)
+	page := allocPages(t, d, 1, 4096)[0]
+	coverCommitted(t, d) // nothing left for Close's checkpoint to write
+	s, err := d.Slice(page.Offset(), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(s, "in place")
+	written := store.Ops()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if syncs := store.SyncPoints(); len(syncs) == 0 || syncs[len(syncs)-1] < written {
+		t.Fatalf("no sync after the write through the mapping, before op %d (syncs at ops %v)", written, syncs)
+	}
+}
+
 // TestWriteAtRefusesAllocationNotDurable writes in place, from another
 // goroutine, into a page whose allocating Commit has been called but whose
 // record is not yet synced: until it is, a crash brings the page back as
