@@ -537,17 +537,17 @@ func (d *Device) setTxSeq(seq uint64) {
 
 // Close waits for the open transaction, if any, to end, makes the bytes
 // written in place (WriteAt, or through Options.WritableMap) durable,
-// writes a checkpoint and closes the file. Sub-page slots still pending are released first (after a
-// checkpoint, if one must cover them), and empty parents go back to the
-// buddy allocator. Free space at the end of the
-// heap goes back to the filesystem: the file is cut after the last max
+// writes a checkpoint and closes the file. Sub-page slots still pending
+// are released first (after a checkpoint, if one must cover them), and
+// empty parents go back to the buddy allocator. Free space at the end of
+// the heap goes back to the filesystem: the file is cut after the last max
 // page that holds an allocated or pending page. When that max page holds
 // pending pages and no allocated one, Close first waits for a checkpoint
-// to make the pending pages free, and cuts after the last max page
-// holding an allocated page. A pending queue or list that the file's
-// corruption broke stops these releases where it is broken, and is left
-// for Check to report. Slices from Slice are invalid after it. Close is
-// idempotent: later calls return nil.
+// to make the pending pages free, and cuts after the last max page holding
+// an allocated page. A pending queue or list that the file's corruption
+// broke stops these releases where it is broken, and is left for Check to
+// report. Slices from Slice are invalid after it. Close is idempotent:
+// later calls return nil.
 func (d *Device) Close() error {
 	if d == nil {
 		return errNil("Device")
