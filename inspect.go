@@ -140,7 +140,11 @@ type SubpageClassInfo struct {
 }
 
 // Inspect returns a snapshot of the device's layout and structures. It
-// reads committed state and changes nothing.
+// reads committed state and changes nothing. On a device open for
+// writing, the journal's goroutine may be writing a record or a
+// superblock while Inspect reads it (a commit that has not returned yet,
+// a checkpoint): that one may show as torn (JournalInfo.Torn) or with a
+// Problem. The rest is consistent.
 func (d *Device) Inspect() (*Inspection, error) {
 	if d == nil {
 		return nil, errNil("Device")
