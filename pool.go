@@ -271,7 +271,8 @@ func (p *Pool) TryGet() (*Buffer, bool) {
 	// writes held over held and changes nothing.
 	hint := shardHint()
 	home := hint & p.shardMask
-	if i := int(p.shards[home].cells[firstCell(hint)].Load()); i < len(p.buffers) { // not noSlot
+	// Compared as uint32: noSlot read as an int is -1 on 32-bit platforms.
+	if i := p.shards[home].cells[firstCell(hint)].Load(); i < uint32(len(p.buffers)) { // not noSlot
 		b := &p.buffers[i]
 		if b.state.Swap(slotHeld) == slotFree {
 			if b.home.Load() != home || p.status.Load()&poolClosed != 0 {

@@ -226,6 +226,26 @@ func TestPoolAlignmentAndIndex(t *testing.T) {
 	}
 }
 
+// TestPoolTryGetFreshPool takes a buffer from a fresh pool, whose shards
+// name no slot yet (every cell holds noSlot, 2^32-1). Read as an int on a
+// 32-bit platform the cell is -1, which passed for a slot index: TryGet
+// panicked there with an index out of range, and so did a device's first
+// commit, which stages its record in a pool buffer
+// (GOARCH=386 go test -run TestPoolTryGetFreshPool).
+func TestPoolTryGetFreshPool(t *testing.T) {
+	p := newTestPool(t, 2)
+	b, ok := p.TryGet()
+	if !ok {
+		t.Fatal("TryGet on a fresh pool of 2 found no buffer")
+	}
+	if i := b.Index(); i < 0 || i >= 2 {
+		t.Fatalf("TryGet returned slot %d of 2", i)
+	}
+	if err := p.Put(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestPoolDoublePut(t *testing.T) {
 	p := newTestPool(t, 4)
 	b, _ := p.TryGet()
