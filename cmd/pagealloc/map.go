@@ -101,8 +101,9 @@ func runMap(args []string, stdout, stderr io.Writer) error {
 	}
 	pixels := (end - start + groupBytes - 1) / groupBytes
 	w, sc, h := mapLayout(int(min(pixels, mapMaxSide*mapMaxSide+1)), *width, *scale)
-	if pixels > mapMaxSide*mapMaxSide || w*sc > mapMaxSide || h*sc > mapMaxSide {
-		return fmt.Errorf("%w: a map of %d page-groups in %d×%d pixels is more than %d pixels a side: raise -group, or lower -width or -scale", errUsage, pixels, w*sc, h*sc, mapMaxSide)
+	// In int64: the height reaches 2^42, past a 32-bit int.
+	if wide, tall := int64(w)*int64(sc), int64(h)*int64(sc); pixels > mapMaxSide*mapMaxSide || wide > mapMaxSide || tall > mapMaxSide {
+		return fmt.Errorf("%w: a map of %d page-groups in %d×%d pixels is more than %d pixels a side: raise -group, or lower -width or -scale", errUsage, pixels, wide, tall, mapMaxSide)
 	}
 	m := newHeapMap(start, end, groupBytes)
 	if !*heapOnly {

@@ -182,3 +182,26 @@ func decodePNG(t *testing.T, path string) image.Image {
 	}
 	return img
 }
+
+// TestMapTooTall asks for a map whose height in screen pixels is 2^31:
+// 2^17 rows of one page-group each, scaled 2^14 times. That is a usage
+// error (exit 2). The product used to be taken in int, which on a 32-bit
+// platform wrapped to a negative number that passed the bound, and map
+// panicked drawing an image of impossible size
+// (GOARCH=386 go test -run TestMapTooTall ./cmd/pagealloc).
+func TestMapTooTall(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "device")
+	// The heap starts at 64 MiB: 2^17 page-groups of 512 bytes before it.
+	d, err := pagealloc.Create(path, &pagealloc.Options{NoSync: true, MaxSize: 128 << 20, MinPageSize: 512, MaxPageSize: 64 << 20, JournalSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "map.png")
+	code, _, stderr := runUnchanged(t, "map", "-o", out, "-group", "512", "-width", "1", "-scale", "16384", path)
+	if code != 2 || !strings.Contains(stderr, "more than 16384 pixels a side") {
+		t.Errorf("a map 2^31 pixels tall: exit %d, stderr %q; want a usage error (exit 2)", code, stderr)
+	}
+}
