@@ -403,8 +403,12 @@ func copyMapped(dst, src []byte) (ok bool) {
 
 // checkpoint makes every applied record unnecessary: it syncs the home
 // locations, then records the tail as the new head in the older
-// superblock copy.
+// superblock copy. A failed device takes none: a record whose home writes
+// failed, after its committers were woken, must stay in the journal.
 func (j *journal) checkpoint() error {
+	if f := j.d.failure.Load(); f != nil {
+		return f
+	}
 	if j.head == j.tail {
 		// Nothing applied since the last one: everything durable is
 		// already covered.
