@@ -3,8 +3,10 @@ package pagealloc
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pagealloc/pagealloc/internal/simstore"
 )
@@ -185,5 +187,62 @@ func TestIOErrorAtDeferredHomeWrite(t *testing.T) {
 	}
 	if st := rd.Stats(); st.AllocatedPages != int64(len(committed)) {
 		t.Errorf("%d pages allocated after reopening, want %d", st.AllocatedPages, len(committed))
+	}
+}
+
+// TestCommitDuringFailedSync writes a page in place, then has Sync's fsync
+// fail while a Commit waits for it: the bytes it was to make durable are
+// not known to be (after a failed fsync the kernel may drop them), so the
+// Commit, which promises them along with its transaction, must not return
+// nil. Both an empty Commit and one with a write are tried.
+func TestCommitDuringFailedSync(t *testing.T) {
+	for _, empty := range []bool{true, false} {
+		t.Run(fmt.Sprintf("empty=%v", empty), func(t *testing.T) {
+			d, store := simDevice(t, crashOptions(t))
+			page := allocPages(t, d, 1, 4096)[0]
+			if _, err := d.WriteAt([]byte("in place"), page.Offset()); err != nil {
+				t.Fatal(err)
+			}
+			entered, release := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			store.SetFault(func(op simstore.Op) error {
+				if op.Kind != simstore.OpSync {
+					return nil
+				}
+				failed := false
+				once.Do(func() {
+					close(entered)
+					<-release
+					failed = true
+				})
+				if failed {
+					return syscall.EIO
+				}
+				return nil
+			})
+			syncErr := make(chan error)
+			go func() { syncErr <- d.Sync() }()
+			<-entered // Sync has taken the in-place bytes and is syncing them
+			tx, err := d.Begin()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !empty {
+				if err := tx.Write(d.geometry.root.off, []byte("root")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			commitErr := make(chan error)
+			go func() { commitErr <- tx.Commit() }()
+			// Let the Commit reach the wait for Sync's fsync, then fail it.
+			time.Sleep(50 * time.Millisecond)
+			close(release)
+			if err := <-syncErr; !errors.Is(err, ErrFailed) {
+				t.Errorf("Sync: %v, want ErrFailed", err)
+			}
+			if err := <-commitErr; !errors.Is(err, ErrFailed) {
+				t.Errorf("Commit waiting for the failed fsync of bytes written in place: %v, want ErrFailed", err)
+			}
+		})
 	}
 }

@@ -204,10 +204,14 @@ func (j *journal) commit(g *group) {
 
 // syncUserData syncs the bytes written in place since the last sync, if
 // any, before a journal record that may point at them is written. If a
-// Device.Sync has taken them, it waits for that sync to complete.
+// Device.Sync has taken them, it waits for that sync to complete, and
+// returns the failure if it failed: the bytes may be lost.
 func (d *Device) syncUserData() error {
 	d.syncMu.Lock()
 	defer d.syncMu.Unlock()
+	if f := d.failure.Load(); f != nil {
+		return f
+	}
 	if d.userDirty.Swap(false) {
 		return d.sync()
 	}
@@ -233,11 +237,13 @@ func (d *Device) groupWord(lines *lineTable) func(off int64) uint64 {
 
 // userDataDirty reports whether bytes written in place wait for a sync.
 // A Device.Sync under way has taken them but not made them durable yet:
-// it waits for that sync to complete first.
+// it waits for that sync to complete first. If that sync failed the
+// device, the bytes may be lost and count as waiting, so that the
+// commit promising them meets the failure.
 func (d *Device) userDataDirty() bool {
 	d.syncMu.Lock()
 	defer d.syncMu.Unlock()
-	return d.userDirty.Load()
+	return d.userDirty.Load() || d.failure.Load() != nil
 }
 
 // commitChunk writes txns as one record. It applies them at home too,
