@@ -1,9 +1,12 @@
 package pagealloc
 
 import (
+	"bytes"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/pagealloc/pagealloc/internal/simstore"
 )
 
 // TestReadAtSeesWholeCommits rewrites a page in one transaction after
@@ -57,4 +60,89 @@ func TestReadAtSeesWholeCommits(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 	t.Logf("%d commits, %d reads, %d mixed", commits, reads.Load(), torn.Load())
+}
+
+// TestReadAtSeesWriteAtOverFreeListHeader: a transaction T1 pushes two
+// pages on a free list, and while its journal write waits, T2 takes both:
+// popping the first rewrites a link in the second, whose line T2 starts
+// from T1's, free-list header and all. Once T2's Commit returns, the
+// owner writes the page's first bytes in place; ReadAt must show them,
+// also while T2's home writes, which follow the wake-up, are under way.
+func TestReadAtSeesWriteAtOverFreeListHeader(t *testing.T) {
+	d, store := simDevice(t, crashOptions(t))
+	// Four order-0 pages of one 16 KiB span; freeing the first and
+	// third, whose buddies stay allocated, makes two pages that the
+	// release pushes on the order-0 list one after the other.
+	pages := allocPages(t, d, 4, 4096)
+	freePages(t, d, []Addr{pages[0], pages[2]})
+	coverCommitted(t, d)
+
+	var syncs atomic.Int32
+	t1Syncing, t1Go := make(chan struct{}), make(chan struct{})
+	t2Syncing, t2Go := make(chan struct{}), make(chan struct{})
+	store.SetFault(func(op simstore.Op) error {
+		if op.Kind == simstore.OpSync {
+			switch syncs.Add(1) {
+			case 1: // T1's record
+				close(t1Syncing)
+				<-t1Go
+			case 2: // T2's record
+				close(t2Syncing)
+				<-t2Go
+			}
+		}
+		return nil
+	})
+	defer func() { // a failed test must not leave the journal blocked
+		for _, c := range []chan struct{}{t1Go, t2Go} {
+			select {
+			case <-c:
+			default:
+				close(c)
+			}
+		}
+	}()
+	errs := make(chan error, 2)
+	go func() { errs <- d.Update(func(tx *Txn) error { d.alloc.join(tx); return nil }) }()
+	<-t1Syncing // T1 is committed, not home
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Addr
+	for range 2 {
+		a, err := tx.Alloc(4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, a)
+	}
+	if got[0] != pages[2] || got[1] != pages[0] {
+		t.Fatalf("T2 took %v, want the pages T1 pushed last, %v and %v", got, pages[2], pages[0])
+	}
+	go func() { errs <- tx.Commit() }()
+	close(t1Go)
+	<-t2Syncing
+	// Hold T2's home writes back once it is durable.
+	d.homeMu.RLock()
+	close(t2Go)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := bytes.Repeat([]byte{0xEE}, pageHeaderBytes)
+	p := make([]byte, len(want))
+	for _, a := range got {
+		if _, err := d.WriteAt(want, a.Offset()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.ReadAt(p, a.Offset()); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, want) {
+			t.Errorf("page %v: ReadAt after WriteAt shows % x, want % x", a, p, want)
+		}
+	}
+	d.homeMu.RUnlock()
 }

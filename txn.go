@@ -254,7 +254,10 @@ func (tx *Txn) Commit() error {
 // home, nor readers of the committed version, may see them. Replay and
 // home writes apply the same rule (Device.keepLink); doing it here keeps
 // them out of the record and out of the overlay. Only a page tx allocated
-// can hold links of tx's and be allocated at its end.
+// can hold links of tx's and be allocated at its end. The bytes of those
+// pages' lines that tx did not write go too: copied from a version still
+// on its way home (see lineFor), they are links of an earlier transaction,
+// and kept in the overlay they would hide the owner's in-place writes.
 func (tx *Txn) dropDeadLinks() {
 	if len(tx.allocated) == 0 {
 		return
@@ -271,7 +274,7 @@ func (tx *Txn) dropDeadLinks() {
 	slices.Sort(held)
 	for _, r := range tx.lines.slots {
 		l := r.l
-		if l == nil || l.link == 0 {
+		if l == nil || l.link == 0 && l.valid == l.dirty {
 			continue
 		}
 		// The last page starting at or before the line; pages do not
@@ -279,7 +282,7 @@ func (tx *Txn) dropDeadLinks() {
 		off := r.idx << lineShift
 		if i := lastAtOrBefore(held, Addr(off)|addrSizeMask); i >= 0 && off < held[i].Offset()+held[i].Size() {
 			l.dirty &^= l.link
-			l.valid &^= l.link
+			l.valid = l.dirty
 			l.link = 0
 		}
 	}
