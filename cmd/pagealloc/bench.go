@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/bits"
 	"math/rand/v2"
 	"os"
@@ -42,6 +43,11 @@ type benchPhase struct {
 	op   benchOp
 }
 
+// minBenchBytes is the smallest -size the workload runs in: 16 MiB of
+// headers, the log ring's eighth, and room for pages, slots and what
+// waits in the pending queue.
+const minBenchBytes = 64 << 20
+
 // runBench creates a device (in a temporary directory unless -file is
 // given), runs one phase per component and a mixed phase over all of them,
 // then prints a table of throughput and latency, the device's statistics
@@ -49,7 +55,7 @@ type benchPhase struct {
 func runBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench", "", stderr)
 	duration := fs.Duration("duration", 3*time.Second, "how long each of the 7 phases runs")
-	size := sizeValue(4 << 30)
+	size := sizeValue(min(4<<30, math.MaxInt>>1+1)) // 1 GiB on 32 bits, the library's default there
 	fs.Var(&size, "size", "the device's MaxSize in `bytes`: address space reserved; the file grows as pages are used")
 	path := fs.String("file", "", "device file to create (default: one in a new temporary directory, removed afterwards)")
 	committers := fs.Int("committers", 64, "goroutines at once in the concurrent phases")
@@ -74,11 +80,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		*path = filepath.Join(dir, "device")
 	}
 	// The log ring takes an eighth of the device; pages, sub-pages and
-	// what waits in the pending queue fit in the rest.
-	ringBytes := min(256<<20, int64(size)/8) &^ 4095
-	if ringBytes < 1<<20 {
-		return fmt.Errorf("%w: -size %s leaves no room for the workload (at least 8MiB)", errUsage, formatBytes(int64(size)))
+	// what waits in the pending queue fit in the rest, after the 16 MiB
+	// the headers take with the default 16 MiB max page.
+	if size < minBenchBytes {
+		return fmt.Errorf("%w: -size %s leaves no room for the workload (at least %s)", errUsage, formatBytes(int64(size)), formatBytes(minBenchBytes))
 	}
+	ringBytes := min(256<<20, int64(size)/8) &^ 4095
 	d, err := pagealloc.Create(*path, &pagealloc.Options{
 		MaxSize:    int64(size),
 		NoSync:     *noSync,
