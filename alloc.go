@@ -95,9 +95,11 @@ type Options struct {
 	// metadata.
 	WritableMap bool
 
-	// GrowthStep is how many bytes the file grows by at a time when the
-	// allocator's frontier passes its end. Zero means 64 MiB; it is never
-	// less than MaxPageSize.
+	// GrowthStep sets how the file grows when the allocator's frontier
+	// passes its end: to the next multiple of GrowthStep that covers the
+	// frontier, no further than MaxSize, and only as far as needed where
+	// the room or the file size limit ends inside the step. Zero means 64
+	// MiB; it is never less than MaxPageSize.
 	GrowthStep int64
 
 	// PunchHoles returns the storage of every max page that becomes
