@@ -24,8 +24,13 @@ import (
 // testOptions are small and fast: no fsync, a small journal so that tests
 // wrap the ring and checkpoint, and a modest address space.
 func testOptions() *Options {
-	return &Options{NoSync: true, JournalSize: 64 << 10, MaxSize: 1 << 30, RootSize: 16 << 10}
+	return &Options{NoSync: true, JournalSize: 64 << 10, MaxSize: testMaxSize, RootSize: 16 << 10}
 }
+
+// testMaxSize is testOptions' MaxSize: 1 GiB, or 256 MiB on 32 bits, where
+// the tests that open a copy of a device beside it would otherwise run
+// out of address space.
+const testMaxSize = min(1<<30, math.MaxInt>>3+1)
 
 // createTestDevice creates a device in a temporary directory and closes it
 // when the test ends.
