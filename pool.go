@@ -126,7 +126,9 @@ type PoolStats struct {
 
 // OutstandingError is returned by Close when buffers are still held. The
 // pool is closed all the same; its slab is unmapped when the last of them
-// is returned with Put.
+// is returned with Put. A Get racing with Close may have claimed a slot
+// that Close counts and then give it back itself, returning ErrClosed:
+// Count includes it, and the slab is unmapped once it is back.
 type OutstandingError struct {
 	Count int // buffers held when Close looked at them
 }
