@@ -126,9 +126,10 @@ type PoolStats struct {
 
 // OutstandingError is returned by Close when buffers are still held. The
 // pool is closed all the same; its slab is unmapped when the last of them
-// is returned with Put. A Get racing with Close may have claimed a slot
-// that Close counts and then give it back itself, returning ErrClosed:
-// Count includes it, and the slab is unmapped once it is back.
+// is returned with Put. A Get or TryGet racing with Close may claim a
+// slot that Close counts, then see the close and give the slot back
+// itself (returning ErrClosed or false): Count includes it, and the slab
+// is unmapped once it is back.
 type OutstandingError struct {
 	Count int // buffers held when Close looked at them
 }
