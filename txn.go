@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"math/bits"
 	"slices"
 	"sync"
@@ -487,7 +488,12 @@ func (d *Device) txWritable(idx int64) bool {
 // readCommitted fills p, which lies within one line, with committed bytes:
 // home, with any version still on its way home laid over it.
 func (d *Device) readCommitted(p []byte, off int64) {
-	pl := d.pending.get(off >> lineShift)
+	d.readOver(p, off, d.pending.get(off>>lineShift))
+}
+
+// readOver fills p, which lies within one line, with the bytes at home
+// with pl, a version of the line from the overlay or nil, laid over them.
+func (d *Device) readOver(p []byte, off int64, pl *line) {
 	if pl == nil || !pl.holds(int(off&(lineBytes-1)), len(p)) {
 		// Offsets come from on-disk links: a corrupt one may be
 		// negative, which reads as zeroes rather than faulting.
@@ -508,22 +514,10 @@ func (d *Device) readCommitted(p []byte, off int64) {
 // Home holds none of their bytes: the journal writes a record's lines
 // home only once the record is synced.
 func (d *Device) durableU64(off int64) uint64 {
-	durable := d.durableTxSeq.Load() // before the list: one synced meanwhile counts as not
-	txs := d.pending.list()
-	var l *line
-	for i := len(txs) - 1; i >= 0 && l == nil; i-- {
-		if txs[i].seq <= durable {
-			l = txs[i].lines.line(off >> lineShift)
-		}
-	}
 	var b [8]byte
-	if l == nil || !l.holds(int(off&(lineBytes-1)), len(b)) {
-		size := d.size.Load()
-		copy(b[:], d.view[min(off, size):size])
-	}
-	if l != nil {
-		l.overlayOnto(b[:], off)
-	}
+	// The sequence is loaded before the overlay's list: a transaction
+	// synced meanwhile counts as not.
+	d.readOver(b[:], off, d.pending.getUpTo(off>>lineShift, d.durableTxSeq.Load()))
 	return binary.LittleEndian.Uint64(b[:])
 }
 
@@ -556,9 +550,16 @@ func (o *overlay) list() []*Txn {
 
 // get returns the newest committed version of line idx not yet at home,
 // or nil.
-func (o *overlay) get(idx int64) *line {
+func (o *overlay) get(idx int64) *line { return o.getUpTo(idx, math.MaxUint64) }
+
+// getUpTo returns the newest version of line idx not yet at home that a
+// transaction numbered seq or below committed, or nil.
+func (o *overlay) getUpTo(idx int64, seq uint64) *line {
 	txs := o.list()
 	for i := len(txs) - 1; i >= 0; i-- {
+		if txs[i].seq > seq {
+			continue
+		}
 		if l := txs[i].lines.line(idx); l != nil {
 			return l
 		}
