@@ -897,10 +897,10 @@ func (l *Log) Read(off int64) ([]byte, error) {
 		// frame header.
 		starts, serr := l.startsFrame(head, pos)
 		switch {
+		case errors.Is(serr, errReclaimed) || serr == nil && !starts:
+			return nil, notFound
 		case serr != nil:
 			return nil, serr
-		case !starts:
-			return nil, notFound
 		}
 		return nil, err
 	case err != nil:
@@ -915,32 +915,21 @@ func (l *Log) Read(off int64) ([]byte, error) {
 // Otherwise it returns errReclaimed if the head passed pos meanwhile, or
 // why not.
 func (l *Log) paddingStartsAt(head, pos uint64) error {
-	for {
-		starts, err := l.startsFrame(head, pos)
-		if err != nil || starts {
-			return err
-		}
-		// The walk stops where the head passed it: go on from there.
-		l.mu.Lock()
-		moved := l.head
-		l.mu.Unlock()
-		switch {
-		case moved > pos:
-			return errReclaimed
-		case moved == head:
-			return fmt.Errorf("%w: position %d is inside a frame", errNoFrame, pos)
-		}
-		head = moved
+	starts, err := l.startsFrame(head, pos)
+	if err != nil || starts {
+		return err
 	}
+	return fmt.Errorf("%w: position %d is inside a frame", errNoFrame, pos)
 }
 
 // startsFrame reports whether a frame starts at pos, a durable position
 // from head on, by walking the frame headers from head: Read asks it where
 // what it found fails a check, which is a damaged frame only if one starts
 // there. A header that fails before pos leaves the question open, and the
-// answer is true, so that the damage is reported; a walk the head passes
-// answers false, as Read does for a reclaimed entry. A device closed or a
-// log dropped meanwhile is ErrClosed.
+// answer is true, so that the damage is reported. When GC moves the head
+// past the frame just read, the walk goes on from the new head, a frame
+// start; once the head passes pos it is errReclaimed. A device closed or
+// a log dropped meanwhile is ErrClosed.
 func (l *Log) startsFrame(head, pos uint64) (bool, error) {
 	d := l.d
 	d.lifeMu.RLock()
@@ -952,13 +941,16 @@ func (l *Log) startsFrame(head, pos uint64) (bool, error) {
 		}
 		f, err := l.frameAt(p)
 		l.mu.Lock()
-		reclaimed, dropped := l.head > p, l.closed
+		now, dropped := l.head, l.closed
 		l.mu.Unlock()
 		switch {
 		case dropped:
 			return false, ErrClosed
-		case reclaimed:
-			return false, nil
+		case now > pos:
+			return false, errReclaimed
+		case now > p:
+			p = now // what was read at p may be gone
+			continue
 		case err != nil:
 			return true, nil
 		}
