@@ -26,7 +26,7 @@ type lineTable struct {
 	// minIdx and maxIdx bound the indexes ever added, so that reads of
 	// other lines skip the table at once.
 	minIdx, maxIdx int64
-	keys           []uint64 // scratch space for sorted
+	keys, keysTmp  []uint64 // scratch space for sorted
 }
 
 // home spreads line indexes, which are often consecutive, over the
@@ -151,17 +151,17 @@ func (t *lineTable) sorted(buf []lineRef) []lineRef {
 		return buf
 	}
 	// Sorting plain integers is several times faster than sorting
-	// structs through a comparison function: pack each index with its
-	// slot, when both fit.
-	const slotBits = 24
-	if len(t.slots) <= 1<<slotBits && t.maxIdx < 1<<(64-slotBits) {
+	// structs through a comparison function: pack each index, less the
+	// smallest, with its slot, when both fit.
+	slotBits := bits.Len(uint(len(t.slots) - 1))
+	if keyBits := bits.Len64(uint64(t.maxIdx-t.minIdx)) + slotBits; keyBits <= 64 {
 		keys := t.keys[:0]
 		for i, r := range t.slots {
 			if r.l != nil {
-				keys = append(keys, uint64(r.idx)<<slotBits|uint64(i))
+				keys = append(keys, uint64(r.idx-t.minIdx)<<slotBits|uint64(i))
 			}
 		}
-		slices.Sort(keys)
+		keys, t.keysTmp = sortKeys(keys, t.keysTmp, keyBits)
 		for _, k := range keys {
 			buf = append(buf, t.slots[k&(1<<slotBits-1)])
 		}
@@ -175,4 +175,42 @@ func (t *lineTable) sorted(buf []lineRef) []lineRef {
 	}
 	slices.SortFunc(buf, func(a, b lineRef) int { return cmp.Compare(a.idx, b.idx) })
 	return buf
+}
+
+// radixBits is the digit of sortKeys' radix sort: 2,048 counters, and
+// three passes over keys of up to 33 bits.
+const radixBits = 11
+
+// sortKeys sorts keys, of which only the low keyBits bits may be set, and
+// returns them with the other buffer, spare, for the next call. A large
+// transaction's commit sorts thousands of lines: a least-significant-digit
+// radix sort does it in a few linear passes, where a comparison sort
+// takes a dozen mispredicted branches per key. Few keys go to slices.Sort.
+func sortKeys(keys, spare []uint64, keyBits int) (sorted, spareOut []uint64) {
+	passes := (keyBits + radixBits - 1) / radixBits
+	if len(keys) < 256 || passes > 4 {
+		slices.Sort(keys)
+		return keys, spare
+	}
+	spare = slices.Grow(spare[:0], len(keys))[:len(keys)]
+	var count [1 << radixBits]int
+	for p := range passes {
+		shift := uint(p * radixBits)
+		clear(count[:])
+		for _, k := range keys {
+			count[k>>shift&(1<<radixBits-1)]++
+		}
+		sum := 0
+		for i, c := range count {
+			count[i] = sum
+			sum += c
+		}
+		for _, k := range keys {
+			d := k >> shift & (1<<radixBits - 1)
+			spare[count[d]] = k
+			count[d]++
+		}
+		keys, spare = spare, keys
+	}
+	return keys, spare
 }

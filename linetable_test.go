@@ -17,8 +17,9 @@ var lineTableSeed = flag.Uint64("linetable.seed", 0, "seed for the line table's 
 func TestLineTableModel(t *testing.T) {
 	seed := testSeed(t, "linetable.seed", *lineTableSeed)
 	rng := rand.New(rand.NewPCG(seed, seed))
-	// The wide span passes what sorted packs into one word with a slot.
-	for _, span := range []int64{300, 1 << 50} {
+	// The middle span gives sorted enough keys for its radix sort; the
+	// wide one passes what it packs into one word with a slot.
+	for _, span := range []int64{300, 1 << 24, 1 << 50} {
 		var tab lineTable
 		model := map[int64]*line{}
 		var seen []int64
@@ -70,6 +71,29 @@ func TestLineTableModel(t *testing.T) {
 				if model[r.idx] != r.l {
 					t.Fatalf("span %d, op %d: sorted listing pairs %d with the wrong line", span, op, r.idx)
 				}
+			}
+		}
+	}
+}
+
+// TestSortKeys checks sortKeys against slices.Sort on random keys of every
+// width, in numbers below and above what goes to the radix sort, reusing
+// the spare buffer as commits do.
+func TestSortKeys(t *testing.T) {
+	seed := testSeed(t, "linetable.seed", *lineTableSeed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	var spare []uint64
+	for keyBits := 1; keyBits <= 64; keyBits++ {
+		for _, n := range []int{0, 1, 255, 256, 257, 1000 + rng.IntN(5000)} {
+			keys := make([]uint64, n)
+			for i := range keys {
+				keys[i] = rng.Uint64() >> (64 - keyBits)
+			}
+			want := slices.Sorted(slices.Values(keys))
+			var got []uint64
+			got, spare = sortKeys(keys, spare, keyBits)
+			if !slices.Equal(got, want) {
+				t.Fatalf("%d keys of %d bits: sortKeys differs from slices.Sort", n, keyBits)
 			}
 		}
 	}
