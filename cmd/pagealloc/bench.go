@@ -48,6 +48,12 @@ type benchPhase struct {
 // waits in the pending queue.
 const minBenchBytes = 64 << 20
 
+// benchBytesPerCommitter is the -size each committer needs beyond the
+// first 64: its eighth of it in the log ring holds two of its 64 KiB
+// entries, one in flight and one for GC to reclaim, and the rest its
+// slots and pages.
+const benchBytesPerCommitter = 1 << 20
+
 // runBench creates a device (in a temporary directory unless -file is
 // given), runs one phase per component and a mixed phase over all of them,
 // then prints a table of throughput and latency, the device's statistics
@@ -56,7 +62,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench", "", stderr)
 	duration := fs.Duration("duration", 3*time.Second, "how long each of the 7 phases runs")
 	size := sizeValue(min(4<<30, math.MaxInt>>1+1)) // 1 GiB on 32 bits, the library's default there
-	fs.Var(&size, "size", "the device's MaxSize in `bytes`: address space reserved; the file grows as pages are used")
+	fs.Var(&size, "size", "the device's MaxSize in `bytes`, at least 64MiB and 1MiB per committer: address space reserved; the file grows as pages are used")
 	path := fs.String("file", "", "device file to create (default: one in a new temporary directory, removed afterwards)")
 	committers := fs.Int("committers", 64, "goroutines at once in the concurrent phases")
 	noSync := fs.Bool("nosync", false, "skip fsync (measures the CPU cost alone)")
@@ -82,10 +88,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	// The log ring takes an eighth of the device; pages, sub-pages and
 	// what waits in the pending queue fit in the rest, after the 16 MiB
 	// the headers take with the default 16 MiB max page.
-	if size < minBenchBytes {
-		return fmt.Errorf("%w: -size %s leaves no room for the workload (at least %s)", errUsage, formatBytes(int64(size)), formatBytes(minBenchBytes))
+	least := max(minBenchBytes, min(int64(*committers), math.MaxInt64/benchBytesPerCommitter)*benchBytesPerCommitter)
+	if int64(size) < least {
+		return fmt.Errorf("%w: -size %s leaves no room for the workload of %d committers (at least %s)", errUsage, formatBytes(int64(size)), *committers, formatBytes(least))
 	}
-	ringBytes := min(256<<20, int64(size)/8) &^ 4095
+	// At most 256 MiB of ring unless the committers need more.
+	ringBytes := min(max(256<<20, int64(*committers)*benchBytesPerCommitter/8), int64(size)/8) &^ 4095
 	d, err := pagealloc.Create(*path, &pagealloc.Options{
 		MaxSize:    int64(size),
 		NoSync:     *noSync,

@@ -74,6 +74,21 @@ func TestBenchTempDir(t *testing.T) {
 	}
 }
 
+// TestBenchSizeForCommitters: every committer keeps a 64 KiB log entry in
+// flight, and slots and pages of its own, so a device too small for the
+// -committers given is a usage error, as a -size too small for any is,
+// rather than a failure halfway through (64 MiB and 128 committers ran
+// out of log space in the log phase); the least size it names is enough.
+func TestBenchSizeForCommitters(t *testing.T) {
+	code, _, stderr := runCLI(t, "bench", "-duration", "50ms", "-committers", "128", "-size", "64MiB", "-nosync", "-file", filepath.Join(t.TempDir(), "dev"))
+	if code != 2 || !strings.Contains(stderr, "at least 128MiB") {
+		t.Fatalf("-committers 128 -size 64MiB: exit %d, %q; want 2 and the least size", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, "bench", "-duration", "50ms", "-committers", "128", "-size", "128MiB", "-nosync", "-file", filepath.Join(t.TempDir(), "dev")); code != 0 {
+		t.Errorf("-committers 128 -size 128MiB: exit %d: %s", code, stderr)
+	}
+}
+
 func TestLatencyHistogram(t *testing.T) {
 	var h latencyHistogram
 	for i := 1; i <= 1000; i++ {
