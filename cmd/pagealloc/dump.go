@@ -250,6 +250,7 @@ func writePagesJSON(w io.Writer, d *pagealloc.Device, in *pagealloc.Inspection) 
 	}
 	bw := bufio.NewWriter(w)
 	bw.Write(bytes.TrimRight(bytes.TrimSuffix(head, []byte("}")), "\n")) // open, for one more field
+	bw.WriteString(",\n  \"Pages\": [")
 	n := 0
 	var encErr error
 	err = d.WalkHeap(func(e pagealloc.HeapExtent) bool {
@@ -258,11 +259,10 @@ func writePagesJSON(w io.Writer, d *pagealloc.Device, in *pagealloc.Inspection) 
 			encErr = err
 			return false
 		}
-		if n == 0 {
-			bw.WriteString(",\n  \"Pages\": [\n    ")
-		} else {
-			bw.WriteString(",\n    ")
+		if n > 0 {
+			bw.WriteString(",")
 		}
+		bw.WriteString("\n    ")
 		n++
 		_, err = bw.Write(b)
 		return err == nil
@@ -271,8 +271,8 @@ func writePagesJSON(w io.Writer, d *pagealloc.Device, in *pagealloc.Inspection) 
 		return err
 	}
 	if n > 0 {
-		bw.WriteString("\n  ]")
+		bw.WriteString("\n  ") // else an empty array: a heap with no page yet
 	}
-	bw.WriteString("\n}\n")
+	bw.WriteString("]\n}\n")
 	return bw.Flush()
 }

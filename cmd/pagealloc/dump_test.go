@@ -97,6 +97,35 @@ func TestDump(t *testing.T) {
 	}
 }
 
+// TestDumpPagesJSONEmptyHeap: a device whose heap holds no page yet (as
+// create leaves it) still has its "Pages" array in dump -pages -json, an
+// empty one, for tools that read it.
+func TestDumpPagesJSONEmptyHeap(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "device")
+	d, err := pagealloc.Create(path, fixtureOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if in := inspect(t, path); in.Frontier != in.HeapOffset {
+		t.Fatalf("a new device's heap runs to %d from %d", in.Frontier, in.HeapOffset)
+	}
+	code, stdout, stderr := runUnchanged(t, "dump", "-pages", "-json", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var got map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("%v in %s", err, stdout)
+	}
+	var pages []json.RawMessage
+	if raw, ok := got["Pages"]; !ok || json.Unmarshal(raw, &pages) != nil || pages == nil || len(pages) != 0 {
+		t.Errorf("\"Pages\" is %q (present %v), want an empty array", got["Pages"], ok)
+	}
+}
+
 // TestDumpJournal dumps a device a crash left with four journal records
 // not yet checkpointed, then one whose last record is torn.
 func TestDumpJournal(t *testing.T) {
