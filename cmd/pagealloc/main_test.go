@@ -249,6 +249,20 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+// TestHelpExitsZero: asking for help, of the command as of a verb, is
+// not a usage error: the usage goes to stderr and the exit status is 0.
+// No verb at all is one (2).
+func TestHelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"-help"}, {"--help"}, {"help"}, {"stats", "-h"}} {
+		if code, _, stderr := runCLI(t, args...); code != 0 || !strings.Contains(stderr, "usage: pagealloc") {
+			t.Errorf("%v: exit %d, stderr %q; want 0 and the usage", args, code, stderr)
+		}
+	}
+	if code, _, _ := runCLI(t); code != 2 {
+		t.Errorf("no verb: exit %d, want 2", code)
+	}
+}
+
 func TestParseBytes(t *testing.T) {
 	for text, want := range map[string]int64{
 		"4096": 4096, "64K": 64 << 10, "64KiB": 64 << 10, "16MiB": 16 << 20, "1g": 1 << 30, "2TiB": 2 << 40, "512B": 512,
