@@ -25,8 +25,8 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(violations) == 0 {
-		fmt.Fprintln(stdout, "OK")
-		return nil
+		_, err := fmt.Fprintln(stdout, "OK")
+		return err // the verdict did not reach its reader
 	}
 	for _, v := range violations {
 		fmt.Fprintln(stdout, v)
