@@ -127,8 +127,11 @@ func parseFileArgs(fs *flag.FlagSet, args []string) (string, error) {
 		return "", errUsage // the flag package has printed why
 	}
 	rest := fs.Args()
-	if len(rest) >= 1 {
-		// Flags after the operand: "pagealloc stats dev -json".
+	// Flags may follow the operand too ("pagealloc stats dev -json"),
+	// unless "--" ended them: then what follows is operands only, and a
+	// file may be named "-json".
+	ended := len(rest) < len(args) && args[len(args)-len(rest)-1] == "--"
+	if len(rest) > 1 && !ended {
 		if err := fs.Parse(rest[1:]); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return "", err
@@ -136,8 +139,11 @@ func parseFileArgs(fs *flag.FlagSet, args []string) (string, error) {
 			return "", errUsage
 		}
 		if fs.NArg() == 0 {
-			return rest[0], nil
+			rest = rest[:1]
 		}
+	}
+	if len(rest) == 1 {
+		return rest[0], nil
 	}
 	fs.Usage()
 	return "", fmt.Errorf("%w: want exactly one FILE", errUsage)

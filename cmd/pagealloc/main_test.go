@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -279,5 +280,50 @@ func TestParseBytes(t *testing.T) {
 		if n, err := parseBytes(bad); err == nil {
 			t.Errorf("parseBytes(%q) = %d, want an error", bad, n)
 		}
+	}
+}
+
+// TestFileOperandAfterDashDash: "--" ends a verb's flags, so a file whose
+// name starts with "-" can be named after it; flags may still follow an
+// operand given before any "--", and a second operand is a usage error
+// either way.
+func TestFileOperandAfterDashDash(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "-json")
+	d, err := pagealloc.Create(path, fixtureOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	if code, stdout, stderr := runCLI(t, "check", "--", "-json"); code != 0 || stdout != "OK\n" {
+		t.Errorf("check -- -json: exit %d, stdout %q, stderr %q; want 0 and OK", code, stdout, stderr)
+	}
+	if code, stdout, stderr := runCLI(t, "stats", "-json", "--", "-json"); code != 0 || !strings.HasPrefix(stdout, "{") {
+		t.Errorf("stats -json -- -json: exit %d, stdout %q, stderr %q; want 0 and JSON", code, stdout, stderr)
+	}
+	if code, stdout, stderr := runCLI(t, "stats", "./-json", "-json"); code != 0 || !strings.HasPrefix(stdout, "{") {
+		t.Errorf("stats ./-json -json: exit %d, stdout %q, stderr %q; want 0 and JSON", code, stdout, stderr)
+	}
+	for _, args := range [][]string{{"stats", "--", "-json", "-json"}, {"stats", "./-json", "--", "-json"}} {
+		if code, _, stderr := runCLI(t, args...); code != 2 {
+			t.Errorf("%v: exit %d, stderr %q; want 2", args, code, stderr)
+		}
+	}
+}
+
+// failingWriter refuses every write, as a full disk or a closed pipe does.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("no room to write") }
+
+// TestCheckOKUnwritten: check's verdict is what it prints; if printing OK
+// fails, check fails too instead of exiting 0 with nothing said.
+func TestCheckOKUnwritten(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run([]string{"check", fixtureDevice(t)}, failingWriter{}, &stderr); code != 1 || !strings.Contains(stderr.String(), "no room to write") {
+		t.Errorf("check with stdout failing: exit %d, stderr %q; want 1 and the write's error", code, stderr.String())
 	}
 }
