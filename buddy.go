@@ -84,6 +84,10 @@ type allocator struct {
 	// whole, and those committed transactions did, waiting to be punched
 	// (punchDurable).
 	punching, toPunch []int64
+
+	// pendRing copies the last pages of the pending queue, as
+	// allocState.ringHead says; allocated on the first free.
+	pendRing []pendEntry
 }
 
 // pendingCheckpointBytes is how many bytes may wait in the pending queue
@@ -510,6 +514,7 @@ func (tx *Txn) Free(a Addr) error {
 	off, size := a.Offset(), a.Size()
 	tx.setPageState(&al.g, order, off, statePending)
 	st.enqueuePending(tx, order, off, size, tx.d.txSeq+1)
+	al.remember(st, pendEntry{off: off, seq: tx.d.txSeq + 1, order: order})
 	st.allocPages--
 	st.allocBytes -= size
 	return nil
@@ -586,7 +591,7 @@ func (a *allocator) releasePending(tx *Txn) (int, error) {
 		if uint64(h.word0) > covered {
 			break
 		}
-		st.dequeuePending(h)
+		a.dequeuePending(st, h)
 		st.pendBytes -= a.g.pageBytes(h.order)
 		tx.setPageState(&a.g, h.order, off, stateNone)
 		a.freeMerge(tx, st, h.order, off)

@@ -32,6 +32,12 @@ type allocState struct {
 	heads      [orderLimit]int64
 	freePages  [orderLimit]int64
 	nonEmpty   uint64 // bit k: list k has a page; derived from heads
+
+	// [ringHead, ringTail) of allocator.pendRing, positions taken
+	// modulo its length, holds the headers of the pending queue's last
+	// ringTail-ringHead pages, in queue order: a copy kept in memory of
+	// what this process enqueued. Not on disk; Open starts it empty.
+	ringHead, ringTail uint64
 }
 
 // encodeState lays st out as the allocator state region holds it.
@@ -162,7 +168,10 @@ func (st *allocState) enqueuePending(tx *Txn, order int, off int64, size int64, 
 
 // dequeuePending takes the oldest pending page, whose header is h (see
 // pendingHead).
-func (st *allocState) dequeuePending(h pageHeader) {
+func (a *allocator) dequeuePending(st *allocState, h pageHeader) {
+	if _, ok := a.ringFront(st); ok {
+		st.ringHead++
+	}
 	st.pendHead = h.next
 	if h.next == 0 {
 		st.pendTail = 0
@@ -242,11 +251,89 @@ func (a *allocator) pendingPageAt(tx *Txn, st *allocState, off int64) (pageHeade
 	return h, nil
 }
 
+// pendRingLen is how many pending pages' headers allocator.pendRing holds
+// (384 KiB).
+const pendRingLen = 1 << 14
+
+// pendEntry is a pending page's header as allocator.pendRing holds it.
+type pendEntry struct {
+	off   int64
+	seq   uint64 // the transaction that freed the page
+	order int
+}
+
+// remember copies the header of the page just enqueued into the ring.
+// The ring must keep the entries of the last committed state, which a
+// rollback brings back: if it has no room beside them, it forgets every
+// entry of st's, which leaves it a true copy of the queue's last zero
+// pages, until a commit frees room.
+func (a *allocator) remember(st *allocState, e pendEntry) {
+	if st.ringTail-a.last.ringHead >= pendRingLen {
+		st.ringHead = st.ringTail
+		return
+	}
+	if a.pendRing == nil {
+		a.pendRing = make([]pendEntry, pendRingLen)
+	}
+	a.pendRing[st.ringTail%pendRingLen] = e
+	st.ringTail++
+}
+
+// ringFront returns the ring's first entry if it is the head of the
+// queue. The ring then holds the whole queue, as the allocator linked
+// it. (A file's corruption may link the queue into the middle of the
+// ring, past pages it leaves behind: its first entry is then never the
+// head again, and the headers come from disk, checked.)
+func (a *allocator) ringFront(st *allocState) (pendEntry, bool) {
+	if st.ringTail == st.ringHead {
+		return pendEntry{}, false
+	}
+	e := a.pendRing[st.ringHead%pendRingLen]
+	return e, e.off == st.pendHead
+}
+
+// checkRing compares the ring, if it holds the queue of the committed
+// state, with the queue's headers on disk: the same pages in the same
+// order, each with the same freeing transaction and order. The caller
+// holds the writer slot.
+func (a *allocator) checkRing() error {
+	st := &a.last
+	if _, ok := a.ringFront(st); !ok {
+		return nil
+	}
+	off := st.pendHead
+	for i := st.ringHead; i < st.ringTail; i++ {
+		e := a.pendRing[i%pendRingLen]
+		var b [pageHeaderBytes]byte
+		a.d.readCommitted(b[:], off)
+		h := decodeHeader(b[:])
+		if e.off != off || h.magic != pendingMagic || uint64(h.word0) != e.seq || h.order != e.order {
+			return fmt.Errorf("pending ring entry %d is page %d freed by %d at order %d, the queue's page there is %d: magic %#x, freed by %d at order %d",
+				i-st.ringHead, e.off, e.seq, e.order, off, h.magic, h.word0, h.order)
+		}
+		off = h.next
+	}
+	if off != 0 {
+		return fmt.Errorf("the pending ring ends before the queue, which goes on at %d", off)
+	}
+	return nil
+}
+
 // pendingHead returns the header of the page at the head of the pending
 // queue, which must not be empty, once it has checked the page and the
 // link to the next one: none if it is the tail, else one to a page of the
-// heap.
+// heap. If the ring holds the whole queue, the header comes from there,
+// unchecked (the allocator wrote it, and nothing else writes into a
+// pending page): a release then reads no page at all, where the header
+// on disk is a cache miss, written last from the journal's goroutine.
 func (a *allocator) pendingHead(tx *Txn, st *allocState) (pageHeader, error) {
+	if e, ok := a.ringFront(st); ok {
+		h := pageHeader{word0: int64(e.seq), magic: pendingMagic, order: e.order}
+		if st.ringTail-st.ringHead > 1 {
+			h.next = a.pendRing[(st.ringHead+1)%pendRingLen].off
+		}
+		return h, nil
+	}
 	h, err := a.pendingPageAt(tx, st, st.pendHead)
 	switch {
 	case err != nil:

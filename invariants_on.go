@@ -27,4 +27,7 @@ func (d *Device) assertInvariants() {
 	if err := d.check(nil); err != nil {
 		panic(fmt.Sprintf("pagealloc: invariants violated after commit: %v", err))
 	}
+	if err := d.alloc.checkRing(); err != nil {
+		panic(fmt.Sprintf("pagealloc: invariants violated after commit: %v", err))
+	}
 }
