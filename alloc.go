@@ -818,6 +818,10 @@ func (d *Device) usable() error {
 func (d *Device) fail(err error) error {
 	if d.failure.CompareAndSwap(nil, &failedError{cause: err}) {
 		close(d.failed) // wakes those waiting for a checkpoint that will not come
+		// Log commits and GC passes may wait for reservations that
+		// their owners can no longer commit. The caller may hold a
+		// log's lock, so they are woken from a goroutine of its own.
+		go d.logs.wakeFailed(d.failure.Load())
 	}
 	return d.failure.Load()
 }

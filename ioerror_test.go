@@ -1,8 +1,11 @@
 package pagealloc
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -244,5 +247,72 @@ func TestCommitDuringFailedSync(t *testing.T) {
 				t.Errorf("Commit waiting for the failed fsync of bytes written in place: %v, want ErrFailed", err)
 			}
 		})
+	}
+}
+
+// TestFailedDeviceWakesLogWaiters fails the device while a log's Commit
+// and a GC pass each wait for an earlier reservation to be committed. Its
+// owner cannot commit it any more (Commit returns the failure), so nothing
+// will pass it: both must return ErrFailed, not wait until Close.
+func TestFailedDeviceWakesLogWaiters(t *testing.T) {
+	o := crashOptions(t)
+	o.NoSync = true
+	o.LogRegions = []LogRegion{{"log", 64 << 10}}
+	d, store := simDevice(t, o)
+	l := mustLog(t, d, "log")
+	owner := relocatingSet{&setLive{live: map[uint64]int64{}}}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	for id := range uint64(3) {
+		owner.add(id, appendEntryT(t, l, logContent(id, 100)).Offset())
+	}
+	early, err := l.Append(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := l.Append(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(logContent(10, 100), late.Offset()); err != nil {
+		t.Fatal(err)
+	}
+	commitDone, gcDone := make(chan error, 1), make(chan error, 1)
+	go func() { commitDone <- l.Commit(late) }()
+	go func() { gcDone <- l.GC(context.Background()) }()
+	// Wait until both wait for early: the Commit as a waiter, GC for
+	// the committed end to pass its copies.
+	for {
+		l.mu.Lock()
+		waiting := len(l.waiters)
+		l.mu.Unlock()
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if waiting == 1 && strings.Contains(stacks, "(*Log).commitChunk") && strings.Contains(stacks, "(*Cond).Wait") {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	store.SetFault(func(simstore.Op) error { return syscall.EIO })
+	if _, err := d.WriteAt(logContent(11, 100), early.Offset()); !errors.Is(err, ErrFailed) {
+		t.Fatalf("WriteAt with the disk failing: %v, want ErrFailed", err)
+	}
+	store.SetFault(nil)
+	if err := l.Commit(early); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Commit of the earlier reservation on a failed device: %v, want ErrFailed", err)
+	}
+	for _, w := range []struct {
+		what string
+		done chan error
+	}{{"the later Commit", commitDone}, {"GC", gcDone}} {
+		select {
+		case err := <-w.done:
+			if !errors.Is(err, ErrFailed) {
+				t.Errorf("%s, waiting when the device failed: %v, want ErrFailed", w.what, err)
+			}
+		case <-time.After(20 * time.Second): // a hang, not a speed goal
+			t.Fatalf("%s still waiting 20 s after the device failed", w.what)
+		}
 	}
 }

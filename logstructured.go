@@ -2088,6 +2088,18 @@ func (d *Device) closeLogs() {
 	}
 }
 
+// wakeFailed wakes every Commit waiting on one of the logs with err, the
+// device's failure, and every GC pass waiting for spans to be done, which
+// then finds the failure: nothing becomes durable any more.
+func (s *logSet) wakeFailed(err error) {
+	for _, l := range s.all() {
+		l.mu.Lock()
+		l.wakeLocked(err)
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	}
+}
+
 // stop ends the log's use: its waiters are woken with ErrClosed, and its
 // background GC and any GC pass under way have stopped when it returns.
 func (l *Log) stop() {
