@@ -588,7 +588,7 @@ func (d *Device) Close() error {
 			err = errors.Join(err, d.fail(serr))
 		}
 	}
-	if end := d.alloc.last.frontier; err == nil && end < d.size.Load() {
+	if end := d.alloc.last.frontier; err == nil && !d.opts.ReadOnly && end < d.size.Load() {
 		// The frontier's move is checkpointed: nothing durable lies
 		// past it. A store that cannot cut a mapped file (Windows)
 		// keeps the space, harmlessly.

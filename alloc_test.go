@@ -1090,3 +1090,37 @@ func TestOpenRefusesHugeStamps(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseReadOnlyWritesNothing opens read-only a device whose file
+// reaches past the allocator's frontier (it grows a GrowthStep at a time)
+// and closes it: the store must see no write, sync, truncate or punch.
+// A writable device's Close cuts such a file down to the frontier.
+func TestCloseReadOnlyWritesNothing(t *testing.T) {
+	o := crashOptions(t)
+	o.GrowthStep = 1 << 20
+	d, store := simDevice(t, o)
+	allocPages(t, d, 1, 4096)
+	if size, frontier := d.Stats().FileSize, d.Stats().Frontier; size <= frontier {
+		t.Fatalf("the file is %d bytes, the frontier at %d: want a file past the frontier", size, frontier)
+	}
+	img, err := store.Image(store.Ops(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []simstore.Op
+	img.SetFault(func(op simstore.Op) error {
+		ops = append(ops, op)
+		return errors.New("a read-only device changed its store")
+	})
+	ro, err := openOn(img, &Options{ReadOnly: true})
+	if err != nil {
+		img.Close()
+		t.Fatal(err)
+	}
+	if err := ro.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if len(ops) > 0 {
+		t.Errorf("the read-only device's Open and Close tried %d changes to the store, first %v", len(ops), ops[0])
+	}
+}
