@@ -510,6 +510,9 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		}
 	}
 	if !o.ReadOnly {
+		// Checkpoints record the capacity of an Open that got this far,
+		// not that of one that failed after recovery checkpointed.
+		d.journal.sb.capacity = capacity
 		d.staging = newStaging(d.journal.maxRecord)
 		d.journal.start()
 	}

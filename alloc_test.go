@@ -1124,3 +1124,39 @@ func TestCloseReadOnlyWritesNothing(t *testing.T) {
 		t.Errorf("the read-only device's Open and Close tried %d changes to the store, first %v", len(ops), ops[0])
 	}
 }
+
+// TestFailedOpenKeepsCapacity opens, with a MaxSize below the allocator's
+// frontier, a copy of a device that a crash left with journal records to
+// replay and a file cut short of the frontier (its growth lost). The Open
+// fails; it must not record the MaxSize it was given, which would make
+// every later Open without one refuse the device as corrupt.
+func TestFailedOpenKeepsCapacity(t *testing.T) {
+	o := testOptions()
+	o.MaxPageSize = 64 << 10
+	o.GrowthStep = 64 << 10
+	d, path := createTestDevice(t, o)
+	pages := allocPages(t, d, 8, 64<<10)
+	frontier := d.alloc.last.frontier
+	if d.journal.tail == d.journal.head {
+		t.Fatal("the allocations left no journal record to replay")
+	}
+	cut := pages[1].Offset() // the file as a crash that lost its growth leaves it
+	p := corruptCopy(t, path, func(b []byte) []byte { return b[:cut] })
+	small := &Options{NoSync: true, MaxSize: cut + 64<<10}
+	if small.MaxSize >= frontier {
+		t.Fatalf("MaxSize %d is not below the frontier %d", small.MaxSize, frontier)
+	}
+	if rd, err := Open(p, small); err == nil {
+		rd.Close()
+		t.Fatalf("Open with a MaxSize of %d below the frontier %d succeeded", small.MaxSize, frontier)
+	}
+	rd, err := Open(p, &Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("Open after a failed Open with a small MaxSize: %v", err)
+	}
+	defer rd.Close()
+	if got := rd.Stats().Capacity; got != o.MaxSize {
+		t.Errorf("capacity %d after the failed Open, want the recorded %d", got, o.MaxSize)
+	}
+	mustCheck(t, rd)
+}

@@ -427,7 +427,6 @@ func (j *journal) checkpoint() error {
 	}
 	sb := j.sb
 	sb.seq++
-	sb.capacity = d.capacity
 	sb.journalHead, sb.headSeq = j.tail, j.nextSeq
 	sb.txSeq = d.durableTxSeq.Load()
 	var buf [superblockBytes]byte
