@@ -409,6 +409,9 @@ func (sb *superblock) validate() string {
 		return "a capacity at least as large as the headers"
 	case sb.journalHead%8 != 0:
 		return "an 8-byte-aligned journal head"
+	// Numbers that large wrap within a few commits (see maxTxSeq).
+	case sb.txSeq >= maxTxSeq || sb.headSeq >= maxTxSeq:
+		return "transaction and journal record sequence numbers below 2^62"
 	}
 	return ""
 }
