@@ -489,7 +489,7 @@ type journalEntry struct {
 // program or damaged in a way the checksum missed: corruption, never a
 // torn tail.
 func decodeEntries(rec []byte, count uint32, capacity int64, recOff int64) ([]journalEntry, error) {
-	entries := make([]journalEntry, 0, min(int(count), len(rec)/entryHeaderBytes))
+	entries := make([]journalEntry, 0, int(min(int64(count), int64(len(rec)/entryHeaderBytes))))
 	rest := rec[recordHeaderBytes:]
 	le := binary.LittleEndian
 	for i := uint32(0); i < count; i++ {

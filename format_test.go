@@ -158,3 +158,17 @@ func TestFuzzSeeds(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeEntriesHugeCount decodes a record whose entry count has the
+// top bit set: ErrCorrupt, where on 32-bit platforms the count, converted
+// to a negative int, sized the entry slice and panicked.
+func TestDecodeEntriesHugeCount(t *testing.T) {
+	for _, count := range []uint32{1 << 31, 1<<32 - 1} {
+		rec := make([]byte, recordHeaderBytes+entryHeaderBytes+8)
+		putRecordHeader(rec, recordHeader{length: uint32(len(rec)), count: count})
+		_, err := decodeEntries(rec, count, 1<<30, 0)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("a record claiming %d entries: %v, want ErrCorrupt", count, err)
+		}
+	}
+}
