@@ -1197,3 +1197,34 @@ func TestOpenRefusesHugeSuperblockSequences(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenRefusesHugeJournalHead opens a device whose superblocks,
+// checksums intact, put the journal head near 2^64. Accepted, the ring's
+// virtual offsets would wrap past zero within a few records, and the
+// records after the wrap would land at physical offsets that do not
+// follow those before it (a ring that is not a power of two does not
+// divide 2^64), over records no checkpoint covers yet. Refused as
+// corrupt: no journal writes 2^62 bytes in its life.
+func TestOpenRefusesHugeJournalHead(t *testing.T) {
+	o := testOptions()
+	o.JournalSize = 76 << 10
+	d, path := createTestDevice(t, o)
+	writeRoot(t, d, 0, []byte("survives"))
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := corruptCopy(t, path, func(b []byte) []byte {
+		for slot := uint64(0); slot < 2; slot++ {
+			rewriteSuperblock(b, slot, func(sb *superblock) { sb.journalHead = 1<<64 - 4096 })
+		}
+		return b
+	})
+	rd, err := Open(p, &Options{NoSync: true})
+	if err == nil {
+		rd.Close()
+	}
+	var ce *CorruptError
+	if !errors.Is(err, ErrCorrupt) || !errors.As(err, &ce) || ce.Offset != 0 {
+		t.Errorf("a journal head of 2^64-4096 in both superblocks: %v, want a CorruptError at offset 0", err)
+	}
+}

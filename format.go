@@ -174,6 +174,13 @@ const (
 	minJournalBytes     = 64 << 10
 	stateBytes          = 64 << 10
 
+	// journalPosLimit bounds the journal's virtual offsets. Past 2^64
+	// they would wrap to zero, and a ring whose size does not divide
+	// 2^64 would put the records after the wrap at physical offsets that
+	// do not follow those before it, over records not yet checkpointed.
+	// No journal writes 2^62 bytes in its life.
+	journalPosLimit = 1 << 62
+
 	recordHeaderBytes = 32
 	recordCRCOff      = 28
 	entryHeaderBytes  = 16
@@ -407,8 +414,8 @@ func (sb *superblock) validate() string {
 		return "the heap at the first max-page boundary after the log regions"
 	case sb.capacity < sb.heapOff:
 		return "a capacity at least as large as the headers"
-	case sb.journalHead%8 != 0:
-		return "an 8-byte-aligned journal head"
+	case sb.journalHead%8 != 0 || sb.journalHead >= journalPosLimit:
+		return "an 8-byte-aligned journal head below 2^62"
 	// Numbers that large wrap within a few commits (see maxTxSeq).
 	case sb.txSeq >= maxTxSeq || sb.headSeq >= maxTxSeq:
 		return "transaction and journal record sequence numbers below 2^62"
