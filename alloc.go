@@ -373,7 +373,9 @@ func createOn(store storage.Storage, o Options) (*Device, error) {
 
 func superblockOffset(seq uint64) int64 { return int64(seq%2) * superblockSlotBytes }
 
-// readSuperblock returns the newest copy that verifies.
+// readSuperblock returns the newest copy that verifies. A newer copy
+// whose checksum verifies but whose format version is newer than this
+// package reads makes the device that version's: ErrVersion.
 func readSuperblock(store storage.Storage, size int64) (superblock, error) {
 	if size < 2*superblockSlotBytes {
 		return superblock{}, corruptf(size, "device header", "a file of at least %d bytes", 2*superblockSlotBytes)
@@ -381,6 +383,8 @@ func readSuperblock(store storage.Storage, size int64) (superblock, error) {
 	var best superblock
 	var errs [2]error
 	found := false
+	var newer error // the newest copy of a newer version, if any
+	var newerSeq uint64
 	for slot := uint64(0); slot < 2; slot++ {
 		var buf [superblockBytes]byte
 		off := superblockOffset(slot)
@@ -388,6 +392,9 @@ func readSuperblock(store storage.Storage, size int64) (superblock, error) {
 			return best, err
 		}
 		sb, err := decodeSuperblock(buf[:], off)
+		if errors.Is(err, ErrVersion) && (newer == nil || sb.seq > newerSeq) {
+			newer, newerSeq = err, sb.seq
+		}
 		if err == nil && sb.seq%2 != slot {
 			err = corruptf(off, "superblock", "a sequence number of parity %d, found %d", slot, sb.seq)
 		}
@@ -398,6 +405,9 @@ func readSuperblock(store storage.Storage, size int64) (superblock, error) {
 		if !found || sb.seq > best.seq {
 			best, found = sb, true
 		}
+	}
+	if newer != nil && found && newerSeq > best.seq {
+		return best, newer
 	}
 	if !found {
 		// A newer version in either copy explains both failures best.

@@ -1228,3 +1228,47 @@ func TestOpenRefusesHugeJournalHead(t *testing.T) {
 		t.Errorf("a journal head of 2^64-4096 in both superblocks: %v, want a CorruptError at offset 0", err)
 	}
 }
+
+// TestOpenRefusesNewerVersionCopy opens a device whose newer superblock
+// copy, its checksum intact, carries a format version this package does
+// not read, and whose older copy one it does: what a newer package's
+// checkpoint leaves. The device is the newer format's: ErrVersion, and
+// the file unchanged, where Open fell back to the older copy and wrote
+// the device as its own.
+func TestOpenRefusesNewerVersionCopy(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	writeRoot(t, d, 0, []byte("survives"))
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := corruptCopy(t, path, func(b []byte) []byte {
+		var a superblock // the copy in use
+		for slot := uint64(0); slot < 2; slot++ {
+			sb, err := decodeSuperblock(b[superblockOffset(slot):], superblockOffset(slot))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sb.seq >= a.seq {
+				a = sb
+			}
+		}
+		slot := (a.seq + 1) % 2 // the older copy becomes the newest
+		rewriteSuperblock(b, slot, func(sb *superblock) {
+			*sb = a
+			sb.seq, sb.version = a.seq+1, formatVersion+1
+		})
+		return b
+	})
+	before, _ := os.ReadFile(p)
+	rd, err := Open(p, &Options{NoSync: true})
+	if err == nil {
+		writeRoot(t, rd, 0, []byte("written!"))
+		rd.Close()
+	}
+	if !errors.Is(err, ErrVersion) {
+		t.Errorf("Open with the newest superblock copy of version %d: %v, want ErrVersion", formatVersion+1, err)
+	}
+	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
+		t.Error("the Open changed the file")
+	}
+}

@@ -348,8 +348,9 @@ func getRegion(src []byte) region {
 }
 
 // decodeSuperblock parses and validates the copy stored at slotOff. It
-// returns ErrVersion for a newer format and a *CorruptError for anything
-// else it cannot accept; it never panics on any input.
+// returns ErrVersion for a newer format, with the version and sequence
+// number decoded, and a *CorruptError for anything else it cannot accept;
+// it never panics on any input.
 func decodeSuperblock(src []byte, slotOff int64) (superblock, error) {
 	var sb superblock
 	what := "superblock"
@@ -364,6 +365,7 @@ func decodeSuperblock(src []byte, slotOff int64) (superblock, error) {
 		return sb, corruptf(slotOff, what, "checksum %#08x, computed %#08x", want, got)
 	}
 	sb.version = le.Uint32(src[8:])
+	sb.seq = le.Uint64(src[16:]) // for a newer version too: which copy is newer
 	if sb.version > formatVersion {
 		return sb, fmtVersionError(sb.version)
 	}
