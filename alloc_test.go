@@ -1162,8 +1162,8 @@ func TestFailedOpenKeepsCapacity(t *testing.T) {
 }
 
 // TestOpenRefusesHugeSuperblockSequences opens devices whose superblocks,
-// checksums intact, carry a transaction or journal record sequence number
-// near 2^64. Accepted, the numbers that follow wrap within a few commits:
+// checksums intact, carry a copy, transaction or journal record sequence
+// number near 2^64. Accepted, the numbers that follow wrap within a few commits:
 // a page freed after the wrap is handed out again before any checkpoint
 // covers its free, and a crash leaves a journal whose replay takes the
 // records from before the wrap for later ones and refuses the device.
@@ -1180,6 +1180,11 @@ func TestOpenRefusesHugeSuperblockSequences(t *testing.T) {
 	}{
 		{"transaction sequence", func(sb *superblock) { sb.txSeq = 1<<64 - 1 }},
 		{"journal head sequence", func(sb *superblock) { sb.headSeq = 1<<64 - 2 }},
+		// Parity kept: the copies at 2^64-2 and 2^64-1. The first
+		// checkpoint would number its copy 0, and the next Open would
+		// take the stale one at 2^64-1, whose journal head new records
+		// may have overwritten.
+		{"copy sequence", func(sb *superblock) { sb.seq = 1<<64 - 2 + sb.seq%2 }},
 	} {
 		p := corruptCopy(t, path, func(b []byte) []byte {
 			for slot := uint64(0); slot < 2; slot++ {

@@ -418,9 +418,11 @@ func (sb *superblock) validate() string {
 		return "a capacity at least as large as the headers"
 	case sb.journalHead%8 != 0 || sb.journalHead >= journalPosLimit:
 		return "an 8-byte-aligned journal head below 2^62"
-	// Numbers that large wrap within a few commits (see maxTxSeq).
-	case sb.txSeq >= maxTxSeq || sb.headSeq >= maxTxSeq:
-		return "transaction and journal record sequence numbers below 2^62"
+	// Numbers that large wrap within a few commits (see maxTxSeq); a
+	// copy numbered past 2^64 by a checkpoint would lose to the stale
+	// one.
+	case sb.txSeq >= maxTxSeq || sb.headSeq >= maxTxSeq || sb.seq >= maxTxSeq:
+		return "copy, transaction and journal record sequence numbers below 2^62"
 	}
 	return ""
 }
