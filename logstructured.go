@@ -434,7 +434,8 @@ func (p *onCommit) rolledBack(*Txn)    {}
 // its page in the same transaction that clears its slot in the carved log
 // table; it returns once that is durable. The page is handed out again
 // only after that, as any freed page. The *Log's methods return ErrClosed
-// from then on; its entries are gone.
+// from then on (ErrFailed once the device has failed, as every
+// operation does); its entries are gone.
 //
 // DropLog fails with ErrNotFound for a name no log carries,
 // ErrInvalidArgument for a log laid out at Create, and ErrInUse while the
