@@ -453,11 +453,18 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	o.MinPageSize, o.MaxPageSize = sb.minPage, sb.maxPage
 	o.JournalSize, o.RootSize = sb.journal.size, sb.root.size
 	capacity := sb.capacity
-	if o.MaxSize != 0 {
+	switch {
+	case o.MaxSize == 0 && capacity < size:
+		// Grown past it behind the device's back: a MaxSize may take it.
+		return nil, fmt.Errorf("%w: the file's %d bytes exceed the device's capacity of %d; open it with a MaxSize that covers them", ErrInvalidArgument, size, capacity)
+	case o.MaxSize != 0:
 		capacity = o.MaxSize
 	}
-	if o.MaxSize = capacity; capacity < size || int64(int(capacity)) != capacity {
+	if o.MaxSize = capacity; capacity < size {
 		return nil, fmt.Errorf("%w: MaxSize %d is smaller than the file's %d bytes", ErrInvalidArgument, capacity, size)
+	}
+	if int64(int(capacity)) != capacity {
+		return nil, fmt.Errorf("%w: a capacity of %d bytes is more than this platform can map", ErrTooLarge, capacity)
 	}
 	mapper, ok := store.(storage.Mapper)
 	if !ok {

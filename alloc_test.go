@@ -1277,3 +1277,36 @@ func TestOpenRefusesNewerVersionCopy(t *testing.T) {
 		t.Error("the Open changed the file")
 	}
 }
+
+// TestOpenFileBeyondCapacity opens a device whose file was extended past
+// the capacity its superblock records. Without a MaxSize, Open refuses it
+// with ErrInvalidArgument, says so, and leaves the file as it was; with a
+// MaxSize that covers the file, it opens and passes Check.
+func TestOpenFileBeyondCapacity(t *testing.T) {
+	o := testOptions()
+	o.MaxSize = 64 << 20
+	d, path := createTestDevice(t, o)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	size := o.MaxSize + 1<<20
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
+	}
+	before := readFile(t, path)
+	if d, err := Open(path, nil); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "exceed the device's capacity") {
+		if err == nil {
+			d.Close()
+		}
+		t.Errorf("Open of a file past its capacity without a MaxSize: %v, want ErrInvalidArgument saying the file exceeds the capacity", err)
+	}
+	if i := firstDiff(readFile(t, path), before); i >= 0 {
+		t.Errorf("the refused Open changed the file at byte %d", i)
+	}
+	d, err := Open(path, &Options{MaxSize: size})
+	if err != nil {
+		t.Fatalf("Open with a MaxSize that covers the file: %v", err)
+	}
+	defer d.Close()
+	mustCheck(t, d)
+}
