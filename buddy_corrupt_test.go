@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -504,5 +505,48 @@ func TestCommitRefusesStrayLines(t *testing.T) {
 	}
 	if got := binary.LittleEndian.Uint64(readRoot(t, d, 0, 8)); got != 2 {
 		t.Fatalf("root after reopen: %d, want 2", got)
+	}
+}
+
+// TestCheckPendingLinkInsidePage links the pending queue of a closed
+// device to the middle of a pending page of 8 KiB, where its owner's bytes
+// hold a copy of that page's header, and makes it the queue's tail. The
+// state bits of the page the link falls in say pending at the header's
+// order, and the counts and the tail agree; but no page starts there, and
+// the first release stops at it. Check must name it.
+func TestCheckPendingLinkInsidePage(t *testing.T) {
+	d, path := createTestDevice(t, smallHeapOptions())
+	g := d.alloc.g
+	// Free space enough that the frees ask for no checkpoint, which
+	// would let Close release them.
+	freePages(t, d, allocPages(t, d, 16, g.maxPageBytes()))
+	coverCommitted(t, d)
+	releaseCovered(t, d)
+	pages := allocPages(t, d, 3, 2*g.pageBytes(0))
+	freePages(t, d, pages[:2])
+	state := d.geometry.state.off
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	first, second := pages[0].Offset(), pages[1].Offset()
+	inside := second + g.pageBytes(0)
+	path = corruptCopy(t, path, func(b []byte) []byte {
+		st := decodeState(b[state:], g.maxOrder+1)
+		if st.pendHead != first || st.pendTail != second {
+			t.Fatalf("set-up: want the pending queue %d, %d, found head %d tail %d", first, second, st.pendHead, st.pendTail)
+		}
+		copy(b[inside:inside+pageHeaderBytes], b[second:second+pageHeaderBytes])
+		putU64(first+8, uint64(inside))(b)
+		putU64(state+statePendingTailOff, uint64(inside))(b)
+		return b
+	})
+	d, err := Open(path, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	want := fmt.Sprintf("corrupt pending queue at offset %d: expected a page aligned to its size of %d bytes", inside, 2*g.pageBytes(0))
+	if err := d.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Check: %v, want ErrCorrupt naming %q", err, want)
 	}
 }

@@ -195,7 +195,10 @@ func (c *checker) checkPending() {
 			c.report(off+headerMagicOff, "pending queue", "a pending-page header, found magic %#x order %d", h.magic, h.order)
 			break
 		}
-		if c.tx.pageState(g, h.order, off) != statePending {
+		if size := g.pageBytes(h.order); off&(size-1) != 0 {
+			// The bits of the page it falls in would pass for its own.
+			c.report(off, "pending queue", "a page aligned to its size of %d bytes (the header's order %d)", size, h.order)
+		} else if c.tx.pageState(g, h.order, off) != statePending {
 			c.report(off, "pending queue", "only pages whose state at order %d is pending", h.order)
 		}
 		if h.word0 < lastSeq {
