@@ -1,6 +1,7 @@
 package pagealloc
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -78,6 +79,46 @@ func (c *checker) checkHeap() {
 	}
 	for off := g.heapOff; off < st.frontier && len(c.errs) < maxViolations; off += maxBytes {
 		c.walk(off, g.maxOrder)
+	}
+	c.checkPastFrontier()
+}
+
+// checkPastFrontier reports a page state set past the frontier in the
+// block the frontier lies in: grow makes free pages there, taking every
+// state bit under them to be clear. Once the frontier has passed the
+// block's metadata those bits lie below it, a contiguous run of words per
+// order, read a chunk at a time.
+func (c *checker) checkPastFrontier() {
+	g, frontier := c.g, c.st.frontier
+	block := g.blockStart(frontier)
+	if frontier-block < g.metaPad {
+		return // the bits lie past the frontier too, maybe past the file's end
+	}
+	var buf [4096]byte
+	for k := 0; k <= g.maxOrder; k++ {
+		shift := g.minShift + uint(k)
+		first, bits2 := (frontier-block)>>shift*2, g.blockBytes>>shift*2 // state bits: past the frontier, all
+		base := block + g.bitmapOff[k]
+		for w := first / 64 * 8; w < (bits2+63)/64*8; w += int64(len(buf)) {
+			chunk := buf[:min(int64(len(buf)), (bits2+63)/64*8-w)]
+			c.tx.read(chunk, base+w)
+			for i := 0; i < len(chunk); i += 8 {
+				bit := (w + int64(i)) * 8 // of the word's first state bit
+				word := binary.LittleEndian.Uint64(chunk[i:])
+				if bit < first {
+					word &^= 1<<(first-bit) - 1
+				}
+				if left := bits2 - bit; left < 64 {
+					word &= 1<<left - 1
+				}
+				if word != 0 {
+					tz := int64(bits.TrailingZeros64(word)) &^ 1
+					off := block + (bit+tz)/2<<shift
+					c.report(off, "heap", "no page past the frontier %d, found order %d state %02b", frontier, k, word>>tz&3)
+					return
+				}
+			}
+		}
 	}
 }
 

@@ -125,3 +125,41 @@ func TestCheckReservedStateWord(t *testing.T) {
 		})
 	})
 }
+
+// TestCheckFindsPagesPastFrontier sets the state bits of a page past the
+// frontier, in the block the frontier lies in, whose metadata lies below
+// it: the next grow would make free pages over that page, which would then
+// belong to two, and Free and WriteAt would take it for allocated. Check
+// must name it before.
+func TestCheckFindsPagesPastFrontier(t *testing.T) {
+	for _, tc := range []struct {
+		order int
+		at    func(g *heapGeometry, frontier int64) int64 // the page's offset
+		state pageState
+	}{
+		{0, func(g *heapGeometry, f int64) int64 { return f }, stateAllocated},
+		{0, func(g *heapGeometry, f int64) int64 { return f + 3*g.pageBytes(0) }, stateFree},
+		{2, func(g *heapGeometry, f int64) int64 { return f + 5*g.maxPageBytes() + g.pageBytes(2) }, statePending},
+		{-1, func(g *heapGeometry, f int64) int64 { return f }, stateFree},
+		{-1, func(g *heapGeometry, f int64) int64 { return g.blockStart(f) + g.blockBytes - g.maxPageBytes() }, stateAllocated},
+		{0, func(g *heapGeometry, f int64) int64 { return g.blockStart(f) + g.blockBytes - g.pageBytes(0) }, stateAllocated},
+	} {
+		d, _ := createTestDevice(t, smallHeapOptions())
+		g := &d.alloc.g
+		allocPages(t, d, 3, g.pageBytes(0))
+		frontier := d.Stats().Frontier
+		order := tc.order
+		if order < 0 {
+			order = g.maxOrder
+		}
+		off := tc.at(g, frontier)
+		want := fmt.Sprintf("corrupt heap at offset %d: expected no page past the frontier %d, found order %d state %02b", off, frontier, order, tc.state)
+		commitCorrupt(t, d, want, func() error {
+			return d.Update(func(tx *Txn) error {
+				tx.setPageState(g, order, off, tc.state)
+				return nil
+			})
+		})
+		d.Close()
+	}
+}
