@@ -84,6 +84,8 @@ type Options struct {
 
 	// ReadOnly opens the device without writing to it: the journal is
 	// replayed in memory only, and Begin and WriteAt return ErrReadOnly.
+	// A file a crash left shorter than the heap (its growth lost) is not
+	// grown: the bytes past its end read as zeroes, under the replay's.
 	// It shares the file with other read-only Devices but not with one
 	// open for writing (see Open). False opens it for writing.
 	ReadOnly bool
@@ -193,8 +195,12 @@ type Device struct {
 	capacity int64
 	geometry superblock // fixed at Create; the journal owns the live copy
 
-	size   atomic.Int64 // bytes the store holds; the mapping is readable below it
-	growMu sync.Mutex
+	size atomic.Int64 // bytes the store holds; the mapping is readable below it
+	// zeroEnd is 0, or on a read-only device whose file a crash left
+	// shorter than the heap the allocator's frontier: reads go on past
+	// the file's end to it, finding zeroes (see readableEnd).
+	zeroEnd int64
+	growMu  sync.Mutex
 
 	writer  sync.Mutex // held by the one open writing transaction
 	txSeq   uint64     // sequence of the last committed transaction; under writer
@@ -517,12 +523,13 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 			d.setTxSeq(max(d.txSeq, seq))
 		}
 	}
-	// The file's growth is not journaled: a crash may have lost it.
+	// The file's growth is not journaled: a crash may have lost it. A
+	// writable Open grows it again; a read-only one reads zeroes there,
+	// as the grown file would hold under the journal's bytes.
 	if frontier := d.alloc.last.frontier; size < frontier {
 		if o.ReadOnly {
-			return nil, corruptf(size, "device file", "a file of at least %d bytes, the allocator's frontier", frontier)
-		}
-		if err := d.growTo(frontier, d.alloc.growStep); err != nil {
+			d.zeroEnd = frontier
+		} else if err := d.growTo(frontier, d.alloc.growStep); err != nil {
 			return nil, err
 		}
 	}
@@ -652,7 +659,7 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("%w: read at %d", ErrOutOfRange, off)
 	}
-	if off >= d.size.Load() {
+	if off >= d.readableEnd() {
 		return 0, io.EOF
 	}
 	n := 0
@@ -666,7 +673,13 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 		// homeSeq moves, and the copy is made again.
 		seq := d.homeSeq.Load()
 		txs := d.pending.list()
-		n = copy(p, d.view[off:d.size.Load()])
+		size := d.size.Load()
+		n = int(min(int64(len(p)), max(size, d.zeroEnd)-off))
+		m := 0
+		if off < size {
+			m = copy(p[:n], d.view[off:size])
+		}
+		clear(p[m:n])
 		overlayRead(txs, p[:n], off)
 		if try == 2 {
 			d.homeMu.RUnlock()
@@ -728,8 +741,9 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 // the device, a negative n included, returns ErrOutOfRange.
 //
 // On a read-only device, the journal a crash left is replayed in memory
-// only (Options.ReadOnly): a range holding bytes of the replay is
-// returned as a copy that has them, not as a view.
+// only (Options.ReadOnly): a range holding bytes of the replay, or bytes
+// past the end of a file that lost its growth, is returned as a copy
+// that has them, not as a view.
 func (d *Device) Slice(off, n int64) ([]byte, error) {
 	if d == nil {
 		return nil, errNil("Device")
@@ -739,16 +753,21 @@ func (d *Device) Slice(off, n int64) ([]byte, error) {
 	if d.closed.Load() {
 		return nil, ErrClosed
 	}
-	if off < 0 || n < 0 || off > d.size.Load()-n {
-		return nil, fmt.Errorf("%w: [%d, +%d) beyond %d bytes", ErrOutOfRange, off, n, d.size.Load())
+	if end := d.readableEnd(); off < 0 || n < 0 || off > end-n {
+		return nil, fmt.Errorf("%w: [%d, +%d) beyond %d bytes", ErrOutOfRange, off, n, end)
 	}
-	if d.opts.ReadOnly && n > 0 && d.pending.holdsAny(off>>lineShift, (off+n-1)>>lineShift) {
+	if d.opts.ReadOnly && n > 0 && (off+n > d.size.Load() || d.pending.holdsAny(off>>lineShift, (off+n-1)>>lineShift)) {
 		b := make([]byte, n)
 		d.readCommittedRange(b, off)
 		return b, nil
 	}
 	return d.view[off : off+n : off+n], nil
 }
+
+// readableEnd returns where the device's bytes end for readers: the
+// file's end, or past it the frontier of a read-only device whose file
+// lost its growth (zeroEnd).
+func (d *Device) readableEnd() int64 { return max(d.size.Load(), d.zeroEnd) }
 
 // Sync makes every byte written by WriteAt durable. Committed transactions
 // are durable already.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"iter"
 	"math"
@@ -1309,4 +1310,83 @@ func TestOpenFileBeyondCapacity(t *testing.T) {
 	}
 	defer d.Close()
 	mustCheck(t, d)
+}
+
+// TestReadOnlyOpenLostGrowth opens read-only what a crash may leave: the
+// journal record of a transaction that grew the heap, without the growth
+// of the file (a size change, not yet synced) or the record's home
+// writes. A writable Open grows the file again; a read-only one must open
+// too, pass Check, and read what the writable one reads, zeroes and the
+// replayed bytes past the file's end included, through ReadAt and Slice.
+func TestReadOnlyOpenLostGrowth(t *testing.T) {
+	o := crashOptions(t)
+	o.GrowthStep = o.MaxPageSize
+	d, store := simDevice(t, o)
+	allocPages(t, d, 3, o.MaxPageSize)
+	coverCommitted(t, d)
+	size := d.Stats().FileSize
+	data := []byte("journaled bytes in a page past the file's end after the crash")
+	var off int64
+	if err := d.Update(func(tx *Txn) error {
+		for off < size {
+			a, err := tx.Alloc(o.MaxPageSize)
+			if err != nil {
+				return err
+			}
+			off = a.Offset() + 100
+		}
+		return tx.Write(off, data)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	frontier := d.Stats().Frontier
+	if d.checkpointTxSeq.Load() == d.txSeq {
+		t.Fatal("a checkpoint covered the transaction that grew the file: its record is no longer needed")
+	}
+	crashed := func() *simstore.Store {
+		img, err := store.Image(store.Ops(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := img.Truncate(size); err != nil { // the growth lost
+			t.Fatal(err)
+		}
+		return img
+	}
+	rw, err := openOn(crashed(), &Options{})
+	if err != nil {
+		t.Fatalf("writable Open: %v", err)
+	}
+	defer rw.Close()
+	ro, err := openOn(crashed(), &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only Open of a file that lost its growth: %v", err)
+	}
+	defer ro.Close()
+	mustCheck(t, ro)
+	from := size - 4096
+	want := make([]byte, frontier-from)
+	if _, err := rw.ReadAt(want, from); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(want[off-from:off-from+int64(len(data))], data) {
+		t.Fatalf("the writable Open does not read the journaled bytes at %d", off)
+	}
+	got := make([]byte, len(want))
+	if n, err := ro.ReadAt(got, from); err != nil || n != len(got) {
+		t.Fatalf("read-only ReadAt of [%d, %d): %d bytes, %v", from, frontier, n, err)
+	}
+	if i := firstDiff(got, want); i >= 0 {
+		t.Errorf("read-only ReadAt differs from the writable Open's at %d: %#x, want %#x", from+int64(i), got[i], want[i])
+	}
+	s, err := ro.Slice(from, frontier-from)
+	if err != nil {
+		t.Fatalf("read-only Slice of [%d, %d): %v", from, frontier, err)
+	}
+	if i := firstDiff(s, want); i >= 0 {
+		t.Errorf("read-only Slice differs from the writable Open's at %d: %#x, want %#x", from+int64(i), s[i], want[i])
+	}
+	if n, err := ro.ReadAt(got[:1], frontier); n != 0 || err != io.EOF {
+		t.Errorf("read-only ReadAt at the frontier %d: %d bytes, %v; want io.EOF", frontier, n, err)
+	}
 }
