@@ -550,3 +550,68 @@ func TestCheckPendingLinkInsidePage(t *testing.T) {
 		t.Fatalf("Check: %v, want ErrCorrupt naming %q", err, want)
 	}
 }
+
+// TestCheckFindsUnmergedBuddies splits, in a closed device's file, the
+// free 8 KiB page at the head of list 1 into two free 4 KiB halves on
+// list 0, with every link, state bit and counter consistent: only the
+// merge the allocator owes them is missing (free buddies are always
+// merged). Check must name them.
+func TestCheckFindsUnmergedBuddies(t *testing.T) {
+	d, path := createTestDevice(t, smallHeapOptions())
+	g := d.alloc.g
+	var st allocState
+	for range 32 { // until list 0 is empty and list 1 is not
+		if st = d.alloc.last; st.freePages[0] == 0 && st.freePages[1] > 0 {
+			break
+		}
+		allocPages(t, d, 1, g.pageBytes(0))
+	}
+	if st.freePages[0] != 0 || st.freePages[1] == 0 {
+		t.Fatalf("set-up: %d free pages of order 0 and %d of order 1, want 0 and some", st.freePages[0], st.freePages[1])
+	}
+	page, half := st.heads[1], g.pageBytes(0)
+	state := d.geometry.state.off
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	setState := func(b []byte, order int, off int64, s pageState) {
+		w, shift := g.bitPos(order, off)
+		v := binary.LittleEndian.Uint64(b[w:])
+		binary.LittleEndian.PutUint64(b[w:], v&^(3<<shift)|uint64(s)<<shift)
+	}
+	header := func(b []byte, off, prev, next int64) {
+		putU64(off, uint64(prev))(b)
+		putU64(off+8, uint64(next))(b)
+		binary.LittleEndian.PutUint32(b[off+headerMagicOff:], freeMagic)
+		b[off+headerOrderOff] = 0
+	}
+	path = corruptCopy(t, path, func(b []byte) []byte {
+		setState(b, 1, page, stateNone)
+		setState(b, 0, page, stateFree)
+		setState(b, 0, page+half, stateFree)
+		// Off list 1, which it headed, and the only page on list 0.
+		next := int64(binary.LittleEndian.Uint64(b[page+8:]))
+		if next != 0 {
+			putU64(next, 0)(b)
+		}
+		putU64(state+stateOrdersOff+stateOrderBytes, uint64(next))(b)
+		putU64(state+stateOrdersOff+stateOrderBytes+8, uint64(st.freePages[1]-1))(b)
+		putU64(state+stateOrdersOff, uint64(page))(b)
+		putU64(state+stateOrdersOff+8, 2)(b)
+		header(b, page, 0, page+half)
+		header(b, page+half, page, 0)
+		return b
+	})
+	d, err := Open(path, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	want := fmt.Sprintf("corrupt heap at offset %d: expected free buddies at %d and %d of order 0 to be merged", page, page, page+half)
+	if err := d.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Check: %v, want ErrCorrupt naming %q", err, want)
+	}
+	if errs := strings.Count(d.Check().Error(), "\n") + 1; errs != 1 {
+		t.Errorf("Check reports %d violations, want only the unmerged buddies:\n%v", errs, d.Check())
+	}
+}
