@@ -148,8 +148,8 @@ var (
 	// told apart from a legitimate return, so this catches returning
 	// twice in a row, not every misuse.
 	ErrDoublePut = errors.New("pagealloc: buffer returned to the pool twice")
-	// ErrForeignBuffer is returned by Put for a nil buffer or one that a
-	// different pool handed out.
+	// ErrForeignBuffer is returned by Put for a nil buffer or one that
+	// the pool did not hand out: a different pool's, or a copy.
 	ErrForeignBuffer = errors.New("pagealloc: buffer does not belong to this pool")
 	// ErrBuffersOutstanding is matched (through OutstandingError) when
 	// Close finds buffers still held.
@@ -329,15 +329,18 @@ func (p *Pool) Get(ctx context.Context) (*Buffer, error) {
 }
 
 // Put returns b to the pool. It returns ErrForeignBuffer for nil or for a
-// buffer of another pool and ErrDoublePut for a buffer already returned;
-// neither changes the pool. After Close, returning the last outstanding
+// buffer this pool did not hand out (another pool's, or a copy of one)
+// and ErrDoublePut for a buffer already returned; neither changes the
+// pool. After Close, returning the last outstanding
 // buffer unmaps the slab, and Put returns any error from that. The caller
 // must not touch the buffer's bytes after Put.
 func (p *Pool) Put(b *Buffer) error {
 	if p == nil {
 		return errNil("Pool")
 	}
-	if b == nil || b.pool != p {
+	// A copy of one of p's buffers names p too, but only the buffer
+	// itself holds the slot's state.
+	if b == nil || b.pool != p || &p.buffers[b.index] != b {
 		return ErrForeignBuffer
 	}
 	was := b.state.Swap(slotFree)

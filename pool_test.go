@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -327,6 +328,41 @@ func TestPoolForeignBuffer(t *testing.T) {
 	}
 	drainPool(t, p)
 	drainPool(t, q)
+}
+
+// TestPoolCopiedBufferRefused puts a copy of a Buffer the pool handed out:
+// the copy is not the pool's buffer, so Put refuses it with
+// ErrForeignBuffer and changes nothing, whether the buffer it copies is
+// held or already back.
+func TestPoolCopiedBufferRefused(t *testing.T) {
+	p := newTestPool(t, 2)
+	b, ok := p.TryGet()
+	if !ok {
+		t.Fatal("TryGet on a fresh pool found nothing")
+	}
+	// Copied through reflection, as a plain assignment of a Buffer is
+	// what vet reports.
+	forged := new(Buffer)
+	reflect.ValueOf(forged).Elem().Set(reflect.ValueOf(b).Elem())
+	if err := p.Put(forged); !errors.Is(err, ErrForeignBuffer) {
+		t.Errorf("Put of a copy of a held buffer = %v, want ErrForeignBuffer", err)
+	}
+	if s := p.Stats(); s.InUse != 1 {
+		t.Fatalf("after Put of the copy: stats %+v, want 1 in use", s)
+	}
+	if err := p.Put(b); err != nil {
+		t.Fatalf("Put of the buffer itself: %v", err)
+	}
+	// The copy still says held: a second return of the buffer through it
+	// is not the pool's to accept.
+	if err := p.Put(forged); !errors.Is(err, ErrForeignBuffer) {
+		t.Errorf("Put of a copy of a returned buffer = %v, want ErrForeignBuffer", err)
+	}
+	if s := p.Stats(); s.InUse != 0 {
+		t.Fatalf("after both Puts: stats %+v, want none in use", s)
+	}
+	checkPool(t, p)
+	drainPool(t, p)
 }
 
 func TestPoolGetBlocksUntilPut(t *testing.T) {
