@@ -356,7 +356,8 @@ func (d *Device) Log(name string) (*Log, error) {
 // ErrExists when a log of that name exists; ErrNoSpace when the heap has
 // no page of that size or all 64 carved log slots are taken; ErrVersion on
 // a device of format version 1, which has no carved log table. A failed
-// CreateLog changes nothing.
+// CreateLog changes nothing. It begins a transaction, so it must not be
+// called while the calling goroutine holds one open.
 func (d *Device) CreateLog(name string, sizeBytes int64) (*Log, error) {
 	if d == nil {
 		return nil, errNil("Device")
@@ -442,7 +443,8 @@ func (p *onCommit) rolledBack(*Txn)    {}
 // log has a reservation not yet durable (commit or cancel it first), a
 // Commit waiting, or a GC pass under way. A failed DropLog changes
 // nothing, unless the device failed (ErrFailed) while committing it: then
-// the log is closed as well.
+// the log is closed as well. It begins a transaction, so it must not be
+// called while the calling goroutine holds one open.
 func (d *Device) DropLog(name string) error {
 	if d == nil {
 		return errNil("Device")
@@ -809,7 +811,9 @@ func (l *Log) durableSpan() (head, end uint64, err error) {
 // as does a from past the head where no frame starts (ErrInvalidArgument):
 // pass a position Entry.Next or Reservation.Pos gave. An entry that GC
 // relocates during the walk may be seen twice, at its old and new
-// position, but a live entry is never missed.
+// position, but a live entry is never missed. As with Read, a from
+// inside an entry whose payload holds a whole forged frame, header and
+// checksum, walks from that frame.
 func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 	return func(yield func(Entry, error) bool) {
 		if l == nil {
