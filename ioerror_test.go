@@ -316,3 +316,33 @@ func TestFailedDeviceWakesLogWaiters(t *testing.T) {
 		}
 	}
 }
+
+// TestIOErrorWritingStagedLogEntry writes in place into a log entry whose
+// frame Log.Write staged, with the store failing: the staged frame goes
+// out first, and its failed write fails the device, so WriteAt must
+// return ErrFailed, as every write that meets an I/O error does, rather
+// than refuse the range as not the caller's.
+func TestIOErrorWritingStagedLogEntry(t *testing.T) {
+	o := crashOptions(t)
+	o.LogRegions = []LogRegion{{"log", 64 << 10}}
+	d, store := simDevice(t, o)
+	l := mustLog(t, d, "log")
+	r, err := l.Append(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(r, logContent(1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.spans) != 1 || l.spans[0].staged.frame == nil {
+		t.Fatal("Write did not stage the entry's frame")
+	}
+	store.SetFault(func(simstore.Op) error { return syscall.EIO })
+	if _, err := d.WriteAt([]byte("in place"), r.Offset()); !errors.Is(err, ErrFailed) {
+		t.Errorf("WriteAt into a staged entry with the disk failing: %v, want ErrFailed", err)
+	}
+	store.SetFault(nil)
+	if err := l.Commit(r); !errors.Is(err, ErrFailed) {
+		t.Errorf("Commit after the failure: %v, want ErrFailed", err)
+	}
+}

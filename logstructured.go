@@ -1599,24 +1599,25 @@ func latestBefore(end, phys, size uint64) (uint64, bool) {
 }
 
 // reservedFor reports whether [off, off+n) lies inside the payload of a
-// span the caller may still write.
-func (l *Log) reservedFor(off, n int64) bool {
+// span the caller may still write. An error is the device's failure, met
+// writing the span's staged frame.
+func (l *Log) reservedFor(off, n int64) (bool, error) {
 	phys := uint64(off - l.ring.off)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	pos, ok := latestBefore(l.tail, phys, l.size)
 	if !ok {
-		return false
+		return false, nil
 	}
 	live := l.spans[l.first:]
 	i := sort.Search(len(live), func(i int) bool { return live[i].pos > pos }) - 1
 	if i < 0 {
-		return false
+		return false, nil
 	}
 	s := &live[i]
 	from := s.pos + logFrameHeaderBytes
 	if s.state != spanReserved || pos < from || pos+uint64(n) > from+uint64(s.size) {
-		return false
+		return false, nil
 	}
 	if s.staged.frame != nil {
 		// The caller changes a staged entry in place: the staged bytes go
@@ -1625,12 +1626,11 @@ func (l *Log) reservedFor(off, n int64) bool {
 		_, err := l.d.store.WriteAt(s.staged.frame, l.frameOff(s.pos))
 		s.staged.release()
 		if err != nil {
-			l.d.fail(err)
-			return false
+			return false, l.d.fail(err)
 		}
 	}
 	s.written = false // the header Log.Write wrote no longer matches
-	return true
+	return true, nil
 }
 
 // logWritable reports whether the caller may write n bytes at off inside
@@ -1639,8 +1639,11 @@ func (l *Log) reservedFor(off, n int64) bool {
 func (d *Device) logWritable(off, n int64, journaled bool) error {
 	if !journaled {
 		for _, l := range d.logs.all() {
-			if l.ring.contains(off, n) && l.reservedFor(off, n) {
-				return nil
+			if !l.ring.contains(off, n) {
+				continue
+			}
+			if ok, err := l.reservedFor(off, n); err != nil || ok {
+				return err
 			}
 		}
 	}
