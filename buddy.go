@@ -317,13 +317,17 @@ func (a *allocator) take(tx *Txn, st *allocState, from, k int) (int64, error) {
 // before Alloc takes it, if it is a max page that may have been punched
 // (Options.PunchHoles with Options.Preallocate). Refused, the page is
 // queued to be punched again, once that is safe (punchDurable): the
-// filesystem may have given part of the room, and it goes back.
+// filesystem may have given part of the room, and it goes back. Any other
+// error fails the device, as it does when the file grows.
 func (a *allocator) reservePunched(st *allocState, k int) error {
 	if k != a.g.maxOrder || !a.d.opts.PunchHoles {
 		return nil
 	}
 	head := st.heads[k]
 	err := a.d.reserve(head, a.g.maxPageBytes())
+	if err != nil && !errors.Is(err, ErrNoSpace) {
+		return a.d.fail(err)
+	}
 	if n := len(a.toPunch); errors.Is(err, ErrNoSpace) && (n == 0 || a.toPunch[n-1] != head) {
 		a.toPunch = append(a.toPunch, head)
 	}

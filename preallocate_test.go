@@ -33,6 +33,9 @@ type fsStore struct {
 	// unsupported makes Reserve fail as on a filesystem without
 	// fallocate.
 	unsupported bool
+	// reserveErr, if not nil, is what Reserve returns, as a failing
+	// disk's fallocate does.
+	reserveErr error
 }
 
 var _ storage.Reserver = (*fsStore)(nil)
@@ -103,6 +106,9 @@ func (s *fsStore) Reserve(off, length int64) error {
 	defer s.mu.Unlock()
 	if s.unsupported {
 		return &os.PathError{Op: "fallocate", Path: "fsStore", Err: errors.ErrUnsupported}
+	}
+	if s.reserveErr != nil {
+		return &os.PathError{Op: "fallocate", Path: "fsStore", Err: s.reserveErr}
 	}
 	first, end := blockSpan(off, length)
 	for b := first; b < end; b++ {
@@ -300,6 +306,31 @@ func TestPreallocateFullFilesystem(t *testing.T) {
 			t.Fatalf("Alloc from the rest of the split page: %v", err)
 		}
 		mustCheck(t, d)
+	})
+
+	t.Run("punched, reservation I/O error", func(t *testing.T) {
+		// Reserving a punched page again meets an I/O error: the
+		// device fails, as at any other I/O error.
+		o := preallocOptions(t)
+		o.PunchHoles = true
+		o.MaxSize = 2 << 20
+		d, fs := fsDevice(t, o, 1<<40)
+		defer d.Close()
+		_, pages := fillDevice(t, d, page)
+		fillDevice(t, d, 4096)
+		punchFreed(t, d, fs, pages[:1], page)
+		fs.mu.Lock()
+		fs.reserveErr = syscall.EIO
+		fs.mu.Unlock()
+		if _, err := allocOne(d, page); !errors.Is(err, ErrFailed) {
+			t.Errorf("Alloc of a punched page whose reservation fails with EIO: %v, want ErrFailed", err)
+		}
+		if tx, err := d.Begin(); !errors.Is(err, ErrFailed) {
+			t.Errorf("Begin after the failed reservation: %v, want ErrFailed", err)
+			if err == nil {
+				tx.Rollback()
+			}
+		}
 	})
 
 	t.Run("punched head, room past the frontier", func(t *testing.T) {
