@@ -196,9 +196,9 @@ type Device struct {
 	geometry superblock // fixed at Create; the journal owns the live copy
 
 	size atomic.Int64 // bytes the store holds; the mapping is readable below it
-	// zeroEnd is 0, or on a read-only device whose file a crash left
-	// shorter than the heap the allocator's frontier: reads go on past
-	// the file's end to it, finding zeroes (see readableEnd).
+	// zeroEnd is 0, or, on a read-only device whose file a crash left
+	// shorter than the heap, the allocator's frontier: reads go on past
+	// the file's end up to it, finding zeroes (see readableEnd).
 	zeroEnd int64
 	growMu  sync.Mutex
 

@@ -97,10 +97,11 @@ func (c *checker) checkPastFrontier() {
 	var buf [4096]byte
 	for k := 0; k <= g.maxOrder; k++ {
 		shift := g.minShift + uint(k)
-		first, bits2 := (frontier-block)>>shift*2, g.blockBytes>>shift*2 // state bits: past the frontier, all
+		// The first state bit past the frontier, and the block's count.
+		first, total := (frontier-block)>>shift*2, g.blockBytes>>shift*2
 		base := block + g.bitmapOff[k]
-		for w := first / 64 * 8; w < (bits2+63)/64*8; w += int64(len(buf)) {
-			chunk := buf[:min(int64(len(buf)), (bits2+63)/64*8-w)]
+		for w := first / 64 * 8; w < (total+63)/64*8; w += int64(len(buf)) {
+			chunk := buf[:min(int64(len(buf)), (total+63)/64*8-w)]
 			c.tx.read(chunk, base+w)
 			for i := 0; i < len(chunk); i += 8 {
 				bit := (w + int64(i)) * 8 // of the word's first state bit
@@ -108,7 +109,7 @@ func (c *checker) checkPastFrontier() {
 				if bit < first {
 					word &^= 1<<(first-bit) - 1
 				}
-				if left := bits2 - bit; left < 64 {
+				if left := total - bit; left < 64 {
 					word &= 1<<left - 1
 				}
 				if word != 0 {
