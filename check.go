@@ -94,11 +94,16 @@ func (c *checker) checkPastFrontier() {
 	if frontier-block < g.metaPad {
 		return // the bits lie past the frontier too, maybe past the file's end
 	}
+	// Pages past the capacity are never grown into: their bits are
+	// not read (a device far smaller than its 1 GiB block would read a
+	// block's worth at every Check).
+	limit := min(g.blockBytes, g.capacity-block)
 	var buf [4096]byte
 	for k := 0; k <= g.maxOrder; k++ {
 		shift := g.minShift + uint(k)
-		// The first state bit past the frontier, and the block's count.
-		first, total := (frontier-block)>>shift*2, g.blockBytes>>shift*2
+		// The first state bit past the frontier, and the end of those
+		// below the capacity.
+		first, total := (frontier-block)>>shift*2, limit>>shift*2
 		base := block + g.bitmapOff[k]
 		for w := first / 64 * 8; w < (total+63)/64*8; w += int64(len(buf)) {
 			chunk := buf[:min(int64(len(buf)), (total+63)/64*8-w)]

@@ -130,7 +130,7 @@ func TestCheckReservedStateWord(t *testing.T) {
 // frontier, in the block the frontier lies in, whose metadata lies below
 // it: the next grow would make free pages over that page, which would then
 // belong to two, and Free and WriteAt would take it for allocated. Check
-// must name it before.
+// must name it before, up to the last page below the capacity.
 func TestCheckFindsPagesPastFrontier(t *testing.T) {
 	for _, tc := range []struct {
 		order int
@@ -141,8 +141,9 @@ func TestCheckFindsPagesPastFrontier(t *testing.T) {
 		{0, func(g *heapGeometry, f int64) int64 { return f + 3*g.pageBytes(0) }, stateFree},
 		{2, func(g *heapGeometry, f int64) int64 { return f + 5*g.maxPageBytes() + g.pageBytes(2) }, statePending},
 		{-1, func(g *heapGeometry, f int64) int64 { return f }, stateFree},
-		{-1, func(g *heapGeometry, f int64) int64 { return g.blockStart(f) + g.blockBytes - g.maxPageBytes() }, stateAllocated},
-		{0, func(g *heapGeometry, f int64) int64 { return g.blockStart(f) + g.blockBytes - g.pageBytes(0) }, stateAllocated},
+		// The last pages below the capacity, which ends inside the block.
+		{-1, func(g *heapGeometry, f int64) int64 { return g.capacity - g.maxPageBytes() }, stateAllocated},
+		{0, func(g *heapGeometry, f int64) int64 { return g.capacity - g.pageBytes(0) }, stateAllocated},
 	} {
 		d, _ := createTestDevice(t, smallHeapOptions())
 		g := &d.alloc.g
