@@ -48,7 +48,7 @@ type journal struct {
 	nextSeq uint64     // sequence number of the next record
 	recBuf  []byte
 	homeBuf []byte
-	refBuf  []lineRef
+	sortBuf sortBuffers
 
 	mu             sync.Mutex
 	cond           sync.Cond
@@ -251,8 +251,7 @@ func (d *Device) userDataDirty() bool {
 // step 3 may swap with step 4 (see the top of this file): then it returns
 // the lines to apply, as applyHome takes them.
 func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, refs []lineRef, err error) {
-	lines, refs := mergeLines(txns, j.refBuf)
-	j.refBuf = refs
+	lines, refs := mergeLines(txns, &j.sortBuf)
 	if len(refs) == 0 { // only an empty commit asking for the user data sync
 		return nil, nil, nil
 	}

@@ -26,7 +26,14 @@ type lineTable struct {
 	// minIdx and maxIdx bound the indexes ever added, so that reads of
 	// other lines skip the table at once.
 	minIdx, maxIdx int64
-	keys, keysTmp  []uint64 // scratch space for sorted
+}
+
+// sortBuffers is the memory sorted works in, kept by its caller from one
+// call to the next: every commit sorts a table, and a table lives for one
+// transaction only.
+type sortBuffers struct {
+	refs        []lineRef
+	keys, spare []uint64
 }
 
 // home spreads line indexes, which are often consecutive, over the
@@ -144,37 +151,41 @@ func (t *lineTable) grow() {
 	}
 }
 
-// sorted returns t's entries in ascending order of index, in buf.
-func (t *lineTable) sorted(buf []lineRef) []lineRef {
-	buf = buf[:0]
+// sorted returns t's entries in ascending order of index, in b.refs;
+// b may be nil.
+func (t *lineTable) sorted(b *sortBuffers) []lineRef {
+	if b == nil {
+		b = new(sortBuffers)
+	}
+	b.refs = b.refs[:0]
 	if t.n == 0 {
-		return buf
+		return b.refs
 	}
 	// Sorting plain integers is several times faster than sorting
 	// structs through a comparison function: pack each index, less the
 	// smallest, with its slot, when both fit.
 	slotBits := bits.Len(uint(len(t.slots) - 1))
 	if keyBits := bits.Len64(uint64(t.maxIdx-t.minIdx)) + slotBits; keyBits <= 64 {
-		keys := t.keys[:0]
+		keys := b.keys[:0]
 		for i, r := range t.slots {
 			if r.l != nil {
 				keys = append(keys, uint64(r.idx-t.minIdx)<<slotBits|uint64(i))
 			}
 		}
-		keys, t.keysTmp = sortKeys(keys, t.keysTmp, keyBits)
+		keys, b.spare = sortKeys(keys, b.spare, keyBits)
 		for _, k := range keys {
-			buf = append(buf, t.slots[k&(1<<slotBits-1)])
+			b.refs = append(b.refs, t.slots[k&(1<<slotBits-1)])
 		}
-		t.keys = keys
-		return buf
+		b.keys = keys
+		return b.refs
 	}
 	for _, r := range t.slots {
 		if r.l != nil {
-			buf = append(buf, r)
+			b.refs = append(b.refs, r)
 		}
 	}
-	slices.SortFunc(buf, func(a, b lineRef) int { return cmp.Compare(a.idx, b.idx) })
-	return buf
+	slices.SortFunc(b.refs, func(x, y lineRef) int { return cmp.Compare(x.idx, y.idx) })
+	return b.refs
 }
 
 // radixBits is the digit of sortKeys' radix sort: 2,048 counters, and

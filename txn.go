@@ -631,10 +631,11 @@ func overlayRead(txs []*Txn, p []byte, off int64) {
 
 // mergeLines folds the lines of txs, oldest first, into one version per
 // line: the newest bytes, and for each byte the kind of its last write. It
-// returns them as a table and in ascending order of index, in buf.
-func mergeLines(txs []*Txn, buf []lineRef) (*lineTable, []lineRef) {
+// returns them as a table and in ascending order of index, sorted in b
+// (see lineTable.sorted).
+func mergeLines(txs []*Txn, b *sortBuffers) (*lineTable, []lineRef) {
 	if len(txs) == 1 {
-		return &txs[0].lines, txs[0].lines.sorted(buf)
+		return &txs[0].lines, txs[0].lines.sorted(b)
 	}
 	merged := new(lineTable)
 	for _, tx := range txs {
@@ -655,7 +656,7 @@ func mergeLines(txs []*Txn, buf []lineRef) (*lineTable, []lineRef) {
 			m.dirty |= l.dirty
 		}
 	}
-	return merged, merged.sorted(buf)
+	return merged, merged.sorted(b)
 }
 
 // forEachRun calls fn for every maximal run of written bytes in lines,
