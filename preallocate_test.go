@@ -255,14 +255,8 @@ func TestPreallocateFullFilesystem(t *testing.T) {
 	t.Run("punched", func(t *testing.T) {
 		// A heap all allocated, most of it in max pages; 8 of them are
 		// freed and punched, and the filesystem fills up meanwhile.
-		o := preallocOptions(t)
-		o.PunchHoles = true
-		o.MaxSize = 2 << 20
-		d, fs := fsDevice(t, o, 1<<40)
+		d, fs, pages, small := fullPunchedDevice(t, 8)
 		defer d.Close()
-		_, pages := fillDevice(t, d, page)
-		_, small := fillDevice(t, d, 4096) // what the max pages left
-		punchFreed(t, d, fs, pages[:8], page)
 		// Room for all but one block of a punched page.
 		room := page - 8192
 		fs.setFree(room)
@@ -311,14 +305,8 @@ func TestPreallocateFullFilesystem(t *testing.T) {
 	t.Run("punched, reservation I/O error", func(t *testing.T) {
 		// Reserving a punched page again meets an I/O error: the
 		// device fails, as at any other I/O error.
-		o := preallocOptions(t)
-		o.PunchHoles = true
-		o.MaxSize = 2 << 20
-		d, fs := fsDevice(t, o, 1<<40)
+		d, fs, _, _ := fullPunchedDevice(t, 1)
 		defer d.Close()
-		_, pages := fillDevice(t, d, page)
-		fillDevice(t, d, 4096)
-		punchFreed(t, d, fs, pages[:1], page)
 		fs.mu.Lock()
 		fs.reserveErr = syscall.EIO
 		fs.mu.Unlock()
@@ -467,6 +455,22 @@ func TestPreallocateFullFilesystem(t *testing.T) {
 			wantAllocated(t, d, pages)
 		}
 	})
+}
+
+// fullPunchedDevice creates a 2 MiB device with PunchHoles on an fsStore
+// with ample room, fills its heap with max pages and what they leave with
+// 4 KiB ones, then frees and punches the first n max pages. It returns the
+// max pages and the small ones.
+func fullPunchedDevice(t *testing.T, n int) (d *Device, fs *fsStore, pages, small []Addr) {
+	t.Helper()
+	o := preallocOptions(t)
+	o.PunchHoles = true
+	o.MaxSize = 2 << 20
+	d, fs = fsDevice(t, o, 1<<40)
+	_, pages = fillDevice(t, d, o.MaxPageSize)
+	_, small = fillDevice(t, d, 4096)
+	punchFreed(t, d, fs, pages[:n], o.MaxPageSize)
+	return d, fs, pages, small
 }
 
 // punchFreed frees pages, max pages of size bytes, and runs transactions
