@@ -331,9 +331,9 @@ func (p *Pool) Get(ctx context.Context) (*Buffer, error) {
 // Put returns b to the pool. It returns ErrForeignBuffer for nil or for a
 // buffer this pool did not hand out (another pool's, or a copy of one)
 // and ErrDoublePut for a buffer already returned; neither changes the
-// pool. After Close, returning the last outstanding
-// buffer unmaps the slab, and Put returns any error from that. The caller
-// must not touch the buffer's bytes after Put.
+// pool. After Close, returning the last outstanding buffer unmaps the
+// slab, and Put returns any error from that. The caller must not touch
+// the buffer's bytes after Put.
 func (p *Pool) Put(b *Buffer) error {
 	if p == nil {
 		return errNil("Pool")
