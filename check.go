@@ -60,6 +60,8 @@ type checker struct {
 	// subpageParents are the allocated pages whose sub-page parent bit
 	// is set.
 	subpageParents []int64
+
+	buf [4096]byte // firstState reads state bits into it
 }
 
 func (c *checker) report(off int64, what, format string, args ...any) {
@@ -87,7 +89,7 @@ func (c *checker) checkHeap() {
 // block the frontier lies in: grow makes free pages there, taking every
 // state bit under them to be clear. Once the frontier has passed the
 // block's metadata those bits lie below it, a contiguous run of words per
-// order, read a chunk at a time.
+// order.
 func (c *checker) checkPastFrontier() {
 	g, frontier := c.g, c.st.frontier
 	block := g.blockStart(frontier)
@@ -97,35 +99,44 @@ func (c *checker) checkPastFrontier() {
 	// Pages past the capacity are never grown into: their bits are
 	// not read (a device far smaller than its 1 GiB block would read a
 	// block's worth at every Check).
-	limit := min(g.blockBytes, g.capacity-block)
-	var buf [4096]byte
+	end := block + min(g.blockBytes, g.capacity-block)
 	for k := 0; k <= g.maxOrder; k++ {
-		shift := g.minShift + uint(k)
-		// The first state bit past the frontier, and the end of those
-		// below the capacity.
-		first, total := (frontier-block)>>shift*2, limit>>shift*2
-		base := block + g.bitmapOff[k]
-		for w := first / 64 * 8; w < (total+63)/64*8; w += int64(len(buf)) {
-			chunk := buf[:min(int64(len(buf)), (total+63)/64*8-w)]
-			c.tx.read(chunk, base+w)
-			for i := 0; i < len(chunk); i += 8 {
-				bit := (w + int64(i)) * 8 // of the word's first state bit
-				word := binary.LittleEndian.Uint64(chunk[i:])
-				if bit < first {
-					word &^= 1<<(first-bit) - 1
-				}
-				if left := total - bit; left < 64 {
-					word &= 1<<left - 1
-				}
-				if word != 0 {
-					tz := int64(bits.TrailingZeros64(word)) &^ 1
-					off := block + (bit+tz)/2<<shift
-					c.report(off, "heap", "no page past the frontier %d, found order %d state %02b", frontier, k, word>>tz&3)
-					return
-				}
+		if off, s, found := c.firstState(k, frontier, end); found {
+			c.report(off, "heap", "no page past the frontier %d, found order %d state %02b", frontier, k, s)
+			return
+		}
+	}
+}
+
+// firstState returns the first order-k page in [from, to), a range of
+// one block aligned to that order, whose state bits are not stateNone:
+// it reads the bits a chunk of words at a time.
+func (c *checker) firstState(k int, from, to int64) (off int64, s pageState, found bool) {
+	g := c.g
+	shift := g.minShift + uint(k)
+	block := g.blockStart(from)
+	// State bits of the block's order-k pages, the first and past the last.
+	first, end := (from-block)>>shift*2, (to-block)>>shift*2
+	base := block + g.bitmapOff[k]
+	for w := first / 64 * 8; w < (end+63)/64*8; w += int64(len(c.buf)) {
+		chunk := c.buf[:min(int64(len(c.buf)), (end+63)/64*8-w)]
+		c.tx.read(chunk, base+w)
+		for i := 0; i < len(chunk); i += 8 {
+			bit := (w + int64(i)) * 8 // of the word's first state bit
+			word := binary.LittleEndian.Uint64(chunk[i:])
+			if bit < first {
+				word &^= 1<<(first-bit) - 1
+			}
+			if left := end - bit; left < 64 {
+				word &= 1<<left - 1
+			}
+			if word != 0 {
+				tz := int64(bits.TrailingZeros64(word)) &^ 1
+				return block + (bit+tz)/2<<shift, pageState(word >> tz & 3), true
 			}
 		}
 	}
+	return 0, 0, false
 }
 
 // walk checks the order-k page at off: either it is a page in one state
@@ -175,25 +186,14 @@ func (c *checker) walk(off int64, order int) {
 
 // checkInside reports any page state set inside the order-k page at off at
 // a lower order: such a byte would belong to two pages. At each order the
-// pages inside have consecutive state bits, as many as fill the words
-// they take or less than one word, so a word at a time is read: a heap of
-// free max pages is checked in a few reads per page, not one per min page.
+// pages inside have consecutive state bits, read a chunk of words at a
+// time (firstState): a heap of free max pages is checked in a few reads
+// per page, not one per min page.
 func (c *checker) checkInside(off int64, order int) {
-	g := c.g
 	for k := order - 1; k >= 0; k-- {
-		w, shift := g.bitPos(k, off)
-		for left := int64(2) << (order - k); left > 0; left -= 64 { // state bits
-			word := c.tx.readU64(w) >> shift
-			if left < 64 {
-				word &= 1<<left - 1
-			}
-			if word != 0 {
-				pair := int64(bits.TrailingZeros64(word) / 2)
-				sub := g.blockStart(off) + ((w-g.blockStart(off)-g.bitmapOff[k])*4+int64(shift)/2+pair)<<(g.minShift+uint(k))
-				c.report(sub, "heap", "nothing inside the order-%d page at %d, found order %d state %02b", order, off, k, word>>(2*pair)&3)
-				return
-			}
-			w += 8
+		if sub, s, found := c.firstState(k, off, off+c.g.pageBytes(order)); found {
+			c.report(sub, "heap", "nothing inside the order-%d page at %d, found order %d state %02b", order, off, k, s)
+			return
 		}
 	}
 }
