@@ -578,7 +578,7 @@ func (d *Device) setTxSeq(seq uint64) {
 // report. Slices from Slice are invalid after it. Close is idempotent:
 // later calls return nil.
 func (d *Device) Close() error {
-	if d == nil {
+	if d.unmade() {
 		return errNil("Device")
 	}
 	d.closeMu.Lock()
@@ -637,7 +637,7 @@ func (d *Device) Close() error {
 // where a storage engine keeps its own root pointers. Write them only with
 // Txn.Write, so that they change atomically with the rest of a transaction.
 func (d *Device) Root() (off, size int64) {
-	if d == nil {
+	if d.unmade() {
 		return 0, 0
 	}
 	return d.geometry.root.off, d.geometry.root.size
@@ -648,7 +648,7 @@ func (d *Device) Root() (off, size int64) {
 // whole or not at all: a read never shows part of a commit. It implements
 // io.ReaderAt.
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
-	if d == nil {
+	if d.unmade() {
 		return 0, errNil("Device")
 	}
 	d.lifeMu.RLock()
@@ -711,7 +711,7 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 // next checkpoint; the other order is safe. Simplest: write any one byte
 // one way only.
 func (d *Device) WriteAt(p []byte, off int64) (int, error) {
-	if d == nil {
+	if d.unmade() {
 		return 0, errNil("Device")
 	}
 	d.lifeMu.RLock()
@@ -745,7 +745,7 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 // past the end of a file that lost its growth, is returned as a copy
 // that has them, not as a view.
 func (d *Device) Slice(off, n int64) ([]byte, error) {
-	if d == nil {
+	if d.unmade() {
 		return nil, errNil("Device")
 	}
 	d.lifeMu.RLock()
@@ -772,7 +772,7 @@ func (d *Device) readableEnd() int64 { return max(d.size.Load(), d.zeroEnd) }
 // Sync makes every byte written by WriteAt durable. Committed transactions
 // are durable already.
 func (d *Device) Sync() error {
-	if d == nil {
+	if d.unmade() {
 		return errNil("Device")
 	}
 	d.lifeMu.RLock()
@@ -795,7 +795,7 @@ func (d *Device) Sync() error {
 // has called Commit or Rollback. The transaction must end with exactly one
 // of them.
 func (d *Device) Begin() (*Txn, error) {
-	if d == nil {
+	if d.unmade() {
 		return nil, errNil("Device")
 	}
 	if err := d.usable(); err != nil {
@@ -817,7 +817,7 @@ func (d *Device) Begin() (*Txn, error) {
 // Commit or Rollback itself: Update would then return ErrTxDone, even
 // though fn's Commit succeeded.
 func (d *Device) Update(fn func(*Txn) error) (err error) {
-	if d == nil {
+	if d.unmade() {
 		return errNil("Device")
 	}
 	if fn == nil {

@@ -1001,30 +1001,39 @@ func firstDiff(a, b []byte) int {
 }
 
 // TestNilReceiversRefused calls every exported method of every handle
-// type on a nil handle, with zero arguments: each returns
+// type on a nil handle and on a zero one (a handle not made by the
+// package's constructors), with zero arguments: each returns
 // ErrInvalidArgument where it returns an error, zero values where it has
 // none to return, and never panics. Methods added later are called too.
 func TestNilReceiversRefused(t *testing.T) {
-	handles := []any{(*Device)(nil), (*Txn)(nil), (*Log)(nil), (*Pool)(nil), (*Subpages)(nil), (*Buffer)(nil)}
-	calls := 0
-	for _, h := range handles {
-		v := reflect.ValueOf(h)
-		for i := range v.NumMethod() {
-			checkNilCall(t, fmt.Sprintf("%T.%s", h, v.Type().Method(i).Name), v.Method(i))
-			calls++
+	for _, handles := range [][]any{
+		{(*Device)(nil), (*Txn)(nil), (*Log)(nil), (*Pool)(nil), (*Subpages)(nil), (*Buffer)(nil)},
+		{new(Device), new(Txn), new(Log), new(Pool), new(Subpages), new(Buffer)},
+	} {
+		calls := 0
+		for _, h := range handles {
+			v := reflect.ValueOf(h)
+			kind := "nil"
+			if !v.IsNil() {
+				kind = "zero"
+			}
+			for i := range v.NumMethod() {
+				checkNilCall(t, fmt.Sprintf("%T.%s on %s", h, v.Type().Method(i).Name, kind), v.Method(i))
+				calls++
+			}
 		}
-	}
-	if calls < 40 {
-		t.Errorf("called %d methods, want the 40 or more the handles have", calls)
+		if calls < 40 {
+			t.Errorf("called %d methods, want the 40 or more the handles have", calls)
+		}
 	}
 }
 
-// checkNilCall calls m, a method of a nil handle, with zero arguments and
+// checkNilCall calls m, a method of a nil or zero handle, named with which in name,, with zero arguments and
 // checks its results, walking an iterator it returns.
 func checkNilCall(t *testing.T, name string, m reflect.Value) {
 	defer func() {
 		if r := recover(); r != nil {
-			t.Errorf("%s on nil: panic %v", name, r)
+			t.Errorf("%s: panic %v", name, r)
 		}
 	}()
 	args := make([]reflect.Value, m.Type().NumIn())
@@ -1035,24 +1044,24 @@ func checkNilCall(t *testing.T, name string, m reflect.Value) {
 		switch {
 		case r.Type() == reflect.TypeFor[error]():
 			if err, _ := r.Interface().(error); !errors.Is(err, ErrInvalidArgument) {
-				t.Errorf("%s on nil: %v, want ErrInvalidArgument", name, err)
+				t.Errorf("%s: %v, want ErrInvalidArgument", name, err)
 			}
 		case r.Type() == reflect.TypeFor[iter.Seq2[Entry, error]]():
 			n := 0
 			for _, err := range r.Interface().(iter.Seq2[Entry, error]) {
 				if n++; !errors.Is(err, ErrInvalidArgument) {
-					t.Errorf("%s on nil yields %v, want ErrInvalidArgument", name, err)
+					t.Errorf("%s yields %v, want ErrInvalidArgument", name, err)
 				}
 			}
 			if n != 1 {
-				t.Errorf("%s on nil yields %d times, want once", name, n)
+				t.Errorf("%s yields %d times, want once", name, n)
 			}
-		case name == "*pagealloc.Buffer.Index":
+		case strings.HasPrefix(name, "*pagealloc.Buffer.Index "):
 			if r.Int() != -1 {
-				t.Errorf("%s on nil: %d, want -1", name, r.Int())
+				t.Errorf("%s: %d, want -1", name, r.Int())
 			}
 		case !r.IsZero():
-			t.Errorf("%s on nil: result %d is %v, want its zero value", name, j, r)
+			t.Errorf("%s: result %d is %v, want its zero value", name, j, r)
 		}
 	}
 }

@@ -215,7 +215,7 @@ func (a *allocator) freeBytes(st *allocState) int64 {
 // free-list links over its first ones, so an engine that needs zeros
 // writes them (Txn.Write, to have them atomic with the allocation).
 func (tx *Txn) Alloc(sizeBytes int64) (Addr, error) {
-	if tx == nil {
+	if tx.unmade() {
 		return 0, errNil("Txn")
 	}
 	if tx.done {
@@ -494,7 +494,7 @@ func (a *allocator) holdsAllocated(tx *Txn, order int, off int64) bool {
 // returns ErrInvalidFree and changes nothing; so does a pending queue that
 // the file's corruption broke, with ErrCorrupt.
 func (tx *Txn) Free(a Addr) error {
-	if tx == nil {
+	if tx.unmade() {
 		return errNil("Txn")
 	}
 	if tx.done {
@@ -718,7 +718,7 @@ func (d *Device) heapWritable(off, n int64, tx *Txn) error {
 
 // Stats returns the allocator's committed state.
 func (d *Device) Stats() Stats {
-	if d == nil {
+	if d.unmade() {
 		return Stats{}
 	}
 	a := d.alloc

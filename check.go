@@ -17,7 +17,7 @@ const maxViolations = 100
 // Close. It reads committed state and waits for the open transaction to
 // end, so it must not be called while holding one.
 func (d *Device) Check() error {
-	if d == nil {
+	if d.unmade() {
 		return errNil("Device")
 	}
 	d.writer.Lock()

@@ -105,7 +105,18 @@ func (e *failedError) Error() string { return "pagealloc: device failed: " + e.c
 
 func (e *failedError) Unwrap() []error { return []error{ErrFailed, e.cause} }
 
-// errNil is what a method called on a nil handle of the named type returns.
+// errNil is what a method called on a nil or zero handle of the named type
+// returns.
 func errNil(handle string) error {
-	return fmt.Errorf("%w: method called on a nil *%s", ErrInvalidArgument, handle)
+	return fmt.Errorf("%w: method called on a nil or zero *%s, not one the package made", ErrInvalidArgument, handle)
 }
+
+// Handles the package did not make, nil or the zero value of their type,
+// whose methods refuse with errNil's error: each tests a field that every
+// constructor sets and nothing clears, Close included.
+func (d *Device) unmade() bool   { return d == nil || d.store == nil }
+func (tx *Txn) unmade() bool     { return tx == nil || tx.d == nil }
+func (l *Log) unmade() bool      { return l == nil || l.d == nil }
+func (p *Pool) unmade() bool     { return p == nil || p.shards == nil }
+func (s *Subpages) unmade() bool { return s == nil || s.d == nil }
+func (b *Buffer) unmade() bool   { return b == nil || b.pool == nil }

@@ -146,7 +146,7 @@ type SubpageClassInfo struct {
 // a checkpoint): that one may show as torn (JournalInfo.Torn) or with a
 // Problem. The rest is consistent.
 func (d *Device) Inspect() (*Inspection, error) {
-	if d == nil {
+	if d.unmade() {
 		return nil, errNil("Device")
 	}
 	d.writer.Lock()
@@ -340,7 +340,7 @@ type HeapExtent struct {
 // must not begin one (Begin or Update would wait for the walk forever).
 // A nil fn is ErrInvalidArgument.
 func (d *Device) WalkHeap(fn func(HeapExtent) bool) error {
-	if d == nil {
+	if d.unmade() {
 		return errNil("Device")
 	}
 	if fn == nil {

@@ -327,7 +327,7 @@ type Log struct {
 // Options.LogRegions or carved by CreateLog. Every call with one name
 // returns the same *Log, until the log is dropped.
 func (d *Device) Log(name string) (*Log, error) {
-	if d == nil {
+	if d.unmade() {
 		return nil, errNil("Device")
 	}
 	if d.closed.Load() {
@@ -359,7 +359,7 @@ func (d *Device) Log(name string) (*Log, error) {
 // CreateLog changes nothing. It begins a transaction, so it must not be
 // called while the calling goroutine holds one open.
 func (d *Device) CreateLog(name string, sizeBytes int64) (*Log, error) {
-	if d == nil {
+	if d.unmade() {
 		return nil, errNil("Device")
 	}
 	if err := d.usable(); err != nil {
@@ -446,7 +446,7 @@ func (p *onCommit) rolledBack(*Txn)    {}
 // the log is closed as well. It begins a transaction, so it must not be
 // called while the calling goroutine holds one open.
 func (d *Device) DropLog(name string) error {
-	if d == nil {
+	if d.unmade() {
 		return errNil("Device")
 	}
 	if err := d.usable(); err != nil {
@@ -532,7 +532,7 @@ func (d *Device) DropLog(name string) error {
 
 // Name returns the name the log was created with.
 func (l *Log) Name() string {
-	if l == nil {
+	if l.unmade() {
 		return ""
 	}
 	return l.name
@@ -543,7 +543,7 @@ func (l *Log) Name() string {
 // implements Relocator, GC moves live entries from the head to the tail;
 // otherwise it stops at the first live one. A nil owner stops GC.
 func (l *Log) SetOwner(owner GarbageChecker, opts *LogOptions) error {
-	if l == nil {
+	if l.unmade() {
 		return errNil("Log")
 	}
 	var o LogOptions
@@ -599,7 +599,7 @@ func (l *Log) SetOwner(owner GarbageChecker, opts *LogOptions) error {
 // entry could never fit. An entry larger than half the ring may find no
 // room even in an empty ring, since it cannot wrap around the ring's end.
 func (l *Log) Append(sizeBytes int) (Reservation, error) {
-	if l == nil {
+	if l.unmade() {
 		return Reservation{}, errNil("Log")
 	}
 	if err := l.d.usable(); err != nil {
@@ -636,7 +636,7 @@ func (l *Log) Append(sizeBytes int) (Reservation, error) {
 // intact. An entry committed before the ones reserved ahead of it waits for
 // them. Commit must not be called while the caller holds a Txn.
 func (l *Log) Commit(r Reservation) error {
-	if l == nil {
+	if l.unmade() {
 		return errNil("Log")
 	}
 	if r.log == l && l.d.usable() == nil {
@@ -670,7 +670,7 @@ func (l *Log) Commit(r Reservation) error {
 // the entry again with Device.WriteAt afterwards is allowed, and makes
 // Commit rewrite the header.
 func (l *Log) Write(r Reservation, p []byte) error {
-	if l == nil {
+	if l.unmade() {
 		return errNil("Log")
 	}
 	if r.log != l {
@@ -763,7 +763,7 @@ func (l *Log) liveLocked(r Reservation, state spanState) int {
 // entries after it become durable. Its bytes are never returned as an
 // entry.
 func (l *Log) Cancel(r Reservation) error {
-	if l == nil {
+	if l.unmade() {
 		return errNil("Log")
 	}
 	_, err := l.seal(r, true)
@@ -772,7 +772,7 @@ func (l *Log) Cancel(r Reservation) error {
 
 // Stats returns the log's positions and counters.
 func (l *Log) Stats() LogStats {
-	if l == nil {
+	if l.unmade() {
 		return LogStats{}
 	}
 	l.mu.Lock()
@@ -816,7 +816,7 @@ func (l *Log) durableSpan() (head, end uint64, err error) {
 // checksum, walks from that frame.
 func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 	return func(yield func(Entry, error) bool) {
-		if l == nil {
+		if l.unmade() {
 			yield(Entry{}, errNil("Log"))
 			return
 		}
@@ -877,7 +877,7 @@ func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 // payload that holds a whole forged frame, header and checksum, reads as
 // an entry at the offset inside it.
 func (l *Log) Read(off int64) ([]byte, error) {
-	if l == nil {
+	if l.unmade() {
 		return nil, errNil("Log")
 	}
 	head, end, err := l.durableSpan()
@@ -975,7 +975,7 @@ func (l *Log) startsFrame(head, pos uint64) (bool, error) {
 // call it while holding an uncommitted Reservation of this log. A nil ctx
 // is context.Background().
 func (l *Log) GC(ctx context.Context) error {
-	if l == nil {
+	if l.unmade() {
 		return errNil("Log")
 	}
 	if err := l.d.usable(); err != nil {

@@ -244,7 +244,7 @@ func NewPool(count, sizeBytes int) (*Pool, error) {
 // with capacity capped so an append cannot spill into the next buffer. It
 // may be used until the buffer is returned with Put.
 func (b *Buffer) Bytes() []byte {
-	if b == nil {
+	if b.unmade() {
 		return nil
 	}
 	return b.data
@@ -254,7 +254,7 @@ func (b *Buffer) Bytes() []byte {
 // Buffer. It never changes, so it can name the buffer in a fixed-buffer
 // registration.
 func (b *Buffer) Index() int {
-	if b == nil {
+	if b.unmade() {
 		return -1
 	}
 	return int(b.index)
@@ -264,7 +264,7 @@ func (b *Buffer) Index() int {
 // closed (or nil). It never blocks. It may miss a buffer that a concurrent call is
 // moving between the pool's caches; Get does not have that gap.
 func (p *Pool) TryGet() (*Buffer, bool) {
-	if p == nil {
+	if p.unmade() {
 		return nil, false
 	}
 	// The common case: the first cell the caller looks at in its home
@@ -293,7 +293,7 @@ func (p *Pool) TryGet() (*Buffer, bool) {
 // first (a nil ctx never does); a Get that returns an error holds no
 // buffer.
 func (p *Pool) Get(ctx context.Context) (*Buffer, error) {
-	if p == nil {
+	if p.unmade() {
 		return nil, errNil("Pool")
 	}
 	if ctx == nil {
@@ -335,7 +335,7 @@ func (p *Pool) Get(ctx context.Context) (*Buffer, error) {
 // slab, and Put returns any error from that. The caller must not touch
 // the buffer's bytes after Put.
 func (p *Pool) Put(b *Buffer) error {
-	if p == nil {
+	if p.unmade() {
 		return errNil("Pool")
 	}
 	// A copy of one of p's buffers names p too, but only the buffer
@@ -374,7 +374,7 @@ func (p *Pool) putSlow(b *Buffer, was uint32) error {
 // returns an *OutstandingError and leaves the slab mapped until the last
 // held buffer comes back through Put. A second Close returns ErrClosed.
 func (p *Pool) Close() error {
-	if p == nil {
+	if p.unmade() {
 		return errNil("Pool")
 	}
 	if p.status.Or(poolClosed)&poolClosed != 0 {
@@ -412,7 +412,7 @@ func (p *Pool) Close() error {
 // Stats returns a snapshot of the pool. It reads every slot's state, so it
 // costs O(count) and is meant for monitoring, not for hot paths.
 func (p *Pool) Stats() PoolStats {
-	if p == nil {
+	if p.unmade() {
 		return PoolStats{}
 	}
 	inUse := 0

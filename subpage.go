@@ -256,7 +256,7 @@ func (d *Device) subpageSlotRange() (lo, hi int64) {
 // Creating a class begins a transaction, so Subpages must not be called
 // while the calling goroutine holds one open.
 func (d *Device) Subpages(slotBytes int) (*Subpages, error) {
-	if d == nil {
+	if d.unmade() {
 		return nil, errNil("Device")
 	}
 	if d.closed.Load() {
@@ -442,7 +442,7 @@ func (d *Device) subpageParentAt(tx *Txn, off, pageBytes int64) bool {
 
 // SlotBytes returns the size of the class's slots in bytes.
 func (s *Subpages) SlotBytes() int64 {
-	if s == nil {
+	if s.unmade() {
 		return 0
 	}
 	return 1 << s.slotShift
@@ -500,7 +500,7 @@ func (s *Subpages) releasable(tx *Txn, h *subpageHeader) bool {
 // (ErrNoSpace). A list or queue that the file's corruption broke is
 // ErrCorrupt.
 func (s *Subpages) Alloc(tx *Txn) (Addr, error) {
-	if s == nil {
+	if s.unmade() {
 		return 0, errNil("Subpages")
 	}
 	if err := s.usableBy(tx); err != nil {
@@ -622,7 +622,7 @@ func (s *Subpages) newParent(tx *Txn, c *subpageClass) error {
 // so does a list or queue that the file's corruption broke, with
 // ErrCorrupt.
 func (s *Subpages) Free(tx *Txn, a Addr) error {
-	if s == nil {
+	if s.unmade() {
 		return errNil("Subpages")
 	}
 	if err := s.usableBy(tx); err != nil {
@@ -1049,7 +1049,7 @@ func (s *Subpages) usableBy(tx *Txn) error {
 
 // Stats returns the class's committed state.
 func (s *Subpages) Stats() SubpageStats {
-	if s == nil {
+	if s.unmade() {
 		return SubpageStats{}
 	}
 	set := &s.d.subpages

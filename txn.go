@@ -135,7 +135,7 @@ func (tx *Txn) join(p participant) {
 // written with Write must not also be written with Device.WriteAt (see
 // there).
 func (tx *Txn) Write(off int64, p []byte) error {
-	if tx == nil {
+	if tx.unmade() {
 		return errNil("Txn")
 	}
 	if tx.done {
@@ -151,7 +151,7 @@ func (tx *Txn) Write(off int64, p []byte) error {
 // ReadAt reads the device as tx sees it: committed state with tx's own
 // writes on top. It implements io.ReaderAt.
 func (tx *Txn) ReadAt(p []byte, off int64) (int, error) {
-	if tx == nil {
+	if tx.unmade() {
 		return 0, errNil("Txn")
 	}
 	if tx.done {
@@ -190,7 +190,7 @@ func (tx *Txn) ReadAt(p []byte, off int64) (int, error) {
 // durable is known only once the device is opened again, which finds it
 // wholly present or wholly absent.
 func (tx *Txn) Commit() error {
-	if tx == nil {
+	if tx.unmade() {
 		return errNil("Txn")
 	}
 	if tx.done {
@@ -311,7 +311,7 @@ func lastAtOrBefore(s []Addr, v Addr) int {
 
 // Rollback discards the transaction's writes and ends it.
 func (tx *Txn) Rollback() error {
-	if tx == nil {
+	if tx.unmade() {
 		return errNil("Txn")
 	}
 	if tx.done {
