@@ -105,7 +105,9 @@ type Relocator interface {
 	// An entry the owner dropped since IsLive needs nothing: its copy is
 	// garbage. Up to 64 relocations share a transaction, which must fit
 	// in half the journal, so keep each one's writes small. entry aliases
-	// the mapping, as for IsLive.
+	// the mapping, as for IsLive. A Relocate that panics has tx rolled
+	// back, as an error would (a RelocationsEnder hears of it), and the
+	// panic goes on to GC's caller.
 	Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error
 }
 
@@ -1123,6 +1125,10 @@ func (l *Log) seal(r Reservation, cancel bool) (span, error) {
 	return s, nil
 }
 
+// errRelocatePanicked is what a RelocationsEnder is told when a Relocate
+// call panicked and GC rolled its transaction back.
+var errRelocatePanicked = errors.New("pagealloc: Relocate panicked")
+
 // errUnmapped says that writeMapped could not write: the store has no
 // writable mapping, or the filesystem could not back a page of it.
 var errUnmapped = errors.New("pagealloc: no writable mapping")
@@ -1895,6 +1901,16 @@ func (l *Log) commitChunk(ctx context.Context, reloc Relocator, relocs []relocat
 		return err
 	}
 	ender, _ := reloc.(RelocationsEnder)
+	defer func() {
+		if !tx.done {
+			// A Relocate panicked: roll back as for an error, and let
+			// the panic go on to GC's caller.
+			tx.Rollback()
+			if ender != nil {
+				ender.RelocationsEnded(errRelocatePanicked)
+			}
+		}
+	}()
 	for _, r := range relocs {
 		if err := reloc.Relocate(tx, r.oldOff, r.newOff, r.entry); err != nil {
 			tx.Rollback()

@@ -512,6 +512,73 @@ func TestLogRelocationsEnded(t *testing.T) {
 	}
 }
 
+// panickingSet is an endingSet whose n-th Relocate (counting from 1)
+// panics.
+type panickingSet struct {
+	endingSet
+	panicAt int
+}
+
+func (s *panickingSet) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
+	if s.calls+1 == s.panicAt {
+		s.calls++
+		panic("the owner panics")
+	}
+	return s.endingSet.Relocate(tx, oldOff, newOff, entry)
+}
+
+// TestLogRelocatePanicRollsBack: a Relocate that panics has GC roll its
+// transaction back, tell the RelocationsEnder, and let the panic go on to
+// GC's caller, as Update does for its fn. The writer slot is free again
+// and the log and device go on: a later GC relocates every entry.
+func TestLogRelocatePanicRollsBack(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+	l := mustLog(t, d, "log")
+	owner := &panickingSet{endingSet: endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}}, panicAt: 2}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	offs := map[uint64]int64{}
+	for id := range uint64(3) {
+		offs[id] = appendEntryT(t, l, logContent(id, 100)).Offset()
+		owner.add(id, offs[id])
+	}
+	before := l.Stats()
+	recovered := func() (r any) {
+		defer func() { r = recover() }()
+		l.GC(context.Background())
+		return nil
+	}()
+	if recovered != "the owner panics" {
+		t.Fatalf("GC with a panicking Relocate: recovered %v, want the owner's panic", recovered)
+	}
+	if !d.writer.TryLock() {
+		d.writer.Unlock() // let the test's Close end rather than wait forever
+		t.Fatal("the writer slot is still held after Relocate panicked: GC's transaction was neither committed nor rolled back")
+	}
+	d.writer.Unlock()
+	if len(owner.ended) != 1 || owner.ended[0] == nil {
+		t.Fatalf("ended %v, want one error for the transaction the panic rolled back", owner.ended)
+	}
+	if s := checkLogInvariants(t, l); s.Head != before.Head {
+		t.Fatalf("head %d after the rolled-back pass, want %d", s.Head, before.Head)
+	}
+	// The first entry's relocation was rolled back with the transaction:
+	// the owner, told so, forgets it.
+	for id, off := range offs {
+		owner.add(id, off)
+	}
+	if err := l.GC(context.Background()); err != nil || len(owner.ended) != 2 || owner.ended[1] != nil {
+		t.Fatalf("GC after the panic: %v; ended %v, want a nil after the error", err, owner.ended)
+	}
+	for id := range uint64(3) {
+		if p, err := l.Read(owner.offset(id)); err != nil || !isContent(p, id) {
+			t.Fatalf("entry %d after relocation: %v", id, err)
+		}
+	}
+	mustCheck(t, d)
+}
+
 // TestLogGCStopsAtLiveEntry: without Relocator, GC passes dead entries and
 // stops at the first live one; once it dies, GC goes on.
 func TestLogGCStopsAtLiveEntry(t *testing.T) {
