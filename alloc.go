@@ -564,7 +564,8 @@ func (d *Device) setTxSeq(seq uint64) {
 	d.checkpointTxSeq.Store(seq)
 }
 
-// Close waits for the open transaction, if any, to end, makes the bytes
+// Close waits for the open transaction, if any, to end (so it must not be
+// called while the calling goroutine holds one open), makes the bytes
 // written in place (WriteAt, or through Options.WritableMap) durable,
 // writes a checkpoint and closes the file. Sub-page slots still pending
 // are released first (after a checkpoint, if one must cover them), and

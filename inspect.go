@@ -144,7 +144,8 @@ type SubpageClassInfo struct {
 // writing, the journal's goroutine may be writing a record or a
 // superblock while Inspect reads it (a commit that has not returned yet,
 // a checkpoint): that one may show as torn (JournalInfo.Torn) or with a
-// Problem. The rest is consistent.
+// Problem. The rest is consistent. It waits for the open transaction to
+// end, so it must not be called while holding one.
 func (d *Device) Inspect() (*Inspection, error) {
 	if d.unmade() {
 		return nil, errNil("Device")
@@ -337,8 +338,10 @@ type HeapExtent struct {
 // that passes Check. It reads committed state and changes nothing. It
 // holds the writer slot for the whole walk: it waits for the open
 // transaction to end, so it must not be called while holding one, and fn
-// must not begin one (Begin or Update would wait for the walk forever).
-// A nil fn is ErrInvalidArgument.
+// must not begin one (Begin or Update would wait for the walk forever),
+// nor call Check, Inspect, WalkHeap or Close, which wait for it too, nor
+// a method that begins one (Subpages, CreateLog, DropLog, Log.Commit,
+// Log.GC). A nil fn is ErrInvalidArgument.
 func (d *Device) WalkHeap(fn func(HeapExtent) bool) error {
 	if d.unmade() {
 		return errNil("Device")

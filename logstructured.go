@@ -974,8 +974,10 @@ func (l *Log) startsFrame(head, pos uint64) (bool, error) {
 // *CorruptError (background GC stops there silently, and GC reports it).
 // GC waits for ctx, for a pass already under way, and, to make relocated
 // copies durable, for the appends reserved before them to commit: do not
-// call it while holding an uncommitted Reservation of this log. A nil ctx
-// is context.Background().
+// call it while holding an uncommitted Reservation of this log. A pass
+// that moves the head begins a transaction, so GC must not be called
+// while the calling goroutine holds one open. A nil ctx is
+// context.Background().
 func (l *Log) GC(ctx context.Context) error {
 	if l.unmade() {
 		return errNil("Log")
