@@ -59,6 +59,11 @@ type Options struct {
 	// address space at once so that the mapping never moves. Zero means
 	// 1 TiB (1 GiB on 32-bit platforms) at Create, and the size recorded
 	// in the file at Open. Reserving address space costs no memory or disk.
+	// The heap follows the headers, aligned to MaxPageSize, and grows one
+	// max page at a time: bytes past the last whole max page below MaxSize
+	// are never handed out, and a MaxSize below the headers plus one max
+	// page leaves no heap at all (Alloc returns ErrNoSpace), only the
+	// root area and the log regions of Options.LogRegions.
 	MaxSize int64
 
 	// MinPageSize is the smallest page the allocator hands out, a power of
