@@ -550,7 +550,8 @@ func (al *allocator) validate(tx *Txn, a Addr) (int, error) {
 		// The size of a sub-page slot, most likely: say where it goes.
 		return 0, fmt.Errorf("%w: %v: smaller than MinPageSize %d (free a sub-page slot with Subpages.Free)", ErrInvalidFree, a, g.pageBytes(0))
 	case order < 0 || order > g.maxOrder:
-		return 0, fmt.Errorf("%w: %v: no page size is %d bytes", ErrInvalidFree, a, a.Size())
+		// Named as a power: 1<<63 does not fit an int64.
+		return 0, fmt.Errorf("%w: %v: a page size of 2^%d bytes, outside [%d, %d]", ErrInvalidFree, a, shift, g.pageBytes(0), g.maxPageBytes())
 	case off < g.heapOff || off >= frontier || off+a.Size() > frontier:
 		return 0, fmt.Errorf("%w: %v lies outside the heap [%d, %d)", ErrInvalidFree, a, g.heapOff, frontier)
 	case off&(a.Size()-1) != 0:

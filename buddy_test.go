@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -805,6 +806,26 @@ func TestAddrString(t *testing.T) {
 	} {
 		if got := c.a.String(); got != c.want {
 			t.Errorf("Addr(%#x).String() = %q, want %q", uint64(c.a), got, c.want)
+		}
+	}
+}
+
+// TestFreeOfImpossibleSizeNamesIt frees addresses whose size field no page
+// has: the error names the size as the power of two the address holds,
+// even 2^63, which an int64 cannot.
+func TestFreeOfImpossibleSizeNamesIt(t *testing.T) {
+	d, _ := createTestDevice(t, testOptions())
+	g := &d.alloc.g
+	for _, c := range []struct {
+		a    Addr
+		want string
+	}{
+		{Addr(63), "a page size of 2^63 bytes"},
+		{makeAddr(g.heapOff, g.minShift+uint(g.maxOrder)+1), fmt.Sprintf("a page size of 2^%d bytes", g.minShift+uint(g.maxOrder)+1)},
+	} {
+		err := d.Update(func(tx *Txn) error { return tx.Free(c.a) })
+		if !errors.Is(err, ErrInvalidFree) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Free(%#x): %v, want ErrInvalidFree saying %q", uint64(c.a), err, c.want)
 		}
 	}
 }
