@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pagealloc/pagealloc/internal/simstore"
+	"github.com/pagealloc/pagealloc/internal/storage"
 )
 
 // testOptions are small and fast: no fsync, a small journal so that tests
@@ -809,6 +810,13 @@ func TestHugeRegionSizes(t *testing.T) {
 func simDevice(t *testing.T, o Options) (*Device, *simstore.Store) {
 	t.Helper()
 	store := simstore.New(o.MaxSize)
+	return deviceOn(t, store, o), store
+}
+
+// deviceOn creates a device with options o on store; both are closed when
+// the test ends.
+func deviceOn(t *testing.T, store storage.Storage, o Options) *Device {
+	t.Helper()
 	d, err := createOn(store, o)
 	if err != nil {
 		store.Close()
@@ -818,7 +826,7 @@ func simDevice(t *testing.T, o Options) (*Device, *simstore.Store) {
 		d.Close()
 		store.Close()
 	})
-	return d, store
+	return d
 }
 
 // openImage opens what a crash after the store's first n operations

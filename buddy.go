@@ -185,14 +185,32 @@ func (a *allocator) rolledBack(tx *Txn) {
 // undone or journaled: made any earlier, a rollback or a crash would bring
 // back free-list headers it zeroed. tx has just joined and changed
 // nothing, and holds the writer: no one takes the pages meanwhile.
+//
+// The journal writes a group's links home after waking its committers. A
+// punch beside those writes can leave the whole page's storage allocated
+// (the filesystem writes back the cached page it could not split), so a
+// page waits for the journal to be done with it.
 func (a *allocator) punchDurable(tx *Txn) {
 	if len(a.toPunch) == 0 || a.d.durableTxSeq.Load() < a.d.txSeq {
 		return
 	}
+	size := a.g.maxPageBytes()
 	for _, off := range a.toPunch {
-		if tx.pageState(&a.g, a.g.maxOrder, off) == stateFree {
-			a.d.punchFreePage(off, a.g.maxPageBytes())
+		if tx.pageState(&a.g, a.g.maxOrder, off) != stateFree {
+			continue
 		}
+		for {
+			next := a.d.pending.nextRelease()
+			if !a.d.pending.holdsAny(off>>lineShift, (off+size-1)>>lineShift) {
+				break
+			}
+			select {
+			case <-next:
+			case <-a.d.failed:
+				return
+			}
+		}
+		a.d.punchFreePage(off, size)
 	}
 	a.toPunch = a.toPunch[:0]
 }

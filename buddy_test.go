@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -624,6 +625,115 @@ func TestPunchHolesAtClose(t *testing.T) {
 	if n := punches.Load(); n != 8 {
 		t.Fatalf("Close punched %d holes; want one for each of the 8 max pages it released", n)
 	}
+}
+
+// heldWriteStore holds the first write into the pages it is armed with
+// until released, outside the store's lock.
+type heldWriteStore struct {
+	*simstore.Store
+	mu      sync.Mutex
+	pages   []Addr
+	held    atomic.Bool
+	entered chan struct{} // closed when the write starts waiting
+	release func()
+	gate    chan struct{}
+}
+
+func (s *heldWriteStore) WriteAt(p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	hold := slices.ContainsFunc(s.pages, func(a Addr) bool { return off >= a.Offset() && off < a.Offset()+a.Size() })
+	if hold {
+		s.pages = nil
+	}
+	s.mu.Unlock()
+	if hold {
+		s.held.Store(true)
+		close(s.entered)
+		<-s.gate
+		s.held.Store(false)
+	}
+	return s.Store.WriteAt(p, off)
+}
+
+// arm makes the next write into pages wait until release is called (at
+// the latest when the test ends, so that a failure does not hang Close).
+func (s *heldWriteStore) arm(t *testing.T, pages []Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pages = pages
+	s.entered, s.gate = make(chan struct{}), make(chan struct{})
+	s.release = sync.OnceFunc(func() { close(s.gate) })
+	t.Cleanup(s.release)
+}
+
+// TestPunchHolesAfterHomeWrites holds the journal's home writes of the
+// transaction that merged freed pages into free max pages, written after
+// its committer was woken, while the next transaction joins: it must not
+// punch a page while those writes go to it (beside them a filesystem can
+// leave the whole page's storage allocated), and punches them all once
+// they are done.
+func TestPunchHolesAfterHomeWrites(t *testing.T) {
+	o := crashOptions(t)
+	o.PunchHoles = true
+	store := &heldWriteStore{Store: simstore.New(o.MaxSize)}
+	d := deviceOn(t, store, o)
+	pages := allocPages(t, d, 8, 64<<10)
+	allocPages(t, d, 1, 64<<10) // holds the tail: nothing is retracted
+	freePages(t, d, pages)
+	coverCommitted(t, d)
+	var punched, punchedWhileHeld atomic.Int64
+	store.SetFault(func(op simstore.Op) error {
+		if op.Kind == simstore.OpPunchHole {
+			punched.Add(1)
+			if store.held.Load() {
+				punchedWhileHeld.Add(1)
+			}
+		}
+		return nil
+	})
+	store.arm(t, pages)
+	// Releases the pages, merging them; its home writes follow its wake-up.
+	if err := d.Update(func(tx *Txn) error { d.alloc.join(tx); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	<-store.entered
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := make(chan struct{})
+	go func() {
+		d.alloc.join(tx) // where the punches are made
+		close(joined)
+	}()
+	// Until it has punched, or waits for the journal inside punchDurable.
+	for punched.Load() == 0 && !goroutineWaitsIn("(*allocator).punchDurable") {
+		time.Sleep(time.Millisecond)
+	}
+	n := punchedWhileHeld.Load()
+	store.release()
+	<-joined
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n > 0 {
+		t.Fatalf("%d max pages punched while the journal was writing them home", n)
+	}
+	if n := punched.Load(); n != int64(len(pages)) {
+		t.Fatalf("%d max pages punched once the home writes were done, want the %d freed", n, len(pages))
+	}
+}
+
+// goroutineWaitsIn reports whether a goroutine is parked in a select or
+// channel operation inside the function fn names.
+func goroutineWaitsIn(fn string) bool {
+	buf := make([]byte, 1<<20)
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, fn+"(") && (strings.Contains(g, "[select]") || strings.Contains(g, "[chan receive]")) {
+			return true
+		}
+	}
+	return false
 }
 
 // TestLongPendingQueue frees more pages at once than one transaction can

@@ -536,8 +536,19 @@ func (d *Device) committedU64(off int64) uint64 {
 // transaction holding a line holds the line's newest bytes. Readers take
 // no lock: they load the current list, which is replaced, never changed.
 type overlay struct {
-	mu  sync.Mutex // serialises add and release
-	txs atomic.Pointer[[]*Txn]
+	mu       sync.Mutex // serialises add and release
+	txs      atomic.Pointer[[]*Txn]
+	released chan struct{} // closed by the next release, or nil
+}
+
+// nextRelease returns a channel that the next release closes.
+func (o *overlay) nextRelease() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.released == nil {
+		o.released = make(chan struct{})
+	}
+	return o.released
 }
 
 // list returns the transactions in the overlay, oldest first.
@@ -596,6 +607,10 @@ func (o *overlay) release(seq uint64) {
 	}
 	rest := slices.Clone(txs[n:])
 	o.txs.Store(&rest)
+	if o.released != nil {
+		close(o.released)
+		o.released = nil
+	}
 	o.mu.Unlock()
 }
 
