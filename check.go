@@ -248,7 +248,12 @@ func (c *checker) checkPending() {
 		} else if c.tx.pageState(g, h.order, off) != statePending {
 			c.report(off, "pending queue", "only pages whose state at order %d is pending", h.order)
 		}
-		if h.word0 < lastSeq {
+		// A page stamped with a transaction not yet committed waits for
+		// a checkpoint of that transaction, and so does every page
+		// queued after it (Open refuses a tail stamped past 2^62).
+		if seq := uint64(h.word0); seq > c.d.txSeq {
+			c.report(off, "pending queue", "pages freed by committed transactions, up to %d, found transaction %d", c.d.txSeq, seq)
+		} else if h.word0 < lastSeq {
 			c.report(off, "pending queue", "pages in the order they were freed, found transaction %d after %d", h.word0, lastSeq)
 		}
 		lastSeq = h.word0

@@ -164,3 +164,40 @@ func TestCheckFindsPagesPastFrontier(t *testing.T) {
 		d.Close()
 	}
 }
+
+// TestCheckFindsPendingStampedAhead stamps a page of the pending queue
+// with a transaction after the last committed one, keeping the queue in
+// the order pages were freed: a release waits for a checkpoint of that
+// transaction, holding back the page and every page queued after it, and
+// Open refuses a tail stamped past 2^62. Check must name the page.
+func TestCheckFindsPendingStampedAhead(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		queue int                       // pages freed, each in a transaction of its own
+		stamp func(txSeq uint64) uint64 // the tail's new stamp
+	}{
+		{"the tail, by one", 3, func(s uint64) uint64 { return s + 1 }},
+		{"the only page, by 2^62", 1, func(uint64) uint64 { return maxTxSeq }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := createTestDevice(t, smallHeapOptions())
+			pages := allocPages(t, d, tc.queue+1, 4096)
+			for _, a := range pages[:tc.queue] {
+				freePages(t, d, []Addr{a})
+			}
+			tail := d.alloc.last.pendTail
+			if d.alloc.last.pendPages != int64(tc.queue) || tail != pages[tc.queue-1].Offset() {
+				t.Fatalf("set-up: want %d pending pages ending at %d, found %d ending at %d", tc.queue, pages[tc.queue-1].Offset(), d.alloc.last.pendPages, tail)
+			}
+			// The forging transaction is the last committed one.
+			stamp := tc.stamp(d.txSeq + 1)
+			want := fmt.Sprintf("corrupt pending queue at offset %d: expected pages freed by committed transactions, up to %d, found transaction %d", tail, d.txSeq+1, stamp)
+			commitCorrupt(t, d, want, func() error {
+				return d.Update(func(tx *Txn) error {
+					tx.writeU64(tail, stamp, kindLink)
+					return nil
+				})
+			})
+		})
+	}
+}
