@@ -38,6 +38,7 @@ func (d *Device) check(onAllocated func(Addr)) error {
 	c.checkPending()
 	c.checkCounters()
 	c.checkSubpages()
+	c.checkLogTable()
 	c.checkCarvedLogs()
 	return errors.Join(c.errs...)
 }

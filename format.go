@@ -684,6 +684,9 @@ func (s logSlot) positionsProblem() string {
 	if s.head > s.tail || s.tail-s.head > uint64(s.ring.size) || s.head%8 != 0 || s.tail%8 != 0 {
 		return fmt.Sprintf("head <= tail within one ring, 8-byte aligned, found head %d tail %d", s.head, s.tail)
 	}
+	if s.tail > logPosLimit {
+		return fmt.Sprintf("a tail at most %d, found %d", uint64(logPosLimit), s.tail)
+	}
 	return ""
 }
 

@@ -81,3 +81,46 @@ func TestLogCorruptSharedRing(t *testing.T) {
 		return b
 	}), "two carved logs on one page", "shared with")
 }
+
+// TestCheckFindsLogPositions commits, in a log's table slot, fixed or
+// carved, head and tail positions that Open refuses: a head past the
+// tail, or a tail past 2^62, where the positions handed out as int64 are
+// near wrapping. Check must name the slot, as Open would at the next
+// reopen.
+func TestCheckFindsLogPositions(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		carved     bool
+		head, tail func(tail uint64) uint64 // the new positions, from the slot's tail
+		want       string
+	}{
+		{"fixed head past the tail", false, func(tail uint64) uint64 { return tail + 8 }, func(tail uint64) uint64 { return tail },
+			"corrupt log table at offset %d: expected slot 0 head <= tail within one ring, 8-byte aligned, found head %d tail %d"},
+		{"fixed tail past 2^62", false, func(uint64) uint64 { return logPosLimit + 8 }, func(uint64) uint64 { return logPosLimit + 8 },
+			"corrupt log table at offset %d: expected slot 0 a tail at most 4611686018427387904, found %[3]d"},
+		{"carved tail past 2^62", true, func(uint64) uint64 { return logPosLimit + 8 }, func(uint64) uint64 { return logPosLimit + 8 },
+			"corrupt carved log table at offset %d: expected slot 0 a tail at most 4611686018427387904, found %[3]d"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := createLogDevice(t, LogRegion{"wal", 8 << 10})
+			l := mustLog(t, d, "wal")
+			if tc.carved {
+				l = mustCreateLog(t, d, "c", 8<<10)
+			}
+			appendEntryT(t, l, logContent(1, 100))
+			if err := d.Check(); err != nil {
+				t.Fatal(err)
+			}
+			tail := l.Stats().DurableTail
+			head, newTail := tc.head(uint64(tail)), tc.tail(uint64(tail))
+			want := fmt.Sprintf(tc.want, l.slotOff, head, newTail)
+			commitCorrupt(t, d, want, func() error {
+				return d.Update(func(tx *Txn) error {
+					tx.writeU64(l.slotOff+logSlotHeadOff, head, kindMeta)
+					tx.writeU64(l.slotOff+logSlotTailOff, newTail, kindMeta)
+					return nil
+				})
+			})
+		})
+	}
+}

@@ -2001,28 +2001,15 @@ func (d *Device) openLogs() error {
 	d.logs = &logSet{}
 	var list []*Log
 	if logs := d.geometry.logs; logs.size != 0 {
-		var hdr [logTableHeaderBytes]byte
-		if _, err := d.ReadAt(hdr[:], logs.off); err != nil {
+		slots, err := readLogTable(logs, func(p []byte, off int64) error {
+			_, err := d.ReadAt(p, off)
 			return err
-		}
-		count := binary.LittleEndian.Uint32(hdr[logTableCountOff:])
-		if int64(count) > (logs.size-logTableHeaderBytes)/logSlotBytes {
-			return corruptf(logs.off, "log table", "at most %d logs, found %d", (logs.size-logTableHeaderBytes)/logSlotBytes, count)
-		}
-		table := make([]byte, logTableHeaderBytes+int64(count)*logSlotBytes)
-		if _, err := d.ReadAt(table, logs.off); err != nil {
-			return err
-		}
-		slots, err := decodeLogTable(table, logs)
+		})
 		if err != nil {
 			return err
 		}
 		for i, s := range slots {
-			slotOff := logs.off + logTableHeaderBytes + int64(i)*logSlotBytes
-			if s.tail > logPosLimit {
-				return corruptf(slotOff, "log table", "slot %d (log %q) tail at most %d, found %d", i, s.name, uint64(logPosLimit), s.tail)
-			}
-			list = append(list, newLog(d, s, slotOff))
+			list = append(list, newLog(d, s, logs.off+logTableHeaderBytes+int64(i)*logSlotBytes))
 		}
 	}
 	if d.geometry.version >= carvedLogsVersion {
@@ -2063,9 +2050,6 @@ func (d *Device) openLogs() error {
 				if m.ring.overlaps(s.ring.off, s.ring.size) {
 					return corruptf(slotOff, "carved log table", "slot %d (log %q) ring [%d, +%d) owned by no other log, found it shared with %q", i, s.name, s.ring.off, s.ring.size, m.name)
 				}
-			}
-			if s.tail > logPosLimit {
-				return corruptf(slotOff, "carved log table", "slot %d (log %q) tail at most %d, found %d", i, s.name, uint64(logPosLimit), s.tail)
 			}
 			l := newLog(d, s, slotOff)
 			l.carved = true
@@ -2144,6 +2128,35 @@ func (l *Log) stop() {
 	// it, as it stops at its next step now.
 	l.gcMu.Lock()
 	l.gcMu.Unlock()
+}
+
+// readLogTable reads with read and decodes the table of the logs laid
+// out at Create in the log regions logs.
+func readLogTable(logs region, read func(p []byte, off int64) error) ([]logSlot, error) {
+	var hdr [logTableHeaderBytes]byte
+	if err := read(hdr[:], logs.off); err != nil {
+		return nil, err
+	}
+	count := binary.LittleEndian.Uint32(hdr[logTableCountOff:])
+	if int64(count) > (logs.size-logTableHeaderBytes)/logSlotBytes {
+		return nil, corruptf(logs.off, "log table", "at most %d logs, found %d", (logs.size-logTableHeaderBytes)/logSlotBytes, count)
+	}
+	table := make([]byte, logTableHeaderBytes+int64(count)*logSlotBytes)
+	if err := read(table, logs.off); err != nil {
+		return nil, err
+	}
+	return decodeLogTable(table, logs)
+}
+
+// checkLogTable checks the table of the logs laid out at Create as Open
+// does: positions a log could have reached, rings where Create put them.
+func (c *checker) checkLogTable() {
+	if logs := c.d.geometry.logs; logs.size != 0 {
+		_, err := readLogTable(logs, func(p []byte, off int64) error { c.tx.read(p, off); return nil })
+		if err != nil {
+			c.errs = append(c.errs, err)
+		}
+	}
 }
 
 // checkCarvedLogs checks the carved log table: every used slot names a
