@@ -33,6 +33,7 @@ func (d *Device) Check() error {
 func (d *Device) check(onAllocated func(Addr)) error {
 	c := &checker{d: d, g: &d.alloc.g, tx: &Txn{d: d}, onAllocated: onAllocated}
 	c.st = d.alloc.last
+	c.checkStateCopy()
 	c.checkHeap()
 	c.checkFreeLists()
 	c.checkPending()
@@ -68,6 +69,25 @@ type checker struct {
 func (c *checker) report(off int64, what, format string, args ...any) {
 	if len(c.errs) < maxViolations {
 		c.errs = append(c.errs, corruptf(off, what, format, args...))
+	}
+}
+
+// checkStateCopy compares the allocator state region, as committed, with
+// the allocator's copy of it, which the allocator acts on and the other
+// checks read: a word that reached only one of them changes the allocator
+// at the next Open (a frontier moved back there would grow the heap again
+// over allocated pages). The reserved word is checkCounters'.
+func (c *checker) checkStateCopy() {
+	want := encodeState(&c.st, c.g.maxOrder+1)
+	got := make([]byte, len(want))
+	off := c.d.geometry.state.off
+	c.tx.read(got, off)
+	for i := 0; i < len(want); i += 8 {
+		w, v := binary.LittleEndian.Uint64(want[i:]), binary.LittleEndian.Uint64(got[i:])
+		// A new device's frontier is zero: the heap's start (allocator.load).
+		if w != v && i != stateReservedOff && !(i == stateFrontierOff && v == 0 && c.st.frontier == c.g.heapOff) {
+			c.report(off+int64(i), "allocator state", "the committed word the allocator holds, %d, found %d", int64(w), int64(v))
+		}
 	}
 }
 

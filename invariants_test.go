@@ -1,6 +1,7 @@
 package pagealloc
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -195,6 +196,51 @@ func TestCheckFindsPendingStampedAhead(t *testing.T) {
 			commitCorrupt(t, d, want, func() error {
 				return d.Update(func(tx *Txn) error {
 					tx.writeU64(tail, stamp, kindLink)
+					return nil
+				})
+			})
+		})
+	}
+}
+
+// TestCheckFindsStateCopyMismatch commits a word of the allocator state
+// region that the allocator's copy of it, which the allocator acts on,
+// does not hold. The next Open loads the region: a frontier moved back
+// there grows the heap again over allocated pages, handing them out; a
+// lost list head loses its pages. Check must name the word.
+func TestCheckFindsStateCopyMismatch(t *testing.T) {
+	// firstList returns the offset of the lowest non-empty free list's
+	// head in the region.
+	firstList := func(st *allocState) int64 {
+		return stateOrdersOff + int64(bits.TrailingZeros64(st.nonEmpty))*stateOrderBytes
+	}
+	for _, tc := range []struct {
+		name  string
+		field func(st *allocState) int64                  // the word's offset in the region
+		value func(g *heapGeometry, st *allocState) int64 // what the file gets
+	}{
+		{"frontier back one max page", func(*allocState) int64 { return stateFrontierOff },
+			func(g *heapGeometry, st *allocState) int64 { return st.frontier - g.maxPageBytes() }},
+		{"allocated pages", func(*allocState) int64 { return stateAllocPagesOff },
+			func(g *heapGeometry, st *allocState) int64 { return st.allocPages + 1 }},
+		{"a free list's head", firstList, func(g *heapGeometry, st *allocState) int64 { return 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := createTestDevice(t, smallHeapOptions())
+			g := &d.alloc.g
+			allocPages(t, d, 3, g.maxPageBytes())
+			allocPages(t, d, 3, g.pageBytes(0))
+			st := d.alloc.last
+			if st.frontier < g.heapOff+2*g.maxPageBytes() || st.nonEmpty == 0 {
+				t.Fatalf("set-up: want a frontier past two max pages and a free list, found %d and lists %b", st.frontier, st.nonEmpty)
+			}
+			field := tc.field(&st)
+			at := d.geometry.state.off + field
+			was, v := int64(binary.LittleEndian.Uint64(encodeState(&st, g.maxOrder+1)[field:])), tc.value(g, &st)
+			want := fmt.Sprintf("corrupt allocator state at offset %d: expected the committed word the allocator holds, %d, found %d", at, was, v)
+			commitCorrupt(t, d, want, func() error {
+				return d.Update(func(tx *Txn) error {
+					tx.writeU64(at, uint64(v), kindMeta)
 					return nil
 				})
 			})
