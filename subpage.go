@@ -1089,6 +1089,11 @@ func (c *checker) checkSubpages() {
 		e := b[i*subpageClassBytes : (i+1)*subpageClassBytes]
 		cl := decodeSubpageClass(e)
 		at := tableOff + int64(i)*subpageClassBytes
+		// The set's copy is what the allocator acts on; the next Open
+		// loads the table.
+		if held := d.subpages.last[i].stored(); held != cl.stored() {
+			c.report(at, "sub-page class table", "entry %d as the allocator holds it (slot size, list head, parents, slots allocated, queue head and tail, slots pending, stamp) %v, found %v", i, held, cl.stored())
+		}
 		if cl.slotBytes == 0 {
 			if !allZero(e) {
 				c.report(at, "sub-page class table", "entry %d unused and zero", i)

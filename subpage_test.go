@@ -893,9 +893,25 @@ func TestSubpageVersion1(t *testing.T) {
 	}
 }
 
+// newCheckedParent makes a device whose class of 128-byte slots has one
+// parent, returned, on its partial list and pending queue: two slots
+// allocated, one pending. Check passes.
+func newCheckedParent(t *testing.T) (*Device, *Subpages, int64) {
+	t.Helper()
+	d, _ := createTestDevice(t, subpageOptions())
+	s := mustSubpages(t, d, 128)
+	a := allocSlots(t, d, s, 3)
+	if err := d.Update(func(tx *Txn) error { return s.Free(tx, a[1]) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+	return d, s, a[0].Offset() &^ (s.parentBytes - 1)
+}
+
 // TestSubpageCheckFindsDamage breaks sub-page state in ways Check must
-// report. The class has one parent on its partial list and pending queue:
-// two slots allocated, one pending.
+// report, in newCheckedParent's device.
 func TestSubpageCheckFindsDamage(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -926,21 +942,47 @@ func TestSubpageCheckFindsDamage(t *testing.T) {
 		{"stray parent bit", func(tx *Txn, p int64, s *Subpages) { tx.setParentBit(&tx.d.alloc.g, p+s.parentBytes, true) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d, _ := createTestDevice(t, subpageOptions())
-			s := mustSubpages(t, d, 128)
-			a := allocSlots(t, d, s, 3)
-			if err := d.Update(func(tx *Txn) error { return s.Free(tx, a[1]) }); err != nil {
-				t.Fatal(err)
-			}
-			if err := d.Check(); err != nil {
-				t.Fatal(err)
-			}
-			parent := a[0].Offset() &^ (s.parentBytes - 1)
+			d, s, parent := newCheckedParent(t)
 			damage := func() error { return d.Update(func(tx *Txn) error { tc.damage(tx, parent, s); return nil }) }
 			// Check must find it: after the commit, or in the commit
 			// itself in the invariants build.
 			if commitCorrupt(t, d, "corrupt", damage) {
 				t.Log(d.Check())
+			}
+		})
+	}
+}
+
+// TestSubpageCheckFindsCopyMismatch changes the copy of the sub-page class
+// table that the allocator acts on, and not the table. Acted on, a lost
+// queue drops the parent queued now from the queue at the next Free, and
+// its pending slot never goes back; a lost list head drops the partial
+// parent from the list. Check must name the class's entry.
+func TestSubpageCheckFindsCopyMismatch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(c *subpageClass)
+	}{
+		{"queue ends lost", func(c *subpageClass) { c.pendHead, c.pendTail = 0, 0 }},
+		{"list head lost", func(c *subpageClass) { c.head = 0 }},
+		{"used counter", func(c *subpageClass) { c.used++ }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, s, _ := newCheckedParent(t)
+			held := &d.subpages.last[s.index]
+			table := held.stored()
+			d.writer.Lock()
+			was := *held
+			tc.change(held)
+			d.writer.Unlock()
+			want := fmt.Sprintf("corrupt sub-page class table at offset %d: expected entry %d as the allocator holds it (slot size, list head, parents, slots allocated, queue head and tail, slots pending, stamp) %v, found %v",
+				d.geometry.state.off+subpageTableOff+int64(s.index)*subpageClassBytes, s.index, held.stored(), table)
+			err := d.Check()
+			d.writer.Lock()
+			*held = was
+			d.writer.Unlock()
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Check: %v, want ErrCorrupt naming %q", err, want)
 			}
 		})
 	}
