@@ -615,3 +615,60 @@ func TestCheckFindsUnmergedBuddies(t *testing.T) {
 		t.Errorf("Check reports %d violations, want only the unmerged buddies:\n%v", errs, d.Check())
 	}
 }
+
+// TestAllocRefusesPagesPastFrontier moves the frontier of a closed
+// device's file back over the last max page, which is allocated and holds
+// its owner's bytes, and takes it off the allocated counters: only the
+// page's state bits, now past the frontier, are wrong. Growing the heap
+// again would make that max page free and hand it out while its owner
+// holds it. Check names the page (TestCheckFindsPagesPastFrontier); Alloc
+// must refuse with ErrCorrupt and leave the device as it was.
+func TestAllocRefusesPagesPastFrontier(t *testing.T) {
+	d, path := createTestDevice(t, smallHeapOptions())
+	g := d.alloc.g
+	pages := allocPages(t, d, 3, g.maxPageBytes())
+	last := pages[2]
+	if _, err := d.WriteAt(pattern(last), last.Offset()); err != nil {
+		t.Fatal(err)
+	}
+	st, state := d.alloc.last, d.geometry.state.off
+	if st.frontier != last.Offset()+last.Size() || st.heads[g.maxOrder] != 0 {
+		t.Fatalf("set-up: want the last page %v at the frontier %d and no free max page, found lists %b", last, st.frontier, st.nonEmpty)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path = corruptCopy(t, path, func(b []byte) []byte {
+		putU64(state+stateFrontierOff, uint64(last.Offset()))(b)
+		putU64(state+stateAllocPagesOff, uint64(st.allocPages-1))(b)
+		putU64(state+stateAllocBytesOff, uint64(st.allocBytes-last.Size()))(b)
+		return b
+	})
+	d, err := Open(path, smallHeapOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	want := fmt.Sprintf("corrupt heap at offset %d: expected no page past the frontier %d", last.Offset(), last.Offset())
+	before := d.Check()
+	if !errors.Is(before, ErrCorrupt) || !strings.Contains(before.Error(), want) {
+		t.Fatalf("Check: %v, want ErrCorrupt naming %q", before, want)
+	}
+	err = d.Update(func(tx *Txn) error {
+		a, err := tx.Alloc(g.maxPageBytes())
+		if err == nil {
+			t.Errorf("Alloc returned %v, the page its owner holds", a)
+		}
+		return err
+	})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Alloc past the frontier: %v, want ErrCorrupt naming %q", err, want)
+	}
+	if after := d.Check(); after == nil || after.Error() != before.Error() {
+		t.Fatalf("Check after the refused Alloc: %v, want as before: %v", after, before)
+	}
+	got := make([]byte, last.Size())
+	if _, err := d.ReadAt(got, last.Offset()); err != nil || !bytes.Equal(got, pattern(last)) {
+		t.Fatalf("the owner's page after the refused Alloc: %v, changed %v", err, !bytes.Equal(got, pattern(last)))
+	}
+}

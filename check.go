@@ -121,12 +121,21 @@ func (c *checker) checkPastFrontier() {
 	// not read (a device far smaller than its 1 GiB block would read a
 	// block's worth at every Check).
 	end := block + min(g.blockBytes, g.capacity-block)
-	for k := 0; k <= g.maxOrder; k++ {
-		if off, s, found := c.firstState(k, frontier, end); found {
-			c.report(off, "heap", "no page past the frontier %d, found order %d state %02b", frontier, k, s)
-			return
+	if err := c.pageBeyond(frontier, frontier, end); err != nil && len(c.errs) < maxViolations {
+		c.errs = append(c.errs, err)
+	}
+}
+
+// pageBeyond returns a CorruptError naming the first page, at any order,
+// whose state bits are set in [from, to): a range of one block, past the
+// frontier and the block's metadata.
+func (c *checker) pageBeyond(frontier, from, to int64) error {
+	for k := 0; k <= c.g.maxOrder; k++ {
+		if off, s, found := c.firstState(k, from, to); found {
+			return corruptf(off, "heap", "no page past the frontier %d, found order %d state %02b", frontier, k, s)
 		}
 	}
+	return nil
 }
 
 // firstState returns the first order-k page in [from, to), a range of
