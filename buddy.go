@@ -228,8 +228,8 @@ func (a *allocator) freeBytes(st *allocState) int64 {
 // two no smaller than MinPageSize. It returns ErrInvalidArgument for a size
 // below 1, ErrTooLarge above MaxPageSize and ErrNoSpace when the device is
 // full. A free list it would take the page from that the file's corruption
-// broke is ErrCorrupt, and changes nothing; so are state bits set past the
-// frontier, where it would grow the heap. The page's contents are
+// broke is ErrCorrupt, and changes nothing; so are state bits or sub-page
+// parent bits set past the frontier, where it would grow the heap. The page's contents are
 // undefined: a page used before holds its last owner's bytes, with
 // free-list links over its first ones, so an engine that needs zeros
 // writes them (Txn.Write, to have them atomic with the allocation).
@@ -356,7 +356,7 @@ func (a *allocator) reservePunched(st *allocState, k int) error {
 // grow hands the next max page at the frontier to the allocator, growing
 // the file if needed. It reports false when the device is at capacity,
 // and returns a CorruptError, changing nothing, if a page past the
-// frontier has state bits set.
+// frontier has state bits or a sub-page parent bit set.
 func (a *allocator) grow(tx *Txn, st *allocState) (bool, error) {
 	from := st.frontier
 	to := from + a.g.maxPageBytes()
@@ -368,11 +368,15 @@ func (a *allocator) grow(tx *Txn, st *allocState) (bool, error) {
 	}
 	// The pages made here must be in no state yet: state bits set past
 	// the frontier (a corrupt file) would be pages they overlap, maybe
-	// allocated ones.
+	// allocated ones, and a parent bit would keep the page's owner from
+	// freeing it.
 	if lo := max(from, a.g.blockStart(from)+a.g.metaPad); lo < to {
 		c := &checker{d: a.d, g: &a.g, tx: tx}
 		if err := c.pageBeyond(from, lo, to); err != nil {
 			return false, err
+		}
+		if p, found := tx.firstParentBit(&a.g, lo, to); found {
+			return false, corruptf(p, "sub-page parent bits", "a bit only where an allocated page starts, found one at %d", p)
 		}
 	}
 	a.forEachGrownPage(from, func(order int, off int64) bool {

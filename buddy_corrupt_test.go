@@ -616,59 +616,84 @@ func TestCheckFindsUnmergedBuddies(t *testing.T) {
 	}
 }
 
-// TestAllocRefusesPagesPastFrontier moves the frontier of a closed
-// device's file back over the last max page, which is allocated and holds
-// its owner's bytes, and takes it off the allocated counters: only the
-// page's state bits, now past the frontier, are wrong. Growing the heap
-// again would make that max page free and hand it out while its owner
-// holds it. Check names the page (TestCheckFindsPagesPastFrontier); Alloc
-// must refuse with ErrCorrupt and leave the device as it was.
+// TestAllocRefusesPagesPastFrontier damages, in a closed device's file,
+// the state of the max page past the frontier, where the heap grows next,
+// keeping the counters consistent. Growing the heap over it would hand out
+// a page its owner still holds (a frontier moved back over the last max
+// page, which is allocated and holds its owner's bytes), or a page that
+// its owner can neither free nor write the first bytes of (a stray
+// sub-page parent bit). Check names the damage; Alloc must refuse with
+// ErrCorrupt and leave the device as it was.
 func TestAllocRefusesPagesPastFrontier(t *testing.T) {
-	d, path := createTestDevice(t, smallHeapOptions())
-	g := d.alloc.g
-	pages := allocPages(t, d, 3, g.maxPageBytes())
-	last := pages[2]
-	if _, err := d.WriteAt(pattern(last), last.Offset()); err != nil {
-		t.Fatal(err)
-	}
-	st, state := d.alloc.last, d.geometry.state.off
-	if st.frontier != last.Offset()+last.Size() || st.heads[g.maxOrder] != 0 {
-		t.Fatalf("set-up: want the last page %v at the frontier %d and no free max page, found lists %b", last, st.frontier, st.nonEmpty)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	path = corruptCopy(t, path, func(b []byte) []byte {
-		putU64(state+stateFrontierOff, uint64(last.Offset()))(b)
-		putU64(state+stateAllocPagesOff, uint64(st.allocPages-1))(b)
-		putU64(state+stateAllocBytesOff, uint64(st.allocBytes-last.Size()))(b)
-		return b
-	})
-	d, err := Open(path, smallHeapOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	want := fmt.Sprintf("corrupt heap at offset %d: expected no page past the frontier %d", last.Offset(), last.Offset())
-	before := d.Check()
-	if !errors.Is(before, ErrCorrupt) || !strings.Contains(before.Error(), want) {
-		t.Fatalf("Check: %v, want ErrCorrupt naming %q", before, want)
-	}
-	err = d.Update(func(tx *Txn) error {
-		a, err := tx.Alloc(g.maxPageBytes())
-		if err == nil {
-			t.Errorf("Alloc returned %v, the page its owner holds", a)
-		}
-		return err
-	})
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
-		t.Fatalf("Alloc past the frontier: %v, want ErrCorrupt naming %q", err, want)
-	}
-	if after := d.Check(); after == nil || after.Error() != before.Error() {
-		t.Fatalf("Check after the refused Alloc: %v, want as before: %v", after, before)
-	}
-	got := make([]byte, last.Size())
-	if _, err := d.ReadAt(got, last.Offset()); err != nil || !bytes.Equal(got, pattern(last)) {
-		t.Fatalf("the owner's page after the refused Alloc: %v, changed %v", err, !bytes.Equal(got, pattern(last)))
+	for _, tc := range []struct {
+		name string
+		// edit damages the file; last is the last max page, allocated.
+		edit func(b []byte, g *heapGeometry, st allocState, state int64, last Addr)
+		want func(g *heapGeometry, last Addr) string // what Check and Alloc name
+	}{
+		{"frontier moved back over an allocated page", func(b []byte, g *heapGeometry, st allocState, state int64, last Addr) {
+			putU64(state+stateFrontierOff, uint64(last.Offset()))(b)
+			putU64(state+stateAllocPagesOff, uint64(st.allocPages-1))(b)
+			putU64(state+stateAllocBytesOff, uint64(st.allocBytes-last.Size()))(b)
+		}, func(g *heapGeometry, last Addr) string {
+			return fmt.Sprintf("corrupt heap at offset %d: expected no page past the frontier %d", last.Offset(), last.Offset())
+		}},
+		{"parent bit past the frontier", func(b []byte, g *heapGeometry, st allocState, state int64, last Addr) {
+			w, bit := g.parentBitPos(st.frontier)
+			binary.LittleEndian.PutUint64(b[w:], binary.LittleEndian.Uint64(b[w:])|1<<bit)
+		}, func(g *heapGeometry, last Addr) string {
+			return fmt.Sprintf("corrupt sub-page parent bits at offset %d: expected ", last.Offset()+last.Size())
+		}},
+		{"parent bit at the end of the next max page", func(b []byte, g *heapGeometry, st allocState, state int64, last Addr) {
+			w, bit := g.parentBitPos(st.frontier + g.maxPageBytes() - 1<<g.parentShift)
+			binary.LittleEndian.PutUint64(b[w:], binary.LittleEndian.Uint64(b[w:])|1<<bit)
+		}, func(g *heapGeometry, last Addr) string {
+			return fmt.Sprintf("corrupt sub-page parent bits at offset %d: expected ", last.Offset()+2*last.Size()-1<<g.parentShift)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, path := createTestDevice(t, smallHeapOptions())
+			g := d.alloc.g
+			pages := allocPages(t, d, 3, g.maxPageBytes())
+			last := pages[2]
+			if _, err := d.WriteAt(pattern(last), last.Offset()); err != nil {
+				t.Fatal(err)
+			}
+			st, state := d.alloc.last, d.geometry.state.off
+			if st.frontier != last.Offset()+last.Size() || st.heads[g.maxOrder] != 0 || g.parentShift == 0 {
+				t.Fatalf("set-up: want the last page %v at the frontier %d, no free max page and parent bits, found lists %b", last, st.frontier, st.nonEmpty)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			path = corruptCopy(t, path, func(b []byte) []byte { tc.edit(b, &g, st, state, last); return b })
+			d, err := Open(path, smallHeapOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			want := tc.want(&g, last)
+			before := d.Check()
+			if !errors.Is(before, ErrCorrupt) || !strings.Contains(before.Error(), want) {
+				t.Fatalf("Check: %v, want ErrCorrupt naming %q", before, want)
+			}
+			err = d.Update(func(tx *Txn) error {
+				a, err := tx.Alloc(g.maxPageBytes())
+				if err == nil {
+					t.Errorf("Alloc returned %v, over the damage", a)
+				}
+				return err
+			})
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Alloc past the frontier: %v, want ErrCorrupt naming %q", err, want)
+			}
+			if after := d.Check(); after == nil || after.Error() != before.Error() {
+				t.Fatalf("Check after the refused Alloc: %v, want as before: %v", after, before)
+			}
+			got := make([]byte, last.Size())
+			if _, err := d.ReadAt(got, last.Offset()); err != nil || !bytes.Equal(got, pattern(last)) {
+				t.Fatalf("the owner's page after the refused Alloc: %v, changed %v", err, !bytes.Equal(got, pattern(last)))
+			}
+		})
 	}
 }

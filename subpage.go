@@ -396,6 +396,29 @@ func (g *heapGeometry) parentBitPos(off int64) (wordOff int64, bit uint) {
 	return start + g.parentBitsOff + i/64*8, uint(i % 64)
 }
 
+// firstParentBit returns the first granule in [from, to), a range of one
+// block, whose sub-page parent bit is set as tx sees it.
+func (tx *Txn) firstParentBit(g *heapGeometry, from, to int64) (int64, bool) {
+	if g.parentShift == 0 {
+		return 0, false
+	}
+	block := g.blockStart(from)
+	first, end := (from-block+1<<g.parentShift-1)>>g.parentShift, (to-block)>>g.parentShift
+	for i := first &^ 63; i < end; i += 64 {
+		word := tx.readU64(block + g.parentBitsOff + i/8)
+		if i < first {
+			word &^= 1<<(first-i) - 1
+		}
+		if end-i < 64 {
+			word &= 1<<(end-i) - 1
+		}
+		if word != 0 {
+			return block + (i+int64(bits.TrailingZeros64(word)))<<g.parentShift, true
+		}
+	}
+	return 0, false
+}
+
 // setParentBit journals the parent bit of the page at p, and keeps the
 // mark on tx's line holding the page's header (line.parent) in step.
 func (tx *Txn) setParentBit(g *heapGeometry, p int64, on bool) {
