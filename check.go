@@ -255,7 +255,51 @@ func (c *checker) checkFreeLists() {
 		if n != c.free[k] || n != c.st.freePages[k] {
 			c.report(c.d.geometry.state.off, what, "as many pages on the list (%d) as free bits (%d) and the counter (%d)", n, c.free[k], c.st.freePages[k])
 		}
+		if n < c.free[k] {
+			linked := make(map[int64]bool, n)
+			for off, i := c.st.heads[k], int64(0); off != 0 && i < n; i++ {
+				linked[off] = true
+				off = c.tx.readHeader(off).next
+			}
+			c.reportUnlinked(k, stateFree, linked, what, "list")
+		}
 	}
+}
+
+// reportUnlinked names each order-k page in state s that the walk of its
+// list (or queue) did not reach from the head: what holds more such
+// pages than linked, the pages it reached. It reads the order's bits in
+// every block, which only a corrupt device pays for.
+func (c *checker) reportUnlinked(k int, s pageState, linked map[int64]bool, what, list string) {
+	g := c.g
+	for block := g.heapOff; block < c.st.frontier; block += g.blockBytes {
+		to := min(block+g.blockBytes, c.st.frontier)
+		for from := block; from < to && len(c.errs) < maxViolations; {
+			off, got, found := c.firstState(k, from, to)
+			if !found {
+				break
+			}
+			from = off + g.pageBytes(k)
+			if got == s && !linked[off] && c.outermost(k, off) {
+				c.report(off, what, "the order-%d page in state %02b reached from the %s's head, found it unreached", k, s, list)
+			}
+		}
+	}
+}
+
+// outermost reports whether the order-k page at off lies outside block
+// metadata and inside no page of a higher order: one the heap walk
+// counted.
+func (c *checker) outermost(k int, off int64) bool {
+	if c.g.isMeta(off) {
+		return false
+	}
+	for j := k + 1; j <= c.g.maxOrder; j++ {
+		if c.tx.pageState(c.g, j, off&^(c.g.pageBytes(j)-1)) != stateNone {
+			return false
+		}
+	}
+	return true
 }
 
 // checkPending walks the pending queue.
@@ -294,6 +338,16 @@ func (c *checker) checkPending() {
 	if n != c.pending || n != c.st.pendPages || bytes != c.st.pendBytes || last != c.st.pendTail {
 		c.report(c.d.geometry.state.off, "pending queue", "%d pages / %d bytes ending at %d (bits: %d pages; counters: %d pages, %d bytes, tail %d)",
 			n, bytes, last, c.pending, c.st.pendPages, c.st.pendBytes, c.st.pendTail)
+	}
+	if n < c.pending {
+		linked := make(map[int64]bool, n)
+		for off, i := c.st.pendHead, int64(0); off != 0 && i < n; i++ {
+			linked[off] = true
+			off = c.tx.readHeader(off).next
+		}
+		for k := 0; k <= g.maxOrder; k++ {
+			c.reportUnlinked(k, statePending, linked, "pending queue", "queue")
+		}
 	}
 }
 

@@ -247,3 +247,40 @@ func TestCheckFindsStateCopyMismatch(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckNamesUnlinkedPages marks an allocated page free or pending,
+// on no list: a page lost to its owner, who can no longer free it, and
+// to the allocator, which takes pages only from the lists. Check must name
+// the page, not only the count that no longer matches.
+func TestCheckNamesUnlinkedPages(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		size  int64
+		state pageState
+		list  string // what Check names
+	}{
+		{"free", 4096, stateFree, "free list 0"},
+		{"free at order 1", 8192, stateFree, "free list 1"},
+		{"pending", 4096, statePending, "pending queue"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := createTestDevice(t, smallHeapOptions())
+			g := &d.alloc.g
+			pages := allocPages(t, d, 4, tc.size)
+			freePages(t, d, pages[:1]) // the queue is not empty
+			a := pages[2]
+			k := orderOfSize(g, a.Size())
+			q := "list"
+			if tc.state == statePending {
+				q = "queue"
+			}
+			want := fmt.Sprintf("corrupt %s at offset %d: expected the order-%d page in state %02b reached from the %s's head, found it unreached", tc.list, a.Offset(), k, tc.state, q)
+			commitCorrupt(t, d, want, func() error {
+				return d.Update(func(tx *Txn) error {
+					tx.setPageState(g, k, a.Offset(), tc.state)
+					return nil
+				})
+			})
+		})
+	}
+}
