@@ -229,10 +229,11 @@ func (a *allocator) freeBytes(st *allocState) int64 {
 // below 1, ErrTooLarge above MaxPageSize and ErrNoSpace when the device is
 // full. A free list it would take the page from that the file's corruption
 // broke is ErrCorrupt, and changes nothing; so are state bits or sub-page
-// parent bits set past the frontier, where it would grow the heap. The page's contents are
-// undefined: a page used before holds its last owner's bytes, with
-// free-list links over its first ones, so an engine that needs zeros
-// writes them (Txn.Write, to have them atomic with the allocation).
+// parent bits set past the frontier, where it would grow the heap. The
+// page's contents are undefined: a page used before holds its last
+// owner's bytes, with free-list links over its first ones, so an engine
+// that needs zeros writes them (Txn.Write, to have them atomic with the
+// allocation).
 func (tx *Txn) Alloc(sizeBytes int64) (Addr, error) {
 	if tx.unmade() {
 		return 0, errNil("Txn")
