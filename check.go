@@ -256,14 +256,20 @@ func (c *checker) checkFreeLists() {
 			c.report(c.d.geometry.state.off, what, "as many pages on the list (%d) as free bits (%d) and the counter (%d)", n, c.free[k], c.st.freePages[k])
 		}
 		if n < c.free[k] {
-			linked := make(map[int64]bool, n)
-			for off, i := c.st.heads[k], int64(0); off != 0 && i < n; i++ {
-				linked[off] = true
-				off = c.tx.readHeader(off).next
-			}
-			c.reportUnlinked(k, stateFree, linked, what, "list")
+			c.reportUnlinked(k, stateFree, c.reached(c.st.heads[k], n), what, "list")
 		}
 	}
+}
+
+// reached returns the first n pages of the list or queue that starts at
+// head, which its walk found well linked.
+func (c *checker) reached(head, n int64) map[int64]bool {
+	linked := make(map[int64]bool, n)
+	for off, i := head, int64(0); off != 0 && i < n; i++ {
+		linked[off] = true
+		off = c.tx.readHeader(off).next
+	}
+	return linked
 }
 
 // reportUnlinked names each order-k page in state s that the walk of its
@@ -340,11 +346,7 @@ func (c *checker) checkPending() {
 			n, bytes, last, c.pending, c.st.pendPages, c.st.pendBytes, c.st.pendTail)
 	}
 	if n < c.pending {
-		linked := make(map[int64]bool, n)
-		for off, i := c.st.pendHead, int64(0); off != 0 && i < n; i++ {
-			linked[off] = true
-			off = c.tx.readHeader(off).next
-		}
+		linked := c.reached(c.st.pendHead, n)
 		for k := 0; k <= g.maxOrder; k++ {
 			c.reportUnlinked(k, statePending, linked, "pending queue", "queue")
 		}
