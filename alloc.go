@@ -207,11 +207,12 @@ type Device struct {
 	zeroEnd int64
 	growMu  sync.Mutex
 
-	writer  sync.Mutex // held by the one open writing transaction
-	txSeq   uint64     // sequence of the last committed transaction; under writer
-	txLines int        // lines the last transaction wrote, to size the next's table; under writer
-	pending overlay    // committed writes not yet at their home locations
-	journal *journal
+	writer   sync.Mutex  // held by the one open writing transaction
+	txSeq    uint64      // sequence of the last committed transaction; under writer
+	txLines  int         // lines the last transaction wrote, to size the next's table; under writer
+	deadSort sortBuffers // Txn.dropDeadLinks' sort space; under writer
+	pending  overlay     // committed writes not yet at their home locations
+	journal  *journal
 
 	// homeSeq is odd while the journal writes a group home, and homeMu is
 	// held for writing meanwhile: ReadAt retries a copy that a group's

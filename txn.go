@@ -271,42 +271,31 @@ func (tx *Txn) dropDeadLinks() {
 		}
 	}
 	// Addrs sort as their offsets do: the size lies below the offset's
-	// lowest bit, and allocated pages do not share an offset.
+	// lowest bit, and allocated pages do not share an offset. With the
+	// lines in order too, one walk over both finds the page, if any, each
+	// line lies in: a search per line costs several times more in a
+	// large transaction.
 	slices.Sort(held)
-	for _, r := range tx.lines.slots {
+	i := 0
+	for _, r := range tx.lines.sorted(&tx.d.deadSort) {
 		l := r.l
-		if l == nil || l.link == 0 && l.valid == l.dirty {
+		if l.link == 0 && l.valid == l.dirty {
 			continue
 		}
-		// The last page starting at or before the line; pages do not
-		// overlap.
 		off := r.idx << lineShift
-		if i := lastAtOrBefore(held, Addr(off)|addrSizeMask); i >= 0 && off < held[i].Offset()+held[i].Size() {
+		for i < len(held) && held[i].Offset()+held[i].Size() <= off {
+			i++
+		}
+		if i == len(held) {
+			break
+		}
+		if held[i].Offset() <= off {
 			l.dirty &^= l.link
 			l.valid = l.dirty
 			l.link = 0
 		}
 	}
 	tx.allocated = held[:0]
-}
-
-// lastAtOrBefore returns the index of the last element of s, which is
-// ascending, not above v, or -1. A commit searches once per line: a plain
-// loop over integers costs a third of slices.BinarySearchFunc, which
-// calls a comparison function at every step.
-func lastAtOrBefore(s []Addr, v Addr) int {
-	if len(s) == 0 || s[0] > v {
-		return -1
-	}
-	base, n := 0, len(s)
-	for n > 1 {
-		half := n / 2
-		if s[base+half] <= v {
-			base += half
-		}
-		n -= half
-	}
-	return base
 }
 
 // Rollback discards the transaction's writes and ends it.
