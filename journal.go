@@ -48,6 +48,7 @@ type journal struct {
 	nextSeq uint64     // sequence number of the next record
 	recBuf  []byte
 	homeBuf []byte
+	keepBuf []bool // commitChunk's keepLink verdicts, for applyHome
 	sortBuf sortBuffers
 
 	mu             sync.Mutex
@@ -190,7 +191,7 @@ func (j *journal) commit(g *group) {
 		d.durableTxSeq.Store(txns[n-1].seq)
 		if later != nil {
 			wake(nil)
-			if err := j.applyHome(later, refs); err != nil {
+			if err := j.applyHome(later, refs, j.keepBuf); err != nil {
 				d.fail(err)
 				return
 			}
@@ -269,13 +270,22 @@ func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, ref
 	// in-place bytes until then. (Txn.Commit drops those of a lone
 	// transaction; the links of a page merged into a larger free one are
 	// skipped too, harmlessly: no one owns them.)
+	//
+	// Whether each link is kept is decided here once, for applyHome too:
+	// the group's home writes come next, and nothing else writes the
+	// bits the decision reads in between.
 	user, end, skipped := false, int64(0), false
 	word := j.d.groupWord(lines)
+	j.keepBuf = j.keepBuf[:0]
 	j.homeBuf, err = forEachRun(refs, true, j.homeBuf, func(off int64, kind entryKind, data []byte) error {
 		rec = appendEntry(rec, off, kind, data)
 		count++
 		user = user || kind == kindUser
-		skipped = skipped || mayDefer && kind == kindLink && !j.d.keepLink(word, off) && j.d.allocatedAt(word, off)
+		if kind == kindLink {
+			keep := j.d.keepLink(word, off)
+			j.keepBuf = append(j.keepBuf, keep)
+			skipped = skipped || mayDefer && !keep && j.d.allocatedAt(word, off)
+		}
 		end = off + int64(len(data))
 		return nil
 	})
@@ -291,7 +301,7 @@ func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, ref
 	if mayDefer && !user && !skipped && end <= j.d.size.Load() {
 		return lines, refs, nil
 	}
-	if err := j.applyHome(lines, refs); err != nil {
+	if err := j.applyHome(lines, refs, j.keepBuf); err != nil {
 		return nil, nil, err
 	}
 	j.d.pending.release(txns[len(txns)-1].seq)
@@ -355,8 +365,10 @@ func (j *journal) readRing(p []byte, pos uint64) {
 // skipped: the page's bytes are its new owner's, who may be writing them
 // in place already (see Device.keepLink). lines holds the group's lines
 // (refs in order), so that the group's final state is those lines over
-// home, which has every group before it.
-func (j *journal) applyHome(lines *lineTable, refs []lineRef) error {
+// home, which has every group before it. keeps, if not nil, holds
+// keepLink's verdict on each run of links in turn, as commitChunk found
+// it.
+func (j *journal) applyHome(lines *lineTable, refs []lineRef, keeps []bool) error {
 	d := j.d
 	d.homeMu.Lock()
 	d.homeSeq.Add(1)
@@ -370,8 +382,14 @@ func (j *journal) applyHome(lines *lineTable, refs []lineRef) error {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	var err error
 	j.homeBuf, err = forEachRun(refs, true, j.homeBuf, func(off int64, kind entryKind, data []byte) error {
-		if kind == kindLink && !d.keepLink(word, off) {
-			return nil
+		if kind == kindLink {
+			keep := keeps == nil && d.keepLink(word, off)
+			if keeps != nil {
+				keep, keeps = keeps[0], keeps[1:]
+			}
+			if !keep {
+				return nil
+			}
 		}
 		end = max(end, off+int64(len(data)))
 		if off+int64(len(data)) <= size && d.homeView != nil && copyMapped(d.homeView[off:], data) {
@@ -641,7 +659,7 @@ func (j *journal) recover() error {
 	if err := d.growTo(end, 1); err != nil {
 		return err
 	}
-	if err := j.applyHome(&replay.lines, replay.lines.sorted(nil)); err != nil {
+	if err := j.applyHome(&replay.lines, replay.lines.sorted(nil), nil); err != nil {
 		return err
 	}
 	return j.checkpoint()
