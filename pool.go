@@ -70,6 +70,10 @@ type Pool struct {
 	// depotPopHook, when not nil, runs between the load of the depot head
 	// and the CAS that pops it. Tests use it to freeze a pop there.
 	depotPopHook func()
+	// namedHook, when not nil, runs in remember between finding a cell
+	// that already names the slot and storing the slot's home. Tests use
+	// it to unname the slot there.
+	namedHook func()
 }
 
 // Buffer is one slot of a Pool: a fixed, 4096-aligned region of the slab.
@@ -569,7 +573,9 @@ func (p *Pool) takeQueued() *Buffer {
 //
 // home is stored before the slot is named (or, if already named, before
 // the name is checked again), so whoever unnames the slot afterwards also
-// clears home; home never points at a shard that has dropped the slot.
+// clears home. One who unnamed it before the store cleared home too early;
+// the check then finds the name gone and clears home itself. So home never
+// points at a shard that has dropped the slot.
 func (p *Pool) remember(shard uint32, start int, i uint32, free bool) {
 	s := &p.shards[shard]
 	b := &p.buffers[i]
@@ -580,9 +586,15 @@ scan:
 		v := s.cells[c].Load()
 		switch {
 		case v == i:
+			if p.namedHook != nil {
+				p.namedHook()
+			}
 			b.home.Store(shard)
 			if s.cells[c].Load() != i {
-				goto scan // unnamed meanwhile; home cleared or about to be
+				// Unnamed meanwhile. Whoever did it may have cleared
+				// home before the Store above, so clear it again.
+				b.home.CompareAndSwap(shard, noShard)
+				goto scan
 			}
 			return
 		case v == noSlot:

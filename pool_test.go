@@ -1284,3 +1284,55 @@ func TestDeviceStagingConcurrent(t *testing.T) {
 type unmappedStore struct{ *storage.File }
 
 func (u unmappedStore) MapWritable(int64) {} // hides File's: not a storage.MapWriter
+
+// TestPoolRenamedSlotNotLost has a Get take a free slot from a shard cell
+// and find the slot already named there, while a Put of another slot into
+// the same shard, finding every other cell full of free slots, evicts the
+// held slot's name and clears its home. The eviction comes between the
+// Get's look at the cell and its store of the slot's home, so the Get's
+// store would set home again for a slot no cell names; a Put that found
+// that home returned the slot with its one Swap, where no Get could find
+// it again.
+func TestPoolRenamedSlotNotLost(t *testing.T) {
+	const count = shardCells + 1
+	p := newTestPool(t, count)
+	var held []*Buffer
+	for range count {
+		b := p.takeQueued()
+		if b == nil {
+			t.Fatalf("depot ran dry after %d of %d slots", len(held), count)
+		}
+		held = append(held, b)
+	}
+	// Slots 0..15 free and named in cells 0..15 of shard 0, their home;
+	// the last slot held and named nowhere.
+	for i, b := range held[:shardCells] {
+		p.remember(0, i, b.index, false)
+		if err := p.Put(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := held[shardCells]
+	evicted := false
+	p.namedHook = func() {
+		if evicted {
+			return
+		}
+		evicted = true
+		// The last slot's Put, from a goroutine whose shard is 0: cell
+		// 0, naming the slot the Get just claimed, is the only one that
+		// names a held slot, so the Put names its slot there instead.
+		last.state.Store(slotFree)
+		p.remember(0, 0, last.index, true)
+	}
+	b := p.takeElsewhere(0, 0) // the depot is empty: claims slot 0 from cell 0
+	p.namedHook = nil
+	if b == nil || b.index != 0 || !evicted {
+		t.Fatalf("takeElsewhere = slot %d, eviction ran %v; want slot 0 with the eviction", b.Index(), evicted)
+	}
+	if err := p.Put(b); err != nil {
+		t.Fatal(err)
+	}
+	drainPool(t, p)
+	checkPool(t, p)
+}
