@@ -17,7 +17,8 @@ import (
 // anonymous mapping. Buffer addresses never move, so they can be handed to
 // O_DIRECT reads and writes or registered once as fixed buffers.
 //
-// A Pool is safe for concurrent use. Get, TryGet and Put take no locks.
+// A Pool is safe for concurrent use. Get, TryGet and Put take a lock only
+// while Gets are parked on an empty pool: to park one, or to wake them.
 //
 // Each slot's state word alone decides who owns it: a Get owns a slot only
 // if its Swap turned the word from free to held, a Put returns it only if
