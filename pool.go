@@ -124,7 +124,7 @@ type PoolStats struct {
 	Count     int  // buffers in the pool
 	SizeBytes int  // length of each buffer
 	InUse     int  // buffers handed out and not yet returned
-	Free      int  // buffers available to Get
+	Free      int  // buffers not in use, which Get hands out while the pool is open
 	Waiting   int  // goroutines blocked in Get for a buffer
 	Closed    bool // Close has been called
 }
