@@ -210,7 +210,7 @@ type Device struct {
 	writer   sync.Mutex  // held by the one open writing transaction
 	txSeq    uint64      // sequence of the last committed transaction; under writer
 	txLines  int         // lines the last transaction wrote, to size the next's table; under writer
-	deadSort sortBuffers // Txn.dropDeadLinks' sort space; under writer
+	deadSort sortBuffers // Txn.settleLines' sort space; under writer
 	pending  overlay     // committed writes not yet at their home locations
 	journal  *journal
 

@@ -86,7 +86,7 @@ func (l *line) holds(from, n int) bool {
 type Txn struct {
 	d     *Device
 	lines lineTable
-	// allocated are the pages tx's Alloc handed out (see dropDeadLinks).
+	// allocated are the pages tx's Alloc handed out (see settleLines).
 	allocated []Addr
 	seq       uint64 // commit order, set by Commit
 	done      bool
@@ -207,12 +207,11 @@ func (tx *Txn) Commit() error {
 			return err
 		}
 	}
-	tx.dropDeadLinks()
+	tx.settleLines()
 	if tx.stray {
 		tx.Rollback()
 		return corruptf(tx.strayOff, "transaction", "writes to the root area, the allocator's state, the log table and the heap only, found one at %d (a corrupt link followed)", tx.strayOff)
 	}
-	tx.measure()
 	if bound := tx.soloBound(); bound > d.journal.maxRecord {
 		tx.Rollback()
 		return fmt.Errorf("%w: transaction needs up to %d journal bytes, the journal takes %d", ErrTooLarge, bound, d.journal.maxRecord)
@@ -249,53 +248,66 @@ func (tx *Txn) Commit() error {
 	return g.err
 }
 
-// dropDeadLinks forgets the free-list links tx wrote into pages it leaves
-// allocated (a page pushed on a list and popped again, or merged into one
-// that was): their bytes are the new owner's, so neither the journal nor
-// home, nor readers of the committed version, may see them. Replay and
-// home writes apply the same rule (Device.keepLink); doing it here keeps
-// them out of the record and out of the overlay. Only a page tx allocated
-// can hold links of tx's and be allocated at its end. The bytes of those
-// pages' lines that tx did not write go too: copied from a version still
-// on its way home (see lineFor), they are links of an earlier transaction,
-// and kept in the overlay they would hide the owner's in-place writes.
-func (tx *Txn) dropDeadLinks() {
-	if len(tx.allocated) == 0 {
+// settleLines readies tx's lines for the journal: it drops the links that
+// died in tx (see dropDeadLinks) and measures what is left (see measure).
+// With pages allocated, both are done in one walk over the lines: in a
+// large transaction each line is a cache miss.
+func (tx *Txn) settleLines() {
+	held := tx.heldPages()
+	if len(held) == 0 {
+		tx.measure()
 		return
 	}
+	tx.runs, tx.dirtyBytes = 0, 0
+	i := 0
+	for _, r := range tx.lines.sorted(&tx.d.deadSort) {
+		l := r.l
+		if l.link != 0 || l.valid != l.dirty {
+			off := r.idx << lineShift
+			for i < len(held) && held[i].Offset()+held[i].Size() <= off {
+				i++
+			}
+			if i < len(held) && held[i].Offset() <= off {
+				l.dropDeadLinks()
+			}
+		}
+		tx.runs += int64(l.runs())
+		tx.dirtyBytes += int64(bits.OnesCount64(l.dirty))
+	}
+	tx.allocated = held[:0]
+}
+
+// heldPages returns, in ascending order, the pages tx allocated that are
+// still allocated, in tx.allocated's space.
+func (tx *Txn) heldPages() []Addr {
 	g := &tx.d.alloc.g
-	held := tx.allocated[:0] // those still allocated, in place
+	held := tx.allocated[:0]
 	for _, a := range tx.allocated {
 		if tx.pageState(g, int(uint(a&addrSizeMask)-g.minShift), a.Offset()) == stateAllocated {
 			held = append(held, a)
 		}
 	}
 	// Addrs sort as their offsets do: the size lies below the offset's
-	// lowest bit, and allocated pages do not share an offset. With the
-	// lines in order too, one walk over both finds the page, if any, each
-	// line lies in: a search per line costs several times more in a
-	// large transaction.
+	// lowest bit, and allocated pages do not share an offset.
 	slices.Sort(held)
-	i := 0
-	for _, r := range tx.lines.sorted(&tx.d.deadSort) {
-		l := r.l
-		if l.link == 0 && l.valid == l.dirty {
-			continue
-		}
-		off := r.idx << lineShift
-		for i < len(held) && held[i].Offset()+held[i].Size() <= off {
-			i++
-		}
-		if i == len(held) {
-			break
-		}
-		if held[i].Offset() <= off {
-			l.dirty &^= l.link
-			l.valid = l.dirty
-			l.link = 0
-		}
-	}
-	tx.allocated = held[:0]
+	return held
+}
+
+// dropDeadLinks forgets the free-list links written into l, a line of a
+// page its transaction leaves allocated (a page pushed on a list and
+// popped again, or merged into one that was): their bytes are the new
+// owner's, so neither the journal nor home, nor readers of the committed
+// version, may see them. Replay and home writes apply the same rule
+// (Device.keepLink); doing it at commit keeps them out of the record and
+// out of the overlay. Only a page the transaction allocated can hold its
+// links and be allocated at its end. The bytes of the line that the
+// transaction did not write go too: copied from a version still on its way
+// home (see lineFor), they are links of an earlier transaction, and kept
+// in the overlay they would hide the owner's in-place writes.
+func (l *line) dropDeadLinks() {
+	l.dirty &^= l.link
+	l.valid = l.dirty
+	l.link = 0
 }
 
 // Rollback discards the transaction's writes and ends it.
