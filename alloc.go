@@ -58,7 +58,10 @@ type Options struct {
 	// MaxSize is the most bytes the device file may ever hold, reserved as
 	// address space at once so that the mapping never moves. Zero means
 	// 1 TiB (1 GiB on 32-bit platforms) at Create, and the size recorded
-	// in the file at Open. Reserving address space costs no memory or disk.
+	// in the file at Open. An Open for writing records the MaxSize it is
+	// given, at Close if not before, for the Opens that follow; a
+	// read-only one records nothing. Reserving address space costs no
+	// memory or disk.
 	// The heap follows the headers, aligned to MaxPageSize, and grows one
 	// max page at a time: bytes past the last whole max page below MaxSize
 	// are never handed out, and a MaxSize below the headers plus one max
@@ -541,14 +544,16 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	}
 	if !o.ReadOnly {
 		// Checkpoints record the capacity of an Open that got this far,
-		// not that of one that failed after recovery checkpointed.
-		d.journal.sb.capacity = capacity
+		// not that of one that failed after recovery checkpointed. The
+		// one at Close records it even if nothing else changed.
+		d.journal.capacity.Store(capacity)
 		d.staging = newStaging(d.journal.maxRecord)
 		d.journal.start()
 	}
 	if err := d.openLogs(); err != nil {
 		d.closeLogs()
 		if !o.ReadOnly {
+			d.journal.capacity.Store(sb.capacity) // this Open failed
 			d.journal.stop()
 			d.staging.close()
 		}

@@ -1384,3 +1384,64 @@ func TestReadOnlyOpenLostGrowth(t *testing.T) {
 		t.Errorf("read-only ReadAt at the frontier %d: %d bytes, %v; want io.EOF", frontier, n, err)
 	}
 }
+
+// TestOpenRecordsMaxSize opens a device for writing with a MaxSize other
+// than the one it was created with, closes it, and opens it again without
+// one: the capacity is the MaxSize the writable Open was given, whether or
+// not that Open committed anything. A read-only Open records nothing, nor
+// does one that fails after its journal started (at a corrupt log table).
+func TestOpenRecordsMaxSize(t *testing.T) {
+	o := testOptions()
+	o.LogRegions = []LogRegion{{Name: "events", Size: 16 << 10}}
+	d, path := createTestDevice(t, o)
+	logs := d.geometry.logs
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	broken := corruptCopy(t, path, func(b []byte) []byte { b[logs.off+logTableCRCOff] ^= 1; return b })
+	if rd, err := Open(broken, &Options{NoSync: true, MaxSize: o.MaxSize / 2}); !errors.Is(err, ErrCorrupt) {
+		if err == nil {
+			rd.Close()
+		}
+		t.Fatalf("Open with a corrupt log table: %v, want ErrCorrupt", err)
+	}
+	for slot := uint64(0); slot < 2; slot++ {
+		sb, err := decodeSuperblock(readFile(t, broken)[superblockOffset(slot):], superblockOffset(slot))
+		if err != nil || sb.capacity != o.MaxSize {
+			t.Errorf("superblock %d after the failed Open: capacity %d (%v), want %d", slot, sb.capacity, err, o.MaxSize)
+		}
+	}
+	capacityAfter := func(opts *Options, write bool) int64 {
+		t.Helper()
+		d, err := Open(path, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if write {
+			writeRoot(t, d, 0, []byte("x"))
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		d, err = Open(path, &Options{NoSync: true, ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		return d.Stats().Capacity
+	}
+	for i, c := range []struct {
+		opts  Options
+		write bool
+		want  int64
+	}{
+		{Options{NoSync: true, MaxSize: o.MaxSize / 2}, true, o.MaxSize / 2},
+		{Options{NoSync: true, MaxSize: o.MaxSize / 4}, false, o.MaxSize / 4},
+		{Options{NoSync: true, MaxSize: o.MaxSize / 2, ReadOnly: true}, false, o.MaxSize / 4},
+		{Options{NoSync: true}, false, o.MaxSize / 4},
+	} {
+		if got := capacityAfter(&c.opts, c.write); got != c.want {
+			t.Errorf("%d: after an Open with MaxSize %d (read-only %v, writing %v): capacity %d, want %d", i, c.opts.MaxSize, c.opts.ReadOnly, c.write, got, c.want)
+		}
+	}
+}

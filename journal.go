@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 )
 
 // The journal is a ring of records in the device file (see format.go).
@@ -41,8 +42,12 @@ type journal struct {
 	ring      region // the ring's bytes in the file
 	maxRecord int64  // the largest record: half the ring, so a checkpoint always makes room
 
+	// capacity is what checkpoints record: the file's, or the Open's
+	// once the Open has got far enough to keep it (see openOn).
+	capacity atomic.Int64
+
 	// Owned by the goroutine running run (and by recover before it starts).
-	sb      superblock // the live superblock; head fields change at checkpoint
+	sb      superblock // the superblock as last written; head fields change at checkpoint
 	head    uint64     // virtual offset of the oldest record not checkpointed
 	tail    uint64     // virtual offset where the next record goes
 	nextSeq uint64     // sequence number of the next record
@@ -80,6 +85,7 @@ func newJournal(d *Device, sb superblock) *journal {
 
 		checkpointed: make(chan struct{}),
 	}
+	j.capacity.Store(sb.capacity)
 	j.cond.L = &j.mu
 	return j
 }
@@ -432,9 +438,9 @@ func (j *journal) checkpoint() error {
 	if f := j.d.failure.Load(); f != nil {
 		return f
 	}
-	if j.head == j.tail {
+	if j.head == j.tail && j.capacity.Load() == j.sb.capacity {
 		// Nothing applied since the last one: everything durable is
-		// already covered.
+		// already covered, and the capacity recorded.
 		j.covered()
 		return nil
 	}
@@ -446,6 +452,7 @@ func (j *journal) checkpoint() error {
 	sb.seq++
 	sb.journalHead, sb.headSeq = j.tail, j.nextSeq
 	sb.txSeq = d.durableTxSeq.Load()
+	sb.capacity = j.capacity.Load()
 	var buf [superblockBytes]byte
 	sb.encode(buf[:])
 	if _, err := d.store.WriteAt(buf[:], superblockOffset(sb.seq)); err != nil {
