@@ -60,8 +60,10 @@ type Options struct {
 	// 1 TiB (1 GiB on 32-bit platforms) at Create, and the size recorded
 	// in the file at Open. An Open for writing records the MaxSize it is
 	// given, at Close if not before, for the Opens that follow; a
-	// read-only one records nothing. Reserving address space costs no
-	// memory or disk.
+	// read-only one records nothing. A MaxSize at Open below the file's
+	// size, or below the heap the device holds (the file may be shorter
+	// after a crash), is refused with ErrInvalidArgument. Reserving
+	// address space costs no memory or disk.
 	// The heap follows the headers, aligned to MaxPageSize, and grows one
 	// max page at a time: bytes past the last whole max page below MaxSize
 	// are never handed out, and a MaxSize below the headers plus one max
@@ -440,6 +442,13 @@ func readSuperblock(store storage.Storage, size int64) (superblock, error) {
 // negative.
 func errNegativeGrowthStep(step int64) error {
 	return fmt.Errorf("%w: GrowthStep %d is negative", ErrInvalidArgument, step)
+}
+
+// errMaxSizeBelow is the error of an Open whose MaxSize, capacity, falls
+// short of what, at end, inside the capacity the file records: the file
+// is sound, the MaxSize too small for it.
+func errMaxSizeBelow(capacity int64, what string, end int64) error {
+	return fmt.Errorf("%w: MaxSize %d is below %s %d; open with a larger MaxSize or none", ErrInvalidArgument, capacity, what, end)
 }
 
 // openOn opens a formatted store: it reads the superblock, maps the store,

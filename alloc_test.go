@@ -1445,3 +1445,59 @@ func TestOpenRecordsMaxSize(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenMaxSizeBelowFrontier opens what a crash that lost the file's
+// growth leaves (the file shorter than the allocator's frontier) with a
+// MaxSize that covers the file but not the frontier, or not the writes
+// past the file's end a journal record holds. The MaxSize is what is
+// wrong, not the file: ErrInvalidArgument, not ErrCorrupt, and an Open
+// without a MaxSize succeeds.
+func TestOpenMaxSizeBelowFrontier(t *testing.T) {
+	o := testOptions()
+	o.MaxPageSize = 64 << 10
+	o.GrowthStep = 64 << 10
+	d, path := createTestDevice(t, o)
+	pages := allocPages(t, d, 8, 64<<10)
+	cut := pages[1].Offset() // the file as a crash that lost its growth leaves it
+	frontier := d.alloc.last.frontier
+	grown := corruptCopy(t, path, func(b []byte) []byte { return b[:cut] })
+	// Links written into the free pages the split of a new max page
+	// leaves, in a record no checkpoint covers.
+	coverCommitted(t, d)
+	split := d.alloc.last.frontier
+	small := allocPages(t, d, 12, 4096)
+	if d.journal.tail == d.journal.head {
+		t.Fatal("the allocations left no journal record to replay")
+	}
+	if last := small[len(small)-1].Offset(); last < split || last >= split+64<<10 {
+		t.Fatalf("the last small page is at %d, not in the new max page at %d", last, split)
+	}
+	linked := corruptCopy(t, path, func(b []byte) []byte { return b[:cut] })
+	for _, c := range []struct {
+		path              string
+		maxSize, frontier int64
+	}{
+		{grown, cut, frontier},
+		{grown, cut + 64<<10, frontier},
+		{linked, split + 4096, d.alloc.last.frontier},
+	} {
+		if c.maxSize >= c.frontier {
+			t.Fatalf("MaxSize %d is not below the frontier %d", c.maxSize, c.frontier)
+		}
+		rd, err := Open(c.path, &Options{NoSync: true, MaxSize: c.maxSize})
+		if err == nil {
+			rd.Close()
+		}
+		if !errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrCorrupt) {
+			t.Errorf("Open of a file of %d bytes with a MaxSize of %d: %v, want ErrInvalidArgument and not ErrCorrupt", cut, c.maxSize, err)
+		}
+	}
+	for _, p := range []string{grown, linked} {
+		rd, err := Open(p, &Options{NoSync: true})
+		if err != nil {
+			t.Fatalf("Open without a MaxSize: %v", err)
+		}
+		mustCheck(t, rd)
+		rd.Close()
+	}
+}

@@ -115,7 +115,13 @@ func (a *allocator) load() error {
 	if st.frontier == 0 {
 		st.frontier = a.g.heapOff
 	}
-	if st.frontier < a.g.heapOff || st.frontier > a.g.capacity || (st.frontier-a.g.heapOff)%a.g.maxPageBytes() != 0 {
+	onGrid := st.frontier >= a.g.heapOff && (st.frontier-a.g.heapOff)%a.g.maxPageBytes() == 0
+	if onGrid && st.frontier > a.g.capacity && st.frontier <= a.d.geometry.capacity {
+		// Inside the capacity the file records: the Open's MaxSize is
+		// what falls short.
+		return errMaxSizeBelow(a.g.capacity, "the allocator's frontier at", st.frontier)
+	}
+	if !onGrid || st.frontier > a.g.capacity {
 		return corruptf(stateOff+stateFrontierOff, "allocator state", "a frontier on a max-page boundary in [%d, %d], found %d", a.g.heapOff, a.g.capacity, st.frontier)
 	}
 	page := func(k int, off int64) bool { return off == 0 || a.pageAt(&st, k, off) }

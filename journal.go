@@ -550,7 +550,9 @@ func (j *journal) scan() ([]scannedRecord, error) {
 		if pos+uint64(h.length)-j.head > uint64(j.ring.size) {
 			return nil, corruptf(j.physOff(pos), "journal record", "a record inside the ring's live span")
 		}
-		entries, err := decodeEntries(rec, h.count, j.d.capacity, j.physOff(pos))
+		// Bounded by the recorded capacity too: a write past a smaller
+		// MaxSize is the MaxSize's fault, which recover reports.
+		entries, err := decodeEntries(rec, h.count, max(j.d.capacity, j.sb.capacity), j.physOff(pos))
 		if err != nil {
 			return nil, err
 		}
@@ -648,6 +650,9 @@ func (j *journal) recover() error {
 			}
 			replay.write(e.off, e.data, e.kind)
 		}
+	}
+	if end > d.capacity {
+		return errMaxSizeBelow(d.capacity, "the end of the journal's writes at", end)
 	}
 	// Links go last, and only into pages still free at the end: a page
 	// allocated since belongs to its new owner, whose data is in place.
