@@ -370,6 +370,14 @@ func createOn(store storage.Storage, o Options) (*Device, error) {
 	if err := initLogRegions(store, logs, o.LogRegions); err != nil {
 		return nil, err
 	}
+	// The superblocks make the file a device: they go last, once the
+	// rest is durable, so that a crash inside Create leaves a file that
+	// claims to be no device rather than one whose headers are missing.
+	if !o.NoSync {
+		if err := store.Sync(); err != nil {
+			return nil, err
+		}
+	}
 	// Both copies start valid, so a device never depends on one sector.
 	var slot [superblockBytes]byte
 	for seq := uint64(0); seq < 2; seq++ {

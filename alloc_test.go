@@ -1501,3 +1501,46 @@ func TestOpenMaxSizeBelowFrontier(t *testing.T) {
 		rd.Close()
 	}
 }
+
+// TestCreateCrashLeavesNoHalfDevice crashes Create at every operation,
+// keeping, dropping or tearing each unsynced write as the seeds say: the
+// file left either holds no superblock that verifies, so that it claims
+// to be no device, or opens as the whole device Create formats, its log
+// regions included.
+func TestCreateCrashLeavesNoHalfDevice(t *testing.T) {
+	o := crashOptions(t)
+	o.LogRegions = []LogRegion{{Name: "events", Size: 16 << 10}}
+	store := simstore.New(o.MaxSize)
+	d, err := createOn(store, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ops := store.Ops()
+	for n := 0; n <= ops; n++ {
+		for seed := uint64(0); seed < 16; seed++ {
+			img, err := store.Image(n, rand.New(rand.NewPCG(seed, uint64(n))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			size, _ := img.Size()
+			if _, err := readSuperblock(img, size); err != nil {
+				img.Close()
+				continue // no device
+			}
+			rd, err := openOn(img, &Options{})
+			if err == nil {
+				if _, err = rd.Log("events"); err == nil {
+					err = rd.Check()
+				}
+				rd.Close()
+			}
+			if err != nil {
+				t.Fatalf("crash after op %d of %d (seed %d; %s): the file has a superblock but: %v", n, ops, seed, img.Describe(), err)
+			}
+			img.Close()
+		}
+	}
+}
