@@ -102,9 +102,9 @@ type Options struct {
 
 	// WritableMap maps the file read-write so that the caller can write
 	// through slices from Slice: those bytes are the caller's to make
-	// durable, with Sync (Close syncs them too). False maps it read-only,
-	// so a stray write through a slice faults instead of corrupting
-	// metadata.
+	// durable, with Sync (Close syncs them too). With ReadOnly, Open
+	// refuses it (ErrInvalidArgument). False maps it read-only, so a
+	// stray write through a slice faults instead of corrupting metadata.
 	WritableMap bool
 
 	// GrowthStep sets how the file grows when the allocator's frontier
@@ -467,6 +467,11 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	if opts.GrowthStep < 0 {
 		return nil, errNegativeGrowthStep(opts.GrowthStep)
 	}
+	if opts.ReadOnly && opts.WritableMap {
+		// The file is open for reading only: a write through the
+		// mapping would fault.
+		return nil, fmt.Errorf("%w: WritableMap on a read-only device", ErrInvalidArgument)
+	}
 	size, err := store.Size()
 	if err != nil {
 		return nil, err
@@ -502,7 +507,7 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: store cannot be mapped", ErrInvalidArgument)
 	}
-	view, err := mapper.Map(capacity, o.WritableMap && !o.ReadOnly)
+	view, err := mapper.Map(capacity, o.WritableMap)
 	if err != nil {
 		// The address space for MaxSize could not be reserved.
 		return nil, fmt.Errorf("%w: mapping a capacity of %d bytes: %w", ErrTooLarge, capacity, err)

@@ -1544,3 +1544,27 @@ func TestCreateCrashLeavesNoHalfDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenReadOnlyWritableMap opens a device read-only with WritableMap:
+// a mapping that is writable by the option's word and read-only by the
+// file's open, whose first write through a slice would fault and end the
+// process. Open refuses the pair with ErrInvalidArgument and holds no lock
+// after it.
+func TestOpenReadOnlyWritableMap(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := Open(path, &Options{NoSync: true, ReadOnly: true, WritableMap: true})
+	if err == nil {
+		rd.Close()
+	}
+	if !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("Open with ReadOnly and WritableMap: %v, want ErrInvalidArgument", err)
+	}
+	d, err = Open(path, &Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("Open for writing after the refused Open: %v", err)
+	}
+	d.Close()
+}
