@@ -80,8 +80,8 @@ type Options struct {
 	MaxPageSize int64
 
 	// JournalSize is the size of the journal ring, a multiple of 4 KiB of
-	// at least 64 KiB. One transaction may use at most half of it. Zero
-	// means 4 MiB.
+	// at least 64 KiB. One transaction may use at most half of it, and
+	// less than 4 GiB (a record's length is 32 bits). Zero means 4 MiB.
 	JournalSize int64
 
 	// RootSize is the size of the caller's root area, a multiple of 4 KiB.
