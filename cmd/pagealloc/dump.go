@@ -63,24 +63,73 @@ func runDump(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// table returns a tabwriter for one section, its header already written.
-func table(w io.Writer, header ...string) *tabwriter.Writer {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  "+strings.Join(header, "\t"))
+// tableWriter lays out one table of a section. Every row has a cell for
+// each column of the header: a row with fewer would end the columns it
+// lacks, and the rows after it would be aligned on their own.
+type tableWriter struct {
+	*tabwriter.Writer
+	cols int
+}
+
+// table returns a tableWriter for one section, its header already written.
+func table(w io.Writer, header ...string) *tableWriter {
+	tw := &tableWriter{tabwriter.NewWriter(&trimWriter{w: w}, 0, 0, 2, ' ', 0), len(header)}
+	row(tw, toAny(header)...)
 	return tw
 }
 
-// row writes one row of a table; empty cells at its end are left out, so
-// that no line ends in padding.
-func row(tw *tabwriter.Writer, cells ...any) {
-	parts := make([]string, len(cells))
+func toAny(cells []string) []any {
+	out := make([]any, len(cells))
 	for i, c := range cells {
-		parts[i] = fmt.Sprint(c)
+		out[i] = c
 	}
-	for len(parts) > 1 && parts[len(parts)-1] == "" {
-		parts = parts[:len(parts)-1]
+	return out
+}
+
+// row writes one row of a table, empty cells added for the columns it
+// does not fill. Each cell ends in a tab, so that each is padded to its
+// column; the trimWriter under the table drops the padding that would
+// end a line.
+func row(tw *tableWriter, cells ...any) {
+	var b strings.Builder
+	b.WriteString("  ")
+	for i := range max(len(cells), tw.cols) {
+		if i < len(cells) {
+			fmt.Fprint(&b, cells[i])
+		}
+		b.WriteByte('\t')
 	}
-	fmt.Fprintln(tw, "  "+strings.Join(parts, "\t"))
+	b.WriteByte('\n')
+	io.WriteString(tw, b.String())
+}
+
+// trimWriter passes on what is written to it without the spaces that end
+// a line: it holds spaces back until something other than a line's end
+// follows them.
+type trimWriter struct {
+	w      io.Writer
+	spaces int
+}
+
+func (t *trimWriter) Write(p []byte) (int, error) {
+	out := make([]byte, 0, len(p))
+	for _, c := range p {
+		switch c {
+		case ' ':
+			t.spaces++
+			continue
+		case '\n':
+			t.spaces = 0
+		default:
+			out = append(out, bytes.Repeat([]byte{' '}, t.spaces)...)
+			t.spaces = 0
+		}
+		out = append(out, c)
+	}
+	if _, err := t.w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // printLayout prints the geometry and where each region lies.
@@ -113,7 +162,7 @@ func printSuperblocks(w io.Writer, in *pagealloc.Inspection) error {
 	for i, sb := range in.Superblocks {
 		name := string(rune('A' + i))
 		if sb.Problem != "" {
-			row(tw, name, sb.Offset, "bad: "+sb.Problem)
+			row(tw, name, sb.Offset, "bad")
 			continue
 		}
 		state := "older"
@@ -122,7 +171,16 @@ func printSuperblocks(w io.Writer, in *pagealloc.Inspection) error {
 		}
 		row(tw, name, sb.Offset, state, sb.Sequence, sb.Version, fmt.Sprintf("%016x", sb.DeviceID), sb.JournalHead, sb.JournalHeadSeq, sb.TxSeq)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Below the table: a problem is a sentence, too wide for a column.
+	for i, sb := range in.Superblocks {
+		if sb.Problem != "" {
+			fmt.Fprintf(w, "  copy %c does not verify: %s\n", 'A'+i, sb.Problem)
+		}
+	}
+	return nil
 }
 
 func printJournal(w io.Writer, in *pagealloc.Inspection, all bool) error {
@@ -132,15 +190,18 @@ func printJournal(w io.Writer, in *pagealloc.Inspection, all bool) error {
 		js.Head, js.HeadSeq, js.Tail, js.NextSeq, len(js.Records), bytes)
 	if len(js.Records) > 0 {
 		tw := table(w, "seq", "offset", "position", "bytes", "entries")
-		for i, r := range js.Records {
-			if i == maxDumpRecords && !all {
-				row(tw, fmt.Sprintf("… %d more (-all lists them)", len(js.Records)-i))
-				break
-			}
+		shown := len(js.Records)
+		if !all {
+			shown = min(shown, maxDumpRecords)
+		}
+		for _, r := range js.Records[:shown] {
 			row(tw, r.Seq, r.Offset, r.Pos, r.Bytes, r.Entries)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
+		}
+		if shown < len(js.Records) {
+			fmt.Fprintf(w, "  … %d more (-all lists them)\n", len(js.Records)-shown)
 		}
 	}
 	if js.Torn {

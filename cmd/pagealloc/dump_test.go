@@ -209,3 +209,29 @@ func TestDumpPagesMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestTableColumnsAfterShortRow: a row whose last cells are empty (a
+// superblock copy that does not verify, an empty free list with no first
+// pages) must not end the columns for the rows after it: each cell stays
+// under its header, and no line ends in padding.
+func TestTableColumnsAfterShortRow(t *testing.T) {
+	in := &pagealloc.Inspection{}
+	in.Superblocks[0] = pagealloc.SuperblockInfo{Offset: 0, Problem: "checksum mismatch"}
+	in.Superblocks[1] = pagealloc.SuperblockInfo{Offset: 4096, InUse: true, Sequence: 12345, Version: 2, DeviceID: 0xabc, JournalHead: 987654321, JournalHeadSeq: 77, TxSeq: 88}
+	var b strings.Builder
+	if err := printSuperblocks(&b, in); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	header, rowB := lines[1], lines[3]
+	for _, col := range []struct{ head, cell string }{{"state", "in use"}, {"seq", "12345"}, {"journal head", "987654321"}, {"checkpointed tx", "88"}} {
+		if h, c := strings.Index(header, col.head), strings.Index(rowB, col.cell); h != c {
+			t.Errorf("column %q starts at %d, its cell %q at %d:\n%s", col.head, h, col.cell, c, b.String())
+		}
+	}
+	for _, l := range lines {
+		if strings.HasSuffix(l, " ") {
+			t.Errorf("line ends in padding: %q", l)
+		}
+	}
+}
