@@ -375,13 +375,15 @@ func (h *latencyHistogram) merge(o *latencyHistogram) {
 	h.max = max(h.max, o.max)
 }
 
-// percentile returns the latency that a share p (0 to 1) of calls did
-// not exceed.
-func (h *latencyHistogram) percentile(p float64) time.Duration {
-	target := int64(p * float64(h.n))
+// percentile returns the latency that perMille thousandths of the calls
+// did not exceed: that of the call at rank ceil(n·perMille/1000) in
+// increasing order (nearest rank), counted in integers so that no
+// rounding moves it to the next call.
+func (h *latencyHistogram) percentile(perMille int64) time.Duration {
+	rank := max(1, (h.n*perMille+999)/1000)
 	seen := int64(0)
 	for b, c := range h.counts {
-		if seen += c; seen > target {
+		if seen += c; seen >= rank {
 			return min(bucketMiddle(b), h.max)
 		}
 	}
@@ -395,9 +397,9 @@ func (h *latencyHistogram) summarize(name string, elapsed time.Duration) benchRe
 	}
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 	r.OpsPerS = float64(h.n) / elapsed.Seconds()
-	r.P50us = us(h.percentile(0.50))
-	r.P99us = us(h.percentile(0.99))
-	r.P999us = us(h.percentile(0.999))
+	r.P50us = us(h.percentile(500))
+	r.P99us = us(h.percentile(990))
+	r.P999us = us(h.percentile(999))
 	r.Maxus = us(h.max)
 	return r
 }

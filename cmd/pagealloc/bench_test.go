@@ -95,12 +95,12 @@ func TestLatencyHistogram(t *testing.T) {
 		h.add(time.Duration(i) * time.Microsecond)
 	}
 	for _, c := range []struct {
-		p    float64
-		want time.Duration
-	}{{0.5, 500 * time.Microsecond}, {0.99, 990 * time.Microsecond}, {0.999, 999 * time.Microsecond}} {
-		got := h.percentile(c.p)
+		perMille int64
+		want     time.Duration
+	}{{500, 500 * time.Microsecond}, {990, 990 * time.Microsecond}, {999, 999 * time.Microsecond}} {
+		got := h.percentile(c.perMille)
 		if diff := got - c.want; diff < -c.want/30 || diff > c.want/30 {
-			t.Errorf("p%v = %v, want %v within 3%%", c.p*100, got, c.want)
+			t.Errorf("p%v = %v, want %v within 3%%", float64(c.perMille)/10, got, c.want)
 		}
 	}
 	if h.max != time.Millisecond || h.n != 1000 {
@@ -110,5 +110,28 @@ func TestLatencyHistogram(t *testing.T) {
 		if mid := uint64(bucketMiddle(latencyBucket(ns))); mid+mid/30 < ns || mid > ns+ns/30+1 {
 			t.Errorf("%d ns lands in a bucket around %d ns", ns, mid)
 		}
+	}
+}
+
+// TestPercentileNearestRank: the p-th percentile is the latency of the
+// call at rank ceil(p·n) in increasing order, the least that a share p of
+// the calls did not exceed; not the one after it.
+func TestPercentileNearestRank(t *testing.T) {
+	var h latencyHistogram
+	for range 99 {
+		h.add(10 * time.Nanosecond)
+	}
+	h.add(time.Millisecond)
+	if got := h.percentile(990); got != 10*time.Nanosecond {
+		t.Errorf("99 calls of 10ns and one of 1ms: p99 = %v, want 10ns", got)
+	}
+	if got := h.percentile(999); got < time.Millisecond*97/100 || got > time.Millisecond {
+		t.Errorf("99 calls of 10ns and one of 1ms: p99.9 = %v, want 1ms within 3%%", got)
+	}
+	var two latencyHistogram
+	two.add(1 * time.Nanosecond)
+	two.add(2 * time.Nanosecond)
+	if got := two.percentile(500); got != time.Nanosecond {
+		t.Errorf("calls of 1ns and 2ns: p50 = %v, want 1ns", got)
 	}
 }
