@@ -11,10 +11,12 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -77,6 +79,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return fmt.Errorf("%w: no operands, -committers >= 1 and -duration > 0", errUsage)
 	}
+	// An interrupt stops the phases, not the process, so that the device
+	// is closed and the temporary directory removed; a second one, once
+	// the first has been seen, ends the process as usual.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop)
 	if *path == "" {
 		dir, err := os.MkdirTemp("", "pagealloc-bench-")
 		if err != nil {
@@ -103,8 +111,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	results, err := benchPhases(d, int64(size), *committers, *duration, newProgress(stderr))
-	if closeErr := d.Close(); err == nil {
+	results, err := benchPhases(ctx, d, int64(size), *committers, *duration, newProgress(stderr))
+	closeErr := d.Close()
+	if ctx.Err() != nil {
+		return errors.Join(errors.New("interrupted"), closeErr) // the phases stopped short: no table
+	}
+	if err == nil {
 		err = closeErr
 	}
 	if err != nil {
@@ -138,8 +150,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// benchPhases builds the phases on d and runs them in turn.
-func benchPhases(d *pagealloc.Device, sizeBytes int64, n int, duration time.Duration, prog *progress) ([]benchResult, error) {
+// benchPhases builds the phases on d and runs them in turn, until ctx is
+// done.
+func benchPhases(ctx context.Context, d *pagealloc.Device, sizeBytes int64, n int, duration time.Duration, prog *progress) ([]benchResult, error) {
 	// Each committer keeps up to limit pages of 4 to 64 KiB (36 KiB on
 	// average at the limit), together at most a quarter of the device.
 	limit := int(min(64, max(1, sizeBytes/4/int64(n)/(36<<10))))
@@ -185,7 +198,10 @@ func benchPhases(d *pagealloc.Device, sizeBytes int64, n int, duration time.Dura
 	defer prog.end()
 	var results []benchResult
 	for i, ph := range phases {
-		r, err := runPhase(ph, duration, prog.phase(i, ph.name))
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		r, err := runPhase(ctx, ph, duration, prog.phase(i, ph.name))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", ph.name, err)
 		}
@@ -194,10 +210,10 @@ func benchPhases(d *pagealloc.Device, sizeBytes int64, n int, duration time.Dura
 	return results, nil
 }
 
-// runPhase runs ph.op from ph.n goroutines until duration has passed and
-// reports the rate and latencies of its calls; counter is told of calls as
-// they are made, for the progress display.
-func runPhase(ph benchPhase, duration time.Duration, counter *atomic.Int64) (benchResult, error) {
+// runPhase runs ph.op from ph.n goroutines until duration has passed or
+// ctx is done, and reports the rate and latencies of its calls; counter
+// is told of calls as they are made, for the progress display.
+func runPhase(ctx context.Context, ph benchPhase, duration time.Duration, counter *atomic.Int64) (benchResult, error) {
 	start := time.Now()
 	deadline := start.Add(duration)
 	var mu sync.Mutex
@@ -211,7 +227,7 @@ func runPhase(ph benchPhase, duration time.Duration, counter *atomic.Int64) (ben
 			rng := rand.New(rand.NewPCG(uint64(g), 1))
 			var mine latencyHistogram
 			unreported := int64(0)
-			for time.Now().Before(deadline) {
+			for time.Now().Before(deadline) && ctx.Err() == nil {
 				t0 := time.Now()
 				if err := ph.op(g, rng); err != nil {
 					mu.Lock()
