@@ -73,7 +73,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if v.name != args[0] {
 			continue
 		}
-		err := v.run(args[1:], stdout, stderr)
+		out := &recordingWriter{w: stdout}
+		err := v.run(args[1:], out, stderr)
+		if err == nil {
+			err = out.err // a report cut short is no success
+		}
 		switch {
 		case err == nil:
 			return 0
@@ -95,6 +99,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "pagealloc: unknown verb %q\n", args[0])
 	usage(stderr)
 	return 2
+}
+
+// recordingWriter passes writes on to w and keeps the first error, for
+// the writes whose error a verb does not look at (a line printed after
+// its last table).
+type recordingWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (r *recordingWriter) Write(p []byte) (int, error) {
+	n, err := r.w.Write(p)
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+	return n, err
 }
 
 func usage(w io.Writer) {

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -325,5 +327,54 @@ func TestCheckOKUnwritten(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := run([]string{"check", fixtureDevice(t)}, failingWriter{}, &stderr); code != 1 || !strings.Contains(stderr.String(), "no room to write") {
 		t.Errorf("check with stdout failing: exit %d, stderr %q; want 1 and the write's error", code, stderr.String())
+	}
+}
+
+// shortWriter takes room bytes, then refuses every write, as a disk that
+// fills up does.
+type shortWriter struct{ room int }
+
+func (w *shortWriter) Write(p []byte) (int, error) {
+	if len(p) > w.room {
+		n := w.room
+		w.room = 0
+		return n, errors.New("no room to write")
+	}
+	w.room -= len(p)
+	return len(p), nil
+}
+
+// TestOutputCutShortFails: output that cannot be written whole is a
+// failure (exit 1), wherever it is cut: here in its last line.
+func TestOutputCutShortFails(t *testing.T) {
+	dir := t.TempDir()
+	fresh := filepath.Join(dir, "fresh") // no logs, no sub-pages: its dump ends in "none"
+	if code, _, stderr := runCLI(t, "create", "-max-size", "64MiB", fresh); code != 0 {
+		t.Fatalf("create: exit %d: %s", code, stderr)
+	}
+	png := filepath.Join(dir, "map.png")
+	n := 0
+	for _, args := range [][]string{
+		{"create", "-max-size", "64MiB", "NEW"},
+		{"stats", fresh},
+		{"dump", fresh},
+		{"map", "-o", png, fresh},
+	} {
+		with := func() []string { // a new file for each create
+			n++
+			a := slices.Clone(args)
+			if i := slices.Index(a, "NEW"); i >= 0 {
+				a[i] = filepath.Join(dir, fmt.Sprint("new", n))
+			}
+			return a
+		}
+		code, stdout, stderr := runCLI(t, with()...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+		var errOut bytes.Buffer
+		if code := run(with(), &shortWriter{room: len(stdout) - 1}, &errOut); code != 1 || !strings.Contains(errOut.String(), "no room to write") {
+			t.Errorf("%v with its last byte unwritten: exit %d, stderr %q; want 1 and the write's error", args, code, errOut.String())
+		}
 	}
 }
