@@ -255,9 +255,9 @@ func printSubpageClasses(w io.Writer, in *pagealloc.Inspection) error {
 		return nil
 	}
 	fmt.Fprintln(w, "sub-page classes:")
-	tw := table(w, "class", "slot size", "parent size", "parents", "slots used", "slots free", "overhead", "list head")
+	tw := table(w, "class", "slot size", "parent size", "parents", "slots used", "slots pending", "slots free", "overhead", "list head")
 	for _, c := range in.SubpageClasses {
-		row(tw, c.Index, formatBytes(c.SlotBytes), formatBytes(c.ParentBytes), c.Parents, c.SlotsUsed, c.SlotsFree, humanBytes(c.OverheadBytes), c.ListHead)
+		row(tw, c.Index, formatBytes(c.SlotBytes), formatBytes(c.ParentBytes), c.Parents, c.SlotsUsed, c.SlotsPending, c.SlotsFree, humanBytes(c.OverheadBytes), c.ListHead)
 	}
 	return tw.Flush()
 }

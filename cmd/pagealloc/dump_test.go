@@ -41,7 +41,7 @@ func TestDump(t *testing.T) {
 		fmt.Sprintf(`journal: head %d \(seq %d\), tail %d \(seq %d\): 0 records`, in.JournalState.Head, in.JournalState.HeadSeq, in.JournalState.Tail, in.JournalState.NextSeq),
 		fmt.Sprintf(`pending queue: %d pages, .*, head %d, tail %d; the oldest freed by transaction %d`, in.Pending.Pages, in.Pending.Head, in.Pending.Tail, in.Pending.OldestTx),
 		fmt.Sprintf(`(?m)^  wal\s+%d\s+64KiB\s+%d\s+%d\s`, l.Ring.Offset, l.Stats.Head, l.Stats.DurableTail),
-		fmt.Sprintf(`(?m)^  0\s+256\s+16KiB\s+%d\s+%d\s+%d\s+\S+ \S+\s+%d$`, c.Parents, c.SlotsUsed, c.SlotsFree, c.ListHead),
+		fmt.Sprintf(`(?m)^  0\s+256\s+16KiB\s+%d\s+%d\s+%d\s+%d\s+\S+ \S+\s+%d$`, c.Parents, c.SlotsUsed, c.SlotsPending, c.SlotsFree, c.ListHead),
 		fmt.Sprintf(`(?m)^  heap \(to the frontier\)\s+%d\s+%d$`, in.HeapOffset, in.Frontier-in.HeapOffset),
 	)
 	for _, re := range want {

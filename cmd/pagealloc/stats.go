@@ -84,9 +84,9 @@ func printStats(w io.Writer, s deviceStats, in *pagealloc.Inspection) error {
 	}
 	if len(s.Subpages) > 0 {
 		fmt.Fprintln(w)
-		tw = table(w, "sub-page class", "slot size", "parents", "slots used", "slots free", "overhead")
+		tw = table(w, "sub-page class", "slot size", "parents", "slots used", "slots pending", "slots free", "overhead")
 		for _, c := range s.Subpages {
-			row(tw, c.Index, formatBytes(c.SlotBytes), c.Parents, c.SlotsUsed, c.SlotsFree, humanBytes(c.OverheadBytes))
+			row(tw, c.Index, formatBytes(c.SlotBytes), c.Parents, c.SlotsUsed, c.SlotsPending, c.SlotsFree, humanBytes(c.OverheadBytes))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
