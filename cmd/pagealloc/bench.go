@@ -187,7 +187,7 @@ func benchPhases(ctx context.Context, d *pagealloc.Device, sizeBytes int64, n in
 	mixed := func(g int, rng *rand.Rand) error { return mixOps[rng.IntN(len(mixOps))](g, rng) }
 	phases := []benchPhase{
 		{"commit (1 committer)", 1, commitOp(d)},
-		{fmt.Sprintf("commit (%d committers)", n), n, commitOp(d)},
+		{fmt.Sprintf("commit (%d committer%s)", n, plural(n)), n, commitOp(d)},
 		{"alloc+free, 4-64 KiB", n, alloc},
 		{"sub-page alloc+free, 256 B", n, subpage},
 		{"log append+commit, 64 KiB", n, logAppend},

@@ -31,11 +31,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	for _, v := range violations {
 		fmt.Fprintln(stdout, v)
 	}
-	plural := "s"
-	if len(violations) == 1 {
-		plural = ""
-	}
-	fmt.Fprintf(stderr, "pagealloc check: %s: %d violation%s\n", path, len(violations), plural)
+	fmt.Fprintf(stderr, "pagealloc check: %s: %d violation%s\n", path, len(violations), plural(len(violations)))
 	return errReported
 }
 

@@ -257,6 +257,14 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %s", f, unit)
 }
 
+// plural returns the ending of a noun counted n times: "s" unless n is 1.
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
 // writeJSON writes v as indented JSON.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
