@@ -111,6 +111,7 @@ func FuzzAPI(f *testing.F) {
 		apiFullSeed(),
 		apiTooLargeSeed(),
 		apiRingSeed(),
+		apiRelocateSeed(),
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -274,9 +275,20 @@ type apiLog struct {
 	ring    region
 	entries []*apiEntry // committed and not reclaimed, in order
 	live    []*apiRes   // live reservations, in order
-	owner   bool        // the harness's owner answers GC
-	reserve int64       // RelocationReserveBytes in force
+	pending []*apiEntry // GC's copies the durable tail has not passed, in order
+	owner   apiOwnerKind
+	reserve int64 // RelocationReserveBytes in force
 }
+
+// apiOwnerKind is what the owner the harness gave a log implements.
+type apiOwnerKind int
+
+const (
+	ownerNone      apiOwnerKind = iota // no owner: GC is refused
+	ownerChecker                       // a GarbageChecker: GC stops at a live entry
+	ownerRelocator                     // a Relocator: GC moves live entries
+	ownerEnder                         // a RelocationsEnder: told how each transaction ended
+)
 
 // apiEntry is a committed entry.
 type apiEntry struct {
@@ -324,11 +336,31 @@ func (o apiOwner) IsLive(off int64, entry []byte) bool {
 			if !bytes.Equal(e.data, entry) {
 				o.h.t.Errorf("GC asked about the entry at %d with %d bytes unlike the %d committed", off, len(entry), len(e.data))
 			}
-			return !e.dead
+			live := !e.dead
+			if p := o.h.pass; p != nil {
+				p.asked(e, live)
+			}
+			return live
 		}
 	}
 	o.h.t.Errorf("GC asked about offset %d of log %q, where no committed entry starts", off, o.lg.name)
 	return true
+}
+
+// apiRelocator is an apiOwner that follows its entries when GC moves them;
+// what each Relocate call does comes from the GC call's input.
+type apiRelocator struct{ apiOwner }
+
+func (o apiRelocator) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
+	return o.h.pass.relocate(tx, oldOff, newOff, entry)
+}
+
+// apiEnder is an apiRelocator told how each of GC's transactions ended.
+type apiEnder struct{ apiRelocator }
+
+func (o apiEnder) RelocationsEnded(err error) {
+	o.h.pass.noTxn("RelocationsEnded")
+	o.h.pass.ended(err)
 }
 
 // apiHarness runs one input.
@@ -359,6 +391,7 @@ type apiHarness struct {
 	status map[*Log]apiLogStatus
 	stale  []*Log    // handles of dropped logs and of closed devices
 	res    []*apiRes // recent reservations, newest last
+	pass   *apiPass  // the Log.GC call under way, if any
 	stamp  byte
 }
 
@@ -393,7 +426,7 @@ func (h *apiHarness) setDevice(d *Device) {
 		if err != nil {
 			h.fatalf("the log %q after reopening: %v", lg.name, err)
 		}
-		lg.l, lg.live, lg.owner, lg.reserve = l, nil, false, 0
+		lg.l, lg.live, lg.pending, lg.owner, lg.reserve = l, nil, nil, ownerNone, 0
 		h.status[l] = logOpen
 	}
 	if h.logs == nil {
@@ -1657,6 +1690,7 @@ func (h *apiHarness) logSeal(cancel bool, form, handle int, x, y byte) {
 		return
 	}
 	res.state = resCommitted
+	h.settle(lg) // GC's copies before it are durable now too
 	e := &apiEntry{pos: res.r.Pos(), next: res.r.Pos() + logFrameBytes(int64(res.r.Size())), off: res.r.Offset(), data: res.data}
 	lg.entries = append(lg.entries, e)
 	got, err := l.Read(e.off)
@@ -1834,8 +1868,15 @@ func (h *apiHarness) logGC(form, handle int, x byte, w uint64) {
 		case 4:
 			o.GCThresholdBytes = size + 1 + int64(w>>8%100)
 		}
-		h.what += fmt.Sprintf(".SetOwner(%+v)", *o)
+		kind := []apiOwnerKind{ownerChecker, ownerRelocator, ownerEnder, ownerEnder}[form/8]
 		var owner GarbageChecker = apiOwner{h, lg}
+		switch kind {
+		case ownerRelocator:
+			owner = apiRelocator{apiOwner{h, lg}}
+		case ownerEnder:
+			owner = apiEnder{apiRelocator{apiOwner{h, lg}}}
+		}
+		h.what += fmt.Sprintf(".SetOwner(%T, %+v)", owner, *o)
 		err := l.SetOwner(owner, o)
 		switch {
 		case o.RelocationReserveBytes >= size || o.GCThresholdBytes > size:
@@ -1844,7 +1885,10 @@ func (h *apiHarness) logGC(form, handle int, x byte, w uint64) {
 			h.want(err, ErrClosed)
 		default:
 			h.want(err, nil)
-			lg.owner, lg.reserve = true, max(o.RelocationReserveBytes, 0)
+			lg.owner, lg.reserve = kind, max(o.RelocationReserveBytes, 0)
+			if o.RelocationReserveBytes == 0 && kind >= ownerRelocator {
+				lg.reserve = size / 8 // the default for a Relocator
+			}
 		}
 	case 2: // no owner
 		h.what += ".SetOwner(nil, nil)"
@@ -1854,7 +1898,7 @@ func (h *apiHarness) logGC(form, handle int, x byte, w uint64) {
 			return
 		}
 		h.want(err, nil)
-		lg.owner, lg.reserve = false, 0
+		lg.owner, lg.reserve = ownerNone, 0
 	case 3, 4: // the owner lets an entry go
 		if lg != nil && len(lg.entries) > 0 {
 			lg.entries[int(w%uint64(len(lg.entries)))].dead = true
@@ -1863,13 +1907,22 @@ func (h *apiHarness) logGC(form, handle int, x byte, w uint64) {
 		if h.tx != nil {
 			return // GC runs transactions of its own
 		}
-		h.gc(l, lg, form%8, w)
+		if lg != nil && lg.owner >= ownerRelocator && len(lg.live) > 0 && form%8 != 7 {
+			return // GC's copies would wait for the reservations before them
+		}
+		h.gc(l, lg, form, w)
 	}
 }
 
-// gc runs Log.GC: with a context, none, or a cancelled one.
-func (h *apiHarness) gc(l *Log, lg *apiLog, kind int, w uint64) {
+// errAPIRelocate is what a failing Relocate returns, or panics with.
+var errAPIRelocate = errors.New("the owner's Relocate fails")
+
+// gc runs Log.GC: with a context, none, or a cancelled one, by form; w
+// says what the owner's Relocate calls do, and form whether a failing
+// one panics.
+func (h *apiHarness) gc(l *Log, lg *apiLog, form int, w uint64) {
 	ctx := context.Background()
+	kind := form % 8
 	cancelled := kind == 7
 	if cancelled {
 		c, cancel := context.WithCancel(ctx)
@@ -1879,39 +1932,319 @@ func (h *apiHarness) gc(l *Log, lg *apiLog, kind int, w uint64) {
 	if kind == 6 {
 		ctx = nil
 	}
-	h.what = fmt.Sprintf("Log(%q).GC(cancelled %v)", l.Name(), cancelled)
+	h.what = fmt.Sprintf("Log(%q).GC(cancelled %v, Relocate outcomes %#x)", l.Name(), cancelled, w)
 	before := h.d.Stats()
 	st := l.Stats()
-	err := l.GC(ctx)
+	if lg != nil {
+		h.pass = &apiPass{h: h, lg: lg, w: w, panics: form/8 == 3, tail: st.Tail}
+	}
+	err, recovered := runGC(l, ctx)
+	p := h.pass
+	h.pass = nil
 	switch {
 	case lg == nil:
 		h.want(err, ErrClosed)
 		return
-	case !lg.owner:
+	case lg.owner == ownerNone:
 		h.want(err, ErrInvalidArgument)
 		h.sameStats(before)
 		return
+	case p.problem != "":
+		h.fatalf("%s", p.problem)
+	case recovered != nil && (recovered != errAPIRelocate || !p.failed || !p.panics):
+		panic(recovered)
 	}
 	head := st.DurableTail
-	for _, e := range lg.entries {
-		if !e.dead {
-			head = e.pos
-			break
-		}
+	if p.stopped != nil {
+		head = p.stopped.pos
 	}
-	if cancelled && st.Head != st.DurableTail {
+	switch {
+	case p.failed && p.panics:
+		if recovered == nil {
+			h.fatalf("got %v, want Relocate's panic to reach GC's caller", err)
+		}
+		head = p.txHead
+	case p.failed:
+		if !errors.Is(err, errAPIRelocate) {
+			h.fatalf("got %v, want the error Relocate returned", err)
+		}
+		head = p.txHead
+	case cancelled && st.Head != st.DurableTail:
 		if !errors.Is(err, context.Canceled) {
 			h.fatalf("got %v, want context.Canceled", err)
 		}
 		head = st.Head
-	} else {
+	default:
 		h.want(err, nil)
 	}
-	if got := l.Stats().Head; got != head {
-		h.fatalf("the head is at %d after GC, want %d", got, head)
+	if p.tx != nil {
+		if lg.owner == ownerEnder {
+			h.fatalf("GC returned without RelocationsEnded for its last transaction")
+		}
+		// A plain Relocator learns how the last transaction ended from
+		// what GC returned.
+		if p.failed {
+			p.ended(errAPIRelocate)
+		} else {
+			p.ended(nil)
+		}
+		if p.problem != "" {
+			h.fatalf("%s", p.problem)
+		}
+	}
+	h.collected(l, lg, p, st, head)
+}
+
+// runGC runs l.GC and returns what it returned, or what it panicked with.
+func runGC(l *Log, ctx context.Context) (err error, recovered any) {
+	defer func() { recovered = recover() }()
+	return l.GC(ctx), nil
+}
+
+// collected checks a log after GC against the model, the head GC must
+// have left at head: no live entry before it, the tail past every copy GC
+// made and the counters agreeing, every relocated entry durable at its new
+// place; then the model forgets the entries before the head.
+func (h *apiHarness) collected(l *Log, lg *apiLog, p *apiPass, st LogStats, head int64) {
+	after := l.Stats()
+	switch {
+	case after.Head != head:
+		h.fatalf("the head is at %d after GC, want %d", after.Head, head)
+	case after.Tail != p.tail:
+		h.fatalf("the tail is at %d after GC, want %d past its copies", after.Tail, p.tail)
+	case after.Relocations-st.Relocations != int64(p.copies):
+		h.fatalf("Stats counts %d relocations, want the %d copies GC made", after.Relocations-st.Relocations, p.copies)
+	case after.ReclaimedBytes-st.ReclaimedBytes != head-st.Head:
+		h.fatalf("Stats counts %d bytes reclaimed, want %d", after.ReclaimedBytes-st.ReclaimedBytes, head-st.Head)
+	}
+	for _, e := range lg.entries {
+		if e.pos < head && !e.dead {
+			h.fatalf("GC moved the head to %d past the live entry at %d", head, e.pos)
+		}
 	}
 	lg.entries = slices.DeleteFunc(lg.entries, func(e *apiEntry) bool { return e.pos < head })
+	h.settle(lg)
+	for _, e := range lg.pending {
+		if !e.dead {
+			h.fatalf("the entry relocated to %d is not durable: the durable tail is %d", e.pos, after.DurableTail)
+		}
+	}
 	h.verify()
+}
+
+// settle moves GC's copies that the durable tail has passed into the
+// entries.
+func (h *apiHarness) settle(lg *apiLog) {
+	end := lg.l.Stats().DurableTail
+	n := 0
+	for n < len(lg.pending) && lg.pending[n].next <= end {
+		n++
+	}
+	lg.entries = append(lg.entries, lg.pending[:n]...)
+	lg.pending = slices.Delete(lg.pending, 0, n)
+}
+
+// apiPass is one Log.GC call as the owner's callbacks follow it: GC asks
+// about the entries from the head on; for each live one it copies it to
+// the tail, if the owner relocates and there is room, or else stops; it
+// tells the owner of a chunk's copies in one transaction, which moves the
+// head past them.
+type apiPass struct {
+	h       *apiHarness
+	lg      *apiLog
+	w       uint64    // what the Relocate calls do, three bits each
+	panics  bool      // a failing Relocate panics rather than return an error
+	calls   int       // Relocate calls so far
+	txCalls int       // Relocate calls in tx
+	tail    int64     // where the next copy goes
+	copies  int       // copies made
+	stopped *apiEntry // the live entry last found with no room for its copy
+	queue   []apiMove // copies Relocate has not been told of yet, in order
+	tx      *Txn      // the transaction of the latest Relocate calls, until it is known to have ended
+	txHead  int64     // the head while tx is open
+	moves   []apiMove // relocations that stand once tx commits
+	bytes   apiBytes  // what tx's Relocate calls journaled
+	failed  bool      // a Relocate failed, which ends GC
+	problem string    // the first breach of the contract a callback saw
+}
+
+// apiMove is a copy of a live entry.
+type apiMove struct{ from, to *apiEntry }
+
+// fail records a breach of the contract: the callbacks run inside GC,
+// which a fatal check would leave half way, so gc reports it on return.
+func (p *apiPass) fail(format string, args ...any) {
+	if p.problem == "" {
+		p.problem = fmt.Sprintf(format, args...)
+	}
+}
+
+// sawHead checks the head GC left while asking about or relocating the
+// entry at pos: at or before it, and never inside an entry.
+func (p *apiPass) sawHead(head, pos int64) {
+	if head > pos {
+		p.fail("GC at the entry at %d with the head past it at %d", pos, head)
+	}
+	for _, e := range p.lg.entries {
+		if head > e.pos && head < e.next {
+			p.fail("the head at %d is inside the entry at %d..%d", head, e.pos, e.next)
+		}
+	}
+}
+
+// noTxn checks that GC calls the owner's callback what with no
+// transaction open: the writer slot is free.
+func (p *apiPass) noTxn(what string) {
+	if !p.h.d.writer.TryLock() {
+		p.fail("%s called with a transaction open", what)
+		return
+	}
+	p.h.d.writer.Unlock()
+}
+
+// asked follows IsLive's answer about e: a live entry is copied to the
+// tail if the owner relocates and the ring has room for the copy beside
+// what the head keeps, and otherwise stops GC.
+func (p *apiPass) asked(e *apiEntry, live bool) {
+	p.noTxn("IsLive")
+	st := p.lg.l.Stats()
+	p.sawHead(st.Head, e.pos)
+	if !live {
+		return
+	}
+	if p.lg.owner < ownerRelocator {
+		p.stopped = e
+		return
+	}
+	if st.Tail != p.tail {
+		p.fail("GC asked about the entry at %d with the tail at %d, want %d", e.pos, st.Tail, p.tail)
+	}
+	size, frame := p.lg.ring.size, e.next-e.pos
+	pad := int64(0)
+	if phys := p.tail % size; phys+frame > size {
+		pad = size - phys
+	}
+	if p.tail-st.Head+pad+frame > size {
+		p.stopped = e
+		return
+	}
+	pos := p.tail + pad
+	to := &apiEntry{pos: pos, next: pos + frame, off: p.lg.ring.off + pos%size + logFrameHeaderBytes, data: e.data, dead: true}
+	p.tail, p.stopped = to.next, nil
+	p.copies++
+	p.queue = append(p.queue, apiMove{e, to})
+	p.lg.pending = append(p.lg.pending, to)
+}
+
+// relocate is the owner's Relocate: it checks that it is told of the next
+// copy made, then by the input keeps the entry (journaling a reference to
+// it in a page of the harness's, or not), finds it dropped since IsLive,
+// or fails.
+func (p *apiPass) relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
+	if p.tx != tx {
+		p.begun(tx)
+	}
+	if len(p.queue) == 0 {
+		p.fail("Relocate(%d, %d) with no copy made", oldOff, newOff)
+		return nil
+	}
+	m := p.queue[0]
+	p.queue = p.queue[1:]
+	if oldOff != m.from.off || newOff != m.to.off || !bytes.Equal(entry, m.from.data) {
+		p.fail("Relocate(%d, %d, %d bytes), want the entry at %d copied to %d", oldOff, newOff, len(entry), m.from.off, m.to.off)
+	}
+	if got, err := p.lg.l.Read(oldOff); err != nil || !bytes.Equal(got, m.from.data) {
+		p.fail("Relocate(%d, %d): Read at the old offset: %d bytes, %v", oldOff, newOff, len(got), err)
+	}
+	if p.txCalls++; p.txCalls > gcRelocationsMax {
+		p.fail("%d Relocate calls in one transaction, want at most %d", p.txCalls, gcRelocationsMax)
+	}
+	outcome := p.w >> (uint(p.calls*3) % 61) & 7
+	p.calls++
+	switch outcome {
+	case 5: // dropped since IsLive: the copy is garbage
+		m.from.dead = true
+		return nil
+	case 7:
+		p.failed = true
+		if p.panics {
+			panic(errAPIRelocate)
+		}
+		return errAPIRelocate
+	case 3, 4:
+		p.writeRef(tx, newOff)
+	}
+	p.moves = append(p.moves, m)
+	return nil
+}
+
+// begun starts following tx, GC's next transaction. A plain Relocator
+// knows by it that the previous one committed: GC goes on only then.
+func (p *apiPass) begun(tx *Txn) {
+	if p.tx != nil {
+		if p.lg.owner == ownerEnder {
+			p.fail("Relocate in a new transaction before RelocationsEnded for the last")
+		}
+		p.ended(nil)
+	}
+	p.tx, p.bytes, p.txCalls = tx, apiBytes{}, 0
+	p.txHead = p.lg.l.Stats().Head
+	if len(p.queue) > 0 {
+		p.sawHead(p.txHead, p.queue[0].from.pos)
+	}
+}
+
+// writeRef journals newOff in tx at a place in a page the harness holds,
+// if it holds one, as an owner repoints its index.
+func (p *apiPass) writeRef(tx *Txn, newOff int64) {
+	pages := sortedAddrs(p.h.m.pages)
+	if len(pages) == 0 {
+		return
+	}
+	k := bits.RotateLeft64(p.w, p.calls*7)
+	a := pages[k%uint64(len(pages))]
+	off := a.Offset() + int64(k>>8%uint64(a.Size()/8))*8
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(newOff))
+	if err := tx.Write(off, b[:]); err != nil {
+		p.fail("Relocate's Txn.Write(%d, 8 bytes) into the page %v: %v", off, a, err)
+		return
+	}
+	p.bytes.set(off, b[:])
+	var got [8]byte
+	if _, err := tx.ReadAt(got[:], off); err != nil || got != b {
+		p.fail("Relocate's transaction reads back other bytes at %d (%v)", off, err)
+	}
+}
+
+// ended is RelocationsEnded, or what a plain Relocator learns otherwise:
+// err nil means tx committed, and its relocations stand, each copy
+// durable and readable, the old one behind the head; otherwise tx rolled
+// back because a Relocate failed, and the head stayed.
+func (p *apiPass) ended(err error) {
+	if p.tx == nil {
+		p.fail("RelocationsEnded(%v) with no Relocate since the last", err)
+		return
+	}
+	st := p.lg.l.Stats()
+	switch {
+	case err == nil && p.failed:
+		p.fail("RelocationsEnded(nil) after Relocate failed")
+	case err == nil:
+		for _, m := range p.moves {
+			m.from.dead, m.to.dead = true, false
+			got, rerr := p.lg.l.Read(m.to.off)
+			if st.Head <= m.from.pos || rerr != nil || !bytes.Equal(got, m.to.data) {
+				p.fail("the relocation of %d to %d holds with the head at %d; Read at the new offset: %d bytes, %v", m.from.pos, m.to.pos, st.Head, len(got), rerr)
+			}
+		}
+		p.h.known.merge(p.bytes)
+	case !p.failed || !errors.Is(err, errAPIRelocate) && !(p.panics && errors.Is(err, errRelocatePanicked)):
+		p.fail("RelocationsEnded(%v), want nil or Relocate's failure", err)
+	case st.Head != p.txHead:
+		p.fail("the head moved from %d to %d in the transaction Relocate's failure rolled back", p.txHead, st.Head)
+	}
+	p.tx, p.moves, p.bytes = nil, nil, nil
 }
 
 // apiLogNames are the names CreateLog and DropLog are given.
@@ -2537,4 +2870,43 @@ func apiRingSeed() apiSeed {
 			call(apiLogGC, 5, 0, 0, 0, 0)
 	}
 	return s
+}
+
+// apiOutcomes packs what successive Relocate calls do (see
+// apiPass.relocate) into a GC call's number.
+func apiOutcomes(outcomes ...uint64) uint64 {
+	w := uint64(0)
+	for i, o := range outcomes {
+		w |= o << (3 * i)
+	}
+	return w
+}
+
+// apiRelocateSeed has GC relocate through a Relocator, then a
+// RelocationsEnder: entries kept, kept with a reference journaled in a
+// page, dropped since IsLive, and Relocate failing and panicking.
+func apiRelocateSeed() apiSeed {
+	s := apiSeed{}.c(apiBegin, 0, 0, 0).call(apiAlloc, 0, 0, 0, 0, 99).c(apiCommit, 0, 0, 0)
+	entries := func(s apiSeed, n int) apiSeed {
+		for i := range n {
+			s = s.call(apiAppend, 0, 0, 0, 0, 60+uint64(i)*29).
+				call(apiLogWrite, 0, 0, 0, 1, uint64(i)).
+				call(apiLogCommit, 0, 0, 0, 0, 0)
+			if i%3 == 0 {
+				s = s.call(apiLogGC, 3, 0, 0, 0, uint64(i)) // the owner lets one go
+			}
+		}
+		return s
+	}
+	s = s.call(apiLogGC, 1<<3, 0, 0, 0, 0) // a Relocator
+	s = entries(s, 8).call(apiLogGC, 5, 0, 0, 0, apiOutcomes(0, 3, 5, 0, 4, 0, 0, 0))
+	s = entries(s, 4).
+		call(apiLogGC, 5, 0, 0, 0, apiOutcomes(3, 7)). // rolled back
+		call(apiLogGC, 6, 0, 0, 0, 0)
+	s = s.call(apiLogGC, 2<<3, 0, 0, 0, 0) // a RelocationsEnder
+	s = entries(s, 6).
+		call(apiLogGC, 5, 0, 0, 0, apiOutcomes(3, 0, 7)).
+		call(apiLogGC, 5|3<<3, 0, 0, 0, apiOutcomes(0, 7)). // panics
+		call(apiLogGC, 5, 0, 0, 0, apiOutcomes(3, 3, 5, 3, 3, 3, 3, 3))
+	return entries(s, 10).call(apiLogGC, 5, 0, 0, 0, 0).call(apiLogRead, 0, 0, 0, 0, 0)
 }
