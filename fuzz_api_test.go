@@ -112,6 +112,7 @@ func FuzzAPI(f *testing.F) {
 		apiTooLargeSeed(),
 		apiRingSeed(),
 		apiRelocateSeed(),
+		apiBigRelocationsSeed(),
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -1974,6 +1975,8 @@ func (h *apiHarness) gc(l *Log, lg *apiLog, form int, w uint64) {
 			h.fatalf("got %v, want context.Canceled", err)
 		}
 		head = st.Head
+	case p.tooLarge(err):
+		head = p.txHead
 	default:
 		h.want(err, nil)
 	}
@@ -1983,9 +1986,12 @@ func (h *apiHarness) gc(l *Log, lg *apiLog, form int, w uint64) {
 		}
 		// A plain Relocator learns how the last transaction ended from
 		// what GC returned.
-		if p.failed {
+		switch {
+		case p.failed:
 			p.ended(errAPIRelocate)
-		} else {
+		case err != nil:
+			p.ended(err)
+		default:
 			p.ended(nil)
 		}
 		if p.problem != "" {
@@ -2056,6 +2062,7 @@ type apiPass struct {
 	panics  bool      // a failing Relocate panics rather than return an error
 	calls   int       // Relocate calls so far
 	txCalls int       // Relocate calls in tx
+	txWrote int       // bytes tx's Relocate calls journaled
 	tail    int64     // where the next copy goes
 	copies  int       // copies made
 	stopped *apiEntry // the live entry last found with no room for its copy
@@ -2172,7 +2179,11 @@ func (p *apiPass) relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
 		}
 		return errAPIRelocate
 	case 3, 4:
-		p.writeRef(tx, newOff)
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], uint64(newOff))
+		p.write(tx, b[:])
+	case 6: // more than a reference: a few such may not fit the journal
+		p.write(tx, nil)
 	}
 	p.moves = append(p.moves, m)
 	return nil
@@ -2187,40 +2198,54 @@ func (p *apiPass) begun(tx *Txn) {
 		}
 		p.ended(nil)
 	}
-	p.tx, p.bytes, p.txCalls = tx, apiBytes{}, 0
+	p.tx, p.bytes, p.txCalls, p.txWrote = tx, apiBytes{}, 0, 0
 	p.txHead = p.lg.l.Stats().Head
 	if len(p.queue) > 0 {
 		p.sawHead(p.txHead, p.queue[0].from.pos)
 	}
 }
 
-// writeRef journals newOff in tx at a place in a page the harness holds,
-// if it holds one, as an owner repoints its index.
-func (p *apiPass) writeRef(tx *Txn, newOff int64) {
+// write journals b in tx (up to 16 KiB of new bytes if b is nil) at a
+// place in a page the harness holds, if it holds one, as an owner
+// repoints its index.
+func (p *apiPass) write(tx *Txn, b []byte) {
 	pages := sortedAddrs(p.h.m.pages)
 	if len(pages) == 0 {
 		return
 	}
-	k := bits.RotateLeft64(p.w, p.calls*7)
+	k := p.w ^ uint64(p.calls)*0x9e3779b97f4a7c15
+	k ^= k >> 29
 	a := pages[k%uint64(len(pages))]
-	off := a.Offset() + int64(k>>8%uint64(a.Size()/8))*8
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], uint64(newOff))
-	if err := tx.Write(off, b[:]); err != nil {
-		p.fail("Relocate's Txn.Write(%d, 8 bytes) into the page %v: %v", off, a, err)
+	if b == nil {
+		b = p.h.data(min(a.Size(), 16<<10), k)
+	}
+	// Successive writes of a transaction go one after the other.
+	slot := k>>8 + uint64(p.txWrote/8)
+	off := a.Offset() + int64(slot%uint64((a.Size()-int64(len(b)))/8+1))*8
+	if err := tx.Write(off, b); err != nil {
+		p.fail("Relocate's Txn.Write(%d, %d bytes) into the page %v: %v", off, len(b), a, err)
 		return
 	}
-	p.bytes.set(off, b[:])
-	var got [8]byte
-	if _, err := tx.ReadAt(got[:], off); err != nil || got != b {
+	p.bytes.set(off, b)
+	p.txWrote += len(b)
+	got := make([]byte, len(b))
+	if _, err := tx.ReadAt(got, off); err != nil || !bytes.Equal(got, b) {
 		p.fail("Relocate's transaction reads back other bytes at %d (%v)", off, err)
 	}
+}
+
+// tooLarge reports whether err is Commit's refusal of tx for its size,
+// which only a transaction that journaled more than a few references may
+// meet.
+func (p *apiPass) tooLarge(err error) bool {
+	return errors.Is(err, ErrTooLarge) && p.txWrote > 8<<10
 }
 
 // ended is RelocationsEnded, or what a plain Relocator learns otherwise:
 // err nil means tx committed, and its relocations stand, each copy
 // durable and readable, the old one behind the head; otherwise tx rolled
-// back because a Relocate failed, and the head stayed.
+// back, because a Relocate failed or Commit found it too large, and the
+// head stayed.
 func (p *apiPass) ended(err error) {
 	if p.tx == nil {
 		p.fail("RelocationsEnded(%v) with no Relocate since the last", err)
@@ -2239,8 +2264,8 @@ func (p *apiPass) ended(err error) {
 			}
 		}
 		p.h.known.merge(p.bytes)
-	case !p.failed || !errors.Is(err, errAPIRelocate) && !(p.panics && errors.Is(err, errRelocatePanicked)):
-		p.fail("RelocationsEnded(%v), want nil or Relocate's failure", err)
+	case !p.tooLarge(err) && (!p.failed || !errors.Is(err, errAPIRelocate) && !(p.panics && errors.Is(err, errRelocatePanicked))):
+		p.fail("RelocationsEnded(%v), want nil, Relocate's failure or, for %d bytes journaled, ErrTooLarge", err, p.txWrote)
 	case st.Head != p.txHead:
 		p.fail("the head moved from %d to %d in the transaction Relocate's failure rolled back", p.txHead, st.Head)
 	}
@@ -2909,4 +2934,17 @@ func apiRelocateSeed() apiSeed {
 		call(apiLogGC, 5|3<<3, 0, 0, 0, apiOutcomes(0, 7)). // panics
 		call(apiLogGC, 5, 0, 0, 0, apiOutcomes(3, 3, 5, 3, 3, 3, 3, 3))
 	return entries(s, 10).call(apiLogGC, 5, 0, 0, 0, 0).call(apiLogRead, 0, 0, 0, 0, 0)
+}
+
+// apiBigRelocationsSeed has Relocate calls journal 16 KiB each into a max
+// page: their transaction is too large for the journal, and rolled back.
+func apiBigRelocationsSeed() apiSeed {
+	s := apiSeed{}.call(apiCreateLog, 4, 0, 0, 0, 0).
+		c(apiBegin, 0, 0, 0).call(apiAlloc, 7, 0, 4, 0, 0).c(apiCommit, 0, 0, 0).
+		call(apiLogGC, 1|2<<3, 0, 1, 0, 0) // a RelocationsEnder
+	for i := range 6 {
+		s = s.call(apiAppend, 0, 0, 1, 0, 150+uint64(i)).call(apiLogCommit, 0, 0, 1, 0, 0)
+	}
+	return s.call(apiLogGC, 5, 0, 1, 0, apiOutcomes(6, 6, 6, 6, 6)).
+		call(apiLogGC, 5, 0, 1, 0, apiOutcomes(6))
 }
