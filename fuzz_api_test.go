@@ -2020,6 +2020,10 @@ func (h *apiHarness) collected(l *Log, lg *apiLog, p *apiPass, st LogStats, head
 		h.fatalf("the tail is at %d after GC, want %d past its copies", after.Tail, p.tail)
 	case after.Relocations-st.Relocations != int64(p.copies):
 		h.fatalf("Stats counts %d relocations, want the %d copies GC made", after.Relocations-st.Relocations, p.copies)
+	case after.RelocatedBytes-st.RelocatedBytes != p.tail-st.Tail:
+		h.fatalf("Stats counts %d bytes relocated, want the %d its copies took", after.RelocatedBytes-st.RelocatedBytes, p.tail-st.Tail)
+	case after.PaddingBytes-st.PaddingBytes != p.pads:
+		h.fatalf("Stats counts %d bytes of padding more, want the %d before GC's copies", after.PaddingBytes-st.PaddingBytes, p.pads)
 	case after.ReclaimedBytes-st.ReclaimedBytes != head-st.Head:
 		h.fatalf("Stats counts %d bytes reclaimed, want %d", after.ReclaimedBytes-st.ReclaimedBytes, head-st.Head)
 	}
@@ -2065,6 +2069,7 @@ type apiPass struct {
 	txWrote int       // bytes tx's Relocate calls journaled
 	tail    int64     // where the next copy goes
 	copies  int       // copies made
+	pads    int64     // padding before them
 	stopped *apiEntry // the live entry last found with no room for its copy
 	queue   []apiMove // copies Relocate has not been told of yet, in order
 	tx      *Txn      // the transaction of the latest Relocate calls, until it is known to have ended
@@ -2138,7 +2143,7 @@ func (p *apiPass) asked(e *apiEntry, live bool) {
 	pos := p.tail + pad
 	to := &apiEntry{pos: pos, next: pos + frame, off: p.lg.ring.off + pos%size + logFrameHeaderBytes, data: e.data, dead: true}
 	p.tail, p.stopped = to.next, nil
-	p.copies++
+	p.copies, p.pads = p.copies+1, p.pads+pad
 	p.queue = append(p.queue, apiMove{e, to})
 	p.lg.pending = append(p.lg.pending, to)
 }

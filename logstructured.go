@@ -160,10 +160,10 @@ type LogStats struct {
 	UsedBytes   int64 // Tail - Head: entries, reservations and padding
 	FreeBytes   int64 // SizeBytes - UsedBytes
 
-	PaddingBytes   int64 // skipped at the ring's end by appends
+	PaddingBytes   int64 // skipped at the ring's end by appends and GC's copies
 	GCRuns         int64 // GC passes begun
 	ReclaimedBytes int64 // bytes the head moved over
-	RelocatedBytes int64 // bytes of frames GC copied to the tail
+	RelocatedBytes int64 // bytes GC's copies took at the tail, padding before them included
 	Relocations    int64 // entries GC copied to the tail
 }
 

@@ -674,6 +674,45 @@ func TestLogRelocationKeepsReclaiming(t *testing.T) {
 	}
 }
 
+// TestLogCopyPaddingCounted: a relocated copy that must skip the ring's
+// end counts the padding it skips both in PaddingBytes and, with its
+// frame, in RelocatedBytes, as LogStats documents.
+func TestLogCopyPaddingCounted(t *testing.T) {
+	const ringBytes = 16 << 10
+	d, _ := createLogDevice(t, LogRegion{"log", ringBytes})
+	l := mustLog(t, d, "log")
+	owner := &setLive{live: map[uint64]int64{}}
+	if err := l.SetOwner(relocatingSet{owner}, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	appendEntryT(t, l, logContent(0, 10000)) // dead
+	live := appendEntryT(t, l, logContent(1, 3000))
+	owner.add(1, live.Offset())
+	appendEntryT(t, l, logContent(2, 900)) // dead
+	before := l.Stats()
+	frame := logFrameBytes(3000)
+	pad := int64(0)
+	if phys := before.Tail % ringBytes; phys+frame > ringBytes {
+		pad = ringBytes - phys
+	}
+	if pad == 0 {
+		t.Fatalf("the tail at %d leaves room for the copy before the ring's end", before.Tail)
+	}
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	after := checkLogInvariants(t, l)
+	if got := after.PaddingBytes - before.PaddingBytes; got != pad {
+		t.Errorf("PaddingBytes grew by %d, want the copy's %d", got, pad)
+	}
+	if got := after.RelocatedBytes - before.RelocatedBytes; got != pad+frame || after.Relocations-before.Relocations != 1 {
+		t.Errorf("RelocatedBytes grew by %d in %d relocations, want %d in one", got, after.Relocations-before.Relocations, pad+frame)
+	}
+	if p, err := l.Read(owner.offset(1)); err != nil || !isContent(p, 1) {
+		t.Fatalf("the relocated entry: %v", err)
+	}
+}
+
 // TestLogCloseStopsGC checks that Close leaves no goroutine behind, with
 // background GC started and commits waiting.
 func TestLogCloseStopsGC(t *testing.T) {
