@@ -2067,6 +2067,7 @@ type apiPass struct {
 	calls   int       // Relocate calls so far
 	txCalls int       // Relocate calls in tx
 	txWrote int       // bytes tx's Relocate calls journaled
+	allocs  []Addr    // pages tx's Relocate calls allocated
 	tail    int64     // where the next copy goes
 	copies  int       // copies made
 	pads    int64     // padding before them
@@ -2183,10 +2184,10 @@ func (p *apiPass) relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
 			panic(errAPIRelocate)
 		}
 		return errAPIRelocate
-	case 3, 4:
-		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], uint64(newOff))
-		p.write(tx, b[:])
+	case 3:
+		p.write(tx, apiRef(newOff))
+	case 4: // in a page of its own, allocated by tx
+		p.allocRef(tx, newOff)
 	case 6: // more than a reference: a few such may not fit the journal
 		p.write(tx, nil)
 	}
@@ -2203,7 +2204,7 @@ func (p *apiPass) begun(tx *Txn) {
 		}
 		p.ended(nil)
 	}
-	p.tx, p.bytes, p.txCalls, p.txWrote = tx, apiBytes{}, 0, 0
+	p.tx, p.bytes, p.txCalls, p.txWrote, p.allocs = tx, apiBytes{}, 0, 0, nil
 	p.txHead = p.lg.l.Stats().Head
 	if len(p.queue) > 0 {
 		p.sawHead(p.txHead, p.queue[0].from.pos)
@@ -2239,6 +2240,39 @@ func (p *apiPass) write(tx *Txn, b []byte) {
 	}
 }
 
+// apiRef is a reference to the entry at off, as an owner keeps it.
+func apiRef(off int64) []byte {
+	return binary.LittleEndian.AppendUint64(nil, uint64(off))
+}
+
+// allocRef journals a reference to newOff in a page that tx allocates,
+// which the harness holds once tx commits; without room for one, in a
+// page the harness holds.
+func (p *apiPass) allocRef(tx *Txn, newOff int64) {
+	a, err := tx.Alloc(1)
+	if errors.Is(err, ErrNoSpace) {
+		p.write(tx, apiRef(newOff))
+		return
+	}
+	if err != nil {
+		p.fail("Relocate's Txn.Alloc(1): %v", err)
+		return
+	}
+	for _, b := range slices.Concat(sortedAddrs(p.h.m.pages), p.allocs) {
+		if a.Offset() < b.Offset()+b.Size() && b.Offset() < a.Offset()+a.Size() {
+			p.fail("Relocate's Txn.Alloc handed out %v, which overlaps %v, held", a, b)
+		}
+	}
+	p.allocs = append(p.allocs, a)
+	ref := apiRef(newOff)
+	if err := tx.Write(a.Offset(), ref); err != nil {
+		p.fail("Relocate's Txn.Write into the page %v it allocated: %v", a, err)
+		return
+	}
+	p.bytes.set(a.Offset(), ref)
+	p.txWrote += len(ref)
+}
+
 // tooLarge reports whether err is Commit's refusal of tx for its size,
 // which only a transaction that journaled more than a few references may
 // meet.
@@ -2268,13 +2302,18 @@ func (p *apiPass) ended(err error) {
 				p.fail("the relocation of %d to %d holds with the head at %d; Read at the new offset: %d bytes, %v", m.from.pos, m.to.pos, st.Head, len(got), rerr)
 			}
 		}
+		for _, a := range p.allocs {
+			p.h.m.pages[a] = true
+			p.h.seen = append(p.h.seen, a)
+			p.h.known.forget(a.Offset(), a.Size())
+		}
 		p.h.known.merge(p.bytes)
 	case !p.tooLarge(err) && (!p.failed || !errors.Is(err, errAPIRelocate) && !(p.panics && errors.Is(err, errRelocatePanicked))):
 		p.fail("RelocationsEnded(%v), want nil, Relocate's failure or, for %d bytes journaled, ErrTooLarge", err, p.txWrote)
 	case st.Head != p.txHead:
 		p.fail("the head moved from %d to %d in the transaction Relocate's failure rolled back", p.txHead, st.Head)
 	}
-	p.tx, p.moves, p.bytes = nil, nil, nil
+	p.tx, p.moves, p.bytes, p.allocs = nil, nil, nil, nil
 }
 
 // apiLogNames are the names CreateLog and DropLog are given.
