@@ -96,8 +96,11 @@ func (s apiSeed) c(c apiCall, form, pick, length byte) apiSeed {
 // After every call: no panic; an error, if any, is one of the package's
 // and the one the documentation promises; a failed call changed nothing
 // (the open transaction's state, the committed Stats, the logs' Stats).
-// After every commit, and again after reopening at the end, Check passes
-// and the live pages, slots, log entries and known bytes are the model's.
+// After every commit, every GC, and again after reopening at the end,
+// Check passes and the live pages, slots, log entries and known bytes are
+// the model's. Log owners may relocate, with GC's transactions committing
+// or rolled back as the input has Relocate decide; GC never runs in the
+// background, where when it ran would not follow from the input.
 func FuzzAPI(f *testing.F) {
 	opts := apiOptions(f)
 	seeds := []apiSeed{
@@ -2150,9 +2153,10 @@ func (p *apiPass) asked(e *apiEntry, live bool) {
 }
 
 // relocate is the owner's Relocate: it checks that it is told of the next
-// copy made, then by the input keeps the entry (journaling a reference to
-// it in a page of the harness's, or not), finds it dropped since IsLive,
-// or fails.
+// copy made, then by three bits of the input keeps the entry (0 to 2),
+// keeps it with a reference journaled in a page the harness holds (3) or
+// in one tx allocates (4), finds it dropped since IsLive (5), keeps it
+// with up to 16 KiB journaled (6), or fails (7).
 func (p *apiPass) relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
 	if p.tx != tx {
 		p.begun(tx)
