@@ -149,6 +149,7 @@ func (a *allocator) join(tx *Txn) *allocState {
 		// A corrupt queue stops the release; Alloc returns the error
 		// if it needs the pages, and Check reports it.
 		_, _ = a.releasePending(tx)
+		a.d.subpages.drainForPages(tx)
 	}
 	return &a.work
 }

@@ -28,8 +28,10 @@ import (
 // (releaseInPlace); up to subpageReleaseBudget queued parents are looked
 // at when Alloc finds no free slot, or when Free finds many slots pending
 // (subpagePendingShare); and each Free looks at the head of one other
-// class's queue, in turn (drainOther), so that an idle class drains too;
-// Close drains every queue (drainSubpages). A parent whose last allocated
+// class's queue, in turn (drainOther), as does each transaction that
+// reaches the buddy allocator before any sub-page operation
+// (drainForPages), so that an idle class drains too; Close drains every
+// queue (drainSubpages). A parent whose last allocated
 // slot is released goes back to the buddy allocator, as one more deferred
 // free, unless an Alloc needs it. After Open everything durable is
 // covered, so the queues drain from the first operations on.
@@ -789,12 +791,13 @@ func (s *subpageSet) handle(i int) *Subpages {
 	return newSubpages(s.d, i, size)
 }
 
-// drainOther looks at the pending queue of one class other than self, in
-// turn, and releases a parent there if a checkpoint covers it: so that a
-// class no one allocates from or frees into any more still gives its empty
-// parents back, while every operation stays O(1).
+// drainOther looks at the pending queue of one class other than self (-1:
+// any class), in turn, and releases a parent there if a checkpoint covers
+// it: so that a class no one allocates from or frees into any more still
+// gives its empty parents back, while every operation stays O(1). A class
+// with nothing to release is not joined to tx.
 func (s *subpageSet) drainOther(tx *Txn, self int) error {
-	if s.count < 2 {
+	if s.count == 0 {
 		return nil
 	}
 	i := s.drain % s.count
@@ -802,11 +805,27 @@ func (s *subpageSet) drainOther(tx *Txn, self int) error {
 	if i == self {
 		return nil
 	}
-	c := s.class(tx, i)
+	c := &s.last[i]
+	if s.tx == tx && s.touched&(1<<i) != 0 {
+		c = &s.work[i]
+	}
 	if c.pendHead == 0 || c.headSeq > tx.d.checkpointTxSeq.Load() {
 		return nil
 	}
-	return s.handle(i).release(tx, c, 1, false)
+	return s.handle(i).release(tx, s.class(tx, i), 1, false)
+}
+
+// drainForPages is drainOther for a transaction that comes to the buddy
+// allocator before any sub-page operation: a device whose traffic is whole
+// pages only would otherwise never give an idle class's empty parents
+// back. Once tx has done a sub-page operation it is in the middle of one,
+// or that operation drained already (Free), and nothing is done.
+func (s *subpageSet) drainForPages(tx *Txn) {
+	if s.tx != tx {
+		// A queue the file's corruption broke stops the release,
+		// changing nothing: it is for Alloc and Check to report.
+		_ = s.drainOther(tx, -1)
+	}
 }
 
 // listHead returns an error wrapping ErrCorrupt unless c's list head,

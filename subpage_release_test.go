@@ -224,3 +224,30 @@ func TestCloseDrainsManyClassesSmallJournal(t *testing.T) {
 	}
 	mustCheck(t, d)
 }
+
+// TestSubpageIdleClassDrainsUnderPageTraffic empties a class on a full
+// device and leaves it idle while only whole pages are allocated and
+// freed: those transactions must give its empty parents back, so that
+// their space serves pages again, as the pages a checkpoint covers do.
+func TestSubpageIdleClassDrainsUnderPageTraffic(t *testing.T) {
+	d, _ := createTestDevice(t, subpageOptions())
+	idle := mustSubpages(t, d, 1024)
+	const parents = 10
+	slots := allocSlots(t, d, idle, parents*(subpageSlotsPerParent-1))
+	pages := fillHeap(t, d, 4096)
+	freeSlots(t, d, idle, slots)
+	coverCommitted(t, d)
+	for i := 0; i < 4*parents && idle.Stats().Parents > 0; i++ {
+		if err := d.Update(func(tx *Txn) error { return tx.Free(pages[i]) }); err != nil {
+			t.Fatal(err)
+		}
+		coverCommitted(t, d)
+	}
+	if st := idle.Stats(); st.Parents != 0 || st.SlotsPending != 0 {
+		t.Fatalf("after %d page frees, the idle class holds %+v; want nothing", 4*parents, st)
+	}
+	if _, err := tryAllocPages(d, parents, 64<<10); err != nil {
+		t.Fatalf("allocating the %d parents' space as pages: %v", parents, err)
+	}
+	mustCheck(t, d)
+}
