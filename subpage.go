@@ -26,8 +26,9 @@ import (
 // slot. Releasing is lazy and O(1) per operation: a parent's covered
 // pending slots are released whenever its header is in hand anyway
 // (releaseInPlace); up to subpageReleaseBudget queued parents are looked
-// at when Alloc finds no free slot, or when Free finds many slots pending
-// (subpagePendingShare); and each Free looks at the head of one other
+// at (and a bounded number more that were released in place already, see
+// release) when Alloc finds no free slot, or when Free finds many slots
+// pending (subpagePendingShare); and each Free looks at the head of one other
 // class's queue, in turn (drainOther), as does each transaction that
 // reaches the buddy allocator before any sub-page operation
 // (drainForPages), so that an idle class drains too; Close drains every
