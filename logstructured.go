@@ -183,6 +183,7 @@ type Reservation struct {
 	start uint64 // where the span begins, padding included
 	pos   uint64 // the frame's position
 	size  int
+	epoch uint64 // the log's epoch at Append: positions are reused after it
 }
 
 // Offset returns the device offset where the entry's bytes go, to be
@@ -215,6 +216,7 @@ type span struct {
 	start, pos, end uint64 // [start, pos) padding, [pos, end) the frame
 	size            uint32 // payload bytes
 	state           spanState
+	cancelled       bool        // Cancel made it padding
 	written         bool        // Log.Write wrote the headers for the payload now in place
 	staged          stagedBytes // Log.Write's frame, header and payload, not yet written
 }
@@ -296,6 +298,14 @@ type Log struct {
 
 	spans []span // spans[first:] are reservations past committedEnd, in order
 	first int
+
+	// cancelledFrom is where the run of cancelled spans that ends at
+	// committedEnd begins (committedEnd if the last span passed was not
+	// cancelled). Cancel gives such a run at the tail back to appends,
+	// and bumps epoch, so that the reservations it ended cannot be taken
+	// for the new ones at their positions.
+	cancelledFrom uint64
+	epoch         uint64
 
 	staged      []stagedFrame // frames below committedEnd not yet written, in order
 	stagedSpare []stagedFrame // the other half of a double buffer: writeStaged's
@@ -626,11 +636,12 @@ func (l *Log) Append(sizeBytes int) (Reservation, error) {
 	if err != nil || (l.gcGoal > 0 && l.size-(l.tail-l.head) < l.gcGoal) {
 		l.kickGC()
 	}
+	epoch := l.epoch
 	l.mu.Unlock()
 	if err != nil {
 		return Reservation{}, err
 	}
-	return Reservation{log: l, start: s.start, pos: s.pos, size: sizeBytes}, nil
+	return Reservation{log: l, start: s.start, pos: s.pos, size: sizeBytes, epoch: epoch}, nil
 }
 
 // Commit seals the entry r reserved, whose bytes the caller has written,
@@ -718,8 +729,8 @@ func (l *Log) Write(r Reservation, p []byte) error {
 // writeNow is Write for an entry written at once, header and payload.
 func (l *Log) writeNow(r Reservation, p []byte) error {
 	l.mu.Lock()
-	i := l.findLocked(r.start)
-	if i < 0 || l.spans[i].state != spanReserved || l.spans[i].pos != r.pos || l.closed {
+	i := l.liveLocked(r, spanReserved)
+	if i < 0 {
 		closed := l.closed
 		l.mu.Unlock()
 		if closed {
@@ -755,21 +766,46 @@ func (l *Log) liveLocked(r Reservation, state spanState) int {
 		return -1
 	}
 	i := l.findLocked(r.start)
-	if i < 0 || l.spans[i].state != state || l.spans[i].pos != r.pos {
+	if i < 0 || l.spans[i].state != state || l.spans[i].pos != r.pos || r.epoch != l.epoch {
 		return -1
 	}
 	return i
 }
 
 // Cancel gives up the space r reserved: it becomes padding, which lets the
-// entries after it become durable. Its bytes are never returned as an
-// entry.
+// entries after it become durable. Cancelled space at the tail, with no
+// reservation after it, goes back to Append at once, so that a ring
+// filled by reservations that were all cancelled takes new entries
+// without a Commit first. Its bytes are never returned as an entry.
 func (l *Log) Cancel(r Reservation) error {
 	if l.unmade() {
 		return errNil("Log")
 	}
-	_, err := l.seal(r, true)
-	return err
+	if _, err := l.seal(r, true); err != nil {
+		return err
+	}
+	l.retractCancelled()
+	return nil
+}
+
+// retractCancelled gives the cancelled spans at the tail back to appends
+// when no reservation is left after them and no staged write claims
+// them: nothing there is durable or will be, and a reopen would drop
+// them too. Otherwise only a tail journaled over them would let GC pass
+// them, and with no Commit to come a full ring would stay full.
+func (l *Log) retractCancelled() {
+	// writtenEnd holds still while writeMu is held: no writeStaged is
+	// about to claim the spans.
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	to := max(l.cancelledFrom, l.writtenEnd)
+	if l.closed || l.first < len(l.spans) || l.committedEnd != l.tail || to >= l.tail {
+		return
+	}
+	l.tail, l.committedEnd, l.cancelledFrom = to, to, to
+	l.epoch++
 }
 
 // Stats returns the log's positions and counters.
@@ -1066,6 +1102,9 @@ func (l *Log) advanceLocked() {
 			s.staged = stagedBytes{}
 		}
 		l.committedEnd = s.end
+		if !s.cancelled {
+			l.cancelledFrom = s.end
+		}
 		l.first++
 		moved = true
 	}
@@ -1091,11 +1130,8 @@ func (l *Log) seal(r Reservation, cancel bool) (span, error) {
 		return span{}, err
 	}
 	l.mu.Lock()
-	i := -1
-	if !l.closed {
-		i = l.findLocked(r.start)
-	}
-	if i < 0 || l.spans[i].state != spanReserved || l.spans[i].pos != r.pos {
+	i := l.liveLocked(r, spanReserved)
+	if i < 0 {
 		closed := l.closed
 		l.mu.Unlock()
 		if closed {
@@ -1121,6 +1157,7 @@ func (l *Log) seal(r Reservation, cancel bool) (span, error) {
 	}
 	if cancel {
 		l.spans[i].staged.release()
+		l.spans[i].cancelled = true
 	}
 	l.spans[i].state = spanDone
 	l.advanceLocked()
@@ -2063,19 +2100,20 @@ func (d *Device) openLogs() error {
 // newLog returns the log of table slot s, stored at slotOff.
 func newLog(d *Device, s logSlot, slotOff int64) *Log {
 	l := &Log{
-		d:            d,
-		name:         s.name,
-		ring:         s.ring,
-		size:         uint64(s.ring.size),
-		slotOff:      slotOff,
-		head:         s.head,
-		tail:         s.tail,
-		committedEnd: s.tail,
-		writtenEnd:   s.tail,
-		loggedTail:   s.tail,
-		durableTail:  s.tail,
-		txTails:      make(map[*Txn]uint64),
-		kick:         make(chan struct{}, 1),
+		d:             d,
+		name:          s.name,
+		ring:          s.ring,
+		size:          uint64(s.ring.size),
+		slotOff:       slotOff,
+		head:          s.head,
+		tail:          s.tail,
+		committedEnd:  s.tail,
+		cancelledFrom: s.tail,
+		writtenEnd:    s.tail,
+		loggedTail:    s.tail,
+		durableTail:   s.tail,
+		txTails:       make(map[*Txn]uint64),
+		kick:          make(chan struct{}, 1),
 	}
 	l.cond.L = &l.mu
 	l.waiterPool.New = func() any { return &waiter{wake: make(chan wakeUp, 1)} }

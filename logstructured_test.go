@@ -1294,6 +1294,8 @@ func (m *logModel) doCommit(cancel bool) {
 		it.state = itemCancelled
 		delete(m.byOff, it.res.Offset())
 		m.cancels++
+		// Cancelled items at the tail may go back to appends at once.
+		m.dropPast(uint64(m.l.Stats().Tail), "Cancel")
 		return
 	}
 	it.state = itemCommitting
@@ -1418,19 +1420,25 @@ func (m *logModel) reopen() {
 	m.l.SetOwner(modelOwner{m}, &LogOptions{GCThresholdBytes: -1, RelocationReserveBytes: int64(m.reserve)})
 	// A cancelled item at the end may never have been journaled: the tail
 	// after reopen is the durable one. drain settled every Commit, so only
-	// cancelled items may lie past it: a committed entry (or a copy GC
-	// relocated, durable with its pass) lost here is a failure, not
-	// something for the model to forget.
-	tail := uint64(m.l.Stats().Tail)
+	// cancelled items may lie past it.
+	m.dropPast(uint64(m.l.Stats().Tail), "reopen")
+}
+
+// dropPast forgets the items from tail on, which the log dropped when
+// how (Cancel or reopen) moved its tail back there: they must all be
+// cancelled ones. A committed entry, one being committed or reserved, or
+// a copy GC relocated (durable with its pass) lost here is a failure, not
+// something for the model to forget.
+func (m *logModel) dropPast(tail uint64, how string) {
 	for len(m.items) > 0 && m.items[len(m.items)-1].start >= tail {
 		it := m.items[len(m.items)-1]
-		if it.state == itemDone {
-			how := "whose Commit returned"
+		if it.state != itemCancelled {
+			what := map[int]string{itemReserved: "reserved", itemCommitting: "being committed", itemDone: "whose Commit returned"}[it.state]
 			if it.res == (Reservation{}) {
-				how = "that GC relocated"
+				what = "that GC relocated"
 			}
-			m.t.Fatalf("seed %d step %d: reopen lost entry %d at [%d, %d), %s: the tail came back at %d, the model's was %d",
-				m.seed, m.step, it.id, it.pos, it.end, how, tail, m.tail)
+			m.t.Fatalf("seed %d step %d: %s lost entry %d at [%d, %d), %s: the tail came back at %d, the model's was %d",
+				m.seed, m.step, how, it.id, it.pos, it.end, what, tail, m.tail)
 		}
 		m.items = m.items[:len(m.items)-1]
 	}
