@@ -846,12 +846,13 @@ func (l *Log) durableSpan() (head, end uint64, err error) {
 // Entries walks the durable entries from position from (from the head if
 // from lies before it) to the durable tail as of the call, checking each
 // against its checksum. A failed check yields an error and ends the walk,
-// as does a from past the head where no frame starts (ErrInvalidArgument):
-// pass a position Entry.Next or Reservation.Pos gave. An entry that GC
-// relocates during the walk may be seen twice, at its old and new
-// position, but a live entry is never missed. As with Read, a from
-// inside an entry whose payload holds a whole forged frame, header and
-// checksum, walks from that frame.
+// as does a from between the head and the durable tail where no frame
+// starts (ErrInvalidArgument): pass a position Entry.Next or
+// Reservation.Pos gave. A from at or past the durable tail yields
+// nothing, whatever it is. An entry that GC relocates during the walk may
+// be seen twice, at its old and new position, but a live entry is never
+// missed. As with Read, a from inside an entry whose payload holds a
+// whole forged frame, header and checksum, walks from that frame.
 func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 	return func(yield func(Entry, error) bool) {
 		if l.unmade() {
