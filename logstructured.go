@@ -65,9 +65,9 @@ var (
 	// lies.
 	ErrNotFound = errors.New("pagealloc: not found")
 
-	// ErrNotReserved is returned by Log.Commit and Log.Cancel for a
-	// reservation that is not live: already committed or cancelled, made
-	// by another log or device, or the zero Reservation.
+	// ErrNotReserved is returned by Log.Write, Log.Commit and Log.Cancel
+	// for a reservation that is not live: already committed or cancelled,
+	// made by another log or device, or the zero Reservation.
 	ErrNotReserved = errors.New("pagealloc: not a live log reservation")
 )
 
