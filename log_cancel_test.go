@@ -10,9 +10,9 @@ import (
 // TestLogCancelledSpaceReused fills a ring with reservations and cancels
 // them all, first to last and last to first: the space they gave up must
 // take new appends (GC may be asked, and cannot pass the live entry at the
-// head), a reservation cancelled
-// earlier must stay dead when a new one takes its position, and the
-// committed entry must stay, also after reopen.
+// head), a reservation cancelled earlier must stay dead when a new one
+// takes its position, and the committed entry must stay, also after
+// reopen.
 func TestLogCancelledSpaceReused(t *testing.T) {
 	for _, order := range []string{"in order", "newest first"} {
 		t.Run(order, func(t *testing.T) {
