@@ -384,7 +384,7 @@ func (a *allocator) grow(tx *Txn, st *allocState) (bool, error) {
 			return false, err
 		}
 		if p, found := tx.firstParentBit(&a.g, lo, to); found {
-			return false, corruptf(p, "sub-page parent bits", "a bit only where an allocated page starts, found one at %d", p)
+			return false, strayParentBit(p)
 		}
 	}
 	a.forEachGrownPage(from, func(order int, off int64) bool {

@@ -67,8 +67,13 @@ type checker struct {
 }
 
 func (c *checker) report(off int64, what, format string, args ...any) {
-	if len(c.errs) < maxViolations {
-		c.errs = append(c.errs, corruptf(off, what, format, args...))
+	c.add(corruptf(off, what, format, args...))
+}
+
+// add keeps err, if not nil, among the first maxViolations.
+func (c *checker) add(err error) {
+	if err != nil && len(c.errs) < maxViolations {
+		c.errs = append(c.errs, err)
 	}
 }
 
@@ -121,9 +126,7 @@ func (c *checker) checkPastFrontier() {
 	// not read (a device far smaller than its 1 GiB block would read a
 	// block's worth at every Check).
 	end := block + min(g.blockBytes, g.capacity-block)
-	if err := c.pageBeyond(frontier, frontier, end); err != nil && len(c.errs) < maxViolations {
-		c.errs = append(c.errs, err)
-	}
+	c.add(c.pageBeyond(frontier, frontier, end))
 }
 
 // pageBeyond returns a CorruptError naming the first page, at any order,

@@ -399,6 +399,12 @@ func (g *heapGeometry) parentBitPos(off int64) (wordOff int64, bit uint) {
 	return start + g.parentBitsOff + i/64*8, uint(i % 64)
 }
 
+// strayParentBit is the error of a sub-page parent bit set at p, where no
+// allocated page starts (Check), or past the frontier (grow).
+func strayParentBit(p int64) error {
+	return corruptf(p, "sub-page parent bits", "a bit only where an allocated page starts, found one at %d", p)
+}
+
 // firstParentBit returns the first granule in [from, to), a range of one
 // block, whose sub-page parent bit is set as tx sees it.
 func (tx *Txn) firstParentBit(g *heapGeometry, from, to int64) (int64, bool) {
@@ -1276,7 +1282,7 @@ func (c *checker) checkParentBits(isParent map[int64]bool) {
 			for m := word; m != 0; m &= m - 1 {
 				p := block + (i+int64(bits.TrailingZeros64(m)))<<g.parentShift
 				if !isParent[p] {
-					c.report(p, "sub-page parent bits", "a bit only where an allocated page starts, found one at %d", p)
+					c.add(strayParentBit(p))
 				}
 			}
 		}
