@@ -789,13 +789,19 @@ func (d *Device) drainSubpages() error {
 	}
 }
 
+// peek returns class i as the open transaction sees it, without joining
+// the set to it: the transaction's copy if it touched the class, else the
+// committed one. The writer slot is held.
+func (s *subpageSet) peek(i int) *subpageClass {
+	if s.tx != nil && s.touched&(1<<i) != 0 {
+		return &s.work[i]
+	}
+	return &s.last[i]
+}
+
 // handle returns the Subpages of class i, which exists.
 func (s *subpageSet) handle(i int) *Subpages {
-	size := s.last[i].slotBytes
-	if s.tx != nil && s.touched&(1<<i) != 0 {
-		size = s.work[i].slotBytes
-	}
-	return newSubpages(s.d, i, size)
+	return newSubpages(s.d, i, s.peek(i).slotBytes)
 }
 
 // drainOther looks at the pending queue of one class other than self (-1:
@@ -812,11 +818,8 @@ func (s *subpageSet) drainOther(tx *Txn, self int) error {
 	if i == self {
 		return nil
 	}
-	c := &s.last[i]
-	if s.tx == tx && s.touched&(1<<i) != 0 {
-		c = &s.work[i]
-	}
-	if c.pendHead == 0 || c.headSeq > tx.d.checkpointTxSeq.Load() {
+	// s.tx is tx or nil: the set leaves a transaction when it ends.
+	if c := s.peek(i); c.pendHead == 0 || c.headSeq > tx.d.checkpointTxSeq.Load() {
 		return nil
 	}
 	return s.handle(i).release(tx, s.class(tx, i), 1, false)
