@@ -389,9 +389,11 @@ func (j *journal) applyHome(lines *lineTable, refs []lineRef, keeps []bool) erro
 	var err error
 	j.homeBuf, err = forEachRun(refs, true, j.homeBuf, func(off int64, kind entryKind, data []byte) error {
 		if kind == kindLink {
-			keep := keeps == nil && d.keepLink(word, off)
+			var keep bool
 			if keeps != nil {
 				keep, keeps = keeps[0], keeps[1:]
+			} else {
+				keep = d.keepLink(word, off)
 			}
 			if !keep {
 				return nil
