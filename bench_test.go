@@ -1,6 +1,7 @@
 package pagealloc
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -131,7 +132,7 @@ func randomPageSize(rng *rand.Rand) int64 { return 4096 << rng.IntN(5) }
 func BenchmarkAllocFree(b *testing.B) {
 	for _, live := range []int{1e3, 1e5, 1e6} {
 		b.Run(fmt.Sprintf("live=%.0e", float64(live)), func(b *testing.B) {
-			benchAllocFree(b, live, allocFreeOptions())
+			benchAllocFree(b, live, allocFreeOptions(), false)
 		})
 	}
 }
@@ -145,10 +146,30 @@ func BenchmarkAllocFreePreallocated(b *testing.B) {
 	}
 	o := allocFreeOptions()
 	o.Preallocate = true
-	b.Run("live=1e+06", func(b *testing.B) { benchAllocFree(b, 1e6, o) })
+	b.Run("live=1e+06", func(b *testing.B) { benchAllocFree(b, 1e6, o, false) })
 }
 
-func benchAllocFree(b *testing.B, live int, o *Options) {
+// BenchmarkAllocFreeSteady is BenchmarkAllocFree once the device has
+// settled. BenchmarkAllocFree times the operations that follow the fill
+// at once: the heap still grows to the size its fragmentation and the
+// frees awaiting a checkpoint ask for, and each free is the first write to
+// its page, so the page faults of a sparse file's first touches weigh on
+// it. Here the owner writes each page the fill allocates, as a storage
+// engine writes its data, and the workload runs untimed, in rounds of
+// max(live, 100,000) operations, until a round leaves the heap's frontier
+// where it found it (warm-ops reports how many that took). At live=1e6
+// the set-up alone takes minutes.
+func BenchmarkAllocFreeSteady(b *testing.B) {
+	for _, live := range []int{1e3, 1e5, 1e6} {
+		b.Run(fmt.Sprintf("live=%.0e", float64(live)), func(b *testing.B) {
+			benchAllocFree(b, live, allocFreeOptions(), true)
+		})
+	}
+}
+
+// benchAllocFree runs BenchmarkAllocFree's workload on a device of live
+// pages made with o; steady as BenchmarkAllocFreeSteady describes.
+func benchAllocFree(b *testing.B, live int, o *Options, steady bool) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	pages := make([]Addr, live)
 	runtime.GC()
@@ -156,9 +177,7 @@ func benchAllocFree(b *testing.B, live int, o *Options) {
 	runtime.ReadMemStats(&before)
 	d, _ := createCounted(b, o)
 	fill(b, d, pages, rng)
-	b.ReportAllocs()
-	b.ResetTimer()
-	inBatches(b, d, func(tx *Txn) error {
+	op := func(tx *Txn) error {
 		j := rng.IntN(live)
 		if err := tx.Free(pages[j]); err != nil {
 			return err
@@ -166,8 +185,28 @@ func benchAllocFree(b *testing.B, live int, o *Options) {
 		a, err := tx.Alloc(randomPageSize(rng))
 		pages[j] = a
 		return err
-	})
+	}
+	warmOps := 0
+	if steady {
+		data := bytes.Repeat([]byte{0xa5}, 64)
+		for _, a := range pages {
+			if _, err := d.WriteAt(data, a.Offset()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		round := max(live, 100_000)
+		for frontier := int64(-1); frontier != d.Stats().Frontier; warmOps += round {
+			frontier = d.Stats().Frontier
+			inBatches(b, d, round, op)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	inBatches(b, d, b.N, op)
 	b.StopTimer()
+	if steady {
+		b.ReportMetric(float64(warmOps), "warm-ops")
+	}
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
@@ -175,14 +214,14 @@ func benchAllocFree(b *testing.B, live int, o *Options) {
 	runtime.KeepAlive(pages)
 }
 
-// inBatches runs op b.N times, committing every 1,000 operations.
-func inBatches(b *testing.B, d *Device, op func(tx *Txn) error) {
+// inBatches runs op n times, committing every 1,000 operations.
+func inBatches(b *testing.B, d *Device, n int, op func(tx *Txn) error) {
 	b.Helper()
 	tx, err := d.Begin()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for i := 0; i < b.N; i++ {
+	for i := 0; i < n; i++ {
 		if i%1000 == 999 {
 			if err := tx.Commit(); err != nil {
 				b.Fatal(err)

@@ -1073,7 +1073,7 @@ func BenchmarkSubpageAlloc(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			inBatches(b, d, func(tx *Txn) (err error) {
+			inBatches(b, d, b.N, func(tx *Txn) (err error) {
 				j := rng.IntN(live)
 				if err := s.Free(tx, slots[j]); err != nil {
 					return err
