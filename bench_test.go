@@ -125,10 +125,12 @@ func allocFreeOptions() *Options {
 // randomPageSize returns a random power of two from 4 KiB to 64 KiB.
 func randomPageSize(rng *rand.Rand) int64 { return 4096 << rng.IntN(5) }
 
-// BenchmarkAllocFree measures the steady state of a device holding `live`
-// pages: each op frees a random live page and allocates one of a random
-// size, committing every 1,000 ops. heap-bytes is the Go heap the device
-// holds beyond the benchmark's own list of pages, after the run.
+// BenchmarkAllocFree measures a device holding `live` pages, from the
+// moment it has allocated them: each op frees a random live page and
+// allocates one of a random size, committing every 1,000 ops. heap-bytes
+// is the Go heap the device holds beyond the benchmark's own list of
+// pages, after the run. BenchmarkAllocFreeSteady runs the same workload
+// once the heap has stopped growing.
 func BenchmarkAllocFree(b *testing.B) {
 	for _, live := range []int{1e3, 1e5, 1e6} {
 		b.Run(fmt.Sprintf("live=%.0e", float64(live)), func(b *testing.B) {
