@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -58,6 +59,10 @@ func runCreate(args []string, stdout, stderr io.Writer) error {
 		RootSize:    int64(root),
 		LogRegions:  logs,
 	})
+	if errors.Is(err, pagealloc.ErrInvalidArgument) {
+		// Every argument Create can refuse came from a flag.
+		return fmt.Errorf("%w: %s", errUsage, strings.TrimPrefix(err.Error(), "pagealloc: "))
+	}
 	if err != nil {
 		return err
 	}

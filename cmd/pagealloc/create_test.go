@@ -1,6 +1,9 @@
 package main
 
 import (
+	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -46,8 +49,8 @@ func TestCreate(t *testing.T) {
 		err  string
 	}{
 		{[]string{path}, 1, "pagealloc create: already exists: file"}, // the library's name said once
-		{[]string{"-max-page", "3000", filepath.Join(t.TempDir(), "x")}, 1, "pagealloc create: invalid argument"},
-		{[]string{"-log", "wal=100", filepath.Join(t.TempDir(), "x")}, 1, "invalid argument"},
+		{[]string{"-max-page", "3000", filepath.Join(t.TempDir(), "x")}, 2, "pagealloc create: invalid argument: MaxPageSize 3000"},
+		{[]string{"-log", "wal=100", filepath.Join(t.TempDir(), "x")}, 2, "pagealloc create: invalid argument"},
 		{[]string{"-log", "nosize", filepath.Join(t.TempDir(), "x")}, 2, "name=size"},
 		{[]string{"-journal", "lots", filepath.Join(t.TempDir(), "x")}, 2, "not a byte count"},
 		{[]string{}, 2, "exactly one FILE"},
@@ -55,6 +58,11 @@ func TestCreate(t *testing.T) {
 		code, _, stderr := runCLI(t, append([]string{"create"}, c.args...)...)
 		if code != c.code || !strings.Contains(stderr, c.err) {
 			t.Errorf("create %v: exit %d, stderr %q; want %d and %q", c.args, code, stderr, c.code, c.err)
+		}
+		if c.code == 2 && len(c.args) > 0 {
+			if _, err := os.Stat(c.args[len(c.args)-1]); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("create %v, refused, left a file (stat: %v)", c.args, err)
+			}
 		}
 	}
 }
