@@ -62,14 +62,15 @@ func TestMappedCopiesRecoverFaults(t *testing.T) {
 
 // TestOpenRefusesNonRegularFiles opens a directory and a FIFO: a FIFO's
 // open would wait for a writer for ever, and a directory read as a
-// device file is reported as a corrupt header. Both are refused at once.
+// device file is reported as a corrupt header. Both are refused at once,
+// the error saying what the path is.
 func TestOpenRefusesNonRegularFiles(t *testing.T) {
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")
 	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, path := range []string{dir, fifo} {
+	for path, kind := range map[string]string{dir: "a directory", fifo: "a named pipe"} {
 		for _, readOnly := range []bool{true, false} {
 			done := make(chan error, 1)
 			go func() {
@@ -81,8 +82,8 @@ func TestOpenRefusesNonRegularFiles(t *testing.T) {
 			}()
 			select {
 			case err := <-done:
-				if !errors.Is(err, ErrInvalidArgument) {
-					t.Errorf("Open(%s, ReadOnly %v): %v, want ErrInvalidArgument", filepath.Base(path), readOnly, err)
+				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "not a regular file: it is "+kind) {
+					t.Errorf("Open(%s, ReadOnly %v): %v, want ErrInvalidArgument saying it is %s", filepath.Base(path), readOnly, err, kind)
 				}
 			case <-time.After(20 * time.Second): // a hang, not a speed goal
 				t.Fatalf("Open(%s, ReadOnly %v) still waiting after 20 s", filepath.Base(path), readOnly)

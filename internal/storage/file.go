@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"github.com/edsrzf/mmap-go"
@@ -57,7 +58,7 @@ func OpenFile(path string, readOnly bool) (*File, error) {
 	if fi, err := os.Stat(path); err != nil {
 		return nil, err
 	} else if !fi.Mode().IsRegular() {
-		return nil, &os.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (%s)", ErrNotRegular, fi.Mode().Type())}
+		return nil, &os.PathError{Op: "open", Path: path, Err: notRegular(fi.Mode())}
 	}
 	flag := os.O_RDWR
 	if readOnly {
@@ -71,7 +72,7 @@ func OpenFile(path string, readOnly bool) (*File, error) {
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		f.Close()
 		if err == nil {
-			err = fmt.Errorf("%w (%s)", ErrNotRegular, fi.Mode().Type())
+			err = notRegular(fi.Mode())
 		}
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
@@ -80,6 +81,24 @@ func OpenFile(path string, readOnly bool) (*File, error) {
 		return nil, &os.PathError{Op: "lock", Path: path, Err: err}
 	}
 	return &File{f: f}, nil
+}
+
+// notRegular returns ErrNotRegular naming what a file of mode is.
+func notRegular(mode fs.FileMode) error {
+	kind := "a special file"
+	switch {
+	case mode.IsDir():
+		kind = "a directory"
+	case mode&fs.ModeNamedPipe != 0:
+		kind = "a named pipe"
+	case mode&fs.ModeSocket != 0:
+		kind = "a socket"
+	case mode&fs.ModeCharDevice != 0:
+		kind = "a character device"
+	case mode&fs.ModeDevice != 0:
+		kind = "a block device"
+	}
+	return fmt.Errorf("%w: it is %s", ErrNotRegular, kind)
 }
 
 // ReadAt implements io.ReaderAt with pread.
