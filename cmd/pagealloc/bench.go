@@ -210,10 +210,13 @@ func benchPhases(ctx context.Context, d *pagealloc.Device, sizeBytes int64, n in
 	return results, nil
 }
 
-// runPhase runs ph.op from ph.n goroutines until duration has passed or
-// ctx is done, and reports the rate and latencies of its calls; counter
-// is told of calls as they are made, for the progress display.
+// runPhase runs ph.op from ph.n goroutines until duration has passed,
+// ctx is done or a call fails (which stops them all), and reports the
+// rate and latencies of its calls; counter is told of calls as they are
+// made, for the progress display.
 func runPhase(ctx context.Context, ph benchPhase, duration time.Duration, counter *atomic.Int64) (benchResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	start := time.Now()
 	deadline := start.Add(duration)
 	var mu sync.Mutex
@@ -235,6 +238,7 @@ func runPhase(ctx context.Context, ph benchPhase, duration time.Duration, counte
 						failed = err
 					}
 					mu.Unlock()
+					cancel()
 					break
 				}
 				mine.add(time.Since(t0))

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -145,5 +149,34 @@ func TestBenchOneCommitter(t *testing.T) {
 	}
 	if strings.Contains(stdout+stderr, "1 committers") || strings.Count(stdout, "commit (1 committer)") != 2 {
 		t.Errorf("labels for one committer:\n%s\n%s", stdout, stderr)
+	}
+}
+
+// TestRunPhaseStopsAtFirstFailure runs a phase of an hour in which one
+// goroutine's call fails at once: the others stop with it, and the phase
+// returns that failure, rather than running to the deadline.
+func TestRunPhaseStopsAtFirstFailure(t *testing.T) {
+	failure := errors.New("the device failed")
+	var calls atomic.Int64
+	ph := benchPhase{name: "failing", n: 4, op: func(g int, rng *rand.Rand) error {
+		if g == 0 {
+			return failure
+		}
+		calls.Add(1)
+		time.Sleep(time.Millisecond)
+		return nil
+	}}
+	done := make(chan error, 1)
+	go func() {
+		_, err := runPhase(context.Background(), ph, time.Hour, new(atomic.Int64))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, failure) {
+			t.Errorf("runPhase: %v, want %v", err, failure)
+		}
+	case <-time.After(20 * time.Second): // a hang, not a speed goal
+		t.Fatalf("runPhase still running 20 s after a call failed (%d calls made)", calls.Load())
 	}
 }
