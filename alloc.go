@@ -72,7 +72,7 @@ type Options struct {
 	MaxSize int64
 
 	// MinPageSize is the smallest page the allocator hands out, a power of
-	// two of at least 512 bytes. Zero means 4 KiB.
+	// two from 512 bytes to 1 GiB. Zero means 4 KiB.
 	MinPageSize int64
 
 	// MaxPageSize is the largest page the allocator hands out, a power of
@@ -177,10 +177,11 @@ func (o *Options) withDefaults() (Options, error) {
 	switch {
 	case v.MaxSize < 0 || int64(int(v.MaxSize)) != v.MaxSize:
 		return v, fmt.Errorf("%w: MaxSize %d does not fit the address space", ErrInvalidArgument, v.MaxSize)
-	case !validPageSize(v.MinPageSize) || v.MinPageSize < minPageBytesFloor:
-		return v, fmt.Errorf("%w: MinPageSize %d is not a power of two >= %d", ErrInvalidArgument, v.MinPageSize, minPageBytesFloor)
+	case !validPageSize(v.MinPageSize) || v.MinPageSize < minPageBytesFloor || v.MinPageSize > maxPageBytesCeiling:
+		return v, fmt.Errorf("%w: MinPageSize %d is not a power of two in [%d, 1 GiB]", ErrInvalidArgument, v.MinPageSize, minPageBytesFloor)
 	case !validPageSize(v.MaxPageSize) || v.MaxPageSize < v.MinPageSize || v.MaxPageSize > maxPageBytesCeiling:
-		return v, fmt.Errorf("%w: MaxPageSize %d is not a power of two in [MinPageSize, 1 GiB]", ErrInvalidArgument, v.MaxPageSize)
+		// The smallest it may be is the MinPageSize given, or the default.
+		return v, fmt.Errorf("%w: MaxPageSize %d is not a power of two in [MinPageSize %d, 1 GiB]", ErrInvalidArgument, v.MaxPageSize, v.MinPageSize)
 	case v.JournalSize < minJournalBytes || v.JournalSize%4096 != 0:
 		return v, fmt.Errorf("%w: JournalSize %d is not a multiple of 4 KiB >= 64 KiB", ErrInvalidArgument, v.JournalSize)
 	case v.GrowthStep < 0:

@@ -396,6 +396,37 @@ func TestOpenBadFiles(t *testing.T) {
 	}
 }
 
+// TestCreateRefusesPageSizes gives Create page sizes out of range, alone
+// or against the other's default: each is refused with
+// ErrInvalidArgument, the message naming the option at fault and the
+// bounds it missed, and no file is left.
+func TestCreateRefusesPageSizes(t *testing.T) {
+	for _, c := range []struct {
+		opts Options
+		want string
+	}{
+		{Options{MinPageSize: 100}, "MinPageSize 100 is not a power of two in [512, 1 GiB]"},
+		{Options{MinPageSize: 256}, "MinPageSize 256 is not a power of two in [512, 1 GiB]"},
+		{Options{MinPageSize: 2 << 30}, "MinPageSize 2147483648 is not a power of two in [512, 1 GiB]"},
+		{Options{MaxPageSize: 1024}, "MaxPageSize 1024 is not a power of two in [MinPageSize 4096, 1 GiB]"},
+		{Options{MinPageSize: 64 << 10, MaxPageSize: 32 << 10}, "MaxPageSize 32768 is not a power of two in [MinPageSize 65536, 1 GiB]"},
+		{Options{MaxPageSize: 3000}, "MaxPageSize 3000 is not a power of two"},
+		{Options{MaxPageSize: 2 << 30}, "MaxPageSize 2147483648 is not a power of two in [MinPageSize 4096, 1 GiB]"},
+	} {
+		path := filepath.Join(t.TempDir(), "x")
+		d, err := Create(path, &c.opts)
+		if err == nil {
+			d.Close()
+		}
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Create with MinPageSize %d, MaxPageSize %d: %v; want ErrInvalidArgument saying %q", c.opts.MinPageSize, c.opts.MaxPageSize, err, c.want)
+		}
+		if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Create with MinPageSize %d, MaxPageSize %d, refused, left a file (stat: %v)", c.opts.MinPageSize, c.opts.MaxPageSize, err)
+		}
+	}
+}
+
 // journalRecords lists the start offsets and lengths of the records in a
 // device file whose ring starts at ringOff with its head at 0.
 func journalRecords(t *testing.T, b []byte, ringOff int64) (offs []int64, lens []int64) {
