@@ -68,7 +68,12 @@ type Options struct {
 	// max page at a time: bytes past the last whole max page below MaxSize
 	// are never handed out, and a MaxSize below the headers plus one max
 	// page leaves no heap at all (Alloc returns ErrNoSpace), only the
-	// root area and the log regions of Options.LogRegions.
+	// root area and the log regions of Options.LogRegions. The heap is
+	// cut into blocks of 2 × MaxPageSize, at least 1 GiB, each beginning
+	// with its pages' state bits, which are never handed out either
+	// (Inspect's BlockMetadataBytes): with small pages they can fill a
+	// block's first max page, or more, and the heap holds a page only
+	// once it has grown past them.
 	MaxSize int64
 
 	// MinPageSize is the smallest page the allocator hands out, a power of
