@@ -62,8 +62,9 @@ type Options struct {
 	// given, at Close if not before, for the Opens that follow; a
 	// read-only one records nothing. A MaxSize at Open below the file's
 	// size, or below the heap the device holds (the file may be shorter
-	// after a crash), is refused with ErrInvalidArgument. Reserving
-	// address space costs no memory or disk.
+	// after a crash), is refused with ErrInvalidArgument, as is a negative
+	// one; a MaxSize more than the platform can map, with ErrTooLarge.
+	// Reserving address space costs no memory or disk.
 	// The heap follows the headers, aligned to MaxPageSize, and grows one
 	// max page at a time: bytes past the last whole max page below MaxSize
 	// are never handed out, and a MaxSize below the headers plus one max
@@ -180,8 +181,10 @@ func (o *Options) withDefaults() (Options, error) {
 		v.GrowthStep = defaultGrowthStep
 	}
 	switch {
-	case v.MaxSize < 0 || int64(int(v.MaxSize)) != v.MaxSize:
-		return v, fmt.Errorf("%w: MaxSize %d does not fit the address space", ErrInvalidArgument, v.MaxSize)
+	case v.MaxSize < 0:
+		return v, errNegativeMaxSize(v.MaxSize)
+	case int64(int(v.MaxSize)) != v.MaxSize:
+		return v, errUnmappable(v.MaxSize)
 	case !validPageSize(v.MinPageSize) || v.MinPageSize < minPageBytesFloor || v.MinPageSize > maxPageBytesCeiling:
 		return v, fmt.Errorf("%w: MinPageSize %d is not a power of two in [%d, 1 GiB]", ErrInvalidArgument, v.MinPageSize, minPageBytesFloor)
 	case !validPageSize(v.MaxPageSize) || v.MaxPageSize < v.MinPageSize || v.MaxPageSize > maxPageBytesCeiling:
@@ -458,6 +461,18 @@ func errNegativeGrowthStep(step int64) error {
 	return fmt.Errorf("%w: GrowthStep %d is negative", ErrInvalidArgument, step)
 }
 
+// errNegativeMaxSize is the error of Options.MaxSize size, which is
+// negative.
+func errNegativeMaxSize(size int64) error {
+	return fmt.Errorf("%w: MaxSize %d is negative", ErrInvalidArgument, size)
+}
+
+// errUnmappable is the error of a capacity, given as MaxSize or recorded
+// in the file, that is more than an int can count on this platform.
+func errUnmappable(capacity int64) error {
+	return fmt.Errorf("%w: a capacity of %d bytes is more than this platform can map", ErrTooLarge, capacity)
+}
+
 // errMaxSizeBelow is the error of an Open whose MaxSize, capacity, falls
 // short of what, at end, inside the capacity the file records: the file
 // is sound, the MaxSize too small for it.
@@ -472,6 +487,9 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	// here, as withDefaults gives them at Create.
 	if opts.GrowthStep < 0 {
 		return nil, errNegativeGrowthStep(opts.GrowthStep)
+	}
+	if opts.MaxSize < 0 {
+		return nil, errNegativeMaxSize(opts.MaxSize)
 	}
 	if opts.ReadOnly && opts.WritableMap {
 		// The file is open for reading only: a write through the
@@ -507,7 +525,7 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		return nil, fmt.Errorf("%w: MaxSize %d is smaller than the file's %d bytes", ErrInvalidArgument, capacity, size)
 	}
 	if int64(int(capacity)) != capacity {
-		return nil, fmt.Errorf("%w: a capacity of %d bytes is more than this platform can map", ErrTooLarge, capacity)
+		return nil, errUnmappable(capacity)
 	}
 	mapper, ok := store.(storage.Mapper)
 	if !ok {

@@ -427,6 +427,50 @@ func TestCreateRefusesPageSizes(t *testing.T) {
 	}
 }
 
+// TestMaxSizeOutOfRange gives Create and Open a negative MaxSize, refused
+// with ErrInvalidArgument, and one no address space can map (past an int
+// on 32 bits, past the 47 bits a 64-bit process maps), refused with
+// ErrTooLarge, alike at both. Create leaves no file, Open the file as it
+// was.
+func TestMaxSizeOutOfRange(t *testing.T) {
+	d, path := createTestDevice(t, &Options{NoSync: true})
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		maxSize int64
+		want    error
+		says    string
+	}{
+		{-4096, ErrInvalidArgument, "MaxSize -4096 is negative"},
+		{1 << 62, ErrTooLarge, "4611686018427387904"},
+	} {
+		fresh := filepath.Join(t.TempDir(), "x")
+		if d, err := Create(fresh, &Options{NoSync: true, MaxSize: c.maxSize}); !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.says) {
+			if err == nil {
+				d.Close()
+			}
+			t.Errorf("Create with MaxSize %d: %v; want %v saying %q", c.maxSize, err, c.want, c.says)
+		}
+		if _, err := os.Stat(fresh); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Create with MaxSize %d, refused, left a file (stat: %v)", c.maxSize, err)
+		}
+		if d, err := Open(path, &Options{NoSync: true, MaxSize: c.maxSize}); !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.says) {
+			if err == nil {
+				d.Close()
+			}
+			t.Errorf("Open with MaxSize %d: %v; want %v saying %q", c.maxSize, err, c.want, c.says)
+		}
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Error("a refused Open changed the file")
+	}
+}
+
 // journalRecords lists the start offsets and lengths of the records in a
 // device file whose ring starts at ringOff with its head at 0.
 func journalRecords(t *testing.T, b []byte, ringOff int64) (offs []int64, lens []int64) {
