@@ -53,14 +53,14 @@ import (
 
 var (
 	buddyCrashSeed   = flag.Uint64("buddycrash.seed", 0, "seed for the buddy allocator crash test (0: time)")
-	buddyCrashPoints = flag.Int("buddycrash.points", 0, "random crash points per buddy allocator crash run (0: 2000, fewer under -race or -short)")
+	buddyCrashPoints = flag.Int("buddycrash.points", 0, "random crash points per buddy allocator crash run (0: 2000, fewer under -race, -tags invariants or -short)")
 	buddyCrashTxns   = flag.Int("buddycrash.txns", 0, "transactions per committer in the buddy allocator crash test (0: the default per run)")
 )
 
 const (
 	// buddyCrashRandomPoints is the default number of random crash points
-	// per run; the race detector and -short make do with fewer, since every
-	// sync point is crashed anyway.
+	// per run; a sampled run (see crashSampled) and -short make do with
+	// fewer.
 	buddyCrashRandomPoints     = 2000
 	buddyCrashRandomPointsSlow = 400
 	// buddyCrashDeepPoints recovered images are crashed again during their
@@ -139,8 +139,40 @@ func TestBuddyCrash(t *testing.T) {
 }
 
 // buddyCrashSlow reports whether this run should crash fewer random points:
-// under the race detector (several times slower) or -short.
-func buddyCrashSlow() bool { return raceEnabled() || testing.Short() }
+// in a sampled run (see crashSampled) or under -short.
+func buddyCrashSlow() bool { return crashSampled() || testing.Short() }
+
+// crashSampled reports whether the crash tests crash at a sample of the
+// sync points rather than at every one: under the race detector and in
+// the invariants build, both several times slower. Those builds are there
+// for the concurrency of the workloads and for the check after every
+// commit: the workloads run in full, and only the crash images are fewer.
+// The plain build crashes at every sync point.
+func crashSampled() bool { return raceEnabled() || invariantsEnabled }
+
+// crashSampleOneIn is the share of the sync points a sampled run crashes
+// at: each is kept with probability 1/crashSampleOneIn.
+const crashSampleOneIn = 4
+
+// crashSyncSample returns the sync points a crash test crashes at: all of
+// syncs, or in a sampled run a seeded random choice of them (random, not
+// every n-th, so that a workload's periodic pattern of syncs cannot hide
+// one kind of sync from the sample). It logs what a sampled run left out.
+func crashSyncSample(t *testing.T, syncs []int, seed uint64) []int {
+	t.Helper()
+	if !crashSampled() {
+		return syncs
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5a3b1e))
+	var kept []int
+	for _, s := range syncs {
+		if rng.IntN(crashSampleOneIn) == 0 {
+			kept = append(kept, s)
+		}
+	}
+	t.Logf("crashing at %d of the %d sync points, a random sample (the race detector or the invariants build; the plain build crashes at all)", len(kept), len(syncs))
+	return kept
+}
 
 func testBuddyCrash(t *testing.T, run buddyCrashRun) {
 	seed := testSeed(t, "buddycrash.seed", *buddyCrashSeed)
@@ -230,12 +262,13 @@ type buddyCrashPoint struct {
 }
 
 // buddyCrashCrashPoints returns every sync point (just before and just after
-// the sync) and random points, ascending, so that the store replays its
-// trace about once in all.
-func buddyCrashCrashPoints(store *simstore.Store, seed uint64, random, deep int) []buddyCrashPoint {
+// the sync; in a sampled run, those crashSyncSample keeps) and random
+// points, ascending, so that the store replays its trace about once in all.
+func buddyCrashCrashPoints(t *testing.T, store *simstore.Store, seed uint64, random, deep int) []buddyCrashPoint {
+	t.Helper()
 	var points []buddyCrashPoint
 	stream := uint64(0)
-	for _, i := range store.SyncPoints() {
+	for _, i := range crashSyncSample(t, store.SyncPoints(), seed) {
 		for _, n := range []int{i, i + 1} {
 			points = append(points, buddyCrashPoint{n: n, stream: stream, sync: true})
 			stream++
@@ -896,7 +929,7 @@ func (c *buddyCrashChecker) checkPoints(store *simstore.Store, m *buddyCrashMode
 	t := c.t
 	t.Helper()
 	start := time.Now()
-	points := buddyCrashCrashPoints(store, c.seed, randomPoints, deepPoints)
+	points := buddyCrashCrashPoints(t, store, c.seed, randomPoints, deepPoints)
 	var deep buddyCrashDeepStats
 	syncImages, randomImages := 0, 0
 	for _, p := range points {

@@ -44,7 +44,7 @@ import (
 
 var (
 	journalSeedFlag       = flag.Uint64("journal.seed", 0, "seed for the journal crash tests; 0 picks one from the clock")
-	journalPointsFlag     = flag.Int("journal.points", 0, "random crash points per journal crash test run; 0 means the default")
+	journalPointsFlag     = flag.Int("journal.points", 0, "random crash points per journal crash test run; 0 means the default (3,000; a quarter under -race or -tags invariants)")
 	journalTxnsFlag       = flag.Int("journal.txns", 0, "transactions per committer in the journal crash test; 0 means the default")
 	journalCommittersFlag = flag.Int("journal.committers", 0, "concurrent committers in the journal crash test; 0 means the default")
 	journalKeepFlag       = flag.String("journal.keep", "", "directory where the journal crash test writes every crash image that fails the check")
@@ -546,9 +546,12 @@ func (c *crashChecker) keep(store *simstore.Store, n int, stream uint64, what, d
 
 // crashScale returns the workload and point counts for this run.
 func crashScale() (committers, txns, randomPoints, deepPoints int) {
-	// The race detector makes a run about three times slower, which the
-	// defaults afford; no reduction under it.
+	// A sampled run (see crashSampled) runs the whole workload and crashes
+	// at a quarter of the points.
 	committers, txns, randomPoints, deepPoints = crashCommitters, crashTxnsPerCommitter, crashRandomPoints, crashDeepPoints
+	if crashSampled() {
+		randomPoints, deepPoints = randomPoints/crashSampleOneIn, deepPoints/crashSampleOneIn
+	}
 	return flagOr(*journalCommittersFlag, committers), flagOr(*journalTxnsFlag, txns), flagOr(*journalPointsFlag, randomPoints), deepPoints
 }
 
@@ -598,10 +601,11 @@ func TestJournalCrash(t *testing.T) {
 	c := &crashChecker{t: t, seed: seed, rootOff: rootOff, rootSize: rootSize}
 	start = time.Now()
 
-	// Every sync point, just before and just after the sync.
+	// Every sync point (or a sample of them), just before and just after
+	// the sync.
 	stream := uint64(0)
 	syncChecked := 0
-	for _, i := range syncPoints {
+	for _, i := range crashSyncSample(t, syncPoints, seed) {
 		for _, n := range []int{i, i + 1} {
 			c.check(store, m, n, stream, "sync point", false)
 			stream++

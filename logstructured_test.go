@@ -1604,7 +1604,7 @@ const (
 	logCrashSlotBytes = 16 // offset u64, id+1 u32, size u32
 )
 
-var logCrashPointsFlag = flag.Int("log.points", 0, "random crash points in TestLogCrash; 0 means the default (1,500)")
+var logCrashPointsFlag = flag.Int("log.points", 0, "random crash points in TestLogCrash; 0 means the default (1,500; a quarter under -race or -tags invariants)")
 
 // crashOwner is the storage engine of the crash test.
 type crashOwner struct {
@@ -1901,10 +1901,13 @@ func TestLogCrash(t *testing.T) {
 	}
 
 	randomPoints := 1500
+	if crashSampled() {
+		randomPoints /= crashSampleOneIn
+	}
 	if *logCrashPointsFlag > 0 {
 		randomPoints = *logCrashPointsFlag
 	}
-	points, syncPoints := logCrashPoints(syncs, createdAt, ops, randomPoints, seed)
+	points, syncPoints := logCrashPoints(t, syncs, createdAt, ops, randomPoints, seed)
 	start = time.Now()
 	c := &logCrashChecker{t: t, entries: entries, rootOff: rootOff, slots: rootSize / logCrashSlotBytes}
 	for i, n := range points {
@@ -1920,13 +1923,19 @@ func TestLogCrash(t *testing.T) {
 
 // logCrashPoints returns the trace lengths to crash at, ascending (the
 // store replays its trace once for ascending points): just before and just
-// after every sync from op from on, then random points up to total. It
-// also returns how many are at syncs.
-func logCrashPoints(syncs []int, from, total, random int, seed uint64) (points []int, atSyncs int) {
+// after every sync from op from on (in a sampled run, those crashSyncSample
+// keeps), then random points up to total. It also returns how many are at
+// syncs.
+func logCrashPoints(t *testing.T, syncs []int, from, total, random int, seed uint64) (points []int, atSyncs int) {
+	t.Helper()
+	var fromOn []int
 	for _, i := range syncs {
 		if i >= from {
-			points = append(points, i, i+1)
+			fromOn = append(fromOn, i)
 		}
+	}
+	for _, i := range crashSyncSample(t, fromOn, seed) {
+		points = append(points, i, i+1)
 	}
 	atSyncs = len(points)
 	rng := rand.New(rand.NewPCG(seed, 99))
@@ -3000,7 +3009,7 @@ func TestLogLargestEntryCancelled(t *testing.T) {
 	mustCheck(t, d)
 }
 
-var carvedCrashPointsFlag = flag.Int("carved.points", 0, "random crash points in TestCarvedLogCrash; 0 means the default (1,000)")
+var carvedCrashPointsFlag = flag.Int("carved.points", 0, "random crash points in TestCarvedLogCrash; 0 means the default (1,000; a quarter under -race or -tags invariants)")
 
 // carvedCrashLog is what the crash workload knows of one carved log. Names
 // are never reused, so that a name found after a crash says which log it is.
@@ -3150,10 +3159,13 @@ func TestCarvedLogCrash(t *testing.T) {
 	}
 
 	randomPoints := 1000
+	if crashSampled() {
+		randomPoints /= crashSampleOneIn
+	}
 	if *carvedCrashPointsFlag > 0 {
 		randomPoints = *carvedCrashPointsFlag
 	}
-	points, syncPoints := logCrashPoints(syncs, createdAt, total, randomPoints, seed)
+	points, syncPoints := logCrashPoints(t, syncs, createdAt, total, randomPoints, seed)
 	violations, present, entries := 0, 0, 0
 	for i, n := range points {
 		p, e, ok := checkCarvedCrash(t, store, n, rand.New(rand.NewPCG(seed, uint64(i))), logs, i%20 == 0)

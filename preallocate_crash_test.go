@@ -51,7 +51,7 @@ import (
 var (
 	preallocCrashSeed   = flag.Uint64("prealloccrash.seed", 0, "seed for TestPreallocateCrash (0: time)")
 	preallocCrashRounds = flag.Int("prealloccrash.rounds", 1, "workloads per geometry in TestPreallocateCrash, round r from the seed plus r")
-	preallocCrashPoints = flag.Int("prealloccrash.points", 0, "random crash points per workload in TestPreallocateCrash (0: 400, fewer under -race or -short)")
+	preallocCrashPoints = flag.Int("prealloccrash.points", 0, "random crash points per workload in TestPreallocateCrash (0: 400, fewer under -race, -tags invariants or -short)")
 )
 
 const (

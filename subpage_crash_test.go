@@ -48,7 +48,7 @@ import (
 
 var (
 	subpageCrashSeed   = flag.Uint64("subpagecrash.seed", 0, "seed for the sub-page crash test (0: time)")
-	subpageCrashPoints = flag.Int("subpagecrash.points", 0, "random crash points in the sub-page crash test (0: 1000)")
+	subpageCrashPoints = flag.Int("subpagecrash.points", 0, "random crash points in the sub-page crash test (0: 1000; a quarter under -race or -tags invariants)")
 )
 
 const (
@@ -143,6 +143,9 @@ var subpageCrashSizes = []int{64, 1024}
 func TestSubpageCrash(t *testing.T) {
 	seed := testSeed(t, "subpagecrash.seed", *subpageCrashSeed)
 	randomPoints := subpageCrashRandomPoints
+	if crashSampled() {
+		randomPoints /= crashSampleOneIn
+	}
 	if *subpageCrashPoints > 0 {
 		randomPoints = *subpageCrashPoints
 	}
@@ -181,7 +184,7 @@ func TestSubpageCrash(t *testing.T) {
 		sync   bool
 	}
 	var points []point
-	for i, s := range store.SyncPoints() {
+	for i, s := range crashSyncSample(t, store.SyncPoints(), seed) {
 		points = append(points, point{s, uint64(2 * i), true}, point{s + 1, uint64(2*i + 1), true})
 	}
 	for i := range randomPoints {

@@ -66,9 +66,6 @@ import (
 const (
 	tortureDefaultPoints = 10_000
 	tortureLongPoints    = 1_000_000
-	// Under the race detector every image costs several times as much:
-	// the default run checks this many times fewer points, and says so.
-	tortureRaceScale = 4
 	// Rounds run past the target, at most, while the workloads have not
 	// reached every situation (tortureTotals.covered).
 	tortureExtraRounds = 4
@@ -77,8 +74,12 @@ const (
 	tortureTxns       = 110 // per committer and round
 	tortureOpsMax     = 8   // operations per transaction, at most
 	tortureAppenders  = 2
-	tortureEntries    = 160 // per appender and round
-	// Random crash points per round, besides every sync point.
+	// Log entries per appender and round: enough that the ring wraps
+	// four to six times, so that GC meets live entries and relocates them
+	// in most rounds (in about one round in three at 160).
+	tortureEntries = 240
+	// Random crash points per round, besides every sync point (a
+	// sampled run: a quarter of each).
 	tortureRandomPoints = 2000
 	// Every tortureContinueEvery-th image takes more transactions.
 	tortureContinueEvery = 16
@@ -97,7 +98,7 @@ var tortureSlotSizes = []int{64, 1024}
 var (
 	tortureSeed   = flag.Uint64("torture.seed", 0, "seed for the whole-system crash torture (0: time)")
 	tortureLong   = flag.Bool("torture.long", false, "crash the torture workloads at 1,000,000 points instead of 10,000, for a soak run")
-	torturePoints = flag.Int("torture.points", 0, "crash points the torture checks at least (0: 10,000, or 1,000,000 with -torture.long)")
+	torturePoints = flag.Int("torture.points", 0, "crash points the torture checks at least (0: 10,000, or 1,000,000 with -torture.long; a quarter under -race or -tags invariants)")
 	tortureRound  = flag.Int("torture.round", 0, "round the torture starts at, to rerun one round of a seed")
 )
 
@@ -142,9 +143,11 @@ func TestTorture(t *testing.T) {
 		target = *torturePoints
 	case *tortureLong:
 		target = tortureLongPoints
-	case raceEnabled():
-		target /= tortureRaceScale
-		scale = fmt.Sprintf(" (the race detector's run: 1/%d of the default %d)", tortureRaceScale, tortureDefaultPoints)
+	case crashSampled():
+		// Every image costs several times as much: a quarter of the
+		// points, as in the other crash tests.
+		target /= crashSampleOneIn
+		scale = fmt.Sprintf(" (the race detector or the invariants build: 1/%d of the default %d)", crashSampleOneIn, tortureDefaultPoints)
 	}
 	tortureReport(t, "seed %d; crash points to check: at least %d%s", seed, target, scale)
 	var tot tortureTotals
@@ -292,11 +295,15 @@ func tortureRunRound(t *testing.T, seed uint64, round int, tot *tortureTotals) {
 		tot:   tot,
 	}
 	var points []buddyCrashPoint
-	for i, s := range store.SyncPoints() {
+	for i, s := range crashSyncSample(t, store.SyncPoints(), rseed) {
 		points = append(points, buddyCrashPoint{n: s, stream: uint64(2 * i), sync: true}, buddyCrashPoint{n: s + 1, stream: uint64(2*i + 1), sync: true})
 	}
+	randomPoints := tortureRandomPoints
+	if crashSampled() {
+		randomPoints /= crashSampleOneIn
+	}
 	rng := rand.New(rand.NewPCG(rseed, 1))
-	for i := range tortureRandomPoints {
+	for i := range randomPoints {
 		points = append(points, buddyCrashPoint{n: rng.IntN(store.Ops() + 1), stream: 1<<32 | uint64(i)})
 	}
 	// Ascending: the store replays its trace about once in all.
