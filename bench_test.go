@@ -154,9 +154,9 @@ func BenchmarkAllocFreePreallocated(b *testing.B) {
 // BenchmarkAllocFreeSteady is BenchmarkAllocFree once the device has
 // settled. BenchmarkAllocFree times the operations that follow the fill
 // at once: the heap still grows to the size its fragmentation and the
-// frees awaiting a checkpoint ask for, and each free is the first write to
-// its page, so the page faults of a sparse file's first touches weigh on
-// it. Here the owner writes each page the fill allocates, as a storage
+// frees awaiting a checkpoint ask for, and the first free of a page the
+// fill allocated is the first write to it, so the page faults of a sparse
+// file's first touches weigh on it. Here the owner writes each page the fill allocates, as a storage
 // engine writes its data, and the workload runs untimed, in rounds of
 // max(live, 100,000) operations, until a round leaves the heap's frontier
 // where it found it (warm-ops reports how many that took). At live=1e6
