@@ -61,7 +61,7 @@ func runCreate(args []string, stdout, stderr io.Writer) error {
 	})
 	if errors.Is(err, pagealloc.ErrInvalidArgument) {
 		// Every argument Create can refuse came from a flag.
-		return fmt.Errorf("%w: %s", errUsage, strings.TrimPrefix(err.Error(), "pagealloc: "))
+		return fmt.Errorf("%w: %s", errUsage, withoutLibraryName(err))
 	}
 	if err != nil {
 		return err

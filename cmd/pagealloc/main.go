@@ -48,6 +48,12 @@ var verbs = []verb{
 	{"map", "draw a device's heap as a PNG, one pixel per page-group", runMap},
 }
 
+// withoutLibraryName returns err's message without the name the library's
+// errors start with, which the verb's prefix already gives.
+func withoutLibraryName(err error) string {
+	return strings.TrimPrefix(err.Error(), "pagealloc: ")
+}
+
 // errUsage is returned by a verb whose arguments are wrong; the exit
 // status is then 2.
 var errUsage = errors.New("usage")
@@ -91,9 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case errors.Is(err, errReported):
 			return 1
 		}
-		// The library's errors start with its name, which the verb's
-		// prefix already gives.
-		fmt.Fprintf(stderr, "pagealloc %s: %s\n", v.name, strings.TrimPrefix(err.Error(), "pagealloc: "))
+		fmt.Fprintf(stderr, "pagealloc %s: %s\n", v.name, withoutLibraryName(err))
 		return 1
 	}
 	fmt.Fprintf(stderr, "pagealloc: unknown verb %q\n", args[0])
