@@ -154,6 +154,15 @@ func crashSampled() bool { return raceEnabled() || invariantsEnabled }
 // at: each is kept with probability 1/crashSampleOneIn.
 const crashSampleOneIn = 4
 
+// crashSampledPoints returns n, a crash test's default count of random
+// points, or in a sampled run a quarter of it.
+func crashSampledPoints(n int) int {
+	if crashSampled() {
+		return n / crashSampleOneIn
+	}
+	return n
+}
+
 // crashSyncSample returns the sync points a crash test crashes at: all of
 // syncs, or in a sampled run a seeded random choice of them (random, not
 // every n-th, so that a workload's periodic pattern of syncs cannot hide

@@ -548,11 +548,8 @@ func (c *crashChecker) keep(store *simstore.Store, n int, stream uint64, what, d
 func crashScale() (committers, txns, randomPoints, deepPoints int) {
 	// A sampled run (see crashSampled) runs the whole workload and crashes
 	// at a quarter of the points.
-	committers, txns, randomPoints, deepPoints = crashCommitters, crashTxnsPerCommitter, crashRandomPoints, crashDeepPoints
-	if crashSampled() {
-		randomPoints, deepPoints = randomPoints/crashSampleOneIn, deepPoints/crashSampleOneIn
-	}
-	return flagOr(*journalCommittersFlag, committers), flagOr(*journalTxnsFlag, txns), flagOr(*journalPointsFlag, randomPoints), deepPoints
+	return flagOr(*journalCommittersFlag, crashCommitters), flagOr(*journalTxnsFlag, crashTxnsPerCommitter),
+		flagOr(*journalPointsFlag, crashSampledPoints(crashRandomPoints)), crashSampledPoints(crashDeepPoints)
 }
 
 // TestJournalCrash runs concurrent committers on a simulated store, then

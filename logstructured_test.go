@@ -1900,10 +1900,7 @@ func TestLogCrash(t *testing.T) {
 		t.Fatalf("the workload did not wrap the ring and relocate: %+v", stats)
 	}
 
-	randomPoints := 1500
-	if crashSampled() {
-		randomPoints /= crashSampleOneIn
-	}
+	randomPoints := crashSampledPoints(1500)
 	if *logCrashPointsFlag > 0 {
 		randomPoints = *logCrashPointsFlag
 	}
@@ -3158,10 +3155,7 @@ func TestCarvedLogCrash(t *testing.T) {
 		t.Fatalf("the workload missed a case: %+v", counts)
 	}
 
-	randomPoints := 1000
-	if crashSampled() {
-		randomPoints /= crashSampleOneIn
-	}
+	randomPoints := crashSampledPoints(1000)
 	if *carvedCrashPointsFlag > 0 {
 		randomPoints = *carvedCrashPointsFlag
 	}

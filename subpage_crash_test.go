@@ -142,10 +142,7 @@ var subpageCrashSizes = []int{64, 1024}
 // file.
 func TestSubpageCrash(t *testing.T) {
 	seed := testSeed(t, "subpagecrash.seed", *subpageCrashSeed)
-	randomPoints := subpageCrashRandomPoints
-	if crashSampled() {
-		randomPoints /= crashSampleOneIn
-	}
+	randomPoints := crashSampledPoints(subpageCrashRandomPoints)
 	if *subpageCrashPoints > 0 {
 		randomPoints = *subpageCrashPoints
 	}

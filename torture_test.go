@@ -298,12 +298,8 @@ func tortureRunRound(t *testing.T, seed uint64, round int, tot *tortureTotals) {
 	for i, s := range crashSyncSample(t, store.SyncPoints(), rseed) {
 		points = append(points, buddyCrashPoint{n: s, stream: uint64(2 * i), sync: true}, buddyCrashPoint{n: s + 1, stream: uint64(2*i + 1), sync: true})
 	}
-	randomPoints := tortureRandomPoints
-	if crashSampled() {
-		randomPoints /= crashSampleOneIn
-	}
 	rng := rand.New(rand.NewPCG(rseed, 1))
-	for i := range randomPoints {
+	for i := range crashSampledPoints(tortureRandomPoints) {
 		points = append(points, buddyCrashPoint{n: rng.IntN(store.Ops() + 1), stream: 1<<32 | uint64(i)})
 	}
 	// Ascending: the store replays its trace about once in all.
