@@ -35,8 +35,9 @@ type benchResult struct {
 }
 
 // benchOp is one operation of a phase, called by goroutine g with its own
-// random source.
-type benchOp func(g int, rng *rand.Rand) error
+// random source. ctx ends when the phase stops early (an interrupt, or
+// another goroutine's call failed): a call waiting on it returns then.
+type benchOp func(ctx context.Context, g int, rng *rand.Rand) error
 
 // benchPhase is one row of the table: op run from n goroutines.
 type benchPhase struct {
@@ -175,16 +176,11 @@ func benchPhases(ctx context.Context, d *pagealloc.Device, sizeBytes int64, n in
 		return nil, err
 	}
 	defer pool.Close()
-	poolGet := func(g int, rng *rand.Rand) error {
-		b, err := pool.Get(context.Background())
-		if err != nil {
-			return err
-		}
-		binary.LittleEndian.PutUint64(b.Bytes(), uint64(g))
-		return pool.Put(b)
-	}
+	poolGet := poolOp(pool)
 	mixOps := []benchOp{commitOp(d), alloc, subpage, logAppend, poolGet}
-	mixed := func(g int, rng *rand.Rand) error { return mixOps[rng.IntN(len(mixOps))](g, rng) }
+	mixed := func(ctx context.Context, g int, rng *rand.Rand) error {
+		return mixOps[rng.IntN(len(mixOps))](ctx, g, rng)
+	}
 	phases := []benchPhase{
 		{"commit (1 committer)", 1, commitOp(d)},
 		{fmt.Sprintf("commit (%d committer%s)", n, plural(n)), n, commitOp(d)},
@@ -232,7 +228,7 @@ func runPhase(ctx context.Context, ph benchPhase, duration time.Duration, counte
 			unreported := int64(0)
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				t0 := time.Now()
-				if err := ph.op(g, rng); err != nil {
+				if err := ph.op(ctx, g, rng); err != nil {
 					mu.Lock()
 					if failed == nil { // the others most likely failed alike
 						failed = err
@@ -263,7 +259,7 @@ func runPhase(ctx context.Context, ph benchPhase, duration time.Duration, counte
 func commitOp(d *pagealloc.Device) benchOp {
 	rootOff, rootSize := d.Root()
 	var seq atomic.Int64
-	return func(g int, rng *rand.Rand) error {
+	return func(_ context.Context, g int, rng *rand.Rand) error {
 		i := seq.Add(1)
 		off := rootOff + i*8%rootSize
 		var word [8]byte
@@ -278,7 +274,7 @@ func commitOp(d *pagealloc.Device) benchOp {
 func churnOp(d *pagealloc.Device, n, limit int,
 	alloc func(*pagealloc.Txn, *rand.Rand) (pagealloc.Addr, error), free func(*pagealloc.Txn, pagealloc.Addr) error) benchOp {
 	held := make([][]pagealloc.Addr, n)
-	return func(g int, rng *rand.Rand) error {
+	return func(_ context.Context, g int, rng *rand.Rand) error {
 		return d.Update(func(tx *pagealloc.Txn) error {
 			mine := held[g]
 			if len(mine) >= limit {
@@ -311,12 +307,12 @@ func logOp(d *pagealloc.Device) (benchOp, error) {
 		return nil, err
 	}
 	payload := make([]byte, 64<<10)
-	return func(g int, rng *rand.Rand) error {
+	return func(ctx context.Context, g int, rng *rand.Rand) error {
 		r, err := l.Append(len(payload))
 		for tries := 0; errors.Is(err, pagealloc.ErrNoSpace) && tries < 3; tries++ {
 			// Appends outran background GC: reclaim now, as an owner
 			// whose log is full would.
-			if err := l.GC(context.Background()); err != nil {
+			if err := l.GC(ctx); err != nil {
 				return err
 			}
 			r, err = l.Append(len(payload))
@@ -325,10 +321,24 @@ func logOp(d *pagealloc.Device) (benchOp, error) {
 			return err
 		}
 		if err := l.Write(r, payload); err != nil {
-			return err
+			// Given up, not left reserved: a reservation never
+			// committed nor cancelled holds back every entry after it.
+			return errors.Join(err, l.Cancel(r))
 		}
 		return l.Commit(r)
 	}, nil
+}
+
+// poolOp gets a buffer from pool, writes to it and puts it back.
+func poolOp(pool *pagealloc.Pool) benchOp {
+	return func(ctx context.Context, g int, rng *rand.Rand) error {
+		b, err := pool.Get(ctx)
+		if err != nil {
+			return err
+		}
+		binary.LittleEndian.PutUint64(b.Bytes(), uint64(g))
+		return pool.Put(b)
+	}
 }
 
 // deadEntries tells log GC that no entry is live.

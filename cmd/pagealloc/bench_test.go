@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pagealloc/pagealloc"
 )
 
 func TestBench(t *testing.T) {
@@ -158,7 +161,7 @@ func TestBenchOneCommitter(t *testing.T) {
 func TestRunPhaseStopsAtFirstFailure(t *testing.T) {
 	failure := errors.New("the device failed")
 	var calls atomic.Int64
-	ph := benchPhase{name: "failing", n: 4, op: func(g int, rng *rand.Rand) error {
+	ph := benchPhase{name: "failing", n: 4, op: func(_ context.Context, g int, rng *rand.Rand) error {
 		if g == 0 {
 			return failure
 		}
@@ -166,6 +169,13 @@ func TestRunPhaseStopsAtFirstFailure(t *testing.T) {
 		time.Sleep(time.Millisecond)
 		return nil
 	}}
+	wantPhaseFailure(t, ph, failure, func() string { return fmt.Sprintf("%d calls made", calls.Load()) })
+}
+
+// wantPhaseFailure runs a phase of an hour and wants it to end with
+// failure within 20 s; why tells what it did if it hangs.
+func wantPhaseFailure(t *testing.T, ph benchPhase, failure error, why func() string) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() {
 		_, err := runPhase(context.Background(), ph, time.Hour, new(atomic.Int64))
@@ -177,6 +187,37 @@ func TestRunPhaseStopsAtFirstFailure(t *testing.T) {
 			t.Errorf("runPhase: %v, want %v", err, failure)
 		}
 	case <-time.After(20 * time.Second): // a hang, not a speed goal
-		t.Fatalf("runPhase still running 20 s after a call failed (%d calls made)", calls.Load())
+		t.Fatalf("runPhase still running 20 s after a call failed: %s", why())
 	}
+}
+
+// TestRunPhaseInterruptsWaitingCalls: a call waiting inside the library
+// (a Get from a pool whose one buffer is held) returns once another
+// goroutine's call has failed, so that the phase ends with that failure
+// instead of hanging.
+func TestRunPhaseInterruptsWaitingCalls(t *testing.T) {
+	pool, err := pagealloc.NewPool(1, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	held, err := pool.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Put(held)
+	failure := errors.New("the device failed")
+	get := poolOp(pool)
+	var waiting atomic.Int64
+	ph := benchPhase{name: "waiting", n: 3, op: func(ctx context.Context, g int, rng *rand.Rand) error {
+		if g == 0 {
+			for waiting.Load() < 2 { // fail once the others wait
+				time.Sleep(time.Millisecond)
+			}
+			return failure
+		}
+		waiting.Add(1)
+		return get(ctx, g, rng)
+	}}
+	wantPhaseFailure(t, ph, failure, func() string { return "the pool's waiting Gets were not interrupted" })
 }
