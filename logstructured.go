@@ -80,7 +80,8 @@ type GarbageChecker interface {
 	// its header, but checks it before relocating it. Decide by offset
 	// where possible. entry aliases the device mapping and must not be
 	// retained or written. GC calls IsLive from one goroutine at a time,
-	// without a transaction open.
+	// without a transaction open, inside its pass: IsLive must not call
+	// this log's GC or Device.Close, which wait for the pass to end.
 	//
 	// GC may ask about an entry as soon as it is durable, which can be
 	// before the Log.Commit that made it so has returned: an entry the
@@ -99,15 +100,16 @@ type Relocator interface {
 	// newOff. It must journal the owner's reference updates in tx (with
 	// Txn.Write), the transaction that also moves the head past oldOff, so
 	// that after a crash both or neither are found. It must neither end tx
-	// nor call Log.Commit or Device.Begin, which would wait for tx. An
-	// error rolls tx back: the head stays, the copy becomes garbage, and
-	// the owner must forget in-memory changes made for this transaction.
-	// An entry the owner dropped since IsLive needs nothing: its copy is
-	// garbage. Up to 64 relocations share a transaction, which must fit
-	// in half the journal, so keep each one's writes small. entry aliases
-	// the mapping, as for IsLive. A Relocate that panics has tx rolled
-	// back, as an error would (a RelocationsEnder hears of it), and the
-	// panic goes on to GC's caller.
+	// nor call what would wait for tx or for the pass: Log.Commit, this
+	// log's GC, Device.Begin, Update, Check, Inspect, WalkHeap, CreateLog,
+	// DropLog or Close. An error rolls tx back: the head stays, the copy
+	// becomes garbage, and the owner must forget in-memory changes made
+	// for this transaction. An entry the owner dropped since IsLive needs
+	// nothing: its copy is garbage. Up to 64 relocations share a
+	// transaction, which must fit in half the journal, so keep each one's
+	// writes small. entry aliases the mapping, as for IsLive. A Relocate
+	// that panics has tx rolled back, as an error would (a
+	// RelocationsEnder hears of it), and the panic goes on to GC's caller.
 	Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error
 }
 
@@ -118,7 +120,8 @@ type Relocator interface {
 // transaction back (one a Relocate returned, or Commit's), and every
 // Relocate call since the previous RelocationsEnded is void: the owner
 // must undo what it changed in memory for them. GC calls it from the
-// goroutine that called Relocate, with no transaction open.
+// goroutine that called Relocate, with no transaction open, inside its
+// pass: as IsLive, it must not call this log's GC or Device.Close.
 type RelocationsEnder interface {
 	Relocator
 	RelocationsEnded(err error)
