@@ -58,7 +58,7 @@ var (
 	ErrInvalidFree = errors.New("pagealloc: invalid free")
 
 	// ErrInvalidArgument is returned for arguments that can never be
-	// valid: a negative length, an option out of range, a nil buffer. It
+	// valid: a negative length, an option out of range, a nil function. It
 	// is also what a method called on a nil *Device, *Txn, *Log, *Pool or
 	// *Subpages returns; methods with no error to return give zero values.
 	ErrInvalidArgument = errors.New("pagealloc: invalid argument")
