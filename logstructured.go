@@ -2173,19 +2173,37 @@ func (l *Log) stop() {
 }
 
 // readLogTable reads with read and decodes the table of the logs laid
-// out at Create in the log regions logs.
+// out at Create in the log regions logs. It reads the slots a page at a
+// time, and only while each names the ring that follows the one before:
+// a damaged count then costs the slots that chain, not count of them
+// (one flipped bit can make it millions, more than the checksum that
+// would refuse it can be computed over without reading them all).
 func readLogTable(logs region, read func(p []byte, off int64) error) ([]logSlot, error) {
 	var hdr [logTableHeaderBytes]byte
 	if err := read(hdr[:], logs.off); err != nil {
 		return nil, err
 	}
-	count := binary.LittleEndian.Uint32(hdr[logTableCountOff:])
-	if int64(count) > (logs.size-logTableHeaderBytes)/logSlotBytes {
-		return nil, corruptf(logs.off, "log table", "at most %d logs, found %d", (logs.size-logTableHeaderBytes)/logSlotBytes, count)
+	what := "log table"
+	count := int64(binary.LittleEndian.Uint32(hdr[logTableCountOff:]))
+	if count > (logs.size-logTableHeaderBytes)/logSlotBytes {
+		return nil, corruptf(logs.off, what, "at most %d logs, found %d", (logs.size-logTableHeaderBytes)/logSlotBytes, count)
 	}
-	table := make([]byte, logTableHeaderBytes+int64(count)*logSlotBytes)
-	if err := read(table, logs.off); err != nil {
-		return nil, err
+	n := logTableHeaderBytes + count*logSlotBytes
+	table := append(make([]byte, 0, min(n, 4096)), hdr[:]...)
+	next := logs.off + logTableBytes(int(count))
+	for at := int64(len(table)); at < n; {
+		end := min(n, at+4096)
+		table = slices.Grow(table, int(end-at))[:end]
+		if err := read(table[at:], logs.off+at); err != nil {
+			return nil, err
+		}
+		for ; at < end; at += logSlotBytes {
+			ring := getRegion(table[at+logSlotRingOff:])
+			if ring.off != next || ring.size <= 0 || ring.size > logs.end()-next {
+				return nil, corruptf(logs.off+at, what, "%d logs, slot %d naming the ring at %d that follows the one before, found [%d, +%d)", count, (at-logTableHeaderBytes)/logSlotBytes, next, ring.off, ring.size)
+			}
+			next = ring.end()
+		}
 	}
 	return decodeLogTable(table, logs)
 }

@@ -957,10 +957,75 @@ func TestLogTableRoundTrip(t *testing.T) {
 	}
 }
 
+// readFrom returns a read function over table stored at off, zeroes
+// elsewhere, that adds the bytes it is asked for to *asked.
+func readFrom(table []byte, off int64, asked *int64) func(p []byte, at int64) error {
+	return func(p []byte, at int64) error {
+		*asked += int64(len(p))
+		clear(p)
+		if at-off < int64(len(table)) {
+			copy(p, table[at-off:])
+		}
+		return nil
+	}
+}
+
+// TestReadLogTable reads a table of 100 logs, two pages of slots, as Open
+// does; then the table of two logs in a 2 GiB region with its count
+// damaged (one bit flipped, and the largest the region allows): refused,
+// having read and allocated a page of slots, not the hundreds of
+// megabytes the count names.
+func TestReadLogTable(t *testing.T) {
+	const n = 100
+	logs := region{1 << 20, logTableBytes(n) + n*4096}
+	want := make([]logSlot, n)
+	for i := range want {
+		want[i] = logSlot{name: fmt.Sprintf("log%d", i), ring: region{logs.off + logTableBytes(n) + int64(i)*4096, 4096}, head: 8, tail: 16}
+	}
+	table := make([]byte, logTableHeaderBytes+n*logSlotBytes)
+	encodeLogTable(table, want)
+	var asked int64
+	got, err := readLogTable(logs, readFrom(table, logs.off, &asked))
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("readLogTable of %d logs: %v, %d slots", n, err, len(got))
+	}
+	if asked != int64(len(table)) {
+		t.Errorf("read %d bytes of a %d-byte table", asked, len(table))
+	}
+
+	golden, small := goldenLogTable()
+	logs = region{small.off, 2 << 30}
+	for _, count := range []uint32{2 | 1<<24, uint32((logs.size - logTableHeaderBytes) / logSlotBytes)} {
+		b := bytes.Clone(golden)
+		binary.LittleEndian.PutUint32(b[logTableCountOff:], count)
+		asked = 0
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := readLogTable(logs, readFrom(b, logs.off, &asked))
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("count %d: %v, want ErrCorrupt", count, err)
+		}
+		if allocated := after.TotalAlloc - before.TotalAlloc; asked > 4096+logTableHeaderBytes || allocated > 1<<20 {
+			t.Errorf("count %d: read %d bytes and allocated %d to refuse it", count, asked, allocated)
+		}
+	}
+}
+
 func FuzzLogTable(f *testing.F) {
 	b, logs := goldenLogTable()
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// Read from a region holding b then zeroes, as decoded whole.
+		var asked int64
+		read, rerr := readLogTable(logs, readFrom(b, logs.off, &asked))
+		whole, werr := decodeLogTable(append(bytes.Clone(b), make([]byte, max(0, logs.size-int64(len(b))))...), logs)
+		if (werr == nil) != (rerr == nil) || werr == nil && !slices.Equal(read, whole) {
+			t.Fatalf("decodeLogTable: %v; readLogTable: %v, %d slots", werr, rerr, len(read))
+		}
+		if rerr != nil && !errors.Is(rerr, ErrCorrupt) {
+			t.Fatalf("readLogTable's error %v is not ErrCorrupt", rerr)
+		}
 		slots, err := decodeLogTable(b, logs)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
