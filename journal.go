@@ -12,7 +12,10 @@ import (
 // One goroutine owns it: it takes every transaction committed since its
 // last write, writes them as one record, syncs once, applies the writes to
 // their home locations and wakes the committers. That is group commit: N
-// concurrent committers cost about one fsync.
+// concurrent committers cost about one fsync. A lone committer with a
+// small transaction writes its group itself instead, when no one else is
+// writing (see lead): the hand-over to that goroutine and back costs more
+// than the write, and the lines are still in the committer's cache.
 //
 // Order of a group, each step finishing before the next starts:
 //  1. if the caller wrote data with WriteAt since the last sync, sync it, so
@@ -46,7 +49,11 @@ type journal struct {
 	// once the Open has got far enough to keep it (see openOn).
 	capacity atomic.Int64
 
-	// Owned by the goroutine running run (and by recover before it starts).
+	// writing is held by whoever writes records: the goroutine running
+	// run, or a committer writing its own group (see lead).
+	writing sync.Mutex
+
+	// Owned by the holder of writing (and by recover before run starts).
 	sb      superblock // the superblock as last written; head fields change at checkpoint
 	head    uint64     // virtual offset of the oldest record not checkpointed
 	tail    uint64     // virtual offset where the next record goes
@@ -59,6 +66,7 @@ type journal struct {
 	mu             sync.Mutex
 	cond           sync.Cond
 	open           *group // the group new commits join
+	lastTxns       int    // transactions in the last group written
 	last           *group // the newest group, for commits with nothing to write
 	stopping       bool
 	wantCheckpoint bool
@@ -102,18 +110,39 @@ func (j *journal) stop() error {
 	return j.stopErr
 }
 
+// leadLines is the most lines a group its committer writes (see lead) may
+// hold. A large transaction's group goes to the journal's goroutine, which
+// wakes its committer before writing the lines home where it may (see the
+// top of this file), rather than after.
+const leadLines = 256
+
+// lines counts the lines of g's transactions.
+func (g *group) lines() int {
+	n := 0
+	for _, tx := range g.txns {
+		n += tx.lines.len()
+	}
+	return n
+}
+
 // enqueue adds a committed transaction to the open group and returns it.
-func (j *journal) enqueue(tx *Txn) *group {
+// It reports whether the committer is to write the group itself (see
+// lead): a small transaction that opened the group, after a group of one,
+// as a lone committer's are. Otherwise it wakes the journal's goroutine.
+func (j *journal) enqueue(tx *Txn) (g *group, lead bool) {
 	j.mu.Lock()
-	g := j.open
+	g = j.open
 	if g == nil {
 		g = &group{done: make(chan struct{})}
 		j.open, j.last = g, g
+		lead = j.lastTxns <= 1 && tx.lines.len() <= leadLines
 	}
 	g.txns = append(g.txns, tx)
 	j.mu.Unlock()
-	j.cond.Signal()
-	return g
+	if !lead {
+		j.cond.Signal()
+	}
+	return g, lead
 }
 
 func (j *journal) lastGroup() *group {
@@ -129,36 +158,83 @@ func (j *journal) run() {
 		for j.open == nil && !j.stopping && !j.wantCheckpoint {
 			j.cond.Wait()
 		}
-		g := j.open
-		j.open = nil
-		forced := j.wantCheckpoint
-		j.wantCheckpoint = false
-		stopping := j.stopping
 		j.mu.Unlock()
-		if g == nil && !stopping { // a checkpoint was asked for
-			if j.d.failure.Load() == nil {
-				if err := j.checkpoint(); err != nil {
-					j.d.fail(err)
-				}
-			}
-			continue
-		}
-		if g == nil { // stopping, and nothing left to write
-			if j.d.failure.Load() == nil {
-				if err := j.checkpoint(); err != nil {
-					j.stopErr = j.d.fail(err)
-				}
-			} else {
-				j.stopErr = j.d.failure.Load()
-			}
+		if j.serve() {
 			return
 		}
-		j.commit(g)
-		if g.err == nil && (forced || j.tail-j.head > uint64(j.ring.size/2)) {
+	}
+}
+
+// serve takes the right to write records, then writes the open group and
+// any checkpoint asked for, or on stopping the final checkpoint. It
+// reports whether the goroutine is to end.
+func (j *journal) serve() (stopped bool) {
+	j.writing.Lock()
+	defer j.writing.Unlock()
+	j.mu.Lock()
+	g := j.open
+	j.open = nil
+	forced := j.wantCheckpoint
+	j.wantCheckpoint = false
+	stopping := j.stopping
+	j.mu.Unlock()
+	if g == nil && !stopping {
+		// A checkpoint was asked for, or a committer wrote the group
+		// this goroutine was woken for (see lead).
+		if forced && j.d.failure.Load() == nil {
 			if err := j.checkpoint(); err != nil {
 				j.d.fail(err)
 			}
 		}
+		return false
+	}
+	if g == nil { // stopping, and nothing left to write
+		if j.d.failure.Load() == nil {
+			if err := j.checkpoint(); err != nil {
+				j.stopErr = j.d.fail(err)
+			}
+		} else {
+			j.stopErr = j.d.failure.Load()
+		}
+		return true
+	}
+	j.commit(g)
+	if g.err == nil && (forced || j.tail-j.head > uint64(j.ring.size/2)) {
+		if err := j.checkpoint(); err != nil {
+			j.d.fail(err)
+		}
+	}
+	return false
+}
+
+// lead writes g from the committer's own goroutine, as enqueue asked, if
+// no one is writing records and g is still open and small. Otherwise
+// whoever writes takes g next: the journal's goroutine, or a committer
+// that finds g open once it has written its own and wakes that goroutine.
+// The checkpoint a half-full ring calls for is left to the goroutine too.
+func (j *journal) lead(g *group) {
+	if !j.writing.TryLock() {
+		return
+	}
+	j.mu.Lock()
+	mine := j.open == g && g.lines() <= leadLines
+	if mine {
+		j.open = nil
+	}
+	j.mu.Unlock()
+	if mine {
+		j.commit(g)
+	}
+	half := j.tail-j.head > uint64(j.ring.size/2)
+	j.writing.Unlock()
+	// Work that came while this goroutine wrote is the journal
+	// goroutine's: wake it.
+	j.mu.Lock()
+	j.wantCheckpoint = j.wantCheckpoint || half && mine && g.err == nil
+	work := j.open != nil || j.wantCheckpoint || j.stopping
+	j.mu.Unlock()
+	if work {
+		j.cond.Signal()
 	}
 }
 
@@ -166,6 +242,9 @@ func (j *journal) run() {
 // transaction never spans two records), applies it at home, and wakes its
 // committers.
 func (j *journal) commit(g *group) {
+	j.mu.Lock()
+	j.lastTxns = len(g.txns)
+	j.mu.Unlock()
 	d := j.d
 	wake := func(err error) {
 		g.err = err

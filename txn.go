@@ -239,8 +239,11 @@ func (tx *Txn) Commit() error {
 	for _, p := range tx.participants {
 		p.committed(tx)
 	}
-	g := d.journal.enqueue(tx)
+	g, lead := d.journal.enqueue(tx)
 	d.writer.Unlock()
+	if lead {
+		d.journal.lead(g)
+	}
 	<-g.done
 	if invariantsEnabled && g.err == nil {
 		d.assertInvariants()
