@@ -193,10 +193,11 @@ func (a *allocator) rolledBack(tx *Txn) {
 // back free-list headers it zeroed. tx has just joined and changed
 // nothing, and holds the writer: no one takes the pages meanwhile.
 //
-// The journal writes a group's links home after waking its committers. A
-// punch beside those writes can leave the whole page's storage allocated
-// (the filesystem writes back the cached page it could not split), so a
-// page waits for the journal to be done with it.
+// The journal writes a group's links home after waking its committers,
+// and a committer writing its own group after handing on the writer slot
+// (see journal.lead). A punch beside those writes can leave the whole
+// page's storage allocated (the filesystem writes back the cached page it
+// could not split), so a page waits for the journal to be done with it.
 func (a *allocator) punchDurable(tx *Txn) {
 	if len(a.toPunch) == 0 || a.d.durableTxSeq.Load() < a.d.txSeq {
 		return

@@ -668,10 +668,11 @@ func (s *heldWriteStore) arm(t *testing.T, pages []Addr) {
 
 // TestPunchHolesAfterHomeWrites holds the journal's home writes of the
 // transaction that merged freed pages into free max pages, written after
-// its committer was woken, while the next transaction joins: it must not
-// punch a page while those writes go to it (beside them a filesystem can
-// leave the whole page's storage allocated), and punches them all once
-// they are done.
+// the writer slot was handed on (by the journal's goroutine after waking
+// the committer, or by the committer writing its own group), while the
+// next transaction joins: it must not punch a page while those writes go
+// to it (beside them a filesystem can leave the whole page's storage
+// allocated), and punches them all once they are done.
 func TestPunchHolesAfterHomeWrites(t *testing.T) {
 	o := crashOptions(t)
 	o.PunchHoles = true
@@ -692,10 +693,10 @@ func TestPunchHolesAfterHomeWrites(t *testing.T) {
 		return nil
 	})
 	store.arm(t, pages)
-	// Releases the pages, merging them; its home writes follow its wake-up.
-	if err := d.Update(func(tx *Txn) error { d.alloc.join(tx); return nil }); err != nil {
-		t.Fatal(err)
-	}
+	// Releases the pages, merging them; its home writes follow the
+	// release of the writer slot.
+	updated := make(chan error, 1)
+	go func() { updated <- d.Update(func(tx *Txn) error { d.alloc.join(tx); return nil }) }()
 	<-store.entered
 	tx, err := d.Begin()
 	if err != nil {
@@ -713,6 +714,9 @@ func TestPunchHolesAfterHomeWrites(t *testing.T) {
 	n := punchedWhileHeld.Load()
 	store.release()
 	<-joined
+	if err := <-updated; err != nil {
+		t.Fatal(err)
+	}
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -725,12 +729,22 @@ func TestPunchHolesAfterHomeWrites(t *testing.T) {
 }
 
 // goroutineWaitsIn reports whether a goroutine is parked in a select or
-// channel operation inside the function fn names.
+// channel receive made by the function fn names itself (not by one it
+// called).
 func goroutineWaitsIn(fn string) bool {
 	buf := make([]byte, 1<<20)
 	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-		if strings.Contains(g, fn+"(") && (strings.Contains(g, "[select]") || strings.Contains(g, "[chan receive]")) {
-			return true
+		lines := strings.Split(g, "\n")
+		if !strings.Contains(lines[0], "[select]") && !strings.Contains(lines[0], "[chan receive]") {
+			continue
+		}
+		for _, l := range lines[1:] { // function lines, each followed by a tabbed file line
+			if !strings.HasPrefix(l, "\t") && !strings.HasPrefix(l, "runtime.") {
+				if strings.Contains(l, fn+"(") {
+					return true
+				}
+				break
+			}
 		}
 	}
 	return false

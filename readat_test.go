@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pagealloc/pagealloc/internal/simstore"
 )
@@ -68,6 +69,8 @@ func TestReadAtSeesWholeCommits(t *testing.T) {
 // from T1's, free-list header and all. Once T2's Commit returns, the
 // owner writes the page's first bytes in place; ReadAt must show them,
 // also while T2's home writes, which follow the wake-up, are under way.
+// T1's committer writes its group itself; T2's goes to the journal's
+// goroutine, as a group that came while another was written does.
 func TestReadAtSeesWriteAtOverFreeListHeader(t *testing.T) {
 	d, store := simDevice(t, crashOptions(t))
 	// Four order-0 pages of one 16 KiB span; freeing the first and
@@ -121,6 +124,12 @@ func TestReadAtSeesWriteAtOverFreeListHeader(t *testing.T) {
 		t.Fatalf("T2 took %v, want the pages T1 pushed last, %v and %v", got, pages[2], pages[0])
 	}
 	go func() { errs <- tx.Commit() }()
+	// T2 waits to be woken while T1's group is written, so that the
+	// journal's goroutine writes T2's, waking T2 before its home writes
+	// (a committer writing its own group returns after them).
+	for !goroutineWaitsIn("(*Txn).Commit") {
+		time.Sleep(time.Millisecond)
+	}
 	close(t1Go)
 	<-t2Syncing
 	// Hold T2's home writes back once it is durable.
