@@ -198,39 +198,46 @@ func (j *journal) serve() (stopped bool) {
 		}
 		return true
 	}
+	j.write(g, forced)
+	return false
+}
+
+// write commits g, then checkpoints if forced (one was asked for before g
+// was taken) or the ring is half full. The caller holds writing.
+func (j *journal) write(g *group, forced bool) {
 	j.commit(g)
 	if g.err == nil && (forced || j.tail-j.head > uint64(j.ring.size/2)) {
 		if err := j.checkpoint(); err != nil {
 			j.d.fail(err)
 		}
 	}
-	return false
 }
 
 // lead writes g from the committer's own goroutine, as enqueue asked, if
 // no one is writing records and g is still open and small. Otherwise
 // whoever writes takes g next: the journal's goroutine, or a committer
 // that finds g open once it has written its own and wakes that goroutine.
-// The checkpoint a half-full ring calls for is left to the goroutine too.
+// Like that goroutine, it checkpoints after g if one was asked for or the
+// ring is half full.
 func (j *journal) lead(g *group) {
 	if !j.writing.TryLock() {
 		return
 	}
 	j.mu.Lock()
 	mine := j.open == g && g.lines() <= leadLines
+	forced := false
 	if mine {
 		j.open = nil
+		forced, j.wantCheckpoint = j.wantCheckpoint, false
 	}
 	j.mu.Unlock()
 	if mine {
-		j.commit(g)
+		j.write(g, forced)
 	}
-	half := j.tail-j.head > uint64(j.ring.size/2)
 	j.writing.Unlock()
 	// Work that came while this goroutine wrote is the journal
 	// goroutine's: wake it.
 	j.mu.Lock()
-	j.wantCheckpoint = j.wantCheckpoint || half && mine && g.err == nil
 	work := j.open != nil || j.wantCheckpoint || j.stopping
 	j.mu.Unlock()
 	if work {
