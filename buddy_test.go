@@ -714,10 +714,12 @@ func TestPunchHolesAfterHomeWrites(t *testing.T) {
 	n := punchedWhileHeld.Load()
 	store.release()
 	<-joined
-	if err := <-updated; err != nil {
+	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if err := tx.Commit(); err != nil {
+	// After tx: with -tags invariants, a Commit checks the device once
+	// it returns, which waits for the writer slot tx held.
+	if err := <-updated; err != nil {
 		t.Fatal(err)
 	}
 	if n > 0 {
