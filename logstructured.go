@@ -2176,8 +2176,8 @@ func (l *Log) stop() {
 // out at Create in the log regions logs. It reads the slots a page at a
 // time, and only while each names the ring that follows the one before:
 // a damaged count then costs the slots that chain, not count of them
-// (one flipped bit can make it millions, more than the checksum that
-// would refuse it can be computed over without reading them all).
+// (one flipped bit can make it millions, and the checksum that refuses
+// it covers every one of them).
 func readLogTable(logs region, read func(p []byte, off int64) error) ([]logSlot, error) {
 	var hdr [logTableHeaderBytes]byte
 	if err := read(hdr[:], logs.off); err != nil {
