@@ -735,6 +735,13 @@ func logTableChecksum(table []byte) uint32 {
 	return c
 }
 
+// ringFollows reports whether ring starts at next, where the table or the
+// ring before it ends, and ends inside the log regions logs, as Create
+// lays rings out.
+func ringFollows(ring region, next int64, logs region) bool {
+	return ring.off == next && ring.size > 0 && ring.size <= logs.end()-next
+}
+
 // decodeLogTable parses and validates the table at the start of the log
 // regions logs; src holds the header and every slot. The rings must be
 // laid out as Create lays them out, and head and tail must be positions a
@@ -768,7 +775,7 @@ func decodeLogTable(src []byte, logs region) ([]logSlot, error) {
 		switch {
 		case !nameOK:
 			return nil, corruptf(logs.off+at, what, "slot %d to hold a zero-padded name", i)
-		case s.ring.off != next || s.ring.size <= 0 || s.ring.size%4096 != 0 || s.ring.size > logs.end()-s.ring.off:
+		case !ringFollows(s.ring, next, logs) || s.ring.size%4096 != 0:
 			return nil, corruptf(logs.off+at, what, "slot %d ring at %d, a multiple of 4 KiB inside the log regions, found [%d, +%d)", i, next, s.ring.off, s.ring.size)
 		case s.positionsProblem() != "":
 			return nil, corruptf(logs.off+at, what, "slot %d %s", i, s.positionsProblem())

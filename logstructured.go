@@ -2199,7 +2199,7 @@ func readLogTable(logs region, read func(p []byte, off int64) error) ([]logSlot,
 		}
 		for ; at < end; at += logSlotBytes {
 			ring := getRegion(table[at+logSlotRingOff:])
-			if ring.off != next || ring.size <= 0 || ring.size > logs.end()-next {
+			if !ringFollows(ring, next, logs) {
 				return nil, corruptf(logs.off+at, what, "%d logs, slot %d naming the ring at %d that follows the one before, found [%d, +%d)", count, (at-logTableHeaderBytes)/logSlotBytes, next, ring.off, ring.size)
 			}
 			next = ring.end()
