@@ -66,7 +66,7 @@ type journal struct {
 	mu             sync.Mutex
 	cond           sync.Cond
 	open           *group // the group new commits join
-	lastTxns       int    // transactions in the last group written
+	lastTxns       int    // transactions in the last group taken to be written
 	last           *group // the newest group, for commits with nothing to write
 	stopping       bool
 	wantCheckpoint bool
@@ -174,6 +174,9 @@ func (j *journal) serve() (stopped bool) {
 	j.mu.Lock()
 	g := j.open
 	j.open = nil
+	if g != nil {
+		j.lastTxns = len(g.txns)
+	}
 	forced := j.wantCheckpoint
 	j.wantCheckpoint = false
 	stopping := j.stopping
@@ -228,6 +231,7 @@ func (j *journal) lead(g *group) {
 	forced := false
 	if mine {
 		j.open = nil
+		j.lastTxns = len(g.txns)
 		forced, j.wantCheckpoint = j.wantCheckpoint, false
 	}
 	j.mu.Unlock()
@@ -249,9 +253,6 @@ func (j *journal) lead(g *group) {
 // transaction never spans two records), applies it at home, and wakes its
 // committers.
 func (j *journal) commit(g *group) {
-	j.mu.Lock()
-	j.lastTxns = len(g.txns)
-	j.mu.Unlock()
 	d := j.d
 	wake := func(err error) {
 		g.err = err
