@@ -156,11 +156,11 @@ func BenchmarkAllocFreePreallocated(b *testing.B) {
 // at once: the heap still grows to the size its fragmentation and the
 // frees awaiting a checkpoint ask for, and the first free of a page the
 // fill allocated is the first write to it, so the page faults of a sparse
-// file's first touches weigh on it. Here the owner writes each page the fill allocates, as a storage
-// engine writes its data, and the workload runs untimed, in rounds of
-// max(live, 100,000) operations, until a round leaves the heap's frontier
-// where it found it (warm-ops reports how many that took). At live=1e6
-// the set-up alone takes minutes.
+// file's first touches weigh on it. Here the owner writes each page the
+// fill allocates, as a storage engine writes its data, and the workload
+// runs untimed, in rounds of max(live, 100,000) operations, until a round
+// leaves the heap's frontier where it found it (warm-ops reports how many
+// that took). At live=1e6 the set-up alone takes minutes.
 func BenchmarkAllocFreeSteady(b *testing.B) {
 	for _, live := range []int{1e3, 1e5, 1e6} {
 		b.Run(fmt.Sprintf("live=%.0e", float64(live)), func(b *testing.B) {
