@@ -163,7 +163,10 @@ type LogStats struct {
 	UsedBytes   int64 // Tail - Head: entries, reservations and padding
 	FreeBytes   int64 // SizeBytes - UsedBytes
 
-	PaddingBytes   int64 // skipped at the ring's end by appends and GC's copies
+	// PaddingBytes counts the bytes that appends and GC's copies
+	// skipped at the ring's end, as they reserved them: padding that
+	// Cancel gave back to appends stays counted.
+	PaddingBytes   int64
 	GCRuns         int64 // GC passes begun
 	ReclaimedBytes int64 // bytes the head moved over
 	RelocatedBytes int64 // bytes GC's copies took at the tail, padding before them included

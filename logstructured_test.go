@@ -674,6 +674,48 @@ func TestLogRelocationKeepsReclaiming(t *testing.T) {
 	}
 }
 
+// TestLogCancelledPaddingStaysCounted: a reservation that skipped the
+// ring's end and is cancelled gives its padding back to appends with the
+// rest of its space, and PaddingBytes, which counts as appends reserve,
+// keeps counting it, as LogStats documents.
+func TestLogCancelledPaddingStaysCounted(t *testing.T) {
+	const ringBytes = 16 << 10
+	d, _ := createLogDevice(t, LogRegion{"log", ringBytes})
+	l := mustLog(t, d, "log")
+	// Nothing is live: GC makes room before the ring's end.
+	if err := l.SetOwner(&setLive{live: map[uint64]int64{}}, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	appendEntryT(t, l, logContent(0, 10000))
+	appendEntryT(t, l, logContent(1, 2000))
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before := l.Stats()
+	frame := logFrameBytes(6000)
+	pad := ringBytes - before.Tail%ringBytes
+	if before.Tail%ringBytes+frame <= ringBytes || before.UsedBytes != 0 {
+		t.Fatalf("the tail at %d with %d bytes used, want the entry to need padding and none used", before.Tail, before.UsedBytes)
+	}
+	r, err := l.Append(6000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Pos() != before.Tail+pad {
+		t.Fatalf("the reservation is at %d, want %d, past %d bytes of padding", r.Pos(), before.Tail+pad, pad)
+	}
+	if err := l.Cancel(r); err != nil {
+		t.Fatal(err)
+	}
+	after := l.Stats()
+	if after.Tail != before.Tail {
+		t.Errorf("after Cancel the tail is at %d, want %d: the padding given back too", after.Tail, before.Tail)
+	}
+	if got := after.PaddingBytes - before.PaddingBytes; got != pad {
+		t.Errorf("PaddingBytes grew by %d, want the cancelled reservation's %d", got, pad)
+	}
+}
+
 // TestLogCopyPaddingCounted: a relocated copy that must skip the ring's
 // end counts the padding it skips both in PaddingBytes and, with its
 // frame, in RelocatedBytes, as LogStats documents.
