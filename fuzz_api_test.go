@@ -1968,11 +1968,13 @@ func (h *apiHarness) gc(l *Log, lg *apiLog, form int, w uint64) {
 			h.fatalf("got %v, want Relocate's panic to reach GC's caller", err)
 		}
 		head = p.txHead
+		p.rolledBack()
 	case p.failed:
 		if !errors.Is(err, errAPIRelocate) {
 			h.fatalf("got %v, want the error Relocate returned", err)
 		}
 		head = p.txHead
+		p.rolledBack()
 	case cancelled && st.Head != st.DurableTail:
 		if !errors.Is(err, context.Canceled) {
 			h.fatalf("got %v, want context.Canceled", err)
@@ -1980,6 +1982,7 @@ func (h *apiHarness) gc(l *Log, lg *apiLog, form int, w uint64) {
 		head = st.Head
 	case p.tooLarge(err):
 		head = p.txHead
+		p.rolledBack()
 	default:
 		h.want(err, nil)
 	}
@@ -2023,8 +2026,8 @@ func (h *apiHarness) collected(l *Log, lg *apiLog, p *apiPass, st LogStats, head
 		h.fatalf("the tail is at %d after GC, want %d past its copies", after.Tail, p.tail)
 	case after.Relocations-st.Relocations != int64(p.copies):
 		h.fatalf("Stats counts %d relocations, want the %d copies GC made", after.Relocations-st.Relocations, p.copies)
-	case after.RelocatedBytes-st.RelocatedBytes != p.tail-st.Tail:
-		h.fatalf("Stats counts %d bytes relocated, want the %d its copies took", after.RelocatedBytes-st.RelocatedBytes, p.tail-st.Tail)
+	case after.RelocatedBytes-st.RelocatedBytes != p.tail+p.retracted-st.Tail:
+		h.fatalf("Stats counts %d bytes relocated, want the %d its copies took", after.RelocatedBytes-st.RelocatedBytes, p.tail+p.retracted-st.Tail)
 	case after.PaddingBytes-st.PaddingBytes != p.pads:
 		h.fatalf("Stats counts %d bytes of padding more, want the %d before GC's copies", after.PaddingBytes-st.PaddingBytes, p.pads)
 	case after.ReclaimedBytes-st.ReclaimedBytes != head-st.Head:
@@ -2063,29 +2066,35 @@ func (h *apiHarness) settle(lg *apiLog) {
 // tells the owner of a chunk's copies in one transaction, which moves the
 // head past them.
 type apiPass struct {
-	h       *apiHarness
-	lg      *apiLog
-	w       uint64    // what the Relocate calls do, three bits each
-	panics  bool      // a failing Relocate panics rather than return an error
-	calls   int       // Relocate calls so far
-	txCalls int       // Relocate calls in tx
-	txWrote int       // bytes tx's Relocate calls journaled
-	allocs  []Addr    // pages tx's Relocate calls allocated
-	tail    int64     // where the next copy goes
-	copies  int       // copies made
-	pads    int64     // padding before them
-	stopped *apiEntry // the live entry last found with no room for its copy
-	queue   []apiMove // copies Relocate has not been told of yet, in order
-	tx      *Txn      // the transaction of the latest Relocate calls, until it is known to have ended
-	txHead  int64     // the head while tx is open
-	moves   []apiMove // relocations that stand once tx commits
-	bytes   apiBytes  // what tx's Relocate calls journaled
-	failed  bool      // a Relocate failed, which ends GC
-	problem string    // the first breach of the contract a callback saw
+	h         *apiHarness
+	lg        *apiLog
+	w         uint64    // what the Relocate calls do, three bits each
+	panics    bool      // a failing Relocate panics rather than return an error
+	calls     int       // Relocate calls so far
+	txCalls   int       // Relocate calls in tx
+	txWrote   int       // bytes tx's Relocate calls journaled
+	allocs    []Addr    // pages tx's Relocate calls allocated
+	tail      int64     // where the next copy goes
+	copies    int       // copies made
+	pads      int64     // padding before them
+	txStart   int64     // where tx's copies start, padding included
+	retracted int64     // bytes of copies given back when tx rolled back
+	stopped   *apiEntry // the live entry last found with no room for its copy
+	queue     []apiMove // copies Relocate has not been told of yet, in order
+	tx        *Txn      // the transaction of the latest Relocate calls, until it is known to have ended
+	txHead    int64     // the head while tx is open
+	moves     []apiMove // relocations that stand once tx commits
+	bytes     apiBytes  // what tx's Relocate calls journaled
+	failed    bool      // a Relocate failed, which ends GC
+	problem   string    // the first breach of the contract a callback saw
 }
 
-// apiMove is a copy of a live entry.
-type apiMove struct{ from, to *apiEntry }
+// apiMove is a copy of a live entry; start is where its span starts,
+// padding included.
+type apiMove struct {
+	from, to *apiEntry
+	start    int64
+}
 
 // fail records a breach of the contract: the callbacks run inside GC,
 // which a fatal check would leave half way, so gc reports it on return.
@@ -2146,9 +2155,9 @@ func (p *apiPass) asked(e *apiEntry, live bool) {
 	}
 	pos := p.tail + pad
 	to := &apiEntry{pos: pos, next: pos + frame, off: p.lg.ring.off + pos%size + logFrameHeaderBytes, data: e.data, dead: true}
+	p.queue = append(p.queue, apiMove{from: e, to: to, start: p.tail})
 	p.tail, p.stopped = to.next, nil
 	p.copies, p.pads = p.copies+1, p.pads+pad
-	p.queue = append(p.queue, apiMove{e, to})
 	p.lg.pending = append(p.lg.pending, to)
 }
 
@@ -2212,7 +2221,18 @@ func (p *apiPass) begun(tx *Txn) {
 	p.txHead = p.lg.l.Stats().Head
 	if len(p.queue) > 0 {
 		p.sawHead(p.txHead, p.queue[0].from.pos)
+		p.txStart = p.queue[0].start
 	}
+}
+
+// rolledBack follows GC's last transaction rolled back: the copies made
+// for it go, and their room goes back to the log, which nothing reserved
+// after them (GC runs only with no reservation left) and no tail covers
+// (the transaction before journaled the tail before they were made).
+func (p *apiPass) rolledBack() {
+	p.retracted = p.tail - p.txStart
+	p.tail = p.txStart
+	p.lg.pending = slices.DeleteFunc(p.lg.pending, func(e *apiEntry) bool { return e.pos >= p.txStart })
 }
 
 // write journals b in tx (up to 16 KiB of new bytes if b is nil) at a

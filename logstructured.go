@@ -102,10 +102,12 @@ type Relocator interface {
 	// that after a crash both or neither are found. It must neither end tx
 	// nor call what would wait for tx or for the pass: Log.Commit, this
 	// log's GC, Device.Begin, Update, Check, Inspect, WalkHeap, CreateLog,
-	// DropLog or Close. An error rolls tx back: the head stays, the copy
-	// becomes garbage, and the owner must forget in-memory changes made
-	// for this transaction. An entry the owner dropped since IsLive needs
-	// nothing: its copy is garbage. Up to 64 relocations share a
+	// DropLog or Close. An error rolls tx back: the head stays, the
+	// copies are dropped (their room goes back to appends, unless a
+	// reservation came after them or a tail was journaled over them:
+	// then they are garbage for a later pass), and the owner must forget
+	// in-memory changes made for this transaction. An entry the owner
+	// dropped since IsLive needs nothing: its copy is garbage. Up to 64 relocations share a
 	// transaction, which must fit in half the journal, so keep each one's
 	// writes small. entry aliases the mapping, as for IsLive. A Relocate
 	// that panics has tx rolled back, as an error would (a
@@ -154,7 +156,9 @@ type LogOptions struct {
 
 // LogStats is a snapshot of a log's positions and counters. Positions are
 // virtual (monotonic byte counts since the log was created); counters
-// count since Open.
+// count since Open. The relocation counters count the copies of GC
+// transactions rolled back too, whether or not their room went back to
+// the log.
 type LogStats struct {
 	SizeBytes   int64 // bytes of ring
 	Head        int64 // oldest position not yet reclaimed
@@ -164,8 +168,9 @@ type LogStats struct {
 	FreeBytes   int64 // SizeBytes - UsedBytes
 
 	// PaddingBytes counts the bytes that appends and GC's copies
-	// skipped at the ring's end, as they reserved them: padding that
-	// Cancel gave back to appends stays counted.
+	// skipped at the ring's end, as they reserved them: padding given
+	// back to appends (by Cancel, or with a rolled-back GC transaction's
+	// copies) stays counted.
 	PaddingBytes   int64
 	GCRuns         int64 // GC passes begun
 	ReclaimedBytes int64 // bytes the head moved over
@@ -1738,6 +1743,7 @@ const (
 type relocation struct {
 	oldOff, newOff int64
 	entry          []byte // the old copy in the mapping
+	copied         span   // the new copy's span, padding before it included
 }
 
 // collectInBackground runs GC whenever an append finds free space below
@@ -1847,15 +1853,63 @@ walk:
 			return false, err
 		}
 		copiedTail = s.end
-		relocs = append(relocs, relocation{oldOff: l.payloadOff(pos), newOff: l.payloadOff(s.pos), entry: entry})
+		relocs = append(relocs, relocation{oldOff: l.payloadOff(pos), newOff: l.payloadOff(s.pos), entry: entry, copied: s})
 		pos = next
 	}
 	if pos > head {
+		committed := false
+		defer func() {
+			if !committed { // an error, or a Relocate that panicked
+				l.retractCopies(relocs)
+			}
+		}()
 		if err := l.commitChunk(ctx, reloc, relocs, copiedTail, pos); err != nil {
 			return false, err
 		}
+		committed = true
 	}
 	return more && walkErr == nil, walkErr
+}
+
+// retractCopies gives the room of copies whose chunk did not commit back
+// to the log: the newest of them, back to the first span that is not one
+// of them, if no transaction has journaled a tail over them. They are
+// garbage no one refers to, and in a ring filled to its relocation reserve
+// they took the reserve: left in place, they would keep the next pass from
+// copying the same live entries again, and the head, which only GC moves,
+// from ever moving. Copies that a reservation follows stay, as garbage for
+// GC to pass: that reservation left the reserve free when it was made.
+func (l *Log) retractCopies(relocs []relocation) {
+	// writtenEnd holds still while writeMu is held (see retractCancelled).
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	to := l.tail
+	for i := len(relocs) - 1; i >= 0 && relocs[i].copied.end == to; i-- {
+		to = relocs[i].copied.start
+	}
+	if l.closed || to == l.tail || l.loggedTail > to || l.durableTail > to {
+		return
+	}
+	for _, tail := range l.txTails {
+		if tail > to {
+			return // a transaction on its way journals a tail over them
+		}
+	}
+	// The copies may still wait behind a reservation before them.
+	n := len(l.spans)
+	for n > l.first && l.spans[n-1].start >= to {
+		n--
+	}
+	l.spans = l.spans[:n]
+	l.tail = to
+	l.committedEnd = min(l.committedEnd, to)
+	l.writtenEnd = min(l.writtenEnd, to)
+	l.cancelledFrom = min(l.cancelledFrom, to)
+	// The epoch stays: no Reservation names a copy, and those before
+	// them are still live.
+	l.cond.Broadcast()
 }
 
 // gcFrame returns the frame at pos, its header checked, and for an entry

@@ -469,22 +469,39 @@ func (s relocatingSet) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) err
 	return nil
 }
 
-// endingSet is a relocatingSet told how GC's transactions end; failAt
-// makes its n-th Relocate (counting from 1) fail.
+// endingSet is a relocatingSet told how GC's transactions end, which
+// undoes the relocations of a transaction rolled back, as
+// RelocationsEnder asks; failAt makes its n-th Relocate (counting from 1)
+// fail.
 type endingSet struct {
 	relocatingSet
 	calls, failAt int
 	ended         []error
+	undo          map[uint64]int64 // id -> offset before this transaction
 }
 
 func (s *endingSet) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
 	if s.calls++; s.calls == s.failAt {
 		return errors.New("the owner refuses")
 	}
+	if s.undo == nil {
+		s.undo = map[uint64]int64{}
+	}
+	if _, ok := s.undo[logID(entry)]; !ok {
+		s.undo[logID(entry)] = oldOff
+	}
 	return s.relocatingSet.Relocate(tx, oldOff, newOff, entry)
 }
 
-func (s *endingSet) RelocationsEnded(err error) { s.ended = append(s.ended, err) }
+func (s *endingSet) RelocationsEnded(err error) {
+	s.ended = append(s.ended, err)
+	if err != nil {
+		for id, off := range s.undo {
+			s.add(id, off)
+		}
+	}
+	clear(s.undo)
+}
 
 // TestLogRelocationsEnded: a RelocationsEnder hears once per GC
 // transaction how it ended: the error that rolled it back after its
@@ -509,6 +526,91 @@ func TestLogRelocationsEnded(t *testing.T) {
 		if p, err := l.Read(owner.offset(id)); err != nil || !isContent(p, id) {
 			t.Fatalf("entry %d after relocation: %v", id, err)
 		}
+	}
+}
+
+// TestLogAbandonedCopiesGiveBackTheirRoom: a GC pass whose transaction
+// does not commit (its owner's Relocate fails or panics, or its context
+// ends while it waits for a reservation before its copies) gives the room
+// of its copies back to the log. In a ring filled to its relocation reserve, the
+// copies left as garbage took the reserve, and no later pass could copy
+// the live entry at the head again: the log stayed full for good, though
+// half of it was garbage.
+func TestLogAbandonedCopiesGiveBackTheirRoom(t *testing.T) {
+	for _, how := range []string{"Relocate fails", "Relocate panics", "the context ends"} {
+		t.Run(how, func(t *testing.T) {
+			d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+			l := mustLog(t, d, "log")
+			p := &panickingSet{endingSet: endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}}}
+			owner := &p.endingSet
+			switch how {
+			case "Relocate fails":
+				owner.failAt = 1
+			case "Relocate panics":
+				p.panicAt = 1
+			}
+			if err := l.SetOwner(p, &LogOptions{GCThresholdBytes: -1}); err != nil {
+				t.Fatal(err)
+			}
+			// Fill the ring with entries of which every other one is
+			// live; with the context ending, the newest stays reserved.
+			var held Reservation
+			id := uint64(0)
+			for ; ; id++ {
+				p := logContent(id, 1000)
+				r, err := l.Append(len(p))
+				if errors.Is(err, ErrNoSpace) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := l.Write(r, p); err != nil {
+					t.Fatal(err)
+				}
+				if id%2 == 0 {
+					owner.add(id, r.Offset())
+				}
+				if how == "the context ends" {
+					r, held = held, r
+					if r.log == nil {
+						continue
+					}
+				}
+				if err := l.Commit(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			full := l.Stats()
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if err, recovered := runGC(l, ctx); err == nil && recovered == nil {
+				t.Fatal("GC succeeded, want its transaction abandoned")
+			}
+			if s := l.Stats(); s.Tail != full.Tail || s.Relocations == 0 {
+				t.Fatalf("after the abandoned pass the tail is at %d after %d relocations, want it back at %d after at least one", s.Tail, s.Relocations, full.Tail)
+			}
+			if held.log != nil {
+				if err := l.Commit(held); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := l.GC(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if s := l.Stats(); s.FreeBytes < full.SizeBytes/4 {
+				t.Fatalf("GC after the abandoned pass freed %d of %d bytes, want a quarter of the ring at least: half of it is garbage", s.FreeBytes, s.SizeBytes)
+			}
+			appendEntryT(t, l, logContent(id, 1000))
+			for live := uint64(0); live < id; live += 2 {
+				if p, err := l.Read(owner.offset(live)); err != nil || !isContent(p, live) {
+					t.Fatalf("live entry %d: %v", live, err)
+				}
+			}
+			if err := d.Check(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
