@@ -532,10 +532,10 @@ func TestLogRelocationsEnded(t *testing.T) {
 // TestLogAbandonedCopiesGiveBackTheirRoom: a GC pass whose transaction
 // does not commit (its owner's Relocate fails or panics, or its context
 // ends while it waits for a reservation before its copies) gives the room
-// of its copies back to the log. In a ring filled to its relocation reserve, the
-// copies left as garbage took the reserve, and no later pass could copy
-// the live entry at the head again: the log stayed full for good, though
-// half of it was garbage.
+// of its copies back to the log. In a ring filled to its relocation
+// reserve, the copies left as garbage took the reserve, and no later pass
+// could copy the live entry at the head again: the log stayed full for
+// good, though half of it was garbage.
 func TestLogAbandonedCopiesGiveBackTheirRoom(t *testing.T) {
 	for _, how := range []string{"Relocate fails", "Relocate panics", "the context ends"} {
 		t.Run(how, func(t *testing.T) {
@@ -557,15 +557,15 @@ func TestLogAbandonedCopiesGiveBackTheirRoom(t *testing.T) {
 			var held Reservation
 			id := uint64(0)
 			for ; ; id++ {
-				p := logContent(id, 1000)
-				r, err := l.Append(len(p))
+				data := logContent(id, 1000)
+				r, err := l.Append(len(data))
 				if errors.Is(err, ErrNoSpace) {
 					break
 				}
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := l.Write(r, p); err != nil {
+				if err := l.Write(r, data); err != nil {
 					t.Fatal(err)
 				}
 				if id%2 == 0 {
@@ -603,7 +603,7 @@ func TestLogAbandonedCopiesGiveBackTheirRoom(t *testing.T) {
 			}
 			appendEntryT(t, l, logContent(id, 1000))
 			for live := uint64(0); live < id; live += 2 {
-				if p, err := l.Read(owner.offset(live)); err != nil || !isContent(p, live) {
+				if data, err := l.Read(owner.offset(live)); err != nil || !isContent(data, live) {
 					t.Fatalf("live entry %d: %v", live, err)
 				}
 			}
