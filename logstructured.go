@@ -104,9 +104,10 @@ type Relocator interface {
 	// log's GC, Device.Begin, Update, Check, Inspect, WalkHeap, CreateLog,
 	// DropLog or Close. An error rolls tx back: the head stays, the
 	// copies are dropped (their room goes back to appends, unless a
-	// reservation came after them or a tail was journaled over them:
-	// then they are garbage for a later pass), and the owner must forget
-	// in-memory changes made for this transaction. An entry the owner
+	// reservation came after them or a tail was journaled over them: then
+	// the next pass relocates their entries to them, in this process,
+	// rather than copy them again), and the owner must forget in-memory
+	// changes made for this transaction. An entry the owner
 	// dropped since IsLive needs nothing: its copy is garbage. Up to 64 relocations share a
 	// transaction, which must fit in half the journal, so keep each one's
 	// writes small. entry aliases the mapping, as for IsLive. A Relocate
@@ -341,6 +342,12 @@ type Log struct {
 	closing      atomic.Bool // l.closed, for GC to poll without the lock
 
 	gcRuns, reclaimed, relocatedBytes, relocations atomic.Int64
+
+	// orphans are GC's copies that a chunk which did not commit could not
+	// give back (see retractCopies), by the position of the entry each
+	// copies: the next pass relocates that entry to its copy rather than
+	// copy it again. Used by GC alone, under gcMu.
+	orphans map[uint64]span
 
 	// Recycled so that appending costs no allocation.
 	waiterPool sync.Pool // *waiter
@@ -1743,6 +1750,7 @@ const (
 type relocation struct {
 	oldOff, newOff int64
 	entry          []byte // the old copy in the mapping
+	from           uint64 // the old copy's position
 	copied         span   // the new copy's span, padding before it included
 }
 
@@ -1801,10 +1809,18 @@ func (l *Log) collectChunk(ctx context.Context, owner GarbageChecker, reloc Relo
 	l.mu.Lock()
 	head := l.head
 	l.mu.Unlock()
+	for from := range l.orphans {
+		if from < head { // the head passed the entry: its copy is garbage
+			delete(l.orphans, from)
+		}
+	}
 	pos := head
 	var relocs []relocation
 	copiedTail := uint64(0) // end of the last copy: the tail the transaction must carry
 	var walkErr error
+	// An orphan this chunk relocates to lies ahead of the head, perhaps
+	// below limit: the owner holds it live only once the chunk commits.
+	orphanFrom := ^uint64(0)
 walk:
 	for pos < limit {
 		l.mu.Lock()
@@ -1819,7 +1835,7 @@ walk:
 			break walk
 		case free >= goal:
 			break walk
-		case len(relocs) == gcRelocationsMax || pos-head >= l.size/4:
+		case len(relocs) == gcRelocationsMax || pos-head >= l.size/4 || pos >= orphanFrom:
 			// Commit now, so appends need not wait for the whole pass.
 			more = true
 			break walk
@@ -1837,6 +1853,16 @@ walk:
 		if reloc == nil {
 			break walk
 		}
+		if s, ok := l.orphans[pos]; ok {
+			// Copied by a chunk that did not commit, and still ahead of
+			// the head, as the entry is: the bytes are the entry's.
+			delete(l.orphans, pos)
+			copiedTail = max(copiedTail, s.end)
+			orphanFrom = min(orphanFrom, s.start)
+			relocs = append(relocs, relocation{oldOff: l.payloadOff(pos), newOff: l.payloadOff(s.pos), entry: entry, from: pos, copied: s})
+			pos = next
+			continue
+		}
 		s, err := l.copyEntry(f, entry)
 		switch {
 		case errors.Is(err, ErrNoSpace):
@@ -1853,7 +1879,7 @@ walk:
 			return false, err
 		}
 		copiedTail = s.end
-		relocs = append(relocs, relocation{oldOff: l.payloadOff(pos), newOff: l.payloadOff(s.pos), entry: entry, copied: s})
+		relocs = append(relocs, relocation{oldOff: l.payloadOff(pos), newOff: l.payloadOff(s.pos), entry: entry, from: pos, copied: s})
 		pos = next
 	}
 	if pos > head {
@@ -1877,25 +1903,39 @@ walk:
 // garbage no one refers to, and in a ring filled to its relocation reserve
 // they took the reserve: left in place, they would keep the next pass from
 // copying the same live entries again, and the head, which only GC moves,
-// from ever moving. Copies that a reservation follows stay, as garbage for
-// GC to pass: that reservation left the reserve free when it was made.
+// from ever moving. The copies it cannot give back become orphans, which
+// the next pass relocates their entries to instead of copying them again.
 func (l *Log) retractCopies(relocs []relocation) {
 	// writtenEnd holds still while writeMu is held (see retractCancelled).
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
 	to := l.tail
 	for i := len(relocs) - 1; i >= 0 && relocs[i].copied.end == to; i-- {
 		to = relocs[i].copied.start
 	}
-	if l.closed || to == l.tail || l.loggedTail > to || l.durableTail > to {
-		return
+	if l.loggedTail > to || l.durableTail > to {
+		to = l.tail // a tail journaled over them
 	}
 	for _, tail := range l.txTails {
 		if tail > to {
-			return // a transaction on its way journals a tail over them
+			to = l.tail // a transaction on its way journals a tail over them
 		}
+	}
+	for _, r := range relocs {
+		if r.copied.start < to {
+			if l.orphans == nil {
+				l.orphans = make(map[uint64]span)
+			}
+			l.orphans[r.from] = r.copied
+		}
+	}
+	if to == l.tail {
+		return
 	}
 	// The copies may still wait behind a reservation before them.
 	n := len(l.spans)

@@ -614,6 +614,122 @@ func TestLogAbandonedCopiesGiveBackTheirRoom(t *testing.T) {
 	}
 }
 
+// TestLogJournaledCopiesReused: the copies of a GC transaction that does
+// not commit cannot go back to the log once another transaction has
+// journaled a tail over them: here the Commit of a reservation before
+// them, which the owner makes while GC asks it about an entry. The next
+// pass relocates each entry to the copy already made of it rather than
+// copy it again, so a ring filled to its relocation reserve does not stay
+// full.
+func TestLogJournaledCopiesReused(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+	l := mustLog(t, d, "log")
+	owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: 1}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	// Every other entry live; the newest stays reserved.
+	var held Reservation
+	id := uint64(0)
+	for ; ; id++ {
+		data := logContent(id, 1000)
+		r, err := l.Append(len(data))
+		if errors.Is(err, ErrNoSpace) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Write(r, data); err != nil {
+			t.Fatal(err)
+		}
+		if id%2 == 0 {
+			owner.add(id, r.Offset())
+		}
+		if r, held = held, r; r.log != nil {
+			if err := l.Commit(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	full := l.Stats()
+	// Once GC has copied an entry, commit the held reservation: its tail
+	// covers the copy.
+	var commitErr error
+	owner.check = func(int64, []byte) {
+		if held.log != nil && l.Stats().Relocations > 0 {
+			commitErr, held = l.Commit(held), Reservation{}
+		}
+	}
+	if err := l.GC(context.Background()); err == nil || commitErr != nil || held.log != nil {
+		t.Fatalf("GC: %v, the held reservation's Commit: %v (made: %v); want Relocate's failure and a nil", err, commitErr, held.log == nil)
+	}
+	owner.check = nil
+	if s := l.Stats(); s.DurableTail <= full.Tail {
+		t.Fatalf("after the failed pass the durable tail is at %d, want past the copies after %d", s.DurableTail, full.Tail)
+	}
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := l.Stats(); s.FreeBytes < full.SizeBytes/4 {
+		t.Fatalf("GC after the failed pass freed %d of %d bytes, want a quarter of the ring at least: half of it is garbage", s.FreeBytes, s.SizeBytes)
+	}
+	appendEntryT(t, l, logContent(id, 1000))
+	for live := uint64(0); live < id; live += 2 {
+		if data, err := l.Read(owner.offset(live)); err != nil || !isContent(data, live) {
+			t.Fatalf("live entry %d: %v", live, err)
+		}
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLogReusedCopyNotPassedInItsChunk: a copy that an earlier pass left
+// (see TestLogJournaledCopiesReused) may lie close behind its entry,
+// where the pass that relocates the entry to it meets it too. Until that
+// pass's transaction commits, the owner does not hold the copy live: the
+// pass must commit before it reaches the copy, not move the head past it
+// as garbage and lose the entry.
+func TestLogReusedCopyNotPassedInItsChunk(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+	l := mustLog(t, d, "log")
+	owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: 1}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	owner.add(0, appendEntryT(t, l, logContent(0, 1000)).Offset()) // live
+	appendEntryT(t, l, logContent(1, 1000))                        // dead
+	held, err := l.Append(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(held, logContent(2, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	// Once GC has copied entry 0, commit the held reservation: its tail
+	// covers the copy, which the failed Relocate then cannot give back.
+	var commitErr error
+	owner.check = func(int64, []byte) {
+		if held.log != nil && l.Stats().Relocations > 0 {
+			commitErr, held = l.Commit(held), Reservation{}
+		}
+	}
+	if err := l.GC(context.Background()); err == nil || commitErr != nil || held.log != nil {
+		t.Fatalf("GC: %v, the held reservation's Commit: %v (made: %v); want Relocate's failure and a nil", err, commitErr, held.log == nil)
+	}
+	owner.check = nil
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := l.Read(owner.offset(0)); err != nil || !isContent(data, 0) {
+		t.Fatalf("entry 0 after GC, at %d: %v (%+v)", owner.offset(0), err, l.Stats())
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // panickingSet is an endingSet whose n-th Relocate (counting from 1)
 // panics.
 type panickingSet struct {
