@@ -552,35 +552,8 @@ func TestLogAbandonedCopiesGiveBackTheirRoom(t *testing.T) {
 			if err := l.SetOwner(p, &LogOptions{GCThresholdBytes: -1}); err != nil {
 				t.Fatal(err)
 			}
-			// Fill the ring with entries of which every other one is
-			// live; with the context ending, the newest stays reserved.
-			var held Reservation
-			id := uint64(0)
-			for ; ; id++ {
-				data := logContent(id, 1000)
-				r, err := l.Append(len(data))
-				if errors.Is(err, ErrNoSpace) {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := l.Write(r, data); err != nil {
-					t.Fatal(err)
-				}
-				if id%2 == 0 {
-					owner.add(id, r.Offset())
-				}
-				if how == "the context ends" {
-					r, held = held, r
-					if r.log == nil {
-						continue
-					}
-				}
-				if err := l.Commit(r); err != nil {
-					t.Fatal(err)
-				}
-			}
+			// With the context ending, the newest entry stays reserved.
+			next, held := fillHalfLive(t, l, owner, how == "the context ends")
 			full := l.Stats()
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			defer cancel()
@@ -595,22 +568,63 @@ func TestLogAbandonedCopiesGiveBackTheirRoom(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := l.GC(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			if s := l.Stats(); s.FreeBytes < full.SizeBytes/4 {
-				t.Fatalf("GC after the abandoned pass freed %d of %d bytes, want a quarter of the ring at least: half of it is garbage", s.FreeBytes, s.SizeBytes)
-			}
-			appendEntryT(t, l, logContent(id, 1000))
-			for live := uint64(0); live < id; live += 2 {
-				if data, err := l.Read(owner.offset(live)); err != nil || !isContent(data, live) {
-					t.Fatalf("live entry %d: %v", live, err)
-				}
-			}
-			if err := d.Check(); err != nil {
-				t.Fatal(err)
-			}
+			wantReclaimedHalfLive(t, d, l, owner, next)
 		})
+	}
+}
+
+// fillHalfLive appends entries of 1,000 bytes to l, from id 0, until it
+// has no room, every other one live in owner, and commits each; with
+// hold it leaves the newest reserved, written, and returns it. It returns
+// the id after the last.
+func fillHalfLive(t *testing.T, l *Log, owner *endingSet, hold bool) (next uint64, held Reservation) {
+	t.Helper()
+	for ; ; next++ {
+		data := logContent(next, 1000)
+		r, err := l.Append(len(data))
+		if errors.Is(err, ErrNoSpace) {
+			return next, held
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Write(r, data); err != nil {
+			t.Fatal(err)
+		}
+		if next%2 == 0 {
+			owner.add(next, r.Offset())
+		}
+		if hold {
+			if r, held = held, r; r.log == nil {
+				continue
+			}
+		}
+		if err := l.Commit(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// wantReclaimedHalfLive runs a GC of l, filled by fillHalfLive up to id
+// next, that must free a quarter of the ring at least (half of it is
+// garbage); then it appends entry next, reads every live entry back and
+// checks d.
+func wantReclaimedHalfLive(t *testing.T, d *Device, l *Log, owner *endingSet, next uint64) {
+	t.Helper()
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := l.Stats(); s.FreeBytes < s.SizeBytes/4 {
+		t.Fatalf("GC freed %d of %d bytes, want a quarter of the ring at least: half of it is garbage", s.FreeBytes, s.SizeBytes)
+	}
+	appendEntryT(t, l, logContent(next, 1000))
+	for live := uint64(0); live < next; live += 2 {
+		if data, err := l.Read(owner.offset(live)); err != nil || !isContent(data, live) {
+			t.Fatalf("live entry %d: %v", live, err)
+		}
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -628,30 +642,7 @@ func TestLogJournaledCopiesReused(t *testing.T) {
 	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
 		t.Fatal(err)
 	}
-	// Every other entry live; the newest stays reserved.
-	var held Reservation
-	id := uint64(0)
-	for ; ; id++ {
-		data := logContent(id, 1000)
-		r, err := l.Append(len(data))
-		if errors.Is(err, ErrNoSpace) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := l.Write(r, data); err != nil {
-			t.Fatal(err)
-		}
-		if id%2 == 0 {
-			owner.add(id, r.Offset())
-		}
-		if r, held = held, r; r.log != nil {
-			if err := l.Commit(r); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	next, held := fillHalfLive(t, l, owner, true)
 	full := l.Stats()
 	// Once GC has copied an entry, commit the held reservation: its tail
 	// covers the copy.
@@ -668,21 +659,7 @@ func TestLogJournaledCopiesReused(t *testing.T) {
 	if s := l.Stats(); s.DurableTail <= full.Tail {
 		t.Fatalf("after the failed pass the durable tail is at %d, want past the copies after %d", s.DurableTail, full.Tail)
 	}
-	if err := l.GC(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if s := l.Stats(); s.FreeBytes < full.SizeBytes/4 {
-		t.Fatalf("GC after the failed pass freed %d of %d bytes, want a quarter of the ring at least: half of it is garbage", s.FreeBytes, s.SizeBytes)
-	}
-	appendEntryT(t, l, logContent(id, 1000))
-	for live := uint64(0); live < id; live += 2 {
-		if data, err := l.Read(owner.offset(live)); err != nil || !isContent(data, live) {
-			t.Fatalf("live entry %d: %v", live, err)
-		}
-	}
-	if err := d.Check(); err != nil {
-		t.Fatal(err)
-	}
+	wantReclaimedHalfLive(t, d, l, owner, next)
 }
 
 // TestLogReusedCopyNotPassedInItsChunk: a copy that an earlier pass left
