@@ -107,11 +107,11 @@ type Relocator interface {
 	// reservation came after them or a tail was journaled over them: then
 	// the next pass relocates their entries to them, in this process,
 	// rather than copy them again), and the owner must forget in-memory
-	// changes made for this transaction. An entry the owner
-	// dropped since IsLive needs nothing: its copy is garbage. Up to 64 relocations share a
-	// transaction, which must fit in half the journal, so keep each one's
-	// writes small. entry aliases the mapping, as for IsLive. A Relocate
-	// that panics has tx rolled back, as an error would (a
+	// changes made for this transaction. An entry the owner dropped since
+	// IsLive needs nothing: its copy is garbage. Up to 64 relocations
+	// share a transaction, which must fit in half the journal, so keep
+	// each one's writes small. entry aliases the mapping, as for IsLive.
+	// A Relocate that panics has tx rolled back, as an error would (a
 	// RelocationsEnder hears of it), and the panic goes on to GC's caller.
 	Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error
 }
