@@ -636,30 +636,45 @@ func wantReclaimedHalfLive(t *testing.T, d *Device, l *Log, owner *endingSet, ne
 // copy it again, so a ring filled to its relocation reserve does not stay
 // full.
 func TestLogJournaledCopiesReused(t *testing.T) {
+	d, l, owner := logWithFailingRelocate(t)
+	next, held := fillHalfLive(t, l, owner, true)
+	full := l.Stats()
+	failGCUnderTail(t, l, owner, held)
+	if s := l.Stats(); s.DurableTail <= full.Tail {
+		t.Fatalf("after the failed pass the durable tail is at %d, want past the copies after %d", s.DurableTail, full.Tail)
+	}
+	wantReclaimedHalfLive(t, d, l, owner, next)
+}
+
+// logWithFailingRelocate returns a device with a 64 KiB log whose owner's
+// first Relocate fails, and no background GC.
+func logWithFailingRelocate(t *testing.T) (*Device, *Log, *endingSet) {
+	t.Helper()
 	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
 	l := mustLog(t, d, "log")
 	owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: 1}
 	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
 		t.Fatal(err)
 	}
-	next, held := fillHalfLive(t, l, owner, true)
-	full := l.Stats()
-	// Once GC has copied an entry, commit the held reservation: its tail
-	// covers the copy.
+	return d, l, owner
+}
+
+// failGCUnderTail runs a GC of l that fails at owner's first Relocate,
+// after owner's IsLive has committed held, a reservation before GC's
+// copies, once GC has made one: the tail that Commit journals covers the
+// copy, which the failed transaction then cannot give back.
+func failGCUnderTail(t *testing.T, l *Log, owner *endingSet, held Reservation) {
+	t.Helper()
 	var commitErr error
 	owner.check = func(int64, []byte) {
 		if held.log != nil && l.Stats().Relocations > 0 {
 			commitErr, held = l.Commit(held), Reservation{}
 		}
 	}
+	defer func() { owner.check = nil }()
 	if err := l.GC(context.Background()); err == nil || commitErr != nil || held.log != nil {
 		t.Fatalf("GC: %v, the held reservation's Commit: %v (made: %v); want Relocate's failure and a nil", err, commitErr, held.log == nil)
 	}
-	owner.check = nil
-	if s := l.Stats(); s.DurableTail <= full.Tail {
-		t.Fatalf("after the failed pass the durable tail is at %d, want past the copies after %d", s.DurableTail, full.Tail)
-	}
-	wantReclaimedHalfLive(t, d, l, owner, next)
 }
 
 // TestLogReusedCopyNotPassedInItsChunk: a copy that an earlier pass left
@@ -669,12 +684,7 @@ func TestLogJournaledCopiesReused(t *testing.T) {
 // pass must commit before it reaches the copy, not move the head past it
 // as garbage and lose the entry.
 func TestLogReusedCopyNotPassedInItsChunk(t *testing.T) {
-	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
-	l := mustLog(t, d, "log")
-	owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: 1}
-	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
-		t.Fatal(err)
-	}
+	d, l, owner := logWithFailingRelocate(t)
 	owner.add(0, appendEntryT(t, l, logContent(0, 1000)).Offset()) // live
 	appendEntryT(t, l, logContent(1, 1000))                        // dead
 	held, err := l.Append(1000)
@@ -684,18 +694,7 @@ func TestLogReusedCopyNotPassedInItsChunk(t *testing.T) {
 	if err := l.Write(held, logContent(2, 1000)); err != nil {
 		t.Fatal(err)
 	}
-	// Once GC has copied entry 0, commit the held reservation: its tail
-	// covers the copy, which the failed Relocate then cannot give back.
-	var commitErr error
-	owner.check = func(int64, []byte) {
-		if held.log != nil && l.Stats().Relocations > 0 {
-			commitErr, held = l.Commit(held), Reservation{}
-		}
-	}
-	if err := l.GC(context.Background()); err == nil || commitErr != nil || held.log != nil {
-		t.Fatalf("GC: %v, the held reservation's Commit: %v (made: %v); want Relocate's failure and a nil", err, commitErr, held.log == nil)
-	}
-	owner.check = nil
+	failGCUnderTail(t, l, owner, held)
 	if err := l.GC(context.Background()); err != nil {
 		t.Fatal(err)
 	}
