@@ -41,6 +41,7 @@ package pagealloc
 // bytes a new append had overwritten.
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -105,8 +106,10 @@ type Relocator interface {
 	// DropLog or Close. An error rolls tx back: the head stays, the
 	// copies are dropped (their room goes back to appends, unless a
 	// reservation came after them or a tail was journaled over them: then
-	// the next pass relocates their entries to them, in this process,
-	// rather than copy them again), and the owner must forget in-memory
+	// the next pass relocates their entries to them rather than copy them
+	// again; after a reopen, a pass with no room to copy the entry at the
+	// head relocates it to an entry with the same bytes that IsLive calls
+	// garbage, if there is one), and the owner must forget in-memory
 	// changes made for this transaction. An entry the owner dropped since
 	// IsLive needs nothing: its copy is garbage. Up to 64 relocations
 	// share a transaction, which must fit in half the journal, so keep
@@ -348,6 +351,9 @@ type Log struct {
 	// copies: the next pass relocates that entry to its copy rather than
 	// copy it again. Used by GC alone, under gcMu.
 	orphans map[uint64]span
+	// searchedAt is the head at which adoptCopy last looked for an
+	// orphan the process did not make, plus one; 0: not yet.
+	searchedAt uint64
 
 	// Recycled so that appending costs no allocation.
 	waiterPool sync.Pool // *waiter
@@ -1853,17 +1859,15 @@ walk:
 		if reloc == nil {
 			break walk
 		}
-		if s, ok := l.orphans[pos]; ok {
-			// Copied by a chunk that did not commit, and still ahead of
-			// the head, as the entry is: the bytes are the entry's.
-			delete(l.orphans, pos)
-			copiedTail = max(copiedTail, s.end)
-			orphanFrom = min(orphanFrom, s.start)
-			relocs = append(relocs, relocation{oldOff: l.payloadOff(pos), newOff: l.payloadOff(s.pos), entry: entry, from: pos, copied: s})
-			pos = next
-			continue
+		s, orphaned := l.orphans[pos]
+		if !orphaned {
+			s, err = l.copyEntry(f, entry)
+			if errors.Is(err, ErrNoSpace) && pos == head {
+				if s, orphaned = l.adoptCopy(owner, f, entry, next, limit); orphaned {
+					err = nil
+				}
+			}
 		}
-		s, err := l.copyEntry(f, entry)
 		switch {
 		case errors.Is(err, ErrNoSpace):
 			// Committing what this chunk passed frees room to retry in;
@@ -1877,8 +1881,13 @@ walk:
 			break walk
 		case err != nil:
 			return false, err
+		case orphaned:
+			// Copied by a chunk that did not commit, and still ahead of
+			// the head, as the entry is: the bytes are the entry's.
+			delete(l.orphans, pos)
+			orphanFrom = min(orphanFrom, s.start)
 		}
-		copiedTail = s.end
+		copiedTail = max(copiedTail, s.end)
 		relocs = append(relocs, relocation{oldOff: l.payloadOff(pos), newOff: l.payloadOff(s.pos), entry: entry, from: pos, copied: s})
 		pos = next
 	}
@@ -1950,6 +1959,38 @@ func (l *Log) retractCopies(relocs []relocation) {
 	// The epoch stays: no Reservation names a copy, and those before
 	// them are still live.
 	l.cond.Broadcast()
+}
+
+// adoptCopy looks, once per head, for an orphan of the live entry f at
+// the head that no longer has room to be copied: a durable entry past it,
+// from next to limit, with the same bytes, that the owner does not hold
+// live. Orphans are kept in memory only, so those of a chunk that failed
+// before a crash or Close are garbage entries like any other after Open,
+// and in a ring filled to its relocation reserve they hold the room the
+// next pass needs. Any such entry will do, whoever wrote it: relocating
+// the entry to it changes no byte the owner reads.
+func (l *Log) adoptCopy(owner GarbageChecker, f logFrame, entry []byte, next, limit uint64) (span, bool) {
+	if l.searchedAt == f.pos+1 {
+		return span{}, false // the entries past it have not changed
+	}
+	l.searchedAt = f.pos + 1
+	taken := make(map[uint64]bool, len(l.orphans))
+	for _, s := range l.orphans {
+		taken[s.pos] = true
+	}
+	for pos := next; pos < limit; {
+		g, other, err := l.gcFrame(pos, limit)
+		if err != nil {
+			return span{}, false
+		}
+		s := span{start: pos, pos: pos, end: pos + uint64(g.frameBytes), size: g.payloadBytes, state: spanDone}
+		if !g.padding && g.payloadBytes == f.payloadBytes && g.payloadCRC == f.payloadCRC && !taken[pos] &&
+			bytes.Equal(other, entry) && !owner.IsLive(l.payloadOff(pos), other) {
+			return s, true
+		}
+		pos = s.end
+	}
+	return span{}, false
 }
 
 // gcFrame returns the frame at pos, its header checked, and for an entry

@@ -420,6 +420,7 @@ type setLive struct {
 	live      map[uint64]int64 // id -> payload offset
 	relocated int
 	check     func(off int64, entry []byte) // nil: none
+	pinned    map[int64]bool                // offsets live whatever they hold
 }
 
 func (s *setLive) IsLive(off int64, entry []byte) bool {
@@ -429,7 +430,7 @@ func (s *setLive) IsLive(off int64, entry []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	at, ok := s.live[logID(entry)]
-	return ok && at == off
+	return ok && at == off || s.pinned[off]
 }
 
 func (s *setLive) add(id uint64, off int64) {
@@ -636,38 +637,112 @@ func wantReclaimedHalfLive(t *testing.T, d *Device, l *Log, owner *endingSet, ne
 // copy it again, so a ring filled to its relocation reserve does not stay
 // full.
 func TestLogJournaledCopiesReused(t *testing.T) {
-	d, l, owner := logWithFailingRelocate(t)
+	d, _, l, owner := logWithFailingRelocate(t)
 	next, held := fillHalfLive(t, l, owner, true)
 	full := l.Stats()
-	failGCUnderTail(t, l, owner, held)
+	failGCUnderTail(t, l, owner, held, false)
 	if s := l.Stats(); s.DurableTail <= full.Tail {
 		t.Fatalf("after the failed pass the durable tail is at %d, want past the copies after %d", s.DurableTail, full.Tail)
 	}
 	wantReclaimedHalfLive(t, d, l, owner, next)
 }
 
-// logWithFailingRelocate returns a device with a 64 KiB log whose owner's
-// first Relocate fails, and no background GC.
-func logWithFailingRelocate(t *testing.T) (*Device, *Log, *endingSet) {
-	t.Helper()
-	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
-	l := mustLog(t, d, "log")
-	owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: 1}
+// TestLogJournaledCopiesReusedAfterReopen: the copies of
+// TestLogJournaledCopiesReused, journaled garbage, outlive the process
+// that made them. After a reopen nothing in memory says whose copies they
+// are, yet the first pass must still find the room to move the head.
+func TestLogJournaledCopiesReusedAfterReopen(t *testing.T) {
+	d, path, l, owner := logWithFailingRelocate(t)
+	next, held := fillHalfLive(t, l, owner, true)
+	failGCUnderTail(t, l, owner, held, true)
+	if s := l.Stats(); s.DurableTail != s.Tail || s.FreeBytes >= logFrameBytes(1000) {
+		t.Fatalf("after the failed pass %+v, want the durable tail over every copy, and no room for another", s)
+	}
+	d = reopenLogDevice(t, d, path)
+	l = mustLog(t, d, "log")
 	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
 		t.Fatal(err)
 	}
-	return d, l, owner
+	wantReclaimedHalfLive(t, d, l, owner, next)
+}
+
+// TestLogLiveCopyNotAdopted: the entry a pass relocates the head's entry
+// to after a reopen (see TestLogJournaledCopiesReusedAfterReopen) must be
+// garbage. Here the owner holds the copies live as entries of their own:
+// the pass must leave the ring as it is.
+func TestLogLiveCopyNotAdopted(t *testing.T) {
+	d, path, l, owner := logWithFailingRelocate(t)
+	next, held := fillHalfLive(t, l, owner, true)
+	failGCUnderTail(t, l, owner, held, true)
+	d = reopenLogDevice(t, d, path)
+	l = mustLog(t, d, "log")
+	owner.pinned = map[int64]bool{}
+	for e, err := range l.Entries(l.Stats().Head) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id := logID(e.Data); id%2 == 0 && owner.offset(id) != e.Offset {
+			owner.pinned[e.Offset] = true
+		}
+	}
+	if len(owner.pinned) == 0 {
+		t.Fatal("no copy of a live entry after the reopen")
+	}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	before := l.Stats()
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := l.Stats(); s.Head != before.Head || s.Relocations != 0 {
+		t.Fatalf("GC with every copy held live: %+v, want the head at %d and no relocation", s, before.Head)
+	}
+	// Nothing has changed: the next pass asks about the head's entry only.
+	asked := 0
+	owner.check = func(int64, []byte) { asked++ }
+	if err := l.GC(context.Background()); err != nil || asked != 1 {
+		t.Fatalf("a second GC: %v, asking IsLive %d times; want nil, once", err, asked)
+	}
+	owner.check = nil
+	for off := range owner.pinned {
+		if data, err := l.Read(off); err != nil || !isContent(data, logID(data)) {
+			t.Fatalf("pinned copy at %d: %v", off, err)
+		}
+	}
+	owner.pinned = nil
+	d = reopenLogDevice(t, d, path)
+	l = mustLog(t, d, "log")
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	wantReclaimedHalfLive(t, d, l, owner, next)
+}
+
+// logWithFailingRelocate returns a device at path with a 64 KiB log whose
+// owner's first Relocate fails, and no background GC.
+func logWithFailingRelocate(t *testing.T) (d *Device, path string, l *Log, owner *endingSet) {
+	t.Helper()
+	d, path = createLogDevice(t, LogRegion{"log", 64 << 10})
+	l = mustLog(t, d, "log")
+	owner = &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: 1}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	return d, path, l, owner
 }
 
 // failGCUnderTail runs a GC of l that fails at owner's first Relocate,
 // after owner's IsLive has committed held, a reservation before GC's
-// copies, once GC has made one: the tail that Commit journals covers the
-// copy, which the failed transaction then cannot give back.
-func failGCUnderTail(t *testing.T, l *Log, owner *endingSet, held Reservation) {
+// copies, once GC has made one (all: once the ring has no room for
+// another): the tail that Commit journals covers the copies, which the
+// failed transaction then cannot give back.
+func failGCUnderTail(t *testing.T, l *Log, owner *endingSet, held Reservation, all bool) {
 	t.Helper()
 	var commitErr error
 	owner.check = func(int64, []byte) {
-		if held.log != nil && l.Stats().Relocations > 0 {
+		s := l.Stats()
+		if held.log != nil && s.Relocations > 0 && (!all || s.FreeBytes < logFrameBytes(1000)) {
 			commitErr, held = l.Commit(held), Reservation{}
 		}
 	}
@@ -684,7 +759,7 @@ func failGCUnderTail(t *testing.T, l *Log, owner *endingSet, held Reservation) {
 // pass must commit before it reaches the copy, not move the head past it
 // as garbage and lose the entry.
 func TestLogReusedCopyNotPassedInItsChunk(t *testing.T) {
-	d, l, owner := logWithFailingRelocate(t)
+	d, _, l, owner := logWithFailingRelocate(t)
 	owner.add(0, appendEntryT(t, l, logContent(0, 1000)).Offset()) // live
 	appendEntryT(t, l, logContent(1, 1000))                        // dead
 	held, err := l.Append(1000)
@@ -694,7 +769,7 @@ func TestLogReusedCopyNotPassedInItsChunk(t *testing.T) {
 	if err := l.Write(held, logContent(2, 1000)); err != nil {
 		t.Fatal(err)
 	}
-	failGCUnderTail(t, l, owner, held)
+	failGCUnderTail(t, l, owner, held, false)
 	if err := l.GC(context.Background()); err != nil {
 		t.Fatal(err)
 	}
