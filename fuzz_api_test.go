@@ -363,7 +363,12 @@ func (o apiRelocator) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) erro
 type apiEnder struct{ apiRelocator }
 
 func (o apiEnder) RelocationsEnded(err error) {
-	o.h.pass.noTxn("RelocationsEnded")
+	switch {
+	case err == nil:
+		o.h.pass.noTxn("RelocationsEnded(nil)")
+	case !errors.Is(err, ErrFailed): // a failed write ends it after the writer's release
+		o.h.pass.inTxn("RelocationsEnded of a rolled-back transaction")
+	}
 	o.h.pass.ended(err)
 }
 
@@ -2125,6 +2130,16 @@ func (p *apiPass) noTxn(what string) {
 		return
 	}
 	p.h.d.writer.Unlock()
+}
+
+// inTxn checks that GC calls the owner's callback what before the
+// rolled-back transaction gives up the writer slot, so that no other
+// transaction sees what the callback is to undo.
+func (p *apiPass) inTxn(what string) {
+	if p.h.d.writer.TryLock() {
+		p.h.d.writer.Unlock()
+		p.fail("%s called after the transaction gave up the writer", what)
+	}
 }
 
 // asked follows IsLive's answer about e: a live entry is copied to the

@@ -126,8 +126,12 @@ type Relocator interface {
 // transaction back (one a Relocate returned, or Commit's), and every
 // Relocate call since the previous RelocationsEnded is void: the owner
 // must undo what it changed in memory for them. GC calls it from the
-// goroutine that called Relocate, with no transaction open, inside its
-// pass: as IsLive, it must not call this log's GC or Device.Close.
+// goroutine that called Relocate, inside its pass. When the transaction
+// rolled back, it calls it from inside the rollback, before the device
+// takes another transaction: none can see, or journal, the void
+// relocations' changes before they are undone. So, as Relocate, it must
+// not call what would wait for a transaction or for the pass (see
+// Relocate).
 type RelocationsEnder interface {
 	Relocator
 	RelocationsEnded(err error)
@@ -2081,25 +2085,21 @@ func (l *Log) commitChunk(ctx context.Context, reloc Relocator, relocs []relocat
 	if err != nil {
 		return err
 	}
-	ender, _ := reloc.(RelocationsEnder)
+	var end *relocationsEnd
+	if ender, ok := reloc.(RelocationsEnder); ok && len(relocs) > 0 {
+		end = &relocationsEnd{ender: ender}
+		tx.join(end)
+	}
 	defer func() {
 		if !tx.done {
 			// A Relocate panicked: roll back as for an error, and let
 			// the panic go on to GC's caller.
-			tx.Rollback()
-			if ender != nil {
-				ender.RelocationsEnded(errRelocatePanicked)
-			}
+			tx.abort(errRelocatePanicked)
 		}
 	}()
 	for _, r := range relocs {
 		if err := reloc.Relocate(tx, r.oldOff, r.newOff, r.entry); err != nil {
-			tx.Rollback()
-			err = fmt.Errorf("pagealloc: relocating the log entry at %d to %d: %w", r.oldOff, r.newOff, err)
-			if ender != nil {
-				ender.RelocationsEnded(err)
-			}
-			return err
+			return tx.abort(fmt.Errorf("pagealloc: relocating the log entry at %d to %d: %w", r.oldOff, r.newOff, err))
 		}
 	}
 	var b [8]byte
@@ -2108,10 +2108,30 @@ func (l *Log) commitChunk(ctx context.Context, reloc Relocator, relocs []relocat
 	tx.join(l)
 	err = tx.Commit()
 	l.finish(tx, err, &newHead)
-	if ender != nil && len(relocs) > 0 {
-		ender.RelocationsEnded(err)
+	if end != nil && !end.told {
+		end.ender.RelocationsEnded(err) // committed, or failed on its way to disk
 	}
 	return err
+}
+
+// relocationsEnd tells a RelocationsEnder that GC's transaction rolled
+// back from inside the rollback, before another transaction can begin and
+// see, or journal, what the void relocations changed in the owner's memory.
+type relocationsEnd struct {
+	ender RelocationsEnder
+	told  bool
+}
+
+func (e *relocationsEnd) prepare(*Txn) error { return nil }
+func (e *relocationsEnd) committed(*Txn)     {}
+
+func (e *relocationsEnd) rolledBack(tx *Txn) {
+	e.told = true
+	cause := tx.cause
+	if cause == nil { // not reached: GC rolls back only through abort
+		cause = ErrTxDone
+	}
+	e.ender.RelocationsEnded(cause)
 }
 
 // Layout, open and close.

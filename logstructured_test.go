@@ -479,11 +479,27 @@ type endingSet struct {
 	calls, failAt int
 	ended         []error
 	undo          map[uint64]int64 // id -> offset before this transaction
+	// bloatAt is the Relocate call (from 1) that journals more than the
+	// journal takes, so that Commit fails; 0: none.
+	bloatAt int
+	// d, if set, is the device whose writer slot each RelocationsEnded
+	// call finds taken (writerHeld) or free.
+	d          *Device
+	writerHeld []bool
 }
 
 func (s *endingSet) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
 	if s.calls++; s.calls == s.failAt {
 		return errors.New("the owner refuses")
+	}
+	if s.calls == s.bloatAt {
+		a, err := tx.Alloc(64 << 10)
+		if err != nil {
+			return err
+		}
+		if err := tx.Write(a.Offset(), make([]byte, 64<<10)); err != nil {
+			return err
+		}
 	}
 	if s.undo == nil {
 		s.undo = map[uint64]int64{}
@@ -496,6 +512,13 @@ func (s *endingSet) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error 
 
 func (s *endingSet) RelocationsEnded(err error) {
 	s.ended = append(s.ended, err)
+	if s.d != nil {
+		free := s.d.writer.TryLock()
+		if free {
+			s.d.writer.Unlock()
+		}
+		s.writerHeld = append(s.writerHeld, !free)
+	}
 	if err != nil {
 		for id, off := range s.undo {
 			s.add(id, off)
@@ -506,27 +529,46 @@ func (s *endingSet) RelocationsEnded(err error) {
 
 // TestLogRelocationsEnded: a RelocationsEnder hears once per GC
 // transaction how it ended: the error that rolled it back after its
-// second Relocate failed, then nil for the pass that commits.
+// second Relocate failed (or, with bloat, after Commit refused the
+// transaction as too large for the journal), then nil for the pass that
+// commits. It hears of the rollback before the transaction gives up the
+// writer slot: another transaction that began first could see, and
+// journal, the owner's void relocations.
 func TestLogRelocationsEnded(t *testing.T) {
-	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
-	l := mustLog(t, d, "log")
-	owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: 2}
-	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
-		t.Fatal(err)
-	}
-	for id := range uint64(3) {
-		owner.add(id, appendEntryT(t, l, logContent(id, 100)).Offset())
-	}
-	if err := l.GC(context.Background()); err == nil || len(owner.ended) != 1 || owner.ended[0] == nil {
-		t.Fatalf("GC with a failing Relocate: %v; ended %v, want one error", err, owner.ended)
-	}
-	if err := l.GC(context.Background()); err != nil || len(owner.ended) != 2 || owner.ended[1] != nil {
-		t.Fatalf("GC: %v; ended %v, want a nil after the error", err, owner.ended)
-	}
-	for id := range uint64(3) {
-		if p, err := l.Read(owner.offset(id)); err != nil || !isContent(p, id) {
-			t.Fatalf("entry %d after relocation: %v", id, err)
-		}
+	for _, bloat := range []bool{false, true} {
+		t.Run(fmt.Sprintf("bloat=%v", bloat), func(t *testing.T) {
+			d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+			l := mustLog(t, d, "log")
+			owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: 2, d: d}
+			if bloat {
+				owner.failAt, owner.bloatAt = 0, 2
+			}
+			if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+				t.Fatal(err)
+			}
+			for id := range uint64(3) {
+				owner.add(id, appendEntryT(t, l, logContent(id, 100)).Offset())
+			}
+			err := l.GC(context.Background())
+			if err == nil || len(owner.ended) != 1 || !errors.Is(owner.ended[0], err) || bloat != errors.Is(err, ErrTooLarge) {
+				t.Fatalf("GC with a failing transaction: %v; ended %v, want that error once", err, owner.ended)
+			}
+			if err := l.GC(context.Background()); err != nil || len(owner.ended) != 2 || owner.ended[1] != nil {
+				t.Fatalf("GC: %v; ended %v, want a nil after the error", err, owner.ended)
+			}
+			if !owner.writerHeld[0] || owner.writerHeld[1] {
+				t.Fatalf("writer slot taken at each RelocationsEnded: %v, want [true false]", owner.writerHeld)
+			}
+			for id := range uint64(3) {
+				if p, err := l.Read(owner.offset(id)); err != nil || !isContent(p, id) {
+					t.Fatalf("entry %d after relocation: %v", id, err)
+				}
+			}
+			if st := d.Stats(); st.AllocatedPages != 0 {
+				t.Fatalf("%d pages allocated, want the rolled-back transaction's page back", st.AllocatedPages)
+			}
+			mustCheck(t, d)
+		})
 	}
 }
 
@@ -1990,7 +2032,21 @@ type crashOwner struct {
 	mu       sync.Mutex
 	live     map[uint64]*crashLive // id -> where the entry is now
 	relocate int
+
+	// failEvery makes every failEvery-th Relocate fail (0: none), which
+	// rolls its GC transaction back; failed counts them.
+	failEvery, calls, failed int
+	moves                    []crashMove // this transaction's, to undo if it fails
 }
+
+// crashMove is a relocation the owner made in memory, from old to new.
+type crashMove struct {
+	id       uint64
+	old, new int64
+}
+
+// errRelocateInjected is the failure of crashOwner's failEvery-th Relocate.
+var errRelocateInjected = errors.New("relocate failure injected by the test")
 
 type crashLive struct {
 	off      int64
@@ -2012,6 +2068,10 @@ func (o *crashOwner) IsLive(off int64, entry []byte) bool {
 func (o *crashOwner) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.calls++; o.failEvery > 0 && o.calls%o.failEvery == 0 {
+		o.failed++
+		return errRelocateInjected
+	}
 	id := logID(entry)
 	e := o.live[id]
 	if e == nil {
@@ -2021,11 +2081,26 @@ func (o *crashOwner) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error
 		return fmt.Errorf("relocate of entry %d from %d: the owner has it at %d", id, oldOff, e.off)
 	}
 	e.off = newOff
+	o.moves = append(o.moves, crashMove{id, oldOff, newOff})
 	o.relocate++
 	if e.deleting {
 		return nil
 	}
 	return tx.Write(o.slotOff(id), o.slot(id, e))
+}
+
+// RelocationsEnded undoes the transaction's moves if it did not commit.
+func (o *crashOwner) RelocationsEnded(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := len(o.moves) - 1; err != nil && i >= 0; i-- {
+		m := o.moves[i]
+		if e := o.live[m.id]; e != nil && e.off == m.new {
+			e.off = m.old
+			o.relocate--
+		}
+	}
+	o.moves = o.moves[:0]
 }
 
 func (o *crashOwner) slot(id uint64, e *crashLive) []byte {
@@ -2167,7 +2242,7 @@ func (a *logCrashAppender) run(rng *rand.Rand, count int) error {
 func appendOrGC(l *Log, size int) (Reservation, error) {
 	r, err := l.Append(size)
 	for try := 0; errors.Is(err, ErrNoSpace) && try < 100; try++ {
-		if err := l.GC(context.Background()); err != nil {
+		if err := l.GC(context.Background()); err != nil && !errors.Is(err, errRelocateInjected) {
 			return r, err
 		}
 		r, err = l.Append(size)
@@ -2233,7 +2308,9 @@ func TestLogCrash(t *testing.T) {
 	})
 	l := mustLog(t, d, "log")
 	rootOff, rootSize := d.Root()
-	owner := &crashOwner{d: d, rootOff: rootOff, slots: rootSize / logCrashSlotBytes, live: map[uint64]*crashLive{}}
+	// One Relocate in 25 fails and rolls its GC transaction back, which
+	// leaves copies behind.
+	owner := &crashOwner{d: d, rootOff: rootOff, slots: rootSize / logCrashSlotBytes, live: map[uint64]*crashLive{}, failEvery: 25}
 	// A low threshold and reserve keep the ring nearly full, so appends
 	// race for space the moment GC frees it: the harshest case for the
 	// rule that freed space is reused only once its release is durable.
@@ -2270,10 +2347,10 @@ func TestLogCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	ops, syncs := store.Ops(), store.SyncPoints()
-	t.Logf("workload: %d entries, %d relocations, %d ring wraps, %d GC runs; %d ops, %d syncs; %v",
-		len(entries), owner.relocate, stats.Head/logCrashRingBytes, stats.GCRuns, ops, len(syncs), time.Since(start).Round(time.Millisecond))
-	if stats.Head < 3*logCrashRingBytes || owner.relocate == 0 {
-		t.Fatalf("the workload did not wrap the ring and relocate: %+v", stats)
+	t.Logf("workload: %d entries, %d relocations (%d failed Relocate calls), %d ring wraps, %d GC runs; %d ops, %d syncs; %v",
+		len(entries), owner.relocate, owner.failed, stats.Head/logCrashRingBytes, stats.GCRuns, ops, len(syncs), time.Since(start).Round(time.Millisecond))
+	if stats.Head < 3*logCrashRingBytes || owner.relocate == 0 || owner.failed == 0 {
+		t.Fatalf("the workload did not wrap the ring, relocate, and fail a Relocate: %+v", stats)
 	}
 
 	randomPoints := crashSampledPoints(1500)
@@ -2376,6 +2453,7 @@ func (c *logCrashChecker) checkOpen(d *Device, img *simstore.Store, n int, reuse
 	if _, err := d.ReadAt(root, c.rootOff); err != nil {
 		c.t.Fatal(err)
 	}
+	index := make(map[uint64]int64)
 	for i := int64(0); i < c.slots; i++ {
 		slot := root[i*logCrashSlotBytes:]
 		idPlus := binary.LittleEndian.Uint32(slot[8:])
@@ -2383,6 +2461,7 @@ func (c *logCrashChecker) checkOpen(d *Device, img *simstore.Store, n int, reuse
 			continue
 		}
 		id, off, size := uint64(idPlus-1), int64(binary.LittleEndian.Uint64(slot)), int(binary.LittleEndian.Uint32(slot[12:]))
+		index[id] = off
 		p, err := l.Read(off)
 		c.indexed++
 		if err != nil || len(p) != size || !isContent(p, id) {
@@ -2421,8 +2500,11 @@ func (c *logCrashChecker) checkOpen(d *Device, img *simstore.Store, n int, reuse
 		}
 	}
 	if reuse {
+		// As the engine would after a restart, GC keeps what the index
+		// names: copies that GC transactions rolled back before the
+		// crash left behind must not hold the ring full.
 		c.reused++
-		owner := &setLive{live: map[uint64]int64{}}
+		owner := &setLive{live: index}
 		if err := l.SetOwner(relocatingSet{owner}, &LogOptions{GCThresholdBytes: -1}); err != nil {
 			c.t.Fatal(err)
 		}

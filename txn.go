@@ -97,6 +97,9 @@ type Txn struct {
 	// runs and dirtyBytes measure tx's lines once it commits, for the
 	// bounds on the journal record they need (see soloBound).
 	runs, dirtyBytes int64
+	// cause is why tx was rolled back, if it was not its owner's choice,
+	// for participants to pass on (see abort).
+	cause error
 
 	// participants are the components whose in-memory state tx changed.
 	participants []participant
@@ -111,7 +114,8 @@ type participant interface {
 	// committed adopts tx's changes; tx has its sequence number and its
 	// writes are visible to the next transaction.
 	committed(tx *Txn)
-	// rolledBack forgets tx's changes.
+	// rolledBack forgets tx's changes. tx still holds the writer: no
+	// other transaction has begun since.
 	rolledBack(tx *Txn)
 }
 
@@ -198,23 +202,19 @@ func (tx *Txn) Commit() error {
 	}
 	d := tx.d
 	if f := d.failure.Load(); f != nil {
-		tx.Rollback()
-		return f
+		return tx.abort(f)
 	}
 	for _, p := range tx.participants {
 		if err := p.prepare(tx); err != nil {
-			tx.Rollback()
-			return err
+			return tx.abort(err)
 		}
 	}
 	tx.settleLines()
 	if tx.stray {
-		tx.Rollback()
-		return corruptf(tx.strayOff, "transaction", "writes to the root area, the allocator's state, the log table and the heap only, found one at %d (a corrupt link followed)", tx.strayOff)
+		return tx.abort(corruptf(tx.strayOff, "transaction", "writes to the root area, the allocator's state, the log table and the heap only, found one at %d (a corrupt link followed)", tx.strayOff))
 	}
 	if bound := tx.soloBound(); bound > d.journal.maxRecord {
-		tx.Rollback()
-		return fmt.Errorf("%w: transaction needs up to %d journal bytes, the journal takes %d", ErrTooLarge, bound, d.journal.maxRecord)
+		return tx.abort(fmt.Errorf("%w: transaction needs up to %d journal bytes, the journal takes %d", ErrTooLarge, bound, d.journal.maxRecord))
 	}
 	tx.done = true
 	if tx.lines.len() == 0 && !d.userDataDirty() {
@@ -328,6 +328,14 @@ func (tx *Txn) Rollback() error {
 	}
 	tx.d.writer.Unlock()
 	return nil
+}
+
+// abort rolls tx back because of err, which it returns; participants find
+// err in tx.cause.
+func (tx *Txn) abort(err error) error {
+	tx.cause = err
+	tx.Rollback()
+	return err
 }
 
 // measure counts the journal entries tx's lines make on their own, line
