@@ -10,7 +10,8 @@ package pagealloc
 //     between them, their commits sharing journal records;
 //   - appenders to a log region whose owner indexes every entry in the
 //     root area, deletes old ones, and relocates live ones when the
-//     background GC reaches them (logCrashAppender, crashOwner);
+//     background GC reaches them, failing one Relocate in 25
+//     (logCrashAppender, crashOwner);
 //   - a Pool whose buffers stage every byte written in place, so that a
 //     buffer handed to two users at once would show as bytes of the wrong
 //     owner on disk.
@@ -215,7 +216,8 @@ func tortureRunRound(t *testing.T, seed uint64, round int, tot *tortureTotals) {
 		t.Fatal(err)
 	}
 	l := mustLog(t, d, "log")
-	owner := &crashOwner{d: d, rootOff: rootOff, slots: tortureIndexBytes / logCrashSlotBytes, live: map[uint64]*crashLive{}}
+	// One Relocate in 25 fails: its GC transaction rolls back.
+	owner := &crashOwner{d: d, rootOff: rootOff, slots: tortureIndexBytes / logCrashSlotBytes, live: map[uint64]*crashLive{}, failEvery: 25}
 	// A nearly full ring: appends race GC for the space it frees.
 	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: 24 << 10, RelocationReserveBytes: 16 << 10}); err != nil {
 		d.Close()
@@ -315,8 +317,8 @@ func tortureRunRound(t *testing.T, seed uint64, round int, tot *tortureTotals) {
 	tot.checking += time.Since(start)
 	tot.logIndexed += c.log.indexed
 	tot.logWalked += c.log.walked
-	t.Logf("round %d: %d mixed transactions (%d rolled back), %d log entries (%d relocations, %d GC runs, %d ring wraps), %d pages reused; %d ops, %d syncs; crashed at %d points; %v + %v",
-		round, len(m.txns), w.rollbacks, len(ap.entries), owner.relocate, stats.GCRuns, stats.Head/logCrashRingBytes, w.reused,
+	t.Logf("round %d: %d mixed transactions (%d rolled back), %d log entries (%d relocations, %d failed Relocate calls, %d GC runs, %d ring wraps), %d pages reused; %d ops, %d syncs; crashed at %d points; %v + %v",
+		round, len(m.txns), w.rollbacks, len(ap.entries), owner.relocate, owner.failed, stats.GCRuns, stats.Head/logCrashRingBytes, w.reused,
 		store.Ops(), len(store.SyncPoints()), len(points), elapsed.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }
 
