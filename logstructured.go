@@ -1970,8 +1970,9 @@ func (l *Log) retractCopies(relocs []relocation) {
 // from next to limit, with the same bytes, that the owner does not hold
 // live. Orphans are kept in memory only, so those of a chunk that failed
 // before a crash or Close are garbage entries like any other after Open,
-// and in a ring filled to its relocation reserve they hold the room the
-// next pass needs. Any such entry will do, whoever wrote it: relocating
+// as are the copies of a pass a crash cut short once another transaction
+// journaled a tail over them; in a ring filled to its relocation reserve
+// they hold the room the next pass needs. Any such entry will do, whoever wrote it: relocating
 // the entry to it changes no byte the owner reads.
 func (l *Log) adoptCopy(owner GarbageChecker, f logFrame, entry []byte, next, limit uint64) (span, bool) {
 	if l.searchedAt == f.pos+1 {

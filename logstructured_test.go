@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"math/bits"
 	"math/rand/v2"
 	"os"
@@ -706,6 +707,50 @@ func TestLogJournaledCopiesReusedAfterReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantReclaimedHalfLive(t, d, l, owner, next)
+}
+
+// TestLogCopiesOfAPassCutByACrash: the copies of
+// TestLogJournaledCopiesReusedAfterReopen without any failure, left by a
+// crash in the middle of a pass, after an appender's Commit made them
+// durable and before the pass committed. The recovered log, full to its
+// relocation reserve, must still give its garbage back.
+func TestLogCopiesOfAPassCutByACrash(t *testing.T) {
+	o, err := (&Options{MaxSize: 8 << 20, MaxPageSize: 64 << 10, JournalSize: 64 << 10, LogRegions: []LogRegion{{"log", 64 << 10}}}).withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, store := simDevice(t, o)
+	l := mustLog(t, d, "log")
+	owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	next, held := fillHalfLive(t, l, owner, true)
+	before := maps.Clone(owner.live)
+	crashAt := -1
+	owner.check = func(int64, []byte) {
+		if s := l.Stats(); held.log != nil && s.Relocations > 0 && s.FreeBytes < logFrameBytes(1000) {
+			if err := l.Commit(held); err != nil {
+				t.Error(err)
+			}
+			held, crashAt = Reservation{}, store.Ops()
+		}
+	}
+	if err := l.GC(context.Background()); err != nil || crashAt < 0 {
+		t.Fatalf("GC: %v; crash point %d", err, crashAt)
+	}
+	img := openImage(t, store, crashAt, nil)
+	defer img.Close()
+	mustCheck(t, img)
+	li := mustLog(t, img, "log")
+	if s := li.Stats(); s.DurableTail != s.Tail || s.FreeBytes >= logFrameBytes(1000) {
+		t.Fatalf("recovered %+v, want the copies durable and no room for another", s)
+	}
+	recovered := &endingSet{relocatingSet: relocatingSet{&setLive{live: before}}}
+	if err := li.SetOwner(recovered, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	wantReclaimedHalfLive(t, img, li, recovered, next)
 }
 
 // TestLogLiveCopyNotAdopted: the entry a pass relocates the head's entry
