@@ -115,7 +115,8 @@ type Relocator interface {
 	// share a transaction, which must fit in half the journal, so keep
 	// each one's writes small. entry aliases the mapping, as for IsLive.
 	// A Relocate that panics has tx rolled back, as an error would (a
-	// RelocationsEnder hears of it), and the panic goes on to GC's caller.
+	// RelocationsEnder hears of it), and the panic goes on to GC's caller:
+	// in background GC, as in any goroutine, it ends the process.
 	Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error
 }
 
