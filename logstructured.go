@@ -1973,8 +1973,8 @@ func (l *Log) retractCopies(relocs []relocation) {
 // before a crash or Close are garbage entries like any other after Open,
 // as are the copies of a pass a crash cut short once another transaction
 // journaled a tail over them; in a ring filled to its relocation reserve
-// they hold the room the next pass needs. Any such entry will do, whoever wrote it: relocating
-// the entry to it changes no byte the owner reads.
+// they hold the room the next pass needs. Any such entry will do, whoever
+// wrote it: relocating the entry to it changes no byte the owner reads.
 func (l *Log) adoptCopy(owner GarbageChecker, f logFrame, entry []byte, next, limit uint64) (span, bool) {
 	if l.searchedAt == f.pos+1 {
 		return span{}, false // the entries past it have not changed
