@@ -132,7 +132,9 @@ type Relocator interface {
 // takes another transaction: none can see, or journal, the void
 // relocations' changes before they are undone. So, as Relocate, it must
 // not call what would wait for a transaction or for the pass (see
-// Relocate).
+// Relocate). A commit is told after the writer is free, when another
+// transaction may have begun: make the changes in Relocate, and undo
+// them here, rather than make them here.
 type RelocationsEnder interface {
 	Relocator
 	RelocationsEnded(err error)
