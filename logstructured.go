@@ -48,6 +48,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"iter"
+	"math"
 	"math/bits"
 	"runtime"
 	"runtime/debug"
@@ -107,13 +108,13 @@ type Relocator interface {
 	// copies are dropped (their room goes back to appends, unless a
 	// reservation came after them or a tail was journaled over them: then
 	// the next pass relocates their entries to them rather than copy them
-	// again; after a reopen, a pass with no room to copy the entry at the
-	// head relocates it to an entry with the same bytes that IsLive calls
-	// garbage, if there is one), and the owner must forget in-memory
-	// changes made for this transaction. An entry the owner dropped since
-	// IsLive needs nothing: its copy is garbage. Up to 64 relocations
-	// share a transaction, which must fit in half the journal, so keep
-	// each one's writes small. entry aliases the mapping, as for IsLive.
+	// again; after a reopen, when they hold part of the relocation reserve,
+	// GC looks for them among the entries IsLive calls garbage, by their
+	// bytes), and the owner must forget in-memory changes made for this
+	// transaction. An entry the owner dropped since IsLive needs nothing:
+	// its copy is garbage. Up to 64 relocations share a transaction,
+	// which must fit in half the journal, so keep each one's writes small.
+	// entry aliases the mapping, as for IsLive.
 	// A Relocate that panics has tx rolled back, as an error would (a
 	// RelocationsEnder hears of it), and the panic goes on to GC's caller:
 	// in background GC, as in any goroutine, it ends the process.
@@ -358,9 +359,14 @@ type Log struct {
 	// copies: the next pass relocates that entry to its copy rather than
 	// copy it again. Used by GC alone, under gcMu.
 	orphans map[uint64]span
-	// searchedAt is the head at which adoptCopy last looked for an
-	// orphan the process did not make, plus one; 0: not yet.
-	searchedAt uint64
+	// Where adoptCopy looks for orphans the process did not make (GC
+	// alone, under gcMu): searchedAt is the position of the entry it last
+	// looked through the ring for, plus one (0: none yet); adoptAt is
+	// where the copy of the next live entry should follow the last one it
+	// adopted (0: no such run); openSearched says whether the first entry
+	// GC had to copy since Open has been looked for.
+	searchedAt, adoptAt uint64
+	openSearched        bool
 
 	// Recycled so that appending costs no allocation.
 	waiterPool sync.Pool // *waiter
@@ -1868,9 +1874,12 @@ walk:
 		}
 		s, orphaned := l.orphans[pos]
 		if !orphaned {
+			s, orphaned = l.adoptCopy(owner, f, entry, next, limit, false)
+		}
+		if !orphaned {
 			s, err = l.copyEntry(f, entry)
 			if errors.Is(err, ErrNoSpace) && pos == head {
-				if s, orphaned = l.adoptCopy(owner, f, entry, next, limit); orphaned {
+				if s, orphaned = l.adoptCopy(owner, f, entry, next, limit, true); orphaned {
 					err = nil
 				}
 			}
@@ -1968,25 +1977,44 @@ func (l *Log) retractCopies(relocs []relocation) {
 	l.cond.Broadcast()
 }
 
-// adoptCopy looks, once per head, for an orphan of the live entry f at
-// the head that no longer has room to be copied: a durable entry past it,
-// from next to limit, with the same bytes, that the owner does not hold
-// live. Orphans are kept in memory only, so those of a chunk that failed
-// before a crash or Close are garbage entries like any other after Open,
-// as are the copies of a pass a crash cut short once another transaction
-// journaled a tail over them; in a ring filled to its relocation reserve
-// they hold the room the next pass needs. Any such entry will do, whoever
-// wrote it: relocating the entry to it changes no byte the owner reads.
-func (l *Log) adoptCopy(owner GarbageChecker, f logFrame, entry []byte, next, limit uint64) (span, bool) {
-	if l.searchedAt == f.pos+1 {
+// adoptCopyRun is how many frames adoptCopy reads past the last copy it
+// adopted for the next one: a pass's copies follow each other, with at
+// most the reservations of appends between them.
+const adoptCopyRun = 2 * gcRelocationsMax
+
+// adoptCopy looks for an orphan of the live entry f that the process did
+// not make: a durable entry past it, from next to limit, with the same
+// bytes, that the owner does not hold live. Orphans are kept in memory
+// only, so those of a chunk that failed before a crash or Close are
+// garbage entries like any other after Open, as are the copies of a pass
+// a crash cut short once another transaction journaled a tail over them.
+// In a ring filled to its relocation reserve they hold the room the next
+// pass needs, and copying their entries again would leave it held: the
+// first entry GC has to copy after Open, if the reserve is not all free,
+// looks through the ring for its copy, as does one that is stuck (no room
+// for its copy at the head) once per position; after each copy found, the
+// next live entry looks for its own just past it, and the run ends at the
+// first that finds none. Any such entry will do, whoever wrote it:
+// relocating the entry to it changes no byte the owner reads.
+func (l *Log) adoptCopy(owner GarbageChecker, f logFrame, entry []byte, next, limit uint64, stuck bool) (span, bool) {
+	from, frames := l.adoptAt, adoptCopyRun
+	l.adoptAt = 0
+	firstSinceOpen := !stuck && !l.openSearched
+	l.openSearched = l.openSearched || !stuck
+	switch {
+	case stuck && l.searchedAt == f.pos+1:
 		return span{}, false // the entries past it have not changed
+	case stuck, firstSinceOpen && l.reserveTaken():
+		from, frames = next, math.MaxInt
+		l.searchedAt = f.pos + 1
+	case from <= f.pos: // not in a run
+		return span{}, false
 	}
-	l.searchedAt = f.pos + 1
 	taken := make(map[uint64]bool, len(l.orphans))
 	for _, s := range l.orphans {
 		taken[s.pos] = true
 	}
-	for pos := next; pos < limit; {
+	for pos := from; pos < limit && frames > 0; frames-- {
 		g, other, err := l.gcFrame(pos, limit)
 		if err != nil {
 			return span{}, false
@@ -1994,11 +2022,19 @@ func (l *Log) adoptCopy(owner GarbageChecker, f logFrame, entry []byte, next, li
 		s := span{start: pos, pos: pos, end: pos + uint64(g.frameBytes), size: g.payloadBytes, state: spanDone}
 		if !g.padding && g.payloadBytes == f.payloadBytes && g.payloadCRC == f.payloadCRC && !taken[pos] &&
 			bytes.Equal(other, entry) && !owner.IsLive(l.payloadOff(pos), other) {
+			l.adoptAt = s.end
 			return s, true
 		}
 		pos = s.end
 	}
 	return span{}, false
+}
+
+// reserveTaken reports whether less than the relocation reserve is free.
+func (l *Log) reserveTaken() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size-(l.tail-l.head) < l.reserveBytes
 }
 
 // gcFrame returns the frame at pos, its header checked, and for an entry

@@ -715,31 +715,14 @@ func TestLogJournaledCopiesReusedAfterReopen(t *testing.T) {
 // durable and before the pass committed. The recovered log, full to its
 // relocation reserve, must still give its garbage back.
 func TestLogCopiesOfAPassCutByACrash(t *testing.T) {
-	o, err := (&Options{MaxSize: 8 << 20, MaxPageSize: 64 << 10, JournalSize: 64 << 10, LogRegions: []LogRegion{{"log", 64 << 10}}}).withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, store := simDevice(t, o)
-	l := mustLog(t, d, "log")
-	owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}}
-	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
-		t.Fatal(err)
-	}
+	_, store, l, owner := simLogDevice(t, 0)
 	next, held := fillHalfLive(t, l, owner, true)
 	before := maps.Clone(owner.live)
-	crashAt := -1
-	owner.check = func(int64, []byte) {
-		if s := l.Stats(); held.log != nil && s.Relocations > 0 && s.FreeBytes < logFrameBytes(1000) {
-			if err := l.Commit(held); err != nil {
-				t.Error(err)
-			}
-			held, crashAt = Reservation{}, store.Ops()
-		}
+	crashAt := commitHeldOnceFull(t, l, owner, &held, 1000, store)
+	if err := l.GC(context.Background()); err != nil || *crashAt < 0 {
+		t.Fatalf("GC: %v; crash point %d", err, *crashAt)
 	}
-	if err := l.GC(context.Background()); err != nil || crashAt < 0 {
-		t.Fatalf("GC: %v; crash point %d", err, crashAt)
-	}
-	img := openImage(t, store, crashAt, nil)
+	img := openImage(t, store, *crashAt, nil)
 	defer img.Close()
 	mustCheck(t, img)
 	li := mustLog(t, img, "log")
@@ -751,6 +734,127 @@ func TestLogCopiesOfAPassCutByACrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantReclaimedHalfLive(t, img, li, recovered, next)
+}
+
+// TestLogCopiesAdoptedInARun: the copies a pass left behind (after a
+// failed Relocate and a Close, or a crash) are of entries of different
+// sizes: four of 2,000 bytes, then one of 3,800 bytes the pass had no room
+// left to copy. After Open, copying the first four again into the room
+// that adopting one copy frees would leave their old copies holding the
+// reserve, and no room for the big one: each entry must take the copy
+// already made of it. With drop, the owner lets the first entry go after
+// the reopen, so that the first live entry GC meets is not at the head.
+func TestLogCopiesAdoptedInARun(t *testing.T) {
+	for _, c := range []struct{ crash, drop bool }{{false, false}, {true, false}, {true, true}} {
+		crash := c.crash
+		t.Run(fmt.Sprintf("crash=%v,drop=%v", crash, c.drop), func(t *testing.T) {
+			failAt := 1
+			if crash {
+				failAt = 0
+			}
+			d, store, l, owner := simLogDevice(t, failAt)
+			for id := range uint64(5) {
+				owner.add(id, appendEntryT(t, l, logContent(id, 2000+1800*int(id/4))).Offset())
+			}
+			var held Reservation
+			for id := uint64(5); ; id++ {
+				r, err := l.Append(1000)
+				if errors.Is(err, ErrNoSpace) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := l.Write(r, logContent(id, 1000)); err != nil {
+					t.Fatal(err)
+				}
+				if id%6 == 0 {
+					owner.add(id, r.Offset())
+				}
+				if r, held = held, r; r.log != nil {
+					if err := l.Commit(r); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			before := maps.Clone(owner.live)
+			cutAt := commitHeldOnceFull(t, l, owner, &held, 2000, store)
+			if err := l.GC(context.Background()); crash != (err == nil) || *cutAt < 0 {
+				t.Fatalf("GC: %v; the held reservation committed at op %d", err, *cutAt)
+			}
+			owner.check = nil
+			if !crash {
+				if err := d.Close(); err != nil {
+					t.Fatal(err)
+				}
+				*cutAt = store.Ops()
+			}
+			d = openImage(t, store, *cutAt, nil)
+			defer d.Close()
+			mustCheck(t, d)
+			l = mustLog(t, d, "log")
+			if s := l.Stats(); s.FreeBytes >= logFrameBytes(2000) {
+				t.Fatalf("recovered %+v, want the copies of the four there and no room for another", s)
+			}
+			if c.drop {
+				delete(before, 0)
+			}
+			owner = &endingSet{relocatingSet: relocatingSet{&setLive{live: before}}}
+			if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.GC(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if s := l.Stats(); s.FreeBytes < s.SizeBytes/4 {
+				t.Fatalf("GC freed %d of %d bytes, want a quarter of the ring at least: two thirds of it is garbage", s.FreeBytes, s.SizeBytes)
+			}
+			appendEntryT(t, l, logContent(1<<20, 1000))
+			for id := range before {
+				if data, err := l.Read(owner.offset(id)); err != nil || !isContent(data, id) {
+					t.Fatalf("live entry %d: %v", id, err)
+				}
+			}
+			mustCheck(t, d)
+		})
+	}
+}
+
+// simLogDevice returns a device on the simulated store, syncing, with a
+// 64 KiB log whose owner's Relocate call failAt fails (0: none), and no
+// background GC.
+func simLogDevice(t *testing.T, failAt int) (*Device, *simstore.Store, *Log, *endingSet) {
+	t.Helper()
+	o, err := (&Options{MaxSize: 8 << 20, MaxPageSize: 64 << 10, JournalSize: 64 << 10, LogRegions: []LogRegion{{"log", 64 << 10}}}).withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, store := simDevice(t, o)
+	l := mustLog(t, d, "log")
+	owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: failAt}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	return d, store, l, owner
+}
+
+// commitHeldOnceFull has owner's IsLive commit *held, a reservation before
+// GC's copies, once GC has copied an entry and the ring has no room left
+// for an entry of room bytes: the tail that Commit journals covers the
+// copies. The store's trace length then is a crash in the middle of the
+// pass, with the copies durable; it returns where it will put it (-1
+// until then).
+func commitHeldOnceFull(t *testing.T, l *Log, owner *endingSet, held *Reservation, room int64, store *simstore.Store) *int {
+	at := -1
+	owner.check = func(int64, []byte) {
+		if s := l.Stats(); held.log != nil && s.Relocations > 0 && s.FreeBytes < logFrameBytes(room) {
+			if err := l.Commit(*held); err != nil {
+				t.Error(err)
+			}
+			*held, at = Reservation{}, store.Ops()
+		}
+	}
+	return &at
 }
 
 // TestLogLiveCopyNotAdopted: the entry a pass relocates the head's entry
