@@ -2010,24 +2010,31 @@ func (l *Log) adoptCopy(owner GarbageChecker, f logFrame, entry []byte, next, li
 	case from <= f.pos: // not in a run
 		return span{}, false
 	}
-	taken := make(map[uint64]bool, len(l.orphans))
-	for _, s := range l.orphans {
-		taken[s.pos] = true
-	}
 	for pos := from; pos < limit && frames > 0; frames-- {
 		g, other, err := l.gcFrame(pos, limit)
 		if err != nil {
 			return span{}, false
 		}
 		s := span{start: pos, pos: pos, end: pos + uint64(g.frameBytes), size: g.payloadBytes, state: spanDone}
-		if !g.padding && g.payloadBytes == f.payloadBytes && g.payloadCRC == f.payloadCRC && !taken[pos] &&
-			bytes.Equal(other, entry) && !owner.IsLive(l.payloadOff(pos), other) {
+		if !g.padding && g.payloadBytes == f.payloadBytes && g.payloadCRC == f.payloadCRC &&
+			bytes.Equal(other, entry) && !l.isOrphan(pos) && !owner.IsLive(l.payloadOff(pos), other) {
 			l.adoptAt = s.end
 			return s, true
 		}
 		pos = s.end
 	}
 	return span{}, false
+}
+
+// isOrphan reports whether the copy at pos is already an orphan of some
+// entry. There are few orphans, and this is asked only of a match.
+func (l *Log) isOrphan(pos uint64) bool {
+	for _, s := range l.orphans {
+		if s.pos == pos {
+			return true
+		}
+	}
+	return false
 }
 
 // reserveTaken reports whether less than the relocation reserve is free.
