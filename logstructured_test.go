@@ -718,11 +718,11 @@ func TestLogCopiesOfAPassCutByACrash(t *testing.T) {
 	_, store, l, owner := simLogDevice(t, 0)
 	next, held := fillHalfLive(t, l, owner, true)
 	before := maps.Clone(owner.live)
-	crashAt := commitHeldOnceFull(t, l, owner, &held, 1000, store)
-	if err := l.GC(context.Background()); err != nil || *crashAt < 0 {
-		t.Fatalf("GC: %v; crash point %d", err, *crashAt)
+	crash := commitHeldUnderGC(l, owner, &held, 1000, store)
+	if err := l.GC(context.Background()); err != nil || crash.err != nil || crash.at < 0 {
+		t.Fatalf("GC: %v; the held reservation's Commit: %v, at op %d", err, crash.err, crash.at)
 	}
-	img := openImage(t, store, *crashAt, nil)
+	img := openImage(t, store, crash.at, nil)
 	defer img.Close()
 	mustCheck(t, img)
 	li := mustLog(t, img, "log")
@@ -778,18 +778,18 @@ func TestLogCopiesAdoptedInARun(t *testing.T) {
 				}
 			}
 			before := maps.Clone(owner.live)
-			cutAt := commitHeldOnceFull(t, l, owner, &held, 2000, store)
-			if err := l.GC(context.Background()); crash != (err == nil) || *cutAt < 0 {
-				t.Fatalf("GC: %v; the held reservation committed at op %d", err, *cutAt)
+			cut := commitHeldUnderGC(l, owner, &held, 2000, store)
+			if err := l.GC(context.Background()); crash != (err == nil) || cut.err != nil || cut.at < 0 {
+				t.Fatalf("GC: %v; the held reservation's Commit: %v, at op %d", err, cut.err, cut.at)
 			}
 			owner.check = nil
 			if !crash {
 				if err := d.Close(); err != nil {
 					t.Fatal(err)
 				}
-				*cutAt = store.Ops()
+				cut.at = store.Ops()
 			}
-			d = openImage(t, store, *cutAt, nil)
+			d = openImage(t, store, cut.at, nil)
 			defer d.Close()
 			mustCheck(t, d)
 			l = mustLog(t, d, "log")
@@ -838,23 +838,31 @@ func simLogDevice(t *testing.T, failAt int) (*Device, *simstore.Store, *Log, *en
 	return d, store, l, owner
 }
 
-// commitHeldOnceFull has owner's IsLive commit *held, a reservation before
-// GC's copies, once GC has copied an entry and the ring has no room left
-// for an entry of room bytes: the tail that Commit journals covers the
-// copies. The store's trace length then is a crash in the middle of the
-// pass, with the copies durable; it returns where it will put it (-1
-// until then).
-func commitHeldOnceFull(t *testing.T, l *Log, owner *endingSet, held *Reservation, room int64, store *simstore.Store) *int {
-	at := -1
+// heldCommit is what commitHeldUnderGC saw of the held reservation's
+// Commit: its error and, with a store, the store's trace length just after
+// it (-1 until it is made).
+type heldCommit struct {
+	err error
+	at  int
+}
+
+// commitHeldUnderGC has owner's IsLive commit *held, a reservation before
+// GC's copies, once GC has copied an entry and, with room > 0, the ring has
+// no room left for an entry of room bytes: the tail that Commit journals
+// covers the copies. With store, the trace length it records is a crash in
+// the middle of the pass, with those copies durable.
+func commitHeldUnderGC(l *Log, owner *endingSet, held *Reservation, room int64, store *simstore.Store) *heldCommit {
+	c := &heldCommit{at: -1}
 	owner.check = func(int64, []byte) {
-		if s := l.Stats(); held.log != nil && s.Relocations > 0 && s.FreeBytes < logFrameBytes(room) {
-			if err := l.Commit(*held); err != nil {
-				t.Error(err)
+		s := l.Stats()
+		if held.log != nil && s.Relocations > 0 && (room == 0 || s.FreeBytes < logFrameBytes(room)) {
+			c.err, *held = l.Commit(*held), Reservation{}
+			if store != nil {
+				c.at = store.Ops()
 			}
-			*held, at = Reservation{}, store.Ops()
 		}
 	}
-	return &at
+	return c
 }
 
 // TestLogLiveCopyNotAdopted: the entry a pass relocates the head's entry
@@ -930,16 +938,14 @@ func logWithFailingRelocate(t *testing.T) (d *Device, path string, l *Log, owner
 // failed transaction then cannot give back.
 func failGCUnderTail(t *testing.T, l *Log, owner *endingSet, held Reservation, all bool) {
 	t.Helper()
-	var commitErr error
-	owner.check = func(int64, []byte) {
-		s := l.Stats()
-		if held.log != nil && s.Relocations > 0 && (!all || s.FreeBytes < logFrameBytes(1000)) {
-			commitErr, held = l.Commit(held), Reservation{}
-		}
+	room := int64(0)
+	if all {
+		room = 1000
 	}
+	c := commitHeldUnderGC(l, owner, &held, room, nil)
 	defer func() { owner.check = nil }()
-	if err := l.GC(context.Background()); err == nil || commitErr != nil || held.log != nil {
-		t.Fatalf("GC: %v, the held reservation's Commit: %v (made: %v); want Relocate's failure and a nil", err, commitErr, held.log == nil)
+	if err := l.GC(context.Background()); err == nil || c.err != nil || held.log != nil {
+		t.Fatalf("GC: %v, the held reservation's Commit: %v (made: %v); want Relocate's failure and a nil", err, c.err, held.log == nil)
 	}
 }
 
