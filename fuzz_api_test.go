@@ -2125,19 +2125,16 @@ func (p *apiPass) sawHead(head, pos int64) {
 // noTxn checks that GC calls the owner's callback what with no
 // transaction open: the writer slot is free.
 func (p *apiPass) noTxn(what string) {
-	if !p.h.d.writer.TryLock() {
+	if !writerFree(p.h.d) {
 		p.fail("%s called with a transaction open", what)
-		return
 	}
-	p.h.d.writer.Unlock()
 }
 
 // inTxn checks that GC calls the owner's callback what before the
 // rolled-back transaction gives up the writer slot, so that no other
 // transaction sees what the callback is to undo.
 func (p *apiPass) inTxn(what string) {
-	if p.h.d.writer.TryLock() {
-		p.h.d.writer.Unlock()
+	if writerFree(p.h.d) {
 		p.fail("%s called after the transaction gave up the writer", what)
 	}
 }

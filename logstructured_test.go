@@ -514,11 +514,7 @@ func (s *endingSet) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error 
 func (s *endingSet) RelocationsEnded(err error) {
 	s.ended = append(s.ended, err)
 	if s.d != nil {
-		free := s.d.writer.TryLock()
-		if free {
-			s.d.writer.Unlock()
-		}
-		s.writerHeld = append(s.writerHeld, !free)
+		s.writerHeld = append(s.writerHeld, !writerFree(s.d))
 	}
 	if err != nil {
 		for id, off := range s.undo {
@@ -526,6 +522,15 @@ func (s *endingSet) RelocationsEnded(err error) {
 		}
 	}
 	clear(s.undo)
+}
+
+// writerFree reports whether no transaction holds d's writer slot.
+func writerFree(d *Device) bool {
+	if !d.writer.TryLock() {
+		return false
+	}
+	d.writer.Unlock()
+	return true
 }
 
 // TestLogRelocationsEnded: a RelocationsEnder hears once per GC
