@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -583,6 +584,33 @@ func TestJournalTailAndCorruption(t *testing.T) {
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("record with a bad entry: %v", err)
 	}
+
+	// Records whose checksums verify but whose checkpoint stamp names a
+	// superblock copy older than the one in use, or newer than the next.
+	inUse := newestSuperblock(snapshot).seq
+	for _, stamp := range []uint64{inUse - 1, inUse + 2} {
+		_, err = open(func(b []byte) {
+			rec := b[offs[1] : offs[1]+lens[1]]
+			binary.LittleEndian.PutUint64(rec[recordHeaderBytes+entryHeaderBytes:], stamp)
+			binary.LittleEndian.PutUint32(rec[recordCRCOff:], recordChecksum(rec))
+		})
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "checkpoint stamp") {
+			t.Errorf("a record stamped %d, with copy %d in use: %v, want ErrCorrupt for the stamp", stamp, inUse, err)
+		}
+	}
+}
+
+// newestSuperblock returns the newest superblock copy that verifies in a
+// device file's bytes.
+func newestSuperblock(b []byte) superblock {
+	var newest superblock
+	for slot := range uint64(2) {
+		off := superblockOffset(slot)
+		if sb, err := decodeSuperblock(b[off:off+superblockBytes], off); err == nil && sb.seq > newest.seq {
+			newest = sb
+		}
+	}
+	return newest
 }
 
 func TestReadOnlyReplaysInMemory(t *testing.T) {
@@ -1642,4 +1670,86 @@ func TestOpenReadOnlyWritableMap(t *testing.T) {
 		t.Fatalf("Open for writing after the refused Open: %v", err)
 	}
 	d.Close()
+}
+
+// TestDamagedNewestSuperblock damages the newest superblock copy after its
+// checkpoint completed and a record followed it. Open must not take the
+// other copy's head and replay the records that checkpoint covered: among
+// them is the journaled write of a page's first owner, and the page has
+// been freed, handed out again and written in place by its second owner
+// since. The records' checkpoint stamps show that the copy was written
+// whole; Open starts at the first record stamped with its number.
+func TestDamagedNewestSuperblock(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	var p Addr
+	if err := d.Update(func(tx *Txn) (err error) {
+		if p, err = tx.Alloc(4096); err != nil {
+			return err
+		}
+		return tx.Write(p.Offset()+100, []byte("OLD OWNER"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	freePages(t, d, []Addr{p})
+	coverCommitted(t, d) // p may be handed out again
+	if pages := allocPages(t, d, 8, 4096); !slices.Contains(pages, p) {
+		t.Fatalf("none of %v is the freed page %v", pages, p)
+	}
+	if _, err := d.WriteAt([]byte("NEW OWNER"), p.Offset()+100); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	// The file as a crash now would leave it, with one bit of the newest
+	// copy flipped.
+	var newest superblock
+	damaged := corruptCopy(t, path, func(b []byte) []byte {
+		newest = newestSuperblock(b)
+		b[superblockOffset(newest.seq)+40] ^= 1
+		return b
+	})
+	check := func(d *Device, lost uint64) {
+		t.Helper()
+		got := make([]byte, 9)
+		if _, err := d.ReadAt(got, p.Offset()+100); err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != "NEW OWNER" {
+			t.Errorf("page %v, written in place by its second owner, holds %q", p, got)
+		}
+		in, err := d.Inspect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.JournalState.LostCheckpoint != lost {
+			t.Errorf("LostCheckpoint %d, want %d", in.JournalState.LostCheckpoint, lost)
+		}
+		if err := d.Check(); err != nil {
+			t.Error(err)
+		}
+	}
+	for _, ro := range []bool{true, false} {
+		d, err := Open(damaged, &Options{ReadOnly: ro})
+		if err != nil {
+			t.Fatalf("Open (read-only %v): %v", ro, err)
+		}
+		check(d, newest.seq)
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The writable Open wrote the copy again.
+	d, err := Open(damaged, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	check(d, 0)
+	in, _ := d.Inspect()
+	for i, sb := range in.Superblocks {
+		if sb.Problem != "" {
+			t.Errorf("superblock %c after a writable Open: %s", 'A'+i, sb.Problem)
+		}
+	}
 }

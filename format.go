@@ -58,6 +58,17 @@ package pagealloc
 //	 14  2  reserved (zero)
 //	 16  …  the bytes, padded with zeroes to a multiple of 8
 //
+// The first entry of a record is its checkpoint stamp: kind 1, 8 bytes at
+// the allocator state's reserved word, holding the sequence number of the
+// newest superblock copy written when the record was. Replay does not
+// apply it; recovery reads it (journal.stamps). The records a checkpoint
+// covers carry the stamp of the checkpoint before it, and those after it
+// carry its own: so when the newest copy does not verify, a record
+// stamped with its number shows that it was written whole and damaged
+// since (a crash during its write leaves no such record), and recovery
+// starts at the first such record, where that copy's head was. A record
+// whose first entry is not a stamp is replayed without this check.
+//
 // Allocator state (the allocator state region; zero on a new device):
 //
 //	  0  8  frontier: end of the heap handed to the allocator so far (0: heap offset)
@@ -67,7 +78,8 @@ package pagealloc
 //	 32  8  allocated bytes
 //	 40  8  pending pages
 //	 48  8  pending bytes
-//	 56  8  reserved (zero)
+//	 56  8  reserved (zero): the journal's checkpoint stamps name it, and
+//	        replay never writes them here (see Journal ring)
 //	 64  …  per order k from 0: free list head (8), free pages (8)
 //
 // Heap blocks: the heap is cut into blocks of blockBytes (the larger of
@@ -184,6 +196,10 @@ const (
 	recordHeaderBytes = 32
 	recordCRCOff      = 28
 	entryHeaderBytes  = 16
+	// stampEntryBytes is the checkpoint stamp every record begins with,
+	// and recordOverheadBytes what a record holds beside its writes.
+	stampEntryBytes     = entryHeaderBytes + 8
+	recordOverheadBytes = recordHeaderBytes + stampEntryBytes
 
 	// sectorBytes is the unit a power loss may tear writes at.
 	sectorBytes = 512

@@ -58,7 +58,8 @@ type SuperblockInfo struct {
 	Offset int64
 	// Problem says why the copy does not verify; empty if it does. One
 	// bad copy is what a crash during a checkpoint leaves: the device
-	// uses the other.
+	// uses the other. Damage leaves it too: JournalInfo.LostCheckpoint
+	// tells the two apart where the journal can.
 	Problem  string
 	InUse    bool   // the newest copy that verifies: the one Open uses
 	Sequence uint64 // copy A holds even numbers, B odd; the higher is newer
@@ -89,6 +90,12 @@ type JournalInfo struct {
 	// verify: a write a crash cut short. Open ignores it, as the commit
 	// it carried never returned.
 	Torn bool
+	// LostCheckpoint is the sequence number of a superblock copy that
+	// does not verify although records written after its checkpoint show
+	// that it was written whole: damage since, not a crash. Open then
+	// replayed only those records, from where that copy's head was, and a
+	// device opened for writing wrote the copy again. Zero if none.
+	LostCheckpoint uint64
 }
 
 // JournalRecord is one valid journal record: one group commit.
@@ -253,7 +260,7 @@ func (d *Device) inspectJournal(in *Inspection) {
 			head, seq = sb.JournalHead, sb.JournalHeadSeq
 		}
 	}
-	info := JournalInfo{Head: head, HeadSeq: seq}
+	info := JournalInfo{Head: head, HeadSeq: seq, LostCheckpoint: j.lostCheckpoint}
 	pos := head
 	ringBytes := uint64(j.ring.size)
 	for pos-head < ringBytes {
@@ -268,6 +275,9 @@ func (d *Device) inspectJournal(in *Inspection) {
 		entries := 0
 		if es, err := decodeEntries(rec, h.count, d.capacity, j.physOff(pos)); err == nil {
 			entries = len(es)
+			if _, ok := j.stampOf(es); ok {
+				entries--
+			}
 		}
 		info.Records = append(info.Records, JournalRecord{Offset: j.physOff(pos), Pos: pos, Seq: seq, Bytes: int64(h.length), Entries: entries})
 		pos += uint64(h.length)

@@ -63,6 +63,11 @@ type journal struct {
 	keepBuf []bool // commitChunk's keepLink verdicts, for applyHome
 	sortBuf sortBuffers
 
+	// lostCheckpoint is the sequence number of the superblock copy that
+	// recovery found damaged after its checkpoint completed (see stamps),
+	// or 0. Set before the journal starts, read-only after.
+	lostCheckpoint uint64
+
 	mu             sync.Mutex
 	cond           sync.Cond
 	open           *group // the group new commits join
@@ -270,7 +275,7 @@ func (j *journal) commit(g *group) {
 	for len(txns) > 0 {
 		// A transaction alone always fits (Commit checked); others join
 		// it while their merged bounds do.
-		n, bound := 1, recordHeaderBytes+txns[0].mergedBytes()
+		n, bound := 1, recordOverheadBytes+txns[0].mergedBytes()
 		for n < len(txns) && bound+txns[n].mergedBytes() <= j.maxRecord {
 			bound += txns[n].mergedBytes()
 			n++
@@ -355,7 +360,9 @@ func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, ref
 	defer unstage(staged)
 	rec := staged.bytesOr(j.recBuf)[:0]
 	rec = append(rec, make([]byte, recordHeaderBytes)...)
-	count := uint32(0)
+	var stamp [8]byte // append fills it in
+	rec = appendEntry(rec, j.stampOff(), kindMeta, stamp[:])
+	count := uint32(1)
 	// What decides whether home writes may follow the wake-up (see the
 	// top of this file): bytes of the caller's, writes past the file's
 	// end, and links into pages the group hands out, which its home
@@ -401,7 +408,9 @@ func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, ref
 	return nil, nil, nil
 }
 
-// append writes one record at the tail and syncs it.
+// append writes one record at the tail and syncs it. The record begins
+// with its checkpoint stamp, which append fills in: after the checkpoint
+// it may make first, so that the stamp names the newest superblock copy.
 func (j *journal) append(rec []byte, count uint32) error {
 	length := uint64(len(rec))
 	if length > uint64(j.maxRecord) {
@@ -414,6 +423,7 @@ func (j *journal) append(rec []byte, count uint32) error {
 			return err
 		}
 	}
+	binary.LittleEndian.PutUint64(rec[recordHeaderBytes+entryHeaderBytes:], j.sb.seq)
 	h := recordHeader{length: uint32(length), seq: j.nextSeq, pos: j.tail, count: count}
 	putRecordHeader(rec, h)
 	binary.LittleEndian.PutUint32(rec[recordCRCOff:], recordChecksum(rec))
@@ -715,12 +725,62 @@ func (j *journal) findLaterRecord(seq uint64) (later uint64, off int64, ok bool,
 	return 0, 0, false, nil
 }
 
+// stamps checks the records' checkpoint stamps (see format.go) against
+// the superblock copy in use, takes them out of the entries, and returns
+// the records to replay. A record stamped with the next copy's number
+// shows that copy was written whole and damaged since: the records before
+// it are those its checkpoint covered, whose home writes it synced, and
+// replaying them could put an old owner's journaled bytes over a page
+// handed out again since, or over bytes written in place since. They are
+// dropped, as recovery from that copy would have.
+func (j *journal) stamps(recs []scannedRecord) ([]scannedRecord, error) {
+	inUse := j.sb.seq
+	want, first := inUse, 0
+	for i := range recs {
+		r := &recs[i]
+		stamp, ok := j.stampOf(r.entries)
+		if !ok {
+			continue
+		}
+		r.entries = r.entries[1:]
+		switch {
+		case stamp == want:
+		case stamp == inUse+1 && want == inUse:
+			want, first = stamp, i
+			j.lostCheckpoint = stamp
+		default:
+			return nil, corruptf(j.physOff(r.pos), "journal record", "a checkpoint stamp of %d (or %d, the next copy's, if it was damaged since), found %d", want, inUse+1, stamp)
+		}
+	}
+	return recs[first:], nil
+}
+
+// stampOf returns the checkpoint stamp that a record's entries begin
+// with, if they do.
+func (j *journal) stampOf(entries []journalEntry) (uint64, bool) {
+	if len(entries) == 0 {
+		return 0, false
+	}
+	e := entries[0]
+	if e.kind != kindMeta || e.off != j.stampOff() || len(e.data) != 8 {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(e.data), true
+}
+
+// stampOff is the device offset that checkpoint stamps name: the
+// allocator state's reserved word, which no transaction writes.
+func (j *journal) stampOff() int64 { return j.d.geometry.state.off + stateReservedOff }
+
 // recover replays the journal. Opened for writing, it applies every valid
 // record to the home locations, syncs and checkpoints, leaving the ring
 // empty; read-only, it lays the records over the mapping in memory.
 func (j *journal) recover() error {
 	recs, err := j.scan()
 	if err != nil {
+		return err
+	}
+	if recs, err = j.stamps(recs); err != nil {
 		return err
 	}
 	if len(recs) == 0 {

@@ -363,7 +363,7 @@ func (l *line) runs() int {
 // once measured: an entry costs its header, its bytes and at most 7 bytes
 // of padding, and runs that meet across lines only join.
 func (tx *Txn) soloBound() int64 {
-	return recordHeaderBytes + tx.runs*(entryHeaderBytes+7) + tx.dirtyBytes
+	return recordOverheadBytes + tx.runs*(entryHeaderBytes+7) + tx.dirtyBytes
 }
 
 // mergedBytes bounds what tx adds to a record it shares with other

@@ -53,15 +53,22 @@ func checkDevice(path string, notes io.Writer) ([]error, error) {
 	if err != nil {
 		return nil, err
 	}
+	var violations []error
 	for i, sb := range in.Superblocks {
-		if sb.Problem != "" {
+		switch {
+		case sb.Problem == "":
+		case in.JournalState.LostCheckpoint != 0:
+			// Damage, not a crash: the journal holds records written
+			// after this copy's checkpoint completed.
+			violations = append(violations, fmt.Errorf("superblock %c does not verify (%s), yet journal records show its checkpoint %d completed: the copy was damaged since; Open recovers from those records, and opening the device for writing writes the copy again", 'A'+i, sb.Problem, in.JournalState.LostCheckpoint))
+		default:
 			fmt.Fprintf(notes, "note: superblock %c does not verify (%s); a checkpoint cut short by a crash leaves this, and the other copy is in use\n", 'A'+i, sb.Problem)
 		}
 	}
 	if js := in.JournalState; js.Torn {
 		fmt.Fprintf(notes, "note: the journal record at offset %d is torn; a crash during its write leaves this, and its commit never returned\n", js.TailOffset)
 	}
-	violations := flatten(d.Check())
+	violations = append(violations, flatten(d.Check())...)
 	for _, info := range in.Logs {
 		l, err := d.Log(info.Name)
 		if err != nil {
