@@ -586,11 +586,17 @@ func TestJournalTailAndCorruption(t *testing.T) {
 	}
 
 	// Records whose checksums verify but whose checkpoint stamp names a
-	// superblock copy older than the one in use, or newer than the next.
+	// superblock copy older than the one in use, or newer than the next,
+	// or the next while the copy in its slot verifies: older, it cannot
+	// have been written before the record.
 	inUse := newestSuperblock(snapshot).seq
-	for _, stamp := range []uint64{inUse - 1, inUse + 2} {
+	off := superblockOffset(inUse + 1)
+	if _, err := decodeSuperblock(snapshot[off:off+superblockBytes], off); err != nil {
+		t.Fatalf("the copy beside the one in use: %v", err)
+	}
+	for _, stamp := range []uint64{inUse - 1, inUse + 1, inUse + 2} {
 		_, err = open(func(b []byte) {
-			rec := b[offs[1] : offs[1]+lens[1]]
+			rec := b[offs[2] : offs[2]+lens[2]]
 			binary.LittleEndian.PutUint64(rec[recordHeaderBytes+entryHeaderBytes:], stamp)
 			binary.LittleEndian.PutUint32(rec[recordCRCOff:], recordChecksum(rec))
 		})

@@ -745,7 +745,7 @@ func (j *journal) stamps(recs []scannedRecord) ([]scannedRecord, error) {
 		r.entries = r.entries[1:]
 		switch {
 		case stamp == want:
-		case stamp == inUse+1 && want == inUse:
+		case stamp == inUse+1 && want == inUse && !j.slotVerifies(stamp):
 			want, first = stamp, i
 			j.lostCheckpoint = stamp
 		default:
@@ -753,6 +753,15 @@ func (j *journal) stamps(recs []scannedRecord) ([]scannedRecord, error) {
 		}
 	}
 	return recs[first:], nil
+}
+
+// slotVerifies reports whether the superblock copy in the slot of
+// sequence number seq verifies: one that does, and is not the copy in
+// use, is older than it, so no record can name it.
+func (j *journal) slotVerifies(seq uint64) bool {
+	off := superblockOffset(seq)
+	_, err := decodeSuperblock(j.d.view[off:off+superblockBytes], off)
+	return err == nil
 }
 
 // stampOf returns the checkpoint stamp that a record's entries begin
