@@ -1422,12 +1422,7 @@ func TestOpenFileBeyondCapacity(t *testing.T) {
 // too, pass Check, and read what the writable one reads, zeroes and the
 // replayed bytes past the file's end included, through ReadAt and Slice.
 func TestReadOnlyOpenLostGrowth(t *testing.T) {
-	o := crashOptions(t)
-	o.GrowthStep = o.MaxPageSize
-	d, store := simDevice(t, o)
-	allocPages(t, d, 3, o.MaxPageSize)
-	coverCommitted(t, d)
-	size := d.Stats().FileSize
+	d, store, o, size := growthDevice(t)
 	data := []byte("journaled bytes in a page past the file's end after the crash")
 	var off int64
 	if err := d.Update(func(tx *Txn) error {
@@ -1446,22 +1441,12 @@ func TestReadOnlyOpenLostGrowth(t *testing.T) {
 	if d.checkpointTxSeq.Load() == d.txSeq {
 		t.Fatal("a checkpoint covered the transaction that grew the file: its record is no longer needed")
 	}
-	crashed := func() *simstore.Store {
-		img, err := store.Image(store.Ops(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := img.Truncate(size); err != nil { // the growth lost
-			t.Fatal(err)
-		}
-		return img
-	}
-	rw, err := openOn(crashed(), &Options{})
+	rw, err := openOn(lostGrowth(t, store, size), &Options{})
 	if err != nil {
 		t.Fatalf("writable Open: %v", err)
 	}
 	defer rw.Close()
-	ro, err := openOn(crashed(), &Options{ReadOnly: true})
+	ro, err := openOn(lostGrowth(t, store, size), &Options{ReadOnly: true})
 	if err != nil {
 		t.Fatalf("read-only Open of a file that lost its growth: %v", err)
 	}
@@ -1491,6 +1476,85 @@ func TestReadOnlyOpenLostGrowth(t *testing.T) {
 	}
 	if n, err := ro.ReadAt(got[:1], frontier); n != 0 || err != io.EOF {
 		t.Errorf("read-only ReadAt at the frontier %d: %d bytes, %v; want io.EOF", frontier, n, err)
+	}
+}
+
+// growthDevice returns a simulated device whose file holds three max
+// pages, a checkpoint covering them, and grows by one max page at a time:
+// the next max page allocated grows the file past size.
+func growthDevice(t *testing.T) (d *Device, store *simstore.Store, o Options, size int64) {
+	t.Helper()
+	o = crashOptions(t)
+	o.GrowthStep = o.MaxPageSize
+	d, store = simDevice(t, o)
+	allocPages(t, d, 3, o.MaxPageSize)
+	coverCommitted(t, d)
+	return d, store, o, d.Stats().FileSize
+}
+
+// lostGrowth returns the image of store crashed now, cut back to size: a
+// crash that lost the file's growth (a size change not synced yet).
+func lostGrowth(t *testing.T, store *simstore.Store, size int64) *simstore.Store {
+	t.Helper()
+	img, err := store.Image(store.Ops(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// TestReadOnlyOpenLostGrowthCarvedLog carves a log from the heap in a
+// transaction that grows the file, and loses the growth in a crash: the
+// read-only Open accepts the ring past the file's end, as the writable
+// Open that grows the file again does, since its empty log reads nothing
+// there. A log with entries past the file's end is corruption, since the
+// journal synced the entries before the tail that covers them.
+func TestReadOnlyOpenLostGrowthCarvedLog(t *testing.T) {
+	for _, entries := range []bool{false, true} {
+		t.Run(fmt.Sprintf("entries=%v", entries), func(t *testing.T) {
+			d, store, o, size := growthDevice(t)
+			l, err := d.CreateLog("carved", o.MaxPageSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ring := l.ring; ring.end() <= size {
+				t.Fatalf("the ring [%d, +%d) lies inside the file's first %d bytes", ring.off, ring.size, size)
+			}
+			if entries {
+				r, err := l.Append(100)
+				if err == nil {
+					err = l.Write(r, bytes.Repeat([]byte{1}, 100))
+				}
+				if err == nil {
+					err = l.Commit(r)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			ro, err := openOn(lostGrowth(t, store, size), &Options{ReadOnly: true})
+			if entries {
+				if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "entries between head") {
+					t.Fatalf("read-only Open of a log with entries past the file's end: %v, want ErrCorrupt", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("read-only Open of a file that lost its growth: %v", err)
+			}
+			defer ro.Close()
+			mustCheck(t, ro)
+			rl, err := ro.Log("carved")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for e, err := range rl.Entries(0) {
+				t.Errorf("the carved log holds an entry: %+v, %v", e, err)
+			}
+		})
 	}
 }
 

@@ -653,6 +653,16 @@ type logSlot struct {
 	head, tail uint64
 }
 
+// liveEnd returns the end of the device bytes that the entries between
+// s's head and tail lie in: the ring's end if they wrap around it.
+func (s *logSlot) liveEnd() int64 {
+	live := int64(s.tail - s.head)
+	if live == 0 {
+		return s.ring.off
+	}
+	return min(s.ring.off+int64(s.head%uint64(s.ring.size))+live, s.ring.end())
+}
+
 // encodeLogTable encodes the table of slots into dst, which holds at least
 // logTableBytes(len(slots)) bytes.
 func encodeLogTable(dst []byte, slots []logSlot) {

@@ -2283,9 +2283,17 @@ func (d *Device) openLogs() error {
 			// outside the heap's allocated pages would fault there.
 			g := &d.alloc.g
 			order := bits.TrailingZeros64(uint64(s.ring.size)) - int(g.minShift)
-			if s.ring.off < g.heapOff || s.ring.end() > d.alloc.last.frontier || s.ring.end() > d.size.Load() ||
+			if s.ring.off < g.heapOff || s.ring.end() > d.alloc.last.frontier || s.ring.end() > d.readableEnd() ||
 				d.committedPageState(g, order, s.ring.off) != stateAllocated {
 				return corruptf(slotOff, "carved log table", "slot %d (log %q) ring [%d, +%d) to be an allocated page of the heap", i, s.name, s.ring.off, s.ring.size)
+			}
+			// A read-only device reads zeroes past the end of a file
+			// that a crash left short of the frontier, but not through
+			// the mapping, where a log's reads go. Only its entries are
+			// read, and the journal synced them, with the file's
+			// growth under them, before the tail that covers them.
+			if end := s.liveEnd(); end > d.size.Load() {
+				return corruptf(slotOff, "carved log table", "slot %d (log %q) entries between head %d and tail %d inside the file's %d bytes, found them ending at offset %d", i, s.name, s.head, s.tail, d.size.Load(), end)
 			}
 			// The page must be the log's alone: the log writes it in
 			// place, unjournaled, and DropLog frees it.
