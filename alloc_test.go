@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -586,22 +585,27 @@ func TestJournalTailAndCorruption(t *testing.T) {
 	}
 
 	// Records whose checksums verify but whose checkpoint stamp names a
-	// superblock copy older than the one in use, or newer than the next,
-	// or the next while the copy in its slot verifies: older, it cannot
-	// have been written before the record.
-	inUse := newestSuperblock(snapshot).seq
-	off := superblockOffset(inUse + 1)
+	// head before the one in use, or past it but not the record's own
+	// position, or its own position while the copy not in use verifies:
+	// older than the one in use, it cannot have been written after.
+	inUse := newestSuperblock(snapshot)
+	off := superblockOffset(inUse.seq + 1)
 	if _, err := decodeSuperblock(snapshot[off:off+superblockBytes], off); err != nil {
 		t.Fatalf("the copy beside the one in use: %v", err)
 	}
-	for _, stamp := range []uint64{inUse - 1, inUse + 1, inUse + 2} {
+	pos := uint64(offs[2] - ringOff)
+	stamps := []uint64{pos + 8, pos}
+	if inUse.journalHead > 0 {
+		stamps = append(stamps, inUse.journalHead-8)
+	}
+	for _, stamp := range stamps {
 		_, err = open(func(b []byte) {
 			rec := b[offs[2] : offs[2]+lens[2]]
 			binary.LittleEndian.PutUint64(rec[recordHeaderBytes+entryHeaderBytes:], stamp)
 			binary.LittleEndian.PutUint32(rec[recordCRCOff:], recordChecksum(rec))
 		})
 		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "checkpoint stamp") {
-			t.Errorf("a record stamped %d, with copy %d in use: %v, want ErrCorrupt for the stamp", stamp, inUse, err)
+			t.Errorf("record at %d stamped %d, with the head at %d in use: %v, want ErrCorrupt for the stamp", pos, stamp, inUse.journalHead, err)
 		}
 	}
 }
@@ -1747,79 +1751,130 @@ func TestOpenReadOnlyWritableMap(t *testing.T) {
 // other copy's head and replay the records that checkpoint covered: among
 // them is the journaled write of a page's first owner, and the page has
 // been freed, handed out again and written in place by its second owner
-// since. The records' checkpoint stamps show that the copy was written
-// whole; Open starts at the first record stamped with its number.
+// since. The records' checkpoint stamps show where the checkpoint moved
+// the head. A second round damages the copy that the recovery from the
+// first wrote again, with the same sequence number, over the records of
+// both rounds.
 func TestDamagedNewestSuperblock(t *testing.T) {
 	d, path := createTestDevice(t, testOptions())
-	var p Addr
+	p := journaledThenFreed(t, d, "P OLD")
+	coverCommitted(t, d) // p may be handed out again
+	reuse(t, d, p, "P NEW")
+	// A page journaled by its first owner and freed, after the checkpoint
+	// whose copy round 1 damages: its recovery replays them.
+	r := journaledThenFreed(t, d, "R OLD")
+	damaged, lost := damagedNewestCopy(t, path)
+	ro, err := Open(damaged, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("round 1, read-only Open: %v", err)
+	}
+	checkDamagedOpen(t, ro, lost, map[Addr]string{p: "P NEW"})
+	if err := ro.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d, err = Open(damaged, &Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("round 1, writable Open: %v", err)
+	}
+	defer d.Close()
+	checkDamagedOpen(t, d, lost, map[Addr]string{p: "P NEW"})
+	in, _ := d.Inspect() // it wrote the copy again
+	for i, sb := range in.Superblocks {
+		if sb.Problem != "" {
+			t.Errorf("superblock %c after a writable Open: %s", 'A'+i, sb.Problem)
+		}
+	}
+	// Round 2: that recovery covered r's free; r goes to a new owner, and
+	// the copy the recovery wrote is damaged in turn, before another
+	// checkpoint. Records stamped with both rounds' heads follow the
+	// other copy's.
+	reuse(t, d, r, "R NEW")
+	damaged, lost = damagedNewestCopy(t, damaged)
+	d2, err := Open(damaged, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("round 2, Open: %v", err)
+	}
+	defer d2.Close()
+	checkDamagedOpen(t, d2, lost, map[Addr]string{p: "P NEW", r: "R NEW"})
+}
+
+// journaledThenFreed allocates a page, journals data into it and frees it,
+// in two transactions, and returns it.
+func journaledThenFreed(t *testing.T, d *Device, data string) Addr {
+	t.Helper()
+	var a Addr
 	if err := d.Update(func(tx *Txn) (err error) {
-		if p, err = tx.Alloc(4096); err != nil {
+		if a, err = tx.Alloc(4096); err != nil {
 			return err
 		}
-		return tx.Write(p.Offset()+100, []byte("OLD OWNER"))
+		return tx.Write(a.Offset()+100, []byte(data))
 	}); err != nil {
 		t.Fatal(err)
 	}
-	freePages(t, d, []Addr{p})
-	coverCommitted(t, d) // p may be handed out again
-	if pages := allocPages(t, d, 8, 4096); !slices.Contains(pages, p) {
-		t.Fatalf("none of %v is the freed page %v", pages, p)
+	freePages(t, d, []Addr{a})
+	return a
+}
+
+// reuse allocates pages until a, whose free a checkpoint covers, is
+// handed out again, and writes data into it in place.
+func reuse(t *testing.T, d *Device, a Addr, data string) {
+	t.Helper()
+	found := false
+	if err := d.Update(func(tx *Txn) error {
+		for range 256 {
+			b, err := tx.Alloc(4096)
+			if found = b == a; found || err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil || !found {
+		t.Fatalf("256 pages allocated (%v), none the freed page %v", err, a)
 	}
-	if _, err := d.WriteAt([]byte("NEW OWNER"), p.Offset()+100); err != nil {
+	if _, err := d.WriteAt([]byte(data), a.Offset()+100); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	// The file as a crash now would leave it, with one bit of the newest
-	// copy flipped.
+}
+
+// damagedNewestCopy copies the device file at path, as a crash now would
+// leave it, with one bit of its newest superblock copy flipped, and
+// returns the copy and the head that copy recorded.
+func damagedNewestCopy(t *testing.T, path string) (string, uint64) {
+	t.Helper()
 	var newest superblock
 	damaged := corruptCopy(t, path, func(b []byte) []byte {
 		newest = newestSuperblock(b)
 		b[superblockOffset(newest.seq)+40] ^= 1
 		return b
 	})
-	check := func(d *Device, lost uint64) {
-		t.Helper()
-		got := make([]byte, 9)
-		if _, err := d.ReadAt(got, p.Offset()+100); err != nil {
+	return damaged, newest.journalHead
+}
+
+// checkDamagedOpen checks a device opened from a damaged copy: each page
+// holds its new owner's bytes, Inspect reports the lost head, and Check
+// passes.
+func checkDamagedOpen(t *testing.T, d *Device, lost uint64, want map[Addr]string) {
+	t.Helper()
+	for a, data := range want {
+		got := make([]byte, len(data))
+		if _, err := d.ReadAt(got, a.Offset()+100); err != nil {
 			t.Fatal(err)
 		}
-		if string(got) != "NEW OWNER" {
-			t.Errorf("page %v, written in place by its second owner, holds %q", p, got)
-		}
-		in, err := d.Inspect()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if in.JournalState.LostCheckpoint != lost {
-			t.Errorf("LostCheckpoint %d, want %d", in.JournalState.LostCheckpoint, lost)
-		}
-		if err := d.Check(); err != nil {
-			t.Error(err)
+		if string(got) != data {
+			t.Errorf("page %v, written in place by its new owner, holds %q, want %q", a, got, data)
 		}
 	}
-	for _, ro := range []bool{true, false} {
-		d, err := Open(damaged, &Options{ReadOnly: ro})
-		if err != nil {
-			t.Fatalf("Open (read-only %v): %v", ro, err)
-		}
-		check(d, newest.seq)
-		if err := d.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The writable Open wrote the copy again.
-	d, err := Open(damaged, &Options{ReadOnly: true})
+	in, err := d.Inspect()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
-	check(d, 0)
-	in, _ := d.Inspect()
-	for i, sb := range in.Superblocks {
-		if sb.Problem != "" {
-			t.Errorf("superblock %c after a writable Open: %s", 'A'+i, sb.Problem)
-		}
+	if in.JournalState.LostHead != lost {
+		t.Errorf("LostHead %d, want %d", in.JournalState.LostHead, lost)
+	}
+	if err := d.Check(); err != nil {
+		t.Error(err)
 	}
 }

@@ -59,15 +59,16 @@ package pagealloc
 //	 16  …  the bytes, padded with zeroes to a multiple of 8
 //
 // The first entry of a record is its checkpoint stamp: kind 1, 8 bytes at
-// the allocator state's reserved word, holding the sequence number of the
+// the allocator state's reserved word, holding the journal head of the
 // newest superblock copy written when the record was. Replay does not
-// apply it; recovery reads it (journal.stamps). The records a checkpoint
-// covers carry the stamp of the checkpoint before it, and those after it
-// carry its own: so when the newest copy does not verify, a record
-// stamped with its number shows that it was written whole and damaged
-// since (a crash during its write leaves no such record), and recovery
-// starts at the first such record, where that copy's head was. A record
-// whose first entry is not a stamp is replayed without this check.
+// apply it; recovery reads it (journal.stamps). A checkpoint moves the
+// head to the tail, where the next record goes: so the first record after
+// it is stamped with its own position, and the records the checkpoint
+// covered with an earlier head. When the newest copy does not verify, a
+// record past the other copy's head stamped with its own position shows
+// that a checkpoint completed there (a crash during a checkpoint's write
+// leaves no record after it), and recovery starts at it. A record whose
+// first entry is not a stamp is replayed without this check.
 //
 // Allocator state (the allocator state region; zero on a new device):
 //

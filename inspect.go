@@ -58,8 +58,8 @@ type SuperblockInfo struct {
 	Offset int64
 	// Problem says why the copy does not verify; empty if it does. One
 	// bad copy is what a crash during a checkpoint leaves: the device
-	// uses the other. Damage leaves it too: JournalInfo.LostCheckpoint
-	// tells the two apart where the journal can.
+	// uses the other. Damage leaves it too: JournalInfo.LostHead tells
+	// the two apart where the journal can.
 	Problem  string
 	InUse    bool   // the newest copy that verifies: the one Open uses
 	Sequence uint64 // copy A holds even numbers, B odd; the higher is newer
@@ -90,12 +90,13 @@ type JournalInfo struct {
 	// verify: a write a crash cut short. Open ignores it, as the commit
 	// it carried never returned.
 	Torn bool
-	// LostCheckpoint is the sequence number of a superblock copy that
-	// does not verify although records written after its checkpoint show
-	// that it was written whole: damage since, not a crash. Open then
-	// replayed only those records, from where that copy's head was, and a
-	// device opened for writing wrote the copy again. Zero if none.
-	LostCheckpoint uint64
+	// LostHead is the journal head that a checkpoint recorded in a
+	// superblock copy that no longer verifies, although the records after
+	// that head show that the checkpoint completed: damage since, not a
+	// crash. Open then replayed only the records from that head, and a
+	// device opened for writing wrote the copy again. Zero if none (such
+	// a head lies past Head).
+	LostHead uint64
 }
 
 // JournalRecord is one valid journal record: one group commit.
@@ -260,7 +261,7 @@ func (d *Device) inspectJournal(in *Inspection) {
 			head, seq = sb.JournalHead, sb.JournalHeadSeq
 		}
 	}
-	info := JournalInfo{Head: head, HeadSeq: seq, LostCheckpoint: j.lostCheckpoint}
+	info := JournalInfo{Head: head, HeadSeq: seq, LostHead: j.lostHead}
 	pos := head
 	ringBytes := uint64(j.ring.size)
 	for pos-head < ringBytes {

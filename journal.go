@@ -63,10 +63,10 @@ type journal struct {
 	keepBuf []bool // commitChunk's keepLink verdicts, for applyHome
 	sortBuf sortBuffers
 
-	// lostCheckpoint is the sequence number of the superblock copy that
-	// recovery found damaged after its checkpoint completed (see stamps),
+	// lostHead is the journal head that a checkpoint recorded in a
+	// superblock copy damaged since, as recovery found it (see stamps),
 	// or 0. Set before the journal starts, read-only after.
-	lostCheckpoint uint64
+	lostHead uint64
 
 	mu             sync.Mutex
 	cond           sync.Cond
@@ -410,7 +410,8 @@ func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, ref
 
 // append writes one record at the tail and syncs it. The record begins
 // with its checkpoint stamp, which append fills in: after the checkpoint
-// it may make first, so that the stamp names the newest superblock copy.
+// it may make first, so that the stamp names the head of the newest
+// superblock copy.
 func (j *journal) append(rec []byte, count uint32) error {
 	length := uint64(len(rec))
 	if length > uint64(j.maxRecord) {
@@ -423,7 +424,7 @@ func (j *journal) append(rec []byte, count uint32) error {
 			return err
 		}
 	}
-	binary.LittleEndian.PutUint64(rec[recordHeaderBytes+entryHeaderBytes:], j.sb.seq)
+	binary.LittleEndian.PutUint64(rec[recordHeaderBytes+entryHeaderBytes:], j.sb.journalHead)
 	h := recordHeader{length: uint32(length), seq: j.nextSeq, pos: j.tail, count: count}
 	putRecordHeader(rec, h)
 	binary.LittleEndian.PutUint32(rec[recordCRCOff:], recordChecksum(rec))
@@ -727,15 +728,17 @@ func (j *journal) findLaterRecord(seq uint64) (later uint64, off int64, ok bool,
 
 // stamps checks the records' checkpoint stamps (see format.go) against
 // the superblock copy in use, takes them out of the entries, and returns
-// the records to replay. A record stamped with the next copy's number
-// shows that copy was written whole and damaged since: the records before
-// it are those its checkpoint covered, whose home writes it synced, and
-// replaying them could put an old owner's journaled bytes over a page
-// handed out again since, or over bytes written in place since. They are
-// dropped, as recovery from that copy would have.
+// the records to replay. A record at the position its stamp names is the
+// first after a checkpoint that moved the head there: past the copy in
+// use, that checkpoint's copy was written whole and damaged since (or
+// written again, with the same sequence number, by a recovery from such
+// damage, and damaged in turn). The records before it are those that
+// checkpoint covered, whose home writes it synced, and replaying them
+// could put an old owner's journaled bytes over a page handed out again
+// since, or over bytes written in place since. They are dropped, as
+// recovery from that copy would have.
 func (j *journal) stamps(recs []scannedRecord) ([]scannedRecord, error) {
-	inUse := j.sb.seq
-	want, first := inUse, 0
+	head, first := j.sb.journalHead, 0
 	for i := range recs {
 		r := &recs[i]
 		stamp, ok := j.stampOf(r.entries)
@@ -744,22 +747,24 @@ func (j *journal) stamps(recs []scannedRecord) ([]scannedRecord, error) {
 		}
 		r.entries = r.entries[1:]
 		switch {
-		case stamp == want:
-		case stamp == inUse+1 && want == inUse && !j.slotVerifies(stamp):
-			want, first = stamp, i
-			j.lostCheckpoint = stamp
+		case stamp == head:
+		case stamp > head && stamp == r.pos && !j.otherCopyVerifies():
+			head, first = stamp, i
+			j.lostHead = stamp
+		case stamp > head && stamp == r.pos:
+			return nil, corruptf(j.physOff(r.pos), "journal record", "a checkpoint stamp naming head %d, found its own position %d, as after a checkpoint whose superblock copy is lost, though the copy it would have replaced verifies", head, stamp)
 		default:
-			return nil, corruptf(j.physOff(r.pos), "journal record", "a checkpoint stamp of %d (or %d, the next copy's, if it was damaged since), found %d", want, inUse+1, stamp)
+			return nil, corruptf(j.physOff(r.pos), "journal record", "a checkpoint stamp naming head %d, or its own position %d past it, found %d", head, r.pos, stamp)
 		}
 	}
 	return recs[first:], nil
 }
 
-// slotVerifies reports whether the superblock copy in the slot of
-// sequence number seq verifies: one that does, and is not the copy in
-// use, is older than it, so no record can name it.
-func (j *journal) slotVerifies(seq uint64) bool {
-	off := superblockOffset(seq)
+// otherCopyVerifies reports whether the superblock copy not in use
+// verifies. If it does, it is older than the one in use, and no record
+// can name a newer checkpoint.
+func (j *journal) otherCopyVerifies() bool {
+	off := superblockOffset(j.sb.seq + 1)
 	_, err := decodeSuperblock(j.d.view[off:off+superblockBytes], off)
 	return err == nil
 }

@@ -57,10 +57,10 @@ func checkDevice(path string, notes io.Writer) ([]error, error) {
 	for i, sb := range in.Superblocks {
 		switch {
 		case sb.Problem == "":
-		case in.JournalState.LostCheckpoint != 0:
+		case in.JournalState.LostHead != 0:
 			// Damage, not a crash: the journal holds records written
 			// after this copy's checkpoint completed.
-			violations = append(violations, fmt.Errorf("superblock %c does not verify (%s), yet journal records show its checkpoint %d completed: the copy was damaged since; Open recovers from those records, and opening the device for writing writes the copy again", 'A'+i, sb.Problem, in.JournalState.LostCheckpoint))
+			violations = append(violations, fmt.Errorf("superblock %c does not verify (%s), yet journal records show that its checkpoint, with the head at %d, completed: the copy was damaged since; Open recovers from those records, and opening the device for writing writes the copy again", 'A'+i, sb.Problem, in.JournalState.LostHead))
 		default:
 			fmt.Fprintf(notes, "note: superblock %c does not verify (%s); a checkpoint cut short by a crash leaves this, and the other copy is in use\n", 'A'+i, sb.Problem)
 		}

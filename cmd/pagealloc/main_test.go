@@ -121,10 +121,12 @@ func fixtureWorkload(t *testing.T, d *pagealloc.Device, rng *rand.Rand, pages *[
 	}
 }
 
-// crashCopy commits four transactions of root-area writes on a new device
+// crashCopy commits four transactions of root-area writes on a device
 // and copies the file while the device is still open: the image a crash
 // that kept every write leaves, with four journal records no checkpoint
-// covers. It returns the copy's path.
+// covers. It returns the copy's path. The device was closed and opened
+// once before, after a first write, so that its two superblock copies
+// record different journal heads.
 func crashCopy(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "device")
@@ -132,8 +134,17 @@ func crashCopy(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
 	rootOff, _ := d.Root()
+	if err := d.Update(func(tx *pagealloc.Txn) error { return tx.Write(rootOff, []byte("first")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = pagealloc.Open(path, fixtureOptions()); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
 	for i := range 4 {
 		err := d.Update(func(tx *pagealloc.Txn) error { return tx.Write(rootOff+int64(i)*8, []byte("12345678")) })
 		if err != nil {
