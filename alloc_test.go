@@ -1798,6 +1798,46 @@ func TestDamagedNewestSuperblock(t *testing.T) {
 	checkDamagedOpen(t, d2, lost, map[Addr]string{p: "P NEW", r: "R NEW"})
 }
 
+// TestDamagedNewestSuperblockWrapped damages the newest superblock copy
+// after records past its head have wrapped around the ring over those
+// at the other copy's head: the journal no longer scans from the copy in
+// use, and Open must find the first record after the lost checkpoint by
+// its stamp instead of calling the journal corrupt.
+func TestDamagedNewestSuperblockWrapped(t *testing.T) {
+	d, path := createTestDevice(t, &Options{NoSync: true, JournalSize: 64 << 10, RootSize: 64 << 10, MaxSize: testMaxSize})
+	first, second, third := bytes.Repeat([]byte{1}, 20000), bytes.Repeat([]byte{2}, 24000), bytes.Repeat([]byte{3}, 24000)
+	writeRoot(t, d, 0, first)
+	writeRoot(t, d, 20000, second)
+	coverCommitted(t, d)
+	writeRoot(t, d, 0, third) // wraps around the ring's end
+	damaged, lost := damagedNewestCopy(t, path)
+	if in, _ := d.Inspect(); in.JournalState.Tail <= uint64(d.geometry.journal.size) {
+		t.Fatalf("the journal's tail %d has not wrapped around its ring of %d bytes", in.JournalState.Tail, d.geometry.journal.size)
+	}
+	for _, ro := range []bool{true, false} {
+		d, err := Open(damaged, &Options{ReadOnly: ro})
+		if err != nil {
+			t.Fatalf("Open (read-only %v): %v", ro, err)
+		}
+		if got := readRoot(t, d, 0, 44000); !bytes.Equal(got, append(third, second[4000:]...)) {
+			t.Errorf("read-only %v: the root area does not hold the last two writes", ro)
+		}
+		in, err := d.Inspect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if js := in.JournalState; js.LostHead != lost || ro && (js.Head != lost || len(js.Records) != 1) {
+			t.Errorf("read-only %v: LostHead %d, head %d, %d records; want %d, and on a read-only device the one record from there", ro, js.LostHead, js.Head, len(js.Records), lost)
+		}
+		if err := d.Check(); err != nil {
+			t.Error(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // journaledThenFreed allocates a page, journals data into it and frees it,
 // in two transactions, and returns it.
 func journaledThenFreed(t *testing.T, d *Device, data string) Addr {

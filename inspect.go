@@ -78,7 +78,7 @@ type SuperblockInfo struct {
 // Offsets called virtual only grow; the device offset is the ring's offset
 // plus the virtual one modulo the ring's size.
 type JournalInfo struct {
-	Head    uint64          // virtual offset of the oldest record, from the superblock in use
+	Head    uint64          // virtual offset of the oldest record, from the superblock in use (or LostHead)
 	HeadSeq uint64          // sequence number of the record at Head
 	Tail    uint64          // virtual offset just past the newest valid record
 	NextSeq uint64          // sequence number of the next record
@@ -251,7 +251,7 @@ func (d *Device) inspectSuperblocks(in *Inspection) error {
 }
 
 // inspectJournal walks the valid records from the head recorded in the
-// superblock in use. It reads only fields of the journal fixed at open and
+// superblock in use, or from the lost head Open replayed from. It reads only fields of the journal fixed at open and
 // the ring's bytes, so it does not disturb the journal's writer.
 func (d *Device) inspectJournal(in *Inspection) {
 	j := d.journal
@@ -260,6 +260,9 @@ func (d *Device) inspectJournal(in *Inspection) {
 		if sb.InUse {
 			head, seq = sb.JournalHead, sb.JournalHeadSeq
 		}
+	}
+	if j.lostHead != 0 {
+		head, seq = j.lostHead, j.lostHeadSeq // where Open replayed from
 	}
 	info := JournalInfo{Head: head, HeadSeq: seq, LostHead: j.lostHead}
 	pos := head

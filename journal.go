@@ -65,8 +65,9 @@ type journal struct {
 
 	// lostHead is the journal head that a checkpoint recorded in a
 	// superblock copy damaged since, as recovery found it (see stamps),
-	// or 0. Set before the journal starts, read-only after.
-	lostHead uint64
+	// or 0, and lostHeadSeq the sequence number of the record there. Set
+	// before the journal starts, read-only after.
+	lostHead, lostHeadSeq uint64
 
 	mu             sync.Mutex
 	cond           sync.Cond
@@ -609,8 +610,8 @@ func (j *journal) requestCheckpoint() {
 
 // scannedRecord is a record found valid by recovery.
 type scannedRecord struct {
-	pos     uint64
-	entries []journalEntry
+	pos, seq uint64
+	entries  []journalEntry
 }
 
 // readRecord returns the record at virtual offset pos if it is valid there
@@ -659,7 +660,7 @@ func (j *journal) scan() ([]scannedRecord, error) {
 		if err := j.checkTargets(entries, j.physOff(pos)); err != nil {
 			return nil, err
 		}
-		recs = append(recs, scannedRecord{pos: pos, entries: entries})
+		recs = append(recs, scannedRecord{pos: pos, seq: seq, entries: entries})
 		pos += uint64(h.length)
 		seq++
 	}
@@ -687,18 +688,32 @@ func (j *journal) checkTargets(entries []journalEntry, recOff int64) error {
 
 func (j *journal) physOff(pos uint64) int64 { return j.ring.off + int64(pos%uint64(j.ring.size)) }
 
-// findLaterRecord looks at every 8-byte-aligned position of the ring for a
-// valid record whose sequence number is seq or later, and returns its
-// sequence number and file offset.
-//
-// Each header that claims such a sequence number costs a checksum of the
-// record it claims, up to half the ring. A journal this package wrote has
-// at most one lap of records (which do not overlap) and one torn record
-// that claim one, so their checksums together cover less than twice the
-// ring; headers claiming more are corruption, reported without checking
-// them all: forged headers filling a ring would cost checksums quadratic
-// in its size, about two minutes for the default 4 MiB.
+// findLaterRecord looks for a valid record anywhere in the ring whose
+// sequence number is seq or later, and returns its sequence number and
+// file offset.
 func (j *journal) findLaterRecord(seq uint64) (later uint64, off int64, ok bool, err error) {
+	over := j.ringRecords(func(h recordHeader) bool { return h.seq >= seq }, func(h recordHeader, _ []byte) bool {
+		later, off, ok = h.seq, j.physOff(h.pos), true
+		return false
+	})
+	if over >= 0 {
+		return 0, 0, false, corruptf(over, "journal record", "at most %d bytes of records claiming sequence %d or later", 2*j.ring.size, seq)
+	}
+	return later, off, ok, nil
+}
+
+// ringRecords looks at every 8-byte-aligned position of the ring for a
+// record header that claim accepts, and calls fn with each such record
+// that is valid there, until fn returns false.
+//
+// Each claimed header costs a checksum of its record, up to half the
+// ring. A journal this package wrote has at most one lap of records
+// (which do not overlap) and one torn record, so their checksums together
+// cover less than twice the ring; once the claims add up to more, it
+// stops and returns the file offset of the header past that (-1 if none):
+// forged headers filling a ring would cost checksums quadratic in its
+// size, about two minutes for the default 4 MiB.
+func (j *journal) ringRecords(claim func(recordHeader) bool, fn func(h recordHeader, rec []byte) bool) (over int64) {
 	ring := j.d.view[j.ring.off:j.ring.end()]
 	budget := 2 * uint64(j.ring.size)
 	var buf []byte
@@ -709,21 +724,21 @@ func (j *journal) findLaterRecord(seq uint64) (later uint64, off int64, ok bool,
 		var hb [recordHeaderBytes]byte
 		j.readRing(hb[:], uint64(phys))
 		h, ok := parseRecordHeader(hb[:], uint32(j.maxRecord))
-		if !ok || h.seq < seq || h.pos%uint64(j.ring.size) != uint64(phys) {
+		if !ok || h.pos%uint64(j.ring.size) != uint64(phys) || !claim(h) {
 			continue
 		}
 		if uint64(h.length) > budget {
-			return 0, 0, false, corruptf(j.ring.off+int64(phys), "journal record", "at most %d bytes of records claiming sequence %d or later", 2*j.ring.size, seq)
+			return j.ring.off + int64(phys)
 		}
 		budget -= uint64(h.length)
 		if uint32(cap(buf)) < h.length {
 			buf = make([]byte, h.length)
 		}
-		if _, _, ok := j.readRecord(h.pos, h.seq, buf); ok {
-			return h.seq, j.ring.off + int64(phys), true, nil
+		if rec, _, ok := j.readRecord(h.pos, h.seq, buf); ok && !fn(h, rec) {
+			break
 		}
 	}
-	return 0, 0, false, nil
+	return -1
 }
 
 // stamps checks the records' checkpoint stamps (see format.go) against
@@ -738,7 +753,7 @@ func (j *journal) findLaterRecord(seq uint64) (later uint64, off int64, ok bool,
 // since, or over bytes written in place since. They are dropped, as
 // recovery from that copy would have.
 func (j *journal) stamps(recs []scannedRecord) ([]scannedRecord, error) {
-	head, first := j.sb.journalHead, 0
+	head, first := j.head, 0
 	for i := range recs {
 		r := &recs[i]
 		stamp, ok := j.stampOf(r.entries)
@@ -750,7 +765,7 @@ func (j *journal) stamps(recs []scannedRecord) ([]scannedRecord, error) {
 		case stamp == head:
 		case stamp > head && stamp == r.pos && !j.otherCopyVerifies():
 			head, first = stamp, i
-			j.lostHead = stamp
+			j.lostHead, j.lostHeadSeq = stamp, r.seq
 		case stamp > head && stamp == r.pos:
 			return nil, corruptf(j.physOff(r.pos), "journal record", "a checkpoint stamp naming head %d, found its own position %d, as after a checkpoint whose superblock copy is lost, though the copy it would have replaced verifies", head, stamp)
 		default:
@@ -758,6 +773,25 @@ func (j *journal) stamps(recs []scannedRecord) ([]scannedRecord, error) {
 		}
 	}
 	return recs[first:], nil
+}
+
+// findLostHead looks through the ring for records past the head in use
+// that are stamped with their own position: each is the first after a
+// checkpoint whose superblock copy no longer verifies (see stamps). It
+// returns the newest one's position and sequence number.
+func (j *journal) findLostHead() (pos, seq uint64, found bool) {
+	if j.otherCopyVerifies() {
+		return 0, 0, false
+	}
+	claim := func(h recordHeader) bool { return h.pos > j.head && h.seq > j.nextSeq && (!found || h.pos > pos) }
+	j.ringRecords(claim, func(h recordHeader, rec []byte) bool {
+		entries, err := decodeEntries(rec, h.count, max(j.d.capacity, j.sb.capacity), j.physOff(h.pos))
+		if stamp, ok := j.stampOf(entries); err == nil && ok && stamp == h.pos {
+			pos, seq, found = h.pos, h.seq, true
+		}
+		return true
+	})
+	return pos, seq, found
 }
 
 // otherCopyVerifies reports whether the superblock copy not in use
@@ -792,7 +826,19 @@ func (j *journal) stampOff() int64 { return j.d.geometry.state.off + stateReserv
 func (j *journal) recover() error {
 	recs, err := j.scan()
 	if err != nil {
-		return err
+		// The records from the head in use may have been written over
+		// since a checkpoint whose copy is now damaged: replay from
+		// that checkpoint's head, which no record before it is needed
+		// for.
+		pos, seq, ok := j.findLostHead()
+		if !ok {
+			return err
+		}
+		j.head, j.nextSeq = pos, seq
+		j.lostHead, j.lostHeadSeq = pos, seq
+		if recs, err = j.scan(); err != nil {
+			return err
+		}
 	}
 	if recs, err = j.stamps(recs); err != nil {
 		return err
