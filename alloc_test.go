@@ -586,8 +586,8 @@ func TestJournalTailAndCorruption(t *testing.T) {
 
 	// Records whose checksums verify but whose checkpoint stamp names a
 	// head before the one in use, or past it but not the record's own
-	// position, or its own position while the copy not in use verifies:
-	// older than the one in use, it cannot have been written after.
+	// position, or its own position while the copy not in use verifies
+	// (it is older than the one in use: no later checkpoint completed).
 	inUse := newestSuperblock(snapshot)
 	off := superblockOffset(inUse.seq + 1)
 	if _, err := decodeSuperblock(snapshot[off:off+superblockBytes], off); err != nil {
