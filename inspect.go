@@ -251,8 +251,9 @@ func (d *Device) inspectSuperblocks(in *Inspection) error {
 }
 
 // inspectJournal walks the valid records from the head recorded in the
-// superblock in use, or from the lost head Open replayed from. It reads only fields of the journal fixed at open and
-// the ring's bytes, so it does not disturb the journal's writer.
+// superblock in use, or from the lost head Open replayed from. It reads
+// only fields of the journal fixed at open and the ring's bytes, so it
+// does not disturb the journal's writer.
 func (d *Device) inspectJournal(in *Inspection) {
 	j := d.journal
 	head, seq := d.geometry.journalHead, d.geometry.headSeq
