@@ -149,6 +149,10 @@ type subpageSet struct {
 	touched uint64 // bit i: work[i] is valid for tx
 	tx      *Txn
 	drain   int // the class drainOther looks at next
+	// spare is how many more lines Free may add to tx releasing parents
+	// on its own account (see Free): as many as the buddy allocator's
+	// releases may (releaseBudget), counted from when the set joins tx.
+	spare int
 }
 
 // loadSubpages reads the committed class table after recovery, and makes
@@ -186,6 +190,7 @@ func (d *Device) loadSubpages() error {
 func (s *subpageSet) class(tx *Txn, i int) *subpageClass {
 	if s.tx != tx {
 		s.tx, s.touched = tx, 0
+		s.spare = s.d.alloc.releaseBudget(tx)
 		tx.join(s)
 	}
 	if s.touched&(1<<i) == 0 {
@@ -712,13 +717,19 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 	c.pendSeq = seq
 	// Walk the queue only while the pending slots are worth it: a
 	// parent found there costs a header read that nothing else pays for.
+	// And only while tx has lines to spare: many frees in one transaction,
+	// each releasing parents, would otherwise make it too large to commit.
 	// The slot is free whatever the walks meet: a queue the file's
 	// corruption broke stops them, changing nothing (release), and is
 	// for Alloc and Check to report.
-	if c.pending*subpagePendingShare > c.used {
-		_ = s.release(tx, c, subpageReleaseBudget, false)
+	if set := &tx.d.subpages; set.spare > 0 {
+		start := tx.lines.len()
+		if c.pending*subpagePendingShare > c.used {
+			_ = s.release(tx, c, subpageReleaseBudget, false)
+		}
+		_ = set.drainOther(tx, s.index)
+		set.spare -= tx.lines.len() - start
 	}
-	_ = tx.d.subpages.drainOther(tx, s.index)
 	return nil
 }
 

@@ -251,3 +251,56 @@ func TestSubpageIdleClassDrainsUnderPageTraffic(t *testing.T) {
 	}
 	mustCheck(t, d)
 }
+
+// TestSubpageFreeReleasesLeaveRoom: the parents a Free releases on its own
+// account (those earlier transactions emptied, once a checkpoint covers
+// them) must not make a transaction of frees too large to commit. Here 420
+// emptied parents wait, covered, and one transaction frees a slot in each
+// of 300 full parents: its own writes take two thirds of a record, and
+// releasing every parent, as four per Free could, would take more than
+// the rest. The frees must commit, and release some parents still.
+func TestSubpageFreeReleasesLeaveRoom(t *testing.T) {
+	o := subpageOptions()
+	o.MaxSize = 64 << 20
+	o.JournalSize = 64 << 10
+	d, _ := createTestDevice(t, o)
+	s := mustSubpages(t, d, 64)
+	const emptied, full = 420, 300
+	parents := map[int64][]Addr{}
+	var order []int64
+	const usable = subpageSlotsPerParent - 1 // slot 0 holds the header
+	for range (emptied+full)*usable/1000 + 1 {
+		for _, a := range allocSlots(t, d, s, 1000) {
+			p := a.Offset() &^ (s.parentBytes - 1)
+			if parents[p] == nil {
+				order = append(order, p)
+			}
+			parents[p] = append(parents[p], a)
+		}
+	}
+	if len(order) < emptied+full {
+		t.Fatalf("%d parents, want %d", len(order), emptied+full)
+	}
+	// In one transaction, so that none of these parents is released
+	// before the one under test.
+	var slots []Addr
+	for _, p := range order[:emptied] {
+		slots = append(slots, parents[p]...)
+	}
+	freeSlots(t, d, s, slots)
+	coverCommitted(t, d)
+	slots = slots[:0]
+	for _, p := range order[emptied : emptied+full] {
+		if len(parents[p]) != usable {
+			t.Fatalf("parent %d holds %d slots, want it full", p, len(parents[p]))
+		}
+		slots = append(slots, parents[p][0])
+	}
+	before := s.Stats()
+	freeSlots(t, d, s, slots)
+	after := s.Stats()
+	if after.Parents >= before.Parents {
+		t.Errorf("the frees released no parent: %d before, %d after", before.Parents, after.Parents)
+	}
+	mustCheck(t, d)
+}
