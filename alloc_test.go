@@ -1789,6 +1789,14 @@ func TestDamagedNewestSuperblock(t *testing.T) {
 	// checkpoint. Records stamped with both rounds' heads follow the
 	// other copy's.
 	reuse(t, d, r, "R NEW")
+	// Inspect walks the journal from the copy the recovery wrote, as on
+	// any device opened for writing, no longer from the lost head.
+	in, _ = d.Inspect()
+	for _, sb := range in.Superblocks {
+		if js := in.JournalState; sb.InUse && (js.Head != sb.JournalHead || js.Head <= lost || len(js.Records) == 0) {
+			t.Errorf("after the recovery and a commit, the journal walked from %d (%d records); want the copy in use's head %d, past the lost head %d", js.Head, len(js.Records), sb.JournalHead, lost)
+		}
+	}
 	damaged, lost = damagedNewestCopy(t, damaged)
 	d2, err := Open(damaged, &Options{ReadOnly: true})
 	if err != nil {

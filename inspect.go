@@ -78,7 +78,7 @@ type SuperblockInfo struct {
 // Offsets called virtual only grow; the device offset is the ring's offset
 // plus the virtual one modulo the ring's size.
 type JournalInfo struct {
-	Head    uint64          // virtual offset of the oldest record, from the superblock in use (or LostHead)
+	Head    uint64          // virtual offset of the oldest record, from the superblock in use (or LostHead, past it)
 	HeadSeq uint64          // sequence number of the record at Head
 	Tail    uint64          // virtual offset just past the newest valid record
 	NextSeq uint64          // sequence number of the next record
@@ -93,9 +93,9 @@ type JournalInfo struct {
 	// LostHead is the journal head that a checkpoint recorded in a
 	// superblock copy that no longer verifies, although the records after
 	// that head show that the checkpoint completed: damage since, not a
-	// crash. Open then replayed only the records from that head, and a
-	// device opened for writing wrote the copy again. Zero if none (such
-	// a head lies past Head).
+	// crash. Open then replayed only the records from that head: on a
+	// device opened read-only it is Head, while one opened for writing
+	// wrote the copy again, whose head is Head. Zero if none.
 	LostHead uint64
 }
 
@@ -251,7 +251,9 @@ func (d *Device) inspectSuperblocks(in *Inspection) error {
 }
 
 // inspectJournal walks the valid records from the head recorded in the
-// superblock in use, or from the lost head Open replayed from. It reads
+// superblock in use, or from the lost head Open replayed from if that
+// lies past it (a device opened read-only: one opened for writing wrote
+// the copy again). It reads
 // only fields of the journal fixed at open and the ring's bytes, so it
 // does not disturb the journal's writer.
 func (d *Device) inspectJournal(in *Inspection) {
@@ -262,8 +264,10 @@ func (d *Device) inspectJournal(in *Inspection) {
 			head, seq = sb.JournalHead, sb.JournalHeadSeq
 		}
 	}
-	if j.lostHead != 0 {
-		head, seq = j.lostHead, j.lostHeadSeq // where Open replayed from
+	if j.lostHead > head {
+		// Open replayed from there, and the copy in use is older: a
+		// read-only device. Opened for writing, it wrote a newer one.
+		head, seq = j.lostHead, j.lostHeadSeq
 	}
 	info := JournalInfo{Head: head, HeadSeq: seq, LostHead: j.lostHead}
 	pos := head
