@@ -253,9 +253,8 @@ func (d *Device) inspectSuperblocks(in *Inspection) error {
 // inspectJournal walks the valid records from the head recorded in the
 // superblock in use, or from the lost head Open replayed from if that
 // lies past it (a device opened read-only: one opened for writing wrote
-// the copy again). It reads
-// only fields of the journal fixed at open and the ring's bytes, so it
-// does not disturb the journal's writer.
+// the copy again). It reads only fields of the journal fixed at open and
+// the ring's bytes, so it does not disturb the journal's writer.
 func (d *Device) inspectJournal(in *Inspection) {
 	j := d.journal
 	head, seq := d.geometry.journalHead, d.geometry.headSeq
