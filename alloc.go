@@ -588,22 +588,23 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 			return nil, err
 		}
 	}
+	if err := d.openLogs(); err != nil {
+		d.closeLogs()
+		return nil, err
+	}
 	if !o.ReadOnly {
+		// Nothing above refused the device: recovery may write the
+		// records it replayed home now.
+		if err := d.journal.finishRecovery(); err != nil {
+			d.closeLogs()
+			return nil, err
+		}
 		// Checkpoints record the capacity of an Open that got this far,
-		// not that of one that failed after recovery checkpointed. The
-		// one at Close records it even if nothing else changed.
+		// not that of one that failed: the one at Close records it even
+		// if nothing else changed.
 		d.journal.capacity.Store(capacity)
 		d.staging = newStaging(d.journal.maxRecord)
 		d.journal.start()
-	}
-	if err := d.openLogs(); err != nil {
-		d.closeLogs()
-		if !o.ReadOnly {
-			d.journal.capacity.Store(sb.capacity) // this Open failed
-			d.journal.stop()
-			d.staging.close()
-		}
-		return nil, err
 	}
 	return d, nil
 }

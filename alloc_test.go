@@ -1627,8 +1627,8 @@ func TestOpenRecordsMaxSize(t *testing.T) {
 // growth leaves (the file shorter than the allocator's frontier) with a
 // MaxSize that covers the file but not the frontier, or not the writes
 // past the file's end a journal record holds. The MaxSize is what is
-// wrong, not the file: ErrInvalidArgument, not ErrCorrupt, and an Open
-// without a MaxSize succeeds.
+// wrong, not the file: ErrInvalidArgument, not ErrCorrupt, the file left
+// as it was, and an Open without a MaxSize succeeds.
 func TestOpenMaxSizeBelowFrontier(t *testing.T) {
 	o := testOptions()
 	o.MaxPageSize = 64 << 10
@@ -1661,12 +1661,23 @@ func TestOpenMaxSizeBelowFrontier(t *testing.T) {
 		if c.maxSize >= c.frontier {
 			t.Fatalf("MaxSize %d is not below the frontier %d", c.maxSize, c.frontier)
 		}
+		before, err := os.ReadFile(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
 		rd, err := Open(c.path, &Options{NoSync: true, MaxSize: c.maxSize})
 		if err == nil {
 			rd.Close()
 		}
 		if !errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrCorrupt) {
 			t.Errorf("Open of a file of %d bytes with a MaxSize of %d: %v, want ErrInvalidArgument and not ErrCorrupt", cut, c.maxSize, err)
+		}
+		// Refused before its recovery wrote anything: the records
+		// replay at the next Open, as they would have.
+		if after, err := os.ReadFile(c.path); err != nil {
+			t.Fatal(err)
+		} else if !bytes.Equal(after, before) {
+			t.Errorf("the Open refused with a MaxSize of %d changed the file", c.maxSize)
 		}
 	}
 	for _, p := range []string{grown, linked} {
@@ -1676,6 +1687,43 @@ func TestOpenMaxSizeBelowFrontier(t *testing.T) {
 		}
 		mustCheck(t, rd)
 		rd.Close()
+	}
+}
+
+// TestOpenRefusedBeforeRecoveryWrites opens a file whose journal holds a
+// record to replay and whose log table is corrupt: Open returns ErrCorrupt
+// before its recovery writes anything, so the file is left as it was, and
+// a read-only Open of it (which replays in memory) sees the same.
+func TestOpenRefusedBeforeRecoveryWrites(t *testing.T) {
+	o := testOptions()
+	o.LogRegions = []LogRegion{{Name: "events", Size: 16 << 10}}
+	d, path := createTestDevice(t, o)
+	writeRoot(t, d, 0, []byte("replayed"))
+	if d.journal.tail == d.journal.head {
+		t.Fatal("the write left no journal record to replay")
+	}
+	slot := d.geometry.logs.off + logTableHeaderBytes + logSlotRingOff
+	damaged := corruptCopy(t, path, func(b []byte) []byte {
+		b[slot] ^= 0x10 // the ring no longer follows the table
+		return b
+	})
+	before, err := os.ReadFile(damaged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ro := range []bool{false, true} {
+		rd, err := Open(damaged, &Options{NoSync: true, ReadOnly: ro})
+		if err == nil {
+			rd.Close()
+		}
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Open (read-only %v) of a device with a corrupt log table: %v, want ErrCorrupt", ro, err)
+		}
+		if after, err := os.ReadFile(damaged); err != nil {
+			t.Fatal(err)
+		} else if !bytes.Equal(after, before) {
+			t.Errorf("the refused Open (read-only %v) changed the file", ro)
+		}
 	}
 }
 

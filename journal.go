@@ -68,6 +68,11 @@ type journal struct {
 	// or 0, and lostHeadSeq the sequence number of the record there. Set
 	// before the journal starts, read-only after.
 	lostHead, lostHeadSeq uint64
+	// replay holds what recover replayed, until finishRecovery writes it
+	// home (nil after, and on a read-only device), and replayEnd the end
+	// of its furthest write.
+	replay    *Txn
+	replayEnd int64
 
 	mu             sync.Mutex
 	cond           sync.Cond
@@ -820,9 +825,11 @@ func (j *journal) stampOf(entries []journalEntry) (uint64, bool) {
 // allocator state's reserved word, which no transaction writes.
 func (j *journal) stampOff() int64 { return j.d.geometry.state.off + stateReservedOff }
 
-// recover replays the journal. Opened for writing, it applies every valid
-// record to the home locations, syncs and checkpoints, leaving the ring
-// empty; read-only, it lays the records over the mapping in memory.
+// recover replays the journal: it lays every valid record over the
+// mapping in memory, where Open reads the state it checks. Opened for
+// writing, the device then writes them home (finishRecovery), once Open
+// has found nothing to refuse: an Open that fails leaves the file as it
+// was.
 func (j *journal) recover() error {
 	recs, err := j.scan()
 	if err != nil {
@@ -870,18 +877,32 @@ func (j *journal) recover() error {
 			replay.write(e.off, e.data, kindLink)
 		}
 	}
-	if d.opts.ReadOnly {
-		d.pending.add(replay)
+	d.pending.add(replay)
+	j.replay, j.replayEnd = replay, end
+	return nil
+}
+
+// finishRecovery writes the records recover replayed to their home
+// locations, syncs and checkpoints, leaving the ring empty. The device is
+// open for writing, and the journal has not started.
+func (j *journal) finishRecovery() error {
+	replay := j.replay
+	if replay == nil {
 		return nil
 	}
 	// A crash may have lost the file's growth, which is not journaled:
 	// grow it back first, reserving it with Options.Preallocate, rather
 	// than let the writes past its end leave holes.
-	if err := d.growTo(end, 1); err != nil {
+	if err := j.d.growTo(j.replayEnd, 1); err != nil {
 		return err
 	}
 	if err := j.applyHome(&replay.lines, replay.lines.sorted(nil), nil); err != nil {
 		return err
 	}
-	return j.checkpoint()
+	if err := j.checkpoint(); err != nil {
+		return err
+	}
+	j.replay = nil
+	j.d.pending.release(replay.seq) // at home now
+	return nil
 }
