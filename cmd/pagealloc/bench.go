@@ -124,11 +124,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// What a user would see: the device reopened read-only and checked.
-	stats, in, err := readStats(*path)
+	stats, in, err := readStats(*path, 0)
 	if err != nil {
 		return err
 	}
-	violations, err := checkDevice(*path, stderr)
+	violations, err := checkDevice(*path, 0, stderr)
 	if err != nil {
 		return err
 	}

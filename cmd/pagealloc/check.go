@@ -16,11 +16,12 @@ import (
 // journal record) are printed as notes and are not violations.
 func runCheck(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("check", "FILE", stderr)
+	maxSize := maxSizeFlag(fs)
 	path, err := parseFileArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	violations, err := checkDevice(path, stdout)
+	violations, err := checkDevice(path, int64(*maxSize), stdout)
 	if err != nil {
 		return err
 	}
@@ -38,8 +39,8 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 // checkDevice returns every violation found in the device at path, after
 // printing notes on what a crash legally left. An error is returned only
 // when the device cannot be checked at all (a missing file, a newer format).
-func checkDevice(path string, notes io.Writer) ([]error, error) {
-	d, err := openReadOnly(path)
+func checkDevice(path string, maxSize int64, notes io.Writer) ([]error, error) {
+	d, err := openReadOnly(path, maxSize)
 	if errors.Is(err, pagealloc.ErrCorrupt) {
 		// Open refuses a device whose superblocks or journal are corrupt;
 		// its error names each offset.

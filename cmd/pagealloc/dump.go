@@ -25,11 +25,12 @@ func runDump(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print the inspection as JSON")
 	pages := fs.Bool("pages", false, "also list every page of the heap with its state")
 	all := fs.Bool("all", false, fmt.Sprintf("list every journal record (default: the first %d)", maxDumpRecords))
+	maxSize := maxSizeFlag(fs)
 	path, err := parseFileArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	d, in, err := openInspected(path)
+	d, in, err := openInspected(path, int64(*maxSize))
 	if err != nil {
 		return err
 	}

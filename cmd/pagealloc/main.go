@@ -4,8 +4,8 @@
 //
 //	pagealloc bench [flags]            run a mixed workload on a fresh device and print a table
 //	pagealloc create [flags] FILE      create a device file with the given geometry
-//	pagealloc stats [-json] FILE       print usage: pages, bytes, free lists, sub-pages, logs
-//	pagealloc check FILE               check every invariant; exit status 1 on corruption
+//	pagealloc stats [flags] FILE       print usage: pages, bytes, free lists, sub-pages, logs
+//	pagealloc check [flags] FILE       check every invariant; exit status 1 on corruption
 //	pagealloc dump [flags] FILE        print superblocks, journal, free lists, logs, sub-pages
 //	pagealloc map [flags] FILE         draw the heap as a PNG, one pixel per page-group
 //
@@ -173,16 +173,25 @@ func parseFileArgs(fs *flag.FlagSet, args []string) (string, error) {
 	return "", fmt.Errorf("%w: want exactly one FILE", errUsage)
 }
 
-// openReadOnly opens the device at path for inspection: nothing is
-// written to the file, and a journal left by a crash is replayed in memory.
-func openReadOnly(path string) (*pagealloc.Device, error) {
-	return pagealloc.Open(path, &pagealloc.Options{ReadOnly: true})
+// maxSizeFlag registers the -max-size flag of a verb that inspects a
+// device, and returns its value: 0 unless given.
+func maxSizeFlag(fs *flag.FlagSet) *sizeValue {
+	var v sizeValue
+	fs.Var(&v, "max-size", "the address space to map, in `bytes` (the library's Options.MaxSize), for a file grown past the capacity its device records or a capacity this platform cannot map (default: the recorded capacity)")
+	return &v
 }
 
-// openInspected opens the device at path read-only and inspects it. The
-// caller closes the device.
-func openInspected(path string) (*pagealloc.Device, *pagealloc.Inspection, error) {
-	d, err := openReadOnly(path)
+// openReadOnly opens the device at path for inspection, mapping maxSize
+// bytes (0: the capacity the device records): nothing is written to the
+// file, and a journal left by a crash is replayed in memory.
+func openReadOnly(path string, maxSize int64) (*pagealloc.Device, error) {
+	return pagealloc.Open(path, &pagealloc.Options{ReadOnly: true, MaxSize: maxSize})
+}
+
+// openInspected opens the device at path read-only, as openReadOnly does,
+// and inspects it. The caller closes the device.
+func openInspected(path string, maxSize int64) (*pagealloc.Device, *pagealloc.Inspection, error) {
+	d, err := openReadOnly(path, maxSize)
 	if err != nil {
 		return nil, nil, err
 	}

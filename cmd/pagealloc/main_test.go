@@ -165,7 +165,7 @@ func crashCopy(t *testing.T) string {
 // inspect opens the device at path read-only and returns its inspection.
 func inspect(t *testing.T, path string) *pagealloc.Inspection {
 	t.Helper()
-	d, in, err := openInspected(path)
+	d, in, err := openInspected(path, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,6 +234,36 @@ func TestInspectingVerbsLeaveFileUnchanged(t *testing.T) {
 				t.Errorf("%v: exit %d: %s", args, code, stderr)
 			}
 		}
+	}
+}
+
+// TestInspectingVerbsMaxSize grows a device's file past the capacity it
+// records, as an Open with a larger MaxSize whose superblock copy was lost
+// since leaves it: every inspecting verb refuses it, naming MaxSize, and
+// works with -max-size covering the file, leaving the file unchanged.
+func TestInspectingVerbsMaxSize(t *testing.T) {
+	path := fixtureDevice(t) // MaxSize 64 MiB
+	if err := os.Truncate(path, 65<<20); err != nil {
+		t.Fatal(err)
+	}
+	png := filepath.Join(t.TempDir(), "map.png")
+	for _, args := range [][]string{
+		{"stats", path},
+		{"check", path},
+		{"dump", path},
+		{"map", "-o", png, path},
+	} {
+		code, _, stderr := runCLI(t, args...)
+		if code != 1 || !strings.Contains(stderr, "MaxSize") {
+			t.Errorf("%v: exit %d: %s; want 1, naming MaxSize", args, code, stderr)
+		}
+		withFlag := append([]string{args[0], "-max-size", "128MiB"}, args[1:]...)
+		if code, _, stderr := runUnchanged(t, withFlag...); code != 0 {
+			t.Errorf("%v: exit %d: %s", withFlag, code, stderr)
+		}
+	}
+	if code, _, stderr := runCLI(t, "check", "-max-size", "64MiB", path); code != 1 || !strings.Contains(stderr, "MaxSize") {
+		t.Errorf("check -max-size 64MiB of a 65 MiB file: exit %d: %s; want 1, naming MaxSize", code, stderr)
 	}
 }
 

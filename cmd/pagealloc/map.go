@@ -70,6 +70,7 @@ func runMap(args []string, stdout, stderr io.Writer) error {
 	width := fs.Int("width", 0, "pixels per row (default: about the square root of the pixel count, a power of two)")
 	heapOnly := fs.Bool("heap", false, "draw the heap alone, from its first byte, leaving out the headers, journal and logs")
 	scale := fs.Int("scale", 0, "screen pixels per side of a page-group's square (default: enough for an image 512 wide)")
+	maxSize := maxSizeFlag(fs)
 	path, err := parseFileArgs(fs, args)
 	if err != nil {
 		return err
@@ -80,7 +81,7 @@ func runMap(args []string, stdout, stderr io.Writer) error {
 	if err := refuseSameFile(path, *out); err != nil {
 		return err
 	}
-	d, in, err := openInspected(path)
+	d, in, err := openInspected(path, int64(*maxSize))
 	if err != nil {
 		return err
 	}

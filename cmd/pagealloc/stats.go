@@ -23,11 +23,12 @@ type deviceStats struct {
 func runStats(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("stats", "FILE", stderr)
 	asJSON := fs.Bool("json", false, "print the statistics as JSON")
+	maxSize := maxSizeFlag(fs)
 	path, err := parseFileArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	s, in, err := readStats(path)
+	s, in, err := readStats(path, int64(*maxSize))
 	if err != nil {
 		return err
 	}
@@ -37,10 +38,10 @@ func runStats(args []string, stdout, stderr io.Writer) error {
 	return printStats(stdout, s, in)
 }
 
-// readStats opens the device at path read-only and returns its statistics
-// and inspection.
-func readStats(path string) (deviceStats, *pagealloc.Inspection, error) {
-	d, in, err := openInspected(path)
+// readStats opens the device at path read-only, as openReadOnly does, and
+// returns its statistics and inspection.
+func readStats(path string, maxSize int64) (deviceStats, *pagealloc.Inspection, error) {
+	d, in, err := openInspected(path, maxSize)
 	if err != nil {
 		return deviceStats{}, nil, err
 	}
