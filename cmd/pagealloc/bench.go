@@ -181,15 +181,17 @@ func benchPhases(ctx context.Context, d *pagealloc.Device, sizeBytes int64, n in
 	mixed := func(ctx context.Context, g int, rng *rand.Rand) error {
 		return mixOps[rng.IntN(len(mixOps))](ctx, g, rng)
 	}
-	phases := []benchPhase{
-		{"commit (1 committer)", 1, commitOp(d)},
-		{fmt.Sprintf("commit (%d committer%s)", n, plural(n)), n, commitOp(d)},
+	phases := []benchPhase{{"commit (1 committer)", 1, commitOp(d)}}
+	if n > 1 { // else the phase above is that one
+		phases = append(phases, benchPhase{fmt.Sprintf("commit (%d committers)", n), n, commitOp(d)})
+	}
+	phases = append(phases, []benchPhase{
 		{"alloc+free, 4-64 KiB", n, alloc},
 		{"sub-page alloc+free, 256 B", n, subpage},
 		{"log append+commit, 64 KiB", n, logAppend},
 		{"pool get+put, 64 KiB", n, poolGet},
 		{"mixed: all of the above", n, mixed},
-	}
+	}...)
 	prog.begin(len(phases), duration)
 	defer prog.end()
 	var results []benchResult

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pagealloc/pagealloc"
 )
@@ -85,6 +87,17 @@ func toAny(cells []string) []any {
 		out[i] = c
 	}
 	return out
+}
+
+// shownName returns a log's name as a table shows it: as it is if it is
+// printable text without spaces a reader could take for the table's, and
+// quoted otherwise, so that no control byte of it reaches the terminal.
+func shownName(name string) string {
+	odd := func(r rune) bool { return !unicode.IsGraphic(r) || unicode.IsSpace(r) }
+	if !utf8.ValidString(name) || strings.IndexFunc(name, odd) >= 0 || strings.HasPrefix(name, `"`) {
+		return strconv.Quote(name)
+	}
+	return name
 }
 
 // row writes one row of a table, empty cells added for the columns it
@@ -245,7 +258,7 @@ func printLogs(w io.Writer, in *pagealloc.Inspection) error {
 	fmt.Fprintln(w, "log regions:")
 	tw := table(w, "name", "ring offset", "ring size", "head", "durable tail", "used", "free")
 	for _, l := range in.Logs {
-		row(tw, l.Name, l.Ring.Offset, formatBytes(l.Ring.Size), l.Stats.Head, l.Stats.DurableTail, humanBytes(l.Stats.UsedBytes), humanBytes(l.Stats.FreeBytes))
+		row(tw, shownName(l.Name), l.Ring.Offset, formatBytes(l.Ring.Size), l.Stats.Head, l.Stats.DurableTail, humanBytes(l.Stats.UsedBytes), humanBytes(l.Stats.FreeBytes))
 	}
 	return tw.Flush()
 }

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/pagealloc/pagealloc"
 )
@@ -232,6 +233,49 @@ func TestTableColumnsAfterShortRow(t *testing.T) {
 	for _, l := range lines {
 		if strings.HasSuffix(l, " ") {
 			t.Errorf("line ends in padding: %q", l)
+		}
+	}
+}
+
+// TestLogNamesShownSafely: log names may hold any byte but zero. The
+// tables of stats and dump print a name that is plain printable text as
+// it is and quote any other, so that a tab or a newline cannot break a
+// table and no escape sequence reaches the terminal.
+func TestLogNamesShownSafely(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "device")
+	o := fixtureOptions()
+	names := map[string]string{
+		"a\tb\nc":       `"a\tb\nc"`,
+		"\x1b[31mred":   `"\x1b[31mred"`,
+		"two words":     `"two words"`,
+		"\xff":          `"\xff"`,
+		"événements":    "événements",
+		`"quoted"`:      `"\"quoted\""`,
+		"plain-name_01": "plain-name_01",
+	}
+	o.LogRegions = nil
+	for name := range names {
+		o.LogRegions = append(o.LogRegions, pagealloc.LogRegion{Name: name, Size: 4096})
+	}
+	d, err := pagealloc.Create(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"stats", "dump"} {
+		code, out, stderr := runCLI(t, verb, path)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", verb, code, stderr)
+		}
+		for name, shown := range names {
+			if !strings.Contains(out, "  "+shown+" ") {
+				t.Errorf("%s does not show log %q as %s:\n%s", verb, name, shown, out)
+			}
+		}
+		if i := strings.IndexFunc(out, func(r rune) bool { return r != '\n' && !unicode.IsPrint(r) }); i >= 0 {
+			t.Errorf("%s prints %q, which is not printable, at byte %d", verb, out[i:i+1], i)
 		}
 	}
 }

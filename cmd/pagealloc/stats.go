@@ -97,7 +97,7 @@ func printStats(w io.Writer, s deviceStats, in *pagealloc.Inspection) error {
 		fmt.Fprintln(w)
 		tw = table(w, "log", "size", "used", "free", "head", "durable tail")
 		for _, l := range s.Logs {
-			row(tw, l.Name, formatBytes(l.Ring.Size), humanBytes(l.Stats.UsedBytes), humanBytes(l.Stats.FreeBytes), l.Stats.Head, l.Stats.DurableTail)
+			row(tw, shownName(l.Name), formatBytes(l.Ring.Size), humanBytes(l.Stats.UsedBytes), humanBytes(l.Stats.FreeBytes), l.Stats.Head, l.Stats.DurableTail)
 		}
 		return tw.Flush()
 	}
