@@ -582,6 +582,15 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 	// writable Open grows it again; a read-only one reads zeroes there,
 	// as the grown file would hold under the journal's bytes.
 	if frontier := d.alloc.last.frontier; size < frontier {
+		// But only a record moves the frontier past the file: every
+		// checkpoint syncs the file, its size included, after the
+		// growth under the frontier it covers. Without one, the word
+		// is damaged, and growing the file to it would be a change
+		// for nothing (a huge one, with Options.Preallocate).
+		frontierOff := d.geometry.state.off + stateFrontierOff
+		if !d.journal.replayed(frontierOff, 8) {
+			return nil, corruptf(frontierOff, "allocator state", "a frontier inside the file's %d bytes, as the last checkpoint synced them (no journal record moves it), found %d", size, frontier)
+		}
 		if o.ReadOnly {
 			d.zeroEnd = frontier
 		} else if err := d.growTo(frontier, d.alloc.growStep); err != nil {

@@ -1727,6 +1727,52 @@ func TestOpenRefusedBeforeRecoveryWrites(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesDamagedFrontier damages the allocator's frontier word in
+// a closed device's file, moving it past the file's end: no journal record
+// moves it there, and the checkpoint at Close synced the file's size, so
+// it is not growth a crash lost. Open returns ErrCorrupt, writable or
+// read-only, rather than grow the file to it, and leaves the file as it
+// was; the same move made by a record (TestOpenMaxSizeBelowFrontier, the
+// lost-growth tests) opens.
+func TestOpenRefusesDamagedFrontier(t *testing.T) {
+	o := testOptions()
+	o.MaxPageSize = 64 << 10
+	o.GrowthStep = 64 << 10
+	d, path := createTestDevice(t, o)
+	allocPages(t, d, 4, 64<<10)
+	word := d.geometry.state.off + stateFrontierOff
+	frontier := d.alloc.last.frontier
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	damaged := corruptCopy(t, path, func(b []byte) []byte {
+		if got := int64(binary.LittleEndian.Uint64(b[word:])); got != frontier {
+			t.Fatalf("the file's frontier word holds %d, want %d", got, frontier)
+		}
+		binary.LittleEndian.PutUint64(b[word:], uint64(frontier+64<<20))
+		return b
+	})
+	before, err := os.ReadFile(damaged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ro := range []bool{false, true} {
+		rd, err := Open(damaged, &Options{NoSync: true, ReadOnly: ro})
+		if err == nil {
+			rd.Close()
+		}
+		var ce *CorruptError
+		if !errors.As(err, &ce) || ce.Offset != word {
+			t.Errorf("Open (read-only %v) of a device whose frontier word lies past its file: %v, want a CorruptError at %d", ro, err, word)
+		}
+		if after, err := os.ReadFile(damaged); err != nil {
+			t.Fatal(err)
+		} else if !bytes.Equal(after, before) {
+			t.Errorf("the refused Open (read-only %v) changed the file (%d bytes, %d before)", ro, len(after), len(before))
+		}
+	}
+}
+
 // TestCreateCrashLeavesNoHalfDevice crashes Create at every operation,
 // keeping, dropping or tearing each unsynced write as the seeds say: the
 // file left either holds no superblock that verifies, so that it claims

@@ -882,6 +882,18 @@ func (j *journal) recover() error {
 	return nil
 }
 
+// replayed reports whether the records recover replayed wrote the n bytes
+// at off, which lie in one line.
+func (j *journal) replayed(off int64, n int) bool {
+	if j.replay == nil {
+		return false
+	}
+	from := int(off & (lineBytes - 1))
+	m := spanMask(from, from+n)
+	l := j.replay.lines.line(off >> lineShift)
+	return l != nil && l.dirty&m == m
+}
+
 // finishRecovery writes the records recover replayed to their home
 // locations, syncs and checkpoints, leaving the ring empty. The device is
 // open for writing, and the journal has not started.
