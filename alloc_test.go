@@ -1707,22 +1707,32 @@ func TestOpenRefusedBeforeRecoveryWrites(t *testing.T) {
 		b[slot] ^= 0x10 // the ring no longer follows the table
 		return b
 	})
-	before, err := os.ReadFile(damaged)
+	refusedOpens(t, damaged, func(ro bool, err error) {
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Open (read-only %v) of a device with a corrupt log table: %v, want ErrCorrupt", ro, err)
+		}
+	})
+}
+
+// refusedOpens opens the device at path for writing, then read-only,
+// handing each Open's error to check, and fails t if either changed the
+// file.
+func refusedOpens(t *testing.T, path string, check func(readOnly bool, err error)) {
+	t.Helper()
+	before, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, ro := range []bool{false, true} {
-		rd, err := Open(damaged, &Options{NoSync: true, ReadOnly: ro})
+		d, err := Open(path, &Options{NoSync: true, ReadOnly: ro})
 		if err == nil {
-			rd.Close()
+			d.Close()
 		}
-		if !errors.Is(err, ErrCorrupt) {
-			t.Errorf("Open (read-only %v) of a device with a corrupt log table: %v, want ErrCorrupt", ro, err)
-		}
-		if after, err := os.ReadFile(damaged); err != nil {
+		check(ro, err)
+		if after, err := os.ReadFile(path); err != nil {
 			t.Fatal(err)
 		} else if !bytes.Equal(after, before) {
-			t.Errorf("the refused Open (read-only %v) changed the file", ro)
+			t.Errorf("the Open (read-only %v) changed the file (%d bytes, %d before)", ro, len(after), len(before))
 		}
 	}
 }
@@ -1752,25 +1762,12 @@ func TestOpenRefusesDamagedFrontier(t *testing.T) {
 		binary.LittleEndian.PutUint64(b[word:], uint64(frontier+64<<20))
 		return b
 	})
-	before, err := os.ReadFile(damaged)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ro := range []bool{false, true} {
-		rd, err := Open(damaged, &Options{NoSync: true, ReadOnly: ro})
-		if err == nil {
-			rd.Close()
-		}
+	refusedOpens(t, damaged, func(ro bool, err error) {
 		var ce *CorruptError
 		if !errors.As(err, &ce) || ce.Offset != word {
 			t.Errorf("Open (read-only %v) of a device whose frontier word lies past its file: %v, want a CorruptError at %d", ro, err, word)
 		}
-		if after, err := os.ReadFile(damaged); err != nil {
-			t.Fatal(err)
-		} else if !bytes.Equal(after, before) {
-			t.Errorf("the refused Open (read-only %v) changed the file (%d bytes, %d before)", ro, len(after), len(before))
-		}
-	}
+	})
 }
 
 // TestCreateCrashLeavesNoHalfDevice crashes Create at every operation,
