@@ -115,6 +115,11 @@ type Relocator interface {
 	// its copy is garbage. Up to 64 relocations share a transaction,
 	// which must fit in half the journal, so keep each one's writes small.
 	// entry aliases the mapping, as for IsLive.
+	// The copy at newOff is not durable before tx is: until Log.Commit
+	// would have returned for it, Log.Read(newOff) returns ErrNotFound,
+	// while the entry at oldOff still reads. An owner that repoints
+	// readers to newOff in memory here (a RelocationsEnder) makes them
+	// wait or retry at oldOff until RelocationsEnded(nil).
 	// A Relocate that panics has tx rolled back, as an error would (a
 	// RelocationsEnder hears of it), and the panic goes on to GC's caller:
 	// in background GC, as in any goroutine, it ends the process.
@@ -135,7 +140,9 @@ type Relocator interface {
 // not call what would wait for a transaction or for the pass (see
 // Relocate). A commit is told after the writer is free, when another
 // transaction may have begun: make the changes in Relocate, and undo
-// them here, rather than make them here.
+// them here, rather than make them here. A RelocationsEnded that panics
+// when told of a rollback still lets the rollback end, then its panic
+// goes on to GC's caller, as a Relocate's does.
 type RelocationsEnder interface {
 	Relocator
 	RelocationsEnded(err error)
@@ -1835,6 +1842,14 @@ func (l *Log) collectChunk(ctx context.Context, owner GarbageChecker, reloc Relo
 	}
 	pos := head
 	var relocs []relocation
+	// Copies this chunk made are given back on every way out but its
+	// commit: an error, a callback (IsLive, Relocate) that panicked.
+	committed := false
+	defer func() {
+		if !committed && len(relocs) > 0 {
+			l.retractCopies(relocs)
+		}
+	}()
 	copiedTail := uint64(0) // end of the last copy: the tail the transaction must carry
 	var walkErr error
 	// An orphan this chunk relocates to lies ahead of the head, perhaps
@@ -1908,12 +1923,6 @@ walk:
 		pos = next
 	}
 	if pos > head {
-		committed := false
-		defer func() {
-			if !committed { // an error, or a Relocate that panicked
-				l.retractCopies(relocs)
-			}
-		}()
 		if err := l.commitChunk(ctx, reloc, relocs, copiedTail, pos); err != nil {
 			return false, err
 		}
@@ -2146,7 +2155,9 @@ func (l *Log) commitChunk(ctx context.Context, reloc Relocator, relocs []relocat
 	}()
 	for _, r := range relocs {
 		if err := reloc.Relocate(tx, r.oldOff, r.newOff, r.entry); err != nil {
-			return tx.abort(fmt.Errorf("pagealloc: relocating the log entry at %d to %d: %w", r.oldOff, r.newOff, err))
+			err = tx.abort(fmt.Errorf("pagealloc: relocating the log entry at %d to %d: %w", r.oldOff, r.newOff, err))
+			end.repanic()
+			return err
 		}
 	}
 	var b [8]byte
@@ -2155,6 +2166,7 @@ func (l *Log) commitChunk(ctx context.Context, reloc Relocator, relocs []relocat
 	tx.join(l)
 	err = tx.Commit()
 	l.finish(tx, err, &newHead)
+	end.repanic()
 	if end != nil && !end.told {
 		end.ender.RelocationsEnded(err) // committed, or failed on its way to disk
 	}
@@ -2167,6 +2179,10 @@ func (l *Log) commitChunk(ctx context.Context, reloc Relocator, relocs []relocat
 type relocationsEnd struct {
 	ender RelocationsEnder
 	told  bool
+	// panicked is what RelocationsEnded panicked with, if it did: kept
+	// until the rollback has ended and given the writer slot back, then
+	// passed on to GC's caller (repanic).
+	panicked any
 }
 
 func (e *relocationsEnd) prepare(*Txn) error { return nil }
@@ -2178,7 +2194,16 @@ func (e *relocationsEnd) rolledBack(tx *Txn) {
 	if cause == nil { // not reached: GC rolls back only through abort
 		cause = ErrTxDone
 	}
+	defer func() { e.panicked = recover() }()
 	e.ender.RelocationsEnded(cause)
+}
+
+// repanic passes on the panic of RelocationsEnded during a rollback, if
+// there was one; e may be nil.
+func (e *relocationsEnd) repanic() {
+	if e != nil && e.panicked != nil {
+		panic(e.panicked)
+	}
 }
 
 // Layout, open and close.

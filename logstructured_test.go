@@ -579,14 +579,15 @@ func TestLogRelocationsEnded(t *testing.T) {
 }
 
 // TestLogAbandonedCopiesGiveBackTheirRoom: a GC pass whose transaction
-// does not commit (its owner's Relocate fails or panics, or its context
-// ends while it waits for a reservation before its copies) gives the room
+// does not commit (its owner's Relocate fails or panics, its IsLive
+// panics after two entries were copied, or its context ends while it
+// waits for a reservation before its copies) gives the room
 // of its copies back to the log. In a ring filled to its relocation
 // reserve, the copies left as garbage took the reserve, and no later pass
 // could copy the live entry at the head again: the log stayed full for
 // good, though half of it was garbage.
 func TestLogAbandonedCopiesGiveBackTheirRoom(t *testing.T) {
-	for _, how := range []string{"Relocate fails", "Relocate panics", "the context ends"} {
+	for _, how := range []string{"Relocate fails", "Relocate panics", "IsLive panics", "the context ends"} {
 		t.Run(how, func(t *testing.T) {
 			d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
 			l := mustLog(t, d, "log")
@@ -597,6 +598,8 @@ func TestLogAbandonedCopiesGiveBackTheirRoom(t *testing.T) {
 				owner.failAt = 1
 			case "Relocate panics":
 				p.panicAt = 1
+			case "IsLive panics":
+				p.livePanicAt = 4 // entries 0 and 2, live, copied
 			}
 			if err := l.SetOwner(p, &LogOptions{GCThresholdBytes: -1}); err != nil {
 				t.Fatal(err)
@@ -984,10 +987,18 @@ func TestLogReusedCopyNotPassedInItsChunk(t *testing.T) {
 }
 
 // panickingSet is an endingSet whose n-th Relocate (counting from 1)
-// panics.
+// panics, and whose livePanicAt-th IsLive does.
 type panickingSet struct {
 	endingSet
-	panicAt int
+	panicAt                int
+	liveCalls, livePanicAt int
+}
+
+func (s *panickingSet) IsLive(off int64, entry []byte) bool {
+	if s.liveCalls++; s.liveCalls == s.livePanicAt {
+		panic("the owner panics")
+	}
+	return s.endingSet.IsLive(off, entry)
 }
 
 func (s *panickingSet) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
@@ -1000,54 +1011,127 @@ func (s *panickingSet) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) err
 
 // TestLogRelocatePanicRollsBack: a Relocate that panics has GC roll its
 // transaction back, tell the RelocationsEnder, and let the panic go on to
-// GC's caller, as Update does for its fn. The writer slot is free again
-// and the log and device go on: a later GC relocates every entry.
+// GC's caller, as Update does for its fn. So does a RelocationsEnded that
+// panics when told of a rollback (of a failed Relocate, or of a Commit
+// refused as too large), which GC calls from inside the rollback, where
+// the writer slot is held: the rollback ends first. Either way the writer
+// slot is free again and the log and device go on: a later GC relocates
+// every entry.
 func TestLogRelocatePanicRollsBack(t *testing.T) {
+	for _, c := range []struct {
+		name, want string
+		owner      func(base endingSet) (RelocationsEnder, *endingSet)
+	}{
+		{"Relocate panics", "the owner panics", func(base endingSet) (RelocationsEnder, *endingSet) {
+			o := &panickingSet{endingSet: base, panicAt: 2}
+			return o, &o.endingSet
+		}},
+		{"RelocationsEnded panics after a failed Relocate", "RelocationsEnded panics", func(base endingSet) (RelocationsEnder, *endingSet) {
+			base.failAt = 1
+			o := &endPanicSet{endingSet: base, armed: true}
+			return o, &o.endingSet
+		}},
+		{"RelocationsEnded panics after a failed Commit", "RelocationsEnded panics", func(base endingSet) (RelocationsEnder, *endingSet) {
+			base.bloatAt = 1
+			o := &endPanicSet{endingSet: base, armed: true}
+			return o, &o.endingSet
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+			l := mustLog(t, d, "log")
+			owner, set := c.owner(endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}})
+			if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+				t.Fatal(err)
+			}
+			for id := range uint64(3) {
+				set.add(id, appendEntryT(t, l, logContent(id, 100)).Offset())
+			}
+			before := l.Stats()
+			if err, recovered := runGC(l, context.Background()); recovered != c.want {
+				t.Fatalf("GC: %v, recovered %v; want the owner's panic", err, recovered)
+			}
+			if !writerFree(d) {
+				d.writer.Unlock() // let the test's Close end rather than wait forever
+				t.Fatal("the writer slot is still held after the panic: GC's transaction was neither committed nor rolled back")
+			}
+			// The relocations were rolled back with the transaction:
+			// the owner, told so, undid them.
+			if len(set.ended) != 1 || set.ended[0] == nil {
+				t.Fatalf("ended %v, want one error for the transaction the panic rolled back", set.ended)
+			}
+			if s := checkLogInvariants(t, l); s.Head != before.Head {
+				t.Fatalf("head %d after the rolled-back pass, want %d", s.Head, before.Head)
+			}
+			if err := l.GC(context.Background()); err != nil || len(set.ended) != 2 || set.ended[1] != nil {
+				t.Fatalf("GC after the panic: %v; ended %v, want a nil after the error", err, set.ended)
+			}
+			for id := range uint64(3) {
+				if p, err := l.Read(set.offset(id)); err != nil || !isContent(p, id) {
+					t.Fatalf("entry %d after relocation: %v", id, err)
+				}
+			}
+			mustCheck(t, d)
+		})
+	}
+}
+
+// endPanicSet is an endingSet whose RelocationsEnded panics, once, when
+// told of a rollback, after undoing the relocations.
+type endPanicSet struct {
+	endingSet
+	armed bool
+}
+
+func (s *endPanicSet) RelocationsEnded(err error) {
+	s.endingSet.RelocationsEnded(err)
+	if err != nil && s.armed {
+		s.armed = false
+		panic("RelocationsEnded panics")
+	}
+}
+
+// relocateReader is a relocatingSet that reads, inside each Relocate, the
+// entry at its old and at its new offset, as a reader following the
+// owner's index might then.
+type relocateReader struct {
+	relocatingSet
+	l                  *Log
+	oldReads, newReads []error
+}
+
+func (s *relocateReader) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
+	_, err := s.l.Read(oldOff)
+	s.oldReads = append(s.oldReads, err)
+	_, err = s.l.Read(newOff)
+	s.newReads = append(s.newReads, err)
+	return s.relocatingSet.Relocate(tx, oldOff, newOff, entry)
+}
+
+// TestLogReadDuringRelocate holds Relocate's documented contract: while
+// GC's transaction is open, the entry reads at its old offset and not yet
+// at its new one (ErrNotFound); once GC returns, the other way round.
+func TestLogReadDuringRelocate(t *testing.T) {
 	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
 	l := mustLog(t, d, "log")
-	owner := &panickingSet{endingSet: endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}}, panicAt: 2}
+	owner := &relocateReader{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, l: l}
 	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
 		t.Fatal(err)
 	}
-	offs := map[uint64]int64{}
-	for id := range uint64(3) {
-		offs[id] = appendEntryT(t, l, logContent(id, 100)).Offset()
-		owner.add(id, offs[id])
+	old := appendEntryT(t, l, logContent(0, 100)).Offset()
+	owner.add(0, old)
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	before := l.Stats()
-	recovered := func() (r any) {
-		defer func() { r = recover() }()
-		l.GC(context.Background())
-		return nil
-	}()
-	if recovered != "the owner panics" {
-		t.Fatalf("GC with a panicking Relocate: recovered %v, want the owner's panic", recovered)
+	if len(owner.oldReads) != 1 || owner.oldReads[0] != nil || !errors.Is(owner.newReads[0], ErrNotFound) {
+		t.Fatalf("reads inside Relocate: old offset %v, new offset %v; want the old one read and ErrNotFound at the new one", owner.oldReads, owner.newReads)
 	}
-	if !d.writer.TryLock() {
-		d.writer.Unlock() // let the test's Close end rather than wait forever
-		t.Fatal("the writer slot is still held after Relocate panicked: GC's transaction was neither committed nor rolled back")
+	if p, err := l.Read(owner.offset(0)); err != nil || !isContent(p, 0) {
+		t.Fatalf("the entry at its new offset after GC: %v", err)
 	}
-	d.writer.Unlock()
-	if len(owner.ended) != 1 || owner.ended[0] == nil {
-		t.Fatalf("ended %v, want one error for the transaction the panic rolled back", owner.ended)
+	if _, err := l.Read(old); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the entry at its old offset after GC: %v, want ErrNotFound", err)
 	}
-	if s := checkLogInvariants(t, l); s.Head != before.Head {
-		t.Fatalf("head %d after the rolled-back pass, want %d", s.Head, before.Head)
-	}
-	// The first entry's relocation was rolled back with the transaction:
-	// the owner, told so, forgets it.
-	for id, off := range offs {
-		owner.add(id, off)
-	}
-	if err := l.GC(context.Background()); err != nil || len(owner.ended) != 2 || owner.ended[1] != nil {
-		t.Fatalf("GC after the panic: %v; ended %v, want a nil after the error", err, owner.ended)
-	}
-	for id := range uint64(3) {
-		if p, err := l.Read(owner.offset(id)); err != nil || !isContent(p, id) {
-			t.Fatalf("entry %d after relocation: %v", id, err)
-		}
-	}
-	mustCheck(t, d)
 }
 
 // TestLogGCStopsAtLiveEntry: without Relocator, GC passes dead entries and
