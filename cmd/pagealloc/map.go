@@ -89,6 +89,9 @@ func runMap(args []string, stdout, stderr io.Writer) error {
 	start, end := int64(0), in.Frontier
 	if *heapOnly {
 		start = in.HeapOffset
+		if end <= start {
+			return fmt.Errorf("the heap of %s is empty (its frontier is at its first byte, %d): nothing to draw with -heap", path, start)
+		}
 	}
 	groupBytes := int64(group)
 	if groupBytes == 0 {

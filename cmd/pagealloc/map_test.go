@@ -205,3 +205,29 @@ func TestMapTooTall(t *testing.T) {
 		t.Errorf("a map 2^31 pixels tall: exit %d, stderr %q; want a usage error (exit 2)", code, stderr)
 	}
 }
+
+// TestMapEmptyHeap: with -heap, a device whose heap holds nothing yet has
+// nothing to draw: map says so and fails (exit 1), writing no image,
+// rather than write one of no page-group. Without -heap the headers are
+// drawn.
+func TestMapEmptyHeap(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "device")
+	d, err := pagealloc.Create(path, fixtureOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "map.png")
+	code, _, stderr := runUnchanged(t, "map", "-heap", "-o", out, path)
+	if code != 1 || !strings.Contains(stderr, "heap") || !strings.Contains(stderr, "empty") {
+		t.Errorf("map -heap of an empty heap: exit %d, stderr %q; want 1, saying the heap is empty", code, stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("map -heap of an empty heap wrote %s (%v)", out, err)
+	}
+	if code, _, stderr := runUnchanged(t, "map", "-o", out, path); code != 0 {
+		t.Errorf("map of a device with an empty heap: exit %d: %s", code, stderr)
+	}
+}
