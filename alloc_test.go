@@ -1517,15 +1517,19 @@ func lostGrowth(t *testing.T, store *simstore.Store, size int64) *simstore.Store
 // there. A log with entries past the file's end is corruption, since the
 // journal synced the entries before the tail that covers them.
 func TestReadOnlyOpenLostGrowthCarvedLog(t *testing.T) {
-	for _, entries := range []bool{false, true} {
-		t.Run(fmt.Sprintf("entries=%v", entries), func(t *testing.T) {
+	for _, c := range []struct{ entries, past bool }{{false, false}, {true, false}, {false, true}} {
+		entries := c.entries
+		t.Run(fmt.Sprintf("entries=%v,wholly-past=%v", entries, c.past), func(t *testing.T) {
 			d, store, o, size := growthDevice(t)
+			if c.past { // a page before the ring, growing the file first
+				allocPages(t, d, 1, o.MaxPageSize)
+			}
 			l, err := d.CreateLog("carved", o.MaxPageSize)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ring := l.ring; ring.end() <= size {
-				t.Fatalf("the ring [%d, +%d) lies inside the file's first %d bytes", ring.off, ring.size, size)
+			if ring := l.ring; ring.end() <= size || c.past && ring.off < size {
+				t.Fatalf("the ring [%d, +%d) lies inside the file's first %d bytes, or starts there", ring.off, ring.size, size)
 			}
 			if entries {
 				r, err := l.Append(100)

@@ -655,11 +655,12 @@ type logSlot struct {
 }
 
 // liveEnd returns the end of the device bytes that the entries between
-// s's head and tail lie in: the ring's end if they wrap around it.
+// s's head and tail lie in: the ring's end if they wrap around it, 0 if
+// there are none.
 func (s *logSlot) liveEnd() int64 {
 	live := int64(s.tail - s.head)
 	if live == 0 {
-		return s.ring.off
+		return 0
 	}
 	return min(s.ring.off+int64(s.head%uint64(s.ring.size))+live, s.ring.end())
 }
