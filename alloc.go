@@ -217,7 +217,9 @@ type Device struct {
 	size atomic.Int64 // bytes the store holds; the mapping is readable below it
 	// zeroEnd is 0, or, on a read-only device whose file a crash left
 	// shorter than the heap, the allocator's frontier: reads go on past
-	// the file's end up to it, finding zeroes (see readableEnd).
+	// the file's end up to it, finding zeroes (see readableEnd). A
+	// writable Open reads so too, until its checks have passed and it
+	// grows the file.
 	zeroEnd int64
 	growMu  sync.Mutex
 
@@ -579,7 +581,8 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		}
 	}
 	// The file's growth is not journaled: a crash may have lost it. A
-	// writable Open grows it again; a read-only one reads zeroes there,
+	// writable Open grows it again, once its checks have passed; until
+	// then, and on a read-only device for good, reads find zeroes there,
 	// as the grown file would hold under the journal's bytes.
 	if frontier := d.alloc.last.frontier; size < frontier {
 		// But only a record moves the frontier past the file: every
@@ -591,19 +594,23 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		if !d.journal.replayed(frontierOff, 8) {
 			return nil, corruptf(frontierOff, "allocator state", "a frontier inside the file's %d bytes, as the last checkpoint synced them (no journal record moves it), found %d", size, frontier)
 		}
-		if o.ReadOnly {
-			d.zeroEnd = frontier
-		} else if err := d.growTo(frontier, d.alloc.growStep); err != nil {
-			return nil, err
-		}
+		d.zeroEnd = frontier
 	}
 	if err := d.openLogs(); err != nil {
 		d.closeLogs()
 		return nil, err
 	}
 	if !o.ReadOnly {
-		// Nothing above refused the device: recovery may write the
-		// records it replayed home now.
+		// Nothing above refused the device: the file may change now,
+		// grown back to the frontier, then the records recovery
+		// replayed written home.
+		if lost := d.zeroEnd; lost != 0 {
+			if err := d.growTo(lost, d.alloc.growStep); err != nil {
+				d.closeLogs()
+				return nil, err
+			}
+			d.zeroEnd = 0
+		}
 		if err := d.journal.finishRecovery(); err != nil {
 			d.closeLogs()
 			return nil, err
