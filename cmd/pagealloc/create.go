@@ -59,8 +59,9 @@ func runCreate(args []string, stdout, stderr io.Writer) error {
 		RootSize:    int64(root),
 		LogRegions:  logs,
 	})
-	if errors.Is(err, pagealloc.ErrInvalidArgument) {
-		// Every argument Create can refuse came from a flag.
+	if errors.Is(err, pagealloc.ErrInvalidArgument) || errors.Is(err, pagealloc.ErrTooLarge) {
+		// Every argument Create can refuse came from a flag, and so did
+		// every size too large for the platform or its address space.
 		return fmt.Errorf("%w: %s", errUsage, withoutLibraryName(err))
 	}
 	if err != nil {

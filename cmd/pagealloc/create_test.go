@@ -53,6 +53,7 @@ func TestCreate(t *testing.T) {
 		{[]string{"-log", "wal=100", filepath.Join(t.TempDir(), "x")}, 2, "pagealloc create: invalid argument"},
 		{[]string{"-log", "nosize", filepath.Join(t.TempDir(), "x")}, 2, "name=size"},
 		{[]string{"-journal", "lots", filepath.Join(t.TempDir(), "x")}, 2, "not a byte count"},
+		{[]string{"-max-size", "4611686018427387904", filepath.Join(t.TempDir(), "x")}, 2, "pagealloc create: request too large"},
 		{[]string{}, 2, "exactly one FILE"},
 	} {
 		code, _, stderr := runCLI(t, append([]string{"create"}, c.args...)...)
