@@ -1697,25 +1697,41 @@ func TestOpenMaxSizeBelowFrontier(t *testing.T) {
 // TestOpenRefusedBeforeRecoveryWrites opens a file whose journal holds a
 // record to replay and whose log table is corrupt: Open returns ErrCorrupt
 // before its recovery writes anything, so the file is left as it was, and
-// a read-only Open of it (which replays in memory) sees the same.
+// a read-only Open of it (which replays in memory) sees the same. In the
+// second case the record grew the heap and a crash lost the file's growth:
+// the refused Open does not grow the file back either.
 func TestOpenRefusedBeforeRecoveryWrites(t *testing.T) {
-	o := testOptions()
-	o.LogRegions = []LogRegion{{Name: "events", Size: 16 << 10}}
-	d, path := createTestDevice(t, o)
-	writeRoot(t, d, 0, []byte("replayed"))
-	if d.journal.tail == d.journal.head {
-		t.Fatal("the write left no journal record to replay")
+	for _, lost := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lost-growth=%v", lost), func(t *testing.T) {
+			o := testOptions()
+			o.MaxPageSize = 64 << 10
+			o.GrowthStep = 64 << 10
+			o.LogRegions = []LogRegion{{Name: "events", Size: 16 << 10}}
+			d, path := createTestDevice(t, o)
+			allocPages(t, d, 3, o.MaxPageSize)
+			coverCommitted(t, d)
+			size := d.Stats().FileSize
+			writeRoot(t, d, 0, []byte("replayed"))
+			if lost {
+				for d.Stats().Frontier <= size {
+					allocPages(t, d, 1, o.MaxPageSize)
+				}
+			}
+			if d.checkpointTxSeq.Load() == d.txSeq {
+				t.Fatal("a checkpoint covers the writes: no journal record to replay")
+			}
+			slot := d.geometry.logs.off + logTableHeaderBytes + logSlotRingOff
+			damaged := corruptCopy(t, path, func(b []byte) []byte {
+				b[slot] ^= 0x10 // the ring no longer follows the table
+				return b[:size]
+			})
+			refusedOpens(t, damaged, func(ro bool, err error) {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Errorf("Open (read-only %v) of a device with a corrupt log table: %v, want ErrCorrupt", ro, err)
+				}
+			})
+		})
 	}
-	slot := d.geometry.logs.off + logTableHeaderBytes + logSlotRingOff
-	damaged := corruptCopy(t, path, func(b []byte) []byte {
-		b[slot] ^= 0x10 // the ring no longer follows the table
-		return b
-	})
-	refusedOpens(t, damaged, func(ro bool, err error) {
-		if !errors.Is(err, ErrCorrupt) {
-			t.Errorf("Open (read-only %v) of a device with a corrupt log table: %v, want ErrCorrupt", ro, err)
-		}
-	})
 }
 
 // refusedOpens opens the device at path for writing, then read-only,

@@ -151,7 +151,8 @@ type subpageSet struct {
 	drain   int // the class drainOther looks at next
 	// spare is how many more lines Free may add to tx releasing parents
 	// on its own account (see Free): as many as the buddy allocator's
-	// releases may (releaseBudget), counted from when the set joins tx.
+	// releases may (releaseBudget), counted from when the set joins tx,
+	// so at most a quarter of a record whatever tx writes after.
 	spare int
 }
 
