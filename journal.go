@@ -68,9 +68,10 @@ type journal struct {
 	// or 0, and lostHeadSeq the sequence number of the record there. Set
 	// before the journal starts, read-only after.
 	lostHead, lostHeadSeq uint64
-	// replay holds what recover replayed, until finishRecovery writes it
-	// home (nil after, and on a read-only device), and replayEnd the end
-	// of its furthest write.
+	// replay holds what recover replayed, or nil if nothing, and
+	// replayEnd the end of its furthest write. On a device opened for
+	// writing, finishRecovery writes it home and drops it; on a read-only
+	// one it stays, as the overlay does.
 	replay    *Txn
 	replayEnd int64
 
