@@ -760,7 +760,11 @@ func (d *Device) heapWritable(off, n int64, tx *Txn) error {
 	return fmt.Errorf("%w: [%d, +%d) is not inside one allocated page", ErrProtected, off, n)
 }
 
-// Stats returns the allocator's committed state.
+// Stats returns the allocator's committed state, a consistent snapshot of
+// it. A transaction whose Commit is under way joins that state a moment
+// after ReadAt starts to show its bytes, and before Commit returns: while
+// commits run beside it, Stats may lag what a ReadAt of the allocator's
+// state region just showed. Once Commit has returned, Stats includes it.
 func (d *Device) Stats() Stats {
 	if d.unmade() {
 		return Stats{}
