@@ -103,13 +103,7 @@ func TestDump(t *testing.T) {
 // empty one, for tools that read it.
 func TestDumpPagesJSONEmptyHeap(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "device")
-	d, err := pagealloc.Create(path, fixtureOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
+	createClosed(t, path, fixtureOptions())
 	if in := inspect(t, path); in.Frontier != in.HeapOffset {
 		t.Fatalf("a new device's heap runs to %d from %d", in.Frontier, in.HeapOffset)
 	}
@@ -257,13 +251,7 @@ func TestLogNamesShownSafely(t *testing.T) {
 	for name := range names {
 		o.LogRegions = append(o.LogRegions, pagealloc.LogRegion{Name: name, Size: 4096})
 	}
-	d, err := pagealloc.Create(path, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
+	createClosed(t, path, o)
 	for _, verb := range []string{"stats", "dump"} {
 		code, out, stderr := runCLI(t, verb, path)
 		if code != 0 {

@@ -36,6 +36,19 @@ func fixtureOptions() *pagealloc.Options {
 	}
 }
 
+// createClosed creates a device at path with o and closes it: its heap
+// holds nothing.
+func createClosed(t *testing.T, path string, o *pagealloc.Options) {
+	t.Helper()
+	d, err := pagealloc.Create(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // fixtureDevice creates a closed device holding allocated, free and
 // pending pages of every size, a sub-page class with slots in use, and log
 // entries, from a fixed sequence of operations, and returns its path. It
@@ -333,13 +346,7 @@ func TestParseBytes(t *testing.T) {
 func TestFileOperandAfterDashDash(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "-json")
-	d, err := pagealloc.Create(path, fixtureOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
+	createClosed(t, path, fixtureOptions())
 	t.Chdir(dir)
 	if code, stdout, stderr := runCLI(t, "check", "--", "-json"); code != 0 || stdout != "OK\n" {
 		t.Errorf("check -- -json: exit %d, stdout %q, stderr %q; want 0 and OK", code, stdout, stderr)

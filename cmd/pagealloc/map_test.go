@@ -192,13 +192,7 @@ func decodePNG(t *testing.T, path string) image.Image {
 func TestMapTooTall(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "device")
 	// The heap starts at 64 MiB: 2^17 page-groups of 512 bytes before it.
-	d, err := pagealloc.Create(path, &pagealloc.Options{NoSync: true, MaxSize: 128 << 20, MinPageSize: 512, MaxPageSize: 64 << 20, JournalSize: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
+	createClosed(t, path, &pagealloc.Options{NoSync: true, MaxSize: 128 << 20, MinPageSize: 512, MaxPageSize: 64 << 20, JournalSize: 64 << 10})
 	out := filepath.Join(t.TempDir(), "map.png")
 	code, _, stderr := runUnchanged(t, "map", "-o", out, "-group", "512", "-width", "1", "-scale", "16384", path)
 	if code != 2 || !strings.Contains(stderr, "more than 16384 pixels a side") {
@@ -212,13 +206,7 @@ func TestMapTooTall(t *testing.T) {
 // drawn.
 func TestMapEmptyHeap(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "device")
-	d, err := pagealloc.Create(path, fixtureOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
+	createClosed(t, path, fixtureOptions())
 	out := filepath.Join(t.TempDir(), "map.png")
 	code, _, stderr := runUnchanged(t, "map", "-heap", "-o", out, path)
 	if code != 1 || !strings.Contains(stderr, "heap") || !strings.Contains(stderr, "empty") {
