@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -235,16 +237,64 @@ func TestInspectingVerbsLeaveFileUnchanged(t *testing.T) {
 		if n := len(inspect(t, path).JournalState.Records); n != dev.records {
 			t.Fatalf("%s has %d journal records to replay, want %d", path, n, dev.records)
 		}
-		for _, args := range [][]string{
-			{"stats", path},
-			{"stats", "-json", path},
-			{"check", path},
-			{"dump", path},
-			{"dump", "-pages", "-json", path},
-			{"map", "-o", png, path},
-		} {
+		for _, args := range inspectingVerbs(path, png) {
 			if code, _, stderr := runUnchanged(t, args...); code != 0 {
 				t.Errorf("%v: exit %d: %s", args, code, stderr)
+			}
+		}
+	}
+}
+
+// inspectingVerbs returns the command lines of every verb that only looks
+// at the device at path; map writes its image to png.
+func inspectingVerbs(path, png string) [][]string {
+	return [][]string{
+		{"stats", path},
+		{"stats", "-json", path},
+		{"check", path},
+		{"dump", path},
+		{"dump", "-pages", "-json", path},
+		{"map", "-o", png, path},
+	}
+}
+
+// TestVerbsOnGoldenImages runs every inspecting verb on the devices that
+// the code of each format version wrote (testdata/golden, see the
+// package's TestGoldenImages), crashed ones with records to replay
+// included: each exits 0 and leaves the file unchanged.
+func TestVerbsOnGoldenImages(t *testing.T) {
+	images, err := filepath.Glob(filepath.Join("..", "..", "testdata", "golden", "*.dev.gz"))
+	if err != nil || len(images) == 0 {
+		t.Fatalf("no golden images (%v)", err)
+	}
+	dir := t.TempDir()
+	png := filepath.Join(dir, "map.png")
+	for _, image := range images {
+		name := strings.TrimSuffix(filepath.Base(image), ".dev.gz")
+		path := filepath.Join(dir, name)
+		f, err := os.Open(image)
+		if err != nil {
+			t.Fatal(err)
+		}
+		z, err := gzip.NewReader(f)
+		if err != nil {
+			t.Fatalf("%s: %v", image, err)
+		}
+		img, err := io.ReadAll(z)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", image, err)
+		}
+		if err := os.WriteFile(path, img, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		records := len(inspect(t, path).JournalState.Records)
+		if crashed := strings.HasSuffix(name, "-crash"); crashed != (records > 0) {
+			t.Errorf("%s: %d journal records to replay", name, records)
+		}
+		for _, args := range inspectingVerbs(path, png) {
+			if code, _, stderr := runUnchanged(t, args...); code != 0 {
+				t.Errorf("%s: %v: exit %d: %s", name, args[:len(args)-1], code, stderr)
 			}
 		}
 	}
