@@ -145,13 +145,31 @@ func checkNoOverlap(t *testing.T, live map[Addr]bool) {
 
 // TestBuddyModel runs random Alloc/Free/Commit/Rollback against a model that
 // is just the set of live pages; after every commit the device must pass
-// Check and hold exactly the model's pages.
+// Check and hold exactly the model's pages. It runs on a new device, and
+// on a device of format version 1 that the code of that version wrote
+// (testdata/golden, with the same page sizes and journal), whose heap
+// blocks that code laid out and whose pages it allocated: they start the
+// model.
 func TestBuddyModel(t *testing.T) {
+	t.Run("new", func(t *testing.T) {
+		d, _ := createTestDevice(t, smallHeapOptions())
+		buddyModel(t, d)
+	})
+	t.Run("version1", func(t *testing.T) {
+		d := openGoldenImage(t, "v1-closed", smallHeapOptions())
+		if d.geometry.version != 1 || d.alloc.g.parentShift != 0 {
+			t.Fatalf("version %d parent shift %d, want a version 1 geometry", d.geometry.version, d.alloc.g.parentShift)
+		}
+		buddyModel(t, d)
+	})
+}
+
+func buddyModel(t *testing.T, d *Device) {
 	rng := rand.New(rand.NewPCG(testSeed(t, "buddy.seed", *buddySeed), 1))
-	d, _ := createTestDevice(t, smallHeapOptions())
 	g := &d.alloc.g
-	live := map[Addr]bool{} // committed
-	var liveList []Addr
+	live := allocatedSet(t, d) // committed
+	liveList := slices.Collect(maps.Keys(live))
+	slices.Sort(liveList)
 	ops, commits, rollbacks, noSpace := 0, 0, 0, 0
 	for ops < *buddyOps {
 		tx, err := d.Begin()

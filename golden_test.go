@@ -317,6 +317,22 @@ func checkGoldenContent(t *testing.T, d *Device, m *goldenManifest, writable boo
 	}
 }
 
+// openGoldenImage opens a copy of the golden image name (as
+// "v1-closed") with o; the test's end closes it.
+func openGoldenImage(t *testing.T, name string, o *Options) *Device {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "device")
+	if err := os.WriteFile(path, readGoldenImage(t, filepath.Join("testdata", "golden", name+".dev.gz")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
 // readGoldenImage returns the device file compressed at path.
 func readGoldenImage(t *testing.T, path string) []byte {
 	t.Helper()
