@@ -84,17 +84,10 @@ func TestGoldenImages(t *testing.T) {
 	}
 	versions := map[int]int{}
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m goldenManifest
-		if err := json.Unmarshal(b, &m); err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
+		m := readGoldenManifest(t, p)
 		versions[m.FormatVersion]++
 		t.Run(strings.TrimSuffix(filepath.Base(p), ".json"), func(t *testing.T) {
-			checkGoldenImage(t, &m)
+			checkGoldenImage(t, m)
 		})
 	}
 	for v := 1; v <= formatVersion; v++ {
@@ -102,6 +95,20 @@ func TestGoldenImages(t *testing.T) {
 			t.Errorf("no golden image of format version %d: write one with testdata/golden/gen, using the code of that version", v)
 		}
 	}
+}
+
+// readGoldenManifest reads the manifest at path.
+func readGoldenManifest(t *testing.T, path string) *goldenManifest {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m goldenManifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return &m
 }
 
 func checkGoldenImage(t *testing.T, m *goldenManifest) {

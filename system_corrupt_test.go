@@ -41,10 +41,12 @@ func (keepAll) IsLive(int64, []byte) bool { return true }
 // pages, sub-pages in two classes, a fixed log and a carved one, each with
 // entries. It says where damage to it goes and which values point into it.
 type systemImage struct {
-	clean    []byte  // the device file
-	pages    []Addr  // pages allocated; the first 24 were freed again
-	parents  []int64 // the parents of the slots allocated
-	entries  []int64 // the offsets of the entries in both logs
+	clean    []byte   // the device file
+	pages    []Addr   // pages allocated, some of them freed again
+	freeable []Addr   // pages still allocated, for driveSystem to free
+	parents  []int64  // the parents of the slots allocated, if any
+	logs     []string // the names of its logs
+	entries  []int64  // the offsets of the entries in its logs
 	heapOff  int64
 	frontier int64
 	// targets are ranges of the file: the allocator state and sub-page
@@ -91,6 +93,7 @@ func buildSystemImage(tb testing.TB, rng *rand.Rand) *systemImage {
 		}
 	}
 	im.targets = []region{geo.state, geo.logs, {g.heapOff, g.metaPad}, fixed.ring, carved.ring}
+	im.freeable, im.logs = im.pages[24:30], []string{"fixed", "carved"}
 	if err := d.Close(); err != nil {
 		tb.Fatal(err)
 	}
@@ -98,8 +101,62 @@ func buildSystemImage(tb testing.TB, rng *rand.Rand) *systemImage {
 	return im
 }
 
+// goldenSystemImage is the systemImage of the golden image name (see
+// golden_test.go), written by the code of its format version: its places
+// found by opening it read-only, its pages and slots those of its
+// manifest. A version 1 image has no parents: its sub-pages are that
+// version's own, which this code does not use.
+func goldenSystemImage(t *testing.T, name string) *systemImage {
+	t.Helper()
+	m := readGoldenManifest(t, filepath.Join("testdata", "golden", name+".json"))
+	im := &systemImage{clean: readGoldenImage(t, filepath.Join("testdata", "golden", m.Image))}
+	path := filepath.Join(t.TempDir(), "device")
+	if err := os.WriteFile(path, im.clean, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(path, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	g := &d.alloc.g
+	im.heapOff, im.frontier = g.heapOff, d.alloc.last.frontier
+	// The allocator's words of the state region, and the tables after them
+	// that its format version has: most of the region is unused room.
+	state := d.geometry.state
+	im.targets = []region{{state.off, stateOrdersOff + int64(g.maxOrder+1)*stateOrderBytes}, d.geometry.logs, {g.heapOff, g.metaPad}}
+	if m.FormatVersion >= carvedLogsVersion {
+		im.targets = append(im.targets, region{state.off + subpageTableOff, carvedLogTableOff + carvedLogLimit*logSlotBytes - subpageTableOff})
+	}
+	for _, p := range m.Pages {
+		im.pages = append(im.pages, p.Addr)
+	}
+	im.freeable = im.pages[:min(6, len(im.pages))]
+	for _, s := range m.Slots {
+		if p := parentOf(s.Addr); m.FormatVersion >= subpageFormatVersion && !slices.Contains(im.parents, p) {
+			im.parents = append(im.parents, p)
+		}
+	}
+	for _, ml := range m.Logs {
+		l := mustLog(t, d, ml.Name)
+		im.logs, im.targets = append(im.logs, ml.Name), append(im.targets, l.ring)
+		for e, err := range l.Entries(0) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			im.entries = append(im.entries, e.Offset)
+		}
+	}
+	return im
+}
+
 // damageKinds counts the kinds of place damageAt knows.
-func (im *systemImage) damageKinds() int { return len(im.targets) + 2 }
+func (im *systemImage) damageKinds() int {
+	if len(im.parents) == 0 {
+		return len(im.targets) + 1
+	}
+	return len(im.targets) + 2
+}
 
 // damageAt returns the offset of a word of the place of kind k, below
 // damageKinds: a word of one of the targets, one of the first four words
@@ -124,14 +181,16 @@ const pointerKinds = 3
 
 // pointer returns a value of kind k, below pointerKinds, that points into
 // the device: the offset of one of its pages, of one of its parents, or a
-// 64-byte aligned offset in the used part of its heap, pick(n) choosing
-// one of n.
+// 64-byte aligned offset in the used part of its heap (also for a parent
+// when it has none), pick(n) choosing one of n.
 func (im *systemImage) pointer(k int, pick func(n int64) int64) uint64 {
 	switch k {
 	case 0:
 		return uint64(im.pages[pick(int64(len(im.pages)))].Offset())
 	case 1:
-		return uint64(im.parents[pick(int64(len(im.parents)))])
+		if len(im.parents) > 0 {
+			return uint64(im.parents[pick(int64(len(im.parents)))])
+		}
 	}
 	return uint64(im.heapOff + pick(im.frontier-im.heapOff)&^63)
 }
@@ -167,7 +226,7 @@ func driveSystem(t *testing.T, path string, im *systemImage, rng *rand.Rand) (op
 	_, err = d.Inspect()
 	typed("Inspect", err)
 	typed("WalkHeap", d.WalkHeap(func(HeapExtent) bool { return true }))
-	for _, name := range []string{"fixed", "carved"} {
+	for _, name := range im.logs {
 		l, err := d.Log(name)
 		if err != nil {
 			typed("Log", err)
@@ -230,7 +289,7 @@ func driveSystem(t *testing.T, path string, im *systemImage, rng *rand.Rand) (op
 				typed("Free", tx.Free(a))
 			}
 		}
-		for _, a := range im.pages[24:30] {
+		for _, a := range im.freeable {
 			typed("Free", tx.Free(a))
 		}
 		return nil
@@ -257,14 +316,28 @@ func driveSystem(t *testing.T, path string, im *systemImage, rng *rand.Rand) (op
 // allocating and freeing pages and slots, Close, Open again) must return
 // nil or one of the package's errors, and never panic or hang. The rounds
 // count the devices Check found damaged and those where a call met the
-// damage, and the test fails if either count is zero.
+// damage, and the test fails if either count is zero. As many rounds
+// damage each golden image (testdata/golden) the same way: devices the
+// code of each format version wrote, crashed ones with records to replay
+// over the damage.
 func TestSystemRandomCorruption(t *testing.T) {
 	if invariantsEnabled {
 		t.Skip("the invariants build panics at the first commit on a corrupt device")
 	}
 	seed := testSeed(t, "systemcorrupt.seed", *systemCorruptSeed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	im := buildSystemImage(t, rng)
+	t.Run("built", func(t *testing.T) {
+		corruptSystem(t, buildSystemImage(t, rng), rng, *systemCorruptRounds)
+	})
+	for _, name := range []string{"v1-closed", "v1-crash", "v2-closed", "v2-crash"} {
+		t.Run(name, func(t *testing.T) {
+			corruptSystem(t, goldenSystemImage(t, name), rng, *systemCorruptRounds)
+		})
+	}
+}
+
+// corruptSystem runs TestSystemRandomCorruption's rounds on copies of im.
+func corruptSystem(t *testing.T, im *systemImage, rng *rand.Rand, rounds int) {
 	value := func() uint64 {
 		switch k := rng.IntN(6); k {
 		case 0, 1, 2:
@@ -277,7 +350,7 @@ func TestSystemRandomCorruption(t *testing.T) {
 		return rng.Uint64()
 	}
 	opened, found, met := 0, 0, 0 // opened; Check found damage; a call met it
-	for round := range *systemCorruptRounds {
+	for round := range rounds {
 		b := slices.Clone(im.clean)
 		var what []string
 		for range 1 + rng.IntN(4) {
@@ -309,7 +382,7 @@ func TestSystemRandomCorruption(t *testing.T) {
 			t.Fatalf("round %d: damage %v", round, what)
 		}
 	}
-	t.Logf("%d rounds: %d devices opened, Check found damage in %d, a call met it in %d", *systemCorruptRounds, opened, found, met)
+	t.Logf("%d rounds: %d devices opened, Check found damage in %d, a call met it in %d", rounds, opened, found, met)
 	if found == 0 || met == 0 {
 		t.Errorf("the damage never reached the device's structures")
 	}
