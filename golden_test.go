@@ -111,6 +111,7 @@ func readGoldenManifest(t *testing.T, path string) *goldenManifest {
 	return &m
 }
 
+// checkGoldenImage makes TestGoldenImages' checks on a copy of m's image.
 func checkGoldenImage(t *testing.T, m *goldenManifest) {
 	img := readGoldenImage(t, filepath.Join("testdata", "golden", m.Image))
 	path := filepath.Join(t.TempDir(), "device")
