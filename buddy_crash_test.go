@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -87,6 +88,11 @@ type buddyCrashRun struct {
 	txns       int           // per committer
 	opsMax     int           // operations per transaction, at most
 	syncDelay  time.Duration // a sync's latency, so that commits group
+	// golden, if set, names the golden image of format version 1
+	// (testdata/golden) the run opens instead of creating a device, with
+	// the MaxSize, GrowthStep and PunchHoles of opts; the geometry is
+	// the image's.
+	golden string
 }
 
 func buddyCrashRuns() []buddyCrashRun {
@@ -125,6 +131,24 @@ func buddyCrashRuns() []buddyCrashRun {
 				PunchHoles: true,
 			},
 			committers: 3, txns: 130, opsMax: 6, syncDelay: 50 * time.Microsecond,
+		},
+		{
+			// The device of format version 1 that the code of that
+			// version wrote: block metadata without sub-page parent
+			// bits, no carved log table, and the pages, the sub-page
+			// parents and the pending queue that code left, which the
+			// workload may free. Its geometry is 4K-64K's with a
+			// 256 KiB journal; a MaxSize of 4 MiB past its 448 KiB of
+			// headers (it records 64 MiB) lets the heap fill. Free
+			// max pages are punched.
+			name:   "version1",
+			golden: "v1-closed",
+			opts: Options{
+				MinPageSize: 4 << 10, MaxPageSize: 64 << 10,
+				JournalSize: 256 << 10, MaxSize: 448<<10 + 4<<20, GrowthStep: 256 << 10,
+				PunchHoles: true,
+			},
+			committers: 1, txns: 400, opsMax: 10,
 		},
 	}
 }
@@ -201,13 +225,41 @@ func testBuddyCrash(t *testing.T, run buddyCrashRun) {
 	}
 	o.NoSync = false // the syncs are what the simulated store keeps
 
-	store := simstore.New(o.MaxSize)
-	d, err := createOn(crashStore{Store: store, syncDelay: run.syncDelay}, o)
+	var store *simstore.Store
+	var d *Device
+	if run.golden == "" {
+		store = simstore.New(o.MaxSize)
+		d, err = createOn(crashStore{Store: store, syncDelay: run.syncDelay}, o)
+	} else {
+		store = buddyCrashGoldenStore(t, run.golden)
+		d, err = openOn(crashStore{Store: store, syncDelay: run.syncDelay}, &o)
+	}
 	if err != nil {
 		store.Close()
 		t.Fatal(err)
 	}
 	m := &buddyCrashModel{createdAt: store.Ops()}
+	// The pages the device opened with start the model, owned by
+	// committer 0. Their bytes are not the workload's slots: with no
+	// write of theirs, the checker compares none of them until the
+	// workload writes one.
+	var base []*buddyCrashOwner
+	if run.golden != "" {
+		got, err := buddyCrashAllocated(d)
+		if err == nil && (d.geometry.version != 1 || d.alloc.g.parentShift != 0) {
+			err = fmt.Errorf("format version %d, parent shift %d: not a version 1 geometry", d.geometry.version, d.alloc.g.parentShift)
+		}
+		if err != nil {
+			d.Close()
+			t.Fatalf("opening %s: %v", run.golden, err)
+		}
+		m.base = map[Addr]*buddyCrashOwner{}
+		for _, a := range slices.Sorted(maps.Keys(got)) {
+			o := &buddyCrashOwner{addr: a, id: len(base)}
+			m.base[a] = o
+			base = append(base, o)
+		}
+	}
 	w := newBuddyCrashWorkload(d, store, m)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -217,7 +269,11 @@ func testBuddyCrash(t *testing.T, run buddyCrashRun) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, 100+uint64(c)))
-			errs[c] = w.committer(rng, run.txns, run.opsMax, nil, run.committers == 1)
+			var live []*buddyCrashOwner
+			if c == 0 {
+				live = base
+			}
+			errs[c] = w.committer(rng, run.txns, run.opsMax, live, run.committers == 1)
 		}()
 	}
 	wg.Wait()
@@ -260,6 +316,32 @@ func testBuddyCrash(t *testing.T, run buddyCrashRun) {
 
 	c := &buddyCrashChecker{t: t, seed: seed}
 	c.checkPoints(store, m, randomPoints, deepPoints)
+}
+
+// buddyCrashGoldenCapacity is the capacity the golden images record
+// (testdata/golden/gen): crash images from before the first checkpoint
+// open with it, the others with the MaxSize of the run.
+const buddyCrashGoldenCapacity = 64 << 20
+
+// buddyCrashGoldenStore returns a simulated store whose durable contents
+// are the golden image name and whose trace is empty: every crash image
+// holds the image, except where the workload's own trace changed it.
+func buddyCrashGoldenStore(t *testing.T, name string) *simstore.Store {
+	t.Helper()
+	img := readGoldenImage(t, filepath.Join("testdata", "golden", name+".dev.gz"))
+	loaded := simstore.New(buddyCrashGoldenCapacity)
+	defer loaded.Close()
+	if _, err := loaded.WriteAt(img, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := loaded.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	store, err := loaded.Image(loaded.Ops(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
 }
 
 // buddyCrashPoint is one crash image to check.
