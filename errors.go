@@ -72,9 +72,11 @@ var (
 	// pages) or writes unjournaled bytes into the root area.
 	ErrProtected = errors.New("pagealloc: write to a protected region")
 
-	// ErrFailed is returned by every operation after an I/O error left the
-	// device in an unknown state; close it and open it again to recover
-	// from the journal. The error that carries it also wraps the I/O error.
+	// ErrFailed is returned by every call that would write (Begin,
+	// Update, Commit, WriteAt, Sync, log appends and commits) after an I/O
+	// error left the device in an unknown state; reads of the committed
+	// state go on. Close it and open it again to recover from the journal.
+	// The error that carries it also wraps the I/O error.
 	ErrFailed = errors.New("pagealloc: device failed")
 )
 
