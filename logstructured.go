@@ -703,13 +703,24 @@ func (l *Log) Commit(r Reservation) error {
 			l.spans[i].state = spanDone
 			end := l.spans[i].end
 			l.advanceLocked()
-			return l.waitDurableLocked(end)
+			if !l.retractableLocked() {
+				return l.waitDurableLocked(end)
+			}
+			l.mu.Unlock()
+			l.retractCancelled()
+			return l.waitDurable(end)
 		}
 		l.mu.Unlock()
 	}
 	s, err := l.seal(r, false)
 	if err != nil {
 		return err
+	}
+	l.mu.Lock()
+	retract := l.retractableLocked()
+	l.mu.Unlock()
+	if retract {
+		l.retractCancelled()
 	}
 	return l.waitDurable(s.end)
 }
@@ -818,9 +829,13 @@ func (l *Log) liveLocked(r Reservation, state spanState) int {
 
 // Cancel gives up the space r reserved: it becomes padding, which lets the
 // entries after it become durable. Cancelled space at the tail, with no
-// reservation after it, goes back to Append at once, so that a ring
-// filled by reservations that were all cancelled takes new entries
-// without a Commit first. Its bytes are never returned as an entry.
+// reservation after it, goes back to Append as soon as every reservation
+// before it is committed or cancelled: at once if they are, else at the
+// Commit or Cancel of the last of them. So a ring filled by reservations
+// that were all cancelled takes new entries without GC. Space that a
+// flush of the tail has already passed (a Commit's, under way beside the
+// Cancel) stays padding, for GC to reclaim. Its bytes are never returned
+// as an entry.
 func (l *Log) Cancel(r Reservation) error {
 	if l.unmade() {
 		return errNil("Log")
@@ -844,12 +859,20 @@ func (l *Log) retractCancelled() {
 	defer l.writeMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	to := max(l.cancelledFrom, l.writtenEnd)
-	if l.closed || l.first < len(l.spans) || l.committedEnd != l.tail || to >= l.tail {
+	if !l.retractableLocked() {
 		return
 	}
+	to := max(l.cancelledFrom, l.writtenEnd)
 	l.tail, l.committedEnd, l.cancelledFrom = to, to, to
 	l.epoch++
+}
+
+// retractableLocked reports whether retractCancelled would give space
+// back now; l.mu is held. Commit asks first, so that a commit with no
+// cancelled space behind it does not wait for writeMu.
+func (l *Log) retractableLocked() bool {
+	to := max(l.cancelledFrom, l.writtenEnd)
+	return !l.closed && l.first == len(l.spans) && l.committedEnd == l.tail && to < l.tail
 }
 
 // Stats returns the log's positions and counters.

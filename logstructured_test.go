@@ -1853,6 +1853,12 @@ func (m *logModel) doAppend() {
 	size := m.sizeFor()
 	start, pos, end, ok := m.predict(size, m.reserve)
 	r, err := m.l.Append(size)
+	// A Commit under way may have given the cancelled space at the tail
+	// back before this Append: the model takes the cancelled items at its
+	// tail back, one by one, until it predicts what the log did.
+	for err == nil && (!ok || r.Pos() != int64(pos)) && m.retractOne() {
+		start, pos, end, ok = m.predict(size, m.reserve)
+	}
 	if !ok {
 		if !errors.Is(err, ErrNoSpace) {
 			t.Fatalf("step %d: Append(%d) with %d free: %v, want ErrNoSpace", m.step, size, m.size-(m.tail-m.head), err)
@@ -1989,6 +1995,7 @@ func (m *logModel) doGC(relocate bool) {
 	} else {
 		m.l.SetOwner(modelOwner{m}, opts)
 	}
+	m.retractedBy(uint64(m.l.Stats().Tail)) // the copies go to the tail
 	before := m.l.Stats()
 	m.relocations = m.relocations[:0]
 	if err := m.l.GC(context.Background()); err != nil {
@@ -2086,6 +2093,26 @@ func (m *logModel) reopen() {
 	m.dropPast(uint64(m.l.Stats().Tail), "reopen")
 }
 
+// retractedBy takes into the model a tail that a Commit moved back, to
+// the start of cancelled items at the tail: the Commit of the last
+// reservation before them gives their space back.
+func (m *logModel) retractedBy(tail uint64) {
+	if tail < m.tail {
+		m.dropPast(tail, "a Commit")
+	}
+}
+
+// retractOne forgets the last item if it was cancelled, moving the tail
+// back to its start as the log may, and reports whether it did.
+func (m *logModel) retractOne() bool {
+	if len(m.items) == 0 || m.items[len(m.items)-1].state != itemCancelled {
+		return false
+	}
+	m.tail = m.items[len(m.items)-1].start
+	m.items = m.items[:len(m.items)-1]
+	return true
+}
+
 // dropPast forgets the items from tail on, which the log dropped when
 // how (Cancel or reopen) moved its tail back there: they must all be
 // cancelled ones. A committed entry, one being committed or reserved, or
@@ -2113,6 +2140,7 @@ func (m *logModel) dropPast(tail uint64, how string) {
 func (m *logModel) check(full bool) {
 	t := m.t
 	s := checkLogInvariants(t, m.l)
+	m.retractedBy(uint64(s.Tail))
 	prefix := m.head
 	for _, it := range m.items {
 		if it.state == itemReserved || it.state == itemCommitting {
