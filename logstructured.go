@@ -113,7 +113,8 @@ type Relocator interface {
 	// bytes), and the owner must forget in-memory changes made for this
 	// transaction. An entry the owner dropped since IsLive needs nothing:
 	// its copy is garbage. Up to 64 relocations share a transaction,
-	// which must fit in half the journal, so keep each one's writes small.
+	// whose record must fit in half the journal (see Txn.Commit), so keep
+	// each one's writes small.
 	// entry aliases the mapping, as for IsLive.
 	// The copy at newOff is not durable before tx is: until Log.Commit
 	// would have returned for it, Log.Read(newOff) returns ErrNotFound,
@@ -355,7 +356,7 @@ type Log struct {
 	gcCtx        context.Context
 	gcDone       chan struct{} // closed when the background goroutine ends; nil if none
 	kick         chan struct{} // wakes the background goroutine
-	gcMu         sync.Mutex    // one GC pass at a time: the head has one mover
+	gcMu         gcLock        // one GC pass at a time: the head has one mover
 	padBytes     atomic.Int64
 	closing      atomic.Bool // l.closed, for GC to poll without the lock
 
@@ -491,8 +492,8 @@ func (p *onCommit) rolledBack(*Txn)    {}
 // its page in the same transaction that clears its slot in the carved log
 // table; it returns once that is durable. The page is handed out again
 // only after that, as any freed page. The *Log's methods return ErrClosed
-// from then on (ErrFailed once the device has failed, as every
-// operation does); its entries are gone.
+// from then on (those that would write return ErrFailed once the device
+// has failed); its entries are gone.
 //
 // DropLog fails with ErrNotFound for a name no log carries,
 // ErrInvalidArgument for a log laid out at Create, and ErrInUse while the
@@ -597,7 +598,8 @@ func (l *Log) Name() string {
 // SetOwner names the owner GC asks about liveness, and starts background
 // GC unless opts says otherwise. A nil opts means defaults. If owner also
 // implements Relocator, GC moves live entries from the head to the tail;
-// otherwise it stops at the first live one. A nil owner stops GC.
+// otherwise it stops at the first live one. A nil owner stops GC: GC then
+// returns ErrInvalidArgument, as it does before any owner is set.
 func (l *Log) SetOwner(owner GarbageChecker, opts *LogOptions) error {
 	if l.unmade() {
 		return errNil("Log")
@@ -1076,11 +1078,14 @@ func (l *Log) startsFrame(head, pos uint64) (bool, error) {
 // move or, for lack of room, cannot copy. A live entry whose bytes fail
 // their checksum is not copied: GC stops there and returns the
 // *CorruptError (background GC stops there silently, and GC reports it).
-// GC waits for ctx, for a pass already under way, and, to make relocated
-// copies durable, for the appends reserved before them to commit: do not
-// call it while holding an uncommitted Reservation of this log. A pass
-// that moves the head begins a transaction, so GC must not be called
-// while the calling goroutine holds one open. A nil ctx is
+// GC waits for a pass already under way, and, to make relocated copies
+// durable, for the appends reserved before them to commit; when ctx ends
+// first, it returns ctx's error (a pass of its own stops at its next
+// step, its copies given back). A log with no owner (SetOwner) is
+// ErrInvalidArgument. Do not call it while holding an uncommitted
+// Reservation of this log. A pass that moves the head begins a
+// transaction, so GC must not be called while the calling goroutine
+// holds one open. A nil ctx is
 // context.Background().
 func (l *Log) GC(ctx context.Context) error {
 	if l.unmade() {
@@ -1821,7 +1826,9 @@ func (l *Log) collectInBackground(done chan struct{}) {
 // collect runs one GC pass. A full pass walks every entry durable when it
 // began; otherwise it stops once about twice the threshold is free.
 func (l *Log) collect(ctx context.Context, full bool) error {
-	l.gcMu.Lock()
+	if err := l.gcMu.lockOr(ctx); err != nil {
+		return err
+	}
 	defer l.gcMu.Unlock()
 	if l.closing.Load() {
 		// Close may have waited for passes already and unmapped.
@@ -2362,10 +2369,41 @@ func (d *Device) openLogs() error {
 	return nil
 }
 
+// gcLock is a mutex whose holder may be waited for until a context ends:
+// a GC with a deadline must not wait past it for another pass.
+type gcLock chan struct{}
+
+func (g gcLock) Lock()   { g <- struct{}{} }
+func (g gcLock) Unlock() { <-g }
+
+func (g gcLock) TryLock() bool {
+	select {
+	case g <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// lockOr takes g, or returns ctx's error if ctx ends first. A free g is
+// taken even if ctx has ended.
+func (g gcLock) lockOr(ctx context.Context) error {
+	if g.TryLock() {
+		return nil
+	}
+	select {
+	case g <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // newLog returns the log of table slot s, stored at slotOff.
 func newLog(d *Device, s logSlot, slotOff int64) *Log {
 	l := &Log{
 		d:             d,
+		gcMu:          make(gcLock, 1),
 		name:          s.name,
 		ring:          s.ring,
 		size:          uint64(s.ring.size),

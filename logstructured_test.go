@@ -2963,6 +2963,55 @@ func TestLogRelocationWaitsForEarlierAppends(t *testing.T) {
 	}
 }
 
+// TestLogGCDeadlineBehindAnotherPass calls GC with a deadline while
+// another pass waits for an earlier reservation: it must return the
+// deadline's error when the deadline passes, not wait for the other pass
+// to end. Before, it waited for the lock the other pass held; a watchdog
+// commits the reservation after 10 s so that such a wait ends.
+func TestLogGCDeadlineBehindAnotherPass(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+	l := mustLog(t, d, "log")
+	owner := &setLive{live: map[uint64]int64{}}
+	l.SetOwner(relocatingSet{owner}, &LogOptions{GCThresholdBytes: -1})
+	owner.add(0, appendEntryT(t, l, logContent(0, 2000)).Offset())
+	r, err := l.Append(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := l.Stats().GCRuns
+	first := make(chan error, 1)
+	go func() { first <- l.GC(context.Background()) }()
+	for l.Stats().GCRuns == runs { // under way, waiting for r
+		time.Sleep(time.Millisecond)
+	}
+	second := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		second <- l.GC(ctx)
+	}()
+	var got error
+	select {
+	case got = <-second:
+	case <-time.After(10 * time.Second):
+		t.Error("GC with a 50 ms deadline still waits for the other pass after 10 s")
+	}
+	d.WriteAt(logContent(9, 100), r.Offset())
+	if err := l.Commit(r); err != nil {
+		t.Fatal(err)
+	}
+	if got == nil {
+		got = <-second
+	}
+	if !errors.Is(got, context.DeadlineExceeded) {
+		t.Errorf("GC behind another pass: %v, want context.DeadlineExceeded", got)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("the first pass: %v", err)
+	}
+	checkLogInvariants(t, l)
+}
+
 // valueIndex is a storage engine's index of its value log, for the example:
 // key -> offset of the entry that holds the value. A put indexes its entry
 // before committing it, so that GC never finds it dead in between.
