@@ -86,8 +86,10 @@ type Options struct {
 	MaxPageSize int64
 
 	// JournalSize is the size of the journal ring, a multiple of 4 KiB of
-	// at least 64 KiB. One transaction may use at most half of it, and
-	// less than 4 GiB (a record's length is 32 bits). Zero means 4 MiB.
+	// at least 64 KiB. One transaction's record may take at most half of
+	// it, and less than 4 GiB (a record's length is 32 bits): about 37% of
+	// it in bytes written contiguously (see Txn.Commit for the count).
+	// Zero means 4 MiB.
 	JournalSize int64
 
 	// RootSize is the size of the caller's root area, a multiple of 4 KiB.
@@ -115,9 +117,10 @@ type Options struct {
 
 	// GrowthStep sets how the file grows when the allocator's frontier
 	// passes its end: to the next multiple of GrowthStep that covers the
-	// frontier, no further than MaxSize, and only as far as needed where
-	// the room or the file size limit ends inside the step. Zero means 64
-	// MiB; it is never less than MaxPageSize.
+	// frontier, or to MaxSize once the frontier is within a step of it,
+	// and only as far as needed where the room or the file size limit ends
+	// inside the step. Zero means 64 MiB; it is never less than
+	// MaxPageSize.
 	GrowthStep int64
 
 	// PunchHoles returns the storage of every max page that becomes

@@ -650,12 +650,29 @@ func TestReadOnlyReplaysInMemory(t *testing.T) {
 	}
 }
 
+// TestTooLargeTransaction refuses a transaction too large for the journal
+// and holds the bound Txn.Commit documents for contiguous writes: 87
+// bytes of record for every 64 written, in half the journal, which is
+// about 37% of it; the largest such write commits, 64 bytes more do not.
 func TestTooLargeTransaction(t *testing.T) {
-	d, _ := createTestDevice(t, &Options{NoSync: true, JournalSize: 64 << 10, RootSize: 64 << 10})
+	const journalBytes = 64 << 10
+	d, _ := createTestDevice(t, &Options{NoSync: true, JournalSize: journalBytes, RootSize: 64 << 10})
 	off, _ := d.Root()
-	err := d.Update(func(tx *Txn) error { return tx.Write(off, make([]byte, 40<<10)) })
-	if !errors.Is(err, ErrTooLarge) {
+	write := func(n int) error {
+		return d.Update(func(tx *Txn) error { return tx.Write(off, make([]byte, n)) })
+	}
+	if err := write(40 << 10); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("40 KiB transaction in a 64 KiB journal: %v", err)
+	}
+	largest := (journalBytes/2 - recordOverheadBytes) * 64 / 87 &^ 63
+	if share := float64(largest) / journalBytes; share < 0.36 || share > 0.37 {
+		t.Fatalf("the largest contiguous write is %.3f of the journal, not about 37%%", share)
+	}
+	if err := write(largest); err != nil {
+		t.Fatalf("a contiguous write of %d bytes in a %d-byte journal: %v", largest, journalBytes, err)
+	}
+	if err := write(largest + 64); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a contiguous write of %d bytes in a %d-byte journal: %v, want ErrTooLarge", largest+64, journalBytes, err)
 	}
 	writeRoot(t, d, 0, []byte("still usable"))
 }

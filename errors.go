@@ -9,7 +9,9 @@ import (
 // with errors.Is; errors that carry detail (an offset, what was expected)
 // wrap one of these.
 var (
-	// ErrClosed is returned by any operation on a closed Device or Pool.
+	// ErrClosed is returned by the operations on a closed Device or Pool
+	// (a second Device.Close returns nil, and Pool.Put and Pool.TryGet
+	// have their own ways: see each method).
 	ErrClosed = errors.New("pagealloc: closed")
 
 	// ErrCorrupt is returned when on-disk state fails a check: a bad
@@ -47,8 +49,9 @@ var (
 	ErrNoSpace = errors.New("pagealloc: no space")
 
 	// ErrTooLarge is returned when a request is larger than anything the
-	// device can ever hold: a page above MaxPageSize, a transaction larger
-	// than half the journal, an entry larger than its log, a MaxSize no
+	// device can ever hold: a page above MaxPageSize, a transaction whose
+	// record may not fit in half the journal (see Txn.Commit), an entry
+	// larger than its log, a MaxSize no
 	// address space can map, headers larger than the file may grow.
 	ErrTooLarge = errors.New("pagealloc: request too large")
 
@@ -73,7 +76,8 @@ var (
 	ErrProtected = errors.New("pagealloc: write to a protected region")
 
 	// ErrFailed is returned by every call that would write (Begin,
-	// Update, Commit, WriteAt, Sync, log appends and commits) after an I/O
+	// Update, Commit, Txn.Alloc, WriteAt, Sync, log appends and commits,
+	// GC) after an I/O
 	// error left the device in an unknown state; reads of the committed
 	// state go on. Close it and open it again to recover from the journal.
 	// The error that carries it also wraps the I/O error.

@@ -182,10 +182,13 @@ func (tx *Txn) ReadAt(p []byte, off int64) (int, error) {
 // while Commit waits for the disk, which is how concurrent commits come to
 // share one journal write.
 //
-// A transaction whose record may not fit in half the journal (see
-// Options.JournalSize: each run of bytes it wrote costs 16 bytes of entry
-// header and up to 7 of padding besides the bytes themselves) is rolled
-// back instead, and Commit returns ErrTooLarge.
+// A transaction whose record may not fit in half the journal is rolled
+// back instead, and Commit returns ErrTooLarge. What a record may take is
+// counted line by line: each run of bytes the transaction wrote within
+// one 64-byte line costs 16 bytes of entry header and up to 7 of padding
+// besides the bytes themselves, so long contiguous writes cost 87 bytes
+// for every 64 and a transaction of them fits 32/87 of
+// Options.JournalSize (about 37%) in bytes written.
 //
 // ErrFailed means an I/O error failed the device, perhaps after the
 // transaction's record reached the journal (the writes to the bytes' home
