@@ -39,10 +39,10 @@ func (a Addr) Offset() int64 { return int64(a &^ addrSizeMask) }
 func (a Addr) Size() int64 { return 1 << (a & addrSizeMask) }
 
 // String returns the page's offset and size, as "page 65536+4096"; a
-// word no page can have (a negative offset, a size of 2^63 bytes) as
-// "Addr(0x…)".
+// word no page can have (a negative offset, a size below 512 bytes, zero
+// among them, or of 2^63 bytes) as "Addr(0x…)".
 func (a Addr) String() string {
-	if a.Offset() < 0 || a&addrSizeMask == 63 {
+	if shift := a & addrSizeMask; a.Offset() < 0 || 1<<shift < minPageBytesFloor || shift == 63 {
 		return fmt.Sprintf("Addr(%#x)", uint64(a))
 	}
 	return fmt.Sprintf("page %d+%d", a.Offset(), a.Size())
@@ -237,7 +237,11 @@ func (a *allocator) freeBytes(st *allocState) int64 {
 // below 1, ErrTooLarge above MaxPageSize and ErrNoSpace when the device is
 // full. A free list it would take the page from that the file's corruption
 // broke is ErrCorrupt, and changes nothing; so are state bits or sub-page
-// parent bits set past the frontier, where it would grow the heap. The
+// parent bits set past the frontier, where it would grow the heap (the
+// file may have grown for it already). When the heap is full but pages
+// freed by committed transactions wait for a checkpoint, Alloc makes one
+// and waits for it (two syncs), holding the writer slot; an I/O error
+// there, or in growing the file, fails the device: ErrFailed. The
 // page's contents are undefined: a page used before holds its last
 // owner's bytes, with free-list links over its first ones, so an engine
 // that needs zeros writes them (Txn.Write, to have them atomic with the

@@ -947,6 +947,9 @@ func TestAddrString(t *testing.T) {
 		{^Addr(0), "Addr(0xffffffffffffffff)"},
 		{Addr(63), "Addr(0x3f)"},
 		{Addr(1<<63 | 12), "Addr(0x800000000000000c)"},
+		{0, "Addr(0x0)"},
+		{Addr(7), "Addr(0x7)"},
+		{makeAddr(65536, 9), "page 65536+512"},
 	} {
 		if got := c.a.String(); got != c.want {
 			t.Errorf("Addr(%#x).String() = %q, want %q", uint64(c.a), got, c.want)
