@@ -32,11 +32,11 @@ type Inspection struct {
 	MinPageSize int64 // the smallest page; order 0
 	MaxPageSize int64 // the largest page
 
-	Superblocks    [2]SuperblockInfo
-	Root           Extent // the caller's root area
-	Journal        Extent // the journal ring
-	AllocatorState Extent // frontier, list heads, counters, sub-page class table
-	LogRegions     Extent // the log table and every log's ring; empty if none
+	Superblocks    [2]SuperblockInfo // copies A and B, as the file holds them now
+	Root           Extent            // the caller's root area
+	Journal        Extent            // the journal ring
+	AllocatorState Extent            // frontier, list heads, counters, sub-page class table
+	LogRegions     Extent            // the log table and every log's ring; empty if none
 
 	HeapOffset int64 // first byte of the heap, aligned to MaxPageSize
 	Frontier   int64 // end of the part of the heap handed to the allocator
@@ -46,16 +46,16 @@ type Inspection struct {
 	BlockBytes         int64
 	BlockMetadataBytes int64
 
-	JournalState   JournalInfo
-	FreeLists      []FreeListInfo // one per order; index 0 is MinPageSize
-	Pending        PendingInfo
-	Logs           []LogInfo
-	SubpageClasses []SubpageClassInfo
+	JournalState   JournalInfo        // the records no checkpoint covers yet
+	FreeLists      []FreeListInfo     // one per order; index 0 is MinPageSize
+	Pending        PendingInfo        // pages freed, waiting for a checkpoint
+	Logs           []LogInfo          // the logs laid out at Create, then the carved ones
+	SubpageClasses []SubpageClassInfo // the sub-page classes made so far
 }
 
 // SuperblockInfo describes one of the two superblock copies.
 type SuperblockInfo struct {
-	Offset int64
+	Offset int64 // where the copy lies in the file
 	// Problem says why the copy does not verify; empty if it does. One
 	// bad copy is what a crash during a checkpoint leaves: the device
 	// uses the other. Damage leaves it too: JournalInfo.LostHead tells
@@ -110,8 +110,8 @@ type JournalRecord struct {
 
 // FreeListInfo describes the free list of one order.
 type FreeListInfo struct {
-	Order     int
-	PageBytes int64
+	Order     int   // 0 for MinPageSize pages
+	PageBytes int64 // the size of its pages
 	Pages     int64 // pages on the list, by the allocator's counter
 	Head      int64 // offset of the first page; 0 if the list is empty
 	// First holds the offsets of up to the first 8 pages, following the
@@ -125,8 +125,8 @@ const freeListSample = 8
 // PendingInfo describes the queue of freed pages waiting for a checkpoint
 // before they may be handed out again.
 type PendingInfo struct {
-	Pages    int64
-	Bytes    int64
+	Pages    int64  // pages in the queue, by the allocator's counter
+	Bytes    int64  // bytes in them
 	Head     int64  // the oldest page; 0 if the queue is empty
 	Tail     int64  // the newest page
 	OldestTx uint64 // the transaction that freed the oldest page
@@ -134,7 +134,7 @@ type PendingInfo struct {
 
 // LogInfo describes one log-structured region.
 type LogInfo struct {
-	Name   string
+	Name   string   // as Device.Log takes it
 	Ring   Extent   // the ring's bytes in the file
 	Carved bool     // the ring is a heap page (Device.CreateLog), not laid out at Create
 	Stats  LogStats // positions and counters, as Log.Stats returns them
@@ -343,7 +343,7 @@ func (k PageKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil
 // metadata, or a run of unaccounted space, as Device.WalkHeap reports it.
 type HeapExtent struct {
 	Extent
-	Kind PageKind
+	Kind PageKind // what the extent holds
 	// SlotBytes and SlotsUsed describe a PageSubpages parent: the size of
 	// its slots and how many of its 63 are allocated. Zero otherwise.
 	SlotBytes int64
