@@ -207,7 +207,7 @@ func (o *Options) withDefaults() (Options, error) {
 }
 
 // Device is one device file. Its methods are safe for concurrent use; a
-// Txn is not, and belongs to the goroutine that began it.
+// Txn's are not: one goroutine at a time uses it.
 type Device struct {
 	store    storage.Storage
 	view     []byte // the mapping: capacity bytes, valid below size

@@ -599,7 +599,9 @@ func (l *Log) Name() string {
 // GC unless opts says otherwise. A nil opts means defaults. If owner also
 // implements Relocator, GC moves live entries from the head to the tail;
 // otherwise it stops at the first live one. A nil owner stops GC: GC then
-// returns ErrInvalidArgument, as it does before any owner is set.
+// returns ErrInvalidArgument, as it does before any owner is set. Options
+// whose GCThresholdBytes exceeds the ring's size, or whose
+// RelocationReserveBytes reaches it, are ErrInvalidArgument.
 func (l *Log) SetOwner(owner GarbageChecker, opts *LogOptions) error {
 	if l.unmade() {
 		return errNil("Log")
@@ -651,7 +653,8 @@ func (l *Log) SetOwner(owner GarbageChecker, opts *LogOptions) error {
 }
 
 // Append reserves room at the tail for an entry of sizeBytes and returns
-// where to write it. It never waits for I/O. It fails with
+// where to write it. It does no I/O (it may wait for the log's lock while
+// another call writes a staged entry under it, which is rare). It fails with
 // ErrInvalidArgument for a size below 1, with ErrNoSpace when the ring has
 // no room now (GC may make some: see Log.GC), and with ErrTooLarge when the
 // entry could never fit. An entry larger than half the ring may find no
@@ -913,7 +916,10 @@ func (l *Log) durableSpan() (head, end uint64, err error) {
 }
 
 // Entries walks the durable entries from position from (from the head if
-// from lies before it) to the durable tail as of the call, checking each
+// from lies before it) to the durable tail as of the call (or as of a GC
+// pass that reclaims the entry being read, which moves the walk on to
+// the durable tail it made and may so show entries committed since the
+// call), checking each
 // against its checksum. A failed check yields an error and ends the walk,
 // as does a from between the head and the durable tail where no frame
 // starts (ErrInvalidArgument): pass a position Entry.Next or
