@@ -13,10 +13,9 @@ const maxViolations = 100
 
 // Check walks every structure of the device and returns the violations of
 // its invariants it finds, joined (errors.Is(err, ErrCorrupt) holds for
-// each; it keeps the first 100, and its walks of the heap stop there),
-// or nil; ErrClosed after
-// Close. It reads committed state and waits for the open transaction to
-// end, so it must not be called while holding one.
+// each; it keeps the first 100, and its walks of the heap stop there), or
+// nil; ErrClosed after Close. It reads committed state and waits for the
+// open transaction to end, so it must not be called while holding one.
 func (d *Device) Check() error {
 	if d.unmade() {
 		return errNil("Device")

@@ -51,8 +51,8 @@ var (
 	// ErrTooLarge is returned when a request is larger than anything the
 	// device can ever hold: a page above MaxPageSize, a transaction whose
 	// record may not fit in half the journal (see Txn.Commit), an entry
-	// larger than its log, a MaxSize no
-	// address space can map, headers larger than the file may grow.
+	// larger than its log, a MaxSize no address space can map, headers
+	// larger than the file may grow.
 	ErrTooLarge = errors.New("pagealloc: request too large")
 
 	// ErrInvalidFree is returned when Free is given anything that is not a
@@ -75,12 +75,11 @@ var (
 	// pages) or writes unjournaled bytes into the root area.
 	ErrProtected = errors.New("pagealloc: write to a protected region")
 
-	// ErrFailed is returned by every call that would write (Begin,
-	// Update, Commit, Txn.Alloc, WriteAt, Sync, log appends and commits,
-	// GC) after an I/O
-	// error left the device in an unknown state; reads of the committed
-	// state go on. Close it and open it again to recover from the journal.
-	// The error that carries it also wraps the I/O error.
+	// ErrFailed is returned by every call that would write (Begin, Update,
+	// Commit, Txn.Alloc, WriteAt, Sync, log appends and commits, GC) after
+	// an I/O error left the device in an unknown state; reads of the
+	// committed state go on. Close it and open it again to recover from the
+	// journal. The error that carries it also wraps the I/O error.
 	ErrFailed = errors.New("pagealloc: device failed")
 )
 

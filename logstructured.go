@@ -654,10 +654,10 @@ func (l *Log) SetOwner(owner GarbageChecker, opts *LogOptions) error {
 
 // Append reserves room at the tail for an entry of sizeBytes and returns
 // where to write it. It does no I/O (it may wait for the log's lock while
-// another call writes a staged entry under it, which is rare). It fails with
-// ErrInvalidArgument for a size below 1, with ErrNoSpace when the ring has
-// no room now (GC may make some: see Log.GC), and with ErrTooLarge when the
-// entry could never fit. An entry larger than half the ring may find no
+// another call writes a staged entry under it, which is rare). It fails
+// with ErrInvalidArgument for a size below 1, with ErrNoSpace when the ring
+// has no room now (GC may make some: see Log.GC), and with ErrTooLarge when
+// the entry could never fit. An entry larger than half the ring may find no
 // room even in an empty ring, since it cannot wrap around the ring's end.
 func (l *Log) Append(sizeBytes int) (Reservation, error) {
 	if l.unmade() {
@@ -917,17 +917,16 @@ func (l *Log) durableSpan() (head, end uint64, err error) {
 
 // Entries walks the durable entries from position from (from the head if
 // from lies before it) to the durable tail as of the call (or as of a GC
-// pass that reclaims the entry being read, which moves the walk on to
-// the durable tail it made and may so show entries committed since the
-// call), checking each
-// against its checksum. A failed check yields an error and ends the walk,
-// as does a from between the head and the durable tail where no frame
-// starts (ErrInvalidArgument): pass a position Entry.Next or
-// Reservation.Pos gave. A from at or past the durable tail yields
-// nothing, whatever it is. An entry that GC relocates during the walk may
-// be seen twice, at its old and new position, but a live entry is never
-// missed. As with Read, a from inside an entry whose payload holds a
-// whole forged frame, header and checksum, walks from that frame.
+// pass that reclaims the entry being read, which moves the walk on to the
+// durable tail it made and may so show entries committed since the call),
+// checking each against its checksum. A failed check yields an error and
+// ends the walk, as does a from between the head and the durable tail where
+// no frame starts (ErrInvalidArgument): pass a position Entry.Next or
+// Reservation.Pos gave. A from at or past the durable tail yields nothing,
+// whatever it is. An entry that GC relocates during the walk may be seen
+// twice, at its old and new position, but a live entry is never missed. As
+// with Read, a from inside an entry whose payload holds a whole forged
+// frame, header and checksum, walks from that frame.
 func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 	return func(yield func(Entry, error) bool) {
 		if l.unmade() {
@@ -1091,8 +1090,7 @@ func (l *Log) startsFrame(head, pos uint64) (bool, error) {
 // ErrInvalidArgument. Do not call it while holding an uncommitted
 // Reservation of this log. A pass that moves the head begins a
 // transaction, so GC must not be called while the calling goroutine
-// holds one open. A nil ctx is
-// context.Background().
+// holds one open. A nil ctx is context.Background().
 func (l *Log) GC(ctx context.Context) error {
 	if l.unmade() {
 		return errNil("Log")
