@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"runtime"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestLogCancelledSpaceReused fills a ring with reservations and cancels
@@ -148,4 +151,108 @@ func TestLogCancelledBehindOpenReservation(t *testing.T) {
 			reuseAndCheck(t, d, path, l, big, rs[0], open.Offset(), first)
 		})
 	}
+}
+
+// TestLogDropBesideRetraction drops a log whose tail holds cancelled
+// space while a Commit (or a Cancel) that gives that space back is on its
+// way into the retraction, held there at writeMu as a write of staged
+// frames under way would hold it; DropLog, finding every span done,
+// leads a flush to make the tail durable and queues for writeMu behind
+// it. The retraction goes first and moves the tail back below the
+// position DropLog waits for. DropLog must return (dropped, or ErrInUse
+// while the Commit still waits), not wait for a tail nothing will
+// journal, holding the lock Close needs.
+func TestLogDropBesideRetraction(t *testing.T) {
+	for _, how := range []string{"Commit", "Cancel"} {
+		t.Run(how, func(t *testing.T) {
+			d, _ := createLogDevice(t)
+			l := mustCreateLog(t, d, "x", 64<<10)
+			p := logContent(1, 100)
+			var first Reservation
+			if how == "Cancel" {
+				appendEntryT(t, l, p)
+			} else {
+				var err error
+				if first, err = l.Append(len(p)); err != nil {
+					t.Fatal(err)
+				}
+				if err := l.Write(first, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			second, err := l.Append(1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if how == "Commit" {
+				if err := l.Cancel(second); err != nil {
+					t.Fatal(err)
+				}
+			}
+			oldTail := l.Stats().Tail
+			l.writeMu.Lock()
+			opDone := make(chan error, 1)
+			go func() {
+				if how == "Cancel" {
+					opDone <- l.Cancel(second)
+				} else {
+					opDone <- l.Commit(first)
+				}
+			}()
+			waitForStack(t, "(*Log).retractCancelled")
+			dropDone := make(chan error, 1)
+			go func() { dropDone <- d.DropLog("x") }()
+			waitForStack(t, "(*Log).writeStaged")
+			l.writeMu.Unlock()
+			if err := <-opDone; err != nil {
+				t.Fatalf("%s: %v", how, err)
+			}
+			if st := l.Stats(); st.Tail >= oldTail {
+				t.Fatalf("the retraction did not run first (tail %d, was %d): the test no longer forces the interleaving", st.Tail, oldTail)
+			}
+			select {
+			case err := <-dropDone:
+				if errors.Is(err, ErrInUse) {
+					err = d.DropLog("x")
+				}
+				if err != nil {
+					t.Fatalf("DropLog: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("DropLog still waits after 10 s for the durable tail to reach %d, which the retraction gave back: %+v", oldTail, l.Stats())
+				// Commit entries past that position, so that DropLog
+				// (and the cleanup's Close behind it) can return.
+				for l.Stats().DurableTail < oldTail {
+					r, err := l.Append(1000)
+					if err != nil {
+						break
+					}
+					_ = l.Write(r, logContent(2, 1000))
+					_ = l.Commit(r)
+				}
+				t.Fatalf("after commits past it DropLog returned %v", <-dropDone)
+			}
+			if _, err := d.Log("x"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Log after the drop: %v, want ErrNotFound", err)
+			}
+			if err := d.Check(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// waitForStack waits until some goroutine is blocked on a lock inside fn.
+func waitForStack(t *testing.T, fn string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	waitFor(t, fn+" to block on a lock", func() bool {
+		n := runtime.Stack(buf, true)
+		for g := range strings.SplitSeq(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, fn) && strings.Contains(g, "sync.(*Mutex).Lock") {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -870,6 +870,18 @@ func (l *Log) retractCancelled() {
 	to := max(l.cancelledFrom, l.writtenEnd)
 	l.tail, l.committedEnd, l.cancelledFrom = to, to, to
 	l.epoch++
+	// A DropLog waiting for the old tail would wait for good: no flush
+	// will journal a tail past the new one.
+	kept := l.waiters[:0]
+	for _, w := range l.waiters {
+		if w.end > to {
+			w.wake <- wakeUp{retry: true}
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	clear(l.waiters[len(kept):])
+	l.waiters = kept
 }
 
 // retractableLocked reports whether retractCancelled would give space
@@ -1375,16 +1387,19 @@ func (l *Log) stopErrLocked() error {
 	return nil
 }
 
-// waiter is a Commit waiting for the durable tail to pass end.
+// waiter is a Commit (or DropLog) waiting for the durable tail to pass
+// end.
 type waiter struct {
 	end  uint64
 	wake chan wakeUp // buffered: the waker never blocks
 }
 
-// wakeUp tells a waiter to return err, or to lead the next flush.
+// wakeUp tells a waiter to return err, to lead the next flush, or, after
+// a retraction gave back the space its end lies in, to look again.
 type wakeUp struct {
-	lead bool
-	err  error
+	lead  bool
+	retry bool
+	err   error
 }
 
 // waitDurable returns once the durable tail reaches end. The first Commit
@@ -1402,6 +1417,10 @@ func (l *Log) waitDurable(end uint64) error {
 // waitDurableLocked is waitDurable with l.mu held, which it releases.
 func (l *Log) waitDurableLocked(end uint64) error {
 	for {
+		// A Commit's end never passes the tail, but DropLog waits for
+		// the whole tail, and cancelled space in it may be retracted
+		// meanwhile: nothing past the tail will become durable.
+		end = min(end, l.tail)
 		if l.durableTail >= end {
 			l.mu.Unlock()
 			return nil
@@ -1419,6 +1438,10 @@ func (l *Log) waitDurableLocked(end uint64) error {
 			// free to reuse once received from.
 			u := <-w.wake
 			l.waiterPool.Put(w)
+			if u.retry {
+				l.mu.Lock()
+				continue
+			}
 			if !u.lead {
 				return u.err
 			}
