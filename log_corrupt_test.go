@@ -124,3 +124,29 @@ func TestCheckFindsLogPositions(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckFindsLogSlotOffTheOpenLog commits, in a log's table slot, a
+// tail that Open would take but that the log open on the slot did not
+// journal: Check must say that the slot and the log disagree.
+func TestCheckFindsLogSlotOffTheOpenLog(t *testing.T) {
+	for _, carved := range []bool{false, true} {
+		t.Run(fmt.Sprintf("carved=%v", carved), func(t *testing.T) {
+			d, _ := createLogDevice(t, LogRegion{"wal", 8 << 10})
+			l := mustLog(t, d, "wal")
+			if carved {
+				l = mustCreateLog(t, d, "c", 8<<10)
+			}
+			appendEntryT(t, l, logContent(1, 100))
+			if err := d.Check(); err != nil {
+				t.Fatal(err)
+			}
+			tail := uint64(l.Stats().DurableTail)
+			commitCorrupt(t, d, fmt.Sprintf("log %q with head 0 and tail %d to agree with the log open on it", l.name, tail+8), func() error {
+				return d.Update(func(tx *Txn) error {
+					tx.writeU64(l.slotOff+logSlotTailOff, tail+8, kindMeta)
+					return nil
+				})
+			})
+		})
+	}
+}

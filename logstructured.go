@@ -2537,11 +2537,34 @@ func readLogTable(logs region, read func(p []byte, off int64) error) ([]logSlot,
 // checkLogTable checks the table of the logs laid out at Create as Open
 // does: positions a log could have reached, rings where Create put them.
 func (c *checker) checkLogTable() {
-	if logs := c.d.geometry.logs; logs.size != 0 {
-		_, err := readLogTable(logs, func(p []byte, off int64) error { c.tx.read(p, off); return nil })
-		if err != nil {
-			c.errs = append(c.errs, err)
+	logs := c.d.geometry.logs
+	if logs.size == 0 {
+		return
+	}
+	slots, err := readLogTable(logs, func(p []byte, off int64) error { c.tx.read(p, off); return nil })
+	if err != nil {
+		c.errs = append(c.errs, err)
+		return
+	}
+	for _, l := range c.d.logs.all() {
+		if i := (l.slotOff - logs.off - logTableHeaderBytes) / logSlotBytes; !l.carved && i < int64(len(slots)) {
+			c.checkLogPositions(l, slots[i], "log table")
 		}
+	}
+}
+
+// checkLogPositions checks open log l's positions against its slot s as
+// the writer sees it. A transaction that journals a tail or a head holds
+// the writer, and the log adopts the tail as it commits (loggedTail) but
+// the head, and the durable tail, only once it is durable; appends move
+// the tail past it, and a retraction gives back only space past every
+// tail journaled.
+func (c *checker) checkLogPositions(l *Log, s logSlot, what string) {
+	l.mu.Lock()
+	head, tail, logged, durable := l.head, l.tail, l.loggedTail, l.durableTail
+	l.mu.Unlock()
+	if s.tail != logged || durable > logged || tail < logged || head > s.head || head > durable {
+		c.report(l.slotOff, what, "log %q with head %d and tail %d to agree with the log open on it (head at most the slot's, tail at least it, the tail it last journaled the slot's, its durable tail at most that), found head %d, tail %d, journaled tail %d, durable tail %d", l.name, s.head, s.tail, head, tail, logged, durable)
 	}
 }
 
@@ -2594,6 +2617,8 @@ func (c *checker) checkCarvedLogs() {
 		}
 		if l != nil && (l.name != s.name || l.ring != s.ring) {
 			c.report(slotOff, what, "slot %d to hold open log %q on [%d, +%d), found %q on [%d, +%d)", i, l.name, l.ring.off, l.ring.size, s.name, s.ring.off, s.ring.size)
+		} else if l != nil {
+			c.checkLogPositions(l, s, what)
 		}
 	}
 	for off, l := range open {
