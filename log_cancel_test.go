@@ -161,15 +161,19 @@ func TestLogCancelledBehindOpenReservation(t *testing.T) {
 // it. The retraction goes first and moves the tail back below the
 // position DropLog waits for. DropLog must return (dropped, or ErrInUse
 // while the Commit still waits), not wait for a tail nothing will
-// journal, holding the lock Close needs.
+// journal, holding the lock Close needs. With "then Append", a new
+// reservation takes the retracted space while DropLog's flush waits for
+// the writer: DropLog must refuse the log with ErrInUse, not wait for
+// the reservation to commit (its holder may be about to Close).
 func TestLogDropBesideRetraction(t *testing.T) {
-	for _, how := range []string{"Commit", "Cancel"} {
+	for _, how := range []string{"Commit", "Cancel", "Commit then Append", "Cancel then Append"} {
 		t.Run(how, func(t *testing.T) {
 			d, _ := createLogDevice(t)
 			l := mustCreateLog(t, d, "x", 64<<10)
 			p := logContent(1, 100)
+			byCancel := strings.HasPrefix(how, "Cancel")
 			var first Reservation
-			if how == "Cancel" {
+			if byCancel {
 				appendEntryT(t, l, p)
 			} else {
 				var err error
@@ -184,7 +188,7 @@ func TestLogDropBesideRetraction(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if how == "Commit" {
+			if !byCancel {
 				if err := l.Cancel(second); err != nil {
 					t.Fatal(err)
 				}
@@ -193,35 +197,65 @@ func TestLogDropBesideRetraction(t *testing.T) {
 			l.writeMu.Lock()
 			opDone := make(chan error, 1)
 			go func() {
-				if how == "Cancel" {
+				if byCancel {
 					opDone <- l.Cancel(second)
 				} else {
 					opDone <- l.Commit(first)
 				}
 			}()
-			waitForStack(t, "(*Log).retractCancelled")
+			waitForStack(t, "(*Log).retractCancelled", "SemacquireMutex")
 			dropDone := make(chan error, 1)
 			go func() { dropDone <- d.DropLog("x") }()
-			waitForStack(t, "(*Log).writeStaged")
-			l.writeMu.Unlock()
+			waitForStack(t, "(*Log).writeStaged", "SemacquireMutex")
+			var later *Reservation
+			if strings.HasSuffix(how, "then Append") {
+				// Keep DropLog's flush at Begin while a reservation
+				// takes the space the retraction gave back.
+				tx, err := d.Begin()
+				if err != nil {
+					t.Fatal(err)
+				}
+				l.writeMu.Unlock()
+				waitForStack(t, "(*Device).Begin", "DropLog")
+				r, err := l.Append(2000)
+				tx.Rollback()
+				if err != nil {
+					t.Fatal(err)
+				}
+				later = &r
+			} else {
+				l.writeMu.Unlock()
+			}
 			if err := <-opDone; err != nil {
 				t.Fatalf("%s: %v", how, err)
 			}
-			if st := l.Stats(); st.Tail >= oldTail {
-				t.Fatalf("the retraction did not run first (tail %d, was %d): the test no longer forces the interleaving", st.Tail, oldTail)
+			if later == nil && l.Stats().Tail >= oldTail || later != nil && later.Pos() >= oldTail {
+				t.Fatalf("the retraction did not run first (tail %d, was %d): the test no longer forces the interleaving", l.Stats().Tail, oldTail)
 			}
 			select {
 			case err := <-dropDone:
-				if errors.Is(err, ErrInUse) {
+				if later != nil {
+					if !errors.Is(err, ErrInUse) {
+						t.Fatalf("DropLog with a reservation open: %v, want ErrInUse", err)
+					}
+					if err := l.Cancel(*later); err != nil {
+						t.Fatal(err)
+					}
+					err = d.DropLog("x")
+				} else if errors.Is(err, ErrInUse) {
 					err = d.DropLog("x")
 				}
 				if err != nil {
 					t.Fatalf("DropLog: %v", err)
 				}
 			case <-time.After(10 * time.Second):
-				t.Errorf("DropLog still waits after 10 s for the durable tail to reach %d, which the retraction gave back: %+v", oldTail, l.Stats())
+				t.Errorf("DropLog still waits after 10 s, for the durable tail to reach %d, which the retraction gave back: %+v", oldTail, l.Stats())
 				// Commit entries past that position, so that DropLog
 				// (and the cleanup's Close behind it) can return.
+				if later != nil {
+					_ = l.Write(*later, logContent(2, 2000))
+					_ = l.Commit(*later)
+				}
 				for l.Stats().DurableTail < oldTail {
 					r, err := l.Append(1000)
 					if err != nil {
@@ -242,14 +276,17 @@ func TestLogDropBesideRetraction(t *testing.T) {
 	}
 }
 
-// waitForStack waits until some goroutine is blocked on a lock inside fn.
-func waitForStack(t *testing.T, fn string) {
+// waitForStack waits until some goroutine's stack holds both fn and
+// where: a function it is blocked in, and a caller, or "SemacquireMutex"
+// for a goroutine parked on a lock (not still spinning for it: parked
+// goroutines take a lock in the order they parked).
+func waitForStack(t *testing.T, fn, where string) {
 	t.Helper()
 	buf := make([]byte, 1<<20)
-	waitFor(t, fn+" to block on a lock", func() bool {
+	waitFor(t, fn+" to block in "+where, func() bool {
 		n := runtime.Stack(buf, true)
 		for g := range strings.SplitSeq(string(buf[:n]), "\n\n") {
-			if strings.Contains(g, fn) && strings.Contains(g, "sync.(*Mutex).Lock") {
+			if strings.Contains(g, fn) && strings.Contains(g, where) {
 				return true
 			}
 		}

@@ -531,7 +531,7 @@ func (d *Device) DropLog(name string) error {
 		// Every span is done, but the tail past the last Commit was
 		// never journaled: cancelled spans (or a Commit yet to wait).
 		// Journal it, as the next Commit would have.
-		if err := l.waitDurableLocked(l.tail); err != nil {
+		if err := l.waitDurableUpTo(l.tail, true); err != nil {
 			l.gcMu.Unlock()
 			return err
 		}
@@ -1416,11 +1416,21 @@ func (l *Log) waitDurable(end uint64) error {
 
 // waitDurableLocked is waitDurable with l.mu held, which it releases.
 func (l *Log) waitDurableLocked(end uint64) error {
+	return l.waitDurableUpTo(end, false)
+}
+
+// waitDurableUpTo is waitDurableLocked; with doneOnly (DropLog's wait)
+// it waits for no more than the spans done: a reservation made meanwhile
+// is for DropLog to refuse, not to wait for while it holds the logs' lock.
+func (l *Log) waitDurableUpTo(end uint64, doneOnly bool) error {
 	for {
 		// A Commit's end never passes the tail, but DropLog waits for
 		// the whole tail, and cancelled space in it may be retracted
 		// meanwhile: nothing past the tail will become durable.
 		end = min(end, l.tail)
+		if doneOnly {
+			end = min(end, l.committedEnd)
+		}
 		if l.durableTail >= end {
 			l.mu.Unlock()
 			return nil
