@@ -293,3 +293,59 @@ func waitForStack(t *testing.T, fn, where string) {
 		return false
 	})
 }
+
+// TestLogCancelledBeforeRetractedCopy cancels a reservation that a GC
+// copy follows (so its space cannot go back: the copy is after it), then
+// has the copy's chunk roll back (Relocate fails), which gives the copy's
+// room back: the cancelled space is then at the tail with nothing after
+// it, and must go back to Append as Cancel says, not stay reserved until
+// a Commit journals over it and GC reclaims it.
+func TestLogCancelledBeforeRetractedCopy(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"log", 64 << 10})
+	l := mustLog(t, d, "log")
+	owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: 1}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	owner.add(0, appendEntryT(t, l, logContent(0, 2000)).Offset())
+	open, err := l.Append(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gcDone := make(chan error, 1)
+	go func() { gcDone <- l.GC(context.Background()) }()
+	// The copy follows the open reservation; the chunk waits for it.
+	waitForStack(t, "(*Log).commitChunk", "sync.(*Cond).Wait")
+	if err := l.Cancel(open); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-gcDone; err == nil || !strings.Contains(err.Error(), "the owner refuses") {
+		t.Fatalf("GC whose Relocate fails: %v", err)
+	}
+	if st := l.Stats(); st.Tail != open.Pos() {
+		t.Fatalf("the tail is at %d once the copy was given back, want %d, where the cancelled reservation began: %+v", st.Tail, open.Pos(), st)
+	}
+	r, err := l.Append(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Pos() != open.Pos() {
+		t.Fatalf("a new reservation at %d, want %d", r.Pos(), open.Pos())
+	}
+	if err := l.Commit(open); err == nil {
+		t.Fatal("the cancelled reservation committed at the new one's position")
+	}
+	p := logContent(1, 1000)
+	if err := l.Write(r, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Commit(r); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.Read(r.Offset()); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("Read of the new entry: %v", err)
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -248,6 +248,7 @@ type span struct {
 	size            uint32 // payload bytes
 	state           spanState
 	cancelled       bool        // Cancel made it padding
+	copy            bool        // GC's copy of an entry
 	written         bool        // Log.Write wrote the headers for the payload now in place
 	staged          stagedBytes // Log.Write's frame, header and payload, not yet written
 }
@@ -336,7 +337,12 @@ type Log struct {
 	// and bumps epoch, so that the reservations it ended cannot be taken
 	// for the new ones at their positions.
 	cancelledFrom uint64
-	epoch         uint64
+	// cancelledBeforeCopy holds, by a GC copy's start, the cancelledFrom
+	// its passing replaced: the cancelled run the copy buried, which goes
+	// back to appends with the copy if the chunk gives the copy back.
+	// Kept only while a pass runs; nil when empty.
+	cancelledBeforeCopy map[uint64]uint64
+	epoch               uint64
 
 	staged      []stagedFrame // frames below committedEnd not yet written, in order
 	stagedSpare []stagedFrame // the other half of a double buffer: writeStaged's
@@ -1192,6 +1198,12 @@ func (l *Log) advanceLocked() {
 		}
 		l.committedEnd = s.end
 		if !s.cancelled {
+			if s.copy && l.cancelledFrom < s.start {
+				if l.cancelledBeforeCopy == nil {
+					l.cancelledBeforeCopy = make(map[uint64]uint64)
+				}
+				l.cancelledBeforeCopy[s.start] = l.cancelledFrom
+			}
 			l.cancelledFrom = s.end
 		}
 		l.first++
@@ -1916,6 +1928,10 @@ func (l *Log) collectChunk(ctx context.Context, owner GarbageChecker, reloc Relo
 		if !committed && len(relocs) > 0 {
 			l.retractCopies(relocs)
 		}
+		// Every copy of the chunk has passed, or was given back.
+		l.mu.Lock()
+		l.cancelledBeforeCopy = nil
+		l.mu.Unlock()
 	}()
 	copiedTail := uint64(0) // end of the last copy: the tail the transaction must carry
 	var walkErr error
@@ -2015,17 +2031,25 @@ func (l *Log) retractCopies(relocs []relocation) {
 	if l.closed {
 		return
 	}
+	// journaledPast reports whether a tail past pos was journaled, or
+	// will be by a transaction on its way.
+	journaledPast := func(pos uint64) bool {
+		if l.loggedTail > pos || l.durableTail > pos {
+			return true
+		}
+		for _, tail := range l.txTails {
+			if tail > pos {
+				return true
+			}
+		}
+		return false
+	}
 	to := l.tail
 	for i := len(relocs) - 1; i >= 0 && relocs[i].copied.end == to; i-- {
 		to = relocs[i].copied.start
 	}
-	if l.loggedTail > to || l.durableTail > to {
-		to = l.tail // a tail journaled over them
-	}
-	for _, tail := range l.txTails {
-		if tail > to {
-			to = l.tail // a transaction on its way journals a tail over them
-		}
+	if journaledPast(to) {
+		to = l.tail
 	}
 	for _, r := range relocs {
 		if r.copied.start < to {
@@ -2038,6 +2062,13 @@ func (l *Log) retractCopies(relocs []relocation) {
 	if to == l.tail {
 		return
 	}
+	if from, ok := l.cancelledBeforeCopy[to]; ok && !journaledPast(from) {
+		// The first copy given back had passed cancelled spans, at the
+		// tail again: they go back too, as Cancel would have given
+		// them, and so does the epoch.
+		to = from
+		l.epoch++
+	}
 	// The copies may still wait behind a reservation before them.
 	n := len(l.spans)
 	for n > l.first && l.spans[n-1].start >= to {
@@ -2048,8 +2079,8 @@ func (l *Log) retractCopies(relocs []relocation) {
 	l.committedEnd = min(l.committedEnd, to)
 	l.writtenEnd = min(l.writtenEnd, to)
 	l.cancelledFrom = min(l.cancelledFrom, to)
-	// The epoch stays: no Reservation names a copy, and those before
-	// them are still live.
+	// Unless cancelled space went too, the epoch stays: no Reservation
+	// names a copy, and those before them are still live.
 	l.cond.Broadcast()
 }
 
@@ -2161,7 +2192,8 @@ func (l *Log) copyEntry(f logFrame, entry []byte) (span, error) {
 	if err == nil {
 		// The copy is GC's to write, not a reservation of the caller's:
 		// WriteAt into it is refused (reservedFor).
-		l.spans[l.findLocked(s.start)].state = spanSealing
+		c := &l.spans[l.findLocked(s.start)]
+		c.state, c.copy = spanSealing, true
 	}
 	l.mu.Unlock()
 	if err != nil {
