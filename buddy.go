@@ -237,15 +237,14 @@ func (a *allocator) freeBytes(st *allocState) int64 {
 // below 1, ErrTooLarge above MaxPageSize and ErrNoSpace when the device is
 // full. A free list it would take the page from that the file's corruption
 // broke is ErrCorrupt, and changes nothing; so are state bits or sub-page
-// parent bits set past the frontier, where it would grow the heap (the
-// file may have grown for it already). When the heap is full but pages
-// freed by committed transactions wait for a checkpoint, Alloc makes one
-// and waits for it (two syncs), holding the writer slot; an I/O error
-// there, or in growing the file, fails the device: ErrFailed. The
-// page's contents are undefined: a page used before holds its last
-// owner's bytes, with free-list links over its first ones, so an engine
-// that needs zeros writes them (Txn.Write, to have them atomic with the
-// allocation).
+// parent bits set past the frontier, where it would grow the heap. When
+// the heap is full but pages freed by committed transactions wait for a
+// checkpoint, Alloc makes one and waits for it (two syncs), holding the
+// writer slot; an I/O error there, or in growing the file, fails the
+// device: ErrFailed. The page's contents are undefined: a page used
+// before holds its last owner's bytes, with free-list links over its
+// first ones, so an engine that needs zeros writes them (Txn.Write, to
+// have them atomic with the allocation).
 func (tx *Txn) Alloc(sizeBytes int64) (Addr, error) {
 	if tx.unmade() {
 		return 0, errNil("Txn")
@@ -376,20 +375,38 @@ func (a *allocator) grow(tx *Txn, st *allocState) (bool, error) {
 	if to > a.g.capacity {
 		return false, nil
 	}
-	if err := a.d.growTo(to, a.growStep); err != nil {
-		return false, err
-	}
 	// The pages made here must be in no state yet: state bits set past
 	// the frontier (a corrupt file) would be pages they overlap, maybe
 	// allocated ones, and a parent bit would keep the page's owner from
-	// freeing it.
-	if lo := max(from, a.g.blockStart(from)+a.g.metaPad); lo < to {
+	// freeing it. The bits are in the block's metadata: looked at before
+	// the file grows if the file holds it, so that a refusal leaves the
+	// file as it was; else after, when they are the new bytes' zeros.
+	check := func() error {
+		lo := max(from, a.g.blockStart(from)+a.g.metaPad)
+		if lo >= to {
+			return nil
+		}
 		c := &checker{d: a.d, g: &a.g, tx: tx}
 		if err := c.pageBeyond(from, lo, to); err != nil {
-			return false, err
+			return err
 		}
 		if p, found := tx.firstParentBit(&a.g, lo, to); found {
-			return false, strayParentBit(p)
+			return strayParentBit(p)
+		}
+		return nil
+	}
+	held := a.g.blockStart(from)+a.g.metaPad <= a.d.size.Load()
+	if held {
+		if err := check(); err != nil {
+			return false, err
+		}
+	}
+	if err := a.d.growTo(to, a.growStep); err != nil {
+		return false, err
+	}
+	if !held {
+		if err := check(); err != nil {
+			return false, err
 		}
 	}
 	a.forEachGrownPage(from, func(order int, off int64) bool {

@@ -623,7 +623,7 @@ func TestCheckFindsUnmergedBuddies(t *testing.T) {
 // page, which is allocated and holds its owner's bytes), or a page that
 // its owner can neither free nor write the first bytes of (a stray
 // sub-page parent bit). Check names the damage; Alloc must refuse with
-// ErrCorrupt and leave the device as it was.
+// ErrCorrupt and leave the device as it was, the file not grown.
 func TestAllocRefusesPagesPastFrontier(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -673,6 +673,7 @@ func TestAllocRefusesPagesPastFrontier(t *testing.T) {
 			}
 			defer d.Close()
 			want := tc.want(&g, last)
+			size := d.Stats().FileSize
 			before := d.Check()
 			if !errors.Is(before, ErrCorrupt) || !strings.Contains(before.Error(), want) {
 				t.Fatalf("Check: %v, want ErrCorrupt naming %q", before, want)
@@ -689,6 +690,9 @@ func TestAllocRefusesPagesPastFrontier(t *testing.T) {
 			}
 			if after := d.Check(); after == nil || after.Error() != before.Error() {
 				t.Fatalf("Check after the refused Alloc: %v, want as before: %v", after, before)
+			}
+			if got := d.Stats().FileSize; got != size {
+				t.Fatalf("the refused Alloc grew the file from %d to %d bytes", size, got)
 			}
 			got := make([]byte, last.Size())
 			if _, err := d.ReadAt(got, last.Offset()); err != nil || !bytes.Equal(got, pattern(last)) {
