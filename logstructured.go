@@ -339,8 +339,12 @@ type Log struct {
 	cancelledFrom uint64
 	// cancelledBeforeCopy holds, by a GC copy's start, the cancelledFrom
 	// its passing replaced: the cancelled run the copy buried, which goes
-	// back to appends with the copy if the chunk gives the copy back.
-	// Kept only while a pass runs; nil when empty.
+	// back to appends with the copy if a chunk gives the copy back. Every
+	// chunk clears it as it ends. An orphan (a copy a chunk that rolled
+	// back could not give back, waiting behind a reservation) may pass
+	// between chunks: its record stays until the next chunk ends, and
+	// holds as long as the tail is past the copy, which only
+	// retractCopies moves below it. nil when empty.
 	cancelledBeforeCopy map[uint64]uint64
 	epoch               uint64
 
@@ -1928,7 +1932,8 @@ func (l *Log) collectChunk(ctx context.Context, owner GarbageChecker, reloc Relo
 		if !committed && len(relocs) > 0 {
 			l.retractCopies(relocs)
 		}
-		// Every copy of the chunk has passed, or was given back.
+		// The chunk's copies have passed or were given back (orphans
+		// aside; see cancelledBeforeCopy).
 		l.mu.Lock()
 		l.cancelledBeforeCopy = nil
 		l.mu.Unlock()
