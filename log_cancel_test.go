@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pagealloc/pagealloc/internal/simstore"
 )
 
 // TestLogCancelledSpaceReused fills a ring with reservations and cancels
@@ -347,5 +349,202 @@ func TestLogCancelledBeforeRetractedCopy(t *testing.T) {
 	}
 	if err := d.Check(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLogCancelledRunJournaledBeforeCopy cancels R1, which a GC copy
+// follows, and commits R0 before it while GC writes the copy: the Commit
+// journals the tail at the copy's start, over R1's padding. When the
+// chunk rolls back, the copy's room goes back but R1's must not: a tail
+// past its start is durable, and a reopen would find appends there
+// below it.
+func TestLogCancelledRunJournaledBeforeCopy(t *testing.T) {
+	o, err := (&Options{MaxSize: 8 << 20, MaxPageSize: 64 << 10, JournalSize: 64 << 10, LogRegions: []LogRegion{{"log", 64 << 10}}}).withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hookStore{Store: simstore.New(o.MaxSize)}
+	t.Cleanup(func() { h.Store.Close() })
+	d, err := createOn(h, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	l := mustLog(t, d, "log")
+	owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: 1}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	owner.add(0, appendEntryT(t, l, logContent(0, 2000)).Offset())
+	r0, err := l.Append(500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(r0, logContent(5, 500)); err != nil {
+		t.Fatal(err)
+	}
+	r1, err := l.Append(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cStart := uint64(r1.Pos() + logFrameBytes(1000))
+	var hookErr error
+	h.setHook(func(p []byte, off int64) {
+		if off == l.frameOff(cStart) {
+			h.setHook(nil)
+			if err := l.Cancel(r1); err != nil {
+				hookErr = err
+				return
+			}
+			hookErr = l.Commit(r0)
+		}
+	})
+	if err := l.GC(context.Background()); err == nil || !strings.Contains(err.Error(), "the owner refuses") {
+		t.Fatalf("GC: %v", err)
+	}
+	if hookErr != nil {
+		t.Fatal(hookErr)
+	}
+	st := l.Stats()
+	if uint64(st.Tail) < l.loggedTail || st.Tail < st.DurableTail {
+		t.Fatalf("tail %d below the journaled tail %d (R1 at %d, the copy at %d): %+v", st.Tail, l.loggedTail, r1.Pos(), cStart, st)
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := l.Append(3000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(r, logContent(7, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Commit(r); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []struct {
+		off  int64
+		id   uint64
+		size int
+	}{{r0.Offset(), 5, 500}, {owner.offset(0), 0, 2000}, {r.Offset(), 7, 3000}} {
+		got, err := l.Read(e.off)
+		if err != nil || !bytes.Equal(got, logContent(e.id, e.size)) {
+			t.Fatalf("entry %d: %v", e.id, err)
+		}
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+	for e, err := range l.Entries(0) {
+		if err != nil {
+			t.Fatalf("Entries: %v (at %+v)", err, e)
+		}
+	}
+}
+
+// TestLogCancelledRunsBeforeTwoCopies has a chunk roll back with
+// [Ra cancelled][copy 0][Rb cancelled][copy 1] at the tail, cancelled in
+// either order: copy 1 and Rb go back, copy 0 stays (an orphan the next
+// pass relocates to) and Ra stays padding; the cancelled reservations stay
+// dead; every entry reads back, Check passes, and a reopen finds them.
+func TestLogCancelledRunsBeforeTwoCopies(t *testing.T) {
+	for _, order := range []string{"a then b", "b then a"} {
+		t.Run(order, func(t *testing.T) {
+			d, path := createLogDevice(t, LogRegion{"log", 64 << 10})
+			l := mustLog(t, d, "log")
+			owner := &endingSet{relocatingSet: relocatingSet{&setLive{live: map[uint64]int64{}}}, failAt: 1}
+			if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+				t.Fatal(err)
+			}
+			owner.add(0, appendEntryT(t, l, logContent(0, 2000)).Offset())
+			owner.add(1, appendEntryT(t, l, logContent(1, 1500)).Offset())
+			ra, err := l.Append(1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rb Reservation
+			rbc := make(chan Reservation, 1)
+			asked := false
+			owner.check = func(off int64, entry []byte) {
+				if logID(entry) == 1 && !asked {
+					asked = true
+					r, err := l.Append(700)
+					if err != nil {
+						t.Error(err)
+					}
+					rbc <- r
+				}
+			}
+			gcDone := make(chan error, 1)
+			go func() { gcDone <- l.GC(context.Background()) }()
+			rb = <-rbc
+			waitForStack(t, "(*Log).commitChunk", "sync.(*Cond).Wait")
+			first, second := ra, rb
+			if order == "b then a" {
+				first, second = rb, ra
+			}
+			if err := l.Cancel(first); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Cancel(second); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-gcDone; err == nil || !strings.Contains(err.Error(), "the owner refuses") {
+				t.Fatalf("GC: %v", err)
+			}
+			if st := l.Stats(); st.Tail != rb.Pos() {
+				t.Fatalf("tail %d, want %d where Rb began (Ra at %d): %+v", st.Tail, rb.Pos(), ra.Pos(), st)
+			}
+			l.mu.Lock()
+			left := l.cancelledBeforeCopy
+			l.mu.Unlock()
+			if left != nil {
+				t.Fatalf("the chunk left its records of cancelled runs: %v", left)
+			}
+			r, err := l.Append(700)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Pos() != rb.Pos() {
+				t.Fatalf("new reservation at %d, want %d", r.Pos(), rb.Pos())
+			}
+			for _, stale := range []Reservation{ra, rb} {
+				if err := l.Write(stale, make([]byte, stale.Size())); err == nil {
+					t.Fatalf("Write of the cancelled reservation at %d succeeded", stale.Pos())
+				}
+				if err := l.Cancel(stale); err == nil {
+					t.Fatalf("Cancel of the cancelled reservation at %d succeeded", stale.Pos())
+				}
+			}
+			p := logContent(2, 700)
+			if err := l.Write(r, p); err != nil {
+				t.Fatal(err)
+			}
+			owner.add(2, r.Offset())
+			if err := l.Commit(r); err != nil {
+				t.Fatal(err)
+			}
+			owner.check = nil
+			if err := l.GC(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			check := func(l *Log) {
+				for id, size := range map[uint64]int{0: 2000, 1: 1500, 2: 700} {
+					got, err := l.Read(owner.offset(id))
+					if err != nil || !bytes.Equal(got, logContent(id, size)) {
+						t.Fatalf("entry %d at %d: %v", id, owner.offset(id), err)
+					}
+				}
+			}
+			check(l)
+			if err := d.Check(); err != nil {
+				t.Fatal(err)
+			}
+			d = reopenLogDevice(t, d, path)
+			check(mustLog(t, d, "log"))
+			if err := d.Check(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
