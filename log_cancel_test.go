@@ -467,7 +467,6 @@ func TestLogCancelledRunsBeforeTwoCopies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var rb Reservation
 			rbc := make(chan Reservation, 1)
 			asked := false
 			owner.check = func(off int64, entry []byte) {
@@ -482,7 +481,7 @@ func TestLogCancelledRunsBeforeTwoCopies(t *testing.T) {
 			}
 			gcDone := make(chan error, 1)
 			go func() { gcDone <- l.GC(context.Background()) }()
-			rb = <-rbc
+			rb := <-rbc
 			waitForStack(t, "(*Log).commitChunk", "sync.(*Cond).Wait")
 			first, second := ra, rb
 			if order == "b then a" {
