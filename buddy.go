@@ -366,48 +366,34 @@ func (a *allocator) reservePunched(st *allocState, k int) error {
 }
 
 // grow hands the next max page at the frontier to the allocator, growing
-// the file if needed. It reports false when the device is at capacity,
-// and returns a CorruptError, changing nothing, if a page past the
-// frontier has state bits or a sub-page parent bit set.
+// the file if needed. Max pages that hold only a block's metadata hand out
+// nothing: grow takes them together with the first max page past them
+// that holds pages. It reports false when the device is at capacity, and
+// returns a CorruptError if a page it would make has state bits or a
+// sub-page parent bit set. Refused, either way, it changes nothing, the
+// file's size included.
 func (a *allocator) grow(tx *Txn, st *allocState) (bool, error) {
-	from := st.frontier
-	to := from + a.g.maxPageBytes()
+	maxBytes := a.g.maxPageBytes()
+	lo := max(st.frontier, a.g.blockStart(st.frontier)+a.g.metaPad) // the first byte of a page
+	from := lo - (lo-a.g.heapOff)%maxBytes                          // its max page
+	to := from + maxBytes
 	if to > a.g.capacity {
 		return false, nil
 	}
 	// The pages made here must be in no state yet: state bits set past
 	// the frontier (a corrupt file) would be pages they overlap, maybe
 	// allocated ones, and a parent bit would keep the page's owner from
-	// freeing it. The bits are in the block's metadata: looked at before
-	// the file grows if the file holds it, so that a refusal leaves the
-	// file as it was; else after, when they are the new bytes' zeros.
-	check := func() error {
-		lo := max(from, a.g.blockStart(from)+a.g.metaPad)
-		if lo >= to {
-			return nil
-		}
-		c := &checker{d: a.d, g: &a.g, tx: tx}
-		if err := c.pageBeyond(from, lo, to); err != nil {
-			return err
-		}
-		if p, found := tx.firstParentBit(&a.g, lo, to); found {
-			return strayParentBit(p)
-		}
-		return nil
+	// freeing it. They are read before the file grows; those past its
+	// end read as the zeros the growth gives them.
+	c := &checker{d: a.d, g: &a.g, tx: tx}
+	if err := c.pageBeyond(st.frontier, lo, to); err != nil {
+		return false, err
 	}
-	held := a.g.blockStart(from)+a.g.metaPad <= a.d.size.Load()
-	if held {
-		if err := check(); err != nil {
-			return false, err
-		}
+	if p, found := tx.firstParentBit(&a.g, lo, to); found {
+		return false, strayParentBit(p)
 	}
 	if err := a.d.growTo(to, a.growStep); err != nil {
 		return false, err
-	}
-	if !held {
-		if err := check(); err != nil {
-			return false, err
-		}
 	}
 	a.forEachGrownPage(from, func(order int, off int64) bool {
 		tx.setPageState(&a.g, order, off, stateFree)

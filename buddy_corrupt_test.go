@@ -701,3 +701,132 @@ func TestAllocRefusesPagesPastFrontier(t *testing.T) {
 		})
 	}
 }
+
+// TestGrowOverMetadataOfSeveralMaxPages covers a block whose metadata
+// spans several max pages (16 KiB max pages, 1 GiB blocks): the first
+// growth takes them with the first max page that holds pages. A refusal
+// there — state bits set under that page in a file that holds only part
+// of the metadata, or a capacity that ends before the page — leaves the
+// device as it was, the file's size included, and Check reports the bits
+// before any Alloc runs into them.
+func TestGrowOverMetadataOfSeveralMaxPages(t *testing.T) {
+	opts := func(maxSize int64) *Options {
+		return &Options{NoSync: true, MinPageSize: 4096, MaxPageSize: 16 << 10, JournalSize: 256 << 10, MaxSize: maxSize, GrowthStep: 16 << 10}
+	}
+	d, path := createTestDevice(t, opts(64<<20))
+	g, st := d.alloc.g, d.alloc.last
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	block := g.blockStart(st.frontier)
+	if st.frontier != block || g.metaPad < 4*g.maxPageBytes() || g.metaPad%g.maxPageBytes() != 0 {
+		t.Fatalf("set-up: want the frontier %d at a block's start and its metadata, %d bytes, several whole max pages", st.frontier, g.metaPad)
+	}
+	first := block + g.metaPad // the first page grow makes
+	w, shift := g.bitPos(0, first)
+
+	t.Run("state bits under the first page", func(t *testing.T) {
+		// The file holds the metadata's first max page, the word in it,
+		// and not the rest.
+		fileLen := block + g.maxPageBytes()
+		if w+8 > fileLen {
+			t.Fatalf("set-up: the state word %d lies past the metadata's first max page", w)
+		}
+		path := corruptCopy(t, path, func(b []byte) []byte {
+			b = append(b, make([]byte, fileLen-int64(len(b)))...)
+			binary.LittleEndian.PutUint64(b[w:], uint64(stateAllocated)<<shift)
+			return b
+		})
+		d, err := Open(path, opts(64<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		want := fmt.Sprintf("corrupt heap at offset %d: expected no page past the frontier %d, found order 0 state %02b", first, block, stateAllocated)
+		size := d.Stats().FileSize
+		before := d.Check()
+		if !errors.Is(before, ErrCorrupt) || !strings.Contains(before.Error(), want) {
+			t.Fatalf("Check: %v, want ErrCorrupt naming %q", before, want)
+		}
+		err = d.Update(func(tx *Txn) error {
+			a, err := tx.Alloc(4096)
+			if err == nil {
+				t.Errorf("Alloc returned %v, over the damage", a)
+			}
+			return err
+		})
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Alloc: %v, want ErrCorrupt naming %q", err, want)
+		}
+		if got := d.Stats().FileSize; got != size {
+			t.Fatalf("the refused Alloc grew the file from %d to %d bytes", size, got)
+		}
+		if after := d.Check(); after == nil || after.Error() != before.Error() {
+			t.Fatalf("Check after the refused Alloc: %v, want as before: %v", after, before)
+		}
+	})
+
+	t.Run("parent bit under the first page", func(t *testing.T) {
+		pw, bit := g.parentBitPos(first + g.maxPageBytes() - 1<<g.parentShift)
+		path := corruptCopy(t, path, func(b []byte) []byte {
+			b = append(b, make([]byte, pw+8-int64(len(b)))...)
+			binary.LittleEndian.PutUint64(b[pw:], 1<<bit)
+			return b
+		})
+		d, err := Open(path, opts(64<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		want := fmt.Sprintf("corrupt sub-page parent bits at offset %d", first+g.maxPageBytes()-1<<g.parentShift)
+		size := d.Stats().FileSize
+		if err := d.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Check: %v, want ErrCorrupt naming %q", err, want)
+		}
+		err = d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err })
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Alloc: %v, want ErrCorrupt naming %q", err, want)
+		}
+		if got := d.Stats().FileSize; got != size {
+			t.Fatalf("the refused Alloc grew the file from %d to %d bytes", size, got)
+		}
+	})
+
+	t.Run("capacity ends before the first page", func(t *testing.T) {
+		d, err := Open(path, opts(first+g.maxPageBytes()-4096))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		size := d.Stats().FileSize
+		err = d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err })
+		if !errors.Is(err, ErrNoSpace) {
+			t.Fatalf("Alloc: %v, want ErrNoSpace", err)
+		}
+		if got := d.Stats().FileSize; got != size {
+			t.Fatalf("the refused Alloc grew the file from %d to %d bytes", size, got)
+		}
+		if err := d.Check(); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("one growth takes the metadata and a page", func(t *testing.T) {
+		d, err := Open(path, opts(64<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		var a Addr
+		if err := d.Update(func(tx *Txn) (err error) { a, err = tx.Alloc(g.maxPageBytes()); return err }); err != nil {
+			t.Fatal(err)
+		}
+		s := d.Stats()
+		if a.Offset() != first || s.Frontier != first+g.maxPageBytes() || s.FileSize != s.Frontier {
+			t.Fatalf("Alloc of a max page: %v, frontier %d, file %d bytes; want the page at %d and both at %d", a, s.Frontier, s.FileSize, first, first+g.maxPageBytes())
+		}
+		if err := d.Check(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -112,21 +112,20 @@ func (c *checker) checkHeap() {
 }
 
 // checkPastFrontier reports a page state set past the frontier in the
-// block the frontier lies in: grow makes free pages there, taking every
-// state bit under them to be clear. Once the frontier has passed the
-// block's metadata those bits lie below it, a contiguous run of words per
-// order.
+// block the frontier lies in, or starts: grow makes free pages there,
+// taking every state bit under them to be clear. The bits are in the
+// block's metadata, a contiguous run of words per order; those past the
+// file's end read as zeros.
 func (c *checker) checkPastFrontier() {
 	g, frontier := c.g, c.st.frontier
 	block := g.blockStart(frontier)
-	if frontier-block < g.metaPad {
-		return // the bits lie past the frontier too, maybe past the file's end
-	}
 	// Pages past the capacity are never grown into: their bits are
 	// not read (a device far smaller than its 1 GiB block would read a
 	// block's worth at every Check).
 	end := block + min(g.blockBytes, g.capacity-block)
-	c.add(c.pageBeyond(frontier, frontier, end))
+	if lo := max(frontier, block+g.metaPad); lo < end {
+		c.add(c.pageBeyond(frontier, lo, end))
+	}
 }
 
 // pageBeyond returns a CorruptError naming the first page, at any order,

@@ -1291,7 +1291,9 @@ func (c *checker) walkParents(p, limit int64, isParent map[int64]bool, what stri
 func (c *checker) checkParentBits(isParent map[int64]bool) {
 	g := c.g
 	granules := g.blockBytes >> g.parentShift
-	for block := g.heapOff; block < c.st.frontier; block += g.blockBytes {
+	// The block the frontier lies in, or starts, too: grow takes its
+	// bits to be clear.
+	for block := g.heapOff; block < min(c.st.frontier+1, g.capacity); block += g.blockBytes {
 		for i := int64(0); i < granules; i += 64 {
 			word := c.d.committedU64(block + g.parentBitsOff + i/8)
 			for m := word; m != 0; m &= m - 1 {
