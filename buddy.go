@@ -370,7 +370,7 @@ func (a *allocator) reservePunched(st *allocState, k int) error {
 // nothing: grow takes them together with the first max page past them
 // that holds pages. It reports false when the device is at capacity, and
 // returns a CorruptError if a page it would make has state bits or a
-// sub-page parent bit set. Refused, either way, it changes nothing, the
+// sub-page parent bit set, or metadata it takes has state bits. Refused, either way, it changes nothing, the
 // file's size included.
 func (a *allocator) grow(tx *Txn, st *allocState) (bool, error) {
 	maxBytes := a.g.maxPageBytes()
@@ -383,10 +383,11 @@ func (a *allocator) grow(tx *Txn, st *allocState) (bool, error) {
 	// The pages made here must be in no state yet: state bits set past
 	// the frontier (a corrupt file) would be pages they overlap, maybe
 	// allocated ones, and a parent bit would keep the page's owner from
-	// freeing it. They are read before the file grows; those past its
-	// end read as the zeros the growth gives them.
+	// freeing it. Metadata taken here must have no state bits either, as
+	// Check requires of it. The bits are read before the file grows;
+	// those past its end read as the zeros the growth gives them.
 	c := &checker{d: a.d, g: &a.g, tx: tx}
-	if err := c.pageBeyond(st.frontier, lo, to); err != nil {
+	if err := c.pageBeyond(st.frontier, st.frontier, to); err != nil {
 		return false, err
 	}
 	if p, found := tx.firstParentBit(&a.g, lo, to); found {

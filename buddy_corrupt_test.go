@@ -706,7 +706,8 @@ func TestAllocRefusesPagesPastFrontier(t *testing.T) {
 // spans several max pages (16 KiB max pages, 1 GiB blocks): the first
 // growth takes them with the first max page that holds pages. A refusal
 // there — state bits set under that page in a file that holds only part
-// of the metadata, or a capacity that ends before the page — leaves the
+// of the metadata, or over the metadata, or a capacity that ends before
+// the page — leaves the
 // device as it was, the file's size included, and Check reports the bits
 // before any Alloc runs into them.
 func TestGrowOverMetadataOfSeveralMaxPages(t *testing.T) {
@@ -723,26 +724,16 @@ func TestGrowOverMetadataOfSeveralMaxPages(t *testing.T) {
 		t.Fatalf("set-up: want the frontier %d at a block's start and its metadata, %d bytes, several whole max pages", st.frontier, g.metaPad)
 	}
 	first := block + g.metaPad // the first page grow makes
-	w, shift := g.bitPos(0, first)
 
-	t.Run("state bits under the first page", func(t *testing.T) {
-		// The file holds the metadata's first max page, the word in it,
-		// and not the rest.
-		fileLen := block + g.maxPageBytes()
-		if w+8 > fileLen {
-			t.Fatalf("set-up: the state word %d lies past the metadata's first max page", w)
-		}
-		path := corruptCopy(t, path, func(b []byte) []byte {
-			b = append(b, make([]byte, fileLen-int64(len(b)))...)
-			binary.LittleEndian.PutUint64(b[w:], uint64(stateAllocated)<<shift)
-			return b
-		})
+	// refused opens the damaged copy at path, and requires Check to name
+	// want, an Alloc that would grow over the damage to refuse naming it
+	// too, and the file's size and Check's report to stay as they were.
+	refused := func(t *testing.T, path, want string) {
 		d, err := Open(path, opts(64<<20))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer d.Close()
-		want := fmt.Sprintf("corrupt heap at offset %d: expected no page past the frontier %d, found order 0 state %02b", first, block, stateAllocated)
 		size := d.Stats().FileSize
 		before := d.Check()
 		if !errors.Is(before, ErrCorrupt) || !strings.Contains(before.Error(), want) {
@@ -764,6 +755,39 @@ func TestGrowOverMetadataOfSeveralMaxPages(t *testing.T) {
 		if after := d.Check(); after == nil || after.Error() != before.Error() {
 			t.Fatalf("Check after the refused Alloc: %v, want as before: %v", after, before)
 		}
+	}
+	// stateBits sets order-k state bits of the page at off in a copy of
+	// the device whose file is at least fileLen bytes long.
+	stateBits := func(t *testing.T, k int, off, fileLen int64) string {
+		w, shift := g.bitPos(k, off)
+		return corruptCopy(t, path, func(b []byte) []byte {
+			b = append(b, make([]byte, max(0, max(fileLen, w+8)-int64(len(b))))...)
+			binary.LittleEndian.PutUint64(b[w:], uint64(stateAllocated)<<shift)
+			return b
+		})
+	}
+	pastFrontier := func(k int, off int64) string {
+		return fmt.Sprintf("corrupt heap at offset %d: expected no page past the frontier %d, found order %d state %02b", off, block, k, stateAllocated)
+	}
+
+	t.Run("state bits under the first page", func(t *testing.T) {
+		// The file holds the metadata's first max page, the word in it,
+		// and not the rest.
+		fileLen := block + g.maxPageBytes()
+		if w, _ := g.bitPos(0, first); w+8 > fileLen {
+			t.Fatalf("set-up: the state word %d lies past the metadata's first max page", w)
+		}
+		refused(t, stateBits(t, 0, first, fileLen), pastFrontier(0, first))
+	})
+
+	// No page lies over the metadata, so no state bit may be set there
+	// either: Check names it, and the growth that would take it refuses.
+	t.Run("state bits over the metadata's first max page", func(t *testing.T) {
+		refused(t, stateBits(t, g.maxOrder, block, 0), pastFrontier(g.maxOrder, block))
+	})
+	t.Run("state bits over the metadata's last min page", func(t *testing.T) {
+		off := first - g.pageBytes(0)
+		refused(t, stateBits(t, 0, off, 0), pastFrontier(0, off))
 	})
 
 	t.Run("parent bit under the first page", func(t *testing.T) {
@@ -773,23 +797,7 @@ func TestGrowOverMetadataOfSeveralMaxPages(t *testing.T) {
 			binary.LittleEndian.PutUint64(b[pw:], 1<<bit)
 			return b
 		})
-		d, err := Open(path, opts(64<<20))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		want := fmt.Sprintf("corrupt sub-page parent bits at offset %d", first+g.maxPageBytes()-1<<g.parentShift)
-		size := d.Stats().FileSize
-		if err := d.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
-			t.Fatalf("Check: %v, want ErrCorrupt naming %q", err, want)
-		}
-		err = d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err })
-		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
-			t.Fatalf("Alloc: %v, want ErrCorrupt naming %q", err, want)
-		}
-		if got := d.Stats().FileSize; got != size {
-			t.Fatalf("the refused Alloc grew the file from %d to %d bytes", size, got)
-		}
+		refused(t, path, fmt.Sprintf("corrupt sub-page parent bits at offset %d", first+g.maxPageBytes()-1<<g.parentShift))
 	})
 
 	t.Run("capacity ends before the first page", func(t *testing.T) {

@@ -113,9 +113,9 @@ func (c *checker) checkHeap() {
 
 // checkPastFrontier reports a page state set past the frontier in the
 // block the frontier lies in, or starts: grow makes free pages there,
-// taking every state bit under them to be clear. The bits are in the
-// block's metadata, a contiguous run of words per order; those past the
-// file's end read as zeros.
+// taking every state bit under them to be clear, and none may be set over
+// the block's metadata. The bits are in the metadata, a contiguous run of
+// words per order; those past the file's end read as zeros.
 func (c *checker) checkPastFrontier() {
 	g, frontier := c.g, c.st.frontier
 	block := g.blockStart(frontier)
@@ -123,14 +123,14 @@ func (c *checker) checkPastFrontier() {
 	// not read (a device far smaller than its 1 GiB block would read a
 	// block's worth at every Check).
 	end := block + min(g.blockBytes, g.capacity-block)
-	if lo := max(frontier, block+g.metaPad); lo < end {
-		c.add(c.pageBeyond(frontier, lo, end))
+	if frontier < end {
+		c.add(c.pageBeyond(frontier, frontier, end))
 	}
 }
 
 // pageBeyond returns a CorruptError naming the first page, at any order,
 // whose state bits are set in [from, to): a range of one block, past the
-// frontier and the block's metadata.
+// frontier.
 func (c *checker) pageBeyond(frontier, from, to int64) error {
 	for k := 0; k <= c.g.maxOrder; k++ {
 		if off, s, found := c.firstState(k, from, to); found {
