@@ -258,7 +258,8 @@ func (d *Device) subpageSlotRange() (lo, hi int64) {
 // persisted: after a reopen, Subpages with the same size returns the same
 // class and its slots. slotBytes must be a power of two from
 // max(64, MinPageSize/64) to MaxPageSize/64; otherwise the error wraps
-// ErrInvalidArgument. A device holds at most 64 classes; past that the
+// ErrInvalidArgument (a MaxPageSize below 4 KiB leaves no size at all).
+// A device holds at most 64 classes; past that the
 // error wraps ErrNoSpace. A device of format version 1 has no room for
 // sub-pages: the error wraps ErrVersion.
 //
@@ -275,6 +276,9 @@ func (d *Device) Subpages(slotBytes int) (*Subpages, error) {
 		return nil, fmt.Errorf("%w: sub-pages need format version %d, the device has version %d", ErrVersion, subpageFormatVersion, d.geometry.version)
 	}
 	lo, hi := d.subpageSlotRange()
+	if lo > hi {
+		return nil, fmt.Errorf("%w: sub-pages need a MaxPageSize of at least %d bytes, the device has %d", ErrInvalidArgument, lo*subpageSlotsPerParent, d.geometry.maxPage)
+	}
 	size := int64(slotBytes)
 	if !validPageSize(size) || size < lo || size > hi {
 		return nil, fmt.Errorf("%w: sub-page slot size %d is not a power of two in [%d, %d]", ErrInvalidArgument, slotBytes, lo, hi)

@@ -677,6 +677,29 @@ func TestSubpageBadInput(t *testing.T) {
 	}
 }
 
+// TestSubpagesNeedLargeEnoughMaxPages: below a MaxPageSize of 4 KiB no
+// slot size holds 64 slots of at least 64 bytes, and Subpages says so
+// rather than offering an empty range of sizes.
+func TestSubpagesNeedLargeEnoughMaxPages(t *testing.T) {
+	for _, maxPage := range []int64{512, 2048, 4096} {
+		d, _ := createTestDevice(t, &Options{NoSync: true, MinPageSize: 512, MaxPageSize: maxPage})
+		_, err := d.Subpages(64)
+		if maxPage >= 4096 {
+			if err != nil {
+				t.Errorf("MaxPageSize %d: Subpages(64): %v", maxPage, err)
+			}
+			continue
+		}
+		want := fmt.Sprintf("sub-pages need a MaxPageSize of at least 4096 bytes, the device has %d", maxPage)
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), want) {
+			t.Errorf("MaxPageSize %d: Subpages(64): %v, want ErrInvalidArgument saying %q", maxPage, err, want)
+		}
+		if err := d.Check(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // TestSubpageClassLimit fills the class table.
 func TestSubpageClassLimit(t *testing.T) {
 	d, _ := createTestDevice(t, subpageOptions())
