@@ -682,7 +682,7 @@ func TestSubpageBadInput(t *testing.T) {
 // rather than offering an empty range of sizes.
 func TestSubpagesNeedLargeEnoughMaxPages(t *testing.T) {
 	for _, maxPage := range []int64{512, 2048, 4096} {
-		d, _ := createTestDevice(t, &Options{NoSync: true, MinPageSize: 512, MaxPageSize: maxPage})
+		d, _ := createTestDevice(t, &Options{NoSync: true, MinPageSize: 512, MaxPageSize: maxPage, MaxSize: 8 << 20})
 		_, err := d.Subpages(64)
 		if maxPage >= 4096 {
 			if err != nil {
