@@ -370,8 +370,8 @@ func (a *allocator) reservePunched(st *allocState, k int) error {
 // nothing: grow takes them together with the first max page past them
 // that holds pages. It reports false when the device is at capacity, and
 // returns a CorruptError if a page it would make has state bits or a
-// sub-page parent bit set, or metadata it takes has state bits. Refused, either way, it changes nothing, the
-// file's size included.
+// sub-page parent bit set, or metadata it takes has state bits. Refused,
+// either way, it changes nothing, the file's size included.
 func (a *allocator) grow(tx *Txn, st *allocState) (bool, error) {
 	maxBytes := a.g.maxPageBytes()
 	lo := max(st.frontier, a.g.blockStart(st.frontier)+a.g.metaPad) // the first byte of a page

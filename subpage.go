@@ -259,9 +259,9 @@ func (d *Device) subpageSlotRange() (lo, hi int64) {
 // class and its slots. slotBytes must be a power of two from
 // max(64, MinPageSize/64) to MaxPageSize/64; otherwise the error wraps
 // ErrInvalidArgument (a MaxPageSize below 4 KiB leaves no size at all).
-// A device holds at most 64 classes; past that the
-// error wraps ErrNoSpace. A device of format version 1 has no room for
-// sub-pages: the error wraps ErrVersion.
+// A device holds at most 64 classes; past that the error wraps
+// ErrNoSpace. A device of format version 1 has no room for sub-pages: the
+// error wraps ErrVersion.
 //
 // Creating a class begins a transaction, so Subpages must not be called
 // while the calling goroutine holds one open.
