@@ -387,7 +387,7 @@ func (a *allocator) grow(tx *Txn, st *allocState) (bool, error) {
 	// Check requires of it. The bits are read before the file grows;
 	// those past its end read as the zeros the growth gives them.
 	c := &checker{d: a.d, g: &a.g, tx: tx}
-	if err := c.pageBeyond(st.frontier, st.frontier, to); err != nil {
+	if err := c.pageBeyond(st.frontier, to); err != nil {
 		return false, err
 	}
 	if p, found := tx.firstParentBit(&a.g, lo, to); found {

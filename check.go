@@ -124,16 +124,15 @@ func (c *checker) checkPastFrontier() {
 	// block's worth at every Check).
 	end := block + min(g.blockBytes, g.capacity-block)
 	if frontier < end {
-		c.add(c.pageBeyond(frontier, frontier, end))
+		c.add(c.pageBeyond(frontier, end))
 	}
 }
 
 // pageBeyond returns a CorruptError naming the first page, at any order,
-// whose state bits are set in [from, to): a range of one block, past the
-// frontier.
-func (c *checker) pageBeyond(frontier, from, to int64) error {
+// whose state bits are set in [frontier, to), a range of one block.
+func (c *checker) pageBeyond(frontier, to int64) error {
 	for k := 0; k <= c.g.maxOrder; k++ {
-		if off, s, found := c.firstState(k, from, to); found {
+		if off, s, found := c.firstState(k, frontier, to); found {
 			return corruptf(off, "heap", "no page past the frontier %d, found order %d state %02b", frontier, k, s)
 		}
 	}
