@@ -150,3 +150,81 @@ func TestCheckFindsLogSlotOffTheOpenLog(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckFindsLogPositionsOutOfOrder moves one in-memory position of an
+// open log at a time out of its place among the others, with two
+// reservations not yet passed: Check must name each, and pass again once
+// the position is put back.
+func TestCheckFindsLogPositionsOutOfOrder(t *testing.T) {
+	d, _ := createLogDevice(t, LogRegion{"wal", 64 << 10})
+	l := mustLog(t, d, "wal")
+	appendEntryT(t, l, logContent(1, 100))
+	var open []Reservation
+	for range 2 {
+		r, err := l.Append(200)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, r)
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, want string
+		damage     func() (undo func())
+	}{
+		{"written past done", "open with its positions in order", func() func() {
+			was := l.writtenEnd
+			l.writtenEnd = l.committedEnd + 8
+			return func() { l.writtenEnd = was }
+		}},
+		{"journaled past written", "open with its positions in order", func() func() {
+			was := l.writtenEnd
+			l.writtenEnd = l.loggedTail - 8
+			return func() { l.writtenEnd = was }
+		}},
+		{"cancelled past done", "open with its positions in order", func() func() {
+			was := l.cancelledFrom
+			l.cancelledFrom = l.committedEnd + 8
+			return func() { l.cancelledFrom = was }
+		}},
+		{"tail a ring past the head", "open with its positions in order", func() func() {
+			was := l.tail
+			l.tail = l.head + l.size + 8
+			l.spans[len(l.spans)-1].end = l.tail
+			return func() { l.tail, l.spans[len(l.spans)-1].end = was, was }
+		}},
+		{"a gap between reservations", "reservations not yet passed following each other", func() func() {
+			s := &l.spans[l.first+1]
+			was := *s
+			s.start += 8
+			return func() { *s = was }
+		}},
+		{"a reservation short of the tail", "reservations not yet passed ending at its tail", func() func() {
+			s := &l.spans[len(l.spans)-1]
+			was := s.end
+			s.end -= 8
+			return func() { s.end = was }
+		}},
+	} {
+		l.mu.Lock()
+		undo := tc.damage()
+		l.mu.Unlock()
+		err := d.Check()
+		l.mu.Lock()
+		undo()
+		l.mu.Unlock()
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Check: %v; want an ErrCorrupt naming %q", tc.name, err, tc.want)
+		}
+		if err := d.Check(); err != nil {
+			t.Fatalf("%s: Check once the position is back: %v", tc.name, err)
+		}
+	}
+	for _, r := range open {
+		if err := l.Cancel(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

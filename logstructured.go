@@ -2601,17 +2601,42 @@ func (c *checker) checkLogTable() {
 }
 
 // checkLogPositions checks open log l's positions against its slot s as
-// the writer sees it. A transaction that journals a tail or a head holds
-// the writer, and the log adopts the tail as it commits (loggedTail) but
-// the head, and the durable tail, only once it is durable; appends move
-// the tail past it, and a retraction gives back only space past every
-// tail journaled.
+// the writer sees it, and against each other. A transaction that journals
+// a tail or a head holds the writer, and the log adopts the tail as it
+// commits (loggedTail) but the head, and the durable tail, only once it is
+// durable; appends move the tail past it, and a retraction gives back only
+// space past every tail journaled. In memory, the positions follow each
+// other: the head, the durable tail, the tail last journaled, the end of
+// the frames written, the end of the spans done (after the start of its
+// run of cancelled spans) and the tail, no further apart than the ring's
+// size, with the reservations not yet passed covering the space between the
+// end of the spans done and the tail, each where the one before it ends.
 func (c *checker) checkLogPositions(l *Log, s logSlot, what string) {
 	l.mu.Lock()
 	head, tail, logged, durable := l.head, l.tail, l.loggedTail, l.durableTail
+	written, committed, cancelled := l.writtenEnd, l.committedEnd, l.cancelledFrom
+	open := l.spans[l.first:]
+	gap, bad := -1, span{} // the first open reservation not where the one before it ends
+	last := committed      // where the reservations not yet passed end
+	for i, sp := range open {
+		if gap < 0 && (sp.start != last || sp.end <= sp.start) {
+			gap, bad = i, sp
+		}
+		last = sp.end
+	}
+	reservations := len(open)
 	l.mu.Unlock()
 	if s.tail != logged || durable > logged || tail < logged || head > s.head || head > durable {
 		c.report(l.slotOff, what, "log %q with head %d and tail %d to agree with the log open on it (head at most the slot's, tail at least it, the tail it last journaled the slot's, its durable tail at most that), found head %d, tail %d, journaled tail %d, durable tail %d", l.name, s.head, s.tail, head, tail, logged, durable)
+	}
+	if logged > written || written > committed || cancelled > committed || committed > tail || tail-head > l.size {
+		c.report(l.slotOff, what, "log %q open with its positions in order, the tail at most %d bytes past the head: head %d, journaled tail %d, written to %d, cancelled from %d, done to %d, tail %d", l.name, l.size, head, logged, written, cancelled, committed, tail)
+	}
+	switch {
+	case gap >= 0:
+		c.report(l.slotOff, what, "log %q open with its %d reservations not yet passed following each other from %d, where its spans are done, found reservation %d on [%d, %d)", l.name, reservations, committed, gap, bad.start, bad.end)
+	case last != tail:
+		c.report(l.slotOff, what, "log %q open with its %d reservations not yet passed ending at its tail %d, found them ending at %d", l.name, reservations, tail, last)
 	}
 }
 
