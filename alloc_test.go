@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"iter"
@@ -1356,6 +1357,101 @@ func TestOpenRefusesHugeSuperblockNumbers(t *testing.T) {
 		if !errors.Is(err, ErrCorrupt) || !errors.As(err, &ce) || ce.Offset != 0 {
 			t.Errorf("%s in both superblocks: %v, want a CorruptError at offset 0", c.name, err)
 		}
+	}
+}
+
+// resealSuperblock recomputes the checksum of the copy at slot in a device
+// file's bytes b, as a forged copy whose checksum matches would carry it.
+func resealSuperblock(b []byte, slot uint64) {
+	off := superblockOffset(slot)
+	binary.LittleEndian.PutUint32(b[off+superblockCRCOff:], crc32.Checksum(b[off:off+superblockCRCOff], castagnoli))
+}
+
+// TestOpenRefusesSuperblockFields opens devices whose two superblock
+// copies, their checksums recomputed, each carry one field that no
+// device of this package holds: a format version of 0, nonzero flags or
+// reserved bytes, a max page size out of range, the allocator state, the
+// log regions or the heap away from where Create puts them, a capacity
+// below the headers. Each Open, read-only or not, must refuse the file
+// with a CorruptError for each copy naming what it expected there, and
+// leave the file as it was.
+func TestOpenRefusesSuperblockFields(t *testing.T) {
+	d, path := createTestDevice(t, &Options{NoSync: true, MaxPageSize: 64 << 10, MaxSize: 4 << 20, JournalSize: 64 << 10, RootSize: 16 << 10})
+	writeRoot(t, d, 0, []byte("survives"))
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sb := newestSuperblock(readFile(t, path))
+	if sb.heapOff == sb.logs.end() {
+		t.Fatalf("set-up: the heap at %d starts right at the log regions' end: no capacity lies between them", sb.heapOff)
+	}
+	// raw edits the copy's bytes; the checksum is recomputed after.
+	raw := func(at int, v byte) func(b []byte, slot uint64) {
+		return func(b []byte, slot uint64) { b[superblockOffset(slot)+int64(at)] = v }
+	}
+	field := func(edit func(sb *superblock)) func(b []byte, slot uint64) {
+		return func(b []byte, slot uint64) { rewriteSuperblock(b, slot, edit) }
+	}
+	for _, c := range []struct {
+		name string
+		edit func(b []byte, slot uint64)
+		want string
+	}{
+		{"format version 0", field(func(sb *superblock) { sb.version = 0 }), "format version >= 1"},
+		{"flags", raw(12, 1), fmt.Sprintf("zero flags and reserved bytes in version %d", sb.version)},
+		{"reserved byte", raw(200, 0x80), fmt.Sprintf("zero flags and reserved bytes in version %d", sb.version)},
+		{"max page below min page", field(func(sb *superblock) { sb.maxPage = sb.minPage / 2 }),
+			"a power-of-two max page size between min page size and 1 GiB"},
+		{"max page not a power of two", field(func(sb *superblock) { sb.maxPage = 3 * sb.minPage }),
+			"a power-of-two max page size between min page size and 1 GiB"},
+		{"max page above 1 GiB", field(func(sb *superblock) { sb.maxPage = 2 << 30 }),
+			"a power-of-two max page size between min page size and 1 GiB"},
+		{"state a page after the journal", field(func(sb *superblock) { sb.state.off += 4096 }),
+			"the allocator state after the journal ring, within the capacity"},
+		{"state of another size", field(func(sb *superblock) { sb.state.size += 4096 }),
+			"the allocator state after the journal ring, within the capacity"},
+		{"log regions a page after the state", field(func(sb *superblock) { sb.logs.off += 4096 }),
+			"the log regions after the allocator state, within the capacity"},
+		{"log regions of a size not a multiple of 4 KiB", field(func(sb *superblock) { sb.logs.size = 100 }),
+			"the log regions after the allocator state, within the capacity"},
+		{"heap off the max-page grid", field(func(sb *superblock) { sb.heapOff += sb.minPage }),
+			"the heap at the first max-page boundary after the log regions"},
+		{"heap a max page late", field(func(sb *superblock) { sb.heapOff += sb.maxPage }),
+			"the heap at the first max-page boundary after the log regions"},
+		{"heap inside the log regions", field(func(sb *superblock) { sb.heapOff -= sb.maxPage }),
+			"the heap at the first max-page boundary after the log regions"},
+		{"capacity ending before the heap", field(func(sb *superblock) { sb.capacity = sb.logs.end() }),
+			"a capacity at least as large as the headers"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := corruptCopy(t, path, func(b []byte) []byte {
+				for slot := range uint64(2) {
+					c.edit(b, slot)
+					resealSuperblock(b, slot)
+				}
+				return b
+			})
+			before := readFile(t, p)
+			for _, ro := range []bool{true, false} {
+				rd, err := Open(p, &Options{ReadOnly: ro, NoSync: true})
+				if err == nil {
+					rd.Close()
+					t.Fatalf("Open (read-only %v) took the copies", ro)
+				}
+				var ce *CorruptError
+				if !errors.Is(err, ErrCorrupt) || !errors.As(err, &ce) || ce.Offset != 0 || ce.Expected != c.want {
+					t.Errorf("Open (read-only %v): %v; want a CorruptError at offset 0 expecting %q", ro, err, c.want)
+				}
+				for slot := range uint64(2) {
+					if want := fmt.Sprintf("corrupt superblock at offset %d: expected %s", superblockOffset(slot), c.want); !strings.Contains(err.Error(), want) {
+						t.Errorf("Open (read-only %v): %v; want %q", ro, err, want)
+					}
+				}
+			}
+			if !bytes.Equal(before, readFile(t, p)) {
+				t.Error("a refused Open changed the file")
+			}
+		})
 	}
 }
 
