@@ -30,6 +30,13 @@ func testOptions() *Options {
 	return &Options{NoSync: true, JournalSize: 64 << 10, MaxSize: testMaxSize, RootSize: 16 << 10}
 }
 
+// smallFileOptions are testOptions with pages of at most 64 KiB and a
+// MaxSize of 4 MiB: a file small enough to copy whole and damage, several
+// of which a 32-bit address space maps at once.
+func smallFileOptions() *Options {
+	return &Options{NoSync: true, MaxPageSize: 64 << 10, MaxSize: 4 << 20, JournalSize: 64 << 10, RootSize: 16 << 10}
+}
+
 // testMaxSize is testOptions' MaxSize: 1 GiB, or 256 MiB on 32 bits, where
 // the tests that open a copy of a device beside it would otherwise run
 // out of address space.
@@ -608,6 +615,74 @@ func TestJournalTailAndCorruption(t *testing.T) {
 		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "checkpoint stamp") {
 			t.Errorf("record at %d stamped %d, with the head at %d in use: %v, want ErrCorrupt for the stamp", pos, stamp, inUse.journalHead, err)
 		}
+	}
+}
+
+// TestJournalRecordDecodeCorrupt damages the first of three records in a
+// copy of an open device's file (a crash that kept every write): a length
+// that is no record's, which makes it no record at all, with valid ones
+// after it; or, its checksum recomputed, an entry count one too many or
+// one too few, or an entry longer than what is left of the record. Each
+// Open, read-only or not, must refuse the file with a CorruptError at the
+// record's offset naming the damage, and leave the file as it was.
+func TestJournalRecordDecodeCorrupt(t *testing.T) {
+	d, path := createTestDevice(t, smallFileOptions())
+	for i := range 3 {
+		writeRoot(t, d, int64(i)*8, bytes.Repeat([]byte{byte('a' + i)}, 8))
+	}
+	snapshot := readFile(t, path)
+	offs, lens := journalRecords(t, snapshot, d.geometry.journal.off)
+	if len(offs) != 3 {
+		t.Fatalf("found %d journal records, want 3", len(offs))
+	}
+	h, _ := parseRecordHeader(snapshot[offs[0]:], 1<<30)
+	if h.count < 1 || lens[0] <= recordHeaderBytes+entryHeaderBytes {
+		t.Fatalf("set-up: the first record has %d entries in %d bytes", h.count, lens[0])
+	}
+	rec := func(b []byte) []byte { return b[offs[0] : offs[0]+lens[0]] }
+	// length sets the first record's length; count and entryLen set its
+	// entry count or its first entry's length, and recompute its checksum.
+	length := func(n uint32) func(b []byte) {
+		return func(b []byte) { binary.LittleEndian.PutUint32(rec(b)[4:], n) }
+	}
+	reseal := func(r []byte) { binary.LittleEndian.PutUint32(r[recordCRCOff:], recordChecksum(r)) }
+	count := func(n uint32) func(b []byte) {
+		return func(b []byte) { binary.LittleEndian.PutUint32(rec(b)[24:], n); reseal(rec(b)) }
+	}
+	entryLen := func(n uint32) func(b []byte) {
+		return func(b []byte) { binary.LittleEndian.PutUint32(rec(b)[recordHeaderBytes+8:], n); reseal(rec(b)) }
+	}
+	later := fmt.Sprintf("a valid record with sequence %d (record %d follows at offset %d)", h.seq, h.seq+1, offs[1])
+	for _, c := range []struct {
+		name string
+		edit func(b []byte)
+		want string // the CorruptError's Expected, up to its end or a comma
+	}{
+		{"length not a multiple of 8", length(uint32(lens[0]) + 4), later},
+		{"length below a header", length(recordHeaderBytes - 8), later},
+		{"length past the largest record", length(uint32(d.journal.maxRecord) + 8), later},
+		{"one entry too many", count(h.count + 1), fmt.Sprintf("%d entries, found %d", h.count+1, h.count)},
+		{"one entry too few", count(h.count - 1), "no bytes after the last entry, found "},
+		{"entry past the record's end", entryLen(uint32(lens[0])), fmt.Sprintf("entry 0 of %d bytes inside the record", lens[0])},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := corruptCopy(t, path, func(b []byte) []byte { c.edit(b); return b })
+			before := readFile(t, p)
+			for _, ro := range []bool{true, false} {
+				rd, err := Open(p, &Options{ReadOnly: ro, NoSync: true})
+				if err == nil {
+					rd.Close()
+					t.Fatalf("Open (read-only %v) took the damaged record", ro)
+				}
+				var ce *CorruptError
+				if !errors.As(err, &ce) || ce.Offset != offs[0] || ce.What != "journal record" || !strings.HasPrefix(ce.Expected, c.want) {
+					t.Errorf("Open (read-only %v): %v; want a CorruptError for the journal record at offset %d expecting %q", ro, err, offs[0], c.want)
+				}
+			}
+			if !bytes.Equal(before, readFile(t, p)) {
+				t.Error("a refused Open changed the file")
+			}
+		})
 	}
 }
 
@@ -1376,7 +1451,7 @@ func resealSuperblock(b []byte, slot uint64) {
 // with a CorruptError for each copy naming what it expected there, and
 // leave the file as it was.
 func TestOpenRefusesSuperblockFields(t *testing.T) {
-	d, path := createTestDevice(t, &Options{NoSync: true, MaxPageSize: 64 << 10, MaxSize: 4 << 20, JournalSize: 64 << 10, RootSize: 16 << 10})
+	d, path := createTestDevice(t, smallFileOptions())
 	writeRoot(t, d, 0, []byte("survives"))
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
