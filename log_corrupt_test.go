@@ -1,8 +1,12 @@
 package pagealloc
 
 import (
+	"bytes"
+	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"strings"
 	"testing"
 )
@@ -226,5 +230,144 @@ func TestCheckFindsLogPositionsOutOfOrder(t *testing.T) {
 		if err := l.Cancel(r); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestLogCorruptTableSlots damages a slot of the table of the logs laid
+// out at Create in a closed device, and recomputes the table's checksum:
+// a name that is empty or not zero-padded, a last ring whose size is no
+// multiple of 4 KiB, a name that another slot holds. Each Open, read-only
+// or not, must refuse the file with ErrCorrupt naming the slot and what
+// it expected, and leave the file as it was.
+func TestLogCorruptTableSlots(t *testing.T) {
+	d, path := createLogDevice(t, LogRegion{"a", 8 << 10}, LogRegion{"b", 8 << 10})
+	appendEntryT(t, mustLog(t, d, "a"), logContent(1, 100))
+	logs := d.geometry.logs
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	slot := func(i int) int64 { return logs.off + logTableHeaderBytes + int64(i)*logSlotBytes }
+	ringB := getRegion(readFile(t, path)[slot(1)+logSlotRingOff:])
+	for _, c := range []struct {
+		name string
+		edit func(b []byte)
+		want string
+	}{
+		{"empty name", func(b []byte) { clear(b[slot(0) : slot(0)+logNameMaxBytes]) },
+			fmt.Sprintf("corrupt log table at offset %d: expected slot 0 to hold a zero-padded name", slot(0))},
+		{"name not zero-padded", func(b []byte) { b[slot(1)+2] = 'x' },
+			fmt.Sprintf("corrupt log table at offset %d: expected slot 1 to hold a zero-padded name", slot(1))},
+		{"ring size not a multiple of 4 KiB", putU64(slot(1)+logSlotSizeOff, uint64(ringB.size-8)),
+			fmt.Sprintf("corrupt log table at offset %d: expected slot 1 ring at %d, a multiple of 4 KiB inside the log regions, found [%d, +%d)", slot(1), ringB.off, ringB.off, ringB.size-8)},
+		{"a name twice", func(b []byte) { b[slot(1)] = 'a' },
+			fmt.Sprintf("corrupt log table at offset %d: expected unique names, found \"a\" twice", slot(1))},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := corruptCopy(t, path, func(b []byte) []byte {
+				c.edit(b)
+				table := b[logs.off:slot(2)]
+				binary.LittleEndian.PutUint32(table[logTableCRCOff:], logTableChecksum(table))
+				return b
+			})
+			before := readFile(t, p)
+			openCorrupt(t, p, c.name, c.want)
+			if !bytes.Equal(before, readFile(t, p)) {
+				t.Error("a refused Open changed the file")
+			}
+		})
+	}
+}
+
+// TestLogCorruptFrameLengths fills a log's ring so that its entries wrap
+// after a padding frame, closes the device, and damages, its header
+// checksum recomputed, the padding's length (below a header, or past the
+// ring's end) or an entry's payload length (zero, or past the ring's
+// end). Opened read-only, the device must yield ErrCorrupt naming the
+// frame and the length it found from a walk of its entries, and from a
+// Read of the damaged entry, and leave the file as it was.
+func TestLogCorruptFrameLengths(t *testing.T) {
+	d, path := createLogDevice(t, LogRegion{"log", 8 << 10})
+	l := mustLog(t, d, "log")
+	// Five frames of 1528 bytes leave 552 at the ring's end, which GC,
+	// finding every entry dead, hands back to Append with the rest: the
+	// next entries start at the ring's start, after a padding frame.
+	l.SetOwner(&setLive{live: map[uint64]int64{}}, &LogOptions{GCThresholdBytes: -1})
+	for i := range 7 {
+		if i == 5 {
+			if err := l.GC(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		appendEntryT(t, l, logContent(uint64(i), 1500))
+	}
+	entries := walkLog(t, l)
+	head := uint64(l.Stats().Head)
+	ring, size := l.ring, uint64(l.size)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := readFile(t, path)
+	// The padding frame, with a header, before an entry at the ring's
+	// start; and the last entry.
+	pad := head
+	if len(entries) == 0 || uint64(entries[0].Pos) == pad || binary.LittleEndian.Uint32(b[ring.off+int64(pad%size):]) != logPaddingMagic || len(entries) != 2 {
+		t.Fatalf("set-up: want a padding frame with a header at the head %d, then two entries; found entries %+v", head, entries)
+	}
+	last := entries[len(entries)-1]
+	frameAt := func(pos uint64) int64 { return ring.off + int64(pos%size) }
+	room := func(pos uint64) int64 { return int64(size - pos%size) }
+	// length sets the length field of the frame at pos and recomputes its
+	// header checksum.
+	length := func(pos uint64, n uint32) func(b []byte) {
+		return func(b []byte) {
+			hdr := b[frameAt(pos) : frameAt(pos)+logFrameHeaderBytes]
+			binary.LittleEndian.PutUint32(hdr[4:], n)
+			binary.LittleEndian.PutUint32(hdr[logFrameCRCOff:], crc32.Checksum(hdr[:logFrameCRCOff], castagnoli))
+		}
+	}
+	padding := func(n uint32) string {
+		return fmt.Sprintf("corrupt log frame at offset %d: expected padding of 24 to %d bytes, a multiple of 8, found %d", frameAt(pad), room(pad), n)
+	}
+	entry := func(n uint32) string {
+		return fmt.Sprintf("corrupt log frame at offset %d: expected an entry of 1 to %d payload bytes, found %d", frameAt(uint64(last.Pos)), room(uint64(last.Pos))-logFrameHeaderBytes, n)
+	}
+	for _, c := range []struct {
+		name      string
+		edit      func(b []byte)
+		want      string
+		readsLast bool // the damage is the last entry's: Read of it must fail too
+	}{
+		{"padding below a header", length(pad, 16), padding(16), false},
+		{"padding past the ring's end", length(pad, uint32(room(pad)+8)), padding(uint32(room(pad) + 8)), false},
+		{"entry of no bytes", length(uint64(last.Pos), 0), entry(0), true},
+		{"entry past the ring's end", length(uint64(last.Pos), uint32(room(uint64(last.Pos)))), entry(uint32(room(uint64(last.Pos)))), true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := corruptCopy(t, path, func(b []byte) []byte { c.edit(b); return b })
+			before := readFile(t, p)
+			ro, err := Open(p, &Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := mustLog(t, ro, "log")
+			var walkErr error
+			for _, err := range l.Entries(0) {
+				walkErr = err
+			}
+			if !errors.Is(walkErr, ErrCorrupt) || !strings.Contains(walkErr.Error(), c.want) {
+				t.Errorf("Entries: %v; want ErrCorrupt naming %q", walkErr, c.want)
+			}
+			if _, err := l.Read(last.Offset); c.readsLast && (!errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.want)) {
+				t.Errorf("Read of the last entry: %v; want ErrCorrupt naming %q", err, c.want)
+			} else if !c.readsLast && err != nil {
+				t.Errorf("Read of the last entry, undamaged: %v", err)
+			}
+			if err := ro.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(before, readFile(t, p)) {
+				t.Error("a read-only device changed the file")
+			}
+		})
 	}
 }
