@@ -508,6 +508,128 @@ func TestCommitRefusesStrayLines(t *testing.T) {
 	}
 }
 
+// TestFreeListPrevLinks damages the prev link of a page on free list 0 in
+// a closed device. The head's, set: Alloc, which takes the head, must
+// refuse with a CorruptError naming it. A later page's, set to a live page
+// or to a free page whose next link is another: freeing that page's live
+// buddy, its release must not merge the two (detaching the page would
+// write the next link of its prev, inside the live page), and Check must
+// report the list. No live page's bytes may change.
+func TestFreeListPrevLinks(t *testing.T) {
+	d, path := createTestDevice(t, smallFileOptions())
+	pages := allocPages(t, d, 16, 4096)
+	for _, a := range pages {
+		if _, err := d.WriteAt(pattern(a), a.Offset()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var even []Addr
+	for i := 0; i < len(pages); i += 2 {
+		even = append(even, pages[i])
+	}
+	freePages(t, d, even)
+	coverCommitted(t, d)
+	releaseCovered(t, d)
+	head := d.alloc.last.heads[0]
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// list holds free list 0's pages in order; x is one past the head
+	// whose buddy is live, not the second (whose prev is the head).
+	b := readFile(t, path)
+	var list []int64
+	for off := head; off != 0 && len(list) < 64; off = int64(binary.LittleEndian.Uint64(b[off+8:])) {
+		list = append(list, off)
+	}
+	var xOff int64
+	var buddy Addr
+	for i := 2; i < len(list) && xOff == 0; i++ {
+		for j := 1; j < len(pages); j += 2 {
+			if pages[j].Offset() == list[i]^4096 {
+				xOff, buddy = list[i], pages[j]
+			}
+		}
+	}
+	if xOff == 0 {
+		t.Fatalf("set-up: free list 0 is %v, with no page past the second whose buddy is live", list)
+	}
+	live := pages[1] // odd: live
+	if live == buddy {
+		live = pages[3]
+	}
+	t.Run("head with a prev", func(t *testing.T) {
+		d, err := Open(corruptCopy(t, path, func(b []byte) []byte { putU64(head, uint64(xOff))(b); return b }), &Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		err = d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err })
+		want := fmt.Sprintf("pagealloc: corrupt free list 0 at offset %d: expected a previous page unless it is the list's head %d, found %d", head, head, xOff)
+		if !errors.Is(err, ErrCorrupt) || err.Error() != want {
+			t.Fatalf("Alloc: %v; want %q", err, want)
+		}
+		if err := d.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "free list 0") {
+			t.Errorf("Check: %v; want ErrCorrupt naming free list 0", err)
+		}
+		for i := 1; i < len(pages); i += 2 {
+			checkPattern(t, d, pages[i])
+		}
+	})
+	for _, c := range []struct {
+		name string
+		prev int64
+	}{
+		{"prev at a live page", live.Offset()},
+		{"prev at a free page not linked to it", list[0]},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if invariantsEnabled {
+				t.Skip("the invariants build panics at the first commit on a corrupt device")
+			}
+			d, err := Open(corruptCopy(t, path, func(b []byte) []byte { putU64(xOff, uint64(c.prev))(b); return b }), &Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			freePages(t, d, []Addr{buddy})
+			coverCommitted(t, d)
+			releaseCovered(t, d)
+			if d.Stats().PendingPages != 0 {
+				t.Fatalf("%d pages still pending after the release", d.Stats().PendingPages)
+			}
+			tx, err := d.Begin()
+			if err != nil {
+				t.Fatal(err)
+			}
+			x, bud := tx.pageState(&d.alloc.g, 0, xOff), tx.pageState(&d.alloc.g, 0, buddy.Offset())
+			tx.Rollback()
+			if x != stateFree || bud != stateFree {
+				t.Errorf("the page at %d and its buddy %v, released: states %02b and %02b, want both free at order 0, unmerged", xOff, buddy, x, bud)
+			}
+			if err := d.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "free list 0") {
+				t.Errorf("Check: %v; want ErrCorrupt naming free list 0", err)
+			}
+			for i := 1; i < len(pages); i += 2 {
+				if pages[i] != buddy {
+					checkPattern(t, d, pages[i])
+				}
+			}
+		})
+	}
+}
+
+// checkPattern fails t unless page a holds pattern(a).
+func checkPattern(t *testing.T, d *Device, a Addr) {
+	t.Helper()
+	got := make([]byte, a.Size())
+	if _, err := d.ReadAt(got, a.Offset()); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, pattern(a)) {
+		t.Errorf("live page %v was written over", a)
+	}
+}
+
 // TestCheckPendingLinkInsidePage links the pending queue of a closed
 // device to the middle of a pending page of 8 KiB, where its owner's bytes
 // hold a copy of that page's header, and makes it the queue's tail. The
