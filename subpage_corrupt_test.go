@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -361,6 +362,72 @@ func TestSubpageCorruptLinks(t *testing.T) {
 			edit := c.edit(h)
 			path := corruptCopy(t, h.path, func(b []byte) []byte { edit(b); return b })
 			damageCase(t, h, path, rand.New(rand.NewPCG(seed, uint64(i))), c.wantOpErr)
+		})
+	}
+}
+
+// TestSubpageCheckFindsClassAndParentDamage damages a closed device's
+// sub-page state in ways Open takes and Check must name: a class table
+// entry with another class's slot size, or with a slot size that is no
+// power of two (which Inspect must leave out of its classes, and not
+// panic on); and a parent bit set over the caller's page holding the
+// header of a class whose parents are half its size. Opened read-only,
+// the file must stay as it was.
+func TestSubpageCheckFindsClassAndParentDamage(t *testing.T) {
+	h := newCorruptSubpages(t)
+	b := readFile(t, h.path)
+	slotB := h.entry(1) + subpageClassSlotOff
+	classB := h.class(b, 1)
+	for _, c := range []struct {
+		name string
+		edit func([]byte)
+		want string
+	}{
+		{"two classes of one slot size", putU64(slotB, uint64(corruptSubpageSizes[0])),
+			fmt.Sprintf("corrupt sub-page class table at offset %d: expected one class per slot size, found %d in classes %d and %d", h.entry(1), corruptSubpageSizes[0], h.index[0], h.index[1])},
+		{"slot size not a power of two", putU64(slotB, 100),
+			fmt.Sprintf("corrupt sub-page class table at offset %d: expected entry %d: a power-of-two slot size", h.entry(1), h.index[1])},
+		{"parent bit over a page twice the parent's size", func(b []byte) {
+			hd := h.header()
+			hd.class, hd.slotShift = h.index[1], uint(bits.TrailingZeros64(uint64(classB.slotBytes)))
+			writeHeader(b, h.caller.Offset(), hd)
+			w, bit := h.g.parentBitPos(h.caller.Offset())
+			binary.LittleEndian.PutUint64(b[w:], binary.LittleEndian.Uint64(b[w:])|1<<bit)
+		}, fmt.Sprintf("corrupt sub-page parent at offset %d: expected an allocated page of %d bytes under the parent bit", h.caller.Offset(), classB.slotBytes*subpageSlotsPerParent)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := corruptCopy(t, h.path, func(b []byte) []byte { c.edit(b); return b })
+			before := readFile(t, p)
+			d, err := Open(p, &Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("Check: %v; want ErrCorrupt naming %q", err, c.want)
+			}
+			in, err := d.Inspect()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Inspect lists the classes whose slot size is one.
+			var listed, valid []int
+			for _, sc := range in.SubpageClasses {
+				listed = append(listed, sc.Index)
+			}
+			for i := range h.index {
+				if validPageSize(h.class(before, i).slotBytes) {
+					valid = append(valid, h.index[i])
+				}
+			}
+			if !slices.Equal(listed, valid) {
+				t.Errorf("Inspect lists classes %v, want those of a power-of-two slot size, %v", listed, valid)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(before, readFile(t, p)) {
+				t.Error("a read-only device changed the file")
+			}
 		})
 	}
 }
