@@ -2,6 +2,9 @@ package pagealloc
 
 import (
 	"bytes"
+	"errors"
+	"io"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,4 +157,49 @@ func TestReadAtSeesWriteAtOverFreeListHeader(t *testing.T) {
 		}
 	}
 	d.homeMu.RUnlock()
+}
+
+// TestTxnReadAtBounds reads through a transaction at a negative offset
+// (ErrOutOfRange, nothing read), at and past the end of the file (0 bytes
+// and io.EOF), and from a page the transaction wrote to past the file's
+// end: the bytes up to the end, the transaction's own among them, and
+// io.EOF, as Device.ReadAt gives the committed ones.
+func TestTxnReadAtBounds(t *testing.T) {
+	d, _ := createTestDevice(t, smallFileOptions())
+	a := allocPages(t, d, 1, 4096)[0]
+	in, err := d.Inspect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := in.FileSize
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if err := tx.Write(a.Offset(), []byte("uncommitted")); err != nil {
+		t.Fatal(err)
+	}
+	p := bytes.Repeat([]byte{0xee}, 16)
+	if n, err := tx.ReadAt(p, -1); n != 0 || !errors.Is(err, ErrOutOfRange) || !bytes.Equal(p, bytes.Repeat([]byte{0xee}, 16)) {
+		t.Errorf("ReadAt at -1: %d bytes, %v; want 0 bytes, none changed, and ErrOutOfRange", n, err)
+	}
+	for _, off := range []int64{size, size + 1, size + 4096, math.MaxInt64} {
+		if n, err := tx.ReadAt(p, off); n != 0 || err != io.EOF {
+			t.Errorf("ReadAt at %d, the file holding %d bytes: %d bytes, %v; want 0 and io.EOF", off, size, n, err)
+		}
+	}
+	p = make([]byte, size-a.Offset()+100)
+	n, err := tx.ReadAt(p, a.Offset())
+	if n != int(size-a.Offset()) || err != io.EOF {
+		t.Fatalf("ReadAt of %d bytes at %d, the file holding %d: %d bytes, %v; want %d and io.EOF", len(p), a.Offset(), size, n, err, size-a.Offset())
+	}
+	committed := make([]byte, len(p))
+	if m, err := d.ReadAt(committed, a.Offset()); m != n || err != io.EOF {
+		t.Fatalf("Device.ReadAt of the same bytes: %d, %v", m, err)
+	}
+	copy(committed, "uncommitted")
+	if !bytes.Equal(p[:n], committed[:n]) {
+		t.Error("the transaction's read differs from the committed bytes with its own write on top")
+	}
 }
