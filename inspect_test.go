@@ -2,9 +2,16 @@ package pagealloc
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/pagealloc/pagealloc/internal/simstore"
 )
 
 // inspectWorkload gives d allocated, free, pending and sub-page pages and
@@ -256,5 +263,115 @@ func TestWalkHeapJoinsUnaccounted(t *testing.T) {
 	calls := 0
 	if err := rd.WalkHeap(func(e HeapExtent) bool { calls++; return e.Kind == PageMetadata }); err != nil || calls != int(g.metaPad/g.pageBytes(0))+1 {
 		t.Errorf("a walk stopped at the first unaccounted extent made %d calls (%v), want %d", calls, err, g.metaPad/g.pageBytes(0)+1)
+	}
+}
+
+// TestInspectSuperblockOfWrongParity gives the superblock copy not in use
+// of a closed device, its checksum recomputed, a newer sequence number of
+// the other copy's parity, which no checkpoint writes into its slot. Open
+// must take the copy in use, read-only, leaving the file as it was, and
+// Inspect must show the other copy's problem and the one in use.
+func TestInspectSuperblockOfWrongParity(t *testing.T) {
+	d, path := createTestDevice(t, smallFileOptions())
+	writeRoot(t, d, 0, []byte("survives"))
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	inUse := newestSuperblock(readFile(t, path))
+	other := (inUse.seq + 1) % 2
+	p := corruptCopy(t, path, func(b []byte) []byte {
+		rewriteSuperblock(b, other, func(sb *superblock) { sb.seq = inUse.seq + 2 })
+		return b
+	})
+	before := readFile(t, p)
+	ro, err := Open(p, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if got := readRoot(t, ro, 0, 8); string(got) != "survives" {
+		t.Errorf("root holds %q", got)
+	}
+	in, err := ro.Inspect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, good := in.Superblocks[other], in.Superblocks[inUse.seq%2]
+	if want := fmt.Sprintf("sequence number %d in copy %d", inUse.seq+2, other); bad.Problem != want || bad.InUse {
+		t.Errorf("copy %d: problem %q, in use %v; want %q, not in use", other, bad.Problem, bad.InUse, want)
+	}
+	if good.Problem != "" || !good.InUse || good.Sequence != inUse.seq {
+		t.Errorf("copy %d: %+v; want sequence %d, in use, no problem", inUse.seq%2, good, inUse.seq)
+	}
+	if err := ro.Check(); err != nil {
+		t.Error(err)
+	}
+	if !bytes.Equal(before, readFile(t, p)) {
+		t.Error("a read-only device changed the file")
+	}
+}
+
+// failingReads is a store whose reads fail with errInjectedRead while
+// fail is set.
+type failingReads struct {
+	*simstore.Store
+	fail atomic.Bool
+}
+
+var errInjectedRead = errors.New("injected read error")
+
+func (s *failingReads) ReadAt(p []byte, off int64) (int, error) {
+	if s.fail.Load() {
+		return 0, errInjectedRead
+	}
+	return s.Store.ReadAt(p, off)
+}
+
+// TestInspectReadError makes the store's reads fail while Inspect reads
+// the superblock copies from it: Inspect must return the read's error and
+// no inspection, and leave the device as it was: Inspect and Check pass
+// once reads succeed again, and the device commits.
+func TestInspectReadError(t *testing.T) {
+	o, err := smallFileOptions().withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &failingReads{Store: simstore.New(o.MaxSize)}
+	d := deviceOn(t, store, o)
+	writeRoot(t, d, 0, []byte("before"))
+	store.fail.Store(true)
+	in, err := d.Inspect()
+	store.fail.Store(false)
+	if in != nil || !errors.Is(err, errInjectedRead) {
+		t.Fatalf("Inspect with failing reads: %v, %v; want nil and the read's error", in, err)
+	}
+	if _, err := d.Inspect(); err != nil {
+		t.Fatalf("Inspect once reads succeed: %v", err)
+	}
+	mustCheck(t, d)
+	writeRoot(t, d, 0, []byte("after!"))
+	if got := readRoot(t, d, 0, 6); string(got) != "after!" {
+		t.Errorf("root holds %q", got)
+	}
+}
+
+// TestPageKindNames checks the names the pagealloc command prints for
+// each kind of heap extent, the fallback for a kind that has none, and
+// that JSON shows the name.
+func TestPageKindNames(t *testing.T) {
+	for k, want := range map[PageKind]string{
+		0: "PageKind(0)", PageMetadata: "metadata", PageAllocated: "allocated", PageSubpages: "sub-pages", PageFree: "free",
+		PagePending: "pending", PageUnaccounted: "unaccounted", PageLog: "log", PageLog + 1: fmt.Sprintf("PageKind(%d)", PageLog+1), 255: "PageKind(255)",
+	} {
+		if got := k.String(); got != want {
+			t.Errorf("PageKind(%d).String() = %q, want %q", uint8(k), got, want)
+		}
+		if got, err := k.MarshalText(); err != nil || string(got) != want {
+			t.Errorf("PageKind(%d).MarshalText() = %q, %v; want %q", uint8(k), got, err, want)
+		}
+	}
+	b, err := json.Marshal(HeapExtent{Extent: Extent{Offset: 4096, Size: 8192}, Kind: PageFree})
+	if err != nil || !strings.Contains(string(b), `"Kind":"free"`) {
+		t.Errorf("JSON of a free extent: %s, %v; want \"Kind\":\"free\"", b, err)
 	}
 }
