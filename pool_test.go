@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -152,6 +153,20 @@ func TestPoolNewPoolArguments(t *testing.T) {
 		p, err := NewPool(tc.count, tc.sizeBytes)
 		if !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("NewPool(%d, %d) = %v, %v; want ErrInvalidArgument", tc.count, tc.sizeBytes, p, err)
+		}
+	}
+}
+
+// TestPoolNewPoolOverflow asks for a pool whose count and buffer size are
+// each valid but whose slab is more bytes than an int counts: refused
+// with ErrInvalidArgument saying so, before any mapping is tried.
+func TestPoolNewPoolOverflow(t *testing.T) {
+	const sizeBytes = math.MaxInt/2 + 1 // 2^62, or 2^30 on 32 bits: a multiple of 4096
+	for _, count := range []int{2, 3, 1 << 20} {
+		p, err := NewPool(count, sizeBytes)
+		want := fmt.Sprintf("pool of %d buffers of %d bytes overflows", count, sizeBytes)
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), want) {
+			t.Errorf("NewPool(%d, %d) = %v, %v; want ErrInvalidArgument saying %q", count, sizeBytes, p, err, want)
 		}
 	}
 }
@@ -551,6 +566,33 @@ func TestPoolCloseOutstanding(t *testing.T) {
 	}
 	if err := p.Close(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("second Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestPoolOutstandingErrorMessage closes a pool with buffers held: the
+// error says how many, as its Count does.
+func TestPoolOutstandingErrorMessage(t *testing.T) {
+	p := newTestPool(t, 4)
+	var held []*Buffer
+	for range 3 {
+		b, ok := p.TryGet()
+		if !ok {
+			t.Fatal("TryGet on a pool with free buffers failed")
+		}
+		held = append(held, b)
+	}
+	if err := p.Put(held[2]); err != nil {
+		t.Fatal(err)
+	}
+	err := p.Close()
+	var out *OutstandingError
+	if !errors.As(err, &out) || out.Count != 2 || err.Error() != "pagealloc: pool closed with 2 buffers outstanding" {
+		t.Errorf("Close with 2 buffers held: %v; want \"pagealloc: pool closed with 2 buffers outstanding\" from an OutstandingError counting 2", err)
+	}
+	for _, b := range held[:2] {
+		if err := p.Put(b); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
