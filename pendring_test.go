@@ -1,10 +1,13 @@
 package pagealloc
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -109,4 +112,63 @@ func TestPendingRing(t *testing.T) {
 	if ringChecks == 0 || ringServed == 0 {
 		t.Errorf("the ring was never used")
 	}
+}
+
+// TestPendingRingFindsHeadersChangedUnderIt frees three pages, which the
+// pending ring then holds as the whole queue, and changes the file under
+// the open device as only a writer outside the package can: a queued
+// page's freeing transaction, or the last page's next link. The ring is
+// a copy of what the allocator wrote, and no damage to a file before Open
+// can make it disagree with the queue (it starts empty, and a queue that
+// a damaged link leads into its middle never has its first entry at the
+// head again): checkRing, which the invariants build runs after every
+// commit, must name the entry or the link that no longer agrees.
+func TestPendingRingFindsHeadersChangedUnderIt(t *testing.T) {
+	pages := func(t *testing.T) (*Device, string, []Addr) {
+		d, path := createTestDevice(t, smallFileOptions())
+		pages := allocPages(t, d, 6, 4096)
+		freePages(t, d, []Addr{pages[0], pages[2], pages[4]})
+		coverCommitted(t, d)
+		d.writer.Lock()
+		err := d.alloc.checkRing()
+		st := d.alloc.last
+		d.writer.Unlock()
+		if _, whole := d.alloc.ringFront(&st); err != nil || !whole || st.ringTail-st.ringHead != 3 {
+			t.Fatalf("set-up: the ring holds %d entries (the whole queue: %v), check: %v", st.ringTail-st.ringHead, whole, err)
+		}
+		return d, path, pages
+	}
+	outside := func(t *testing.T, path string, off int64, v uint64) {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], v)
+		if _, err := f.WriteAt(b[:], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(d *Device) error {
+		d.writer.Lock()
+		defer d.writer.Unlock()
+		return d.alloc.checkRing()
+	}
+	t.Run("freeing transaction", func(t *testing.T) {
+		d, path, pages := pages(t)
+		outside(t, path, pages[2].Offset(), 1<<40) // word0: the stamp
+		if err := check(d); err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("pending ring entry 1 is page %d freed by ", pages[2].Offset())) ||
+			!strings.Contains(err.Error(), fmt.Sprintf("the queue's page there is %d: magic %#x, freed by %d at order 0", pages[2].Offset(), pendingMagic, int64(1<<40))) {
+			t.Errorf("checkRing: %v; want entry 1 named, with the header the file holds", err)
+		}
+	})
+	t.Run("last page's next", func(t *testing.T) {
+		d, path, pages := pages(t)
+		outside(t, path, pages[4].Offset()+8, uint64(pages[1].Offset()))
+		want := fmt.Sprintf("the pending ring ends before the queue, which goes on at %d", pages[1].Offset())
+		if err := check(d); err == nil || err.Error() != want {
+			t.Errorf("checkRing: %v; want %q", err, want)
+		}
+	})
 }
