@@ -435,6 +435,36 @@ func TestCreateRefusesPageSizes(t *testing.T) {
 	}
 }
 
+// TestCreateRefusesRegionSizes gives Create a journal or root area size
+// that is no multiple of 4 KiB or out of range, or a negative growth step:
+// each is refused with ErrInvalidArgument, the message naming the option
+// at fault and what it must be, and no file is left.
+func TestCreateRefusesRegionSizes(t *testing.T) {
+	for _, c := range []struct {
+		opts Options
+		want string
+	}{
+		{Options{JournalSize: 60 << 10}, "JournalSize 61440 is not a multiple of 4 KiB >= 64 KiB"},
+		{Options{JournalSize: 64<<10 + 512}, "JournalSize 66048 is not a multiple of 4 KiB >= 64 KiB"},
+		{Options{JournalSize: -(64 << 10)}, "JournalSize -65536 is not a multiple of 4 KiB >= 64 KiB"},
+		{Options{RootSize: -4096}, "RootSize -4096 is not a positive multiple of 4 KiB"},
+		{Options{RootSize: 6000}, "RootSize 6000 is not a positive multiple of 4 KiB"},
+		{Options{GrowthStep: -1}, "GrowthStep -1 is negative"},
+	} {
+		path := filepath.Join(t.TempDir(), "x")
+		d, err := Create(path, &c.opts)
+		if err == nil {
+			d.Close()
+		}
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Create with %+v: %v; want ErrInvalidArgument saying %q", c.opts, err, c.want)
+		}
+		if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Create with %+v, refused, left a file (stat: %v)", c.opts, err)
+		}
+	}
+}
+
 // TestMaxSizeOutOfRange gives Create and Open a negative MaxSize, refused
 // with ErrInvalidArgument, and one no address space can map (past an int
 // on 32 bits, past the 47 bits a 64-bit process maps), refused with
