@@ -359,6 +359,16 @@ func TestLogBadInput(t *testing.T) {
 	if err := l.SetOwner(nil, &LogOptions{GCThresholdBytes: 1 << 20}); !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("threshold above the ring: %v", err)
 	}
+	// An entry that fits the ring but not beside the room kept for GC's
+	// copies can never be appended: ErrTooLarge, not ErrNoSpace.
+	owner := relocatingSet{&setLive{live: map[uint64]int64{}}}
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1, RelocationReserveBytes: 8 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	unchanged("Append(beyond the reserve)", func() {
+		_, err := l.Append(8 << 10)
+		expect("Append of an entry too large beside the reserve", err, ErrTooLarge)
+	})
 
 	// Closed device.
 	pending, err := other.Append(8)
@@ -400,6 +410,7 @@ func TestLogRegionsOptions(t *testing.T) {
 		{"duplicate", []LogRegion{{"a", 4096}, {"a", 4096}}, ErrInvalidArgument},
 		{"unaligned size", []LogRegion{{"a", 5000}}, ErrInvalidArgument},
 		{"zero size", []LogRegion{{"a", 0}}, ErrInvalidArgument},
+		{"more than the layout sums", []LogRegion{{"a", 1 << 60}, {"b", 1 << 60}, {"c", 1 << 60}}, ErrTooLarge},
 	} {
 		o := testOptions()
 		o.LogRegions = c.rings
