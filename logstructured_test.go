@@ -3250,6 +3250,7 @@ func TestCreateLogDropLogReopen(t *testing.T) {
 	wantEntries(t, a, aIDs, 1000)
 	wantEntries(t, b, bIDs, 1000)
 	ringA := a.ring
+	last := appendEntryT(t, a, logContent(50, 1000)) // a reservation of the log about to go
 
 	if err := d.DropLog("a"); err != nil {
 		t.Fatal(err)
@@ -3272,6 +3273,17 @@ func TestCreateLogDropLogReopen(t *testing.T) {
 	}
 	if _, err := a.Read(1); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Read of a dropped log: %v, want ErrClosed", err)
+	}
+	for what, err := range map[string]error{
+		"SetOwner": a.SetOwner(allLive{}, nil),
+		"GC":       a.GC(context.Background()),
+		"Write":    a.Write(last, logContent(99, 1000)),
+		"Commit":   a.Commit(last),
+		"Cancel":   a.Cancel(last),
+	} {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("%s on a dropped log: %v, want ErrClosed", what, err)
+		}
 	}
 	if st := d.Stats(); st.AllocatedPages != 1 || st.PendingPages != 1 || st.PendingBytes != 64<<10 {
 		t.Fatalf("after dropping log a, allocator stats %+v: its page should be pending", st)
