@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -1180,4 +1181,81 @@ func BenchmarkSubpageLinearScan(b *testing.B) {
 			runtime.KeepAlive(slices.Clip(slots))
 		})
 	}
+}
+
+// TestSubpagesCreatedConcurrently asks for four slot sizes from eight
+// goroutines each at once, and again after a reopen: every call for a
+// size must name the same class, the table must hold exactly the four
+// classes, and a slot allocated through one handle of a class must free
+// through another.
+func TestSubpagesCreatedConcurrently(t *testing.T) {
+	d, path := createTestDevice(t, subpageOptions())
+	sizes := []int{64, 128, 256, 512}
+	const callers = 8
+	classes := func(d *Device) map[int]int {
+		t.Helper()
+		var (
+			wg    sync.WaitGroup
+			start = make(chan struct{})
+			got   = make([][]*Subpages, len(sizes))
+			errs  = make(chan error, len(sizes)*callers)
+		)
+		for i, size := range sizes {
+			got[i] = make([]*Subpages, callers)
+			for j := range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					s, err := d.Subpages(size)
+					if err != nil {
+						errs <- err
+						return
+					}
+					got[i][j] = s
+				}()
+			}
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("Subpages: %v", err)
+		}
+		index := map[int]int{}
+		for i, size := range sizes {
+			for _, s := range got[i] {
+				if s.Stats().SlotBytes != int64(size) || s.index != got[i][0].index {
+					t.Fatalf("Subpages(%d) gave classes %d (slots of %d bytes) and %d", size, got[i][0].index, s.Stats().SlotBytes, s.index)
+				}
+			}
+			index[size] = got[i][0].index
+		}
+		if d.subpages.count != len(sizes) {
+			t.Fatalf("the class table holds %d classes, want %d", d.subpages.count, len(sizes))
+		}
+		return index
+	}
+	first := classes(d)
+	s1, err := d.Subpages(256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a Addr
+	if err := d.Update(func(tx *Txn) error { a, err = s1.Alloc(tx); return err }); err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, d)
+	d = reopen(t, d, path, subpageOptions())
+	if again := classes(d); !maps.Equal(again, first) {
+		t.Fatalf("classes after the reopen %v, before %v", again, first)
+	}
+	s2, err := d.Subpages(256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Update(func(tx *Txn) error { return s2.Free(tx, a) }); err != nil {
+		t.Fatalf("Free through another handle of the class, after a reopen: %v", err)
+	}
+	mustCheck(t, d)
 }
