@@ -1,10 +1,17 @@
 package pagealloc
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"flag"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"runtime"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -12,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pagealloc/pagealloc/internal/simstore"
+	"github.com/pagealloc/pagealloc/internal/storage"
 )
 
 // TestIOErrorsLoseNothing makes the store refuse writes, either at home
@@ -345,4 +353,1078 @@ func TestIOErrorWritingStagedLogEntry(t *testing.T) {
 	if err := l.Commit(r); !errors.Is(err, ErrFailed) {
 		t.Errorf("Commit after the failure: %v, want ErrFailed", err)
 	}
+}
+
+// TestIOErrorAtEveryOperation fails one mutating storage operation of a
+// deterministic workload at a time, every one of them in turn, and checks
+// the durability contract at each: the workload runs on a simulated store
+// (internal/simstore) from Create to Close, once cleanly to count the N
+// operations it makes after Create, then once per point k with the store
+// failing the operation at trace index k (EIO, once: later operations
+// succeed), and, in a second variant, every write from index k on
+// (ENOSPC, as a full filesystem refuses them).
+//
+// The workload (see ioSweep) allocates pages of every size, sub-page slots
+// and log entries, writes the root area with Txn.Write and its pages in
+// place with WriteAt, syncs, frees pages (whole max pages among them, whose
+// storage Options.PunchHoles returns), collects the log's garbage and
+// closes the device; its journal wraps and checkpoints several times and
+// its heap grows, and Close cuts the file. At each point:
+//
+//   - no call panics or hangs (a run that takes longer than
+//     ioSweepTimeout fails the test, with every goroutine's stack);
+//   - once a call has failed, it failed with ErrFailed, and every mutating
+//     call after it returns ErrFailed too, while reads of committed state
+//     (the root area, pages written in place, sub-page slots, log entries)
+//     still return it; Close returns nil or ErrFailed;
+//   - opened again once writes succeed, the device passes Check and holds
+//     exactly the pages, root bytes and sub-page slots of the transactions
+//     whose Commit returned nil, plus, wholly or not at all, those of the
+//     one whose Commit failed; its pages hold the bytes written in place
+//     that a Commit, Sync or Close made durable (or a later write's); its
+//     log holds every committed live entry, intact, and no entry whose
+//     Commit was never called; and it takes a transaction and closes.
+//
+// The store's trace is replayed from the state a crash after all of it
+// would leave (openImage's nil rng: writes not synced are lost), which is
+// at least as harsh as reopening the file.
+func TestIOErrorAtEveryOperation(t *testing.T) {
+	o := ioSweepOptions(t)
+	t.Logf("workload: %d rounds, fixed seed %#x", ioSweepRounds, ioSweepSeed)
+
+	start := time.Now()
+	clean := runIOSweep(t, o, nil)
+	if len(clean.problems) > 0 || clean.err != nil || clean.closeErr != nil {
+		t.Fatalf("clean run: first error %v, Close %v:\n\t%s", clean.err, clean.closeErr, strings.Join(clean.problems, "\n\t"))
+	}
+	trace, first := clean.trace, clean.first
+	n := len(trace)
+	t.Logf("clean run: %d operations after Create (trace indices %d to %d) in %v; %s",
+		n, first, first+n-1, time.Since(start).Round(time.Millisecond), clean.coverage)
+	for _, miss := range clean.missing {
+		t.Errorf("the workload makes no %s: the sweep does not cover it", miss)
+	}
+
+	// Under -short, -race and -tags invariants, a seeded sample of the
+	// writes; every sync, truncate and hole punch always.
+	all := !testing.Short() && !crashSampled()
+	var rng *rand.Rand
+	if !all {
+		rng = rand.New(rand.NewPCG(testSeed(t, "ioerror.seed", *ioErrorSeed), 0x10e))
+	}
+	keep := func(op simstore.Op) bool {
+		return all || op.Kind != simstore.OpWrite || rng.IntN(ioSweepSampleOneIn) == 0
+	}
+
+	// The point of each operation: the how-manyth operation of the same
+	// kind, offset and length it is. A point fails that operation rather
+	// than the one at its index: a checkpoint the journal's goroutine
+	// takes may fall before or after a commit's record as the scheduler
+	// decides, which shifts indices but not those counts.
+	occ := make([]int, n)
+	seen := map[simstore.Op]int{}
+	for i, op := range trace {
+		op.Index = 0
+		occ[i] = seen[op]
+		seen[op]++
+	}
+	for _, v := range []struct {
+		name  string
+		errno syscall.Errno
+		// persistent: every write after the point fails too, and
+		// the points are only at writes.
+		persistent bool
+	}{
+		{"EIO once", syscall.EIO, false},
+		{"ENOSPC from then on", syscall.ENOSPC, true},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			start := time.Now()
+			points, failing, drift, unreached := 0, 0, 0, 0
+			outcomes := map[string]int{}
+			for i, want := range trace {
+				if v.persistent && want.Kind != simstore.OpWrite || !keep(want) {
+					continue
+				}
+				k := first + i
+				points++
+				res := runIOSweep(t, o, ioSweepFault(want, occ[i], v.errno, v.persistent))
+				switch {
+				case res.failedOp == nil:
+					unreached++
+				case res.failedOp.Index != k:
+					drift++
+				}
+				outcomes[res.outcome]++
+				if len(res.problems) == 0 {
+					continue
+				}
+				failing++
+				got := "no operation (the trace ended first)"
+				if res.failedOp != nil {
+					got = res.failedOp.String()
+				}
+				t.Errorf("k=%d: failing %s (clean run: %s): first error %v (from %s); Close: %v\n\t%s",
+					k, got, want, res.err, res.errCall, res.closeErr, strings.Join(res.problems, "\n\t"))
+				if failing == ioSweepMaxFailing {
+					t.Fatalf("stopping after %d failing points", failing)
+				}
+			}
+			t.Logf("%d points of %d operations in %v; at %d the operation came at another index than in the clean run, %d never came",
+				points, n, time.Since(start).Round(time.Millisecond), drift, unreached)
+			for _, o := range slices.Sorted(maps.Keys(outcomes)) {
+				t.Logf("  %4d points: %s", outcomes[o], o)
+			}
+			if unreached > points/20 {
+				t.Errorf("at %d of %d points the operation never came: the workload is not deterministic enough to sweep", unreached, points)
+			}
+		})
+	}
+}
+
+var ioErrorSeed = flag.Uint64("ioerror.seed", 0, "seed for TestIOErrorAtEveryOperation's sample of write points under -short, -race or -tags invariants (0: time)")
+
+const (
+	ioSweepRounds = 32
+	ioSweepSeed   = 0x5eed10e1 // the workload's choices: the same in every run
+	// ioSweepSampleOneIn: a sampled sweep fails one write in this many
+	// (and every other operation).
+	ioSweepSampleOneIn = 8
+	ioSweepTimeout     = 60 * time.Second // a hang, not a speed goal
+	ioSweepMaxFailing  = 20
+
+	ioSweepSlotBytes = 256
+	// The root area holds a counter, the index of the last transaction
+	// that wrote it, at 0, and from ioSweepRootSlot0 one stamp of
+	// ioSweepStampBytes per transaction, ioSweepRootSlots in turn: two
+	// runs of bytes apart, which a transaction must change together.
+	ioSweepRootSlot0  = 64
+	ioSweepRootSlots  = 32
+	ioSweepStampBytes = 32
+	ioSweepRootBytes  = ioSweepRootSlot0 + ioSweepRootSlots*ioSweepStampBytes
+	// A transaction that allocates journals ioSweepJournaledBytes into its
+	// first page, at ioSweepJournaledOff (in place, only the first
+	// ioSweepStampBytes are written).
+	ioSweepJournaledOff   = 1024
+	ioSweepJournaledBytes = 3072
+)
+
+// ioSweepOptions is crashOptions with a heap that grows in steps of two
+// max pages, free max pages punched, and a log region.
+func ioSweepOptions(t testing.TB) Options {
+	o := crashOptions(t)
+	o.GrowthStep = 2 * o.MaxPageSize
+	o.PunchHoles = true
+	o.LogRegions = []LogRegion{{"log", 64 << 10}}
+	return o
+}
+
+// ioSweepFault returns a store fault that fails the occ-th operation
+// like op (counting from 0; the same kind, offset and length) with errno,
+// and if persistent every write after it too.
+func ioSweepFault(op simstore.Op, occ int, errno syscall.Errno, persistent bool) func(simstore.Op) error {
+	seen, fired := 0, false
+	return func(o simstore.Op) error {
+		switch {
+		case fired:
+			if persistent && o.Kind == simstore.OpWrite {
+				return errno
+			}
+		case o.Kind == op.Kind && o.Off == op.Off && o.Len == op.Len:
+			if seen == occ {
+				fired = true
+				return errno
+			}
+			seen++
+		}
+		return nil
+	}
+}
+
+// ioFate is how a transaction, or a log entry, ended.
+type ioFate uint8
+
+const (
+	ioRolledBack ioFate = iota // Commit never called: wholly absent
+	ioCommitted                // Commit returned nil: wholly present
+	ioFailed                   // Commit returned an error: wholly present or wholly absent
+)
+
+// ioSweepTxn is what one transaction of the workload did.
+type ioSweepTxn struct {
+	name         string
+	allocs       []Addr
+	frees        []Addr
+	slots        []Addr // allocated, each with ioSweepStamp(slot, 0) written by Txn.Write
+	journaled    []Addr // pages of allocs given ioSweepJournaled by Txn.Write
+	slotFrees    []Addr
+	rootCounter  uint64 // written at the root area's offset 0
+	rootSlot     int64  // relative offset of its stamp in the root area
+	rootStampGen uint64
+	fate         ioFate
+}
+
+// ioSweepPage is what the workload wrote in place at the start of a page
+// it owns: the generations of ioSweepStamp whose WriteAt returned nil, in
+// order. The page holds one of gens[durable:] (-1: no promise).
+type ioSweepPage struct {
+	gens    []uint64
+	durable int
+}
+
+// ioSweepEntry is a log entry: its payload is logContent(id, size).
+type ioSweepEntry struct {
+	id   uint64
+	r    Reservation
+	fate ioFate // ioRolledBack: Commit never called
+	live bool   // in the owner's set: GC keeps it
+}
+
+// ioSweepStamp is the stamp of generation gen of whatever lies at a.
+func ioSweepStamp(a Addr, gen uint64) []byte {
+	p := make([]byte, ioSweepStampBytes)
+	copy(p, "iosweep!")
+	binary.LittleEndian.PutUint64(p[8:], uint64(a))
+	binary.LittleEndian.PutUint64(p[16:], gen)
+	binary.LittleEndian.PutUint64(p[24:], uint64(a)*0x9e3779b97f4a7c15^gen)
+	return p
+}
+
+// ioSweepJournaled is what transaction m journals at
+// ioSweepJournaledOff in page a, which it allocated.
+func ioSweepJournaled(a Addr, m *ioSweepTxn) []byte {
+	p := make([]byte, ioSweepJournaledBytes)
+	for i := 0; i < len(p); i += ioSweepStampBytes {
+		copy(p[i:], ioSweepStamp(a, uint64(i)<<32|uint64(len(m.name))))
+	}
+	copy(p, m.name)
+	return p
+}
+
+// ioSweep is one run of the workload, with its model of what committed.
+type ioSweep struct {
+	d     *Device
+	rng   *rand.Rand
+	sp    *Subpages
+	l     *Log
+	owner *setLive
+
+	txns      []*ioSweepTxn
+	owned     []Addr // pages of committed allocations not freed by a committed transaction, oldest first
+	pages     map[Addr]*ioSweepPage
+	dirty     []Addr // pages written in place since the last Commit, Sync or Close that returned nil
+	slots     []Addr // committed slots, oldest first
+	entries   []*ioSweepEntry
+	nextGen   uint64
+	pendingRs []Reservation // appended, never committed
+
+	err      error // the first error a call returned
+	errCall  string
+	closeErr error
+	problems []string
+	outcome  string // how the run ended, for the sweep's summary
+}
+
+// ioSweepResult is what runIOSweep reports.
+type ioSweepResult struct {
+	*ioSweep
+	failedOp *simstore.Op // the operation the fault failed first, if it fired
+	first    int          // the trace's length after Create
+	trace    []simstore.Op
+	coverage string   // the clean run's operations by kind and region
+	missing  []string // kinds of operation the clean run did not make
+}
+
+func (w *ioSweep) problem(format string, args ...any) {
+	w.problems = append(w.problems, fmt.Sprintf(format, args...))
+}
+
+// runIOSweep creates a device on a new store, sets fault (nil: none; the
+// trace of the run is recorded) and runs the workload to Close, then
+// opens what the store holds and checks it against the model. It fails
+// the test if all that takes longer than ioSweepTimeout.
+func runIOSweep(t *testing.T, o Options, fault func(simstore.Op) error) ioSweepResult {
+	t.Helper()
+	done := make(chan ioSweepResult, 1)
+	go func() {
+		res := ioSweepResult{ioSweep: &ioSweep{pages: map[Addr]*ioSweepPage{}}}
+		defer func() {
+			if r := recover(); r != nil {
+				res.problem("panic: %v\n%s", r, debug.Stack())
+			}
+			done <- res
+		}()
+		store := simstore.New(o.MaxSize)
+		defer store.Close()
+		d, err := createOn(ioSweepStore{store}, o)
+		if err != nil {
+			res.problem("Create: %v", err)
+			return
+		}
+		res.d = d
+		res.first = store.Ops()
+		store.SetFault(func(op simstore.Op) error {
+			var err error
+			if fault != nil {
+				err = fault(op)
+			}
+			if err == nil {
+				if fault == nil {
+					res.trace = append(res.trace, op)
+				}
+			} else if res.failedOp == nil {
+				res.failedOp = &op
+			}
+			return err
+		})
+		res.run()
+		store.SetFault(nil)
+		if fault == nil {
+			res.coverage, res.missing = ioSweepCoverage(res.trace, d.geometry)
+		}
+		// Reopened twice: from the file as the run left it, every
+		// write kept, as when the process goes on; and from what a
+		// power loss would leave of it, every write not synced lost.
+		img, err := store.Image(store.Ops(), nil)
+		if err != nil {
+			res.problem("Image: %v", err)
+			return
+		}
+		found := [2]string{res.reopen("as written", ioSweepStore{store}), res.reopen("after a crash", img)}
+		switch u := res.uncertain(); {
+		case u != nil && found[0] == found[1]:
+			res.outcome = "a Commit failed, and its transaction is " + found[0] + " after reopening"
+		case u != nil:
+			res.outcome = fmt.Sprintf("a Commit failed, and its transaction is %s as written, %s after a crash", found[0], found[1])
+		case res.err != nil:
+			res.outcome = "a call other than Commit failed first"
+		case res.closeErr != nil:
+			res.outcome = "Close failed"
+		default:
+			res.outcome = "no call failed"
+		}
+	}()
+	select {
+	case res := <-done:
+		return res
+	case <-time.After(ioSweepTimeout):
+		buf := make([]byte, 1<<22)
+		t.Fatalf("a run with the fault still runs after %v:\n%s", ioSweepTimeout, buf[:runtime.Stack(buf, true)])
+		panic("unreachable")
+	}
+}
+
+// ok reports whether err, what the call named what returned, is nil. The
+// first error must be ErrFailed; so must every error after it, and a
+// call that finds the device failed (failedBefore) must not succeed.
+func (w *ioSweep) ok(what string, failedBefore bool, err error) bool {
+	switch {
+	case err == nil && (failedBefore || w.err != nil):
+		w.problem("%s returned nil on a failed device", what)
+		return true
+	case err == nil:
+		return true
+	case !errors.Is(err, ErrFailed):
+		w.problem("%s: %v, want ErrFailed", what, err)
+	}
+	if w.err == nil {
+		w.err, w.errCall = err, what
+	}
+	return false
+}
+
+// failed reports whether the device has failed.
+func (w *ioSweep) failed() bool { return w.d.failure.Load() != nil }
+
+// run runs the workload, from the device's creation to Close. It stops
+// at the first error, then checks that the device refuses writes and
+// goes on reading before it closes it.
+func (w *ioSweep) run() {
+	w.rng = rand.New(rand.NewPCG(ioSweepSeed, 0))
+	if w.setup() {
+		for r := range ioSweepRounds {
+			if !w.round(r) {
+				break
+			}
+		}
+		if w.err == nil {
+			// Free the newest pages, so that Close cuts the file.
+			n := min(len(w.owned), 6)
+			w.txn("final free", func(tx *Txn, m *ioSweepTxn) error {
+				return w.free(tx, m, slices.Clone(w.owned[len(w.owned)-n:]))
+			})
+		}
+	}
+	if w.err != nil || w.failed() {
+		w.afterFailure()
+	}
+	failedBefore := w.failed() || w.err != nil
+	err := w.d.Close()
+	w.closeErr = err
+	switch {
+	case err == nil && failedBefore:
+		w.problem("Close returned nil on a failed device")
+	case err == nil:
+		w.durable()
+	case !errors.Is(err, ErrFailed):
+		w.problem("Close: %v, want nil or ErrFailed", err)
+	}
+}
+
+func (w *ioSweep) setup() bool {
+	f := w.failed()
+	sp, err := w.d.Subpages(ioSweepSlotBytes)
+	if !w.ok("Subpages", f, err) {
+		return false
+	}
+	w.sp = sp
+	l, err := w.d.Log("log")
+	if err != nil {
+		w.problem("Log: %v", err)
+		return false
+	}
+	w.l = l
+	w.owner = &setLive{live: map[uint64]int64{}}
+	if err := l.SetOwner(w.owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		w.problem("SetOwner: %v", err)
+		return false
+	}
+	return true
+}
+
+// round is one round of the workload; it reports whether all went well.
+func (w *ioSweep) round(r int) bool {
+	var allocated *ioSweepTxn
+	if !w.txn(fmt.Sprintf("round %d: alloc", r), func(tx *Txn, m *ioSweepTxn) error {
+		allocated = m
+		for range 1 + w.rng.IntN(3) {
+			a, err := tx.Alloc(o4K << w.rng.IntN(5)) // 4 KiB to 64 KiB
+			if err != nil {
+				return err
+			}
+			m.allocs = append(m.allocs, a)
+		}
+		// Journaled bytes in the first page, apart from those written
+		// in place.
+		a := m.allocs[0]
+		if err := tx.Write(a.Offset()+ioSweepJournaledOff, ioSweepJournaled(a, m)); err != nil {
+			return err
+		}
+		m.journaled = append(m.journaled, a)
+		if r%2 == 0 {
+			a, err := w.sp.Alloc(tx)
+			if err != nil {
+				return err
+			}
+			m.slots = append(m.slots, a)
+			if err := tx.Write(a.Offset(), ioSweepStamp(a, 0)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}) {
+		return false
+	}
+	// In place: the new pages, and an older one again.
+	stamp := slices.Clone(allocated.allocs)
+	if len(w.owned) > len(stamp) {
+		stamp = append(stamp, w.owned[w.rng.IntN(len(w.owned)-len(stamp))])
+	}
+	for _, a := range stamp {
+		if !w.writeInPlace(a) {
+			return false
+		}
+	}
+	if r%3 == 2 {
+		if !w.ok("Sync", w.failed(), w.d.Sync()) {
+			return false
+		}
+		w.durable()
+	}
+	if r%2 == 1 {
+		// The two oldest pages, and the oldest max page if another.
+		victims := slices.Clone(w.owned[:min(2, len(w.owned))])
+		for _, a := range w.owned[len(victims):] {
+			if a.Size() == 64<<10 {
+				victims = append(victims, a)
+				break
+			}
+		}
+		if !w.txn(fmt.Sprintf("round %d: free", r), func(tx *Txn, m *ioSweepTxn) error {
+			if len(w.slots) > 2 {
+				if err := w.sp.Free(tx, w.slots[0]); err != nil {
+					return err
+				}
+				m.slotFrees = append(m.slotFrees, w.slots[0])
+			}
+			return w.free(tx, m, victims)
+		}) {
+			return false
+		}
+	}
+	if !w.appendEntries(2) {
+		return false
+	}
+	if r%4 == 3 && !w.collect() {
+		return false
+	}
+	return true
+}
+
+const o4K = 4 << 10
+
+func (w *ioSweep) free(tx *Txn, m *ioSweepTxn, pages []Addr) error {
+	for _, a := range pages {
+		if err := tx.Free(a); err != nil {
+			return err
+		}
+		m.frees = append(m.frees, a)
+	}
+	return nil
+}
+
+// txn runs fn in a transaction that also writes the root area, and
+// records it in the model; it reports whether it committed.
+func (w *ioSweep) txn(name string, fn func(*Txn, *ioSweepTxn) error) bool {
+	m := &ioSweepTxn{name: name}
+	w.txns = append(w.txns, m)
+	tx, err := w.d.Begin()
+	if !w.ok(name+": Begin", w.failed(), err) {
+		return false
+	}
+	err = fn(tx, m)
+	if err == nil {
+		i := len(w.txns)
+		m.rootCounter, m.rootSlot, m.rootStampGen = uint64(i), ioSweepRootSlot0+int64(i%ioSweepRootSlots)*ioSweepStampBytes, uint64(i)
+		off, _ := w.d.Root()
+		err = tx.Write(off, binary.LittleEndian.AppendUint64(nil, m.rootCounter))
+		if err == nil {
+			err = tx.Write(off+m.rootSlot, ioSweepStamp(0, m.rootStampGen))
+		}
+	}
+	if err != nil {
+		if rerr := tx.Rollback(); rerr != nil {
+			w.problem("%s: Rollback after %v: %v", name, err, rerr)
+		}
+		return w.ok(name, false, err)
+	}
+	failedBefore := w.failed()
+	if !w.ok(name+": Commit", failedBefore, tx.Commit()) {
+		m.fate = ioFailed
+		return false
+	}
+	m.fate = ioCommitted
+	w.durable()
+	for _, a := range m.frees {
+		w.owned = slices.DeleteFunc(w.owned, func(b Addr) bool { return b == a })
+		delete(w.pages, a)
+	}
+	for _, a := range m.allocs {
+		w.owned = append(w.owned, a)
+		w.pages[a] = &ioSweepPage{durable: -1}
+	}
+	for _, a := range m.slotFrees {
+		w.slots = slices.DeleteFunc(w.slots, func(b Addr) bool { return b == a })
+	}
+	w.slots = append(w.slots, m.slots...)
+	return true
+}
+
+// writeInPlace writes the next stamp at the start of page a.
+func (w *ioSweep) writeInPlace(a Addr) bool {
+	w.nextGen++
+	gen := w.nextGen
+	_, err := w.d.WriteAt(ioSweepStamp(a, gen), a.Offset())
+	if !w.ok(fmt.Sprintf("WriteAt(%v)", a), w.failed(), err) {
+		return false
+	}
+	p := w.pages[a]
+	p.gens = append(p.gens, gen)
+	w.dirty = append(w.dirty, a)
+	return true
+}
+
+// durable records that every byte written in place so far is durable.
+func (w *ioSweep) durable() {
+	for _, a := range w.dirty {
+		if p := w.pages[a]; p != nil {
+			p.durable = len(p.gens) - 1
+		}
+	}
+	w.dirty = w.dirty[:0]
+}
+
+// appendEntries appends and commits n entries, the first written in
+// place, the next with Log.Write, and so on.
+func (w *ioSweep) appendEntries(n int) bool {
+	for i := range n {
+		id := uint64(len(w.entries))
+		size := 300 + w.rng.IntN(2700)
+		r, err := w.l.Append(size)
+		if !w.ok(fmt.Sprintf("Append of entry %d", id), w.failed(), err) {
+			return false
+		}
+		e := &ioSweepEntry{id: id, r: r}
+		w.entries = append(w.entries, e)
+		p := logContent(id, size)
+		if i%2 == 0 {
+			_, err = w.d.WriteAt(p, r.Offset())
+		} else {
+			err = w.l.Write(r, p)
+		}
+		if !w.ok(fmt.Sprintf("writing entry %d", id), w.failed(), err) {
+			w.pendingRs = append(w.pendingRs, r)
+			return false
+		}
+		if !w.ok(fmt.Sprintf("Commit of entry %d", id), w.failed(), w.l.Commit(r)) {
+			e.fate = ioFailed
+			return false
+		}
+		e.fate, e.live = ioCommitted, true
+		w.owner.add(id, r.Offset())
+	}
+	return true
+}
+
+// collect drops all but the newest six committed entries from the
+// owner's set and runs GC.
+func (w *ioSweep) collect() bool {
+	live := 0
+	for _, e := range slices.Backward(w.entries) {
+		if e.live {
+			if live++; live > 6 {
+				e.live = false
+				w.owner.remove(e.id)
+			}
+		}
+	}
+	return w.ok("GC", w.failed(), w.l.GC(context.Background()))
+}
+
+// uncertain returns the transaction whose Commit failed, or nil.
+func (w *ioSweep) uncertain() *ioSweepTxn {
+	var u *ioSweepTxn
+	for _, m := range w.txns {
+		if m.fate == ioFailed {
+			if u != nil {
+				w.problem("two transactions failed to commit: %s and %s", u.name, m.name)
+			}
+			u = m
+		}
+	}
+	return u
+}
+
+// expect returns the pages (each with the transaction that allocated
+// it), root area and slots that the transactions whose Commit returned
+// nil leave, with the one whose Commit failed or without it.
+func (w *ioSweep) expect(withFailed bool) (pages map[Extent]*ioSweepTxn, root []byte, slots map[Addr]bool) {
+	pages, root, slots = map[Extent]*ioSweepTxn{}, make([]byte, ioSweepRootBytes), map[Addr]bool{}
+	for _, m := range w.txns {
+		if m.fate != ioCommitted && (m.fate != ioFailed || !withFailed) {
+			continue
+		}
+		for _, a := range m.frees {
+			delete(pages, Extent{a.Offset(), a.Size()})
+		}
+		for _, a := range m.allocs {
+			pages[Extent{a.Offset(), a.Size()}] = m
+		}
+		for _, a := range m.slotFrees {
+			delete(slots, a)
+		}
+		for _, a := range m.slots {
+			slots[a] = true
+		}
+		if m.rootCounter != 0 {
+			binary.LittleEndian.PutUint64(root, m.rootCounter)
+			copy(root[m.rootSlot:], ioSweepStamp(0, m.rootStampGen))
+		}
+	}
+	return pages, root, slots
+}
+
+// afterFailure checks, on the failed device, that every call that would
+// write returns ErrFailed and that committed state still reads back.
+func (w *ioSweep) afterFailure() {
+	d := w.d
+	if !w.failed() {
+		w.problem("%s failed with %v, but the device has not failed", w.errCall, w.err)
+	}
+	u := w.uncertain()
+	// Reads: the root area, each run of it as one of the alternatives
+	// has it.
+	_, rootWithout, _ := w.expect(false)
+	_, rootWith, _ := w.expect(true)
+	off, _ := d.Root()
+	root := make([]byte, ioSweepRootBytes)
+	if _, err := d.ReadAt(root, off); err != nil {
+		w.problem("ReadAt of the root area on the failed device: %v", err)
+	}
+	for _, run := range ioSweepRootRuns() {
+		lo, hi := run[0], run[1]
+		if !bytes.Equal(root[lo:hi], rootWithout[lo:hi]) && !bytes.Equal(root[lo:hi], rootWith[lo:hi]) {
+			w.problem("root area [%d,%d) on the failed device reads %x, want %x (or %x with the failed transaction)", lo, hi, root[lo:hi], rootWithout[lo:hi], rootWith[lo:hi])
+		}
+	}
+	// The pages written in place, but those the failed transaction
+	// freed, show the last bytes written.
+	buf := make([]byte, ioSweepStampBytes)
+	for _, a := range w.owned {
+		if p := w.pages[a]; len(p.gens) > 0 && (u == nil || !slices.Contains(u.frees, a)) {
+			if _, err := d.ReadAt(buf, a.Offset()); err != nil {
+				w.problem("ReadAt(%v) on the failed device: %v", a, err)
+			} else if want := ioSweepStamp(a, p.gens[len(p.gens)-1]); !bytes.Equal(buf, want) {
+				w.problem("page %v on the failed device reads %x, want %x", a, buf, want)
+			}
+		}
+	}
+	for _, a := range w.slots {
+		if u != nil && slices.Contains(u.slotFrees, a) {
+			continue
+		}
+		if _, err := d.ReadAt(buf, a.Offset()); err != nil {
+			w.problem("ReadAt of slot %v on the failed device: %v", a, err)
+		} else if want := ioSweepStamp(a, 0); !bytes.Equal(buf, want) {
+			w.problem("slot %v on the failed device reads %x, want %x", a, buf, want)
+		}
+	}
+	for _, e := range w.entries {
+		if e.fate == ioCommitted && e.live {
+			if p, err := w.l.Read(e.r.Offset()); err != nil || !isContent(p, e.id) {
+				w.problem("Read of committed entry %d on the failed device: %v (%d bytes, content %v)", e.id, err, len(p), err == nil && isContent(p, e.id))
+			}
+		}
+	}
+	// Writes: every one ErrFailed.
+	want := func(what string, err error) {
+		if !errors.Is(err, ErrFailed) {
+			w.problem("%s on the failed device: %v, want ErrFailed", what, err)
+		}
+	}
+	tx, err := d.Begin()
+	if err == nil {
+		tx.Rollback()
+	}
+	want("Begin", err)
+	ran := false
+	want("Update", d.Update(func(*Txn) error { ran = true; return nil }))
+	if ran {
+		w.problem("Update ran its function on the failed device")
+	}
+	if len(w.owned) > 0 {
+		_, err := d.WriteAt([]byte("late"), w.owned[0].Offset()+ioSweepStampBytes)
+		want("WriteAt", err)
+	}
+	want("Sync", d.Sync())
+	if w.l != nil {
+		r, err := w.l.Append(100)
+		want("Log.Append", err)
+		if err == nil {
+			w.pendingRs = append(w.pendingRs, r)
+		}
+		for _, r := range w.pendingRs {
+			want("Log.Commit of an entry appended before the failure", w.l.Commit(r))
+		}
+		want("Log.GC", w.l.GC(context.Background()))
+	}
+	_, err = d.Subpages(2 * ioSweepSlotBytes)
+	want("Subpages of a new class", err)
+	_, err = d.CreateLog("late", 4096)
+	want("CreateLog", err)
+}
+
+// reopen opens store, what the run left (label says how), and checks it
+// against the model; it closes the device (and so the store). It returns whether the
+// transaction whose Commit failed is "found" or "not found" there.
+func (w *ioSweep) reopen(label string, store storage.Storage) (found string) {
+	before := len(w.problems)
+	defer func() {
+		for i := before; i < len(w.problems); i++ {
+			w.problems[i] = "reopened " + label + ": " + w.problems[i]
+		}
+	}()
+	rd, err := openOn(store, &Options{})
+	if err != nil {
+		store.Close()
+		w.problem("Open: %v", err)
+		return ""
+	}
+	found = w.verify(rd)
+	if err := rd.Close(); err != nil {
+		w.problem("Close of the reopened device: %v", err)
+	}
+	return found
+}
+
+// ioSweepStore is a store that Close leaves open, so that the run can
+// reopen what the device left in it after Device.Close (once it has taken
+// the crash image, which the reopening's own writes would not change).
+type ioSweepStore struct{ *simstore.Store }
+
+func (ioSweepStore) Close() error { return nil }
+
+// verify checks rd, the device reopened after the run, against the
+// model, and returns whether the transaction whose Commit failed is
+// "found" or "not found" there.
+func (w *ioSweep) verify(rd *Device) (found string) {
+	if err := rd.Check(); err != nil {
+		w.problem("Check after reopening: %v", err)
+	}
+	var pages map[Extent]bool
+	if err := rd.WalkHeap(func(e HeapExtent) bool {
+		if e.Kind == PageAllocated {
+			if pages == nil {
+				pages = map[Extent]bool{}
+			}
+			pages[e.Extent] = true
+		}
+		return true
+	}); err != nil {
+		w.problem("WalkHeap after reopening: %v", err)
+		return ""
+	}
+	off, _ := rd.Root()
+	root := make([]byte, ioSweepRootBytes)
+	if _, err := rd.ReadAt(root, off); err != nil {
+		w.problem("ReadAt of the root area after reopening: %v", err)
+		return ""
+	}
+	sp, err := rd.Subpages(ioSweepSlotBytes)
+	if err != nil {
+		w.problem("Subpages after reopening: %v", err)
+		return ""
+	}
+	slotsUsed := sp.Stats().SlotsUsed
+
+	// The state of the committed transactions, with the failed one wholly
+	// or not at all.
+	u := w.uncertain()
+	var diffs []string
+	var matched map[Extent]*ioSweepTxn
+	var matchedSlots map[Addr]bool
+	for _, with := range []bool{false, true} {
+		if with && u == nil {
+			break
+		}
+		wantPages, wantRoot, wantSlots := w.expect(with)
+		diff := diffPages(pages, wantPages)
+		for _, run := range ioSweepRootRuns() {
+			if got, want := root[run[0]:run[1]], wantRoot[run[0]:run[1]]; !bytes.Equal(got, want) {
+				diff = append(diff, fmt.Sprintf("root area [%d,%d) %x, want %x", run[0], run[1], got, want))
+			}
+		}
+		if slotsUsed != int64(len(wantSlots)) {
+			diff = append(diff, fmt.Sprintf("%d slots used, want %d", slotsUsed, len(wantSlots)))
+		}
+		for a := range wantSlots {
+			if !slotAllocated(rd, sp, a) {
+				diff = append(diff, fmt.Sprintf("slot %v not allocated", a))
+			}
+		}
+		if len(diff) == 0 {
+			matched, matchedSlots = wantPages, wantSlots
+			found = "not found"
+			if with {
+				found = "found"
+			}
+			break
+		}
+		what := "the transactions whose Commit returned nil"
+		if with {
+			what += ", and " + u.name + ", whose Commit failed"
+		}
+		diffs = append(diffs, fmt.Sprintf("against %s: %s", what, strings.Join(diff, "; ")))
+	}
+	if matched == nil {
+		w.problem("after reopening the device holds neither state the contract allows:\n\t\t%s", strings.Join(diffs, "\n\t\t"))
+		return ""
+	}
+
+	// In-place bytes and slots' journaled bytes.
+	buf := make([]byte, ioSweepStampBytes)
+	for a, p := range w.pages {
+		if matched[Extent{a.Offset(), a.Size()}] == nil || p.durable < 0 {
+			continue
+		}
+		if _, err := rd.ReadAt(buf, a.Offset()); err != nil {
+			w.problem("ReadAt(%v) after reopening: %v", a, err)
+			continue
+		}
+		found := false
+		for _, gen := range p.gens[p.durable:] {
+			found = found || bytes.Equal(buf, ioSweepStamp(a, gen))
+		}
+		if !found {
+			w.problem("page %v after reopening holds %x, want generation %d (durable) or later of %v", a, buf, p.gens[p.durable], p.gens)
+		}
+	}
+	jbuf := make([]byte, ioSweepJournaledBytes)
+	for e, m := range matched {
+		for _, a := range m.journaled {
+			if a.Offset() != e.Offset || a.Size() != e.Size {
+				continue
+			}
+			if _, err := rd.ReadAt(jbuf, a.Offset()+ioSweepJournaledOff); err != nil {
+				w.problem("ReadAt(%v) after reopening: %v", a, err)
+			} else if want := ioSweepJournaled(a, m); !bytes.Equal(jbuf, want) {
+				w.problem("page %v after reopening holds %q at %d, want what %s journaled there", a, jbuf[:64], ioSweepJournaledOff, m.name)
+			}
+		}
+	}
+	for a := range matchedSlots {
+		if _, err := rd.ReadAt(buf, a.Offset()); err != nil {
+			w.problem("ReadAt of slot %v after reopening: %v", a, err)
+		} else if want := ioSweepStamp(a, 0); !bytes.Equal(buf, want) {
+			w.problem("slot %v after reopening holds %x, want %x", a, buf, want)
+		}
+	}
+
+	// The log.
+	l, err := rd.Log("log")
+	if err != nil {
+		w.problem("Log after reopening: %v", err)
+		return found
+	}
+	for _, e := range w.entries {
+		p, err := l.Read(e.r.Offset())
+		intact := err == nil && isContent(p, e.id) && len(p) == e.r.Size()
+		// An entry GC reclaimed may have given its place to a later
+		// one, which the ring's wrap put at the same offset.
+		later := err == nil && !intact && len(p) >= 8 && logID(p) > e.id && logID(p) < uint64(len(w.entries)) &&
+			w.entries[logID(p)].r.Offset() == e.r.Offset() && isContent(p, logID(p))
+		switch {
+		case err != nil && !errors.Is(err, ErrNotFound):
+			w.problem("Read of entry %d after reopening: %v", e.id, err)
+		case e.fate == ioCommitted && e.live && !intact:
+			w.problem("committed entry %d after reopening: %v (%d bytes, want %d, content %v)", e.id, err, len(p), e.r.Size(), intact)
+		case e.fate == ioRolledBack && err == nil && !later:
+			w.problem("entry %d, never committed, is found after reopening", e.id)
+		case err == nil && !intact && !later:
+			w.problem("entry %d after reopening holds %d bytes not its own", e.id, len(p))
+		}
+	}
+	for e, err := range l.Entries(0) {
+		if err != nil {
+			w.problem("Entries after reopening: %v", err)
+			break
+		}
+		id := uint64(len(w.entries))
+		if len(e.Data) >= 8 {
+			id = logID(e.Data)
+		}
+		if id >= uint64(len(w.entries)) || w.entries[id].r.Offset() != e.Offset || !isContent(e.Data, id) {
+			w.problem("Entries after reopening yields %d bytes at %d, no entry of the workload", len(e.Data), e.Offset)
+		}
+	}
+
+	// Writes succeed again.
+	if err := rd.Update(func(tx *Txn) error {
+		_, err := tx.Alloc(o4K)
+		return err
+	}); err != nil {
+		w.problem("a transaction after reopening: %v", err)
+	}
+	return found
+}
+
+// ioSweepRootRuns returns the runs of the root area that transactions
+// write whole, as [lo, hi) pairs: the counter, then each stamp.
+func ioSweepRootRuns() [][2]int {
+	runs := [][2]int{{0, 8}}
+	for i := range ioSweepRootSlots {
+		lo := ioSweepRootSlot0 + i*ioSweepStampBytes
+		runs = append(runs, [2]int{lo, lo + ioSweepStampBytes})
+	}
+	return runs
+}
+
+// diffPages lists how got differs from want, up to a few pages each way.
+func diffPages(got map[Extent]bool, want map[Extent]*ioSweepTxn) []string {
+	var extra, missing []string
+	for e := range got {
+		if want[e] == nil {
+			extra = append(extra, fmt.Sprintf("%d+%d", e.Offset, e.Size))
+		}
+	}
+	for e := range want {
+		if !got[e] {
+			missing = append(missing, fmt.Sprintf("%d+%d", e.Offset, e.Size))
+		}
+	}
+	slices.Sort(extra)
+	slices.Sort(missing)
+	var diff []string
+	if len(extra) > 0 {
+		diff = append(diff, fmt.Sprintf("%d pages allocated that should not be: %s", len(extra), strings.Join(extra[:min(len(extra), 8)], " ")))
+	}
+	if len(missing) > 0 {
+		diff = append(diff, fmt.Sprintf("%d pages not allocated that should be: %s", len(missing), strings.Join(missing[:min(len(missing), 8)], " ")))
+	}
+	return diff
+}
+
+// slotAllocated reports whether a is an allocated slot of sp on d: freeing
+// it, in a transaction rolled back, succeeds.
+func slotAllocated(d *Device, sp *Subpages, a Addr) bool {
+	tx, err := d.Begin()
+	if err != nil {
+		return false
+	}
+	defer tx.Rollback()
+	return sp.Free(tx, a) == nil
+}
+
+// ioSweepCoverage counts the operations of a trace by kind and by the
+// region they touch, and names the kinds the sweep is meant to cover that
+// it lacks.
+func ioSweepCoverage(trace []simstore.Op, g superblock) (string, []string) {
+	counts := map[string]int{}
+	var ringBytes int64
+	size := int64(-1)
+	for i, op := range trace {
+		switch op.Kind {
+		case simstore.OpSync:
+			counts["sync"]++
+		case simstore.OpPunchHole:
+			counts["punchhole"]++
+		case simstore.OpTruncate:
+			if size >= 0 && op.Off < size {
+				counts["truncate down"]++
+			} else {
+				counts["truncate up"]++
+			}
+			size = op.Off
+		case simstore.OpWrite:
+			switch {
+			case op.Off < g.root.off:
+				counts["superblock write"]++
+			case g.root.contains(op.Off, op.Len):
+				counts["root write"]++
+			case op.Off >= g.journal.off && op.Off < g.journal.end():
+				counts["journal write"]++
+				ringBytes += op.Len
+				if op.Off == g.journal.off && i > 0 && trace[i-1].Off+trace[i-1].Len == g.journal.end() {
+					counts["journal wrap-around write"]++
+				}
+			case op.Off >= g.state.off && op.Off < g.state.end():
+				counts["state write"]++
+			case op.Off >= g.logs.off && op.Off < g.logs.end():
+				counts["log region write"]++
+			default:
+				counts["heap write"]++
+			}
+		}
+	}
+	var parts, missing []string
+	for _, k := range []string{"journal write", "journal wrap-around write", "superblock write", "sync", "root write", "state write", "heap write", "log region write", "truncate up", "truncate down", "punchhole"} {
+		parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
+		if counts[k] == 0 {
+			missing = append(missing, k)
+		}
+	}
+	if counts["superblock write"] < 2 {
+		missing = append(missing, "second checkpoint")
+	}
+	return fmt.Sprintf("%s; %d journal bytes, %.1f times the ring", strings.Join(parts, ", "), ringBytes, float64(ringBytes)/float64(g.journal.size)), missing
 }
