@@ -359,35 +359,42 @@ func TestIOErrorWritingStagedLogEntry(t *testing.T) {
 // deterministic workload at a time, every one of them in turn, and checks
 // the durability contract at each: the workload runs on a simulated store
 // (internal/simstore) from Create to Close, once cleanly to count the N
-// operations it makes after Create, then once per point k with the store
-// failing the operation at trace index k (EIO, once: later operations
-// succeed), and, in a second variant, every write from index k on
-// (ENOSPC, as a full filesystem refuses them).
+// operations it makes after Create, then once per point with the store
+// failing that operation: with EIO, once (later operations succeed); with
+// ENOSPC, and every write after it too; and with ENOSPC, and every write
+// into the heap after it, as a full filesystem refuses writes into the
+// file's holes. A point names the operation as the how-manyth of its
+// kind, offset and length, so that a checkpoint the journal's goroutine
+// takes a little earlier or later does not move it.
 //
 // The workload (see ioSweep) allocates pages of every size, sub-page slots
-// and log entries, writes the root area with Txn.Write and its pages in
-// place with WriteAt, syncs, frees pages (whole max pages among them, whose
-// storage Options.PunchHoles returns), collects the log's garbage and
-// closes the device; its journal wraps and checkpoints several times and
-// its heap grows, and Close cuts the file. At each point:
+// and log entries, writes the root area and new pages with Txn.Write and
+// pages in place with WriteAt, syncs, frees pages (whole max pages among
+// them, whose storage Options.PunchHoles returns) and slots, collects the
+// log's garbage and closes the device; its journal wraps and checkpoints
+// several times, its heap grows, and Close cuts the file. At each point:
 //
 //   - no call panics or hangs (a run that takes longer than
 //     ioSweepTimeout fails the test, with every goroutine's stack);
-//   - once a call has failed, it failed with ErrFailed, and every mutating
-//     call after it returns ErrFailed too, while reads of committed state
-//     (the root area, pages written in place, sub-page slots, log entries)
-//     still return it; Close returns nil or ErrFailed;
-//   - opened again once writes succeed, the device passes Check and holds
-//     exactly the pages, root bytes and sub-page slots of the transactions
-//     whose Commit returned nil, plus, wholly or not at all, those of the
-//     one whose Commit failed; its pages hold the bytes written in place
-//     that a Commit, Sync or Close made durable (or a later write's); its
-//     log holds every committed live entry, intact, and no entry whose
-//     Commit was never called; and it takes a transaction and closes.
+//   - once a call has failed, it failed with ErrFailed, and every call
+//     that would write returns ErrFailed too, while reads of committed
+//     state (the root area, pages written in place, sub-page slots, log
+//     entries, the heap's walk, Check) still work; Close returns nil or
+//     ErrFailed;
+//   - reopened, both from the file as the run left it and from what a
+//     power loss just after the run would leave of it (every write not
+//     synced lost), the device passes Check and holds exactly the pages,
+//     root bytes and sub-page slots of the transactions whose Commit
+//     returned nil, plus, wholly or not at all, those of the one whose
+//     Commit failed; the bytes they journaled; in its pages the bytes
+//     written in place that a Commit, Sync or Close made durable (or a
+//     later write's); in its log every committed entry the owner keeps,
+//     intact, and no entry whose Commit was never called; and it takes a
+//     transaction and closes.
 //
-// The store's trace is replayed from the state a crash after all of it
-// would leave (openImage's nil rng: writes not synced are lost), which is
-// at least as harsh as reopening the file.
+// Under -short, -race and -tags invariants, the points are every sync,
+// truncate and hole punch and a seeded sample of the writes (one in
+// ioSweepSampleOneIn; -ioerror.seed reruns a sample).
 func TestIOErrorAtEveryOperation(t *testing.T) {
 	o := ioSweepOptions(t)
 	t.Logf("workload: %d rounds, fixed seed %#x", ioSweepRounds, ioSweepSeed)
@@ -428,27 +435,35 @@ func TestIOErrorAtEveryOperation(t *testing.T) {
 		occ[i] = seen[op]
 		seen[op]++
 	}
+	heapOff := clean.d.geometry.heapOff
 	for _, v := range []struct {
 		name  string
 		errno syscall.Errno
-		// persistent: every write after the point fails too, and
-		// the points are only at writes.
-		persistent bool
+		// refuses, if not nil, says which operations fail from the
+		// point on, as well as the one at the point; the points are
+		// only at such operations.
+		refuses func(simstore.Op) bool
 	}{
-		{"EIO once", syscall.EIO, false},
-		{"ENOSPC from then on", syscall.ENOSPC, true},
+		{"EIO once", syscall.EIO, nil},
+		{"ENOSPC from then on", syscall.ENOSPC, func(op simstore.Op) bool { return op.Kind == simstore.OpWrite }},
+		// A full filesystem refuses writes into the file's holes: the
+		// heap, which the file's growth and punched pages leave
+		// sparse, while the headers, written at Create, take them.
+		{"ENOSPC in the heap from then on", syscall.ENOSPC, func(op simstore.Op) bool {
+			return op.Kind == simstore.OpWrite && op.Off >= heapOff
+		}},
 	} {
 		t.Run(v.name, func(t *testing.T) {
 			start := time.Now()
 			points, failing, drift, unreached := 0, 0, 0, 0
 			outcomes := map[string]int{}
 			for i, want := range trace {
-				if v.persistent && want.Kind != simstore.OpWrite || !keep(want) {
+				if v.refuses != nil && !v.refuses(want) || !keep(want) {
 					continue
 				}
 				k := first + i
 				points++
-				res := runIOSweep(t, o, ioSweepFault(want, occ[i], v.errno, v.persistent))
+				res := runIOSweep(t, o, ioSweepFault(want, occ[i], v.errno, v.refuses))
 				switch {
 				case res.failedOp == nil:
 					unreached++
@@ -521,13 +536,13 @@ func ioSweepOptions(t testing.TB) Options {
 
 // ioSweepFault returns a store fault that fails the occ-th operation
 // like op (counting from 0; the same kind, offset and length) with errno,
-// and if persistent every write after it too.
-func ioSweepFault(op simstore.Op, occ int, errno syscall.Errno, persistent bool) func(simstore.Op) error {
+// and after it every operation refuses accepts (nil: none).
+func ioSweepFault(op simstore.Op, occ int, errno syscall.Errno, refuses func(simstore.Op) bool) func(simstore.Op) error {
 	seen, fired := 0, false
 	return func(o simstore.Op) error {
 		switch {
 		case fired:
-			if persistent && o.Kind == simstore.OpWrite {
+			if refuses != nil && refuses(o) {
 				return errno
 			}
 		case o.Kind == op.Kind && o.Off == op.Off && o.Len == op.Len:
@@ -1095,6 +1110,24 @@ func (w *ioSweep) afterFailure() {
 				w.problem("Read of committed entry %d on the failed device: %v (%d bytes, content %v)", e.id, err, len(p), err == nil && isContent(p, e.id))
 			}
 		}
+	}
+	// Walks of committed state, and Check, which reads only that.
+	if w.l != nil {
+		for e, err := range w.l.Entries(0) {
+			if err != nil {
+				w.problem("Entries on the failed device: %v", err)
+				break
+			}
+			if len(e.Data) < 8 || logID(e.Data) >= uint64(len(w.entries)) || !isContent(e.Data, logID(e.Data)) {
+				w.problem("Entries on the failed device yields %d bytes at %d, no entry of the workload", len(e.Data), e.Offset)
+			}
+		}
+	}
+	if err := d.WalkHeap(func(HeapExtent) bool { return true }); err != nil {
+		w.problem("WalkHeap on the failed device: %v", err)
+	}
+	if err := d.Check(); err != nil {
+		w.problem("Check on the failed device: %v", err)
 	}
 	// Writes: every one ErrFailed.
 	want := func(what string, err error) {
