@@ -55,10 +55,10 @@ var crRoundSeed atomic.Uint64
 // Commit was never called (or was cancelled) appears.
 func TestCloseRacesEveryCall(t *testing.T) {
 	seed := testSeed(t, "closerace.seed", *closeRaceSeed)
-	rounds := 300
+	rounds := 200
 	switch {
 	case raceEnabled() || invariantsEnabled:
-		rounds = 40
+		rounds = 80
 	case testing.Short():
 		rounds = 80
 	}
@@ -82,13 +82,16 @@ func TestCloseRacesEveryCall(t *testing.T) {
 
 // crCounts counts what the workers' calls returned, over a round.
 type crCounts struct {
-	Before                                                                         int           // calls made before Close was called
-	Closing                                                                        time.Duration // Close's time, summed
+	Before          int           // calls made before Close was called
+	NilWhileClosing int           // calls that returned nil after Close was called
+	Closing         time.Duration // Close's time, summed
+
 	Calls, Closed, Commits, LogCommits, LogCancels, GCs, Drops, Creates, SimRounds int
 }
 
 func (c *crCounts) add(o crCounts) {
 	c.Before += o.Before
+	c.NilWhileClosing += o.NilWhileClosing
 	c.Closing += o.Closing
 	c.Calls += o.Calls
 	c.Closed += o.Closed
@@ -263,6 +266,9 @@ func (w *crWorker) want(what string, began bool, err error, allowed ...error) bo
 		return false
 	}
 	if err == nil {
+		if r.closeStarted.Load() {
+			w.counts.NilWhileClosing++
+		}
 		return true
 	}
 	if errors.Is(err, ErrClosed) {
@@ -344,6 +350,38 @@ func runCloseRace(t *testing.T, seed uint64, round int) crCounts {
 	if r.class, err = d.Subpages(crSlotBytes); err != nil {
 		t.Fatal(err)
 	}
+	// Rings part full, their tails anywhere, so that appends wrap and
+	// GC has entries to pass and to move while Close comes.
+	for _, s := range r.shared {
+		for range rng.IntN(int(2 * s.l.Stats().SizeBytes / 800)) {
+			id := r.nextID.Add(1)
+			res, err := s.l.Append(8 + rng.IntN(1500))
+			if errors.Is(err, ErrNoSpace) {
+				if err := s.l.GC(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				res, err = s.l.Append(8 + rng.IntN(1500))
+			}
+			if errors.Is(err, ErrNoSpace) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.owner.set(id, res.Offset())
+			r.entries[id] = crCommitting
+			if _, err := d.WriteAt(logContent(id, res.Size()), res.Offset()); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.l.Commit(res); err != nil {
+				t.Fatal(err)
+			}
+			r.entries[id] = crCommitted
+			if rng.IntN(3) != 0 {
+				s.owner.drop(id)
+			}
+		}
+	}
 	workers := make([]*crWorker, crWorkers)
 	for i := range workers {
 		w := &crWorker{r: r, id: i, rng: rand.New(rand.NewPCG(seed, uint64(i))),
@@ -368,6 +406,23 @@ func runCloseRace(t *testing.T, seed uint64, round int) crCounts {
 			}
 			w.own = l
 			w.ownRes = append(w.ownRes, l)
+			for range rng.IntN(8) {
+				id := r.nextID.Add(1)
+				res, err := l.Append(8 + rng.IntN(3000))
+				if errors.Is(err, ErrNoSpace) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := l.Write(res, logContent(id, res.Size())); err != nil {
+					t.Fatal(err)
+				}
+				if err := l.Commit(res); err != nil {
+					t.Fatal(err)
+				}
+				w.ownDone = append(w.ownDone, id)
+			}
 		}
 	}
 
