@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/crc32"
 	"math/bits"
 	"math/rand/v2"
 	"os"
@@ -1218,4 +1219,75 @@ func (r *crRace) wantBytes(d *Device, what string, off int64, want []byte) {
 	if string(buf) != string(want) {
 		r.failf("reopened: %s holds %x, want %x (as last committed)", what, buf, want)
 	}
+}
+
+// TestCloseRacesLogWriteWithoutMapping is a Log.Write of an entry that
+// needs padding before it, on a store with no writable mapping (not
+// Linux, or the simulated store), racing Close: writeNow's writeMapped
+// finds the device open and no mapping and lets go of lifeMu, and Close
+// runs whole before writeHeaders, given the payload, takes it. Write must
+// return ErrClosed, as any call that meets Close, and leave the closed
+// device not failed: writeHeaders must not write into the closed store.
+// The test makes writeNow's calls in its order with Close between them;
+// racing the public calls hits that window about once in 6,000 tries on
+// two cores.
+func TestCloseRacesLogWriteWithoutMapping(t *testing.T) {
+	d, l, r := crPaddedReservation(t)
+	p := make([]byte, r.Size())
+	// writeNow, up to its call of writeHeaders.
+	l.mu.Lock()
+	i := l.liveLocked(r, spanReserved)
+	if i < 0 {
+		l.mu.Unlock()
+		t.Fatal("no live span")
+	}
+	l.spans[i].state = spanSealing
+	s := l.spans[i]
+	l.mu.Unlock()
+	crc := crc32.Checksum(p, castagnoli)
+	if err := l.writeMapped(s, p, crc); !errors.Is(err, errUnmapped) {
+		t.Fatalf("writeMapped: %v, want errUnmapped", err)
+	}
+	// Close, run whole here, as another goroutine may.
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := l.writeHeaders(s, false, p, crc)
+	if !errors.Is(err, ErrClosed) {
+		t.Errorf("Log.Write with Close run between writeMapped and writeHeaders: %v, want ErrClosed", err)
+	}
+	if f := d.failure.Load(); f != nil {
+		t.Errorf("the closed device is marked failed: %v", f)
+	}
+}
+
+// crPaddedReservation returns a device on the simulated store, its log
+// "fixed" and a reservation there of an entry that needs padding before
+// it at the ring's end.
+func crPaddedReservation(t *testing.T) (*Device, *Log, Reservation) {
+	t.Helper()
+	o, err := (&Options{MaxSize: 8 << 20, MaxPageSize: 64 << 10, JournalSize: 64 << 10, RootSize: 4096,
+		LogRegions: []LogRegion{{Name: "fixed", Size: 64 << 10}}}).withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := deviceOn(t, simstore.New(o.MaxSize), o)
+	l := mustLog(t, d, "fixed")
+	if err := l.SetOwner(deadOwner{}, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	for range 60 { // 60 frames of 1 KiB: 4 KiB left at the ring's end
+		appendEntryT(t, l, make([]byte, 1000))
+	}
+	if err := l.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := l.Append(5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.pos-r.start < logFrameHeaderBytes {
+		t.Fatalf("no padding before the reservation: start %d, pos %d", r.start, r.pos)
+	}
+	return d, l, r
 }

@@ -1353,6 +1353,11 @@ func (l *Log) writeHeaders(s span, cancel bool, copied []byte, copiedCRC uint32)
 		// before then.
 		return ErrClosed
 	}
+	if d.view == nil {
+		// Close has ended, and closed the store: a Log.Write whose
+		// writeMapped found no writable mapping before it.
+		return ErrClosed
+	}
 	var hdr [logFrameHeaderBytes]byte
 	if pad := s.pos - s.start; pad >= logFrameHeaderBytes {
 		putLogFrame(hdr[:], logFrame{padding: true, frameBytes: int64(pad), pos: s.start})
