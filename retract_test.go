@@ -294,9 +294,9 @@ type retractStore struct{ *simstore.Store }
 
 func (retractStore) Close() error { return nil }
 
-// TestCloseRetractCrash crashes the simulated store at every sync point
-// and at random points of a Close that releases pending pages, retracts
-// the heap and cuts the file. Every image opens with exactly the kept
+// TestCloseRetractCrash crashes the simulated store at every sync point,
+// after every operation and at random points of a Close that releases
+// pending pages, retracts the heap and cuts the file. Every image opens with exactly the kept
 // pages, stamped; a frontier between the final one and where it was; a
 // file at least that long; and after a Close of its own, the final
 // frontier and file size.
@@ -338,10 +338,16 @@ func TestCloseRetractCrash(t *testing.T) {
 			syncs++
 		}
 	}
+	// Every operation of Close too, the first among them: a crash
+	// before it keeps the heap as the workload grew it, and a crash
+	// after the last, the final frontier. Random points draw other
+	// fates for the writes not synced.
+	for n := closeFrom; n <= closeTo; n++ {
+		ns = append(ns, n)
+	}
 	for range points {
 		ns = append(ns, closeFrom+rng.IntN(closeTo-closeFrom+1))
 	}
-	ns = append(ns, closeTo)
 	final := 0
 	for i, n := range ns {
 		img, err := store.Image(n, rand.New(rand.NewPCG(seed, uint64(i)+1)))
@@ -386,8 +392,8 @@ func TestCloseRetractCrash(t *testing.T) {
 		}
 		img.Close()
 	}
-	t.Logf("crash points in Close: %d at its %d syncs, %d random, 1 after it; %d images already at the final frontier %d (grown to %d); 0 violations",
-		2*syncs, syncs, points, final, frontier, grown)
+	t.Logf("crash points in Close: %d at its %d syncs, %d at each of its operations, %d random; %d images already at the final frontier %d (grown to %d); 0 violations",
+		2*syncs, syncs, closeTo-closeFrom+1, points, final, frontier, grown)
 	if syncs == 0 || final == len(ns) {
 		t.Fatalf("the crash points never reached Close's work: %d syncs, %d of %d images already retracted", syncs, final, len(ns))
 	}
