@@ -773,6 +773,7 @@ func (d *Device) heapWritable(off, n int64, tx *Txn) error {
 // after ReadAt starts to show its bytes, and before Commit returns: while
 // commits run beside it, Stats may lag what a ReadAt of the allocator's
 // state region just showed. Once Commit has returned, Stats includes it.
+// After Close it returns the state Close left.
 func (d *Device) Stats() Stats {
 	if d.unmade() {
 		return Stats{}

@@ -902,7 +902,8 @@ func (l *Log) retractableLocked() bool {
 	return !l.closed && l.first == len(l.spans) && l.committedEnd == l.tail && to < l.tail
 }
 
-// Stats returns the log's positions and counters.
+// Stats returns the log's positions and counters; after Close, or
+// DropLog, those it had then.
 func (l *Log) Stats() LogStats {
 	if l.unmade() {
 		return LogStats{}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"testing"
@@ -396,5 +397,63 @@ func TestCloseRetractCrash(t *testing.T) {
 		2*syncs, syncs, closeTo-closeFrom+1, points, final, frontier, grown)
 	if syncs == 0 || final == len(ns) {
 		t.Fatalf("the crash points never reached Close's work: %d syncs, %d of %d images already retracted", syncs, final, len(ns))
+	}
+}
+
+// TestStatsAfterClose closes a device whose Close has work to do (pending
+// pages and slots to release, a free end of the heap to cut): Stats,
+// Log.Stats and Subpages.Stats called after it must give the state Close
+// left, which a reopen of the file finds.
+func TestStatsAfterClose(t *testing.T) {
+	o := subpageOptions()
+	o.LogRegions = []LogRegion{{"wal", 16 << 10}}
+	d, path := createTestDevice(t, o)
+	l := mustLog(t, d, "wal")
+	appendEntryT(t, l, logContent(1, 500))
+	sp, err := d.Subpages(256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slots []Addr
+	if err := d.Update(func(tx *Txn) error {
+		for range 10 {
+			a, err := sp.Alloc(tx)
+			if err != nil {
+				return err
+			}
+			slots = append(slots, a)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pages := allocPages(t, d, 40, 64<<10)
+	freePages(t, d, pages[20:])
+	if err := d.Update(func(tx *Txn) error { return sp.Free(tx, slots[0]) }); err != nil {
+		t.Fatal(err)
+	}
+	before := d.Stats()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, ls, ss := d.Stats(), l.Stats(), sp.Stats()
+	if st.Frontier >= before.Frontier || st.PendingPages != 0 {
+		t.Fatalf("set-up: Close cut the frontier from %d to %d and left %d pages pending; want a cut and none", before.Frontier, st.Frontier, st.PendingPages)
+	}
+	d = reopen(t, d, path, o)
+	if got := d.Stats(); !reflect.DeepEqual(got, st) {
+		t.Errorf("Stats after Close %+v, after a reopen %+v", st, got)
+	}
+	l = mustLog(t, d, "wal")
+	got := l.Stats()
+	if got.Head != ls.Head || got.DurableTail != ls.DurableTail || got.Tail != ls.Tail || got.UsedBytes != ls.UsedBytes || got.FreeBytes != ls.FreeBytes {
+		t.Errorf("Log.Stats after Close %+v, after a reopen %+v", ls, got)
+	}
+	sp, err = d.Subpages(256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sp.Stats(); got != ss {
+		t.Errorf("Subpages.Stats after Close %+v, after a reopen %+v", ss, got)
 	}
 }

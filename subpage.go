@@ -1115,7 +1115,8 @@ func (s *Subpages) usableBy(tx *Txn) error {
 	return nil
 }
 
-// Stats returns the class's committed state.
+// Stats returns the class's committed state; after Close, the state
+// Close left.
 func (s *Subpages) Stats() SubpageStats {
 	if s.unmade() {
 		return SubpageStats{}
