@@ -3252,8 +3252,12 @@ func TestCreateLogDropLogReopen(t *testing.T) {
 	ringA := a.ring
 	last := appendEntryT(t, a, logContent(50, 1000)) // a reservation of the log about to go
 
+	statsBefore := a.Stats()
 	if err := d.DropLog("a"); err != nil {
 		t.Fatal(err)
+	}
+	if got := a.Stats(); got != statsBefore {
+		t.Errorf("Stats of the dropped log %+v, want those it had when dropped, %+v", got, statsBefore)
 	}
 	if _, err := d.Log("a"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Log of a dropped log: %v, want ErrNotFound", err)
