@@ -401,8 +401,8 @@ func TestIOErrorAtEveryOperation(t *testing.T) {
 
 	// Clean runs until two make the same trace, whose operations are the
 	// points: on a loaded machine an odd run can take a checkpoint more
-	// (two components asking for one in a commit, the goroutine waking
-	// between them), and points from its trace would not come in others.
+	// (its journal goroutine scheduled otherwise, despite settle), and
+	// points from its trace would not come in the others.
 	start := time.Now()
 	sameTrace := func(a, b []simstore.Op) bool {
 		return slices.EqualFunc(a, b, func(x, y simstore.Op) bool { x.Index, y.Index = 0, 0; return x == y })
