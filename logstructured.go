@@ -2613,16 +2613,17 @@ func (c *checker) checkLogTable() {
 // durable; appends move the tail past it, and a retraction gives back only
 // space past every tail journaled. In memory, the positions follow each
 // other: the head, the durable tail, the tail last journaled, the end of
-// the frames written, the end of the spans done (after the start of its
-// run of cancelled spans) and the tail, no further apart than the ring's
-// size, with the reservations not yet passed covering the space between the
-// end of the spans done and the tail, each where the one before it ends.
+// the frames written, the end of the spans done (at or after the start of
+// its run of cancelled spans) and the tail, no further apart than the
+// ring's size, with the reservations not yet passed covering the space
+// between the end of the spans done and the tail, each where the one
+// before it ends.
 func (c *checker) checkLogPositions(l *Log, s logSlot, what string) {
 	l.mu.Lock()
 	head, tail, logged, durable := l.head, l.tail, l.loggedTail, l.durableTail
 	written, committed, cancelled := l.writtenEnd, l.committedEnd, l.cancelledFrom
 	open := l.spans[l.first:]
-	gap, bad := -1, span{} // the first open reservation not where the one before it ends
+	gap, bad := -1, span{} // the first reservation not yet passed that starts elsewhere than where the one before it ends
 	last := committed      // where the reservations not yet passed end
 	for i, sp := range open {
 		if gap < 0 && (sp.start != last || sp.end <= sp.start) {
