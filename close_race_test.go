@@ -105,23 +105,16 @@ func (c *crCounts) add(o crCounts) {
 	c.SimRounds += o.SimRounds
 }
 
-// crOwner is the owner of a shared log: it indexes each entry by id from
-// before its Commit, and follows GC's relocations, undone when their
-// transaction rolls back.
+// crOwner is the owner of a shared log: a setLive, which indexes each
+// entry by id from before its Commit, that follows GC's relocations,
+// undone when their transaction rolls back.
 type crOwner struct {
-	mu   sync.Mutex
-	live map[uint64]int64 // id -> payload offset
+	setLive
 	undo map[uint64]int64
 }
 
 func (o *crOwner) IsLive(off int64, entry []byte) bool {
-	if len(entry) < 8 {
-		return false
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	at, ok := o.live[logID(entry)]
-	return ok && at == off
+	return len(entry) >= 8 && o.setLive.IsLive(off, entry)
 }
 
 func (o *crOwner) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
@@ -162,18 +155,6 @@ func (o *crOwner) pick(rng *rand.Rand) (id uint64, off int64, ok bool) {
 		n--
 	}
 	return 0, 0, false
-}
-
-func (o *crOwner) set(id uint64, off int64) {
-	o.mu.Lock()
-	o.live[id] = off
-	o.mu.Unlock()
-}
-
-func (o *crOwner) drop(id uint64) {
-	o.mu.Lock()
-	delete(o.live, id)
-	o.mu.Unlock()
 }
 
 // crShared is a log every worker appends to, with an owner and GC.
@@ -343,7 +324,7 @@ func runCloseRace(t *testing.T, seed uint64, round int) crCounts {
 	}
 	r.shared = []*crShared{{l: mustLog(t, d, "fixed"), name: "fixed"}, {l: carved, name: "carved"}}
 	for _, s := range r.shared {
-		s.owner = &crOwner{live: map[uint64]int64{}, undo: map[uint64]int64{}}
+		s.owner = &crOwner{setLive: setLive{live: map[uint64]int64{}}, undo: map[uint64]int64{}}
 		if err := s.l.SetOwner(s.owner, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -369,7 +350,7 @@ func runCloseRace(t *testing.T, seed uint64, round int) crCounts {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.owner.set(id, res.Offset())
+			s.owner.add(id, res.Offset())
 			r.entries[id] = crCommitting
 			if _, err := d.WriteAt(logContent(id, res.Size()), res.Offset()); err != nil {
 				t.Fatal(err)
@@ -379,7 +360,7 @@ func runCloseRace(t *testing.T, seed uint64, round int) crCounts {
 			}
 			r.entries[id] = crCommitted
 			if rng.IntN(3) != 0 {
-				s.owner.drop(id)
+				s.owner.remove(id)
 			}
 		}
 	}
@@ -625,7 +606,7 @@ func (w *crWorker) step() {
 			w.want("SetOwner", began, s.l.SetOwner(s.owner, nil))
 		case 2: // the owner forgets an entry: GC may reclaim it
 			if id, _, ok := s.owner.pick(rng); ok {
-				s.owner.drop(id)
+				s.owner.remove(id)
 			}
 		}
 	}
@@ -803,7 +784,7 @@ func (w *crWorker) appendShared(began bool) {
 	r.entries[id] = crReserved
 	r.mu.Unlock()
 	// Indexed before Commit: GC may ask about it once it is durable.
-	s.owner.set(id, res.Offset())
+	s.owner.add(id, res.Offset())
 	if rng.IntN(3) == 0 {
 		time.Sleep(time.Duration(rng.IntN(200)) * time.Microsecond)
 	}
@@ -811,18 +792,18 @@ func (w *crWorker) appendShared(began bool) {
 	if rng.IntN(2) == 0 {
 		err = s.l.Write(res, p)
 		if !w.want("Log.Write", began, err) {
-			s.owner.drop(id)
+			s.owner.remove(id)
 			return
 		}
 	} else {
 		_, err = d.WriteAt(p, res.Offset())
 		if !w.want("WriteAt into a reservation", began, err) {
-			s.owner.drop(id)
+			s.owner.remove(id)
 			return
 		}
 	}
 	if rng.IntN(5) == 0 {
-		s.owner.drop(id)
+		s.owner.remove(id)
 		if w.want("Log.Cancel", began, s.l.Cancel(res)) {
 			w.counts.LogCancels++
 			r.mu.Lock()
@@ -835,7 +816,7 @@ func (w *crWorker) appendShared(began bool) {
 	r.entries[id] = crCommitting
 	r.mu.Unlock()
 	if !w.want("Log.Commit", began, s.l.Commit(res)) {
-		s.owner.drop(id) // perhaps durable: garbage then
+		s.owner.remove(id) // perhaps durable: garbage then
 		return
 	}
 	w.counts.LogCommits++
@@ -843,7 +824,7 @@ func (w *crWorker) appendShared(began bool) {
 	r.entries[id] = crCommitted
 	r.mu.Unlock()
 	if rng.IntN(3) == 0 { // the owner lets it go at once
-		s.owner.drop(id)
+		s.owner.remove(id)
 	}
 }
 
