@@ -12,18 +12,15 @@ import (
 )
 
 // openCorrupt opens the device at path read-only and read-write, and fails
-// unless each Open refuses it with ErrCorrupt naming want.
+// unless each Open refuses it with ErrCorrupt naming want and leaves the
+// file as it was.
 func openCorrupt(t *testing.T, path, what, want string) {
 	t.Helper()
-	for _, ro := range []bool{true, false} {
-		d, err := Open(path, &Options{ReadOnly: ro, NoSync: true})
-		if err == nil {
-			d.Close()
-		}
+	refusedOpens(t, path, func(ro bool, err error) {
 		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
 			t.Errorf("Open (read-only %v) of %s: %v, want ErrCorrupt naming %q", ro, what, err, want)
 		}
-	}
+	})
 }
 
 // TestLogCorruptPositionsWrap sets a log's head and tail, fixed or carved,
@@ -269,11 +266,7 @@ func TestLogCorruptTableSlots(t *testing.T) {
 				binary.LittleEndian.PutUint32(table[logTableCRCOff:], logTableChecksum(table))
 				return b
 			})
-			before := readFile(t, p)
 			openCorrupt(t, p, c.name, c.want)
-			if !bytes.Equal(before, readFile(t, p)) {
-				t.Error("a refused Open changed the file")
-			}
 		})
 	}
 }
