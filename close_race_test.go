@@ -133,14 +133,7 @@ func (o *crOwner) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
 func (o *crOwner) RelocationsEnded(err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if err != nil {
-		for id, off := range o.undo {
-			if _, ok := o.live[id]; ok {
-				o.live[id] = off
-			}
-		}
-	}
-	clear(o.undo)
+	relocationsEnded(o.live, o.undo, err)
 }
 
 // pick returns a live entry, if there is one.

@@ -70,14 +70,22 @@ func (o *mixOwner) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
 func (o *mixOwner) RelocationsEnded(err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	relocationsEnded(o.live, o.undo, err)
+}
+
+// relocationsEnded is a RelocationsEnded of an owner whose entries live
+// at live (id -> payload offset) and whose GC transaction moved those in
+// undo from where undo has them: if it rolled back (err), each still live
+// goes back there. The undo map is emptied for the next transaction.
+func relocationsEnded(live, undo map[uint64]int64, err error) {
 	if err != nil {
-		for id, off := range o.undo {
-			if _, ok := o.live[id]; ok {
-				o.live[id] = off
+		for id, off := range undo {
+			if _, ok := live[id]; ok {
+				live[id] = off
 			}
 		}
 	}
-	clear(o.undo)
+	clear(undo)
 }
 
 // mixEntry is one reservation of TestLogMix and what became of it.
