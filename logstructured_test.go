@@ -2686,12 +2686,19 @@ type logCrashChecker struct {
 	slots   int64
 
 	violations, indexed, walked, reused int
+	// image names the image in failures, with its count of operations
+	// after it: "crash after" if empty.
+	image string
 }
 
 func (c *logCrashChecker) fail(n int, img *simstore.Store, format string, args ...any) {
 	c.t.Helper()
 	c.violations++
-	c.t.Errorf("crash after %d ops: %s (%s)", n, fmt.Sprintf(format, args...), img.Describe())
+	image := c.image
+	if image == "" {
+		image = "crash after"
+	}
+	c.t.Errorf("%s %d ops: %s (%s)", image, n, fmt.Sprintf(format, args...), img.Describe())
 }
 
 // check opens the image of a crash after n operations and checks: every
