@@ -1529,3 +1529,57 @@ func ioSweepCoverage(trace []simstore.Op, g superblock) (string, []string) {
 	}
 	return fmt.Sprintf("%s; %d journal bytes, %.1f times the ring", strings.Join(parts, ", "), ringBytes, float64(ringBytes)/float64(g.journal.size)), missing
 }
+
+// TestIOErrorInsideCreate fails each storage operation Create makes in
+// turn, with EIO and with ENOSPC: Create returns the error (errors.Is
+// finds it), starts nothing it leaves running, and a Create on a fresh
+// store still works. (Create removes the file after any error; what a
+// crash inside Create leaves is TestCreateCrashLeavesNoHalfDevice's.)
+func TestIOErrorInsideCreate(t *testing.T) {
+	o := ioSweepOptions(t)
+	store := simstore.New(o.MaxSize)
+	d, err := createOn(ioSweepStore{store}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := store.Ops()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	before := runtime.NumGoroutine()
+	for k := range n {
+		for _, errno := range []syscall.Errno{syscall.EIO, syscall.ENOSPC} {
+			s := simstore.New(o.MaxSize)
+			seen := 0
+			var failed *simstore.Op
+			s.SetFault(func(op simstore.Op) error {
+				if seen++; seen-1 == k {
+					failed = &op
+					return errno
+				}
+				return nil
+			})
+			d, err := createOn(ioSweepStore{s}, o)
+			if d != nil {
+				d.Close()
+			}
+			s.Close()
+			if failed == nil || !errors.Is(err, errno) {
+				t.Errorf("operation %d of %d failing with %v (%v): Create returned %v", k, n, errno, failed, err)
+			}
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > before {
+		t.Errorf("%d goroutines after the failed Creates, %d before:\n%s", g, before, allStacks())
+	}
+	d = deviceOn(t, simstore.New(o.MaxSize), o)
+	if err := d.Update(func(tx *Txn) error { _, err := tx.Alloc(o4K); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d operations, each failed with EIO and ENOSPC", n)
+}
