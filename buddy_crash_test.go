@@ -899,7 +899,10 @@ func (a *buddyCrashAfter) writeInPlace(o *buddyCrashOwner) error {
 		}
 		p = append(b.Bytes()[:0], p...)
 	}
+	// In the model before the call: a WriteAt that fails with an I/O
+	// error may still have written, so that its stamp may show.
 	wr := &buddyCrashWrite{gen: gen, issuedAt: w.store.Ops(), durableAt: -1}
+	o.writes = append(o.writes, wr)
 	_, err := w.d.WriteAt(p, o.addr.Offset())
 	if b != nil {
 		err = errors.Join(err, w.pool.Put(b))
@@ -907,7 +910,6 @@ func (a *buddyCrashAfter) writeInPlace(o *buddyCrashOwner) error {
 	if err != nil {
 		return fmt.Errorf("WriteAt into %v of allocation %d: %w", o.addr, o.id, err)
 	}
-	o.writes = append(o.writes, wr)
 	a.undurable = append(a.undurable, wr)
 	return nil
 }

@@ -53,6 +53,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"maps"
+	"math"
 	"math/bits"
 	"math/rand/v2"
 	"os"
@@ -90,6 +91,16 @@ const (
 	// write.
 	tortureIndexBytes = 32 << 10
 	tortureRootBytes  = 64 << 10
+
+	// TestTortureIOError: rounds (a sampled run or -short: half), the
+	// crash images each takes of the trace the failure left,
+	// and the ranges its points are drawn from: about the first two
+	// thirds of a round's operations and syncs (a round makes about
+	// 9,200 and 2,100 after its set-up).
+	tortureFaultRounds = 16
+	tortureFaultImages = 24
+	tortureFaultOps    = 6000
+	tortureFaultSyncs  = 1400
 )
 
 // tortureSlotSizes are the sub-page classes: 64-byte slots in 4 KiB
@@ -125,6 +136,9 @@ type tortureTotals struct {
 	workload, checking                                  time.Duration
 	pageAllocs, slotAllocs, frees, noSpace, rootWriting int
 	reused, relocations, wraps                          int
+	// TestTortureIOError's rounds: the fault failed the device, failed
+	// an operation whose error the device ignores, or never fired.
+	faultsFailed, faultsIgnored, faultsUnfired int
 }
 
 // covered reports whether the rounds so far reached every situation the
@@ -161,7 +175,7 @@ func TestTorture(t *testing.T) {
 			}
 			extra++
 		}
-		tortureRunRound(t, seed, round, &tot)
+		tortureRunRound(t, seed, round, &tot, nil)
 	}
 	if !tot.covered() {
 		t.Errorf("%d rounds reached too little: %d pages reused, %d ErrNoSpace, %d log relocations, %d ring wraps", tot.rounds, tot.reused, tot.noSpace, tot.relocations, tot.wraps)
@@ -178,6 +192,39 @@ func TestTorture(t *testing.T) {
 	}
 }
 
+// TestTortureIOError runs the torture's workload, every component at once,
+// with one storage operation failing at a random point: EIO once, ENOSPC
+// on every write from then on, or EIO at a sync. Every call returns its
+// result or ErrFailed, no Pool buffer is left out, and Close returns nil
+// only if nothing failed. Then crash images of the trace as the failure
+// left it, the unsynced writes each kept, dropped or torn, are checked as
+// TestTorture checks its images: every transaction whose Commit returned
+// is there, one whose Commit failed wholly or not at all, in commit
+// order, with its stamps, slots and root bytes; the log's entries as the
+// log crash test requires; and some images take more transactions.
+func TestTortureIOError(t *testing.T) {
+	seed := testSeed(t, "torture.seed", *tortureSeed)
+	rounds := tortureFaultRounds
+	if crashSampled() || testing.Short() {
+		rounds /= 2
+	}
+	var tot tortureTotals
+	for round := *tortureRound; round < *tortureRound+rounds && !t.Failed(); round++ {
+		rng := rand.New(rand.NewPCG(seed, uint64(round)|1<<40))
+		f := ioConcPick(round%3, rng, tortureFaultOps, tortureFaultSyncs)
+		t.Logf("round %d: %s at %d", round, f.kind, f.at)
+		tortureRunRound(t, seed, round, &tot, &f)
+	}
+	tortureReport(t, "%d rounds with an I/O error: it failed the device in %d, failed an operation whose error the device ignores in %d, never came in %d; %d committed mixed transactions, %d log entries; workloads %v",
+		tot.rounds, tot.faultsFailed, tot.faultsIgnored, tot.faultsUnfired, tot.txns, tot.entries, tot.workload.Round(time.Millisecond))
+	tortureReport(t, "images: %d opened, %d held commits beyond the last returned, %d took %d more transactions; %d pages and slots compared, %d stamps verified, %d log entries read through the index; checking %v",
+		tot.opened, tot.beyondReturned, tot.continued, tot.continuedTxns, tot.pagesCompared, tot.slotsChecked, tot.logIndexed, tot.checking.Round(time.Millisecond))
+	tortureReport(t, "violations: %d", tot.violations)
+	if tot.faultsFailed < tot.rounds*2/3 {
+		t.Errorf("the fault failed the device in only %d of %d rounds", tot.faultsFailed, tot.rounds)
+	}
+}
+
 // tortureReport logs a line, and prints it where go test -v shows it
 // outside the test's log too, so that a CI log shows the counts.
 func tortureReport(t *testing.T, format string, args ...any) {
@@ -188,8 +235,11 @@ func tortureReport(t *testing.T, format string, args ...any) {
 	}
 }
 
-// tortureRunRound runs the workload of one round and crashes it.
-func tortureRunRound(t *testing.T, seed uint64, round int, tot *tortureTotals) {
+// tortureRunRound runs the workload of one round and crashes it. With f,
+// the store fails an operation as f says: the calls then return nil or
+// ErrFailed, and the round crashes the trace as the failure left it
+// (tortureFaultImages images) instead of at its sync and random points.
+func tortureRunRound(t *testing.T, seed uint64, round int, tot *tortureTotals, f *ioConcFault) {
 	opts := tortureOptions()
 	store := simstore.New(opts.MaxSize)
 	defer store.Close()
@@ -224,6 +274,10 @@ func tortureRunRound(t *testing.T, seed uint64, round int, tot *tortureTotals) {
 		t.Fatal(err)
 	}
 	ap := &logCrashAppender{d: d, l: l, store: store, owner: owner, pool: pool}
+	var faultMu sync.Mutex
+	if f != nil {
+		f.set(store, &faultMu, func(simstore.Op) {})
+	}
 
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -248,20 +302,41 @@ func tortureRunRound(t *testing.T, seed uint64, round int, tot *tortureTotals) {
 	}
 	wg.Wait()
 	close(errs)
+	failedCalls := 0
 	for err := range errs {
+		if f != nil && errors.Is(err, ErrFailed) {
+			failedCalls++
+			continue
+		}
 		t.Errorf("round %d: %v", round, err)
 	}
+	failed := d.failure.Load() != nil
 	if !t.Failed() {
-		if err := w.compare(); err != nil {
-			t.Errorf("round %d: after the workload: %v", round, err)
+		if !failed {
+			if err := w.compare(); err != nil {
+				t.Errorf("round %d: after the workload: %v", round, err)
+			}
 		}
 		if s := pool.Stats(); s.InUse != 0 {
 			t.Errorf("round %d: %d pool buffers still out after the workload", round, s.InUse)
 		}
 	}
 	stats := l.Stats()
-	if err := d.Close(); err != nil {
+	if err := d.Close(); err != nil && !(failed && errors.Is(err, ErrFailed)) {
 		t.Errorf("round %d: Close: %v", round, err)
+	} else if err == nil && failed {
+		t.Errorf("round %d: Close returned nil on a failed device", round)
+	}
+	if f != nil {
+		store.SetFault(nil)
+		switch {
+		case f.failedOp == nil:
+			tot.faultsUnfired++
+		case failedCalls == 0 && !failed:
+			tot.faultsIgnored++
+		default:
+			tot.faultsFailed++
+		}
 	}
 	if t.Failed() {
 		pool.Close()
@@ -297,12 +372,18 @@ func tortureRunRound(t *testing.T, seed uint64, round int, tot *tortureTotals) {
 		tot:   tot,
 	}
 	var points []buddyCrashPoint
-	for i, s := range crashSyncSample(t, store.SyncPoints(), rseed) {
-		points = append(points, buddyCrashPoint{n: s, stream: uint64(2 * i), sync: true}, buddyCrashPoint{n: s + 1, stream: uint64(2*i + 1), sync: true})
-	}
-	rng := rand.New(rand.NewPCG(rseed, 1))
-	for i := range crashSampledPoints(tortureRandomPoints) {
-		points = append(points, buddyCrashPoint{n: rng.IntN(store.Ops() + 1), stream: 1<<32 | uint64(i)})
+	if f != nil {
+		for i := range tortureFaultImages {
+			points = append(points, buddyCrashPoint{n: store.Ops(), stream: uint64(i)})
+		}
+	} else {
+		for i, s := range crashSyncSample(t, store.SyncPoints(), rseed) {
+			points = append(points, buddyCrashPoint{n: s, stream: uint64(2 * i), sync: true}, buddyCrashPoint{n: s + 1, stream: uint64(2*i + 1), sync: true})
+		}
+		rng := rand.New(rand.NewPCG(rseed, 1))
+		for i := range crashSampledPoints(tortureRandomPoints) {
+			points = append(points, buddyCrashPoint{n: rng.IntN(store.Ops() + 1), stream: 1<<32 | uint64(i)})
+		}
 	}
 	// Ascending: the store replays its trace about once in all.
 	slices.SortStableFunc(points, func(a, b buddyCrashPoint) int { return a.n - b.n })
@@ -644,6 +725,10 @@ func (w *tortureWorkload) committer(rng *rand.Rand, txns int, live []*buddyCrash
 		}
 		rec, ct := x.record()
 		if err := tx.Commit(); err != nil {
+			// Never returned: a crash image may hold it or not.
+			w.mu.Lock()
+			rec.returnedAt, ct.returnedAt = math.MaxInt, math.MaxInt
+			w.mu.Unlock()
 			return fmt.Errorf("txn %d (%d allocs, %d frees): Commit: %w", i, len(x.allocs), len(x.freed), err)
 		}
 		live = x.owned()
