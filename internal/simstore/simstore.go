@@ -314,11 +314,33 @@ func (s *Store) WriteAt(p []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("simstore: write [%d,+%d) outside [0,%d)", off, length, s.maxSize)
 	}
 	if err := s.admit(OpWrite, off, length); err != nil {
-		return 0, err
+		var pw *PartialWrite
+		if !errors.As(err, &pw) || pw.N <= 0 || pw.N >= length {
+			return 0, err
+		}
+		s.add(record{kind: OpWrite, off: off, length: pw.N, data: bytes.Clone(p[:pw.N])})
+		return int(pw.N), err
 	}
 	s.add(record{kind: OpWrite, off: off, length: length, data: bytes.Clone(p)})
 	return len(p), nil
 }
+
+// PartialWrite, returned by a fault for a write, makes the write fail
+// with Err after its first N bytes reached the store, as a disk that
+// fails in the middle of a request may leave them: the prefix is applied
+// and traced as a write of N bytes, and WriteAt returns N and the
+// PartialWrite. An N outside (0, length) applies nothing.
+type PartialWrite struct {
+	N   int64
+	Err error
+}
+
+func (e *PartialWrite) Error() string {
+	return fmt.Sprintf("simstore: %d bytes written, then: %v", e.N, e.Err)
+}
+
+// Unwrap returns Err.
+func (e *PartialWrite) Unwrap() error { return e.Err }
 
 // Sync makes every earlier operation durable: Image keeps all of them.
 func (s *Store) Sync() error {
@@ -431,7 +453,8 @@ func (s *Store) SyncPoints() []int {
 
 // SetFault makes f decide the fate of every later mutating operation before
 // it is applied: if f returns an error, the operation is neither applied nor
-// traced and the error is returned. f runs with the Store locked, so it must
+// traced and the error is returned, unless it is a *PartialWrite for a
+// write, which applies and traces part of it. f runs with the Store locked, so it must
 // not call the Store. A nil f removes the fault.
 func (s *Store) SetFault(f func(op Op) error) {
 	s.mu.Lock()

@@ -380,6 +380,45 @@ func TestSetFault(t *testing.T) {
 	mustSync(t, s)
 }
 
+// TestPartialWrite: a fault returning a PartialWrite applies and traces
+// the write's first N bytes, returns N and the error, and a crash image
+// treats the prefix as any unsynced write; an N outside the write applies
+// nothing.
+func TestPartialWrite(t *testing.T) {
+	s := openStore(t, 1<<20)
+	mustWrite(t, s, bytes.Repeat([]byte("o"), 2048), 0)
+	mustSync(t, s)
+	errInjected := errors.New("injected")
+	for _, n := range []int64{-1, 0, 2048} {
+		s.SetFault(func(Op) error { return &PartialWrite{N: n, Err: errInjected} })
+		if got, err := s.WriteAt(bytes.Repeat([]byte("n"), 2048), 0); got != 0 || !errors.Is(err, errInjected) {
+			t.Fatalf("N=%d: WriteAt = %d, %v; want 0 and the injected error", n, got, err)
+		}
+	}
+	s.SetFault(func(Op) error { return &PartialWrite{N: 1024, Err: errInjected} })
+	got, err := s.WriteAt(bytes.Repeat([]byte("n"), 2048), 0)
+	var pw *PartialWrite
+	if got != 1024 || !errors.Is(err, errInjected) || !errors.As(err, &pw) {
+		t.Fatalf("WriteAt = %d, %v; want 1024 and a PartialWrite of the injected error", got, err)
+	}
+	s.SetFault(nil)
+	want := strings.Repeat("n", 1024) + strings.Repeat("o", 1024)
+	if c := contents(t, s); string(c) != want {
+		t.Fatalf("contents after the partial write: %q…", c[1020:1030])
+	}
+	if s.Ops() != 3 {
+		t.Fatalf("Ops = %d, want 3 (the write, the sync, the partial write)", s.Ops())
+	}
+	img, err := s.Image(3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	if c := contents(t, img); string(c) != strings.Repeat("o", 2048) {
+		t.Fatal("a crash image that drops unsynced writes kept the partial one")
+	}
+}
+
 func TestClose(t *testing.T) {
 	s := New(1 << 20)
 	mustWrite(t, s, []byte("durable"), 0)
