@@ -361,9 +361,11 @@ func TestIOErrorWritingStagedLogEntry(t *testing.T) {
 // (internal/simstore) from Create to Close, once cleanly to count the N
 // operations it makes after Create, then once per point with the store
 // failing that operation: with EIO, once (later operations succeed); with
-// ENOSPC, and every write after it too; and with ENOSPC, and every write
+// ENOSPC, and every write after it too; with ENOSPC, and every write
 // into the heap after it, as a full filesystem refuses writes into the
-// file's holes. A point names the operation as the how-manyth of its
+// file's holes; and, at a write that crosses a sector boundary, with EIO
+// once its sectors up to the middle boundary reached the store, as a disk
+// failing in the middle of a request leaves it. A point names the operation as the how-manyth of its
 // kind, offset and length, so that a checkpoint the journal's goroutine
 // takes a little earlier or later does not move it.
 //
@@ -463,27 +465,39 @@ func TestIOErrorAtEveryOperation(t *testing.T) {
 		// point on, as well as the one at the point; the points are
 		// only at such operations.
 		refuses func(simstore.Op) bool
+		// partial: the write at the point reaches the store up to a
+		// sector boundary inside it before it fails; the points are
+		// only at writes that cross one.
+		partial bool
 	}{
-		{"EIO once", syscall.EIO, nil},
-		{"ENOSPC from then on", syscall.ENOSPC, func(op simstore.Op) bool { return op.Kind == simstore.OpWrite }},
+		{"EIO once", syscall.EIO, nil, false},
+		{"ENOSPC from then on", syscall.ENOSPC, func(op simstore.Op) bool { return op.Kind == simstore.OpWrite }, false},
 		// A full filesystem refuses writes into the file's holes: the
 		// heap, which the file's growth and punched pages leave
 		// sparse, while the headers, written at Create, take them.
 		{"ENOSPC in the heap from then on", syscall.ENOSPC, func(op simstore.Op) bool {
 			return op.Kind == simstore.OpWrite && op.Off >= heapOff
-		}},
+		}, false},
+		// A disk that fails in the middle of a request.
+		{"EIO after part of a write", syscall.EIO, nil, true},
 	} {
 		t.Run(v.name, func(t *testing.T) {
 			start := time.Now()
 			points, failing, drift, unreached, retried := 0, 0, 0, 0, 0
 			outcomes := map[string]int{}
 			for i, want := range trace {
-				if v.refuses != nil && !v.refuses(want) || !keep(want) {
+				if v.refuses != nil && !v.refuses(want) || v.partial && ioSweepPartial(want) == 0 || !keep(want) {
 					continue
 				}
 				k := first + i
 				points++
-				res := runIOSweep(t, o, ioSweepFault(want, occ[i], v.errno, v.refuses))
+				fault := func() func(simstore.Op) error {
+					if v.partial {
+						return ioSweepPartialFault(want, occ[i], v.errno)
+					}
+					return ioSweepFault(want, occ[i], v.errno, v.refuses)
+				}
+				res := runIOSweep(t, o, fault())
 				// A checkpoint that the journal's goroutine takes at
 				// another moment than in the clean run can change which
 				// pages a run releases and punches, and so whether the
@@ -491,7 +505,7 @@ func TestIOErrorAtEveryOperation(t *testing.T) {
 				// twice, before counting it as never come.
 				for retry := 0; res.failedOp == nil && len(res.problems) == 0 && retry < 2; retry++ {
 					retried++
-					res = runIOSweep(t, o, ioSweepFault(want, occ[i], v.errno, v.refuses))
+					res = runIOSweep(t, o, fault())
 				}
 				switch {
 				case res.failedOp == nil:
@@ -587,6 +601,30 @@ func ioSweepFault(op simstore.Op, occ int, errno syscall.Errno, refuses func(sim
 				return errno
 			}
 			seen++
+		}
+		return nil
+	}
+}
+
+// ioSweepPartial returns how many bytes of op, a write, reach the store
+// when it fails in the middle: up to the middle one of the sector
+// boundaries inside it; 0 if it crosses none, or is no write.
+func ioSweepPartial(op simstore.Op) int64 {
+	const sector = 512
+	first, last := (op.Off/sector+1)*sector, (op.Off+op.Len-1)/sector*sector
+	if op.Kind != simstore.OpWrite || first > last {
+		return 0
+	}
+	return first + (last-first)/sector/2*sector - op.Off
+}
+
+// ioSweepPartialFault returns a store fault that fails the occ-th write
+// like op after its first ioSweepPartial(op) bytes reached the store.
+func ioSweepPartialFault(op simstore.Op, occ int, errno syscall.Errno) func(simstore.Op) error {
+	fail := ioSweepFault(op, occ, errno, nil)
+	return func(o simstore.Op) error {
+		if err := fail(o); err != nil {
+			return &simstore.PartialWrite{N: ioSweepPartial(o), Err: err}
 		}
 		return nil
 	}
