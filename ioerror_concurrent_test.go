@@ -33,9 +33,10 @@ const (
 // TestIOErrorConcurrentCommitters runs transactions from several
 // goroutines at once, so that their commits share journal groups and
 // fsyncs, and fails one storage operation at a random point of the run:
-// EIO once, ENOSPC on every write from then on, or EIO at a sync (a
-// failed fsync, after which the kernel may have dropped the pages it did
-// not write). Every transaction allocates pages, journals a stamp into its
+// EIO once, ENOSPC on every write from then on, EIO at a sync (a failed
+// fsync, after which the kernel may have dropped the pages it did not
+// write), or EIO at a write after part of it reached the store (see
+// ioConcPick). Every transaction allocates pages, journals a stamp into its
 // first page and into its goroutine's cell of the root area, and may free
 // a page an earlier transaction of its goroutine committed.
 //
@@ -72,7 +73,7 @@ func TestIOErrorConcurrentCommitters(t *testing.T) {
 	together := 0
 	for r := range rounds {
 		rng := rand.New(rand.NewPCG(seed, uint64(r)+1))
-		f := ioConcPick(r%3, rng, span, syncs)
+		f := ioConcPick(r%ioConcKinds, rng, span, syncs)
 		res := ioConcRun(t, o, rng, &f)
 		if len(res.problems) > 0 {
 			t.Fatalf("round %d (seed %d), %s at %d: failed %v\n\t%s", r, seed, f.kind, f.at, f.failedOp, strings.Join(res.problems, "\n\t"))
@@ -102,19 +103,25 @@ func TestIOErrorConcurrentCommitters(t *testing.T) {
 	}
 }
 
-// ioConcPick returns fault i of three: EIO once, ENOSPC from then on, EIO
-// at a sync, at a random point in the first three quarters of a clean
-// round's span operations (or syncs), so that it falls inside the workload
-// although a round's groups, and so its operations, differ from run to
-// run.
+// ioConcKinds is how many kinds of fault ioConcPick picks from.
+const ioConcKinds = 4
+
+// ioConcPick returns fault i of ioConcKinds: EIO once, ENOSPC from then
+// on, EIO at a sync, EIO at a write after part of it reached the store
+// (see ioSweepPartial), at a random point in the first three quarters of a
+// clean round's span operations (or syncs, or writes), so that it falls
+// inside the workload although a round's groups, and so its operations,
+// differ from run to run.
 func ioConcPick(i int, rng *rand.Rand, span, syncs int) ioConcFault {
 	switch i {
 	case 0:
 		return ioConcFault{kind: "EIO once", at: rng.IntN(span * 3 / 4), errno: syscall.EIO}
 	case 1:
 		return ioConcFault{kind: "ENOSPC from then on", at: rng.IntN(span * 3 / 4), errno: syscall.ENOSPC, sticky: true}
+	case 2:
+		return ioConcFault{kind: "EIO at a sync", at: rng.IntN(max(1, syncs*3/4)), errno: syscall.EIO, syncOnly: true}
 	}
-	return ioConcFault{kind: "EIO at a sync", at: rng.IntN(max(1, syncs*3/4)), errno: syscall.EIO, syncOnly: true}
+	return ioConcFault{kind: "EIO after part of a write", at: rng.IntN(max(1, (span-syncs)*3/4)), errno: syscall.EIO, partial: true}
 }
 
 // set makes f (nil: none) store's fault, under mu, and calls count,
@@ -141,6 +148,7 @@ type ioConcFault struct {
 	errno    syscall.Errno
 	sticky   bool // every write after the point fails too
 	syncOnly bool // at counts syncs only
+	partial  bool // at counts writes only, and the write fails part-way
 	onArm    bool
 	armed    bool
 	seen     int
@@ -160,15 +168,19 @@ func (f *ioConcFault) fault(op simstore.Op) error {
 		}
 		f.failedOp = &op
 		return f.errno
-	case f.syncOnly && op.Kind != simstore.OpSync:
+	case f.syncOnly && op.Kind != simstore.OpSync, f.partial && op.Kind != simstore.OpWrite:
 		return nil
 	}
 	f.seen++
-	if f.seen-1 == f.at {
+	switch {
+	case f.seen-1 != f.at:
+		return nil
+	case f.partial:
 		f.failedOp = &op
-		return f.errno
+		return &simstore.PartialWrite{N: ioSweepPartial(op), Err: f.errno}
 	}
-	return nil
+	f.failedOp = &op
+	return f.errno
 }
 
 // ioConcStore is a simulated store whose syncs take ioConcSyncDelay, as a
@@ -403,7 +415,8 @@ func ioConcWorker(d *Device, g int, rootOff int64, rng *rand.Rand, problem func(
 }
 
 // ioConcVerify opens what store holds and checks it against txns; it
-// says which failed commits it found there: all, none or the first ones.
+// says which of the failed commits that reached the journal (had a
+// sequence number) it found there: all, none or the first ones.
 func ioConcVerify(res *ioConcResult, label string, store storage.Storage, txns []*ioConcTxn, workers int, rootOff int64) string {
 	rd, err := openOn(store, &Options{})
 	if err != nil {
@@ -436,13 +449,16 @@ func ioConcVerify(res *ioConcResult, label string, store storage.Storage, txns [
 		case ioCommitted:
 			present[m] = true
 		case ioFailed:
-			if allocated[m.allocs[0]] {
-				present[m] = true
+			there := allocated[m.allocs[0]]
+			present[m] = there
+			switch {
+			case m.seq == 0 && there:
+				res.problem("%s: worker %d txn %d failed before it had a place in the journal, and is there", label, m.worker, m.i)
+			case m.seq == 0:
+				// Not one of the failed commits counted below.
+			case there:
 				failedIn++
-				if m.seq == 0 {
-					res.problem("%s: worker %d txn %d failed before it had a place in the journal, and is there", label, m.worker, m.i)
-				}
-			} else {
+			default:
 				failedOut++
 			}
 		}
@@ -522,13 +538,14 @@ func ioConcVerify(res *ioConcResult, label string, store storage.Storage, txns [
 // TestLogIOError runs TestLogCrash's storage engine (appenders from three
 // goroutines, an owner that indexes each entry in the root area and
 // relocates it in GC's transaction, one Relocate call in seven failing and
-// rolling GC back) and fails one storage operation at a random point: EIO once,
-// ENOSPC on every write from then on, or EIO at a sync. Every call returns
-// nil or ErrFailed, and none hangs. Opened from the file as left and from
-// crash images of it, the log holds every entry whose Commit returned and
-// whose deletion had not begun, and no entry whose Commit was never
-// called; every entry the index names, relocated ones among them, reads
-// back whole; and the log takes new entries after a GC.
+// rolling GC back) and fails one storage operation at a random point:
+// one of ioConcPick's faults, or EIO at the first write after a Relocate
+// call, which is often its GC transaction's journal record. Every call
+// returns nil or ErrFailed, and none hangs. Opened from the file as left
+// and from crash images of it, the log holds every entry whose Commit
+// returned and whose deletion had not begun, and no entry whose Commit
+// was never called; every entry the index names, relocated ones among
+// them, reads back whole; and the log takes new entries after a GC.
 func TestLogIOError(t *testing.T) {
 	seed := logTestSeed(t)
 	rounds := 16
@@ -545,8 +562,8 @@ func TestLogIOError(t *testing.T) {
 	fired, gcFailed, failedEntries, foundEntries := 0, 0, 0, 0
 	for r := range rounds {
 		rng := rand.New(rand.NewPCG(seed, uint64(r)+1))
-		f := ioConcPick(r%4, rng, span, syncs)
-		if r%4 == 3 {
+		f := ioConcPick(r%(ioConcKinds+1), rng, span, syncs)
+		if r%(ioConcKinds+1) == ioConcKinds {
 			// at counts Relocate calls here.
 			f = ioConcFault{kind: "EIO after a Relocate call", at: rng.IntN(max(1, relocateCalls/2)), errno: syscall.EIO, onArm: true}
 		}

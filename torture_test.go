@@ -194,7 +194,8 @@ func TestTorture(t *testing.T) {
 
 // TestTortureIOError runs the torture's workload, every component at once,
 // with one storage operation failing at a random point: EIO once, ENOSPC
-// on every write from then on, or EIO at a sync. Every call returns its
+// on every write from then on, EIO at a sync, or EIO at a write after part
+// of it reached the store. Every call returns its
 // result or ErrFailed, no Pool buffer is left out, and Close returns nil
 // only if nothing failed. Then crash images of the trace as the failure
 // left it, the unsynced writes each kept, dropped or torn, are checked as
@@ -211,7 +212,7 @@ func TestTortureIOError(t *testing.T) {
 	var tot tortureTotals
 	for round := *tortureRound; round < *tortureRound+rounds && !t.Failed(); round++ {
 		rng := rand.New(rand.NewPCG(seed, uint64(round)|1<<40))
-		f := ioConcPick(round%3, rng, tortureFaultOps, tortureFaultSyncs)
+		f := ioConcPick(round%ioConcKinds, rng, tortureFaultOps, tortureFaultSyncs)
 		t.Logf("round %d: %s at %d", round, f.kind, f.at)
 		tortureRunRound(t, seed, round, &tot, &f)
 	}
