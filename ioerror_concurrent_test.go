@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -231,21 +230,14 @@ func (r *ioConcResult) problem(format string, args ...any) {
 // what the store holds, as written and after a crash.
 func ioConcRun(t *testing.T, o Options, rng *rand.Rand, f *ioConcFault) *ioConcResult {
 	t.Helper()
-	done := make(chan *ioConcResult, 1)
 	workers := 2 + rng.IntN(ioConcMaxWorkers-1)
 	seeds := make([]uint64, workers)
 	for i := range seeds {
 		seeds[i] = rng.Uint64()
 	}
 	imageSeed := rng.Uint64()
-	go func() {
-		res := &ioConcResult{}
-		defer func() {
-			if r := recover(); r != nil {
-				res.problem("panic: %v\n%s", r, debug.Stack())
-			}
-			done <- res
-		}()
+	res := &ioConcResult{}
+	guardedRun(t, ioConcTimeout, "a round", res.problem, func() {
 		store := simstore.New(o.MaxSize)
 		defer store.Close()
 		d, err := createOn(ioConcStore{store}, o)
@@ -334,14 +326,8 @@ func ioConcRun(t *testing.T, o Options, rng *rand.Rand, f *ioConcFault) *ioConcR
 		default:
 			res.outcome = fmt.Sprintf("commits failed together: %s as written, %s after a crash", found[0], found[1])
 		}
-	}()
-	select {
-	case res := <-done:
-		return res
-	case <-time.After(ioConcTimeout):
-		t.Fatalf("a round still runs after %v:\n%s", ioConcTimeout, allStacks())
-		panic("unreachable")
-	}
+	})
+	return res
 }
 
 // ioConcWorker runs worker g's transactions until one fails, and returns

@@ -734,15 +734,8 @@ func (w *ioSweep) problem(format string, args ...any) {
 // the test if all that takes longer than ioSweepTimeout.
 func runIOSweep(t *testing.T, o Options, fault func(simstore.Op) error) ioSweepResult {
 	t.Helper()
-	done := make(chan ioSweepResult, 1)
-	go func() {
-		res := ioSweepResult{ioSweep: &ioSweep{pages: map[Addr]*ioSweepPage{}}}
-		defer func() {
-			if r := recover(); r != nil {
-				res.problem("panic: %v\n%s", r, debug.Stack())
-			}
-			done <- res
-		}()
+	res := ioSweepResult{ioSweep: &ioSweep{pages: map[Addr]*ioSweepPage{}}}
+	guardedRun(t, ioSweepTimeout, "a run with the fault", res.problem, func() {
 		store := simstore.New(o.MaxSize)
 		defer store.Close()
 		d, err := createOn(ioSweepStore{store}, o)
@@ -792,14 +785,29 @@ func runIOSweep(t *testing.T, o Options, fault func(simstore.Op) error) ioSweepR
 		default:
 			res.outcome = "no call failed"
 		}
+	})
+	return res
+}
+
+// guardedRun runs body on a goroutine of its own and waits for it. A
+// panic in body goes to problem, with its stack; a body still running
+// after timeout fails t, naming it what, with every goroutine's stack.
+func guardedRun(t *testing.T, timeout time.Duration, what string, problem func(string, ...any), body func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				problem("panic: %v\n%s", r, debug.Stack())
+			}
+		}()
+		body()
 	}()
 	select {
-	case res := <-done:
-		return res
-	case <-time.After(ioSweepTimeout):
-		buf := make([]byte, 1<<22)
-		t.Fatalf("a run with the fault still runs after %v:\n%s", ioSweepTimeout, buf[:runtime.Stack(buf, true)])
-		panic("unreachable")
+	case <-done:
+	case <-time.After(timeout):
+		t.Fatalf("%s still runs after %v:\n%s", what, timeout, allStacks())
 	}
 }
 
