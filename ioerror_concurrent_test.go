@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math/bits"
 	"math/rand/v2"
 	"slices"
@@ -86,13 +87,7 @@ func TestIOErrorConcurrentCommitters(t *testing.T) {
 		outcomes[res.outcome]++
 	}
 	t.Logf("%d rounds, the fault fired in %d; in %d several commits failed together", rounds, fired, together)
-	for _, o := range slices.Sorted(func(yield func(string) bool) {
-		for k := range outcomes {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, o := range slices.Sorted(maps.Keys(outcomes)) {
 		t.Logf("  %4d rounds: %s", outcomes[o], o)
 	}
 	// A round's operations vary with its groups, so a point may lie past
