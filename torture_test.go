@@ -46,6 +46,9 @@ package pagealloc
 // and crash choices, and -torture.round=R starts at round R. Commits from
 // several goroutines and the background GC make the trace differ slightly
 // from run to run of one seed.
+//
+// TestTortureIOError runs such rounds with a storage operation failing at
+// a random point, and checks crash images of what the failure left.
 
 import (
 	"errors"
@@ -93,10 +96,10 @@ const (
 	tortureRootBytes  = 64 << 10
 
 	// TestTortureIOError: rounds (a sampled run or -short: half), the
-	// crash images each takes of the trace the failure left,
-	// and the ranges its points are drawn from: about the first two
-	// thirds of a round's operations and syncs (a round makes about
-	// 9,200 and 2,100 after its set-up).
+	// crash images each takes of the trace the failure left, and the
+	// ranges its points are drawn from: about the first two thirds of a
+	// round's operations and syncs (a round makes about 9,200 and 2,100
+	// after its set-up).
 	tortureFaultRounds = 16
 	tortureFaultImages = 24
 	tortureFaultOps    = 6000
@@ -195,14 +198,14 @@ func TestTorture(t *testing.T) {
 // TestTortureIOError runs the torture's workload, every component at once,
 // with one storage operation failing at a random point: EIO once, ENOSPC
 // on every write from then on, EIO at a sync, or EIO at a write after part
-// of it reached the store. Every call returns its
-// result or ErrFailed, no Pool buffer is left out, and Close returns nil
-// only if nothing failed. Then crash images of the trace as the failure
-// left it, the unsynced writes each kept, dropped or torn, are checked as
-// TestTorture checks its images: every transaction whose Commit returned
-// is there, one whose Commit failed wholly or not at all, in commit
-// order, with its stamps, slots and root bytes; the log's entries as the
-// log crash test requires; and some images take more transactions.
+// of it reached the store. Every call returns its result or ErrFailed, no
+// Pool buffer is left out, and Close returns nil only if nothing failed.
+// Then crash images of the trace as the failure left it, the unsynced
+// writes each kept, dropped or torn, are checked as TestTorture checks its
+// images: every transaction whose Commit returned is there, one whose
+// Commit failed wholly or not at all, in commit order, with its stamps,
+// slots and root bytes; the log's entries as the log crash test requires;
+// and some images take more transactions.
 func TestTortureIOError(t *testing.T) {
 	seed := testSeed(t, "torture.seed", *tortureSeed)
 	rounds := tortureFaultRounds
