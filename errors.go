@@ -78,8 +78,10 @@ var (
 	// ErrFailed is returned by every call that would write (Begin, Update,
 	// Commit, Txn.Alloc, WriteAt, Sync, log appends and commits, GC) after
 	// an I/O error left the device in an unknown state; reads of the
-	// committed state go on. Close it and open it again to recover from the
-	// journal. The error that carries it also wraps the I/O error.
+	// committed state go on (from the page cache, which after a failed
+	// fsync may later show what the disk holds instead). Close it and open
+	// it again to recover from the journal. The error that carries it also
+	// wraps the I/O error.
 	ErrFailed = errors.New("pagealloc: device failed")
 )
 
