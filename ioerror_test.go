@@ -450,13 +450,7 @@ func TestIOErrorAtEveryOperation(t *testing.T) {
 	// than the one at its index: a checkpoint the journal's goroutine
 	// takes may fall before or after a commit's record as the scheduler
 	// decides, which shifts indices but not those counts.
-	occ := make([]int, n)
-	seen := map[simstore.Op]int{}
-	for i, op := range trace {
-		op.Index = 0
-		occ[i] = seen[op]
-		seen[op]++
-	}
+	occ := traceOccurrences(trace)
 	heapOff := clean.d.geometry.heapOff
 	for _, v := range []struct {
 		name  string
@@ -707,11 +701,54 @@ type ioSweep struct {
 	nextGen   uint64
 	pendingRs []Reservation // appended, never committed
 
+	callLog
+	closeErr error
+	outcome  string // how the run ended, for the sweep's summary
+}
+
+// callLog keeps a run's first error, the call that returned it, and what
+// the run found wrong.
+type callLog struct {
 	err      error // the first error a call returned
 	errCall  string
-	closeErr error
 	problems []string
-	outcome  string // how the run ended, for the sweep's summary
+}
+
+func (c *callLog) problem(format string, args ...any) {
+	c.problems = append(c.problems, fmt.Sprintf(format, args...))
+}
+
+// ok reports whether err, what the call named what returned, is nil. The
+// first error must be ErrFailed; so must every error after it, and a
+// call that finds the device failed (failedBefore) must not succeed.
+func (c *callLog) ok(what string, failedBefore bool, err error) bool {
+	switch {
+	case err == nil && (failedBefore || c.err != nil):
+		c.problem("%s returned nil on a failed device", what)
+		return true
+	case err == nil:
+		return true
+	case !errors.Is(err, ErrFailed):
+		c.problem("%s: %v, want ErrFailed", what, err)
+	}
+	if c.err == nil {
+		c.err, c.errCall = err, what
+	}
+	return false
+}
+
+// traceOccurrences returns, for each operation of trace, how many before
+// it have its kind, offset and length: with the operation, a point that a
+// shift of indices between runs does not move.
+func traceOccurrences(trace []simstore.Op) []int {
+	occ := make([]int, len(trace))
+	seen := map[simstore.Op]int{}
+	for i, op := range trace {
+		op.Index = 0
+		occ[i] = seen[op]
+		seen[op]++
+	}
+	return occ
 }
 
 // ioSweepResult is what runIOSweep reports.
@@ -722,10 +759,6 @@ type ioSweepResult struct {
 	trace    []simstore.Op
 	coverage string   // the clean run's operations by kind and region
 	missing  []string // kinds of operation the clean run did not make
-}
-
-func (w *ioSweep) problem(format string, args ...any) {
-	w.problems = append(w.problems, fmt.Sprintf(format, args...))
 }
 
 // runIOSweep creates a device on a new store, sets fault (nil: none; the
@@ -809,25 +842,6 @@ func guardedRun(t *testing.T, timeout time.Duration, what string, problem func(s
 	case <-time.After(timeout):
 		t.Fatalf("%s still runs after %v:\n%s", what, timeout, allStacks())
 	}
-}
-
-// ok reports whether err, what the call named what returned, is nil. The
-// first error must be ErrFailed; so must every error after it, and a
-// call that finds the device failed (failedBefore) must not succeed.
-func (w *ioSweep) ok(what string, failedBefore bool, err error) bool {
-	switch {
-	case err == nil && (failedBefore || w.err != nil):
-		w.problem("%s returned nil on a failed device", what)
-		return true
-	case err == nil:
-		return true
-	case !errors.Is(err, ErrFailed):
-		w.problem("%s: %v, want ErrFailed", what, err)
-	}
-	if w.err == nil {
-		w.err, w.errCall = err, what
-	}
-	return false
 }
 
 // failed reports whether the device has failed.
