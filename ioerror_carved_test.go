@@ -34,11 +34,12 @@ import (
 func TestIOErrorCarvedLogs(t *testing.T) {
 	o := crashOptions(t)
 	o.MaxSize = 8 << 20
-	clean := carvedSweepRun(t, o, nil)
-	if len(clean.problems) > 0 || clean.err != nil {
-		t.Fatalf("clean run: first error %v:\n\t%s", clean.err, strings.Join(clean.problems, "\n\t"))
+	clean, again := carvedSweepRun(t, o, nil), carvedSweepRun(t, o, nil)
+	for _, c := range []*carvedSweep{clean, again} {
+		if len(c.problems) > 0 || c.err != nil {
+			t.Fatalf("clean run: first error %v:\n\t%s", c.err, strings.Join(c.problems, "\n\t"))
+		}
 	}
-	again := carvedSweepRun(t, o, nil)
 	same := slices.EqualFunc(clean.trace, again.trace, func(x, y simstore.Op) bool { x.Index, y.Index = 0, 0; return x == y })
 	t.Logf("clean run: %d operations after Create (two runs alike: %v), %d entries committed", len(clean.trace), same, clean.committed)
 
