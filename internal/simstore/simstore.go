@@ -335,6 +335,7 @@ type PartialWrite struct {
 	Err error
 }
 
+// Error says how many bytes were written before Err.
 func (e *PartialWrite) Error() string {
 	return fmt.Sprintf("simstore: %d bytes written, then: %v", e.N, e.Err)
 }
@@ -454,8 +455,8 @@ func (s *Store) SyncPoints() []int {
 // SetFault makes f decide the fate of every later mutating operation before
 // it is applied: if f returns an error, the operation is neither applied nor
 // traced and the error is returned, unless it is a *PartialWrite for a
-// write, which applies and traces part of it. f runs with the Store locked, so it must
-// not call the Store. A nil f removes the fault.
+// write, which applies and traces part of it. f runs with the Store
+// locked, so it must not call the Store. A nil f removes the fault.
 func (s *Store) SetFault(f func(op Op) error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
