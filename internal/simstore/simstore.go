@@ -474,12 +474,13 @@ func (s *Store) CrashAfter(n int) {
 }
 
 // Describe says how the store was made: for an image, which unsynced
-// operations it kept, dropped or tore; for a store from New, "new store".
+// operations it kept, dropped or tore; for a store from New, how many
+// operations and syncs it has traced.
 func (s *Store) Describe() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.desc == "" {
-		return "new store"
+		return fmt.Sprintf("store from New, %d operations traced, %d of them syncs", len(s.trace), len(s.syncs))
 	}
 	return s.desc
 }

@@ -409,6 +409,9 @@ func TestPartialWrite(t *testing.T) {
 	if s.Ops() != 3 {
 		t.Fatalf("Ops = %d, want 3 (the write, the sync, the partial write)", s.Ops())
 	}
+	if got, want := s.Describe(), "store from New, 3 operations traced, 1 of them syncs"; got != want {
+		t.Fatalf("Describe = %q, want %q", got, want)
+	}
 	img, err := s.Image(3, nil)
 	if err != nil {
 		t.Fatal(err)
