@@ -40,7 +40,7 @@ func TestIOErrorCarvedLogs(t *testing.T) {
 			t.Fatalf("clean run: first error %v:\n\t%s", c.err, strings.Join(c.problems, "\n\t"))
 		}
 	}
-	same := slices.EqualFunc(clean.trace, again.trace, func(x, y simstore.Op) bool { x.Index, y.Index = 0, 0; return x == y })
+	same := sameTrace(clean.trace, again.trace)
 	t.Logf("clean run: %d operations after Create (two runs alike: %v), %d entries committed", len(clean.trace), same, clean.committed)
 
 	occ := traceOccurrences(clean.trace)
@@ -106,11 +106,10 @@ type carvedEntry struct {
 
 // carvedSweep is one run of the carved-log workload.
 type carvedSweep struct {
-	d        *Device
-	logs     []*carvedLogModel
-	trace    []simstore.Op
-	failedOp *simstore.Op
+	d    *Device
+	logs []*carvedLogModel
 
+	sweepTrace
 	callLog
 	committed int
 	outcome   string
@@ -135,19 +134,7 @@ func carvedSweepRun(t *testing.T, o Options, fault func(simstore.Op) error) *car
 			return
 		}
 		w.d = d
-		store.SetFault(func(op simstore.Op) error {
-			var err error
-			if fault != nil {
-				err = fault(op)
-			}
-			if err != nil && w.failedOp == nil {
-				w.failedOp = &op
-			}
-			if err == nil && fault == nil {
-				w.trace = append(w.trace, op)
-			}
-			return err
-		})
+		w.watch(store, fault)
 		w.run()
 		closeErr := d.Close()
 		if closeErr != nil || w.err != nil {

@@ -406,9 +406,6 @@ func TestIOErrorAtEveryOperation(t *testing.T) {
 	// (its journal goroutine scheduled otherwise, despite settle), and
 	// points from its trace would not come in the others.
 	start := time.Now()
-	sameTrace := func(a, b []simstore.Op) bool {
-		return slices.EqualFunc(a, b, func(x, y simstore.Op) bool { x.Index, y.Index = 0, 0; return x == y })
-	}
 	var cleans []ioSweepResult
 	clean, found := ioSweepResult{}, false
 	for !found && len(cleans) < ioSweepCleanRuns {
@@ -754,11 +751,40 @@ func traceOccurrences(trace []simstore.Op) []int {
 // ioSweepResult is what runIOSweep reports.
 type ioSweepResult struct {
 	*ioSweep
-	failedOp *simstore.Op // the operation the fault failed first, if it fired
-	first    int          // the trace's length after Create
-	trace    []simstore.Op
+	sweepTrace
+	first    int      // the trace's length after Create
 	coverage string   // the clean run's operations by kind and region
 	missing  []string // kinds of operation the clean run did not make
+}
+
+// sweepTrace is what a sweep run's store saw: with no fault, every
+// operation, in trace; with one, the first operation it failed.
+type sweepTrace struct {
+	trace    []simstore.Op
+	failedOp *simstore.Op // nil if the fault never fired
+}
+
+// watch makes fault (nil: none) store's fault, and records what st keeps.
+func (st *sweepTrace) watch(store *simstore.Store, fault func(simstore.Op) error) {
+	store.SetFault(func(op simstore.Op) error {
+		var err error
+		if fault != nil {
+			err = fault(op)
+		}
+		switch {
+		case err != nil && st.failedOp == nil:
+			st.failedOp = &op
+		case err == nil && fault == nil:
+			st.trace = append(st.trace, op)
+		}
+		return err
+	})
+}
+
+// sameTrace reports whether two runs made the same operations, wherever
+// in their traces.
+func sameTrace(a, b []simstore.Op) bool {
+	return slices.EqualFunc(a, b, func(x, y simstore.Op) bool { x.Index, y.Index = 0, 0; return x == y })
 }
 
 // runIOSweep creates a device on a new store, sets fault (nil: none; the
@@ -778,20 +804,7 @@ func runIOSweep(t *testing.T, o Options, fault func(simstore.Op) error) ioSweepR
 		}
 		res.d = d
 		res.first = store.Ops()
-		store.SetFault(func(op simstore.Op) error {
-			var err error
-			if fault != nil {
-				err = fault(op)
-			}
-			if err == nil {
-				if fault == nil {
-					res.trace = append(res.trace, op)
-				}
-			} else if res.failedOp == nil {
-				res.failedOp = &op
-			}
-			return err
-		})
+		res.watch(store, fault)
 		res.run()
 		store.SetFault(nil)
 		if fault == nil {
