@@ -655,13 +655,7 @@ func logIOErrorRun(t *testing.T, seed uint64, r int, f *ioConcFault) logIOErrorR
 			errs <- ap.run(rand.New(rand.NewPCG(seed, uint64(r+1)<<8|uint64(a))), perAppender)
 		}()
 	}
-	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
-	select {
-	case <-finished:
-	case <-time.After(ioConcTimeout):
-		t.Fatalf("the appenders still run after %v:\n%s", ioConcTimeout, allStacks())
-	}
+	guardedRun(t, ioConcTimeout, "the appenders", t.Errorf, wg.Wait)
 	close(errs)
 	for err := range errs {
 		if err != nil && (f == nil || !errors.Is(err, ErrFailed)) {
