@@ -847,6 +847,16 @@ func putLogFrame(dst []byte, f logFrame) {
 	le.PutUint32(dst[logFrameCRCOff:], crc32.Checksum(dst[:logFrameCRCOff], castagnoli))
 }
 
+// isLogFrameHeader reports whether src starts with a frame header, of an
+// entry or a padding, whose checksum checks, whatever position it names.
+func isLogFrameHeader(src []byte) bool {
+	le := binary.LittleEndian
+	if magic := le.Uint32(src); magic != logEntryMagic && magic != logPaddingMagic {
+		return false
+	}
+	return le.Uint32(src[logFrameCRCOff:]) == crc32.Checksum(src[:logFrameCRCOff], castagnoli)
+}
+
 // errNoFrame is matched, beside ErrCorrupt, by the error parseLogFrame
 // returns when the bytes are no frame of the position asked for at all.
 var errNoFrame = errors.New("no frame of that position here")

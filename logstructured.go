@@ -347,6 +347,15 @@ type Log struct {
 	// retractCopies moves below it. nil when empty.
 	cancelledBeforeCopy map[uint64]uint64
 	epoch               uint64
+	// staleBelow: a position below it may hold, where a padding goes now,
+	// the header of a frame once written for that very position and then
+	// given up: by the process before a crash or Close (past the tail it
+	// had journaled), or by a Cancel or a GC chunk that gave the tail
+	// back. Read and Entries check the frame an offset points at, not the
+	// chain of frames that leads there, so each padding written below it
+	// has such headers cleared first (clearStale). Written under mu, it
+	// only grows.
+	staleBelow atomic.Uint64
 
 	staged      []stagedFrame // frames below committedEnd not yet written, in order
 	stagedSpare []stagedFrame // the other half of a double buffer: writeStaged's
@@ -415,7 +424,8 @@ func (d *Device) Log(name string) (*Log, error) {
 // It returns once that transaction is durable: after a crash the log is
 // found, empty or with the entries committed since, and its page is
 // allocated. A ring is one contiguous page, so sizeBytes may not exceed
-// MaxPageSize.
+// MaxPageSize. CreateLog reads the page once, to clear any frame header
+// a former owner (a dropped log) left in it.
 //
 // Names are shared with the logs laid out at Create. CreateLog fails with
 // ErrInvalidArgument for a name that is empty, longer than 32 bytes or
@@ -475,12 +485,17 @@ func (d *Device) CreateLog(name string, sizeBytes int64) (*Log, error) {
 		tx.Rollback()
 		return nil, err
 	}
+	if err := d.clearFrameHeaders(a.Offset(), a.Size()); err != nil {
+		tx.Rollback()
+		return nil, err
+	}
 	s := logSlot{name: name, ring: region{a.Offset(), a.Size()}}
 	encodeLogSlot(b[:], s)
 	slotOff := tableOff + int64(slot)*logSlotBytes
 	tx.write(slotOff, b[:], kindMeta)
 	l := newLog(d, s, slotOff)
 	l.carved = true
+	l.staleBelow.Store(0) // the page holds no header now
 	// Into the set as the transaction commits, with the writer slot
 	// still held: from then on the ring is guarded as the log's.
 	tx.join(&onCommit{func() { set.set(append(slices.Clone(set.all()), l)) }})
@@ -488,6 +503,25 @@ func (d *Device) CreateLog(name string, sizeBytes int64) (*Log, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// clearFrameHeaders zeroes the magic of every header that checks in
+// [off, +n), a page CreateLog takes for a ring: a dropped log's frames, or
+// bytes a page's owner wrote, must not read as the new log's entries where
+// a padding of its leaves them, at whatever lap its positions reach theirs.
+// The journal syncs the writes before the transaction that makes the log.
+func (d *Device) clearFrameHeaders(off, n int64) error {
+	var zero [4]byte
+	for p := off; p+logFrameHeaderBytes <= off+n; p += 8 {
+		if !isLogFrameHeader(d.view[p : p+logFrameHeaderBytes]) {
+			continue
+		}
+		if _, err := d.store.WriteAt(zero[:], p); err != nil {
+			return d.fail(err)
+		}
+		markUserDirty(d)
+	}
+	return nil
 }
 
 // onCommit is a participant that runs f when its transaction commits,
@@ -878,6 +912,7 @@ func (l *Log) retractCancelled() {
 		return
 	}
 	to := max(l.cancelledFrom, l.writtenEnd)
+	l.raiseStaleBelow(l.tail)
 	l.tail, l.committedEnd, l.cancelledFrom = to, to, to
 	l.epoch++
 	// A DropLog waiting for the old tail would wait for good: no flush
@@ -1298,6 +1333,9 @@ func (l *Log) writeMapped(s span, p []byte, crc uint32) error {
 	// recovers, and writeHeaders's write then reports the error.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	if pad := s.pos - s.start; pad >= logFrameHeaderBytes {
+		if err := l.clearStale(s.start, s.pos, true); err != nil {
+			return err
+		}
 		if !putFrameMapped(d.homeView[l.frameOff(s.start):], logFrame{padding: true, frameBytes: int64(pad), pos: s.start}) {
 			return errUnmapped
 		}
@@ -1361,6 +1399,9 @@ func (l *Log) writeHeaders(s span, cancel bool, copied []byte, copiedCRC uint32)
 	}
 	var hdr [logFrameHeaderBytes]byte
 	if pad := s.pos - s.start; pad >= logFrameHeaderBytes {
+		if err := l.clearStale(s.start, s.pos, false); err != nil {
+			return err
+		}
 		putLogFrame(hdr[:], logFrame{padding: true, frameBytes: int64(pad), pos: s.start})
 		if _, err := d.store.WriteAt(hdr[:], l.frameOff(s.start)); err != nil {
 			return d.fail(err)
@@ -1370,6 +1411,9 @@ func (l *Log) writeHeaders(s span, cancel bool, copied []byte, copiedCRC uint32)
 	frame := hdr[:]
 	switch {
 	case cancel:
+		if err := l.clearStale(s.pos, s.end, false); err != nil {
+			return err
+		}
 		f = logFrame{padding: true, frameBytes: f.frameBytes, pos: s.pos}
 	case copied != nil && len(copied) > logJoinedWriteMaxBytes:
 		// Copying a large payload behind its header would cost more
@@ -1394,6 +1438,44 @@ func (l *Log) writeHeaders(s span, cancel bool, copied []byte, copiedCRC uint32)
 	// After the writes, not before: the journal clears the flag when it
 	// syncs, and a write that lands after that sync must leave it set.
 	markUserDirty(d)
+	return nil
+}
+
+// raiseStaleBelow records that positions up to tail, which the tail is
+// about to give back, may hold headers of frames given up; l.mu is held.
+func (l *Log) raiseStaleBelow(tail uint64) {
+	if tail > l.staleBelow.Load() {
+		l.staleBelow.Store(tail)
+	}
+}
+
+// clearStale zeroes the magic of every header that checks inside the
+// padding about to be written from position from to to, below staleBelow:
+// a frame given up there would otherwise read as durable once the tail
+// passed the padding. The padding's own header, at from, is written over
+// anyway. It writes through the writable mapping if mapped, returning
+// errUnmapped where that fails, else through the store. l.d.lifeMu is held
+// to read, and the device is open.
+func (l *Log) clearStale(from, to uint64, mapped bool) error {
+	d := l.d
+	var zero [4]byte
+	for pos := from + 8; pos < min(to, l.staleBelow.Load()); pos += 8 {
+		phys := int64(pos % l.size)
+		if phys+logFrameHeaderBytes > l.ring.size {
+			break // a padding never wraps
+		}
+		off := l.ring.off + phys
+		if !isLogFrameHeader(d.view[off : off+logFrameHeaderBytes]) {
+			continue
+		}
+		if mapped {
+			if !copyMapped(d.homeView[off:], zero[:]) {
+				return errUnmapped
+			}
+		} else if _, err := d.store.WriteAt(zero[:], off); err != nil {
+			return d.fail(err)
+		}
+	}
 	return nil
 }
 
@@ -2086,6 +2168,7 @@ func (l *Log) retractCopies(relocs []relocation) {
 		n--
 	}
 	l.spans = l.spans[:n]
+	l.raiseStaleBelow(l.tail)
 	l.tail = to
 	l.committedEnd = min(l.committedEnd, to)
 	l.writtenEnd = min(l.writtenEnd, to)
@@ -2498,6 +2581,9 @@ func newLog(d *Device, s logSlot, slotOff int64) *Log {
 		txTails:       make(map[*Txn]uint64),
 		kick:          make(chan struct{}, 1),
 	}
+	// The process before this one handed out positions up to a ring's
+	// length past the head it had then, which is at most this one.
+	l.staleBelow.Store(s.head + uint64(s.ring.size))
 	l.cond.L = &l.mu
 	l.waiterPool.New = func() any { return &waiter{wake: make(chan wakeUp, 1)} }
 	l.gcCtx, l.stopGC = context.WithCancel(context.Background())
