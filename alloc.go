@@ -879,6 +879,14 @@ func (d *Device) Begin() (*Txn, error) {
 	if err := d.usable(); err != nil {
 		return nil, err
 	}
+	if d.alloc.owed.CompareAndSwap(true, false) {
+		d.releaseOwed()
+	}
+	return d.begin()
+}
+
+// begin is Begin without releasing pages owed (allocator.owed).
+func (d *Device) begin() (*Txn, error) {
 	d.writer.Lock()
 	if err := d.usable(); err != nil {
 		d.writer.Unlock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 )
 
 // The buddy allocator hands out power-of-two pages from MinPageSize to
@@ -51,9 +52,10 @@ func (a Addr) String() string {
 // Stats describes the allocator's committed state.
 //
 // Pending pages are freed pages not yet back on the free lists. Each waits
-// for a checkpoint to cover the transaction that freed it, then for the
-// next transaction that allocates or frees to move it, so a device just
-// opened may report pending pages that are already reusable.
+// for a checkpoint to cover the transaction that freed it, then for a
+// transaction that allocates or frees to move it (each moves a bounded
+// number, in queue order), so a device just opened may report pending
+// pages that are already reusable.
 type Stats struct {
 	UsedBytes       int64   // bytes in allocated pages
 	FreeBytes       int64   // bytes in free pages below the frontier
@@ -88,6 +90,12 @@ type allocator struct {
 	// pendRing copies the last pages of the pending queue, as
 	// allocState.ringHead says; allocated on the first free.
 	pendRing []pendEntry
+
+	// owed is set when an Alloc found the heap full but for pending
+	// pages a checkpoint covers, which its transaction had grown too
+	// large to release: the next Begin releases them, in transactions of
+	// their own (releaseOwed).
+	owed atomic.Bool
 }
 
 // pendingCheckpointBytes is how many bytes may wait in the pending queue
@@ -241,7 +249,11 @@ func (a *allocator) freeBytes(st *allocState) int64 {
 // the heap is full but pages freed by committed transactions wait for a
 // checkpoint, Alloc makes one and waits for it (two syncs), holding the
 // writer slot; an I/O error there, or in growing the file, fails the
-// device: ErrFailed. The page's contents are undefined: a page used
+// device: ErrFailed. Releasing those pages writes the transaction's lines,
+// and a transaction may release only so many, to stay small enough to
+// commit: when it has grown too large to release the pages Alloc needs,
+// Alloc returns ErrNoSpace, and the next transaction begins by releasing
+// them, in transactions of their own, so that its Alloc finds them. The page's contents are undefined: a page used
 // before holds its last owner's bytes, with free-list links over its
 // first ones, so an engine that needs zeros writes them (Txn.Write, to
 // have them atomic with the allocation).
@@ -308,6 +320,12 @@ func (a *allocator) allocOrder(tx *Txn, st *allocState, order int) (int64, error
 				}
 				if err != nil {
 					return 0, err
+				}
+				if a.coveredPending(tx, st) {
+					// Stopped by the release budget: tx is too large
+					// to release more.
+					a.owed.Store(true)
+					return 0, fmt.Errorf("%w: no free page of %d bytes; %d bytes of pages freed by committed transactions are reusable, but this transaction has grown too large to release them: the next transaction releases them before it begins", ErrNoSpace, a.g.pageBytes(order), st.pendBytes)
 				}
 			}
 		}
@@ -654,6 +672,38 @@ func (a *allocator) releasePending(tx *Txn) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// coveredPending reports whether the pending queue's head is a page whose
+// free a checkpoint covers: one releasePending would have released but
+// for its budget.
+func (a *allocator) coveredPending(tx *Txn, st *allocState) bool {
+	return st.pendHead != 0 && uint64(tx.readHeader(st.pendHead).word0) <= a.d.checkpointTxSeq.Load()
+}
+
+// releaseOwed releases the pending pages a checkpoint covers, in
+// transactions of its own, each within the release budget, until none is
+// left: what an Alloc that found no other space could not release in its
+// transaction. It stops quietly at an error, which the caller's
+// transaction meets again.
+func (d *Device) releaseOwed() {
+	a := d.alloc
+	for {
+		tx, err := d.begin()
+		if err != nil {
+			return
+		}
+		st := a.join(tx) // releases a budget's worth
+		for {
+			if n, err := a.releasePending(tx); n == 0 || err != nil {
+				break
+			}
+		}
+		more := a.coveredPending(tx, st)
+		if err := tx.Commit(); err != nil || !more {
+			return
+		}
+	}
 }
 
 // releaseBudget is how many lines the allocator may add to tx on its own

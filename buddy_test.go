@@ -2,6 +2,7 @@ package pagealloc
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -828,6 +829,98 @@ func TestLargeTransactionReleasesPending(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("Alloc after 300 journaled lines, with 300 covered pending pages: %v", err)
+	}
+	mustCheck(t, d)
+}
+
+// fillHeapBatched fills the heap with pages of size bytes, up to 500 a
+// transaction, and returns them.
+func fillHeapBatched(t *testing.T, d *Device, size int64) []Addr {
+	t.Helper()
+	var pages []Addr
+	for n := 500; n > 0; {
+		got, err := tryAllocPages(d, n, size)
+		switch {
+		case errors.Is(err, ErrNoSpace):
+			n /= 2
+		case err != nil:
+			t.Fatal(err)
+		}
+		pages = append(pages, got...)
+	}
+	return pages
+}
+
+// TestAllocAfterLongCoveredQueue fills the heap with min pages and frees
+// them all, in an order that makes a max page whole only near the queue's
+// end; a checkpoint covers the frees. No one transaction may release so
+// many pages, so the first Alloc of a max page fails with ErrNoSpace; the
+// transaction after it must find the page, as transactions of its own
+// release the rest first. Before, each retry released the same budget's
+// worth, rolled back with it, and failed again for good.
+func TestAllocAfterLongCoveredQueue(t *testing.T) {
+	d, _ := createTestDevice(t, smallHeapOptions())
+	g := &d.alloc.g
+	pages := fillHeapBatched(t, d, g.pageBytes(0))
+	perMax := g.maxPageBytes() / g.pageBytes(0)
+	slices.SortStableFunc(pages, func(a, b Addr) int {
+		return cmp.Compare(a.Offset()%g.maxPageBytes(), b.Offset()%g.maxPageBytes())
+	})
+	for i := 0; i < len(pages); i += 500 {
+		freePages(t, d, pages[i:min(i+500, len(pages))])
+	}
+	coverCommitted(t, d)
+	t.Logf("%d min pages freed (%d to a max page), %d pending", len(pages), perMax, d.Stats().PendingPages)
+	allocMax := func(tx *Txn) error { _, err := tx.Alloc(g.maxPageBytes()); return err }
+	err := d.Update(allocMax)
+	if !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("set-up: the first Alloc of a max page: %v, want ErrNoSpace (more pages to release than one transaction may)", err)
+	}
+	t.Logf("first Alloc: %v", err)
+	if err := d.Update(allocMax); err != nil {
+		t.Fatalf("the transaction after: %v; %d pages still pending", err, d.Stats().PendingPages)
+	}
+	if n := d.Stats().PendingPages; n != 0 {
+		t.Errorf("%d pages still pending, all of them covered", n)
+	}
+	mustCheck(t, d)
+}
+
+// TestAllocTooLargeToRelease: a transaction that journaled more than half
+// a record before its Alloc may release no pending page (it must stay
+// committable), so on a heap full but for covered pending pages its Alloc
+// is ErrNoSpace; it still commits what it wrote, and the next
+// transaction's Alloc gets a page.
+func TestAllocTooLargeToRelease(t *testing.T) {
+	d, _ := createTestDevice(t, smallHeapOptions())
+	keep := allocPages(t, d, 1, 64<<10)[0]
+	pages := fillHeap(t, d, 64<<10)
+	fillHeapBatched(t, d, 4096) // what the metadata leaves
+	freePages(t, d, pages)
+	coverCommitted(t, d)
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rollbackOnExit(tx)
+	data := bytes.Repeat([]byte{0x5a}, int(keep.Size()))
+	if err := tx.Write(keep.Offset(), data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Alloc(4096); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Alloc in a transaction of %d journaled bytes (records of %d): %v, want ErrNoSpace", tx.soloBound(), d.journal.maxRecord, err)
+	} else {
+		t.Logf("Alloc: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err }); err != nil {
+		t.Fatalf("the next transaction's Alloc: %v", err)
+	}
+	got := make([]byte, len(data))
+	if _, err := d.ReadAt(got, keep.Offset()); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the large transaction's write did not stay: %v", err)
 	}
 	mustCheck(t, d)
 }
