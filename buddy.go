@@ -43,7 +43,9 @@ func (a Addr) Size() int64 { return 1 << (a & addrSizeMask) }
 // word no page can have (a negative offset, a size below 512 bytes, zero
 // among them, or of 2^63 bytes) as "Addr(0x…)".
 func (a Addr) String() string {
-	if shift := a & addrSizeMask; a.Offset() < 0 || 1<<shift < minPageBytesFloor || shift == 63 {
+	// Size, not 1<<shift: an untyped shift is an int, 32 bits wide on
+	// 32-bit platforms.
+	if a.Offset() < 0 || a.Size() < minPageBytesFloor { // 2^63 is negative
 		return fmt.Sprintf("Addr(%#x)", uint64(a))
 	}
 	return fmt.Sprintf("page %d+%d", a.Offset(), a.Size())

@@ -1043,6 +1043,10 @@ func TestAddrString(t *testing.T) {
 		{0, "Addr(0x0)"},
 		{Addr(7), "Addr(0x7)"},
 		{makeAddr(65536, 9), "page 65536+512"},
+		// Sizes past an int of 32 bits.
+		{makeAddr(0, 31), "page 0+2147483648"},
+		{makeAddr(1<<40, 40), "page 1099511627776+1099511627776"},
+		{makeAddr(1<<62, 62), "page 4611686018427387904+4611686018427387904"},
 	} {
 		if got := c.a.String(); got != c.want {
 			t.Errorf("Addr(%#x).String() = %q, want %q", uint64(c.a), got, c.want)
