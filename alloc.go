@@ -59,8 +59,10 @@ type Options struct {
 	// address space at once so that the mapping never moves. Zero means
 	// 1 TiB (1 GiB on 32-bit platforms) at Create, and the size recorded
 	// in the file at Open. An Open for writing records the MaxSize it is
-	// given, at Close if not before, for the Opens that follow; a
-	// read-only one records nothing. A MaxSize at Open below the file's
+	// given for the Opens that follow: a larger one before it returns (a
+	// checkpoint, two syncs), so that a crash never leaves a device that
+	// grew past the recorded size; a smaller one at Close if not before.
+	// A read-only Open records nothing. A MaxSize at Open below the file's
 	// size, or below the heap the device holds (the file may be shorter
 	// after a crash), is refused with ErrInvalidArgument, as is a negative
 	// one; a MaxSize more than the platform can map, with ErrTooLarge.
@@ -622,6 +624,15 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		// not that of one that failed: the one at Close records it even
 		// if nothing else changed.
 		d.journal.capacity.Store(capacity)
+		if capacity > sb.capacity {
+			// Recorded now, before the heap or the file can grow past
+			// the recorded capacity: a crash must not leave a file, or
+			// a frontier, that an Open without a MaxSize refuses.
+			if err := d.journal.checkpoint(); err != nil {
+				d.closeLogs()
+				return nil, err
+			}
+		}
 		d.staging = newStaging(d.journal.maxRecord)
 		d.journal.start()
 	}

@@ -1895,6 +1895,56 @@ func TestOpenMaxSizeBelowFrontier(t *testing.T) {
 	}
 }
 
+// TestLargerMaxSizeRecordedBeforeGrowth opens a device for writing with a
+// MaxSize twice the one it was created with, grows the heap past the old
+// one and crashes before any checkpoint: the crash images, with the
+// file's growth and without it, open without a MaxSize, read-only and
+// for writing, and pass Check. Before, the larger MaxSize was recorded
+// only at the next checkpoint, and an Open without one refused the file
+// (ErrInvalidArgument) or called its frontier corrupt.
+func TestLargerMaxSizeRecordedBeforeGrowth(t *testing.T) {
+	o := smallFileOptions() // MaxSize 4 MiB
+	o.JournalSize = 1 << 20 // no checkpoint of the ring's own during the test
+	o.GrowthStep = 64 << 10
+	d, path := createTestDevice(t, o)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(path, &Options{NoSync: true, MaxSize: 8 << 20, GrowthStep: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for d.alloc.last.frontier <= 4<<20 {
+		allocPages(t, d, 4, 64<<10)
+	}
+	if d.journal.head == d.journal.tail {
+		t.Fatal("set-up: a checkpoint covered the growth")
+	}
+	images := map[string]string{
+		"growth kept": corruptCopy(t, path, func(b []byte) []byte { return b }),
+		"growth lost": corruptCopy(t, path, func(b []byte) []byte { return b[:4<<20] }),
+	}
+	for name, image := range images {
+		for _, ro := range []bool{true, false} {
+			rd, err := Open(image, &Options{NoSync: true, ReadOnly: ro})
+			if err != nil {
+				t.Errorf("%s, read-only %v: Open without a MaxSize: %v", name, ro, err)
+				continue
+			}
+			if err := rd.Check(); err != nil {
+				t.Errorf("%s, read-only %v: Check: %v", name, ro, err)
+			}
+			if got := rd.Stats().Capacity; got != 8<<20 {
+				t.Errorf("%s, read-only %v: capacity %d, want the 8 MiB recorded", name, ro, got)
+			}
+			if err := rd.Close(); err != nil {
+				t.Errorf("%s, read-only %v: Close: %v", name, ro, err)
+			}
+		}
+	}
+}
+
 // TestOpenRefusedBeforeRecoveryWrites opens a file whose journal holds a
 // record to replay and whose log table is corrupt: Open returns ErrCorrupt
 // before its recovery writes anything, so the file is left as it was, and
