@@ -992,6 +992,82 @@ func TestInPlaceWriteVisibleAfterCommit(t *testing.T) {
 	}
 }
 
+// TestInPlaceWriteVisibleBesideCopiedLinks: T1 splits a max page, which
+// writes a free-list header into a buddy B, and is held at its sync; T2
+// takes B off its list, which writes nothing into B, and commits behind
+// T1; T3 journals bytes further into B's first line, so that its version
+// of the line starts from T1's, still on its way home. Once T2 has
+// returned, B's owner writes B's first bytes in place: while T3 is on its
+// way home, ReadAt and a transaction's ReadAt must show them, not the
+// links T3's version copied from T1's (which never go home: T3 did not
+// write them).
+func TestInPlaceWriteVisibleBesideCopiedLinks(t *testing.T) {
+	store := &buddyCrashGatedStore{Store: simstore.New(crashMaxBytes)}
+	d := deviceOn(t, store, crashOptions(t))
+	entered, gate := store.arm("sync", 0)
+	t1 := make(chan error, 1)
+	go func() { t1 <- d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err }) }()
+	<-entered
+	taken, t2 := make(chan Addr, 1), make(chan error, 1)
+	go func() {
+		t2 <- d.Update(func(tx *Txn) error {
+			b, err := tx.Alloc(4096)
+			taken <- b
+			return err
+		})
+	}()
+	b := <-taken
+	tx3, err := d.Begin() // once T2's Commit has begun
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rollbackOnExit(tx3)
+	if p := d.pending.get(b.Offset() >> lineShift); p == nil || p.link == 0 {
+		t.Fatalf("set-up: no version of %v's first line with links on its way home", b)
+	}
+	if err := tx3.Write(b.Offset()+32, []byte("journaled by T3")); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	if err := <-t1; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-t2; err != nil { // B's allocation is durable: its owner may write it
+		t.Fatal(err)
+	}
+	entered, gate = store.arm("sync", 0)
+	t3 := make(chan error, 1)
+	go func() { t3 <- tx3.Commit() }()
+	<-entered
+	want := bytes.Repeat([]byte{0xaa}, 24)
+	if _, err := d.WriteAt(want, b.Offset()); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	if _, err := d.ReadAt(got, b.Offset()); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("ReadAt of %v while T3 is on its way home: %x, want the owner's %x", b, got, want)
+	}
+	tx4, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx4.ReadAt(got, b.Offset()); err != nil {
+		t.Fatal(err)
+	}
+	tx4.Rollback()
+	if !bytes.Equal(got, want) {
+		t.Errorf("Txn.ReadAt of %v while T3 is on its way home: %x, want the owner's %x", b, got, want)
+	}
+	close(gate)
+	if err := <-t3; err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, d)
+}
+
 // TestCommitDropsDeadLinks checks that a transaction which pushes a page
 // on a free list and hands it out again commits none of those links: they
 // would lie in the new owner's bytes.

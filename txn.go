@@ -33,6 +33,9 @@ type line struct {
 	dirty uint64 // bit i: byte i was written
 	link  uint64 // bit i: byte i was last written as a free-list link
 	user  uint64 // bit i: byte i was last written by the caller (Txn.Write)
+	// inherited: bit i: data[i] is a free-list link copied from an
+	// earlier version of the line (see lineFor), not written here.
+	inherited uint64
 
 	// parent: the line starts a page whose sub-page parent bit the
 	// transaction holding the line has seen set, so that it need not
@@ -313,7 +316,7 @@ func (tx *Txn) heldPages() []Addr {
 func (l *line) dropDeadLinks() {
 	l.dirty &^= l.link
 	l.valid = l.dirty
-	l.link = 0
+	l.link, l.inherited = 0, 0
 }
 
 // Rollback discards the transaction's writes and ends it.
@@ -389,6 +392,7 @@ func (tx *Txn) write(off int64, p []byte, kind entryKind) {
 		m := spanMask(from, from+n)
 		l.valid |= m
 		l.dirty |= m
+		l.inherited &^= m
 		switch kind {
 		case kindLink:
 			l.link |= m
@@ -484,6 +488,21 @@ func (tx *Txn) lineFor(idx int64) *line {
 	// yet; start from it. Home needs no reading until someone reads.
 	if p := tx.d.pending.get(idx); p != nil {
 		l.data, l.valid = p.data, p.valid
+		// Its free-list links only while the page they head is still
+		// free or pending: one handed out since is its owner's, written
+		// in place, and links kept in tx's version would hide those
+		// bytes from its readers until it reached home (they never go
+		// there: only written bytes do). Dead links are read from home,
+		// where no one needs them. Until tx is done, only tx changes
+		// the page's state, and dropDeadLinks sees to the pages it
+		// allocates.
+		if links := (p.link | p.inherited) & p.valid; links != 0 {
+			if tx.d.keepLink(tx.readU64, idx<<lineShift) {
+				l.inherited = links
+			} else {
+				l.valid &^= links
+			}
+		}
 	}
 	return l
 }
@@ -548,7 +567,8 @@ func (d *Device) committedU64(off int64) uint64 {
 // home locations, oldest first, so that reads see commits the journal has
 // not applied. A transaction's lines no longer change once it commits, and
 // each starts from the version before it (see lineFor), so the newest
-// transaction holding a line holds the line's newest bytes. Readers take
+// transaction holding a line holds the line's newest bytes, but for the
+// free-list links of a page handed out since, which no one reads. Readers take
 // no lock: they load the current list, which is replaced, never changed.
 type overlay struct {
 	mu       sync.Mutex // serialises add and release
