@@ -113,7 +113,70 @@ type subpageClass struct {
 	// least this transaction (0: not known), so that no operation reads
 	// the head again until a checkpoint covers it.
 	headSeq uint64
+
+	// newer and older are not stored either: they count the pending
+	// slots a checkpoint may yet make free, which alone count towards
+	// asking for one (committed). Covered ones wait for a walk of the
+	// queue instead, and pendSeq, the newest stamp, cannot tell them
+	// apart: one slot freed since the last checkpoint would make every
+	// pending slot of the class count, and each commit ask for a
+	// checkpoint that frees nothing more. newer are the slots stamped
+	// after transaction newerAfter, older those stamped after olderAfter
+	// up to newerAfter; a checkpoint covers the rest, as it covers
+	// everything durable after Open, where both counts start at 0. Each
+	// Free and release keeps them in O(1) (recount), and they move on
+	// when a checkpoint covers newerAfter (cover).
+	newer, older           int64
+	newerAfter, olderAfter uint64
 }
+
+// uncovered returns the count of c's uncovered pending slots that holds
+// the slots stamped seq, or nil for a stamp a checkpoint covers (or 0, no
+// stamp): such slots are counted nowhere.
+func (c *subpageClass) uncovered(seq uint64) *int64 {
+	switch {
+	case seq > c.newerAfter:
+		return &c.newer
+	case seq > c.olderAfter:
+		return &c.older
+	}
+	return nil
+}
+
+// recount moves the pending slots of mask, stamped was, to the count of
+// those stamped seq: 0 for was when they were not pending, 0 for seq when
+// they are pending no more.
+func (c *subpageClass) recount(mask uint64, was, seq uint64) {
+	n := int64(bits.OnesCount64(mask))
+	if count := c.uncovered(was); count != nil {
+		*count -= n
+	}
+	if count := c.uncovered(seq); count != nil {
+		*count += n
+	}
+}
+
+// cover moves c's counts of uncovered pending slots on now that a
+// checkpoint covers every transaction up to covered, newest being the
+// last committed one (no slot is stamped later): once it reaches
+// newerAfter the older slots are covered, and the newer become the older;
+// they are covered too if it reaches newest. A checkpoint that covers
+// only some of the slots counted leaves them counted until the next one
+// covers the rest: the counts err towards asking for a checkpoint, never
+// towards leaving out a slot one would free.
+func (c *subpageClass) cover(covered, newest uint64) {
+	if covered < c.newerAfter {
+		return
+	}
+	c.older, c.olderAfter = c.newer, c.newerAfter
+	c.newer, c.newerAfter = 0, newest
+	if covered >= newest {
+		c.older, c.olderAfter = 0, newest
+	}
+}
+
+// uncoveredBytes returns how many bytes c's uncovered pending slots hold.
+func (c *subpageClass) uncoveredBytes() int64 { return (c.newer + c.older) * c.slotBytes }
 
 // stored returns the fields the class table holds, in the order of
 // subpageClassFields.
@@ -184,6 +247,10 @@ func (d *Device) loadSubpages() error {
 	if newest > d.txSeq {
 		d.setTxSeq(newest)
 	}
+	// Every stamp is covered now: none counts towards a checkpoint.
+	for i := range s.last {
+		s.last[i].newerAfter, s.last[i].olderAfter = d.txSeq, d.txSeq
+	}
 	return nil
 }
 
@@ -196,6 +263,9 @@ func (s *subpageSet) class(tx *Txn, i int) *subpageClass {
 	}
 	if s.touched&(1<<i) == 0 {
 		s.work[i] = s.last[i]
+		// Before tx stamps slots: a checkpoint since the last commit
+		// may have covered every one counted.
+		s.work[i].cover(s.d.checkpointTxSeq.Load(), s.d.txSeq)
 		s.touched |= 1 << i
 	}
 	return &s.work[i]
@@ -227,16 +297,16 @@ func (s *subpageSet) committed(tx *Txn) {
 	}
 	covered := s.d.checkpointTxSeq.Load()
 	for i := range s.count {
-		if s.last[i].pendSeq > covered { // else a checkpoint frees none
-			pendingBytes += s.last[i].pending * s.last[i].slotBytes
-		}
+		s.last[i].cover(covered, s.d.txSeq)
+		pendingBytes += s.last[i].uncoveredBytes()
 		usedBytes += s.last[i].used * s.last[i].slotBytes
 	}
 	s.mu.Unlock()
 	s.tx, s.touched = nil, 0
 	// Pending slots wait for a checkpoint: ask for one before they hold
 	// more space than is worth waiting for. Those a checkpoint covers
-	// already wait for a walk of their queue (drainOther, Free) instead.
+	// already wait for a walk of their queue (drainOther, Free) instead,
+	// and count for nothing here, in their own class as in the others.
 	if pendingBytes >= subpageCheckpointBytes || pendingBytes > max(usedBytes, subpageCheckpointBytes/16) {
 		s.d.journal.requestCheckpoint()
 	}
@@ -616,6 +686,7 @@ func (s *Subpages) releaseInPlace(tx *Txn, c *subpageClass, h *subpageHeader) bo
 		return false
 	}
 	c.pending -= int64(bits.OnesCount64(h.pend))
+	c.recount(h.pend, h.pendSeq, 0)
 	h.pend, h.pendSeq = 0, 0
 	h.flags &^= subpageFlagRequeue
 	return true
@@ -707,6 +778,10 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 		// it must not hold up the parents queued after it.
 		h.flags |= subpageFlagRequeue
 	}
+	// The pending slots releaseInPlace left, not covered, wait for this
+	// transaction now, as the slot it frees does.
+	c.recount(h.pend, h.pendSeq, seq)
+	c.recount(1<<slot, 0, seq)
 	h.pendSeq = seq
 	h.mask &^= 1 << slot
 	h.pend |= 1 << slot
@@ -1140,9 +1215,10 @@ func (s *Subpages) Stats() SubpageStats {
 // checkSubpages checks every sub-page class: the table; every parent's
 // header; each class's partial list (links both ways, exactly the parents
 // with a free slot) and pending queue (exactly the parents flagged queued,
-// every parent with a pending slot among them); the counters against what
-// the parents hold; and the parent bits, set for exactly the parents the
-// heap walk found.
+// every parent with a pending slot among them); the counters, and the
+// allocator's counts of slots a checkpoint may yet free, against what the
+// parents hold; and the parent bits, set for exactly the parents the heap
+// walk found.
 func (c *checker) checkSubpages() {
 	d := c.d
 	if c.g.parentShift == 0 {
@@ -1189,7 +1265,7 @@ func (c *checker) checkSubpages() {
 		classes[i] = cl
 	}
 	// What the parents found by the heap walk hold, per class.
-	var parents, partial, queued, used, pending [subpageClassLimit]int64
+	var parents, partial, queued, used, pending, newer, older [subpageClassLimit]int64
 	isParent := make(map[int64]bool, len(c.subpageParents))
 	for _, p := range c.subpageParents {
 		isParent[p] = true
@@ -1224,6 +1300,13 @@ func (c *checker) checkSubpages() {
 		parents[cl]++
 		used[cl] += int64(bits.OnesCount64(h.mask)) - 1
 		pending[cl] += int64(bits.OnesCount64(h.pend))
+		switch held := &d.subpages.last[cl]; {
+		case h.pend == 0:
+		case h.pendSeq > held.newerAfter:
+			newer[cl] += int64(bits.OnesCount64(h.pend))
+		case h.pendSeq > held.olderAfter:
+			older[cl] += int64(bits.OnesCount64(h.pend))
+		}
 		if h.free() != 0 {
 			partial[cl]++
 		}
@@ -1267,6 +1350,11 @@ func (c *checker) checkSubpages() {
 		if parents[i] != cl.parents || used[i] != cl.used || pending[i] != cl.pending {
 			c.report(at, "sub-page class table", "class %d: %d parents, %d allocated and %d pending slots as the parents show, found counters %d, %d and %d",
 				i, parents[i], used[i], pending[i], cl.parents, cl.used, cl.pending)
+		} else if held := &d.subpages.last[i]; newer[i] != held.newer || older[i] != held.older {
+			// Off by some, they would ask for a checkpoint per commit,
+			// or for none while the slots pile up.
+			c.report(at, "sub-page class table", "class %d: counts of the pending slots a checkpoint may yet free as the parents show, %d stamped after transaction %d and %d in (%d, %d], found %d and %d",
+				i, newer[i], held.newerAfter, older[i], held.olderAfter, held.newerAfter, held.newer, held.older)
 		}
 	}
 	c.checkParentBits(isParent)

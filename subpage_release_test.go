@@ -108,6 +108,47 @@ func TestSubpageCoveredPendingNoCheckpoints(t *testing.T) {
 	}
 }
 
+// TestSubpageCoveredPendingSameClassNoCheckpoints: covered pending slots
+// must not make every commit ask for a checkpoint in their own class
+// either. 70 parents' worth of its slots (over 4 MiB) wait pending, covered
+// by a checkpoint, too few against its allocated slots for a Free to walk
+// its queue; then each of 30 commits frees one more slot of the class.
+// Only those 30 are slots a checkpoint would free: the covered ones must
+// not count with them, though the class's newest stamp is uncovered, or
+// every commit asks for a checkpoint (two syncs and a superblock write).
+func TestSubpageCoveredPendingSameClassNoCheckpoints(t *testing.T) {
+	o := &Options{NoSync: true, MaxPageSize: 64 << 10, JournalSize: 8 << 20, MaxSize: 96 << 20, GrowthStep: 4 << 20}
+	d, _ := createTestDevice(t, o)
+	s := mustSubpages(t, d, 1024)
+	const usable = subpageSlotsPerParent - 1
+	var kept, freed []Addr
+	for range 64 {
+		kept = append(kept, allocSlots(t, d, s, 10*usable)...) // 640 parents
+	}
+	for range 7 {
+		freed = append(freed, allocSlots(t, d, s, 10*usable)...) // 70 more
+	}
+	for i := 0; i < len(freed); i += 1000 {
+		freeSlots(t, d, s, freed[i:min(len(freed), i+1000)])
+	}
+	coverCommitted(t, d)
+	st := s.Stats()
+	if st.SlotsPending*st.SlotBytes < subpageCheckpointBytes || (st.SlotsPending+30)*subpagePendingShare > st.SlotsUsed-30 {
+		t.Fatalf("set-up: %+v; want at least %d bytes pending, too few for a Free to walk the queue", st, subpageCheckpointBytes)
+	}
+	before := d.journal.sb.seq
+	for i := range 30 {
+		freeSlots(t, d, s, kept[i*usable:i*usable+1]) // one slot, in a different full parent each time
+	}
+	n := d.journal.sb.seq - before
+	if got := s.Stats(); got.SlotsPending < st.SlotsPending {
+		t.Fatalf("the covered slots were released (%+v before, %+v after): the test no longer holds them pending", st, got)
+	}
+	if n > 3 {
+		t.Fatalf("30 one-slot Free commits made %d checkpoints, with %d covered slots of the class pending", n, st.SlotsPending)
+	}
+}
+
 // TestSubpageIdleClassDrains frees every slot of a class and leaves it
 // idle: frees in another class must give its empty parents back to the
 // buddy allocator, a few at a time.
