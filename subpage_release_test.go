@@ -90,6 +90,15 @@ func TestSubpageAllocReusesEmptiedParent(t *testing.T) {
 	mustCheck(t, d)
 }
 
+// checkpointSeq returns the sequence number of d's newest superblock,
+// which each checkpoint bumps, read under the journal's writing lock: a
+// checkpoint may be under way in the journal's goroutine.
+func checkpointSeq(d *Device) uint64 {
+	d.journal.writing.Lock()
+	defer d.journal.writing.Unlock()
+	return d.journal.sb.seq
+}
+
 // TestSubpageCoveredPendingNoCheckpoints: pending slots a checkpoint
 // already covers cannot be freed by another one; they must not make every
 // commit ask for one.
@@ -99,11 +108,11 @@ func TestSubpageCoveredPendingNoCheckpoints(t *testing.T) {
 	freeSlots(t, d, idle, allocSlots(t, d, idle, 5*(subpageSlotsPerParent-1)))
 	d = reopen(t, d, path, &Options{NoSync: true}) // everything covered
 	small := mustSubpages(t, d, 64)
-	before := d.journal.sb.seq
+	before := checkpointSeq(d)
 	for range 30 {
 		allocSlots(t, d, small, 1)
 	}
-	if n := d.journal.sb.seq - before; n > 3 {
+	if n := checkpointSeq(d) - before; n > 3 {
 		t.Fatalf("30 one-slot commits made %d checkpoints, with an idle class's covered slots pending", n)
 	}
 }
@@ -136,11 +145,11 @@ func TestSubpageCoveredPendingSameClassNoCheckpoints(t *testing.T) {
 	if st.SlotsPending*st.SlotBytes < subpageCheckpointBytes || (st.SlotsPending+30)*subpagePendingShare > st.SlotsUsed-30 {
 		t.Fatalf("set-up: %+v; want at least %d bytes pending, too few for a Free to walk the queue", st, subpageCheckpointBytes)
 	}
-	before := d.journal.sb.seq
+	before := checkpointSeq(d)
 	for i := range 30 {
 		freeSlots(t, d, s, kept[i*usable:i*usable+1]) // one slot, in a different full parent each time
 	}
-	n := d.journal.sb.seq - before
+	n := checkpointSeq(d) - before
 	if got := s.Stats(); got.SlotsPending < st.SlotsPending {
 		t.Fatalf("the covered slots were released (%+v before, %+v after): the test no longer holds them pending", st, got)
 	}
