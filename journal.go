@@ -30,8 +30,9 @@ import (
 // may go on while the journal writes them. Bytes written with Txn.Write
 // are home before Commit returns, for readers of Device.Slice.
 //
-// A checkpoint (ring half full, or Close) syncs the home locations and
-// moves the head recorded in the superblock past every applied record.
+// A checkpoint (ring half full, a record that does not fit, a component
+// that asks for one, or Close) syncs the home locations and moves the
+// head recorded in the superblock past every applied record.
 
 // group is the set of transactions one journal write makes durable.
 type group struct {

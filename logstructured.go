@@ -781,7 +781,8 @@ func (l *Log) Commit(r Reservation) error {
 // without a system call. Elsewhere an entry of up to 64 KiB is copied and
 // staged, and the Commit that flushes the tail over it writes it together
 // with the entries next to it, so that many small entries cost one write;
-// a larger one is written now. Either way the journal syncs the bytes
+// a larger one is written now, as is one after a padding that needs a
+// header (24 bytes or more skipped at the ring's end). Either way the journal syncs the bytes
 // before the tail that covers them. p must be exactly r.Size() bytes and
 // may be reused once Write returns. Commit must still follow. Writing into
 // the entry again with Device.WriteAt afterwards is allowed, and makes

@@ -32,7 +32,8 @@ import (
 //     Swap, and Put of a slot that has a home is done after its one Swap,
 //     so the usual Get+Put costs two locked instructions on lines no other
 //     core touches. The shard is picked from the caller's stack address,
-//     fixed for a goroutine and different between goroutines.
+//     different between goroutines and steady for one (it moves only when
+//     the goroutine's stack is resized).
 //   - The depot, a Treiber stack whose head packs a 32-bit ABA tag beside
 //     a 32-bit slot index. It starts with every slot and takes those that
 //     fall out of the shards; a Get goes there when its shard has nothing.
