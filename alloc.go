@@ -129,8 +129,9 @@ type Options struct {
 	// wholly free to the filesystem (fallocate punch-hole), keeping only
 	// its first 4 KiB, where its free-list links live. A punch cannot be
 	// undone, so it waits until the transaction that freed the page is
-	// durable; the next transaction to allocate or free makes it (or
-	// Close), if the page is still free. False keeps the storage.
+	// durable; the next transaction to allocate or free after that makes
+	// it (or Close), if the page is still free, whatever other commits
+	// are under way. False keeps the storage.
 	PunchHoles bool
 
 	// Preallocate reserves the filesystem's blocks under the whole file
@@ -267,9 +268,10 @@ type Device struct {
 }
 
 // Create creates a device file at path and opens it. It fails with
-// ErrExists if the file exists. Only the headers are written: creating a
-// device of any MaxSize takes the same few writes and the file stays sparse
-// (Options.Preallocate reserves the headers' blocks, no more).
+// ErrExists if the file exists. Only the headers and the journal's ring
+// (zeroed) are written: creating a device of any MaxSize takes the same
+// few writes and the file stays sparse (Options.Preallocate reserves those
+// blocks, no more).
 func Create(path string, opts *Options) (*Device, error) {
 	o, err := opts.withDefaults()
 	if err != nil {

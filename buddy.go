@@ -197,8 +197,9 @@ func (a *allocator) rolledBack(tx *Txn) {
 }
 
 // punchDurable returns to the filesystem the storage of the max pages that
-// committed transactions freed whole, once every committed transaction is
-// durable, and of those only the ones still free. A punch cannot be
+// committed transactions freed whole and that are still free, once the
+// state the durable transactions left has them free too; the others stay
+// queued, and a page handed out again leaves the queue. A punch cannot be
 // undone or journaled: made any earlier, a rollback or a crash would bring
 // back free-list headers it zeroed. tx has just joined and changed
 // nothing, and holds the writer: no one takes the pages meanwhile.
@@ -208,13 +209,19 @@ func (a *allocator) rolledBack(tx *Txn) {
 // (see journal.lead). A punch beside those writes can leave the whole
 // page's storage allocated (the filesystem writes back the cached page it
 // could not split), so a page waits for the journal to be done with it.
+// Then every transaction that wrote into it is durable, as one that split
+// it and merged it back did, and no crash finds headers inside it.
 func (a *allocator) punchDurable(tx *Txn) {
-	if len(a.toPunch) == 0 || a.d.durableTxSeq.Load() < a.d.txSeq {
-		return
-	}
 	size := a.g.maxPageBytes()
-	for _, off := range a.toPunch {
-		if tx.pageState(&a.g, a.g.maxOrder, off) != stateFree {
+	kept := a.toPunch[:0]
+	for i, off := range a.toPunch {
+		switch {
+		case tx.pageState(&a.g, a.g.maxOrder, off) != stateFree:
+			continue // handed out since: its next free queues it again
+		case !a.d.durablyFree(&a.g, a.g.maxOrder, off):
+			// Freed by a transaction not durable yet: a later one
+			// punches it, rather than this one wait for a sync.
+			kept = append(kept, off)
 			continue
 		}
 		for {
@@ -225,12 +232,20 @@ func (a *allocator) punchDurable(tx *Txn) {
 			select {
 			case <-next:
 			case <-a.d.failed:
+				a.toPunch = append(kept, a.toPunch[i:]...)
 				return
 			}
 		}
 		a.d.punchFreePage(off, size)
 	}
-	a.toPunch = a.toPunch[:0]
+	a.toPunch = kept
+}
+
+// durablyFree reports whether the order-k page at off is free in the state
+// the durable transactions left: the state a crash finds.
+func (d *Device) durablyFree(g *heapGeometry, k int, off int64) bool {
+	w, shift := g.bitPos(k, off)
+	return pageState(d.durableU64(w)>>shift&3) == stateFree
 }
 
 // freeBytes returns the bytes in st's free pages.

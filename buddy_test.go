@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pagealloc/pagealloc/internal/simstore"
+	"github.com/pagealloc/pagealloc/internal/storage"
 )
 
 var (
@@ -685,6 +686,21 @@ func (s *heldWriteStore) arm(t *testing.T, pages []Addr) {
 	t.Cleanup(s.release)
 }
 
+// freedMaxPages creates a device with PunchHoles on store, allocates eight
+// max pages and one more that holds the heap's tail (so that nothing is
+// retracted), frees the eight and lets a checkpoint cover the free.
+func freedMaxPages(t *testing.T, store storage.Storage) (*Device, []Addr) {
+	t.Helper()
+	o := crashOptions(t)
+	o.PunchHoles = true
+	d := deviceOn(t, store, o)
+	pages := allocPages(t, d, 8, 64<<10)
+	allocPages(t, d, 1, 64<<10)
+	freePages(t, d, pages)
+	coverCommitted(t, d)
+	return d, pages
+}
+
 // TestPunchHolesAfterHomeWrites holds the journal's home writes of the
 // transaction that merged freed pages into free max pages, written after
 // the writer slot was handed on (by the journal's goroutine after waking
@@ -693,14 +709,8 @@ func (s *heldWriteStore) arm(t *testing.T, pages []Addr) {
 // to it (beside them a filesystem can leave the whole page's storage
 // allocated), and punches them all once they are done.
 func TestPunchHolesAfterHomeWrites(t *testing.T) {
-	o := crashOptions(t)
-	o.PunchHoles = true
-	store := &heldWriteStore{Store: simstore.New(o.MaxSize)}
-	d := deviceOn(t, store, o)
-	pages := allocPages(t, d, 8, 64<<10)
-	allocPages(t, d, 1, 64<<10) // holds the tail: nothing is retracted
-	freePages(t, d, pages)
-	coverCommitted(t, d)
+	store := &heldWriteStore{Store: simstore.New(crashMaxBytes)}
+	d, pages := freedMaxPages(t, store)
 	var punched, punchedWhileHeld atomic.Int64
 	store.SetFault(func(op simstore.Op) error {
 		if op.Kind == simstore.OpPunchHole {
@@ -747,6 +757,99 @@ func TestPunchHolesAfterHomeWrites(t *testing.T) {
 	if n := punched.Load(); n != int64(len(pages)) {
 		t.Fatalf("%d max pages punched once the home writes were done, want the %d freed", n, len(pages))
 	}
+}
+
+// TestPunchHolesBesideCommitInFlight: max pages a durable transaction
+// freed whole are punched by the next transaction that joins the
+// allocator even while another transaction's commit is on its way to
+// disk, as one always is when committers follow each other closely.
+// Before, nothing was punched until every committed transaction was
+// durable, and under steady concurrent commits the queue of pages to
+// punch only grew.
+func TestPunchHolesBesideCommitInFlight(t *testing.T) {
+	store := &buddyCrashGatedStore{Store: simstore.New(crashMaxBytes)}
+	d, pages := freedMaxPages(t, store)
+	// One transaction releases them all, merging them into free max
+	// pages, which wait to be punched; it is durable once Update returns.
+	if err := d.Update(func(tx *Txn) error { d.alloc.join(tx); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.alloc.toPunch); n != len(pages) {
+		t.Fatalf("set-up: %d max pages wait to be punched, want %d", n, len(pages))
+	}
+	var punched atomic.Int64
+	store.SetFault(func(op simstore.Op) error {
+		if op.Kind == simstore.OpPunchHole {
+			punched.Add(1)
+		}
+		return nil
+	})
+	// A commit held at its sync: a journaled write of the root area,
+	// nowhere near the pages.
+	entered, gate := store.arm("sync", 0)
+	inFlight := make(chan error, 1)
+	go func() {
+		inFlight <- d.Update(func(tx *Txn) error {
+			root, _ := d.Root()
+			return tx.Write(root, []byte("in flight"))
+		})
+	}()
+	<-entered
+	// Not committed: its Commit would wait for the one held.
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.alloc.join(tx)
+	n := punched.Load()
+	tx.Rollback()
+	close(gate)
+	if err := <-inFlight; err != nil {
+		t.Fatal(err)
+	}
+	if n != int64(len(pages)) {
+		t.Fatalf("%d max pages punched beside a commit in flight, want the %d freed", n, len(pages))
+	}
+	if left := len(d.alloc.toPunch); left != 0 {
+		t.Fatalf("%d max pages still wait to be punched", left)
+	}
+	// Max pages whose release is the commit in flight wait for a later
+	// transaction: a join does not wait for a sync to punch them.
+	more := allocPages(t, d, 4, 64<<10)
+	freePages(t, d, more)
+	coverCommitted(t, d)
+	entered, gate = store.arm("sync", 0)
+	go func() { inFlight <- d.Update(func(tx *Txn) error { d.alloc.join(tx); return nil }) }()
+	<-entered
+	if tx, err = d.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	joined := make(chan struct{})
+	go func() { d.alloc.join(tx); close(joined) }()
+	select {
+	case <-joined:
+	case <-time.After(30 * time.Second):
+		close(gate) // lets the join end, so that tx can end and the device close
+		<-joined
+		tx.Rollback()
+		t.Fatal("a join waited 30 s for the commit in flight, whose release it would punch")
+	}
+	n, queued := punched.Load(), len(d.alloc.toPunch)
+	tx.Rollback()
+	close(gate)
+	if err := <-inFlight; err != nil {
+		t.Fatal(err)
+	}
+	if n != int64(len(pages)) || queued != len(more) {
+		t.Fatalf("beside the release in flight: %d punched in all, %d queued; want %d and %d", n, queued, len(pages), len(more))
+	}
+	if err := d.Update(func(tx *Txn) error { d.alloc.join(tx); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n := punched.Load(); n != int64(len(pages)+len(more)) {
+		t.Fatalf("%d max pages punched once the release was durable, want %d", n, len(pages)+len(more))
+	}
+	mustCheck(t, d)
 }
 
 // goroutineWaitsIn reports whether a goroutine is parked in a select or
