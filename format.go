@@ -531,6 +531,8 @@ func decodeEntries(rec []byte, count uint32, capacity int64, recOff int64) ([]jo
 		switch {
 		case kind < kindMeta || kind > kindUser:
 			return nil, corruptf(recOff, "journal record", "entry %d of a known kind, found kind %d", i, kind)
+		case le.Uint16(rest[14:]) != 0:
+			return nil, corruptf(recOff, "journal record", "entry %d with zero reserved bytes, found %#04x", i, le.Uint16(rest[14:]))
 		case off < 0 || n <= 0 || off > capacity-n:
 			return nil, corruptf(recOff, "journal record", "entry %d inside the device, found [%d, +%d)", i, off, n)
 		case int64(len(rest))-entryHeaderBytes < padded:

@@ -74,6 +74,11 @@ func TestRecordRoundTrip(t *testing.T) {
 	if _, err := decodeEntries(rec, h.count, 1<<22, 0); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("entry past the device's end: %v", err)
 	}
+	bad := bytes.Clone(rec)
+	bad[recordHeaderBytes+15] = 1 // the first entry's reserved bytes
+	if _, err := decodeEntries(bad, h.count, 1<<30, 0); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("entry with reserved bytes set: %v", err)
+	}
 }
 
 // FuzzDecodeSuperblock feeds arbitrary bytes to the superblock decoder: it
