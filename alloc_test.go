@@ -2168,6 +2168,53 @@ func TestDamagedNewestSuperblock(t *testing.T) {
 	checkDamagedOpen(t, d2, lost, map[Addr]string{p: "P NEW", r: "R NEW"})
 }
 
+// TestLostHeadPastPositionLimit: with the newest superblock copy damaged,
+// Open looks through the ring for the first record after the lost
+// checkpoint, by its stamp. A record there that checks but names a
+// position past 2^62 (which no journal reaches: a forged or damaged one)
+// must not be taken for it: a checkpoint of that head would write a
+// superblock no later Open takes. It is damage past the journal's end,
+// and Open refuses the file as corrupt, leaving it as it was.
+func TestLostHeadPastPositionLimit(t *testing.T) {
+	d, path := createTestDevice(t, testOptions())
+	p := journaledThenFreed(t, d, "P OLD")
+	coverCommitted(t, d)
+	reuse(t, d, p, "P NEW")
+	journaledThenFreed(t, d, "R OLD")
+	ring := d.journal.ring
+	damaged, _ := damagedNewestCopy(t, path)
+	// A record at the ring's last 8 KiB, stamped with its own position:
+	// on the ring's grid, past 2^62.
+	phys := ring.size - 8192
+	pos := uint64(1)<<62 + uint64(phys)
+	rec := make([]byte, recordHeaderBytes)
+	rec = appendEntry(rec, d.geometry.state.off+stateReservedOff, kindMeta, binary.LittleEndian.AppendUint64(nil, pos))
+	putRecordHeader(rec, recordHeader{length: uint32(len(rec)), seq: 1 << 40, pos: pos, count: 1})
+	binary.LittleEndian.PutUint32(rec[recordCRCOff:], recordChecksum(rec))
+	forged := corruptCopy(t, damaged, func(b []byte) []byte {
+		copy(b[ring.off+phys:], rec)
+		return b
+	})
+	before, err := os.ReadFile(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ro := range []bool{true, false} {
+		rd, err := Open(forged, &Options{NoSync: true, ReadOnly: ro})
+		if err == nil {
+			rd.Close()
+		}
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Open (read-only %v) of a journal with a record past 2^62 after the lost head: %v, want ErrCorrupt", ro, err)
+		}
+	}
+	if after, err := os.ReadFile(forged); err != nil {
+		t.Fatal(err)
+	} else if !bytes.Equal(after, before) {
+		t.Error("the refused Opens changed the file")
+	}
+}
+
 // TestDamagedNewestSuperblockWrapped damages the newest superblock copy
 // after records past its head have wrapped around the ring over those
 // at the other copy's head: the journal no longer scans from the copy in

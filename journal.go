@@ -790,7 +790,11 @@ func (j *journal) findLostHead() (pos, seq uint64, found bool) {
 	if j.otherCopyVerifies() {
 		return 0, 0, false
 	}
-	claim := func(h recordHeader) bool { return h.pos > j.head && h.seq > j.nextSeq && (!found || h.pos > pos) }
+	// Bounded as a superblock's head is: the checkpoint that records
+	// this one must be one the next Open takes.
+	claim := func(h recordHeader) bool {
+		return h.pos > j.head && h.pos < journalPosLimit && h.seq > j.nextSeq && h.seq < maxTxSeq && (!found || h.pos > pos)
+	}
 	j.ringRecords(claim, func(h recordHeader, rec []byte) bool {
 		entries, err := decodeEntries(rec, h.count, max(j.d.capacity, j.sb.capacity), j.physOff(h.pos))
 		if stamp, ok := j.stampOf(entries); err == nil && ok && stamp == h.pos {
