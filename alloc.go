@@ -285,7 +285,9 @@ func Create(path string, opts *Options) (*Device, error) {
 		return nil, fmt.Errorf("%w: file %s", ErrExists, path)
 	}
 	if errors.Is(err, storage.ErrLocked) {
-		// Created by another, which has it open already.
+		// Created here, but another process opened it before it could
+		// be locked (an Open that fails on the empty file): CreateFile
+		// removed it again.
 		return nil, fmt.Errorf("%w: file %s: %w", ErrInUse, path, err)
 	}
 	if err != nil {

@@ -101,6 +101,13 @@ func TestCheck(t *testing.T) {
 			if c.code == 1 && (strings.Contains(stdout, "OK") || !strings.Contains(stderr, " violation")) {
 				t.Errorf("a corrupt device printed OK or no count:\n%s\n%s", stdout, stderr)
 			}
+			// On stderr the verb names itself; the library's name is
+			// left out, on every line of a joined error too.
+			for _, line := range strings.Split(stderr, "\n") {
+				if strings.HasPrefix(line, "pagealloc: ") {
+					t.Errorf("a line begins with the library's name: %q", line)
+				}
+			}
 		})
 	}
 }

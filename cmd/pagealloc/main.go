@@ -49,9 +49,10 @@ var verbs = []verb{
 }
 
 // withoutLibraryName returns err's message without the name the library's
-// errors start with, which the verb's prefix already gives.
+// errors start with, which the verb's prefix already gives: at the start
+// of each of its lines, for errors the library joined.
 func withoutLibraryName(err error) string {
-	return strings.TrimPrefix(err.Error(), "pagealloc: ")
+	return strings.ReplaceAll(strings.TrimPrefix(err.Error(), "pagealloc: "), "\npagealloc: ", "\n")
 }
 
 // errUsage is returned by a verb whose arguments are wrong; the exit

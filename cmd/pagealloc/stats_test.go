@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/pagealloc/pagealloc"
@@ -56,6 +57,22 @@ func TestStats(t *testing.T) {
 	if !reflect.DeepEqual(got.Allocator, want) || len(got.Subpages) != 1 || got.Subpages[0].SubpageStats != wantClass ||
 		len(got.Logs) != 1 || got.Logs[0].Name != "wal" {
 		t.Errorf("-json gave %+v, want %+v and %+v", got, want, wantClass)
+	}
+}
+
+// TestStatsBothSuperblocksDamaged: with neither superblock copy
+// verifying, stats fails with both copies' errors, one a line, each
+// without the library's name: the first line names the verb instead.
+func TestStatsBothSuperblocksDamaged(t *testing.T) {
+	path := damagedCopy(t, fixtureDevice(t), func(b []byte) { b[70] ^= 1; b[4096+70] ^= 1 })
+	code, stdout, stderr := runUnchanged(t, "stats", path)
+	if code != 1 || stdout != "" {
+		t.Fatalf("exit %d, stdout %q; want 1 and nothing", code, stdout)
+	}
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "pagealloc stats: ") ||
+		!strings.Contains(lines[0], "corrupt superblock at offset 0") || !strings.HasPrefix(lines[1], "corrupt superblock at offset 4096") {
+		t.Fatalf("stderr:\n%s\nwant the verb's name, then each copy's error on a line", stderr)
 	}
 }
 
