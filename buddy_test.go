@@ -269,8 +269,9 @@ func badAddr(rng *rand.Rand, g *heapGeometry, live, freed map[Addr]bool, frontie
 					return makeAddr(a.Offset()+g.pageBytes(0), g.minShift)
 				}
 			}
-		case 3: // misaligned
-			return makeAddr(g.heapOff+g.metaPad+g.pageBytes(0)+512, g.minShift+1)
+		case 3: // misaligned: a min page past a boundary of twice its size
+			off := g.heapOff + g.metaPad
+			return makeAddr(off-off%g.pageBytes(1)+g.pageBytes(0), g.minShift+1)
 		case 4: // out of range
 			return makeAddr(frontier+g.maxPageBytes(), g.minShift)
 		case 5: // garbage
