@@ -703,6 +703,11 @@ func (l *Log) SetOwner(owner GarbageChecker, opts *LogOptions) error {
 // has no room now (GC may make some: see Log.GC), and with ErrTooLarge when
 // the entry could never fit. An entry larger than half the ring may find no
 // room even in an empty ring, since it cannot wrap around the ring's end.
+// Append takes entries larger than half the relocation reserve
+// (LogOptions.RelocationReserveBytes), but GC may have no room to move
+// one that reaches the head live in a full ring: then nothing behind it
+// is reclaimed until the owner lets it go. Size the reserve for the
+// largest entry that stays live.
 func (l *Log) Append(sizeBytes int) (Reservation, error) {
 	if l.unmade() {
 		return Reservation{}, errNil("Log")
