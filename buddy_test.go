@@ -1133,11 +1133,13 @@ func TestInPlaceWriteVisibleBesideCopiedLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(gate)
-	if err := <-t1; err != nil {
-		t.Fatal(err)
-	}
-	if err := <-t2; err != nil { // B's allocation is durable: its owner may write it
-		t.Fatal(err)
+	// Once T2 is durable, B's owner may write it. (T2's Update returns
+	// later in the invariants build, whose Commit checks the device once
+	// durable, waiting for the writer slot tx3 holds.)
+	for deadline := time.Now().Add(30 * time.Second); d.durableTxSeq.Load() < d.txSeq; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("T1 and T2 not durable after 30 s")
+		}
 	}
 	entered, gate = store.arm("sync", 0)
 	t3 := make(chan error, 1)
@@ -1166,8 +1168,10 @@ func TestInPlaceWriteVisibleBesideCopiedLinks(t *testing.T) {
 		t.Errorf("Txn.ReadAt of %v while T3 is on its way home: %x, want the owner's %x", b, got, want)
 	}
 	close(gate)
-	if err := <-t3; err != nil {
-		t.Fatal(err)
+	for _, done := range []chan error{t1, t2, t3} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 	mustCheck(t, d)
 }
