@@ -699,10 +699,11 @@ func (a *allocator) coveredPending(tx *Txn, st *allocState) bool {
 }
 
 // releaseOwed releases the pending pages a checkpoint covers, in
-// transactions of its own, each within the release budget, until none is
-// left: what an Alloc that found no other space could not release in its
-// transaction. It stops quietly at an error, which the caller's
-// transaction meets again.
+// transactions of its own, each as large as the release budget lets it
+// grow, until none is left: what an Alloc that found no other space could
+// not release in its transaction. It stops quietly at an error (a damaged
+// queue, which the caller's transactions meet again) and when a
+// transaction releases nothing.
 func (d *Device) releaseOwed() {
 	a := d.alloc
 	for {
@@ -710,13 +711,12 @@ func (d *Device) releaseOwed() {
 		if err != nil {
 			return
 		}
+		before := a.last.pendPages
 		st := a.join(tx) // releases a budget's worth
-		for {
-			if n, err := a.releasePending(tx); n == 0 || err != nil {
-				break
-			}
+		for n := 1; n > 0 && err == nil; {
+			n, err = a.releasePending(tx)
 		}
-		more := a.coveredPending(tx, st)
+		more := err == nil && st.pendPages < before && a.coveredPending(tx, st)
 		if err := tx.Commit(); err != nil || !more {
 			return
 		}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // corruptHeap is a closed device's file with free and pending pages to
@@ -367,6 +368,67 @@ func (h *corruptHeap) churn(t *testing.T, d *Device, rng *rand.Rand) error {
 }
 
 func (h *corruptHeap) options() *Options { return h.opts }
+
+// TestReleaseOwedStopsAtDamagedQueue: an Alloc too large to release the
+// covered pending pages it needs leaves them to the next Begin, which
+// releases them in transactions of its own. With the pending queue's head
+// damaged (its order byte; its stamp, which says the page is covered, is
+// intact), that release meets ErrCorrupt at once: Begin must return, not
+// begin again and again a transaction that releases nothing.
+func TestReleaseOwedStopsAtDamagedQueue(t *testing.T) {
+	if invariantsEnabled {
+		t.Skip("the invariants build panics at the first commit on a corrupt device")
+	}
+	h := newCorruptHeap(t)
+	path := corruptCopy(t, h.path, func(b []byte) []byte {
+		b[h.st.pendHead+headerOrderOff] = 200
+		return b
+	})
+	d, err := Open(path, h.options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, size := range []int64{64 << 10, 4 << 10} { // the heap full but for the pending pages
+		for d.Update(func(tx *Txn) error { _, err := tx.Alloc(size); return err }) == nil {
+		}
+	}
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range h.live[:24] { // more than half a record: no release
+		if err := tx.Write(a.Offset(), make([]byte, a.Size())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = tx.Alloc(4096)
+	tx.Rollback()
+	if !errors.Is(err, ErrNoSpace) || !d.alloc.owed.Load() {
+		t.Fatalf("set-up: Alloc in a large transaction: %v, owed %v; want ErrNoSpace, owed", err, d.alloc.owed.Load())
+	}
+	done := make(chan error, 1)
+	go func() {
+		tx, err := d.Begin()
+		if err == nil {
+			tx.Rollback()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Begin: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		// Close takes the writer slot between two of the release's
+		// transactions, and the loop ends.
+		t.Fatal("Begin has not returned in 30 s: it keeps releasing from the damaged queue")
+	}
+	if err := d.Update(func(tx *Txn) error { _, err := tx.Alloc(4096); return err }); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Alloc on the heap full but for the damaged queue: %v, want ErrCorrupt", err)
+	}
+}
 
 // intact fails if a live page's bytes are not the pattern written into
 // it.
