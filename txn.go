@@ -568,8 +568,9 @@ func (d *Device) committedU64(off int64) uint64 {
 // not applied. A transaction's lines no longer change once it commits, and
 // each starts from the version before it (see lineFor), so the newest
 // transaction holding a line holds the line's newest bytes, but for the
-// free-list links of a page handed out since, which no one reads. Readers take
-// no lock: they load the current list, which is replaced, never changed.
+// free-list links of a page handed out since, which no one reads. Readers
+// take no lock: they load the current list, which is replaced, never
+// changed.
 type overlay struct {
 	mu       sync.Mutex // serialises add and release
 	txs      atomic.Pointer[[]*Txn]
