@@ -270,10 +270,11 @@ func (a *allocator) freeBytes(st *allocState) int64 {
 // and a transaction may release only so many, to stay small enough to
 // commit: when it has grown too large to release the pages Alloc needs,
 // Alloc returns ErrNoSpace, and the next transaction begins by releasing
-// them, in transactions of their own, so that its Alloc finds them. The page's contents are undefined: a page used
-// before holds its last owner's bytes, with free-list links over its
-// first ones, so an engine that needs zeros writes them (Txn.Write, to
-// have them atomic with the allocation).
+// them, in transactions of their own, so that its Alloc finds them. The
+// page's contents are undefined: a page used before holds its last
+// owner's bytes, with free-list links over its first ones, so an engine
+// that needs zeros writes them (Txn.Write, to have them atomic with the
+// allocation).
 func (tx *Txn) Alloc(sizeBytes int64) (Addr, error) {
 	if tx.unmade() {
 		return 0, errNil("Txn")
