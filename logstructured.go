@@ -787,11 +787,11 @@ func (l *Log) Commit(r Reservation) error {
 // staged, and the Commit that flushes the tail over it writes it together
 // with the entries next to it, so that many small entries cost one write;
 // a larger one is written now, as is one after a padding that needs a
-// header (24 bytes or more skipped at the ring's end). Either way the journal syncs the bytes
-// before the tail that covers them. p must be exactly r.Size() bytes and
-// may be reused once Write returns. Commit must still follow. Writing into
-// the entry again with Device.WriteAt afterwards is allowed, and makes
-// Commit rewrite the header.
+// header (24 bytes or more skipped at the ring's end). Either way the
+// journal syncs the bytes before the tail that covers them. p must be
+// exactly r.Size() bytes and may be reused once Write returns. Commit
+// must still follow. Writing into the entry again with Device.WriteAt
+// afterwards is allowed, and makes Commit rewrite the header.
 func (l *Log) Write(r Reservation, p []byte) error {
 	if l.unmade() {
 		return errNil("Log")
