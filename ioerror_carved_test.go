@@ -125,14 +125,7 @@ func (w *carvedSweep) ok(what string, err error) bool { return w.callLog.ok(what
 func carvedSweepRun(t *testing.T, o Options, fault func(simstore.Op) error) *carvedSweep {
 	t.Helper()
 	w := &carvedSweep{}
-	guardedRun(t, ioSweepTimeout, "a carved-log run", w.problem, func() {
-		store := simstore.New(o.MaxSize)
-		defer store.Close()
-		d, err := createOn(ioSweepStore{store}, o)
-		if err != nil {
-			w.problem("Create: %v", err)
-			return
-		}
+	guardedOnNewStore(t, ioSweepTimeout, "a carved-log run", w.problem, o, sweepStore, func(store *simstore.Store, d *Device) {
 		w.d = d
 		w.watch(store, fault)
 		w.run()

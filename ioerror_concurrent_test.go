@@ -179,8 +179,9 @@ func (f *ioConcFault) fault(op simstore.Op) error {
 
 // ioConcStore is a simulated store whose syncs take ioConcSyncDelay, as a
 // disk's do, so that commits queue behind a journal write and share the
-// next one (see crashStore), and whose Close leaves it open for the reopen.
-type ioConcStore struct{ *simstore.Store }
+// next one (see crashStore), and whose Close leaves it open for the
+// reopen, as ioSweepStore's does.
+type ioConcStore struct{ ioSweepStore }
 
 func (s ioConcStore) Sync() error {
 	err := s.Store.Sync()
@@ -188,7 +189,8 @@ func (s ioConcStore) Sync() error {
 	return err
 }
 
-func (ioConcStore) Close() error { return nil }
+// concStore wraps a store for guardedOnNewStore as ioConcStore.
+func concStore(s *simstore.Store) storage.Storage { return ioConcStore{ioSweepStore{s}} }
 
 // ioConcTxn is what one transaction did.
 type ioConcTxn struct {
@@ -232,14 +234,7 @@ func ioConcRun(t *testing.T, o Options, rng *rand.Rand, f *ioConcFault) *ioConcR
 	}
 	imageSeed := rng.Uint64()
 	res := &ioConcResult{}
-	guardedRun(t, ioConcTimeout, "a round", res.problem, func() {
-		store := simstore.New(o.MaxSize)
-		defer store.Close()
-		d, err := createOn(ioConcStore{store}, o)
-		if err != nil {
-			res.problem("Create: %v", err)
-			return
-		}
+	guardedOnNewStore(t, ioConcTimeout, "a round", res.problem, o, concStore, func(store *simstore.Store, d *Device) {
 		first, ring := store.Ops(), d.geometry.journal
 		var mu sync.Mutex // guards the store's fault state and the trace counts
 		f.set(store, &mu, func(op simstore.Op) {
@@ -304,7 +299,7 @@ func ioConcRun(t *testing.T, o Options, rng *rand.Rand, f *ioConcFault) *ioConcR
 			return
 		}
 		found := [2]string{
-			ioConcVerify(res, "as written", ioConcStore{store}, txns, workers, rootOff),
+			ioConcVerify(res, "as written", concStore(store), txns, workers, rootOff),
 			ioConcVerify(res, "after a crash", img, txns, workers, rootOff),
 		}
 		switch {
@@ -631,7 +626,7 @@ func logIOErrorRun(t *testing.T, seed uint64, r int, f *ioConcFault) logIOErrorR
 	}
 	store := simstore.New(o.MaxSize)
 	defer store.Close()
-	d, err := createOn(ioConcStore{store}, o)
+	d, err := createOn(concStore(store), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -693,7 +688,7 @@ func logIOErrorRun(t *testing.T, seed uint64, r int, f *ioConcFault) logIOErrorR
 
 	n := store.Ops()
 	c := &logCrashChecker{t: t, entries: ap.entries, rootOff: rootOff, slots: rootSize / logCrashSlotBytes, image: "as written, after"}
-	rd, err := openOn(ioConcStore{store}, &Options{})
+	rd, err := openOn(concStore(store), &Options{})
 	if err != nil {
 		t.Fatalf("Open as written: %v", err)
 	}

@@ -794,14 +794,7 @@ func sameTrace(a, b []simstore.Op) bool {
 func runIOSweep(t *testing.T, o Options, fault func(simstore.Op) error) ioSweepResult {
 	t.Helper()
 	res := ioSweepResult{ioSweep: &ioSweep{pages: map[Addr]*ioSweepPage{}}}
-	guardedRun(t, ioSweepTimeout, "a run with the fault", res.problem, func() {
-		store := simstore.New(o.MaxSize)
-		defer store.Close()
-		d, err := createOn(ioSweepStore{store}, o)
-		if err != nil {
-			res.problem("Create: %v", err)
-			return
-		}
+	guardedOnNewStore(t, ioSweepTimeout, "a run with the fault", res.problem, o, sweepStore, func(store *simstore.Store, d *Device) {
 		res.d = d
 		res.first = store.Ops()
 		res.watch(store, fault)
@@ -856,6 +849,28 @@ func guardedRun(t *testing.T, timeout time.Duration, what string, problem func(s
 		t.Fatalf("%s still runs after %v:\n%s", what, timeout, allStacks())
 	}
 }
+
+// guardedOnNewStore runs body through guardedRun on a device created with
+// o on a new simulated store of o.MaxSize bytes, which wrap hands to the
+// device (with a Close that leaves it open, so that body can reopen what
+// it holds); the store is closed after body. A failed Create goes to
+// problem, and body does not run.
+func guardedOnNewStore(t *testing.T, timeout time.Duration, what string, problem func(string, ...any), o Options, wrap func(*simstore.Store) storage.Storage, body func(store *simstore.Store, d *Device)) {
+	t.Helper()
+	guardedRun(t, timeout, what, problem, func() {
+		store := simstore.New(o.MaxSize)
+		defer store.Close()
+		d, err := createOn(wrap(store), o)
+		if err != nil {
+			problem("Create: %v", err)
+			return
+		}
+		body(store, d)
+	})
+}
+
+// sweepStore wraps a store for guardedOnNewStore as ioSweepStore.
+func sweepStore(s *simstore.Store) storage.Storage { return ioSweepStore{s} }
 
 // failed reports whether the device has failed.
 func (w *ioSweep) failed() bool { return w.d.failure.Load() != nil }
