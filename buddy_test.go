@@ -1059,6 +1059,20 @@ func TestEmptyCommitEndsParticipants(t *testing.T) {
 	}
 }
 
+// writeReadBack writes p in place at off and returns what ReadAt reads
+// there right after.
+func writeReadBack(t *testing.T, d *Device, p []byte, off int64) []byte {
+	t.Helper()
+	if _, err := d.WriteAt(p, off); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(p))
+	if _, err := d.ReadAt(got, off); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 // TestInPlaceWriteVisibleAfterCommit allocates pages that the same
 // transaction released from the pending queue (their free-list links are
 // part of it), writes each in place as soon as Commit returns, and reads
@@ -1073,14 +1087,7 @@ func TestInPlaceWriteVisibleAfterCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := bytes.Repeat([]byte{byte(i) | 1}, 64)
-		if _, err := d.WriteAt(want, a.Offset()); err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, len(want))
-		if _, err := d.ReadAt(got, a.Offset()); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
+		if got := writeReadBack(t, d, want, a.Offset()); !bytes.Equal(got, want) {
 			t.Fatalf("allocation %d, %v: ReadAt right after the owner's WriteAt returns %x, want %x", i, a, got, want)
 		}
 		// Free pages in batches and let a checkpoint cover them, so that
@@ -1146,13 +1153,7 @@ func TestInPlaceWriteVisibleBesideCopiedLinks(t *testing.T) {
 	go func() { t3 <- tx3.Commit() }()
 	<-entered
 	want := bytes.Repeat([]byte{0xaa}, 24)
-	if _, err := d.WriteAt(want, b.Offset()); err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, len(want))
-	if _, err := d.ReadAt(got, b.Offset()); err != nil {
-		t.Fatal(err)
-	}
+	got := writeReadBack(t, d, want, b.Offset())
 	if !bytes.Equal(got, want) {
 		t.Errorf("ReadAt of %v while T3 is on its way home: %x, want the owner's %x", b, got, want)
 	}
