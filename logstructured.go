@@ -2207,30 +2207,39 @@ func (l *Log) adoptCopy(owner GarbageChecker, f logFrame, entry []byte, next, li
 	from, frames := l.adoptAt, adoptCopyRun
 	l.adoptAt = 0
 	firstSinceOpen := !stuck && !l.openSearched
-	l.openSearched = l.openSearched || !stuck
+	searchedAt := l.searchedAt
 	switch {
 	case stuck && l.searchedAt == f.pos+1:
 		return span{}, false // the entries past it have not changed
 	case stuck, firstSinceOpen && l.reserveTaken():
 		from, frames = next, math.MaxInt
-		l.searchedAt = f.pos + 1
+		searchedAt = f.pos + 1
 	case from <= f.pos: // not in a run
+		l.openSearched = l.openSearched || !stuck
 		return span{}, false
 	}
+	found, ok := span{}, false
 	for pos := from; pos < limit && frames > 0; frames-- {
 		g, other, err := l.gcFrame(pos, limit)
 		if err != nil {
-			return span{}, false
+			break
 		}
 		s := span{start: pos, pos: pos, end: pos + uint64(g.frameBytes), size: g.payloadBytes, state: spanDone}
 		if !g.padding && g.payloadBytes == f.payloadBytes && g.payloadCRC == f.payloadCRC &&
 			bytes.Equal(other, entry) && !l.isOrphan(pos) && !owner.IsLive(l.payloadOff(pos), other) {
-			l.adoptAt = s.end
-			return s, true
+			found, ok = s, true
+			break
 		}
 		pos = s.end
 	}
-	return span{}, false
+	// Recorded once the search has ended: one that an IsLive which
+	// panicked cut short is made again by the next pass.
+	l.openSearched = l.openSearched || !stuck
+	l.searchedAt = searchedAt
+	if ok {
+		l.adoptAt = found.end
+	}
+	return found, ok
 }
 
 // isOrphan reports whether the copy at pos is already an orphan of some

@@ -937,6 +937,30 @@ func TestLogLiveCopyNotAdopted(t *testing.T) {
 	wantReclaimedHalfLive(t, d, l, owner, next)
 }
 
+// TestLogAdoptionSearchCutByAPanic: the search through the ring that the
+// first entry GC copies after a reopen makes for the copy a failed pass
+// left (see TestLogJournaledCopiesReusedAfterReopen) asks IsLive about the
+// copy it finds. An IsLive that panics there cuts the search short; the
+// next pass must make it again, not take it as made and leave the ring
+// full for good.
+func TestLogAdoptionSearchCutByAPanic(t *testing.T) {
+	d, path, l, owner := logWithFailingRelocate(t)
+	next, held := fillHalfLive(t, l, owner, true)
+	failGCUnderTail(t, l, owner, held, true)
+	d = reopenLogDevice(t, d, path)
+	l = mustLog(t, d, "log")
+	// IsLive's first call is about the head's entry, its second about the
+	// copy the search finds.
+	p := &panickingSet{endingSet: *owner, livePanicAt: 2}
+	if err := l.SetOwner(p, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, recovered := runGC(l, context.Background()); recovered == nil {
+		t.Fatalf("GC asked IsLive %d times without a panic, want one at the copy the search finds", p.liveCalls)
+	}
+	wantReclaimedHalfLive(t, d, l, &p.endingSet, next)
+}
+
 // logWithFailingRelocate returns a device at path with a 64 KiB log whose
 // owner's first Relocate fails, and no background GC.
 func logWithFailingRelocate(t *testing.T) (d *Device, path string, l *Log, owner *endingSet) {
