@@ -109,6 +109,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		RootSize:   64 << 10,
 		LogRegions: []pagealloc.LogRegion{{Name: "wal", Size: ringBytes}},
 	})
+	if errors.Is(err, pagealloc.ErrTooLarge) {
+		// -size is the device's MaxSize: one the platform cannot map is
+		// a flag out of range, as create's -max-size is.
+		return fmt.Errorf("%w: -size %s: %s", errUsage, formatBytes(int64(size)), withoutLibraryName(err))
+	}
 	if err != nil {
 		return err
 	}

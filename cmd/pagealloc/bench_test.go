@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -93,6 +94,19 @@ func TestBenchSizeForCommitters(t *testing.T) {
 	}
 	if code, _, stderr := runCLI(t, "bench", "-duration", "50ms", "-committers", "128", "-size", "128MiB", "-nosync", "-file", filepath.Join(t.TempDir(), "dev")); code != 0 {
 		t.Errorf("-committers 128 -size 128MiB: exit %d: %s", code, stderr)
+	}
+}
+
+// TestBenchSizeUnmappable: a -size no address space maps is a flag out of
+// range, a usage error as create's -max-size is, and leaves no file.
+func TestBenchSizeUnmappable(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "dev")
+	code, _, stderr := runCLI(t, "bench", "-duration", "20ms", "-committers", "1", "-nosync", "-size", "4611686018427387904", "-file", file)
+	if code != 2 || !strings.Contains(stderr, "-size") || !strings.Contains(stderr, "request too large") {
+		t.Errorf("-size 2^62: exit %d, %q; want 2, naming -size and the library's refusal", code, stderr)
+	}
+	if _, err := os.Stat(file); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("-size 2^62, refused, left a file (stat: %v)", err)
 	}
 }
 
