@@ -274,13 +274,16 @@ func (a *allocator) freeBytes(st *allocState) int64 {
 // page's contents are undefined: a page used before holds its last
 // owner's bytes, with free-list links over its first ones, so an engine
 // that needs zeros writes them (Txn.Write, to have them atomic with the
-// allocation).
+// allocation). On a failed device it returns ErrFailed, growing nothing.
 func (tx *Txn) Alloc(sizeBytes int64) (Addr, error) {
 	if tx.unmade() {
 		return 0, errNil("Txn")
 	}
 	if tx.done {
 		return 0, ErrTxDone
+	}
+	if f := tx.d.failure.Load(); f != nil {
+		return 0, f
 	}
 	a := tx.d.alloc
 	if sizeBytes < 1 {

@@ -258,6 +258,39 @@ func TestCommitDuringFailedSync(t *testing.T) {
 	}
 }
 
+// TestAllocOnFailedDevice fails the device while a transaction is open,
+// then allocates in it: Alloc is among the calls that return ErrFailed
+// once the device has failed (see ErrFailed), and it must not grow the
+// file of a device in an unknown state, as it would to find the pages.
+func TestAllocOnFailedDevice(t *testing.T) {
+	o := crashOptions(t)
+	o.GrowthStep = o.MaxPageSize // every new max page grows the file
+	d, store := simDevice(t, o)
+	page := allocPages(t, d, 1, 4096)[0]
+	tx, err := d.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	store.SetFault(func(simstore.Op) error { return syscall.EIO })
+	if _, err := d.WriteAt([]byte("in place"), page.Offset()); !errors.Is(err, ErrFailed) {
+		t.Fatalf("WriteAt with the disk failing: %v, want ErrFailed", err)
+	}
+	store.SetFault(nil)
+	before, err := store.Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if a, err := tx.Alloc(o.MaxPageSize); !errors.Is(err, ErrFailed) {
+			t.Errorf("Alloc %d on the failed device: %v, %v, want ErrFailed", i, a, err)
+		}
+	}
+	if after, err := store.Size(); err != nil || after != before {
+		t.Errorf("the failed device's file is %d bytes after the Allocs (%v), was %d", after, err, before)
+	}
+}
+
 // TestFailedDeviceWakesLogWaiters fails the device while a log's Commit
 // and a GC pass each wait for an earlier reservation to be committed. Its
 // owner cannot commit it any more (Commit returns the failure), so nothing
