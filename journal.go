@@ -359,7 +359,10 @@ func (d *Device) userDataDirty() bool {
 // the lines to apply, as applyHome takes them.
 func (j *journal) commitChunk(txns []*Txn, mayDefer bool) (later *lineTable, refs []lineRef, err error) {
 	lines, refs := mergeLines(txns, &j.sortBuf)
-	if len(refs) == 0 { // only an empty commit asking for the user data sync
+	if len(refs) == 0 {
+		// Only empty commits asking for the user data sync: nothing of
+		// them waits to go home.
+		j.d.pending.release(txns[len(txns)-1].seq)
 		return nil, nil, nil
 	}
 	// Encoded in the device's aligned record buffer; recBuf only if it is

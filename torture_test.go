@@ -1008,6 +1008,30 @@ func TestEmptyCommitDuringSyncWaitsForData(t *testing.T) {
 	}
 }
 
+// TestDataOnlyCommitsLeaveNoOverlay commits, again and again, transactions
+// that write nothing but promise the bytes written in place before them:
+// the journal syncs those bytes and has no record to write, so nothing of
+// the transaction waits to go home, and the overlay of commits not yet at
+// home must not keep it. Kept, every such commit stayed there until the
+// next one that wrote a record, and each commit copied, and each read
+// walked, the whole list: an engine that only writes in place and commits
+// slowed down without end.
+func TestDataOnlyCommitsLeaveNoOverlay(t *testing.T) {
+	d, _ := simDevice(t, crashOptions(t))
+	a := allocPages(t, d, 1, 4096)[0]
+	for i := range 100 {
+		if _, err := d.WriteAt(buddyCrashSlot(a, uint64(i)), a.Offset()); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Update(func(*Txn) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(d.pending.list()); n != 0 {
+		t.Errorf("after 100 commits of in-place data alone, %d transactions wait in the overlay, want none", n)
+	}
+}
+
 // startSyncUnderWay creates a device on a gated store, writes a new page's
 // data in place, and starts a Device.Sync that has taken the data but waits
 // before its fsync. It returns the device, the store, the page, its data,
