@@ -614,7 +614,16 @@ func openOn(store storage.Storage, opts *Options) (*Device, error) {
 		// grown back to the frontier, then the records recovery
 		// replayed written home.
 		if lost := d.zeroEnd; lost != 0 {
-			if err := d.growTo(lost, d.alloc.growStep); err != nil {
+			step := d.alloc.growStep
+			if capacity > sb.capacity && lost > sb.capacity-step {
+				// A step would take the file past the capacity
+				// it records before the larger one is recorded
+				// below, and a crash between would leave a file
+				// an Open without a MaxSize refuses: grow it to
+				// the frontier only.
+				step = 1
+			}
+			if err := d.growTo(lost, step); err != nil {
 				d.closeLogs()
 				return nil, err
 			}

@@ -1945,6 +1945,58 @@ func TestLargerMaxSizeRecordedBeforeGrowth(t *testing.T) {
 	}
 }
 
+// TestLargerMaxSizeLostGrowthCrash opens, with a larger MaxSize and the
+// default GrowthStep, a device whose heap grew in a record a crash kept and
+// whose file growth it lost, and crashes that Open at every operation: the
+// recovery grows the file back before the larger MaxSize is recorded, so it
+// must not grow it past the capacity the file records, or a crash between
+// the two leaves a file that an Open without a MaxSize refuses.
+func TestLargerMaxSizeLostGrowthCrash(t *testing.T) {
+	// growthDevice's, on a store that maps the larger MaxSize.
+	o := crashOptions(t)
+	o.GrowthStep = o.MaxPageSize
+	store := simstore.New(2 * o.MaxSize)
+	d := deviceOn(t, store, o)
+	allocPages(t, d, 3, o.MaxPageSize)
+	coverCommitted(t, d)
+	size := d.Stats().FileSize
+	allocPages(t, d, 1, o.MaxPageSize) // grows the heap past the file's size
+	img := lostGrowth(t, store, size)
+	if err := img.Sync(); err != nil { // the lost growth is what the disk holds
+		t.Fatal(err)
+	}
+	base := img.Ops()
+	rd, err := openOn(img, &Options{MaxSize: 2 * o.MaxSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rd.zeroEnd != 0 || rd.size.Load() <= size {
+		t.Fatalf("set-up: the Open did not grow back the file's %d bytes", size)
+	}
+	opened := img.Ops()
+	if err := rd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for n := base; n <= opened; n++ {
+		crashed, err := img.Image(n, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cd, err := openOn(crashed, &Options{})
+		if err != nil {
+			crashed.Close()
+			t.Errorf("crash after %d of the Open's %d operations: Open without a MaxSize: %v", n-base, opened-base, err)
+			continue
+		}
+		if err := cd.Check(); err != nil {
+			t.Errorf("crash after %d of the Open's %d operations: Check: %v", n-base, opened-base, err)
+		}
+		if err := cd.Close(); err != nil {
+			t.Errorf("crash after %d of the Open's %d operations: Close: %v", n-base, opened-base, err)
+		}
+	}
+}
+
 // TestOpenRefusedBeforeRecoveryWrites opens a file whose journal holds a
 // record to replay and whose log table is corrupt: Open returns ErrCorrupt
 // before its recovery writes anything, so the file is left as it was, and
