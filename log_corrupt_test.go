@@ -364,3 +364,38 @@ func TestLogCorruptFrameLengths(t *testing.T) {
 		})
 	}
 }
+
+// TestLogReadDamagedMagic flips a bit of the magic of a durable entry's
+// frame header in a closed device. Read of the entry must report the
+// damage, ErrCorrupt naming the frame, as a walk of the log does: not
+// ErrNotFound, which says no entry starts there and would have the owner
+// take a damaged entry for one it never wrote or GC reclaimed. Read of an
+// offset inside an entry stays ErrNotFound.
+func TestLogReadDamagedMagic(t *testing.T) {
+	d, path := createLogDevice(t, LogRegion{"log", 64 << 10})
+	l := mustLog(t, d, "log")
+	var rs []Reservation
+	for i := range 3 {
+		rs = append(rs, appendEntryT(t, l, logContent(uint64(i), 100)))
+	}
+	frame := rs[1].Offset() - logFrameHeaderBytes
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := Open(corruptCopy(t, path, func(b []byte) []byte { b[frame] ^= 1; return b }), &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	l = mustLog(t, ro, "log")
+	want := fmt.Sprintf("corrupt log frame at offset %d", frame)
+	if _, err := l.Read(rs[1].Offset()); !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), want) {
+		t.Errorf("Read of the entry whose magic is damaged: %v; want ErrCorrupt naming %q", err, want)
+	}
+	if _, err := l.Read(rs[2].Offset() + 8); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Read inside an entry: %v; want ErrNotFound", err)
+	}
+	if _, err := l.Read(rs[2].Offset()); err != nil {
+		t.Errorf("Read of the entry after the damaged one: %v", err)
+	}
+}

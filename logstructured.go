@@ -1072,12 +1072,14 @@ func (l *Log) Read(off int64) ([]byte, error) {
 	}
 	f, data, err := l.readFrame(pos, end, nil)
 	switch {
-	case errors.Is(err, errReclaimed) || errors.Is(err, errNoFrame) || err == nil && f.padding:
+	case errors.Is(err, errReclaimed) || err == nil && f.padding:
 		return nil, notFound
 	case errors.Is(err, ErrCorrupt):
 		// A damaged frame, or bytes inside an entry that look like a
-		// frame header.
-		starts, serr := l.startsFrame(head, pos)
+		// frame header. Bytes that do not (no magic, another position)
+		// are damage only where a frame surely starts: past a damaged
+		// header, an offset inside an entry would read as damage too.
+		starts, serr := l.startsFrame(head, pos, !errors.Is(err, errNoFrame))
 		switch {
 		case errors.Is(serr, errReclaimed) || serr == nil && !starts:
 			return nil, notFound
@@ -1097,7 +1099,7 @@ func (l *Log) Read(off int64) ([]byte, error) {
 // Otherwise it returns errReclaimed if the head passed pos meanwhile, or
 // why not.
 func (l *Log) paddingStartsAt(head, pos uint64) error {
-	starts, err := l.startsFrame(head, pos)
+	starts, err := l.startsFrame(head, pos, true)
 	if err != nil || starts {
 		return err
 	}
@@ -1108,11 +1110,11 @@ func (l *Log) paddingStartsAt(head, pos uint64) error {
 // from head on, by walking the frame headers from head: Read asks it where
 // what it found fails a check, which is a damaged frame only if one starts
 // there. A header that fails before pos leaves the question open, and the
-// answer is true, so that the damage is reported. When GC moves the head
+// answer is open, true to have the damage reported. When GC moves the head
 // past the frame just read, the walk goes on from the new head, a frame
 // start; once the head passes pos it is errReclaimed. A device closed or
 // a log dropped meanwhile is ErrClosed.
-func (l *Log) startsFrame(head, pos uint64) (bool, error) {
+func (l *Log) startsFrame(head, pos uint64, open bool) (bool, error) {
 	d := l.d
 	d.lifeMu.RLock()
 	defer d.lifeMu.RUnlock()
@@ -1134,7 +1136,7 @@ func (l *Log) startsFrame(head, pos uint64) (bool, error) {
 			p = now // what was read at p may be gone
 			continue
 		case err != nil:
-			return true, nil
+			return open, nil
 		}
 		p += uint64(f.frameBytes)
 	}
