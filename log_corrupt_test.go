@@ -399,3 +399,53 @@ func TestLogReadDamagedMagic(t *testing.T) {
 		t.Errorf("Read of the entry after the damaged one: %v", err)
 	}
 }
+
+// TestLogEntriesFromErrors walks logs from positions the caller gives.
+// On a healthy log, a position inside an entry, past its header or at
+// bytes of its payload that hold a frame's magic, is the caller's mistake:
+// ErrInvalidArgument, without ErrCorrupt, which would report damage the
+// device does not have. From the position of an entry damaged since, in
+// its payload or in its header's magic, the walk reports the damage, as
+// Read does: the CorruptError, not ErrInvalidArgument, which says that no
+// entry starts there.
+func TestLogEntriesFromErrors(t *testing.T) {
+	d, path := createLogDevice(t, LogRegion{"log", 64 << 10})
+	l := mustLog(t, d, "log")
+	// The second payload holds an entry's magic where a frame could start.
+	magic := logContent(1, 100)
+	binary.LittleEndian.PutUint32(magic[40:], logEntryMagic)
+	var rs []Reservation
+	for _, p := range [][]byte{logContent(0, 100), magic, logContent(2, 100), logContent(3, 100)} {
+		rs = append(rs, appendEntryT(t, l, p))
+	}
+	first := func(l *Log, from int64) error {
+		for _, err := range l.Entries(from) {
+			return err
+		}
+		return nil
+	}
+	for _, from := range []int64{rs[1].Pos() + 8, rs[1].Pos() + logFrameHeaderBytes + 40} {
+		if err := first(l, from); !errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrCorrupt) {
+			t.Errorf("Entries(%d), inside an entry of a healthy log: %v; want ErrInvalidArgument and no ErrCorrupt", from, err)
+		}
+	}
+	payload, header := rs[2].Offset()+10, rs[3].Offset()-logFrameHeaderBytes
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := Open(corruptCopy(t, path, func(b []byte) []byte { b[payload] ^= 1; b[header] ^= 1; return b }), &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	l = mustLog(t, ro, "log")
+	for _, r := range rs[2:] {
+		_, readErr := l.Read(r.Offset())
+		if !errors.Is(readErr, ErrCorrupt) {
+			t.Fatalf("set-up: Read of the damaged entry at %d: %v, want ErrCorrupt", r.Pos(), readErr)
+		}
+		if err := first(l, r.Pos()); !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrInvalidArgument) || err.Error() != readErr.Error() {
+			t.Errorf("Entries(%d), the position of a damaged entry: %v; want Read's error, %v", r.Pos(), err, readErr)
+		}
+	}
+}

@@ -1013,6 +1013,9 @@ func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 			if err == nil && userPos && f.frameBytes < logFrameHeaderBytes {
 				err = l.paddingStartsAt(head, pos)
 			}
+			if err != nil && userPos {
+				err = l.fromError(head, pos, err)
+			}
 			if errors.Is(err, errReclaimed) {
 				// GC passed pos while it was read. Entries it moved now
 				// lie before the durable tail it made durable with the
@@ -1024,9 +1027,6 @@ func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 				continue
 			}
 			if err != nil {
-				if userPos {
-					err = fmt.Errorf("%w: no entry starts at position %d: %w", ErrInvalidArgument, from, err)
-				}
 				yield(Entry{}, err)
 				return
 			}
@@ -1091,6 +1091,26 @@ func (l *Log) Read(off int64) ([]byte, error) {
 		return nil, err
 	}
 	return data, nil
+}
+
+// fromError returns the error of a walk that starts at pos, a position
+// the caller gave, whose frame failed to read with err. As Read tells
+// them apart: ErrInvalidArgument where no frame starts there (bytes inside
+// a frame are no damage), the damage where one does, and err itself when
+// the device closed or GC passed pos meanwhile.
+func (l *Log) fromError(head, pos uint64, err error) error {
+	if errors.Is(err, ErrCorrupt) {
+		starts, serr := l.startsFrame(head, pos, !errors.Is(err, errNoFrame))
+		switch {
+		case serr != nil:
+			return serr
+		case starts:
+			return err
+		}
+	} else if !errors.Is(err, errNoFrame) {
+		return err
+	}
+	return fmt.Errorf("%w: no entry starts at position %d", ErrInvalidArgument, pos)
 }
 
 // paddingStartsAt returns nil if the implicit padding to the ring's end
