@@ -106,7 +106,7 @@ func ExampleLog_Append() {
 		fmt.Printf("%s at position %d\n", e.Data, e.Pos)
 	}
 	st := log.Stats()
-	fmt.Println(st.DurableTail, "of", st.SizeBytes, "bytes used")
+	fmt.Println(st.UsedBytes, "of", st.SizeBytes, "bytes used")
 	// Output:
 	// alpha at position 0
 	// beta at position 32
