@@ -11,8 +11,10 @@ import (
 // detail helps nobody.
 const maxViolations = 100
 
-// Check walks every structure of the device and returns the violations of
-// its invariants it finds, joined (errors.Is(err, ErrCorrupt) holds for
+// Check walks every structure of the device but the logs' entries, which
+// Log.Entries checks against their checksums (of a log, Check checks the
+// table, the ring and the positions), and returns the violations of its
+// invariants it finds, joined (errors.Is(err, ErrCorrupt) holds for
 // each; it keeps the first 100, and its walks of the heap stop there), or
 // nil; ErrClosed after Close. It reads committed state and waits for the
 // open transaction to end, so it must not be called while holding one.
