@@ -732,8 +732,8 @@ func (s *Subpages) newParent(tx *Txn, c *subpageClass) error {
 // an allocated slot of this class (a slot of another class, a double free,
 // an address that is not a slot's, a parent's header, an address in a
 // page that is not a parent) returns ErrInvalidFree and changes nothing;
-// so does a list or queue that the file's corruption broke, with
-// ErrCorrupt.
+// so does a parent's header, a list or a queue that the file's corruption
+// broke, with ErrCorrupt.
 func (s *Subpages) Free(tx *Txn, a Addr) error {
 	if s.unmade() {
 		return errNil("Subpages")
@@ -1165,8 +1165,14 @@ func (s *Subpages) validate(tx *Txn, a Addr, h *subpageHeader) (int64, int, erro
 	}
 	tx.readSubpageHeader(p, h)
 	switch {
-	case h.class != s.index || h.slotShift != s.slotShift:
+	case !s.owns(h) && tx.d.subpages.headerOf(h):
+		// Another class's parent starts at p: a is a slot of that
+		// class, or lies inside one, with this class's size.
 		return 0, 0, fmt.Errorf("%w: %v lies in a parent of sub-page class %d, not %d", ErrInvalidFree, a, h.class, s.index)
+	case !s.owns(h):
+		// The parent bit makes p a parent of this slot size: a header
+		// no class owns is damage, as Alloc reports it.
+		return 0, 0, s.corrupt(p, "parent", "a header of class %d, found magic %#x class %d slot shift %d", s.index, h.magic, h.class, h.slotShift)
 	case h.mask&h.pend&(1<<slot) != 0:
 		return 0, 0, s.corrupt(p+subpageMaskOff, "parent", "slot %d allocated or pending, found both", slot)
 	case h.pend&(1<<slot) != 0:
@@ -1175,6 +1181,14 @@ func (s *Subpages) validate(tx *Txn, a Addr, h *subpageHeader) (int64, int, erro
 		return 0, 0, fmt.Errorf("%w: %v is not allocated (double free)", ErrInvalidFree, a)
 	}
 	return p, slot, nil
+}
+
+// headerOf reports whether h is a parent header of one of the classes,
+// as the class table says their slot sizes are.
+func (s *subpageSet) headerOf(h *subpageHeader) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return h.magic == subpageMagic && h.class < s.count && s.last[h.class].slotBytes == 1<<h.slotShift
 }
 
 // usableBy returns why tx cannot use s, or nil.

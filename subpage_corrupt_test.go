@@ -731,3 +731,63 @@ func TestSubpageRandomCorruption(t *testing.T) {
 	}
 	tally.report(t)
 }
+
+// TestSubpageFreeDamagedHeader damages, in a closed device, the header of
+// a parent of class A (256-byte slots): its magic, its class index, its
+// slot size. Free of a live slot there must report the damage, ErrCorrupt
+// naming the parent, as Alloc reaching the same header does, and change
+// nothing: not ErrInvalidFree, which says the caller's address is wrong
+// (with the class index or the slot size damaged, it said the slot lay in
+// a parent of another class, "class 0, not 0"; with the magic, Free wrote
+// through the header). Free of a class A address at the start of class
+// B's (512-byte slots) parent stays ErrInvalidFree.
+func TestSubpageFreeDamagedHeader(t *testing.T) {
+	d, path := createTestDevice(t, subpageOptions())
+	a, b := mustSubpages(t, d, 256), mustSubpages(t, d, 512)
+	slots := allocSlots(t, d, a, 3)
+	other := allocSlots(t, d, b, 1)[0]
+	p := parentOf(slots[0])
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		at   int64
+		v    byte
+	}{
+		{"magic", p, 0},
+		{"class index", p + subpageClassOff, 5},
+		{"slot size", p + subpageShiftOff, 9},
+	} {
+		d, err := Open(corruptCopy(t, path, func(f []byte) []byte { f[c.at] = c.v; return f }), subpageOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := mustSubpages(t, d, 256)
+		before := a.Stats()
+		err = d.Update(func(tx *Txn) error { return a.Free(tx, slots[1]) })
+		want := fmt.Sprintf("corrupt sub-page class %d parent at offset %d", a.index, p)
+		if !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrInvalidFree) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s damaged: Free of a live slot: %v; want ErrCorrupt naming %q", c.name, err, want)
+		}
+		if after := a.Stats(); after != before {
+			t.Errorf("%s damaged: the refused Free changed the class: %+v, before %+v", c.name, after, before)
+		}
+		if _, err := allocIn(d, a); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s damaged: Alloc: %v; want ErrCorrupt", c.name, err)
+		}
+		inB := Addr(other.Offset()&^(512*subpageSlotsPerParent-1)+256) | 8
+		if err := d.Update(func(tx *Txn) error { return a.Free(tx, inB) }); !errors.Is(err, ErrInvalidFree) || errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s damaged: Free of %v, in class B's parent: %v; want ErrInvalidFree", c.name, inB, err)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// allocIn allocates one slot of s in a transaction of its own.
+func allocIn(d *Device, s *Subpages) (a Addr, err error) {
+	err = d.Update(func(tx *Txn) (err error) { a, err = s.Alloc(tx); return err })
+	return a, err
+}
