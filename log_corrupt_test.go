@@ -401,8 +401,9 @@ func TestLogReadDamagedMagic(t *testing.T) {
 }
 
 // TestLogEntriesFromErrors walks logs from positions the caller gives.
-// On a healthy log, a position inside an entry, past its header or at
-// bytes of its payload that hold a frame's magic, is the caller's mistake:
+// On a healthy log, a position inside an entry (misaligned, inside its
+// header, at bytes of its payload that hold a frame's magic, in its last
+// eight bytes) is the caller's mistake:
 // ErrInvalidArgument, without ErrCorrupt, which would report damage the
 // device does not have. From the position of an entry damaged since, in
 // its payload or in its header's magic, the walk reports the damage, as
@@ -424,7 +425,7 @@ func TestLogEntriesFromErrors(t *testing.T) {
 		}
 		return nil
 	}
-	for _, from := range []int64{rs[1].Pos() + 8, rs[1].Pos() + logFrameHeaderBytes + 40} {
+	for _, from := range []int64{rs[1].Pos() + 3, rs[1].Pos() + 8, rs[1].Pos() + logFrameHeaderBytes + 40, rs[2].Pos() - 8} {
 		if err := first(l, from); !errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrCorrupt) {
 			t.Errorf("Entries(%d), inside an entry of a healthy log: %v; want ErrInvalidArgument and no ErrCorrupt", from, err)
 		}
