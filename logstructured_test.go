@@ -714,18 +714,27 @@ func TestLogJournaledCopiesReused(t *testing.T) {
 // that made them. After a reopen nothing in memory says whose copies they
 // are, yet the first pass must still find the room to move the head.
 func TestLogJournaledCopiesReusedAfterReopen(t *testing.T) {
-	d, path, l, owner := logWithFailingRelocate(t)
+	d, _, l, owner, next := reopenedWithLeftCopies(t)
+	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	wantReclaimedHalfLive(t, d, l, owner, next)
+}
+
+// reopenedWithLeftCopies returns TestLogJournaledCopiesReusedAfterReopen's
+// log, reopened: full to its relocation reserve with the journaled garbage
+// copies a failed pass left, which nothing in memory remembers, with no
+// owner set; next is fillHalfLive's.
+func reopenedWithLeftCopies(t *testing.T) (d *Device, path string, l *Log, owner *endingSet, next uint64) {
+	t.Helper()
+	d, path, l, owner = logWithFailingRelocate(t)
 	next, held := fillHalfLive(t, l, owner, true)
 	failGCUnderTail(t, l, owner, held, true)
 	if s := l.Stats(); s.DurableTail != s.Tail || s.FreeBytes >= logFrameBytes(1000) {
 		t.Fatalf("after the failed pass %+v, want the durable tail over every copy, and no room for another", s)
 	}
 	d = reopenLogDevice(t, d, path)
-	l = mustLog(t, d, "log")
-	if err := l.SetOwner(owner, &LogOptions{GCThresholdBytes: -1}); err != nil {
-		t.Fatal(err)
-	}
-	wantReclaimedHalfLive(t, d, l, owner, next)
+	return d, path, mustLog(t, d, "log"), owner, next
 }
 
 // TestLogCopiesOfAPassCutByACrash: the copies of
@@ -889,11 +898,7 @@ func commitHeldUnderGC(l *Log, owner *endingSet, held *Reservation, room int64, 
 // garbage. Here the owner holds the copies live as entries of their own:
 // the pass must leave the ring as it is.
 func TestLogLiveCopyNotAdopted(t *testing.T) {
-	d, path, l, owner := logWithFailingRelocate(t)
-	next, held := fillHalfLive(t, l, owner, true)
-	failGCUnderTail(t, l, owner, held, true)
-	d = reopenLogDevice(t, d, path)
-	l = mustLog(t, d, "log")
+	d, path, l, owner, next := reopenedWithLeftCopies(t)
 	owner.pinned = map[int64]bool{}
 	for e, err := range l.Entries(l.Stats().Head) {
 		if err != nil {
@@ -944,11 +949,7 @@ func TestLogLiveCopyNotAdopted(t *testing.T) {
 // next pass must make it again, not take it as made and leave the ring
 // full for good.
 func TestLogAdoptionSearchCutByAPanic(t *testing.T) {
-	d, path, l, owner := logWithFailingRelocate(t)
-	next, held := fillHalfLive(t, l, owner, true)
-	failGCUnderTail(t, l, owner, held, true)
-	d = reopenLogDevice(t, d, path)
-	l = mustLog(t, d, "log")
+	d, _, l, owner, next := reopenedWithLeftCopies(t)
 	// IsLive's first call is about the head's entry, its second about the
 	// copy the search finds.
 	p := &panickingSet{endingSet: *owner, livePanicAt: 2}
