@@ -670,7 +670,10 @@ func (p *Pool) depotPush(i uint32) {
 // slot, pop the one below it, and push the first back: the head then names
 // the same slot again but its link has changed. Comparing the index alone
 // would let the stale CAS install a slot that is now held. The tag, bumped
-// by every successful CAS, makes it fail instead.
+// by every successful CAS, makes it fail instead, unless it has come round
+// to the value the pop loaded: it has 32 bits, so a pop stalled between
+// its load and its CAS while others complete 2^32 pushes and pops (some
+// 20 seconds of a core doing nothing else) can still be fooled.
 func (p *Pool) depotPop() uint32 {
 	for {
 		head := p.head.Load()
