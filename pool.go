@@ -32,8 +32,9 @@ import (
 //     Swap, and Put of a slot that has a home is done after its one Swap,
 //     so the usual Get+Put costs two locked instructions on lines no other
 //     core touches. The shard is picked from the caller's stack address,
-//     different between goroutines and steady for one (it moves only when
-//     the goroutine's stack is resized).
+//     different between goroutines and steady for the calls one makes from
+//     one depth of its stack (a call from a frame in another 2 KiB of the
+//     stack, or after the stack is resized, may pick another).
 //   - The depot, a Treiber stack whose head packs a 32-bit ABA tag beside
 //     a 32-bit slot index. It starts with every slot and takes those that
 //     fall out of the shards; a Get goes there when its shard has nothing.
@@ -441,8 +442,10 @@ func (p *Pool) Stats() PoolStats {
 // shardHint picks a shard, and a cell in it, for the calling goroutine
 // without a per-P API: the address of a local variable lies in the
 // goroutine's own stack, which no running goroutine shares and which moves
-// only when the stack is resized. Only speed depends on it; any shard and
-// cell give correct results.
+// only when the stack is resized. The address also follows the depth of
+// the call, so one goroutine calling from frames 2 KiB apart gets
+// different hints. Only speed depends on it; any shard and cell give
+// correct results.
 func shardHint() uint32 {
 	var anchor byte
 	// Stacks are at least 2 KiB and aligned to their size, so the address
