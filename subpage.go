@@ -704,8 +704,18 @@ func (s *Subpages) newParent(tx *Txn, c *subpageClass) error {
 		if werr := d.journal.waitCheckpoint(min(c.pendSeq, d.txSeq)); werr != nil {
 			return werr
 		}
-		if rerr := s.release(tx, c, subpageSlotsPerParent, true); rerr != nil {
-			return rerr
+		// Past parents released in place already, however many: within
+		// a release's worth of lines, as Close's drain, not a bound in
+		// parents, which such parents at the head would use up.
+		start, room := tx.lines.len(), d.alloc.releaseBudget(tx)
+		for c.head == 0 && c.pendHead != 0 && tx.lines.len()-start < room {
+			head := c.pendHead
+			if rerr := s.release(tx, c, subpageSlotsPerParent, true); rerr != nil {
+				return rerr
+			}
+			if c.pendHead == head {
+				break // the head waits for a later checkpoint
+			}
 		}
 		if c.head != 0 {
 			return nil

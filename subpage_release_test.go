@@ -354,3 +354,41 @@ func TestSubpageFreeReleasesLeaveRoom(t *testing.T) {
 	}
 	mustCheck(t, d)
 }
+
+// TestSubpageAllocFullDeviceReachesCoveredSlots: on a full device, Alloc
+// must reach the covered pending slots of its class however many parents
+// queued before them were released in place already (touched by Allocs
+// that then filled them), rather than fail with ErrNoSpace for as long as
+// nothing else walks the queue.
+func TestSubpageAllocFullDeviceReachesCoveredSlots(t *testing.T) {
+	d, _ := createTestDevice(t, subpageOptions())
+	s := mustSubpages(t, d, 64)
+	const stale = 120
+	const usable = subpageSlotsPerParent - 1
+	all := allocSlots(t, d, s, (stale+1)*usable)
+	fillHeap(t, d, 4096)
+	nth := func(k int) []Addr {
+		var slots []Addr
+		for i := range stale {
+			slots = append(slots, all[i*usable+k])
+		}
+		return slots
+	}
+	// Each of the first parents gets a free slot and, queued, a covered
+	// pending one; two Allocs release it in place and fill it again.
+	freeSlots(t, d, s, nth(0))
+	subpageDrain(t, d, s)
+	freeSlots(t, d, s, nth(1))
+	coverCommitted(t, d)
+	allocSlots(t, d, s, 2*stale)
+	// The last parent's one slot, pending behind them.
+	freeSlots(t, d, s, all[stale*usable:stale*usable+1])
+	coverCommitted(t, d)
+	if err := d.Update(func(tx *Txn) error {
+		_, err := s.Alloc(tx)
+		return err
+	}); err != nil {
+		t.Fatalf("Alloc on a full device with a covered pending slot: %v (%+v)", err, s.Stats())
+	}
+	mustCheck(t, d)
+}
