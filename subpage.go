@@ -1003,6 +1003,12 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int, forAlloc bool) 
 			return s.corrupt(p, part, "a queued parent of the class stamped by transaction %d at the latest, found flags %#x stamp %d",
 				tx.d.txSeq+1, h.flags, h.pendSeq)
 		}
+		if (h.pendNext == 0) != (c.pendTail == p) {
+			// Dequeued, it would leave the parents after it queued
+			// where no walk reaches them, or the tail a parent off
+			// the queue.
+			return s.corrupt(p+subpagePendNextOff, part, "a next parent unless the head is the tail %d, found %d", c.pendTail, h.pendNext)
+		}
 		if h.pendSeq > covered {
 			if h.flags&subpageFlagRequeue == 0 || c.pendTail == p {
 				c.headSeq = h.pendSeq

@@ -293,6 +293,12 @@ func TestSubpageCorruptLinks(t *testing.T) {
 		{"queue head misaligned", func(h *corruptSubpages) func([]byte) {
 			return edits(h.queue(h.p1, h.looseIn(h.p1, 0), 1, 0), h.queueEnds(h.p1+8, h.p1+8))
 		}, true},
+		// A queued parent's pendNext cut to 0 short of the tail: the
+		// parents after it would leave the queue unreleased, and the
+		// queue's head go to 0 with its tail set.
+		{"pendNext 0 before the tail", func(h *corruptSubpages) func([]byte) {
+			return edits(h.queue(h.p1, h.looseIn(h.p1, 0), 1, 0), h.queue(h.p2, h.looseIn(h.p2, 0), 1, 0), h.queueEnds(h.p1, h.p2))
+		}, true},
 		// List links detach writes through when p2 or p3 empties.
 		{"prev wild", func(h *corruptSubpages) func([]byte) {
 			return putU64(h.p2+subpagePrevOff, uint64(h.caller.Offset()+64-subpageNextOff))
