@@ -95,9 +95,14 @@ type allocator struct {
 
 	// owed is set when an Alloc found the heap full but for pending
 	// pages a checkpoint covers, which its transaction had grown too
-	// large to release: the next Begin releases them, in transactions of
-	// their own (releaseOwed).
+	// large to release, and when a transaction that released such pages
+	// was too large to commit: the next Begin releases them, in
+	// transactions of their own (releaseOwed).
 	owed atomic.Bool
+
+	// released counts the pending pages released into the joined
+	// transaction.
+	released int
 }
 
 // pendingCheckpointBytes is how many bytes may wait in the pending queue
@@ -154,6 +159,7 @@ func (a *allocator) join(tx *Txn) *allocState {
 	if a.tx != tx {
 		a.work = a.last
 		a.tx = tx
+		a.released = 0
 		tx.join(a)
 		a.punchDurable(tx)
 		// A corrupt queue stops the release; Alloc returns the error
@@ -192,6 +198,12 @@ func (a *allocator) committed(tx *Txn) {
 }
 
 func (a *allocator) rolledBack(tx *Txn) {
+	if a.released > 0 && errors.Is(tx.cause, ErrTooLarge) {
+		// The releases may be what made tx too large: tried again, it
+		// would release them again. The next Begin releases them on
+		// their own, so that it fits.
+		a.owed.Store(true)
+	}
 	a.tx = nil
 	a.punching = a.punching[:0]
 }
@@ -691,6 +703,7 @@ func (a *allocator) releasePending(tx *Txn) (int, error) {
 		tx.setPageState(&a.g, h.order, off, stateNone)
 		a.freeMerge(tx, st, h.order, off)
 		n++
+		a.released++
 	}
 	return n, nil
 }

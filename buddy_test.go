@@ -1029,6 +1029,63 @@ func TestAllocTooLargeToRelease(t *testing.T) {
 	mustCheck(t, d)
 }
 
+// TestTooLargeOnlyForReleases: a transaction that fits a record on its
+// own, but not beside the covered pending pages its first Alloc releases
+// into it, is refused with ErrTooLarge; tried again, it must commit, as
+// the next Begin releases those pages in transactions of their own.
+// Before, each attempt released the same pages, was rolled back with
+// them, and was refused again for as long as they waited.
+func TestTooLargeOnlyForReleases(t *testing.T) {
+	opts := smallHeapOptions()
+	d, _ := createTestDevice(t, opts)
+	keep := allocPages(t, d, 2, 64<<10)
+	var pages []Addr
+	for range 4 {
+		pages = append(pages, allocPages(t, d, 500, 4096)...)
+	}
+	var odd []Addr // their buddies stay live: no release merges into another's line
+	for i := 1; i < len(pages); i += 2 {
+		odd = append(odd, pages[i])
+	}
+	for i := 0; i < len(odd); i += 100 {
+		freePages(t, d, odd[i:i+100])
+	}
+	coverCommitted(t, d)
+	// 35% of the journal in bytes written contiguously, within the 37%
+	// Commit's doc says fits, after the Alloc that releases.
+	n := opts.JournalSize * 35 / 100
+	large := func(tx *Txn) error {
+		if _, err := tx.Alloc(4096); err != nil {
+			return err
+		}
+		for _, a := range keep {
+			if m := min(n, a.Size()); m > 0 {
+				if err := tx.Write(a.Offset(), make([]byte, m)); err != nil {
+					return err
+				}
+				n -= m
+			}
+		}
+		return nil
+	}
+	for i := range 3 {
+		n = opts.JournalSize * 35 / 100
+		err := d.Update(large)
+		if err == nil {
+			if i == 0 {
+				t.Fatalf("set-up: the first attempt committed beside %d pending pages; want it too large with what it releases", d.Stats().PendingPages)
+			}
+			mustCheck(t, d)
+			return
+		}
+		if !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+		t.Logf("attempt %d: %v (%d pages pending)", i, err, d.Stats().PendingPages)
+	}
+	t.Fatalf("the transaction is still refused after 3 attempts; %d pages pending, covered by a checkpoint", d.Stats().PendingPages)
+}
+
 // TestEmptyCommitEndsParticipants checks that a transaction a component
 // joined without changing anything still ends for that component.
 func TestEmptyCommitEndsParticipants(t *testing.T) {

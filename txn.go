@@ -191,7 +191,10 @@ func (tx *Txn) ReadAt(p []byte, off int64) (int, error) {
 // one 64-byte line costs 16 bytes of entry header and up to 7 of padding
 // besides the bytes themselves, so long contiguous writes cost 87 bytes
 // for every 64 and a transaction of them fits 32/87 of
-// Options.JournalSize (about 37%) in bytes written.
+// Options.JournalSize (about 37%) in bytes written. The pending pages
+// the allocator releases into a transaction (see Alloc) count too: if
+// they made it too large, the next Begin releases them in transactions
+// of their own first, so that tried again it does not carry them.
 //
 // ErrFailed means an I/O error failed the device, perhaps after the
 // transaction's record reached the journal (the writes to the bytes' home
