@@ -36,6 +36,13 @@ type line struct {
 	// inherited: bit i: data[i] is a free-list link copied from an
 	// earlier version of the line (see lineFor), not written here.
 	inherited uint64
+	// copied: bit i: data[i] is a byte of the caller's (Txn.Write) copied
+	// from an earlier version of the line, not written here. It is the
+	// committed byte only while a version before this one is on its way
+	// home: once that is home, the caller may write the byte in place
+	// (see Device.WriteAt), and home has the newer one. overlayOnto and
+	// holds leave such bytes out (see readOver).
+	copied uint64
 
 	// parent: the line starts a page whose sub-page parent bit the
 	// transaction holding the line has seen set, so that it need not
@@ -59,11 +66,15 @@ func spanMask(from, to int) uint64 {
 }
 
 // overlayOnto copies into p, the bytes at off within l's line, those that l
-// holds.
-func (l *line) overlayOnto(p []byte, off int64) {
+// holds but for the caller's bytes it copied.
+func (l *line) overlayOnto(p []byte, off int64) { l.overlayMask(p, off, l.valid&^l.copied) }
+
+// overlayMask copies into p, the bytes at off within l's line, those of
+// valid, a mask of bytes l holds.
+func (l *line) overlayMask(p []byte, off int64, valid uint64) {
 	from := int(off & (lineBytes - 1))
 	want := spanMask(from, from+len(p))
-	m := l.valid & want
+	m := valid & want
 	if m == want {
 		copy(p, l.data[from:])
 		return
@@ -76,10 +87,11 @@ func (l *line) overlayOnto(p []byte, off int64) {
 	}
 }
 
-// holds reports whether l holds all n bytes at from.
+// holds reports whether l holds all n bytes at from, none of them a
+// caller's byte it copied.
 func (l *line) holds(from, n int) bool {
 	m := spanMask(from, from+n)
-	return l.valid&m == m
+	return l.valid&^l.copied&m == m
 }
 
 // Txn is the one writing transaction of a device, begun with Begin or
@@ -319,7 +331,7 @@ func (tx *Txn) heldPages() []Addr {
 func (l *line) dropDeadLinks() {
 	l.dirty &^= l.link
 	l.valid = l.dirty
-	l.link, l.inherited = 0, 0
+	l.link, l.inherited, l.copied = 0, 0, 0
 }
 
 // Rollback discards the transaction's writes and ends it.
@@ -396,6 +408,7 @@ func (tx *Txn) write(off int64, p []byte, kind entryKind) {
 		l.valid |= m
 		l.dirty |= m
 		l.inherited &^= m
+		l.copied &^= m
 		switch kind {
 		case kindLink:
 			l.link |= m
@@ -491,6 +504,7 @@ func (tx *Txn) lineFor(idx int64) *line {
 	// yet; start from it. Home needs no reading until someone reads.
 	if p := tx.d.pending.get(idx); p != nil {
 		l.data, l.valid = p.data, p.valid
+		l.copied = (p.user | p.copied) & p.valid
 		// Its free-list links only while the page they head is still
 		// free or pending: one handed out since is its owner's, written
 		// in place, and links kept in tx's version would hide those
@@ -525,13 +539,26 @@ func (d *Device) txWritable(idx int64) bool {
 // readCommitted fills p, which lies within one line, with committed bytes:
 // home, with any version still on its way home laid over it.
 func (d *Device) readCommitted(p []byte, off int64) {
-	d.readOver(p, off, d.pending.get(off>>lineShift))
+	pl, older := d.pending.version(off>>lineShift, math.MaxUint64)
+	d.readOver(p, off, pl, older)
 }
 
 // readOver fills p, which lies within one line, with the bytes at home
 // with pl, a version of the line from the overlay or nil, laid over them.
-func (d *Device) readOver(p []byte, off int64, pl *line) {
-	if pl == nil || !pl.holds(int(off&(lineBytes-1)), len(p)) {
+// The caller's bytes that pl copied count only if older: then the
+// version they came from, or one before it, is on its way home too, and
+// home may not have them yet. Otherwise home has them, and perhaps newer
+// bytes written in place since.
+func (d *Device) readOver(p []byte, off int64, pl *line, older bool) {
+	from := int(off & (lineBytes - 1))
+	valid := uint64(0)
+	if pl != nil {
+		valid = pl.valid
+		if !older {
+			valid &^= pl.copied
+		}
+	}
+	if want := spanMask(from, from+len(p)); valid&want != want {
 		// Offsets come from on-disk links: a corrupt one may be
 		// negative, which reads as zeroes rather than faulting.
 		n := 0
@@ -541,7 +568,7 @@ func (d *Device) readOver(p []byte, off int64, pl *line) {
 		clear(p[n:]) // past the end of the file: the bytes a later growth exposes
 	}
 	if pl != nil {
-		pl.overlayOnto(p, off)
+		pl.overlayMask(p, off, valid)
 	}
 }
 
@@ -554,7 +581,8 @@ func (d *Device) durableU64(off int64) uint64 {
 	var b [8]byte
 	// The sequence is loaded before the overlay's list: a transaction
 	// synced meanwhile counts as not.
-	d.readOver(b[:], off, d.pending.getUpTo(off>>lineShift, d.durableTxSeq.Load()))
+	pl, older := d.pending.version(off>>lineShift, d.durableTxSeq.Load())
+	d.readOver(b[:], off, pl, older)
 	return binary.LittleEndian.Uint64(b[:])
 }
 
@@ -571,9 +599,10 @@ func (d *Device) committedU64(off int64) uint64 {
 // not applied. A transaction's lines no longer change once it commits, and
 // each starts from the version before it (see lineFor), so the newest
 // transaction holding a line holds the line's newest bytes, but for the
-// free-list links of a page handed out since, which no one reads. Readers
-// take no lock: they load the current list, which is replaced, never
-// changed.
+// free-list links of a page handed out since, which no one reads, and for
+// the caller's bytes it copied, which count only while an older version is
+// not yet at home (see line.copied). Readers take no lock: they load the
+// current list, which is replaced, never changed.
 type overlay struct {
 	mu       sync.Mutex // serialises add and release
 	txs      atomic.Pointer[[]*Txn]
@@ -600,21 +629,34 @@ func (o *overlay) list() []*Txn {
 
 // get returns the newest committed version of line idx not yet at home,
 // or nil.
-func (o *overlay) get(idx int64) *line { return o.getUpTo(idx, math.MaxUint64) }
+func (o *overlay) get(idx int64) *line {
+	l, _ := o.version(idx, math.MaxUint64)
+	return l
+}
 
-// getUpTo returns the newest version of line idx not yet at home that a
-// transaction numbered seq or below committed, or nil.
-func (o *overlay) getUpTo(idx int64, seq uint64) *line {
+// version returns the newest version of line idx not yet at home that a
+// transaction numbered seq or below committed, or nil, and, if it holds
+// bytes of the caller's that it copied (line.copied), whether an older
+// version of the line is not yet at home either.
+func (o *overlay) version(idx int64, seq uint64) (l *line, older bool) {
 	txs := o.list()
 	for i := len(txs) - 1; i >= 0; i-- {
 		if txs[i].seq > seq {
 			continue
 		}
-		if l := txs[i].lines.line(idx); l != nil {
-			return l
+		if l = txs[i].lines.line(idx); l == nil {
+			continue
 		}
+		if l.copied != 0 {
+			for _, tx := range txs[:i] {
+				if tx.lines.line(idx) != nil {
+					return l, true
+				}
+			}
+		}
+		return l, false
 	}
-	return nil
+	return nil, false
 }
 
 // holdsAny reports whether a transaction in the overlay holds a line with
