@@ -835,12 +835,15 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 }
 
 // Slice returns the n bytes at off as a view into the mapping, without a
-// copy. It shows the bytes at their home location: those of transactions
-// whose Commit returned, and of WriteAt. The view changes under the
-// caller as later commits reach home, so a read of it may show part of
-// one; ReadAt never does. The view is read-only unless
-// Options.WritableMap is set, and invalid after Close. A range not inside
-// the device, a negative n included, returns ErrOutOfRange.
+// copy. It shows the bytes at their home location: the caller's bytes of
+// transactions whose Commit returned (Txn.Write), and of WriteAt. The
+// library's own state that a commit changed (the allocator's, a log's
+// head and tail) may reach home only after its Commit has returned;
+// ReadAt shows it at once. The view changes under the caller as later
+// commits reach home, so a read of it may show part of one; ReadAt never
+// does. The view is read-only unless Options.WritableMap is set, and
+// invalid after Close. A range not inside the device, a negative n
+// included, returns ErrOutOfRange.
 //
 // On a read-only device, the journal a crash left is replayed in memory
 // only (Options.ReadOnly): a range holding bytes of the replay, or bytes
