@@ -115,7 +115,9 @@ type FreeListInfo struct {
 	Pages     int64 // pages on the list, by the allocator's counter
 	Head      int64 // offset of the first page; 0 if the list is empty
 	// First holds the offsets of up to the first 8 pages, following the
-	// links stored in the pages; a broken link ends it early.
+	// links stored in the pages; a broken link ends it early: one to a
+	// page that is not a free page of the order, or whose back link does
+	// not name the page before it (as a link back into the list does).
 	First []int64
 }
 
@@ -188,11 +190,16 @@ func (d *Device) Inspect() (*Inspection, error) {
 	tx := &Txn{d: d} // empty: reads committed state
 	for k := 0; k <= g.maxOrder; k++ {
 		fl := FreeListInfo{Order: k, PageBytes: g.pageBytes(k), Pages: st.freePages[k], Head: st.heads[k]}
-		for off := st.heads[k]; off != 0 && len(fl.First) < freeListSample; off = tx.readHeader(off).next {
-			if off < g.heapOff || off >= st.frontier || off&(g.pageBytes(k)-1) != 0 {
+		for off, prev := st.heads[k], int64(0); off != 0 && len(fl.First) < freeListSample; {
+			if off < g.heapOff || off >= st.frontier || off&(g.pageBytes(k)-1) != 0 || tx.pageState(g, k, off) != stateFree {
 				break // a broken link: Check says more
 			}
+			h := tx.readHeader(off)
+			if h.magic != freeMagic || h.order != k || h.word0 != prev {
+				break // not a page of this list, or one seen before
+			}
 			fl.First = append(fl.First, off)
+			prev, off = off, h.next
 		}
 		in.FreeLists = append(in.FreeLists, fl)
 	}

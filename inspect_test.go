@@ -311,6 +311,53 @@ func TestInspectSuperblockOfWrongParity(t *testing.T) {
 	}
 }
 
+// TestInspectFreeListSampleStopsAtBrokenLink points the next link of a
+// free list's head, on a closed device, at the head itself (a cycle) or at
+// a live page of the list's order. FreeListInfo.First must end at the
+// head, as a broken link ends it, rather than list the head again and
+// again, or a page that is not free and the pages its bytes happen to
+// name.
+func TestInspectFreeListSampleStopsAtBrokenLink(t *testing.T) {
+	d, path := createTestDevice(t, smallFileOptions())
+	pages := allocPages(t, d, 16, 4096)
+	var even []Addr
+	for i := 0; i < len(pages); i += 2 {
+		even = append(even, pages[i])
+	}
+	freePages(t, d, even)
+	coverCommitted(t, d)
+	releaseCovered(t, d)
+	head, listed := d.alloc.last.heads[0], d.alloc.last.freePages[0]
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if listed < 2 {
+		t.Fatalf("set-up: free list 0 holds %d pages, want two or more", listed)
+	}
+	for _, c := range []struct {
+		name string
+		next int64
+	}{{"itself", head}, {"a live page", pages[1].Offset()}} {
+		t.Run(c.name, func(t *testing.T) {
+			ro, err := Open(corruptCopy(t, path, func(b []byte) []byte { putU64(head+8, uint64(c.next))(b); return b }), &Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ro.Close()
+			in, err := ro.Inspect()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := in.FreeLists[0].First; len(got) != 1 || got[0] != head {
+				t.Errorf("free list 0, its head %d linked to %d: First %v, want the head alone", head, c.next, got)
+			}
+			if err := ro.Check(); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("Check: %v; want ErrCorrupt", err)
+			}
+		})
+	}
+}
+
 // failingReads is a store whose reads fail with errInjectedRead while
 // fail is set.
 type failingReads struct {
