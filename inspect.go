@@ -352,7 +352,9 @@ type HeapExtent struct {
 	Extent
 	Kind PageKind // what the extent holds
 	// SlotBytes and SlotsUsed describe a PageSubpages parent: the size of
-	// its slots and how many of its 63 are allocated. Zero otherwise.
+	// its slots and how many of its 63 are allocated. Zero otherwise, and
+	// for a parent whose header is damaged (not a sub-page header of slots
+	// of its size, with its own slot allocated), which Check reports.
 	SlotBytes int64
 	SlotsUsed int
 }
@@ -456,7 +458,13 @@ func (w *heapWalker) visit(off int64, order int) bool {
 		if w.d.subpageParentAt(w.tx, off, e.Size) {
 			var h subpageHeader
 			w.tx.readSubpageHeader(off, &h)
-			e.Kind, e.SlotBytes, e.SlotsUsed = PageSubpages, 1<<h.slotShift, bits.OnesCount64(h.mask)-1
+			e.Kind = PageSubpages
+			// Slots of this parent's size, the header slot among the
+			// allocated: else the header is damaged, and its bytes
+			// say nothing of the slots (Check reports it).
+			if h.magic == subpageMagic && int64(subpageSlotsPerParent)<<h.slotShift == e.Size && h.mask&1 != 0 {
+				e.SlotBytes, e.SlotsUsed = 1<<h.slotShift, bits.OnesCount64(h.mask)-1
+			}
 		}
 	}
 	return w.emit(e)

@@ -358,6 +358,53 @@ func TestInspectFreeListSampleStopsAtBrokenLink(t *testing.T) {
 	}
 }
 
+// TestWalkHeapParentWithDamagedHeader wipes the header of a sub-page
+// parent on a closed device, or its magic alone, or the bit of its header
+// slot: WalkHeap must report the page as a parent (its parent bit is
+// set) with no slot size and no slots used, as it does not know them,
+// rather than a slot size of 1 or 0 bytes and -1 slots taken from the
+// damaged bytes, or a count that takes the header slot for a free one.
+func TestWalkHeapParentWithDamagedHeader(t *testing.T) {
+	d, path := createTestDevice(t, smallFileOptions())
+	slots := allocSlots(t, d, mustSubpages(t, d, 256), 5)
+	parent := parentOf(slots[0])
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		edit func(b []byte)
+	}{
+		{"wiped", func(b []byte) { clear(b[parent : parent+subpageHeaderBytes]) }},
+		{"magic", putU64(parent, 0)},
+		{"header slot", func(b []byte) { b[parent+subpageMaskOff] &^= 1 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ro, err := Open(corruptCopy(t, path, func(b []byte) []byte { c.edit(b); return b }), &Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ro.Close()
+			var got []HeapExtent
+			if err := ro.WalkHeap(func(e HeapExtent) bool {
+				if e.Offset == parent {
+					got = append(got, e)
+				}
+				return true
+			}); err != nil {
+				t.Fatal(err)
+			}
+			want := HeapExtent{Extent: Extent{Offset: parent, Size: 256 * subpageSlotsPerParent}, Kind: PageSubpages}
+			if len(got) != 1 || got[0] != want {
+				t.Errorf("the walk found %+v at the parent, want %+v", got, want)
+			}
+			if err := ro.Check(); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("Check: %v; want ErrCorrupt", err)
+			}
+		})
+	}
+}
+
 // failingReads is a store whose reads fail with errInjectedRead while
 // fail is set.
 type failingReads struct {

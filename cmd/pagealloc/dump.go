@@ -309,7 +309,10 @@ func printPages(w io.Writer, d *pagealloc.Device) error {
 
 // extentCells returns the cells of an extent's row.
 func extentCells(e pagealloc.HeapExtent) (off, size, state, detail string) {
-	if e.Kind == pagealloc.PageSubpages {
+	switch {
+	case e.Kind == pagealloc.PageSubpages && e.SlotBytes == 0:
+		detail = "its header is damaged: run pagealloc check" // WalkHeap knows no slots of it
+	case e.Kind == pagealloc.PageSubpages:
 		detail = fmt.Sprintf("%d of 63 slots of %s used", e.SlotsUsed, formatBytes(e.SlotBytes))
 	}
 	return strconv.FormatInt(e.Offset, 10), formatBytes(e.Size), e.Kind.String(), detail

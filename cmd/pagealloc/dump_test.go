@@ -205,6 +205,39 @@ func TestDumpPagesMemory(t *testing.T) {
 	}
 }
 
+// TestDumpPagesDamagedParent wipes the first word of a sub-page
+// parent's header (its magic, class and slot size): dump -pages must say
+// that the header is damaged, not print a slot size and a count of slots
+// used made of the damaged bytes.
+func TestDumpPagesDamagedParent(t *testing.T) {
+	path := fixtureDevice(t)
+	d, err := openReadOnly(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := int64(-1)
+	err = d.WalkHeap(func(e pagealloc.HeapExtent) bool {
+		if e.Kind == pagealloc.PageSubpages {
+			parent = e.Offset
+		}
+		return parent < 0
+	})
+	d.Close()
+	if err != nil || parent < 0 {
+		t.Fatalf("set-up: no sub-page parent found (%v)", err)
+	}
+	damaged := damagedCopy(t, path, func(b []byte) { clear(b[parent : parent+8]) })
+	code, stdout, stderr := runUnchanged(t, "dump", "-pages", damaged)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	re := fmt.Sprintf(`(?m)^  %d\s+16KiB\s+sub-pages\s+its header is damaged: run pagealloc check$`, parent)
+	if !regexp.MustCompile(re).MatchString(stdout) {
+		line := regexp.MustCompile(fmt.Sprintf(`(?m)^  %d .*$`, parent)).FindString(stdout)
+		t.Errorf("the parent at %d is shown as %q, want a line matching %s", parent, line, re)
+	}
+}
+
 // TestTableColumnsAfterShortRow: a row whose last cells are empty (a
 // superblock copy that does not verify, an empty free list with no first
 // pages) must not end the columns for the rows after it: each cell stays
