@@ -131,7 +131,7 @@ type PendingInfo struct {
 	Bytes    int64  // bytes in them
 	Head     int64  // the oldest page; 0 if the queue is empty
 	Tail     int64  // the newest page
-	OldestTx uint64 // the transaction that freed the oldest page
+	OldestTx uint64 // the transaction that freed the oldest page; 0 if Head is no pending page (damage)
 }
 
 // LogInfo describes one log-structured region.
@@ -205,7 +205,9 @@ func (d *Device) Inspect() (*Inspection, error) {
 	}
 	in.Pending = PendingInfo{Pages: st.pendPages, Bytes: st.pendBytes, Head: st.pendHead, Tail: st.pendTail}
 	if st.pendHead >= g.heapOff && st.pendHead < st.frontier {
-		in.Pending.OldestTx = uint64(tx.readHeader(st.pendHead).word0)
+		if h := tx.readHeader(st.pendHead); h.magic == pendingMagic {
+			in.Pending.OldestTx = uint64(h.word0)
+		}
 	}
 	for _, l := range d.logs.all() {
 		in.Logs = append(in.Logs, LogInfo{Name: l.name, Ring: extentOf(l.ring), Carved: l.carved, Stats: l.Stats()})

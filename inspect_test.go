@@ -358,6 +358,38 @@ func TestInspectFreeListSampleStopsAtBrokenLink(t *testing.T) {
 	}
 }
 
+// TestInspectPendingHeadNotPending points the pending queue's head, on
+// a closed device, at a live page whose first word holds the caller's
+// bytes: PendingInfo.OldestTx must be zero, as no pending page's header
+// names the transaction, not the caller's bytes taken for one.
+func TestInspectPendingHeadNotPending(t *testing.T) {
+	d, path := createTestDevice(t, smallFileOptions())
+	pages := allocPages(t, d, 4, 4096)
+	if _, err := d.WriteAt([]byte{1, 2, 3, 4, 5, 6, 7, 8}, pages[0].Offset()); err != nil {
+		t.Fatal(err)
+	}
+	freePages(t, d, pages[1:])
+	headAt := d.geometry.state.off + statePendingHeadOff
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := Open(corruptCopy(t, path, func(b []byte) []byte { putU64(headAt, uint64(pages[0].Offset()))(b); return b }), &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	in, err := ro.Inspect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := in.Pending; p.Pages == 0 || p.Head != pages[0].Offset() || p.OldestTx != 0 {
+		t.Errorf("pending %+v; want pages, the head at the live page %d and no transaction", p, pages[0].Offset())
+	}
+	if err := ro.Check(); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Check: %v; want ErrCorrupt", err)
+	}
+}
+
 // TestWalkHeapParentWithDamagedHeader wipes the header of a sub-page
 // parent on a closed device, or its magic alone, or the bit of its header
 // slot: WalkHeap must report the page as a parent (its parent bit is

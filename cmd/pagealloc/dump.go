@@ -245,6 +245,11 @@ func printFreeLists(w io.Writer, in *pagealloc.Inspection) error {
 		fmt.Fprintln(w, "pending queue: empty")
 		return nil
 	}
+	if p.OldestTx == 0 {
+		fmt.Fprintf(w, "pending queue: %d pages, %s, head %d, tail %d; the head is no pending page: run pagealloc check\n",
+			p.Pages, humanBytes(p.Bytes), p.Head, p.Tail)
+		return nil
+	}
 	fmt.Fprintf(w, "pending queue: %d pages, %s, head %d, tail %d; the oldest freed by transaction %d, reusable after the checkpoint that covers it\n",
 		p.Pages, humanBytes(p.Bytes), p.Head, p.Tail, p.OldestTx)
 	return nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -235,6 +236,40 @@ func TestDumpPagesDamagedParent(t *testing.T) {
 	if !regexp.MustCompile(re).MatchString(stdout) {
 		line := regexp.MustCompile(fmt.Sprintf(`(?m)^  %d .*$`, parent)).FindString(stdout)
 		t.Errorf("the parent at %d is shown as %q, want a line matching %s", parent, line, re)
+	}
+}
+
+// TestDumpPendingHeadNotPending points the pending queue's head, the
+// allocator state's second word, at an allocated page: dump must say
+// that the head is no pending page, not print a transaction made of the
+// page's bytes.
+func TestDumpPendingHeadNotPending(t *testing.T) {
+	path := fixtureDevice(t)
+	in := inspect(t, path)
+	d, err := openReadOnly(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := int64(-1)
+	err = d.WalkHeap(func(e pagealloc.HeapExtent) bool {
+		if e.Kind == pagealloc.PageAllocated {
+			page = e.Offset
+		}
+		return page < 0
+	})
+	d.Close()
+	if err != nil || page < 0 || in.Pending.Pages == 0 {
+		t.Fatalf("set-up: an allocated page at %d, %d pending pages (%v)", page, in.Pending.Pages, err)
+	}
+	damaged := damagedCopy(t, path, func(b []byte) { binary.LittleEndian.PutUint64(b[in.AllocatorState.Offset+8:], uint64(page)) })
+	code, stdout, stderr := runUnchanged(t, "dump", damaged)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	want := fmt.Sprintf("head %d, tail %d; the head is no pending page: run pagealloc check\n", page, in.Pending.Tail)
+	if !strings.Contains(stdout, want) {
+		line := regexp.MustCompile(`(?m)^pending queue: .*$`).FindString(stdout)
+		t.Errorf("dump prints %q, want it to end %q", line, want)
 	}
 }
 
