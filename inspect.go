@@ -27,7 +27,7 @@ func extentOf(r region) Extent { return Extent{Offset: r.off, Size: r.size} }
 // structures, as Device.Inspect returns it. Regions appear in file order:
 // superblocks, root area, journal, allocator state, log regions, heap.
 type Inspection struct {
-	Capacity    int64 // bytes the file may grow to (MaxSize)
+	Capacity    int64 // bytes the file may grow to: this open's MaxSize (SuperblockInfo.Capacity: the recorded one)
 	FileSize    int64 // bytes the file holds now
 	MinPageSize int64 // the smallest page; order 0
 	MaxPageSize int64 // the largest page
@@ -65,6 +65,9 @@ type SuperblockInfo struct {
 	Sequence uint64 // copy A holds even numbers, B odd; the higher is newer
 	Version  uint32 // format version
 	DeviceID uint64 // random, chosen at Create
+	// Capacity is the capacity the copy records: what an Open without a
+	// MaxSize maps. Inspection.Capacity is that of this open.
+	Capacity int64
 	// JournalHead and JournalHeadSeq locate the oldest journal record the
 	// checkpoint did not cover: its virtual offset and sequence number.
 	JournalHead    uint64
@@ -247,7 +250,7 @@ func (d *Device) inspectSuperblocks(in *Inspection) error {
 			info.Problem = err.Error()
 			continue
 		}
-		info.Sequence, info.Version, info.DeviceID = sb.seq, sb.version, sb.deviceID
+		info.Sequence, info.Version, info.DeviceID, info.Capacity = sb.seq, sb.version, sb.deviceID, sb.capacity
 		info.JournalHead, info.JournalHeadSeq, info.TxSeq = sb.journalHead, sb.headSeq, sb.txSeq
 		if newest < 0 || sb.seq > in.Superblocks[newest].Sequence {
 			newest = slot

@@ -311,6 +311,30 @@ func TestInspectSuperblockOfWrongParity(t *testing.T) {
 	}
 }
 
+// TestInspectRecordedCapacity opens a device read-only with a MaxSize
+// larger than the capacity it records, as a tool does for a file grown
+// past it: Inspection.Capacity is the open's, and each superblock copy's
+// Capacity the one it records.
+func TestInspectRecordedCapacity(t *testing.T) {
+	d, path := createTestDevice(t, smallFileOptions())
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recorded := smallFileOptions().MaxSize
+	ro, err := Open(path, &Options{ReadOnly: true, MaxSize: 2 * recorded})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	in, err := ro.Inspect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Capacity != 2*recorded || in.Superblocks[0].Capacity != recorded || in.Superblocks[1].Capacity != recorded {
+		t.Errorf("capacity %d, the copies record %d and %d; want %d, and %d in each", in.Capacity, in.Superblocks[0].Capacity, in.Superblocks[1].Capacity, 2*recorded, recorded)
+	}
+}
+
 // TestInspectFreeListSampleStopsAtBrokenLink points the next link of a
 // free list's head, on a closed device, at the head itself (a cycle) or at
 // a live page of the list's order. FreeListInfo.First must end at the

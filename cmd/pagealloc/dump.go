@@ -152,8 +152,8 @@ func printLayout(w io.Writer, in *pagealloc.Inspection) error {
 	for n := in.MinPageSize; n < in.MaxPageSize; n <<= 1 {
 		orders++
 	}
-	fmt.Fprintf(w, "geometry: pages %s to %s (%d orders), capacity %s, file %s\n",
-		formatBytes(in.MinPageSize), formatBytes(in.MaxPageSize), orders+1, formatBytes(in.Capacity), humanBytes(in.FileSize))
+	fmt.Fprintf(w, "geometry: pages %s to %s (%d orders), capacity %s%s, file %s\n",
+		formatBytes(in.MinPageSize), formatBytes(in.MaxPageSize), orders+1, formatBytes(recordedCapacity(in)), mappedNote(in, formatBytes), humanBytes(in.FileSize))
 	tw := table(w, "region", "offset", "size")
 	for i, sb := range in.Superblocks {
 		row(tw, "superblock "+string(rune('A'+i)), sb.Offset, 4096)
@@ -168,6 +168,25 @@ func printLayout(w io.Writer, in *pagealloc.Inspection) error {
 	}
 	fmt.Fprintf(w, "heap blocks of %s, each starting with %s of state bits\n", formatBytes(in.BlockBytes), formatBytes(in.BlockMetadataBytes))
 	return nil
+}
+
+// recordedCapacity returns the capacity the device records, in the
+// superblock copy in use, and mappedNote what to write after it: the
+// capacity mapped, if -max-size made it another.
+func recordedCapacity(in *pagealloc.Inspection) int64 {
+	for _, sb := range in.Superblocks {
+		if sb.InUse {
+			return sb.Capacity
+		}
+	}
+	return in.Capacity
+}
+
+func mappedNote(in *pagealloc.Inspection, format func(int64) string) string {
+	if recordedCapacity(in) == in.Capacity {
+		return ""
+	}
+	return fmt.Sprintf(" (mapped: %s, -max-size)", format(in.Capacity))
 }
 
 func printSuperblocks(w io.Writer, in *pagealloc.Inspection) error {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -327,6 +328,32 @@ func TestInspectingVerbsMaxSize(t *testing.T) {
 	}
 	if code, _, stderr := runCLI(t, "check", "-max-size", "64MiB", path); code != 1 || !strings.Contains(stderr, "MaxSize") {
 		t.Errorf("check -max-size 64MiB of a 65 MiB file: exit %d: %s; want 1, naming MaxSize", code, stderr)
+	}
+}
+
+// TestMaxSizeShowsRecordedCapacity: a device mapped with a -max-size
+// other than the capacity it records (a capacity a 32-bit build cannot
+// map, a file grown past it) still shows, in stats and dump, the
+// capacity it records, with the mapped one beside it.
+func TestMaxSizeShowsRecordedCapacity(t *testing.T) {
+	path := fixtureDevice(t) // MaxSize 64 MiB
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dump"}, "capacity 64MiB, file"},
+		{[]string{"dump", "-max-size", "48MiB"}, "capacity 64MiB (mapped: 48MiB, -max-size), file"},
+		{[]string{"dump", "-max-size", "128MiB"}, "capacity 64MiB (mapped: 128MiB, -max-size), file"},
+		{[]string{"stats"}, "of 64.0 MiB capacity;"},
+		{[]string{"stats", "-max-size", "48MiB"}, "of 64.0 MiB capacity (mapped: 48.0 MiB, -max-size);"},
+		{[]string{"stats", "-max-size", "128MiB"}, "of 64.0 MiB capacity (mapped: 128.0 MiB, -max-size);"},
+	} {
+		args := append(c.args, path)
+		code, stdout, stderr := runUnchanged(t, args...)
+		if code != 0 || !strings.Contains(stdout, c.want) {
+			line := regexp.MustCompile(`(?m)^.*capacity.*$`).FindString(stdout)
+			t.Errorf("%v: exit %d (%s), prints %q; want it to hold %q", args[:len(args)-1], code, stderr, line, c.want)
+		}
 	}
 }
 

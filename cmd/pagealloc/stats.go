@@ -72,8 +72,8 @@ func printStats(w io.Writer, s deviceStats, in *pagealloc.Inspection) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "largest free page %s; file %s of %s capacity; journal: %d records (%d bytes) not yet checkpointed\n",
-		humanBytes(a.LargestFreePage), humanBytes(a.FileSize), humanBytes(a.Capacity), s.Journal.Records, s.Journal.Bytes)
+	fmt.Fprintf(w, "largest free page %s; file %s of %s capacity%s; journal: %d records (%d bytes) not yet checkpointed\n",
+		humanBytes(a.LargestFreePage), humanBytes(a.FileSize), humanBytes(recordedCapacity(in)), mappedNote(in, humanBytes), s.Journal.Records, s.Journal.Bytes)
 	fmt.Fprintln(w)
 	tw = table(w, "order", "page size", "free pages", "free bytes")
 	for k, n := range a.FreePages {
