@@ -570,6 +570,21 @@ func TestCommitRefusesStrayLines(t *testing.T) {
 	}
 }
 
+// freeEvenPages frees every other page of pages, the first among them, in
+// committed transactions a checkpoint covers, and releases them to the
+// free lists: none merges with a buddy. It returns free list 0's head.
+func freeEvenPages(t *testing.T, d *Device, pages []Addr) (head int64) {
+	t.Helper()
+	var even []Addr
+	for i := 0; i < len(pages); i += 2 {
+		even = append(even, pages[i])
+	}
+	freePages(t, d, even)
+	coverCommitted(t, d)
+	releaseCovered(t, d)
+	return d.alloc.last.heads[0]
+}
+
 // TestFreeListPrevLinks damages the prev link of a page on free list 0 in
 // a closed device. The head's, set: Alloc, which takes the head, must
 // refuse with a CorruptError naming it. A later page's, set to a live page
@@ -585,14 +600,7 @@ func TestFreeListPrevLinks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var even []Addr
-	for i := 0; i < len(pages); i += 2 {
-		even = append(even, pages[i])
-	}
-	freePages(t, d, even)
-	coverCommitted(t, d)
-	releaseCovered(t, d)
-	head := d.alloc.last.heads[0]
+	head := freeEvenPages(t, d, pages)
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -344,14 +344,7 @@ func TestInspectRecordedCapacity(t *testing.T) {
 func TestInspectFreeListSampleStopsAtBrokenLink(t *testing.T) {
 	d, path := createTestDevice(t, smallFileOptions())
 	pages := allocPages(t, d, 16, 4096)
-	var even []Addr
-	for i := 0; i < len(pages); i += 2 {
-		even = append(even, pages[i])
-	}
-	freePages(t, d, even)
-	coverCommitted(t, d)
-	releaseCovered(t, d)
-	head, listed := d.alloc.last.heads[0], d.alloc.last.freePages[0]
+	head, listed := freeEvenPages(t, d, pages), d.alloc.last.freePages[0]
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -363,11 +356,7 @@ func TestInspectFreeListSampleStopsAtBrokenLink(t *testing.T) {
 		next int64
 	}{{"itself", head}, {"a live page", pages[1].Offset()}} {
 		t.Run(c.name, func(t *testing.T) {
-			ro, err := Open(corruptCopy(t, path, func(b []byte) []byte { putU64(head+8, uint64(c.next))(b); return b }), &Options{ReadOnly: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ro.Close()
+			ro := openDamagedCopy(t, path, putU64(head+8, uint64(c.next)))
 			in, err := ro.Inspect()
 			if err != nil {
 				t.Fatal(err)
@@ -397,11 +386,7 @@ func TestInspectPendingHeadNotPending(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ro, err := Open(corruptCopy(t, path, func(b []byte) []byte { putU64(headAt, uint64(pages[0].Offset()))(b); return b }), &Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ro.Close()
+	ro := openDamagedCopy(t, path, putU64(headAt, uint64(pages[0].Offset())))
 	in, err := ro.Inspect()
 	if err != nil {
 		t.Fatal(err)
@@ -436,11 +421,7 @@ func TestWalkHeapParentWithDamagedHeader(t *testing.T) {
 		{"header slot", func(b []byte) { b[parent+subpageMaskOff] &^= 1 }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ro, err := Open(corruptCopy(t, path, func(b []byte) []byte { c.edit(b); return b }), &Options{ReadOnly: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ro.Close()
+			ro := openDamagedCopy(t, path, c.edit)
 			var got []HeapExtent
 			if err := ro.WalkHeap(func(e HeapExtent) bool {
 				if e.Offset == parent {
@@ -459,6 +440,18 @@ func TestWalkHeapParentWithDamagedHeader(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openDamagedCopy opens read-only a copy of the closed device at path that
+// edit damages; the device is closed when the test ends.
+func openDamagedCopy(t *testing.T, path string, edit func(b []byte)) *Device {
+	t.Helper()
+	ro, err := Open(corruptCopy(t, path, func(b []byte) []byte { edit(b); return b }), &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ro.Close() })
+	return ro
 }
 
 // failingReads is a store whose reads fail with errInjectedRead while
