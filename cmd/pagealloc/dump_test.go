@@ -212,18 +212,7 @@ func TestDumpPagesMemory(t *testing.T) {
 // used made of the damaged bytes.
 func TestDumpPagesDamagedParent(t *testing.T) {
 	path := fixtureDevice(t)
-	d, err := openReadOnly(path, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parent := int64(-1)
-	err = d.WalkHeap(func(e pagealloc.HeapExtent) bool {
-		if e.Kind == pagealloc.PageSubpages {
-			parent = e.Offset
-		}
-		return parent < 0
-	})
-	d.Close()
+	parent, err := firstExtent(path, pagealloc.PageSubpages)
 	if err != nil || parent < 0 {
 		t.Fatalf("set-up: no sub-page parent found (%v)", err)
 	}
@@ -239,6 +228,24 @@ func TestDumpPagesDamagedParent(t *testing.T) {
 	}
 }
 
+// firstExtent returns the offset of the first heap extent of kind in the
+// device at path, or -1 if there is none.
+func firstExtent(path string, kind pagealloc.PageKind) (int64, error) {
+	d, err := openReadOnly(path, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer d.Close()
+	off := int64(-1)
+	err = d.WalkHeap(func(e pagealloc.HeapExtent) bool {
+		if e.Kind == kind {
+			off = e.Offset
+		}
+		return off < 0
+	})
+	return off, err
+}
+
 // TestDumpPendingHeadNotPending points the pending queue's head, the
 // allocator state's second word, at an allocated page: dump must say
 // that the head is no pending page, not print a transaction made of the
@@ -246,18 +253,7 @@ func TestDumpPagesDamagedParent(t *testing.T) {
 func TestDumpPendingHeadNotPending(t *testing.T) {
 	path := fixtureDevice(t)
 	in := inspect(t, path)
-	d, err := openReadOnly(path, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := int64(-1)
-	err = d.WalkHeap(func(e pagealloc.HeapExtent) bool {
-		if e.Kind == pagealloc.PageAllocated {
-			page = e.Offset
-		}
-		return page < 0
-	})
-	d.Close()
+	page, err := firstExtent(path, pagealloc.PageAllocated)
 	if err != nil || page < 0 || in.Pending.Pages == 0 {
 		t.Fatalf("set-up: an allocated page at %d, %d pending pages (%v)", page, in.Pending.Pages, err)
 	}
