@@ -171,8 +171,7 @@ func printLayout(w io.Writer, in *pagealloc.Inspection) error {
 }
 
 // recordedCapacity returns the capacity the device records, in the
-// superblock copy in use, and mappedNote what to write after it: the
-// capacity mapped, if -max-size made it another.
+// superblock copy in use.
 func recordedCapacity(in *pagealloc.Inspection) int64 {
 	for _, sb := range in.Superblocks {
 		if sb.InUse {
@@ -182,6 +181,8 @@ func recordedCapacity(in *pagealloc.Inspection) int64 {
 	return in.Capacity
 }
 
+// mappedNote returns what to write after the recorded capacity: the
+// capacity mapped, in format, if -max-size made it another.
 func mappedNote(in *pagealloc.Inspection, format func(int64) string) string {
 	if recordedCapacity(in) == in.Capacity {
 		return ""
