@@ -258,8 +258,11 @@ type Device struct {
 	logs     *logSet    // log-structured regions; logstructured.go
 	subpages subpageSet // sub-page classes; subpage.go
 
-	// lifeMu is held shared by every public call that touches the mapping,
-	// and exclusively by Close while it unmaps.
+	// lifeMu is held shared by the public calls that touch the mapping
+	// outside the writer slot (ReadAt, WriteAt, Slice, log reads and
+	// writes, …), and exclusively by Close while it unmaps, after it has
+	// taken the writer slot, which the others (Check, Inspect, WalkHeap,
+	// a transaction's reads) hold instead.
 	lifeMu  sync.RWMutex
 	closeMu sync.Mutex
 	closed  atomic.Bool
