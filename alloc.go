@@ -698,7 +698,7 @@ func (d *Device) Close() error {
 	d.closeLogs()
 	var err error
 	if !d.opts.ReadOnly {
-		err = d.drainSubpages()
+		err = d.drainSubpages(false)
 		if d.failure.Load() == nil {
 			err = errors.Join(err, d.retractHeap())
 		}
@@ -911,6 +911,11 @@ func (d *Device) Begin() (*Txn, error) {
 	}
 	if d.alloc.owed.CompareAndSwap(true, false) {
 		d.releaseOwed()
+	}
+	if d.subpages.owed.CompareAndSwap(true, false) {
+		// An error stops the release quietly, as releaseOwed's: the
+		// caller's transactions meet it again.
+		_ = d.drainSubpages(true)
 	}
 	return d.begin()
 }

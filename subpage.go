@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 )
 
 // The sub-page allocator carves buddy pages ("parents") into 64 equal
@@ -217,6 +218,12 @@ type subpageSet struct {
 	// releases may (releaseBudget), counted from when the set joins tx,
 	// so at most a quarter of a record whatever tx writes after.
 	spare int
+	// released counts the covered parents released into tx.
+	released int
+	// owed is set when a transaction that released covered parents was
+	// too large to commit: the next Begin releases them, in transactions
+	// of their own (drainSubpages).
+	owed atomic.Bool
 }
 
 // loadSubpages reads the committed class table after recovery, and makes
@@ -257,7 +264,7 @@ func (d *Device) loadSubpages() error {
 // class returns tx's copy of class i, registering the set with tx.
 func (s *subpageSet) class(tx *Txn, i int) *subpageClass {
 	if s.tx != tx {
-		s.tx, s.touched = tx, 0
+		s.tx, s.touched, s.released = tx, 0, 0
 		s.spare = s.d.alloc.releaseBudget(tx)
 		tx.join(s)
 	}
@@ -312,7 +319,15 @@ func (s *subpageSet) committed(tx *Txn) {
 	}
 }
 
-func (s *subpageSet) rolledBack(tx *Txn) { s.tx, s.touched = nil, 0 }
+func (s *subpageSet) rolledBack(tx *Txn) {
+	if s.released > 0 && errors.Is(tx.cause, ErrTooLarge) {
+		// The releases may be what made tx too large: tried again, it
+		// would release them again. The next Begin releases them on
+		// their own, so that it fits.
+		s.owed.Store(true)
+	}
+	s.tx, s.touched = nil, 0
+}
 
 // subpageSlotRange returns the smallest and largest slot sizes the device
 // supports: 64 slots fill a parent, which is a page from MinPageSize to
@@ -829,7 +844,10 @@ func (s *Subpages) Free(tx *Txn, a Addr) error {
 // a Free in another class reached it (drainOther). It waits for one
 // checkpoint if the queues hold slots none covers yet, and runs as many
 // transactions as the queues need, taking the writer slot for each.
-func (d *Device) drainSubpages() error {
+// Called by Begin for a transaction refused as too large with what it
+// released (owed, see subpageSet.owed), it releases the covered slots
+// only, waiting for no checkpoint, in transactions Begin would begin.
+func (d *Device) drainSubpages(owed bool) error {
 	set := &d.subpages
 	set.mu.Lock()
 	classes := set.count
@@ -839,8 +857,12 @@ func (d *Device) drainSubpages() error {
 	}
 	waited := false
 	var broken uint64 // classes whose queue is corrupt
+	begin := d.beginClosing
+	if owed {
+		begin = d.begin
+	}
 	for {
-		tx, err := d.beginClosing()
+		tx, err := begin()
 		if err != nil {
 			return err
 		}
@@ -879,7 +901,7 @@ func (d *Device) drainSubpages() error {
 		}
 		switch {
 		case moved:
-		case waiting && !waited:
+		case waiting && !waited && !owed:
 			if err := d.journal.waitCheckpoint(seq); err != nil {
 				return err
 			}
@@ -1051,6 +1073,7 @@ func (s *Subpages) release(tx *Txn, c *subpageClass, budget int, forAlloc bool) 
 		if c.pendHead == 0 {
 			c.pendTail = 0
 		}
+		tx.d.subpages.released++
 		if !s.releaseInPlace(tx, c, &h) && h.pend == 0 && refunds > 0 {
 			refunds-- // released in place when last touched: only dequeued
 			budget++

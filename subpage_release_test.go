@@ -392,3 +392,61 @@ func TestSubpageAllocFullDeviceReachesCoveredSlots(t *testing.T) {
 	}
 	mustCheck(t, d)
 }
+
+// TestSubpageTooLargeOnlyForReleases: a transaction that fits a record on
+// its own, but not beside the emptied parents its Frees release into it
+// (covered by a checkpoint, up to a quarter of a record), is refused with
+// ErrTooLarge; tried again, it must commit, as the next Begin releases
+// those parents in transactions of their own. Before, each attempt
+// released the same parents, was rolled back with them, and was refused
+// again for as long as they waited.
+func TestSubpageTooLargeOnlyForReleases(t *testing.T) {
+	opts := smallHeapOptions()
+	d, _ := createTestDevice(t, opts)
+	s := mustSubpages(t, d, 64)
+	keep := allocPages(t, d, 2, 64<<10)
+	const usable = subpageSlotsPerParent - 1 // slot 0 holds the header
+	const emptied = 400
+	slots := allocSlots(t, d, s, (emptied+1)*usable)
+	// In one transaction, so that none of the parents is released
+	// before the one under test.
+	freeSlots(t, d, s, slots[usable:])
+	coverCommitted(t, d)
+	if p := d.Stats().PendingPages; p != 0 {
+		t.Fatalf("set-up: %d pages pending; want none, so that only the sub-page releases count", p)
+	}
+	mine := slots[:usable] // one parent's: its frees cost the transaction one header
+	n := opts.JournalSize * 35 / 100
+	large := func(tx *Txn) error {
+		for _, a := range mine {
+			if err := s.Free(tx, a); err != nil {
+				return err
+			}
+		}
+		for _, a := range keep {
+			if m := min(n, a.Size()); m > 0 {
+				if err := tx.Write(a.Offset(), make([]byte, m)); err != nil {
+					return err
+				}
+				n -= m
+			}
+		}
+		return nil
+	}
+	for i := range 3 {
+		n = opts.JournalSize * 35 / 100
+		err := d.Update(large)
+		if err == nil {
+			if i == 0 {
+				t.Fatalf("set-up: the first attempt committed beside %d emptied parents; want it too large with what it releases", s.Stats().Parents)
+			}
+			mustCheck(t, d)
+			return
+		}
+		if !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+		t.Logf("attempt %d: %v (%+v)", i, err, s.Stats())
+	}
+	t.Fatalf("the transaction is still refused after 3 attempts; %+v, covered by a checkpoint", s.Stats())
+}

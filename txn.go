@@ -204,7 +204,8 @@ func (tx *Txn) ReadAt(p []byte, off int64) (int, error) {
 // besides the bytes themselves, so long contiguous writes cost 87 bytes
 // for every 64 and a transaction of them fits 32/87 of
 // Options.JournalSize (about 37%) in bytes written. The pending pages
-// the allocator releases into a transaction (see Alloc) count too: if
+// the allocator releases into a transaction (see Alloc), and the pending
+// sub-page slots (see Subpages.Free), count too: if
 // they made it too large, the next Begin releases them in transactions
 // of their own first, so that tried again it does not carry them.
 //
