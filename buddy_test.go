@@ -1051,13 +1051,24 @@ func TestTooLargeOnlyForReleases(t *testing.T) {
 		freePages(t, d, odd[i:i+100])
 	}
 	coverCommitted(t, d)
-	// 35% of the journal in bytes written contiguously, within the 37%
-	// Commit's doc says fits, after the Alloc that releases.
-	n := opts.JournalSize * 35 / 100
+	refusedOnceThenCommits(t, d, opts, keep, func(tx *Txn) error {
+		_, err := tx.Alloc(4096)
+		return err
+	}, func() string { return fmt.Sprintf("%d pages pending", d.Stats().PendingPages) })
+}
+
+// refusedOnceThenCommits runs, up to three times, a transaction that calls
+// first, then writes 35% of the journal contiguously into keep's pages
+// (within the 37% Commit's doc says fits): the first attempt must be
+// refused with ErrTooLarge, for what first releases into it, and a later
+// one commit. waiting describes what waits to be released.
+func refusedOnceThenCommits(t *testing.T, d *Device, opts *Options, keep []Addr, first func(tx *Txn) error, waiting func() string) {
+	t.Helper()
 	large := func(tx *Txn) error {
-		if _, err := tx.Alloc(4096); err != nil {
+		if err := first(tx); err != nil {
 			return err
 		}
+		n := opts.JournalSize * 35 / 100
 		for _, a := range keep {
 			if m := min(n, a.Size()); m > 0 {
 				if err := tx.Write(a.Offset(), make([]byte, m)); err != nil {
@@ -1069,11 +1080,10 @@ func TestTooLargeOnlyForReleases(t *testing.T) {
 		return nil
 	}
 	for i := range 3 {
-		n = opts.JournalSize * 35 / 100
 		err := d.Update(large)
 		if err == nil {
 			if i == 0 {
-				t.Fatalf("set-up: the first attempt committed beside %d pending pages; want it too large with what it releases", d.Stats().PendingPages)
+				t.Fatalf("set-up: the first attempt committed beside %s; want it too large with what it releases", waiting())
 			}
 			mustCheck(t, d)
 			return
@@ -1081,9 +1091,9 @@ func TestTooLargeOnlyForReleases(t *testing.T) {
 		if !errors.Is(err, ErrTooLarge) {
 			t.Fatalf("attempt %d: %v", i, err)
 		}
-		t.Logf("attempt %d: %v (%d pages pending)", i, err, d.Stats().PendingPages)
+		t.Logf("attempt %d: %v (%s)", i, err, waiting())
 	}
-	t.Fatalf("the transaction is still refused after 3 attempts; %d pages pending, covered by a checkpoint", d.Stats().PendingPages)
+	t.Fatalf("the transaction is still refused after 3 attempts; %s, covered by a checkpoint", waiting())
 }
 
 // TestEmptyCommitEndsParticipants checks that a transaction a component

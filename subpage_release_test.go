@@ -2,6 +2,7 @@ package pagealloc
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -416,37 +417,12 @@ func TestSubpageTooLargeOnlyForReleases(t *testing.T) {
 		t.Fatalf("set-up: %d pages pending; want none, so that only the sub-page releases count", p)
 	}
 	mine := slots[:usable] // one parent's: its frees cost the transaction one header
-	n := opts.JournalSize * 35 / 100
-	large := func(tx *Txn) error {
+	refusedOnceThenCommits(t, d, opts, keep, func(tx *Txn) error {
 		for _, a := range mine {
 			if err := s.Free(tx, a); err != nil {
 				return err
 			}
 		}
-		for _, a := range keep {
-			if m := min(n, a.Size()); m > 0 {
-				if err := tx.Write(a.Offset(), make([]byte, m)); err != nil {
-					return err
-				}
-				n -= m
-			}
-		}
 		return nil
-	}
-	for i := range 3 {
-		n = opts.JournalSize * 35 / 100
-		err := d.Update(large)
-		if err == nil {
-			if i == 0 {
-				t.Fatalf("set-up: the first attempt committed beside %d emptied parents; want it too large with what it releases", s.Stats().Parents)
-			}
-			mustCheck(t, d)
-			return
-		}
-		if !errors.Is(err, ErrTooLarge) {
-			t.Fatalf("attempt %d: %v", i, err)
-		}
-		t.Logf("attempt %d: %v (%+v)", i, err, s.Stats())
-	}
-	t.Fatalf("the transaction is still refused after 3 attempts; %+v, covered by a checkpoint", s.Stats())
+	}, func() string { return fmt.Sprintf("%+v", s.Stats()) })
 }
