@@ -2341,8 +2341,11 @@ type crashOwner struct {
 	live     map[uint64]*crashLive // id -> where the entry is now
 	relocate int
 
-	// failEvery makes every failEvery-th Relocate fail (0: none), which
-	// rolls its GC transaction back; failed counts them.
+	// failEvery makes the first Relocate fail, and every failEvery-th
+	// after it (0: none), which rolls its GC transaction back; failed
+	// counts them. The first fails so that a workload whose GC relocates
+	// little (under the race detector, on a loaded machine) still fails
+	// one.
 	failEvery, calls, failed int
 	moves                    []crashMove // this transaction's, to undo if it fails
 }
@@ -2353,7 +2356,8 @@ type crashMove struct {
 	old, new int64
 }
 
-// errRelocateInjected is the failure of crashOwner's failEvery-th Relocate.
+// errRelocateInjected is the failure of crashOwner's first Relocate and
+// every failEvery-th after it.
 var errRelocateInjected = errors.New("relocate failure injected by the test")
 
 type crashLive struct {
@@ -2376,7 +2380,7 @@ func (o *crashOwner) IsLive(off int64, entry []byte) bool {
 func (o *crashOwner) Relocate(tx *Txn, oldOff, newOff int64, entry []byte) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.calls++; o.failEvery > 0 && o.calls%o.failEvery == 0 {
+	if o.calls++; o.failEvery > 0 && (o.calls-1)%o.failEvery == 0 {
 		o.failed++
 		return errRelocateInjected
 	}
