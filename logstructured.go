@@ -1014,7 +1014,12 @@ func (l *Log) Entries(from int64) iter.Seq2[Entry, error] {
 				err = l.paddingStartsAt(head, pos)
 			}
 			if err != nil && userPos {
-				err = l.fromError(head, pos, err)
+				// As Read tells them apart: no frame starting at the
+				// caller's position is the caller's mistake, not damage.
+				var noFrame bool
+				if noFrame, err = l.frameFailure(head, pos, err); noFrame {
+					err = fmt.Errorf("%w: no entry starts at position %d", ErrInvalidArgument, pos)
+				}
 			}
 			if errors.Is(err, errReclaimed) {
 				// GC passed pos while it was read. Entries it moved now
@@ -1074,43 +1079,39 @@ func (l *Log) Read(off int64) ([]byte, error) {
 	switch {
 	case errors.Is(err, errReclaimed) || err == nil && f.padding:
 		return nil, notFound
-	case errors.Is(err, ErrCorrupt):
-		// A damaged frame, or bytes inside an entry that look like a
-		// frame header. Bytes that do not (no magic, another position)
-		// are damage only where a frame surely starts: past a damaged
-		// header, an offset inside an entry would read as damage too.
-		starts, serr := l.startsFrame(head, pos, !errors.Is(err, errNoFrame))
-		switch {
-		case errors.Is(serr, errReclaimed) || serr == nil && !starts:
-			return nil, notFound
-		case serr != nil:
-			return nil, serr
-		}
-		return nil, err
 	case err != nil:
+		noFrame, err := l.frameFailure(head, pos, err)
+		if noFrame || errors.Is(err, errReclaimed) {
+			return nil, notFound
+		}
 		return nil, err
 	}
 	return data, nil
 }
 
-// fromError returns the error of a walk that starts at pos, a position
-// the caller gave, whose frame failed to read with err. As Read tells
-// them apart: ErrInvalidArgument where no frame starts there (bytes inside
-// a frame are no damage), the damage where one does, and err itself when
-// the device closed or GC passed pos meanwhile.
-func (l *Log) fromError(head, pos uint64, err error) error {
-	if errors.Is(err, ErrCorrupt) {
+// frameFailure tells what err, the failure to read a frame at pos, a
+// durable position from head on, means: noFrame if no frame starts there
+// (bytes inside a frame are no damage), else the damage where one does,
+// or why the walk of the headers could not tell (errReclaimed once GC has
+// passed pos, ErrClosed), or err itself when it is no frame check's. Bytes
+// that are no frame header at all (no magic, another position) are damage
+// only where a frame surely starts: past a damaged header, an offset
+// inside an entry would read as damage too.
+func (l *Log) frameFailure(head, pos uint64, err error) (noFrame bool, _ error) {
+	switch {
+	case errors.Is(err, ErrCorrupt):
 		starts, serr := l.startsFrame(head, pos, !errors.Is(err, errNoFrame))
-		switch {
-		case serr != nil:
-			return serr
-		case starts:
-			return err
+		if serr != nil {
+			return false, serr
 		}
-	} else if !errors.Is(err, errNoFrame) {
-		return err
+		if !starts {
+			return true, nil
+		}
+		return false, err
+	case errors.Is(err, errNoFrame): // paddingStartsAt's
+		return true, nil
 	}
-	return fmt.Errorf("%w: no entry starts at position %d", ErrInvalidArgument, pos)
+	return false, err
 }
 
 // paddingStartsAt returns nil if the implicit padding to the ring's end
